@@ -1,0 +1,23 @@
+# climai: the toy campaign by default; `--configfile config/campaigns/<x>.yaml` for another.
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_outputs,
+    default_target: True

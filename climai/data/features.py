@@ -1,0 +1,119 @@
+"""Model inputs from LR fields, static fields and time; normalisation in one place.
+
+Inputs per sample (channels): for each variable the bicubic- and nearest-upsampled LR in
+normalised transformed space, the normalised static fields, and four time features (sine and
+cosine of the hour of day and of the day of year). The model predicts a residual on top of the
+bicubic channel (``base``); the target is the normalised transformed HR field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from climai.models.interpolate import upsample
+from climai.variables import Transform
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model sees and predicts, with the statistics that normalise it.
+
+    ``stats`` is ``prep/stats.json``: per variable ``{transform, offset, mean, std}`` and under
+    ``"static"`` per static field ``{mean, std}``.
+    """
+
+    variables: list[str]
+    statics: list[str]
+    scale: int
+    stats: dict[str, Any] = field(repr=False)
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * len(self.variables) + len(self.statics) + 4
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.variables)
+
+    def transform(self, var: str) -> Transform:
+        s = self.stats[var]
+        return Transform(s["transform"], s["offset"])
+
+    def normalise(self, var: str, physical: torch.Tensor) -> torch.Tensor:
+        s = self.stats[var]
+        return (self.transform(var).forward(physical) - s["mean"]) / s["std"]
+
+    def denormalise(self, var: str, z: torch.Tensor) -> torch.Tensor:
+        s = self.stats[var]
+        return self.transform(var).inverse(z * s["std"] + s["mean"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "variables": self.variables,
+            "statics": self.statics,
+            "scale": self.scale,
+            "stats": self.stats,
+        }
+
+
+@dataclass
+class SplitTensors:
+    """Normalised tensors of one split on the full HR domain."""
+
+    x: torch.Tensor  # (T, C, H, W) inputs, NaN replaced by 0
+    base: torch.Tensor  # (T, V, H, W) normalised bicubic, NaN where the LR is missing
+    target: torch.Tensor | None  # (T, V, H, W) normalised truth, NaN where missing
+
+
+def time_features(times: pd.DatetimeIndex) -> np.ndarray:
+    """(T, 4) sine/cosine of hour of day and day of year."""
+    hour = times.hour.to_numpy() + times.minute.to_numpy() / 60.0
+    doy = times.day_of_year.to_numpy()
+    a, b = 2 * np.pi * hour / 24.0, 2 * np.pi * doy / 365.25
+    return np.stack([np.sin(a), np.cos(a), np.sin(b), np.cos(b)], axis=1).astype(np.float32)
+
+
+def build_split(
+    spec: FeatureSpec,
+    lr: np.ndarray,
+    static: np.ndarray,
+    times: pd.DatetimeIndex,
+    hr: np.ndarray | None = None,
+) -> SplitTensors:
+    """Tensors for one split: ``lr`` is (T, V, h, w) physical, ``static`` (S, H, W) physical."""
+    lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+    bicubic = upsample(lr_t, spec.scale, "bicubic")
+    nearest = upsample(lr_t, spec.scale, "nearest")
+    base = torch.stack(
+        [spec.normalise(v, bicubic[:, i]) for i, v in enumerate(spec.variables)], dim=1
+    )
+    near = torch.stack(
+        [spec.normalise(v, nearest[:, i]) for i, v in enumerate(spec.variables)], dim=1
+    )
+    n, _, height, width = base.shape
+    st = torch.stack(
+        [
+            (torch.from_numpy(static[i]) - spec.stats["static"][s]["mean"])
+            / spec.stats["static"][s]["std"]
+            for i, s in enumerate(spec.statics)
+        ]
+    ).to(torch.float32)
+    tf = torch.from_numpy(time_features(times))[:, :, None, None].expand(n, 4, height, width)
+    x = torch.cat([base, near, st.expand(n, -1, -1, -1), tf], dim=1).nan_to_num(0.0)
+    target = None
+    if hr is not None:
+        hr_t = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))
+        target = torch.stack(
+            [spec.normalise(v, hr_t[:, i]) for i, v in enumerate(spec.variables)], dim=1
+        )
+    return SplitTensors(x.contiguous(), base.contiguous(), target)
+
+
+def to_physical(spec: FeatureSpec, z: torch.Tensor) -> torch.Tensor:
+    """(T, V, H, W) normalised predictions → physical units."""
+    return torch.stack([spec.denormalise(v, z[:, i]) for i, v in enumerate(spec.variables)], dim=1)

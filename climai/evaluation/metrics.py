@@ -1,0 +1,120 @@
+"""Scores of a prediction against the truth, NaN-masked, in the variable's canonical units."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def _valid(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    if not ok.any():
+        raise ValueError("prediction and truth share no valid cell")
+    return pred[ok].astype(np.float64), truth[ok].astype(np.float64)
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Root-mean-square error over cells valid in both fields."""
+    p, t = _valid(pred, truth)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def mae(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute error over cells valid in both fields."""
+    p, t = _valid(pred, truth)
+    return float(np.mean(np.abs(p - t)))
+
+
+def bias(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of prediction minus truth."""
+    p, t = _valid(pred, truth)
+    return float(np.mean(p - t))
+
+
+def corr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pearson correlation over all valid cells (space and time pooled)."""
+    p, t = _valid(pred, truth)
+    if p.std() == 0 or t.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(p, t)[0, 1])
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "rmse": rmse,
+    "mae": mae,
+    "bias": bias,
+    "corr": corr,
+}
+
+
+def _detrend_window(field: np.ndarray) -> np.ndarray:
+    """Remove the least-squares plane, then taper with a 2-D Hann window."""
+    ny, nx = field.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    design = np.column_stack([np.ones(field.size), yy.ravel(), xx.ravel()])
+    coef, *_ = np.linalg.lstsq(design, field.ravel(), rcond=None)
+    resid = field - (design @ coef).reshape(ny, nx)
+    return resid * np.outer(np.hanning(ny), np.hanning(nx))
+
+
+def radial_power_spectrum(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of (T, H, W) fields, averaged over T.
+
+    Each field is detrended and Hann-windowed; NaN cells take the mean of the valid ones.
+    Returns ``(wavelength_cells, power)`` from the longest to the shortest wavelength (2 cells).
+
+    Examples
+    --------
+    >>> x = np.arange(64)
+    >>> wave = np.sin(2 * np.pi * x / 8)[None, None, :].repeat(64, axis=1)
+    >>> wl, p = radial_power_spectrum(wave)
+    >>> float(wl[np.argmax(p)])
+    8.0
+    """
+    fields = np.asarray(fields, dtype=np.float64)
+    if fields.ndim == 2:
+        fields = fields[None]
+    _, ny, nx = fields.shape
+    n = min(ny, nx)
+    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
+    bins = np.rint(k * n).astype(int)  # integer wavenumber per domain length
+    nbins = n // 2 + 1
+    power = np.zeros(nbins)
+    used = 0
+    for f in fields:
+        ok = np.isfinite(f)
+        if not ok.any():
+            continue
+        f = np.where(ok, f, f[ok].mean())
+        spec = np.abs(np.fft.fft2(_detrend_window(f))) ** 2
+        power += np.bincount(bins.ravel(), spec.ravel(), minlength=bins.max() + 1)[:nbins]
+        used += 1
+    counts = np.bincount(bins.ravel(), minlength=bins.max() + 1)[:nbins]
+    power = power / max(used, 1) / np.maximum(counts, 1)
+    wavenumber = np.arange(1, nbins)
+    return n / wavenumber, power[1:]
+
+
+def spectral_ratio(
+    pred: np.ndarray, truth: np.ndarray, bands: list[list[float]]
+) -> dict[str, float]:
+    """Power of ``pred`` over power of ``truth`` in each wavelength band ``[lo, hi)`` (HR cells)."""
+    wl, p_pred = radial_power_spectrum(pred)
+    _, p_truth = radial_power_spectrum(truth)
+    out = {}
+    for lo, hi in bands:
+        sel = (wl >= lo) & (wl < hi)
+        denom = p_truth[sel].sum()
+        out[f"{lo:g}-{hi:g}"] = float(p_pred[sel].sum() / denom) if denom > 0 else float("nan")
+    return out
+
+
+def compute_metrics(
+    pred: np.ndarray, truth: np.ndarray, bands: list[list[float]]
+) -> dict[str, Any]:
+    """All scalar metrics and the spectral ratio of one variable."""
+    out: dict[str, Any] = {name: fn(pred, truth) for name, fn in METRICS.items()}
+    out["spectral_ratio"] = spectral_ratio(pred, truth, bands)
+    return out

@@ -1,0 +1,14 @@
+"""All file I/O of climai: stores, JSON, checkpoints; every write is atomic."""
+
+from climai.io.atomic import atomic_path, write_json, write_text
+from climai.io.provenance import provenance_attrs
+from climai.io.stores import open_store, write_store
+
+__all__ = [
+    "atomic_path",
+    "open_store",
+    "provenance_attrs",
+    "write_json",
+    "write_store",
+    "write_text",
+]

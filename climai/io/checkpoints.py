@@ -1,0 +1,30 @@
+"""Model files: weights plus a model card, saved atomically, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from climai.io.atomic import atomic_path
+
+
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
+    """Save weights and card (plain JSON-like data) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state_dict, "card": card}, tmp)
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, card)`` from a model file; never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ValueError(f"model file {str(path)!r} is not a loadable climai model: {err}") from err
+    if not isinstance(obj, dict) or "state_dict" not in obj or "card" not in obj:
+        raise ValueError(f"model file {str(path)!r} has no 'state_dict' and 'card'")
+    return obj["state_dict"], obj["card"]

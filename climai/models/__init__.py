@@ -1,0 +1,22 @@
+"""Methods by registry name: emulators (trained) and baselines (no training)."""
+
+from __future__ import annotations
+
+from climai.models.interpolate import upsample
+from climai.models.unet import ResidualUNet
+
+TRAINABLE = {"unet": ResidualUNet}
+BASELINES = {"bicubic": "bicubic"}
+
+
+def method_kind(name: str) -> str:
+    """``"emulator"`` or ``"baseline"``; an unknown name lists the valid ones."""
+    if name in TRAINABLE:
+        return "emulator"
+    if name in BASELINES:
+        return "baseline"
+    valid = ", ".join(sorted([*TRAINABLE, *BASELINES]))
+    raise KeyError(f"unknown method {name!r}; valid methods: {valid}")
+
+
+__all__ = ["BASELINES", "TRAINABLE", "ResidualUNet", "method_kind", "upsample"]

@@ -1,0 +1,25 @@
+"""Interpolation from the LR grid to the HR grid (cell-centred blocks of ``scale`` × ``scale``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample(lr: torch.Tensor, scale: int, mode: str = "bicubic") -> torch.Tensor:
+    """Upsample ``(N, C, h, w)`` LR fields to ``(N, C, h*scale, w*scale)``.
+
+    Cell-centred (``align_corners=False``), edges replicated. NaN cells are filled with the mean
+    of the valid neighbours' field before interpolating and are NaN again over their HR footprint.
+    """
+    if mode not in ("bicubic", "bilinear", "nearest"):
+        raise ValueError(f"unknown interpolation {mode!r}; use bicubic, bilinear or nearest")
+    missing = torch.isnan(lr)
+    if missing.any():
+        fill = torch.nanmean(lr, dim=(-2, -1), keepdim=True).nan_to_num(0.0)
+        lr = torch.where(missing, fill.expand_as(lr), lr)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    out = F.interpolate(lr, scale_factor=scale, mode=mode, **kwargs)
+    if missing.any():
+        out = out.masked_fill(F.interpolate(missing.float(), scale_factor=scale) > 0, float("nan"))
+    return out

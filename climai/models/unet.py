@@ -1,0 +1,64 @@
+"""A residual U-Net: the output is the interpolated LR field plus a learned correction."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Block(nn.Sequential):
+    """Two 3×3 convolutions with group norm and SiLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        groups = max(1, cout // 8)
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, cout),
+            nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, cout),
+            nn.SiLU(),
+        )
+
+
+class ResidualUNet(nn.Module):
+    """U-Net that predicts a residual on top of ``base`` (the interpolated LR, normalised).
+
+    ``forward(x, base)`` returns ``base + net(x)``; the last layer starts at zero, so an untrained
+    model reproduces its interpolation baseline exactly. Upsampling is bilinear interpolation
+    followed by convolution (no transposed convolutions: they leave checkerboard power).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: list[int]) -> None:
+        super().__init__()
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for c in channels:
+            self.down.append(_Block(cin, c))
+            cin = c
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for c_skip, c_deep in zip(channels[-2::-1], channels[:0:-1], strict=True):
+            self.up.append(nn.Conv2d(c_deep, c_skip, 3, padding=1))
+            self.fuse.append(_Block(2 * c_skip, c_skip))
+        self.head = nn.Conv2d(channels[0], out_channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def multiple(self) -> int:
+        """Spatial sizes must be a multiple of this (one halving per level)."""
+        return 2 ** (len(self.down) - 1)
+
+    def forward(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, skips[-2::-1], strict=True):
+            x = up(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+            x = fuse(torch.cat([x, skip], dim=1))
+        return base + self.head(x).to(base.dtype)

@@ -1,0 +1,56 @@
+"""Variables know their physics: ``kind`` picks the transform and the non-negativity constraint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Maps a variable to the space where it is normalised and learned, and back.
+
+    ``log1p`` (precipitation) compresses the heavy right tail: t = log(1 + x / offset), with
+    ``offset`` in the variable's units (1 mm h-1 by default), so light and heavy rain both matter.
+    ``identity`` (temperature, generic) leaves values as they are. Standardisation with the
+    train-split mean and std follows in both cases.
+    """
+
+    name: str
+    offset: float = 1.0
+
+    def forward(self, x: ArrayLike) -> ArrayLike:
+        if self.name == "identity":
+            return x
+        if isinstance(x, torch.Tensor):
+            return torch.log1p(torch.clamp(x, min=0) / self.offset)
+        return np.log1p(np.clip(x, 0, None) / self.offset)
+
+    def inverse(self, t: ArrayLike) -> ArrayLike:
+        if self.name == "identity":
+            return t
+        if isinstance(t, torch.Tensor):
+            return torch.clamp(torch.expm1(t) * self.offset, min=0)
+        return np.clip(np.expm1(t) * self.offset, 0, None)
+
+
+_TRANSFORMS = {"precipitation": "log1p", "temperature": "identity", "generic": "identity"}
+
+
+def transform_for(kind: str) -> Transform:
+    """The transform of a variable ``kind``."""
+    try:
+        return Transform(_TRANSFORMS[kind])
+    except KeyError:
+        raise ValueError(
+            f"unknown variable kind {kind!r}; kinds: {', '.join(_TRANSFORMS)}"
+        ) from None
+
+
+def is_non_negative(kind: str) -> bool:
+    """Whether values of this kind can never be negative (clipped after interpolation)."""
+    return kind == "precipitation"

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from climai.config import (
+    ConfigError,
+    config_sha256,
+    from_stage_json,
+    json_schema,
+    load_config,
+    stage_slice,
+    validate_config,
+)
+from tests.conftest import REPO
+
+
+def test_default_config_file_is_the_toy_campaign():
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg.campaign == "toy"
+    assert cfg.variable_names == ["tas", "pr"]
+    assert cfg.scale == 8
+    assert cfg.data.target.dx == 500.0
+    assert cfg.data.target.nx >= 128 and cfg.data.target.ny >= 128
+    assert cfg.methods.enabled() == ["bicubic", "unet"]
+
+
+def test_config_file_sets_every_key_explicitly():
+    """config/config.yaml documents every key: validating it equals the defaults plus its values."""
+    text = (REPO / "config" / "config.yaml").read_text()
+    for key in ["campaign", "results", "seed", "scale", "split", "epochs", "patch", "bands"]:
+        assert f"{key}:" in text
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'sclae' is not known \(did you mean 'scale'\?\)"):
+        validate_config({"sclae": 4})
+
+
+def test_unknown_nested_key_names_its_path():
+    with pytest.raises(ConfigError, match=r"'methods.unet.epoch' is not known.*'epochs'"):
+        validate_config({"methods": {"unet": {"epoch": 3}}})
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"'scale' = \"eight\""):
+        validate_config({"scale": "eight"})
+
+
+def test_split_must_sum_to_one():
+    with pytest.raises(ConfigError, match="split"):
+        validate_config({"split": {"train": 0.5, "val": 0.1, "test": 0.1}})
+
+
+def test_grid_must_be_a_multiple_of_scale():
+    with pytest.raises(ConfigError, match=r"data.target.nx=100 is not a multiple of scale=8"):
+        validate_config({"data": {"target": {"nx": 100}}})
+
+
+def test_results_may_not_escape_with_dotdot():
+    with pytest.raises(ConfigError, match="results"):
+        validate_config({"results": "../../etc"})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_training_hyperparameter_changes_only_training_slices():
+    a = validate_config({})
+    b = validate_config({"methods": {"unet": {"epochs": 99}}})
+    for stage in ("ingest", "preprocess"):
+        assert config_sha256(stage_slice(a, stage)) == config_sha256(stage_slice(b, stage))
+    assert config_sha256(stage_slice(a, "train", "unet")) != config_sha256(
+        stage_slice(b, "train", "unet")
+    )
+    # the bicubic baseline does not depend on the U-Net's hyperparameters
+    assert stage_slice(a, "infer", "bicubic") == stage_slice(b, "infer", "bicubic")
+
+
+def test_stage_slice_round_trips_through_json():
+    cfg = validate_config({"seed": 3, "methods": {"unet": {"lr": 1e-3}}})
+    rebuilt, _ = from_stage_json(json.dumps(stage_slice(cfg, "train", "unet")))
+    assert rebuilt.seed == 3
+    assert rebuilt.methods.unet is not None and rebuilt.methods.unet.lr == 1e-3
+    assert rebuilt.methods.enabled() == ["unet"]
+
+
+def test_schema_file_matches_the_models():
+    on_disk = json.loads((REPO / "workflow" / "schemas" / "config.schema.json").read_text())
+    assert on_disk == json_schema(), (
+        "regenerate with: climai schema > workflow/schemas/config.schema.json"
+    )

@@ -1,0 +1,15 @@
+rule infer:
+    input:
+        unpack(infer_inputs),
+    output:
+        downscaled=directory(PATHS.downscaled("{method}")),
+    log:
+        PATHS.log("infer_{method}"),
+    conda:
+        "../../envs/climai.yaml"
+    threads: workflow.cores
+    params:
+        config=stage_config("infer"),
+    shell:
+        "climai infer --config-json {params.config:q} --method {wildcards.method:q} "
+        "--threads {threads} > {log:q} 2>&1"

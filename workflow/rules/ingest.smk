@@ -1,0 +1,15 @@
+rule ingest:
+    output:
+        target=directory(PATHS.target),
+        static=directory(PATHS.static),
+    log:
+        PATHS.log("ingest"),
+    benchmark:
+        PATHS.root / "benchmarks" / "ingest.tsv"
+    conda:
+        "../../envs/climai.yaml"
+    threads: 1
+    params:
+        config=stage_config("ingest"),
+    shell:
+        "climai ingest --config-json {params.config:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,19 @@
+rule preprocess:
+    input:
+        target=PATHS.target,
+        static=PATHS.static,
+    output:
+        dataset=directory(PATHS.dataset),
+        stats=PATHS.stats,
+    log:
+        PATHS.log("preprocess"),
+    benchmark:
+        PATHS.root / "benchmarks" / "preprocess.tsv"
+    conda:
+        "../../envs/climai.yaml"
+    threads: workflow.cores
+    params:
+        config=stage_config("preprocess"),
+    shell:
+        "climai preprocess --config-json {params.config:q} --threads {threads} "
+        "> {log:q} 2>&1"
