@@ -20,9 +20,7 @@ def create_test_data(
     return toy_world(seed=seed, nx=nx, ny=ny, steps=steps)
 
 
-def random_field(
-    shape: tuple[int, ...], seed: int = 0, nan_fraction: float = 0.0
-) -> np.ndarray:
+def random_field(shape: tuple[int, ...], seed: int = 0, nan_fraction: float = 0.0) -> np.ndarray:
     """Seeded float32 normal noise with a fraction of NaN cells."""
     rng = np.random.default_rng(seed)
     out = rng.standard_normal(shape).astype(np.float32)

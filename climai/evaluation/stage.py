@@ -28,7 +28,9 @@ def _spectra_csv(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> s
     for var in pred:
         wl, p = radial_power_spectrum(pred[var])
         _, pt = radial_power_spectrum(truth[var])
-        writer.writerows([var, f"{w:.4g}", f"{a:.6g}", f"{b:.6g}"] for w, a, b in zip(wl, p, pt, strict=False))
+        writer.writerows(
+            [var, f"{w:.4g}", f"{a:.6g}", f"{b:.6g}"] for w, a, b in zip(wl, p, pt, strict=False)
+        )
     return buf.getvalue()
 
 
