@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from climai.config import (
     CampaignConfig,
@@ -101,6 +102,36 @@ def _compare(args: argparse.Namespace) -> None:
     run_compare(ctx, args.methods or ctx.cfg.methods.enabled())
 
 
+def _manifest(args: argparse.Namespace) -> None:
+    from climai.io import write_json
+    from climai.manifest import build_manifest, input_paths
+
+    ctx = _context(args, "manifest")
+    cfg_json = json.loads(ctx.cfg.model_dump_json())
+    manifest = build_manifest(cfg_json, ctx.config_sha256, ctx.paths.root, input_paths(ctx.cfg))
+    write_json(ctx.paths.manifest, manifest)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from climai.verify import verify
+
+    cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
+    reference = Path(args.reference) if args.reference else cfg.campaign_dir
+    results = verify(reference, args.configfile or [], cfg.campaign, args.threads, args.device)
+    for r in results:
+        print(f"{'OK  ' if r.ok else 'FAIL'} {r.artifact}: {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise VerificationError(
+            f"{len(failed)} of {len(results)} artifacts differ from {reference}"
+        )
+    print(f"verify OK: {len(results)} artifacts of {reference} reproduced")
+
+
+class VerificationError(ValueError):
+    """A rerun did not reproduce the reference campaign."""
+
+
 def _validate(args: argparse.Namespace) -> None:
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
     print(f"config OK: campaign {cfg.campaign!r}, outputs under {cfg.campaign_dir}/")
@@ -127,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compare":
             p.add_argument("--methods", nargs="*", default=None, help="methods to compare")
         p.set_defaults(func=func)
+    p = sub.add_parser("manifest", help="record config, inputs, versions, outputs → manifest.json")
+    _add_common(p)
+    p.set_defaults(func=_manifest)
+    p = sub.add_parser("verify", help="rerun the campaign in a fresh folder and compare outputs")
+    p.add_argument("--configfile", action="append", default=None)
+    p.add_argument("--reference", default=None, help="campaign folder to compare with")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="tolerance set")
+    p.set_defaults(func=_verify)
     p = sub.add_parser("validate", help="validate a config and exit")
     p.add_argument("--configfile", action="append", default=None)
     p.set_defaults(func=_validate)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 VariableKind = Literal["precipitation", "temperature", "generic"]
+TOY_VARIABLES = ("tas", "pr")
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,14 @@ class EvaluateConfig(_Strict):
         2, ge=1, description="Test time steps shown in the comparison figure."
     )
 
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, v: list[list[float]]) -> list[list[float]]:
+        for band in v:
+            if len(band) != 2 or not 2 <= band[0] < band[1]:
+                raise ValueError(f"band {band} must be [lo, hi] with 2 <= lo < hi (HR cells)")
+        return v
+
 
 class CampaignConfig(_Strict):
     """A campaign: one validated config gives one folder ``<results>/<campaign>/``."""
@@ -164,15 +173,38 @@ class CampaignConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"variables: names must be unique, got {names}")
         target = self.data.target
+        if target.source == "synthetic":
+            self._check_synthetic(target)
+        unet = self.methods.unet
+        if unet is not None:
+            if unet.patch % self.scale:
+                raise ValueError(
+                    f"methods.unet.patch={unet.patch} is not a multiple of scale={self.scale}"
+                )
+            levels = 2 ** (len(unet.channels) - 1)
+            if unet.patch % levels:
+                raise ValueError(
+                    f"methods.unet.patch={unet.patch} must be a multiple of {levels} for "
+                    f"{len(unet.channels)} U-Net levels (methods.unet.channels)"
+                )
+        return self
+
+    def _check_synthetic(self, target: SyntheticConfig) -> None:
         for axis, n in (("nx", target.nx), ("ny", target.ny)):
             if n % self.scale:
                 raise ValueError(f"data.target.{axis}={n} is not a multiple of scale={self.scale}")
-        if self.methods.unet is not None and self.methods.unet.patch % self.scale:
+        unknown = [v.name for v in self.variables if (v.source_name or v.name) not in TOY_VARIABLES]
+        if unknown:
             raise ValueError(
-                f"methods.unet.patch={self.methods.unet.patch} is not a multiple of "
-                f"scale={self.scale}"
+                f"variables {unknown} are not in the synthetic toy world; it provides "
+                f"{', '.join(TOY_VARIABLES)}"
             )
-        return self
+        unet = self.methods.unet
+        if unet is not None and unet.patch > min(target.nx, target.ny):
+            raise ValueError(
+                f"methods.unet.patch={unet.patch} is larger than the HR domain "
+                f"{target.ny}×{target.nx} (data.target.ny × nx)"
+            )
 
     @property
     def campaign_dir(self) -> Path:
@@ -251,8 +283,11 @@ def load_config(*paths: str | Path) -> CampaignConfig:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        with p.open() as fh:
-            loaded = yaml.safe_load(fh) or {}
+        try:
+            with p.open() as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
         raw = deep_merge(raw, loaded)
@@ -267,6 +302,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
     "infer": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
     "evaluate": ("campaign", "results", "seed", "scale", "variables", "data", "split", "evaluate"),
+    "manifest": tuple(CampaignConfig.model_fields),
 }
 
 
@@ -292,8 +328,13 @@ def canonical_json(data: Any) -> str:
 
 
 def config_sha256(data: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a config (or a stage slice of it)."""
-    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+    """sha256 of the canonical JSON of a config (or a stage slice of it).
+
+    The output location (``results``) is left out: the same campaign written elsewhere (e.g. by
+    ``climai verify``) is the same computation and must carry the same hash.
+    """
+    content = {k: v for k, v in data.items() if k != "results"}
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
 def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:

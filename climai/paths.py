@@ -54,5 +54,9 @@ class CampaignPaths:
     def summary(self) -> Path:
         return self.root / "evaluation" / "summary.csv"
 
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

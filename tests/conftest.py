@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,38 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """The command that runs this checkout's Snakefile in ``workdir``."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+
+
+def snakemake_env() -> dict[str, str]:
+    """The environment for Snakemake: this interpreter's scripts (``climai``) first on PATH."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def run_snakemake(
+    workdir: Path, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake on this checkout's Snakefile in ``workdir`` and return the finished process."""
+    return subprocess.run(
+        snakemake_cmd(workdir, *args),
+        capture_output=True,
+        text=True,
+        env=snakemake_env(),
+        timeout=timeout,
+        check=False,
+    )

@@ -29,8 +29,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        _remove(stale)  # left by a killed job: never complete, never read
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    _remove(tmp)
     try:
         yield tmp
         if target.exists():

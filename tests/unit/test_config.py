@@ -91,3 +91,10 @@ def test_schema_file_matches_the_models():
     assert on_disk == json_schema(), (
         "regenerate with: climai schema > workflow/schemas/config.schema.json"
     )
+
+
+def test_config_hash_does_not_depend_on_the_output_location():
+    a = stage_slice(validate_config({}), "preprocess")
+    b = stage_slice(validate_config({"results": "/elsewhere"}), "preprocess")
+    c = stage_slice(validate_config({"seed": 1}), "preprocess")
+    assert config_sha256(a) == config_sha256(b) != config_sha256(c)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,32 +12,13 @@ import pytest
 
 from climai.io import open_store
 from climai.testing import write_config
-from tests.conftest import REPO
+from tests.conftest import REPO, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    return run_snakemake(workdir, *args)
 
 
 def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:

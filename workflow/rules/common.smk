@@ -36,6 +36,6 @@ def infer_inputs(wildcards):
 
 def all_outputs(wildcards):
     """Every method's metrics and figure, and the comparison of all methods."""
-    outs = [PATHS.comparison, PATHS.summary]
+    outs = [PATHS.comparison, PATHS.summary, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
     return outs

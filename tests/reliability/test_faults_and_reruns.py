@@ -1,0 +1,127 @@
+"""Faults and reruns: killed jobs leave nothing that looks complete, reruns reproduce bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from climai.manifest import compare_campaigns
+from climai.testing import write_config
+from tests.conftest import run_snakemake, snakemake_cmd, snakemake_env
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+# a little larger than the tiny default so that jobs last long enough to be killed mid-way
+FAULT_CAMPAIGN = {
+    "data": {"target": {"nx": 64, "ny": 64, "steps": 240}},
+    "methods": {"unet": {"epochs": 3, "patch": 32, "batch": 8}},
+}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of the fault campaign."""
+    wd = tmp_path_factory.mktemp("reference")
+    write_config(wd / "c.yaml", **FAULT_CAMPAIGN)
+    result = run_snakemake(wd, "--configfile", str(wd / "c.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return wd
+
+
+def _kill_when(wd: Path, ready, timeout: float = 300.0) -> None:
+    """Start the campaign in ``wd`` and SIGKILL the whole job tree as soon as ``ready()``."""
+    proc = subprocess.Popen(
+        snakemake_cmd(wd, "--configfile", str(wd / "c.yaml")),
+        env=snakemake_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "the campaign finished before the fault could be injected"
+            assert time.monotonic() < deadline, "the fault point was never reached"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _rerun_and_compare(wd: Path, reference: Path) -> None:
+    assert run_snakemake(wd, "--unlock").returncode == 0
+    result = run_snakemake(wd, "--configfile", str(wd / "c.yaml"), "--rerun-incomplete")
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparisons = compare_campaigns(reference / "results/tiny", wd / "results/tiny")
+    assert comparisons and all(c.ok for c in comparisons), [c for c in comparisons if not c.ok]
+
+
+def test_sigkill_during_preprocess_then_rerun_gives_identical_outputs(tmp_path, reference):
+    write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
+    prep = tmp_path / "results/tiny/prep"
+    _kill_when(tmp_path, lambda: any(prep.glob(".dataset.zarr.tmp-*")))
+    assert not (prep / "dataset.zarr").exists(), "a killed preprocess left a complete-looking store"
+    _rerun_and_compare(tmp_path, reference)
+
+
+def test_sigkill_during_training_then_rerun_gives_identical_outputs(tmp_path, reference):
+    write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
+    log = tmp_path / "results/tiny/logs/train_unet.log"
+    _kill_when(tmp_path, lambda: log.exists() and "epoch 1/3" in log.read_text())
+    assert not (tmp_path / "results/tiny/models/unet/model.pt").exists()
+    _rerun_and_compare(tmp_path, reference)
+
+
+def test_manifest_records_what_made_the_campaign(reference):
+    manifest = json.loads((reference / "results/tiny/manifest.json").read_text())
+    assert manifest["config"]["campaign"] == "tiny" and len(manifest["config_sha256"]) == 64
+    assert manifest["seed"] == 0 and manifest["git_commit"]
+    assert {"torch", "xarray", "zarr", "snakemake", "climai"} <= set(manifest["packages"])
+    assert {"python", "machine", "torch_threads"} <= set(manifest["platform"])
+    assert {"prep/dataset.zarr", "models/unet/model.pt", "evaluation/unet/metrics.json"} <= set(
+        manifest["artifacts"]
+    )
+
+
+def test_verify_reruns_the_campaign_bitwise(reference):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "climai.cli",
+            "verify",
+            "--configfile",
+            "c.yaml",
+            "--reference",
+            "results/tiny",
+            "--threads",
+            "2",
+        ],
+        cwd=reference,
+        capture_output=True,
+        text=True,
+        env=snakemake_env(),
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "verify OK" in result.stdout
+    assert (
+        "FAIL" not in result.stdout
+        and "OK   models/unet/model.pt: bitwise identical" in result.stdout
+    )
+
+
+def test_config_values_never_reach_a_shell_unquoted(tmp_path):
+    write_config(tmp_path / "c.yaml", results="out; touch pwned")
+    result = run_snakemake(tmp_path, "--configfile", str(tmp_path / "c.yaml"), "--until", "ingest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "out; touch pwned/tiny/ingest/target.zarr").is_dir()

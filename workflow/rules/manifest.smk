@@ -1,0 +1,16 @@
+rule manifest:
+    input:
+        metrics=[PATHS.metrics(m) for m in METHODS],
+        models=[PATHS.model(m) for m in EMULATORS],
+        summary=PATHS.summary,
+    output:
+        manifest=PATHS.manifest,
+    log:
+        PATHS.log("manifest"),
+    conda:
+        "../../envs/climai.yaml"
+    threads: 1
+    params:
+        config=stage_config("manifest"),
+    shell:
+        "climai manifest --config-json {params.config:q} --threads {threads} > {log:q} 2>&1"
