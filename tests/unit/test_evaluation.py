@@ -20,6 +20,9 @@ from climai.preprocess.stage import run_preprocess
 from climai.stage import StageContext
 from climai.testing import TINY_CAMPAIGN, synthetic_ensemble_store
 
+# the module's campaign fixture takes ~35 s on the shared 2-core machine
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
