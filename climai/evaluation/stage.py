@@ -19,7 +19,7 @@ from climai.evaluation.figures import (
     rank_histogram_figure,
     spectra_figure,
 )
-from climai.evaluation.metrics import MetricInput, SpectraPair, compute_metrics
+from climai.evaluation.metrics import MetricInput, SpectraPair, compute_metrics, rank_histogram
 from climai.evaluation.summary import markdown_table, rows_to_csv, summary_html, summary_rows
 from climai.io import open_store, write_json, write_text
 from climai.preprocess.splits import SPLITS
@@ -55,15 +55,19 @@ def _spectra_csv(spectra: dict[str, SpectraPair]) -> str:
     return buf.getvalue()
 
 
-def show_steps(truth: xr.Dataset, variables: list[str], n: int) -> list[int]:
-    """Test steps shown in maps, in time order: the ``n`` wettest when there is precipitation
-    (``pr``), else ``n`` evenly spaced ones."""
+def show_steps(truth: xr.Dataset, wet_variable: str | None, n: int) -> list[int]:
+    """Test steps shown in maps, in time order: the ``n`` wettest (highest domain mean of
+    ``wet_variable``, a precipitation variable) when there is one, else ``n`` evenly spaced."""
     size = truth.sizes["time"]
     n = min(n, size)
-    if "pr" in variables:
-        wet = truth["hr_pr"].mean(("y", "x"), skipna=True).fillna(-np.inf).values
+    if wet_variable is not None:
+        wet = truth[f"hr_{wet_variable}"].mean(("y", "x"), skipna=True).fillna(-np.inf).values
         return sorted(int(i) for i in np.argsort(-wet, kind="stable")[:n])
     return sorted({round(float(x)) for x in np.linspace(0, size - 1, n + 2)[1:-1]})
+
+
+def _wet_variable(ctx: StageContext) -> str | None:
+    return next((v.name for v in ctx.cfg.variables if v.kind == "precipitation"), None)
 
 
 def _panels(
@@ -126,7 +130,7 @@ def run_evaluate(ctx: StageContext, method: str) -> None:
     write_text(ctx.paths.spectra(method), _spectra_csv(spectra))
     units = {v.name: v.units for v in ctx.cfg.variables}
     cubes = {v: {"truth": tv[v], method: pv[v]} for v in variables}
-    steps = show_steps(truth, variables, ecfg.figure_steps)
+    steps = show_steps(truth, _wet_variable(ctx), ecfg.figure_steps)
     name = f"{ctx.cfg.campaign}: {method}, test split"
     maps_figure(
         _panels(ctx, truth, cubes, steps), _when(truth, steps), units, name, ctx.paths.maps(method)
@@ -156,7 +160,7 @@ def run_compare(ctx: StageContext, methods: list[str]) -> None:
         v: {"truth": truth[f"hr_{v}"].values, **{m: prediction_cube(preds[m], v) for m in methods}}
         for v in variables
     }
-    steps = show_steps(truth, variables, ctx.cfg.evaluate.figure_steps)
+    steps = show_steps(truth, _wet_variable(ctx), ctx.cfg.evaluate.figure_steps)
     name = f"{ctx.cfg.campaign}: test split"
     maps_figure(
         _panels(ctx, truth, cubes, steps), _when(truth, steps), units, name, ctx.paths.comparison
@@ -167,10 +171,14 @@ def run_compare(ctx: StageContext, methods: list[str]) -> None:
     metrics: dict[str, dict[str, dict[str, Any]]] = {
         m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
     }
-    ensembles = {
-        m: {v: metrics[m][v]["rank_histogram"] for v in variables}
+    ensembles = {  # every method with a member dimension, whatever evaluate.metrics holds
+        m: {
+            v: metrics[m][v].get("rank_histogram")
+            or rank_histogram(cubes[v][m], cubes[v]["truth"], ctx.cfg.seed)
+            for v in variables
+        }
         for m in methods
-        if all("rank_histogram" in metrics[m][v] for v in variables)
+        if "member" in preds[m].dims
     }
     if ensembles:
         rank_histogram_figure(ensembles, f"{name}: rank histograms", ctx.paths.rank_histograms)
