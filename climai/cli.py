@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from climai.evaluation.stage import run_compare
 
-    ctx = _context(args, "evaluate")
+    ctx = _context(args, "compare")
     run_compare(ctx, args.methods or ctx.cfg.methods.enabled())
 
 

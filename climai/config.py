@@ -83,6 +83,24 @@ class BicubicConfig(_Strict):
     """Bicubic interpolation of the LR field: the baseline every emulator must beat."""
 
 
+class NearestConfig(_Strict):
+    """Nearest-neighbour upsampling of the LR field: a reference that keeps the LR blocks."""
+
+
+class QuantileMappingConfig(_Strict):
+    """Statistical baseline: bicubic interpolation, then empirical quantile mapping fitted on the
+    train split (bicubic-of-LR quantiles → HR-truth quantiles, per variable)."""
+
+    quantiles: int = Field(
+        1001, ge=11, le=100_001, description="Quantile levels of the fitted mapping table."
+    )
+    max_samples: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Train cells drawn (seeded) per variable to fit the table; all if fewer.",
+    )
+
+
 class UNetConfig(_Strict):
     """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
 
@@ -105,12 +123,34 @@ class UNetConfig(_Strict):
 class MethodsConfig(_Strict):
     """Methods to run (registry names); an absent method is not run."""
 
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
     bicubic: BicubicConfig | None = Field(default_factory=BicubicConfig)
+    nearest: NearestConfig | None = Field(default_factory=NearestConfig)
+    quantile_mapping: QuantileMappingConfig | None = Field(
+        default_factory=QuantileMappingConfig, alias="quantile-mapping"
+    )
     unet: UNetConfig | None = Field(default_factory=UNetConfig)
 
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every method's registry name (the config key), in registry order."""
+        return [f.alias or name for name, f in cls.model_fields.items()]
+
+    def get(self, method: str) -> BaseModel | None:
+        """The config of ``method`` (by registry name), None when it is not configured."""
+        for name, f in type(self).model_fields.items():
+            if (f.alias or name) == method:
+                return getattr(self, name)
+        raise ConfigError(f"unknown method {method!r}; methods: {', '.join(self.names())}")
+
     def enabled(self) -> list[str]:
-        """Names of the configured methods, in registry order."""
-        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+        """Registry names of the configured methods, in registry order."""
+        return [m for m in self.names() if self.get(m) is not None]
+
+    def ensembles(self) -> list[str]:
+        """Configured methods that predict an ensemble (a ``members`` setting above 1)."""
+        return [m for m in self.enabled() if getattr(self.get(m), "members", 1) > 1]
 
 
 class EvaluateConfig(_Strict):
@@ -121,8 +161,30 @@ class EvaluateConfig(_Strict):
         description="Wavelength bands, in HR cells, for the spectral ratio.",
     )
     figure_steps: int = Field(
-        2, ge=1, description="Test time steps shown in the comparison figure."
+        2, ge=1, description="Test time steps shown in the maps (the wettest ones, else spread)."
     )
+    wet_threshold: float = Field(
+        0.1,
+        ge=0,
+        description="Precipitation at or above this (in the variable's units) counts as wet.",
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: list(_metric_names()),
+        min_length=1,
+        description="Metrics computed (registry names); those that do not apply are skipped.",
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        valid = _metric_names()
+        unknown = [m for m in v if m not in valid]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; valid metrics: {', '.join(valid)}")
+        missing = [m for m in _contract_metrics() if m not in v]
+        if missing:
+            raise ValueError(f"metrics must include the contract metrics {missing}")
+        return v
 
     @field_validator("bands")
     @classmethod
@@ -131,6 +193,18 @@ class EvaluateConfig(_Strict):
             if len(band) != 2 or not 2 <= band[0] < band[1]:
                 raise ValueError(f"band {band} must be [lo, hi] with 2 <= lo < hi (HR cells)")
         return v
+
+
+def _metric_names() -> list[str]:
+    from climai.evaluation.metrics import METRICS
+
+    return list(METRICS)
+
+
+def _contract_metrics() -> tuple[str, ...]:
+    from climai.evaluation.metrics import CONTRACT_METRICS
+
+    return CONTRACT_METRICS
 
 
 class CampaignConfig(_Strict):
@@ -236,14 +310,16 @@ def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
             parent_loc = e["loc"][:-1]
             model: type[BaseModel] = CampaignConfig
             for part in parent_loc:
-                field = model.model_fields.get(str(part))
+                field = next(
+                    (f for n, f in model.model_fields.items() if str(part) in (n, f.alias)), None
+                )
                 ann = getattr(field, "annotation", None)
                 args = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
                 sub = next((a for a in args if issubclass(a, BaseModel)), None)
                 if sub is None:
                     break
                 model = sub
-            allowed = list(model.model_fields)
+            allowed = [f.alias or n for n, f in model.model_fields.items()]
             lines.append(
                 f"config key {loc!r} is not known{_suggest(str(e['loc'][-1]), allowed)}; "
                 f"allowed here: {', '.join(allowed)}"
@@ -303,6 +379,18 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "infer": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
     "evaluate": ("campaign", "results", "seed", "scale", "variables", "data", "split", "evaluate"),
     "manifest": tuple(CampaignConfig.model_fields),
+    # compare shows the whole campaign config in the report, so it reads every key
+    "compare": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "split",
+        "methods",
+        "evaluate",
+    ),
 }
 
 
@@ -310,7 +398,7 @@ def stage_slice(cfg: CampaignConfig, stage: str, method: str | None = None) -> d
     """The part of the config that ``stage`` (for ``method``) depends on, as plain JSON data."""
     if stage not in _STAGE_KEYS:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(_STAGE_KEYS)}")
-    full = cfg.model_dump(mode="json")
+    full = cfg.model_dump(mode="json", by_alias=True)
     out = {key: full[key] for key in _STAGE_KEYS[stage]}
     if method is not None:
         if method not in cfg.methods.enabled():
@@ -350,7 +438,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
         raise ConfigError("--config-json must hold a JSON object")
     merged = dict(raw)
     methods = dict(raw.get("methods", {}))
-    merged["methods"] = {name: methods.get(name) for name in MethodsConfig.model_fields}
+    merged["methods"] = {name: methods.get(name) for name in MethodsConfig.names()}
     return validate_config(merged), raw
 
 

@@ -46,9 +46,28 @@ class CampaignPaths:
     def maps(self, method: str) -> Path:
         return self.root / "evaluation" / method / "figures" / "maps.png"
 
+    def spectra_figure(self, method: str) -> Path:
+        return self.root / "evaluation" / method / "figures" / "spectra.png"
+
+    def qq(self, method: str) -> Path:
+        return self.root / "evaluation" / method / "figures" / "qq.png"
+
     @property
     def comparison(self) -> Path:
+        """Maps of every method side by side (LR input, truth, methods, errors)."""
         return self.root / "evaluation" / "comparison.png"
+
+    @property
+    def comparison_spectra(self) -> Path:
+        return self.root / "evaluation" / "spectra.png"
+
+    @property
+    def comparison_qq(self) -> Path:
+        return self.root / "evaluation" / "qq.png"
+
+    @property
+    def rank_histograms(self) -> Path:
+        return self.root / "evaluation" / "rank_histograms.png"
 
     @property
     def summary(self) -> Path:
@@ -57,6 +76,16 @@ class CampaignPaths:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @property
+    def summary_md(self) -> Path:
+        """The methods table in Markdown (for the README)."""
+        return self.root / "evaluation" / "summary.md"
+
+    @property
+    def summary_html(self) -> Path:
+        """Config and metrics table of the campaign, for the Snakemake report."""
+        return self.root / "evaluation" / "summary.html"
 
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

@@ -41,3 +41,24 @@ def write_config(path: str | Path, **overrides: Any) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(deep_merge(TINY_CAMPAIGN, overrides), sort_keys=False))
     return path
+
+
+def synthetic_ensemble_store(
+    truth: xr.Dataset, variables: list[str], members: int = 4, noise: float = 0.5, seed: int = 0
+) -> xr.Dataset:
+    """A downscaled store with a ``member`` dimension, as an ensemble method writes it: each
+    member is the HR truth (``hr_<var>``) plus seeded noise of std ``noise`` × the truth's std
+    (non-negative variables clipped at 0)."""
+    rng = np.random.default_rng(seed)
+    out = xr.Dataset(coords={c: truth[c] for c in ("time", "y", "x")})
+    for var in variables:
+        t = truth[f"hr_{var}"].values
+        ens = t[None] + noise * float(np.nanstd(t)) * rng.standard_normal((members, *t.shape))
+        if np.nanmin(t) >= 0:
+            ens = np.clip(ens, 0, None)
+        out[var] = (
+            ("member", "time", "y", "x"),
+            ens.astype(np.float32),
+            {"units": truth[f"hr_{var}"].attrs.get("units", "")},
+        )
+    return out.assign_coords(member=np.arange(members))

@@ -1,4 +1,5 @@
-"""Figures: maps with shared colour scales and units, spectra on log-log axes."""
+"""Figures: maps with shared colour scales and units, spectra on log-log axes, QQ plots and rank
+histograms. Every figure has a title, axis labels with units, and a legend or colour bar."""
 
 from __future__ import annotations
 
@@ -10,53 +11,150 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from climai.evaluation.metrics import radial_power_spectrum
+from climai.evaluation.metrics import SpectralRegion, radial_power_spectrum, spectral_region
 from climai.io.atomic import atomic_path
+
+QQ_LEVELS = np.concatenate([np.linspace(0.01, 0.99, 99), [0.995, 0.999, 0.9995]])
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
     plt.close(fig)
 
 
-def comparison_figure(
-    panels: dict[str, dict[str, np.ndarray]],
+def _limits(fields: list[np.ndarray], symmetric: bool = False) -> tuple[float, float]:
+    stack = np.concatenate([f[np.isfinite(f)].ravel() for f in fields])
+    if not stack.size:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    if symmetric:
+        m = float(np.quantile(np.abs(stack), 0.99)) or 1.0
+        return -m, m
+    lo, hi = np.quantile(stack, [0.01, 0.99])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def maps_figure(
+    steps: list[dict[str, dict[str, np.ndarray]]],
+    when: list[str],
     units: dict[str, str],
     title: str,
     path: str | Path,
-    cubes: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> None:
-    """One row per variable: a map per panel (``{var: {label: 2-D field}}``) with one shared
-    colour scale, and, when ``cubes`` (``{var: {label: (T, H, W)}}``) is given, their spectra."""
-    variables = list(panels)
-    ncols = max(len(p) for p in panels.values()) + (1 if cubes else 0)
+    """Maps of each chosen time step: per variable one row of fields (LR input, truth, each
+    method; one shared colour scale) and one row of errors (method − truth; one shared symmetric
+    scale). ``steps[i][var]`` maps panel labels to 2-D fields and must contain ``"truth"``."""
+    rows: list[tuple[int, str, bool]] = []
+    for i, panels in enumerate(steps):
+        for var in panels:
+            rows += [(i, var, False), (i, var, True)]
+    ncols = max(len(p) for s in steps for p in s.values())
     fig, axes = plt.subplots(
-        len(variables), ncols, figsize=(3.1 * ncols, 3.0 * len(variables)), squeeze=False
+        len(rows), ncols, figsize=(2.6 * ncols + 1, 2.5 * len(rows)), squeeze=False
     )
-    for row, var in enumerate(variables):
-        fields = panels[var]
-        stack = np.concatenate([f[np.isfinite(f)].ravel() for f in fields.values()])
-        vmin, vmax = np.quantile(stack, [0.01, 0.99]) if stack.size else (0.0, 1.0)
-        cmap = "Blues" if units[var].startswith("mm") else "RdYlBu_r"
-        for col, (label, field) in enumerate(fields.items()):
-            ax = axes[row, col]
-            im = ax.imshow(field, origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
-            ax.set_title(f"{var}: {label}", fontsize=9)
+    for r, (i, var, is_error) in enumerate(rows):
+        panels = steps[i][var]
+        truth = panels["truth"]
+        if is_error:
+            fields = {k: f - truth for k, f in panels.items() if k not in ("truth", "LR input")}
+            vmin, vmax = _limits(list(fields.values()), symmetric=True)
+            cmap, label = "RdBu_r", f"error ({units[var]})"
+        else:
+            fields = panels
+            vmin, vmax = _limits(list(fields.values()))
+            cmap = "Blues" if units[var].startswith("mm") else "RdYlBu_r"
+            label = units[var]
+        im = None
+        for c, (name, f) in enumerate(fields.items()):
+            ax = axes[r, c]
+            im = ax.imshow(f, origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
+            ax.set_title(f"{var} {'error ' if is_error else ''}{name}\n{when[i]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.colorbar(im, ax=axes[row, : len(fields)].tolist(), shrink=0.8, label=units[var])
-        if cubes:
-            ax = axes[row, -1]
-            for label, cube in cubes[var].items():
-                wl, p = radial_power_spectrum(cube)
-                ax.loglog(wl, p, label=label, lw=2 if label == "truth" else 1)
-            ax.invert_xaxis()
-            ax.set_xlabel("wavelength (HR cells)")
-            ax.set_ylabel(f"power ({units[var]})²")
-            ax.set_title(f"{var}: spectra", fontsize=9)
-            ax.legend(fontsize=7)
-        for col in range(len(fields), ncols - (1 if cubes else 0)):
-            axes[row, col].axis("off")
+        for c in range(len(fields), ncols):
+            axes[r, c].axis("off")
+        if im is not None:
+            fig.colorbar(im, ax=axes[r, : len(fields)].tolist(), shrink=0.85, label=label)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def spectra_figure(
+    spectra: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    regions: dict[str, SpectralRegion],
+    units: dict[str, str],
+    title: str,
+    path: str | Path,
+) -> None:
+    """Radially averaged power spectra, log-log, one panel per variable, the truth in black.
+    ``spectra[var][label]`` is ``(wavelength, power)``; ``regions[var]`` where they were taken."""
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4.6 * len(spectra), 3.8), squeeze=False)
+    for ax, (var, series) in zip(axes[0], spectra.items(), strict=True):
+        region = regions[var]
+        for label, (wl, p) in series.items():
+            is_truth = label == "truth"
+            ax.loglog(
+                wl, p, label=label, lw=2.2 if is_truth else 1.2, color="k" if is_truth else None
+            )
+        ax.invert_xaxis()
+        ax.set_xlabel("wavelength (HR cells)")
+        ax.set_ylabel(f"power (({units[var]})²)")
+        ax.set_title(f"{var}: {region.shape[0]}×{region.shape[1]} cells, {region.steps.size} steps")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def cube_spectra(
+    cubes: dict[str, dict[str, np.ndarray]],
+) -> tuple[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict[str, SpectralRegion]]:
+    """Spectra of every (T, H, W) or (M, T, H, W) cube, one common region per variable."""
+    spectra: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    regions: dict[str, SpectralRegion] = {}
+    for var, series in cubes.items():
+        regions[var] = spectral_region(*series.values())
+        spectra[var] = {k: radial_power_spectrum(c, regions[var]) for k, c in series.items()}
+    return spectra, regions
+
+
+def qq_figure(
+    cubes: dict[str, dict[str, np.ndarray]], units: dict[str, str], title: str, path: str | Path
+) -> None:
+    """Quantile–quantile plots: quantiles of each method against those of the truth (1 % to
+    99.95 %), one panel per variable, with the 1:1 line."""
+    fig, axes = plt.subplots(1, len(cubes), figsize=(4.4 * len(cubes), 4.2), squeeze=False)
+    for ax, (var, series) in zip(axes[0], cubes.items(), strict=True):
+        truth = series["truth"]
+        qt = np.nanquantile(truth, QQ_LEVELS)
+        for label, cube in series.items():
+            if label == "truth":
+                continue
+            ax.plot(qt, np.nanquantile(cube, QQ_LEVELS), ".-", ms=3, lw=1, label=label)
+        lo, hi = float(qt.min()), float(qt.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
+        ax.set_xlabel(f"truth quantile ({units[var]})")
+        ax.set_ylabel(f"method quantile ({units[var]})")
+        ax.set_title(f"{var}: QQ, p1 to p99.95")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def rank_histogram_figure(
+    counts: dict[str, dict[str, list[int]]], title: str, path: str | Path
+) -> None:
+    """Rank histograms (relative frequency of the truth's rank among the members), one panel per
+    variable and method (``counts[method][var]``); the dashed line is the flat, reliable level."""
+    panels = [(m, v, c) for m, per_var in counts.items() for v, c in per_var.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False)
+    for ax, (method, var, c) in zip(axes[0], panels, strict=True):
+        freq = np.asarray(c, float) / max(sum(c), 1)
+        ax.bar(np.arange(freq.size), freq, color="tab:blue", label="truth rank")
+        ax.axhline(1 / freq.size, color="k", ls="--", lw=1, label="reliable")
+        ax.set_xlabel(f"rank of the truth among {freq.size - 1} members")
+        ax.set_ylabel("relative frequency")
+        ax.set_title(f"{method}: {var}")
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     _save(fig, path)

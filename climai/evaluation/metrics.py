@@ -1,11 +1,24 @@
-"""Scores of a prediction against the truth, NaN-masked, in the variable's canonical units."""
+"""Scores of a prediction against the truth, NaN-masked, in the variable's canonical units.
+
+Metrics are found by name in :data:`METRICS` (:func:`get_metric` lists the valid names when one is
+unknown). Every metric takes a :class:`MetricInput` and returns a number or a small mapping.
+
+Deterministic point scores (``rmse``, ``mae``, ``bias``, ``corr``) use the prediction, or the
+ensemble mean when the prediction has members. Distribution and structure scores (spectra,
+quantiles, wet fraction, conservation) pool every member, since each member should look like the
+truth. Ensemble scores (``crps``, ``crps_fair``, ``spread_skill``, ``rank_histogram``) apply only
+to ensembles.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
 
 
 def _valid(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,29 +54,116 @@ def corr(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.corrcoef(p, t)[0, 1])
 
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "rmse": rmse,
-    "mae": mae,
-    "bias": bias,
-    "corr": corr,
-}
+# ---------------------------------------------------------------------------------------------
+# Spectra
 
 
-def _detrend_window(field: np.ndarray) -> np.ndarray:
-    """Remove the least-squares plane, then taper with a 2-D Hann window."""
-    ny, nx = field.shape
+def largest_valid_rectangle(mask: np.ndarray) -> tuple[slice, slice]:
+    """The largest axis-aligned rectangle of True cells in a 2-D mask, as ``(rows, cols)`` slices.
+
+    Raises ``ValueError`` when the mask has no True cell.
+
+    Examples
+    --------
+    >>> m = np.ones((4, 5), bool); m[0, :] = False; m[:, 4] = False
+    >>> largest_valid_rectangle(m)
+    (slice(1, 4, None), slice(0, 4, None))
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2 or not mask.any():
+        raise ValueError("the valid-cell mask has no valid cell")
+    ny, nx = mask.shape
+    if mask.all():
+        return slice(0, ny), slice(0, nx)
+    heights = np.zeros(nx + 1, dtype=np.int64)  # sentinel 0 at the end
+    best = (0, 0, 0, 0, 0)  # area, top, bottom (exclusive), left, right (exclusive)
+    for row in range(ny):
+        heights[:nx] = np.where(mask[row], heights[:nx] + 1, 0)
+        stack: list[int] = []
+        for col in range(nx + 1):
+            h = heights[col]
+            while stack and heights[stack[-1]] >= h:
+                top = stack.pop()
+                height = int(heights[top])
+                left = stack[-1] + 1 if stack else 0
+                area = height * (col - left)
+                if area > best[0]:
+                    best = (area, row + 1 - height, row + 1, left, col)
+            stack.append(col)
+    _, r0, r1, c0, c1 = best
+    return slice(r0, r1), slice(c0, c1)
+
+
+@dataclass(frozen=True)
+class SpectralRegion:
+    """Where spectra are taken: a rectangle valid in every used time step (no filled cells)."""
+
+    rows: slice
+    cols: slice
+    steps: np.ndarray  # indices of the time steps fully valid inside the rectangle
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+
+
+MIN_SPECTRAL_SIDE = 8
+
+
+def spectral_region(*cubes: np.ndarray) -> SpectralRegion:
+    """The common region of (T, H, W) cubes (or (M, T, H, W) ensembles) for honest spectra.
+
+    Cells valid in at least half of the time steps of every cube form the static mask; its
+    largest valid rectangle is the region, and only time steps with every cell of the rectangle
+    valid in every cube are used. No missing cell is ever filled, so no artificial edge enters
+    the FFT. Raises ``ValueError`` when the rectangle is shorter than 8 cells or no step is
+    complete.
+    """
+    valid = None
+    for cube in cubes:
+        c = np.asarray(cube)
+        ok = np.isfinite(c)
+        if c.ndim == 4:  # members: a cell is valid when every member has it
+            ok = ok.all(axis=0)
+        elif c.ndim == 2:
+            ok = ok[None]
+        valid = ok if valid is None else valid & ok
+    assert valid is not None
+    static = valid.mean(axis=0) >= 0.5
+    if not static.any():
+        raise ValueError("no cell is valid in at least half of the time steps: no spectrum")
+    rows, cols = largest_valid_rectangle(static)
+    steps = np.flatnonzero(valid[:, rows, cols].all(axis=(1, 2)))
+    region = SpectralRegion(rows, cols, steps)
+    if min(region.shape) < MIN_SPECTRAL_SIDE or steps.size == 0:
+        raise ValueError(
+            f"the largest valid rectangle is {region.shape[0]}×{region.shape[1]} cells with "
+            f"{steps.size} complete time steps; spectra need at least "
+            f"{MIN_SPECTRAL_SIDE}×{MIN_SPECTRAL_SIDE} cells and one complete step"
+        )
+    return region
+
+
+def _detrend_window(fields: np.ndarray) -> np.ndarray:
+    """Remove each (N, H, W) field's least-squares plane, then taper with a 2-D Hann window."""
+    n, ny, nx = fields.shape
     yy, xx = np.mgrid[0:ny, 0:nx]
-    design = np.column_stack([np.ones(field.size), yy.ravel(), xx.ravel()])
-    coef, *_ = np.linalg.lstsq(design, field.ravel(), rcond=None)
-    resid = field - (design @ coef).reshape(ny, nx)
+    design = np.column_stack([np.ones(ny * nx), yy.ravel(), xx.ravel()])
+    flat = fields.reshape(n, ny * nx)
+    coef = flat @ np.linalg.pinv(design).T  # (N, 3): one plane per field
+    resid = (flat - coef @ design.T).reshape(n, ny, nx)
     return resid * np.outer(np.hanning(ny), np.hanning(nx))
 
 
-def radial_power_spectrum(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of (T, H, W) fields, averaged over T.
+def radial_power_spectrum(
+    fields: np.ndarray, region: SpectralRegion | None = None, chunk: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of (T, H, W) fields (or (M, T, H, W)), averaged over T
+    (and members).
 
-    Each field is detrended and Hann-windowed; NaN cells take the mean of the valid ones.
-    Returns ``(wavelength_cells, power)`` from the longest to the shortest wavelength (2 cells).
+    Each field is cut to ``region`` (default: :func:`spectral_region` of ``fields``), detrended
+    and Hann-windowed. Returns ``(wavelength_cells, power)`` from the longest wavelength to the
+    shortest (2 cells).
 
     Examples
     --------
@@ -73,48 +173,330 @@ def radial_power_spectrum(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> float(wl[np.argmax(p)])
     8.0
     """
-    fields = np.asarray(fields, dtype=np.float64)
+    fields = np.asarray(fields)
     if fields.ndim == 2:
         fields = fields[None]
-    _, ny, nx = fields.shape
+    if region is None:
+        region = spectral_region(fields)
+    if fields.ndim == 3:
+        fields = fields[None]
+    ny, nx = region.shape
     n = min(ny, nx)
     k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
-    bins = np.rint(k * n).astype(int)  # integer wavenumber per domain length
+    bins = np.rint(k * n).astype(int).ravel()  # integer wavenumber per (shorter) side length
     nbins = n // 2 + 1
     power = np.zeros(nbins)
     used = 0
-    for f in fields:
-        ok = np.isfinite(f)
-        if not ok.any():
-            continue
-        f = np.where(ok, f, f[ok].mean())
-        spec = np.abs(np.fft.fft2(_detrend_window(f))) ** 2
-        power += np.bincount(bins.ravel(), spec.ravel(), minlength=bins.max() + 1)[:nbins]
-        used += 1
-    counts = np.bincount(bins.ravel(), minlength=bins.max() + 1)[:nbins]
+    cut = fields[:, region.steps][:, :, region.rows, region.cols].reshape(-1, ny, nx)
+    for start in range(0, cut.shape[0], chunk):
+        block = _detrend_window(cut[start : start + chunk].astype(np.float64))
+        spec = (np.abs(np.fft.fft2(block)) ** 2).sum(axis=0)
+        power += np.bincount(bins, spec.ravel(), minlength=bins.max() + 1)[:nbins]
+        used += block.shape[0]
+    counts = np.bincount(bins, minlength=bins.max() + 1)[:nbins]
     power = power / max(used, 1) / np.maximum(counts, 1)
     wavenumber = np.arange(1, nbins)
     return n / wavenumber, power[1:]
 
 
+@dataclass(frozen=True)
+class SpectraPair:
+    """Spectra of a prediction and the truth on their common region."""
+
+    region: SpectralRegion
+    wavelength: np.ndarray
+    pred: np.ndarray
+    truth: np.ndarray
+
+    @classmethod
+    def of(cls, pred: np.ndarray, truth: np.ndarray) -> SpectraPair:
+        region = spectral_region(pred, truth)
+        wl, p = radial_power_spectrum(pred, region)
+        _, t = radial_power_spectrum(truth, region)
+        return cls(region, wl, p, t)
+
+    def ratio(self, bands: list[list[float]]) -> dict[str, float]:
+        """Power of the prediction over power of the truth in each band ``[lo, hi)``."""
+        out = {}
+        for lo, hi in bands:
+            sel = (self.wavelength >= lo) & (self.wavelength < hi)
+            denom = self.truth[sel].sum()
+            out[f"{lo:g}-{hi:g}"] = (
+                float(self.pred[sel].sum() / denom) if denom > 0 else float("nan")
+            )
+        return out
+
+
 def spectral_ratio(
     pred: np.ndarray, truth: np.ndarray, bands: list[list[float]]
 ) -> dict[str, float]:
-    """Power of ``pred`` over power of ``truth`` in each wavelength band ``[lo, hi)`` (HR cells)."""
-    wl, p_pred = radial_power_spectrum(pred)
-    _, p_truth = radial_power_spectrum(truth)
-    out = {}
-    for lo, hi in bands:
-        sel = (wl >= lo) & (wl < hi)
-        denom = p_truth[sel].sum()
-        out[f"{lo:g}-{hi:g}"] = float(p_pred[sel].sum() / denom) if denom > 0 else float("nan")
-    return out
+    """Power of ``pred`` over power of ``truth`` in each wavelength band ``[lo, hi)`` (HR cells),
+    both taken on the same valid rectangle and time steps."""
+    return SpectraPair.of(pred, truth).ratio(bands)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributions, precipitation, conservation
+
+
+def quantiles(values: np.ndarray, levels: dict[str, float] = QUANTILES) -> dict[str, float]:
+    """Named quantiles of the valid values (linear interpolation between order statistics)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no valid value to take quantiles of")
+    return {
+        name: float(q)
+        for name, q in zip(levels, np.quantile(v, list(levels.values())), strict=True)
+    }
+
+
+def wet_fraction(values: np.ndarray, threshold: float) -> float:
+    """Fraction of valid cells with values at or above ``threshold``."""
+    v = np.asarray(values)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no valid value to take the wet fraction of")
+    return float(np.mean(v >= threshold))
+
+
+def wet_intensity(values: np.ndarray, threshold: float) -> float:
+    """Mean of the valid values at or above ``threshold`` (NaN when no cell is wet)."""
+    v = np.asarray(values, np.float64)
+    wet = v[np.isfinite(v) & (v >= threshold)]
+    return float(wet.mean()) if wet.size else float("nan")
+
+
+def block_mean(fields: np.ndarray, scale: int) -> np.ndarray:
+    """Mean over ``scale`` × ``scale`` blocks of the last two axes, NaN cells ignored (a block
+    with no valid cell is NaN)."""
+    f = np.asarray(fields, np.float64)
+    *lead, ny, nx = f.shape
+    if ny % scale or nx % scale:
+        raise ValueError(f"field of {ny}×{nx} cells is not a multiple of scale={scale}")
+    blocks = f.reshape(*lead, ny // scale, scale, nx // scale, scale)
+    ok = np.isfinite(blocks)
+    total = np.where(ok, blocks, 0.0).sum(axis=(-3, -1))
+    count = ok.sum(axis=(-3, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def conservation_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """RMS of the block mean of the HR output minus the LR input, over LR cells valid in both.
+
+    ``pred`` is (…, T, H, W) (members broadcast against the LR input), ``lr`` is (T, h, w).
+    """
+    means = block_mean(pred, scale)
+    lr_b = np.broadcast_to(np.asarray(lr, np.float64), means.shape)
+    return rmse(means, lr_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensembles: members along axis 0
+
+
+def _ensemble_valid(ens: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, N) members and (N,) truth at cells where the truth and every member are valid."""
+    ens = np.asarray(ens, np.float64)
+    truth = np.asarray(truth, np.float64)
+    if ens.ndim != truth.ndim + 1 or ens.shape[1:] != truth.shape:
+        raise ValueError(
+            f"ensemble of shape {ens.shape} does not match truth of shape {truth.shape}: "
+            "expected (members, *truth.shape)"
+        )
+    if ens.shape[0] < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {ens.shape[0]}")
+    ok = np.isfinite(truth) & np.isfinite(ens).all(axis=0)
+    if not ok.any():
+        raise ValueError("ensemble and truth share no valid cell")
+    return ens[:, ok], truth[ok]
+
+
+def _crps(ens: np.ndarray, truth: np.ndarray, fair: bool) -> float:
+    x, y = _ensemble_valid(ens, truth)
+    m = x.shape[0]
+    skill = np.abs(x - y[None]).mean(axis=0)
+    xs = np.sort(x, axis=0)
+    weights = (2 * np.arange(1, m + 1) - m - 1)[:, None]
+    pair_sum = 2 * (weights * xs).sum(axis=0)  # sum over i, j of |x_i - x_j|
+    spread = pair_sum / (2 * m * (m - 1) if fair else 2 * m * m)
+    return float(np.mean(skill - spread))
+
+
+def crps_ensemble(ens: np.ndarray, truth: np.ndarray) -> float:
+    """CRPS of the empirical ensemble distribution, averaged over valid cells:
+    mean|x_i − y| − Σ|x_i − x_j| / (2M²)."""
+    return _crps(ens, truth, fair=False)
+
+
+def crps_fair(ens: np.ndarray, truth: np.ndarray) -> float:
+    """Fair CRPS (Ferro 2014), unbiased for the infinite ensemble:
+    mean|x_i − y| − Σ|x_i − x_j| / (2M(M − 1))."""
+    return _crps(ens, truth, fair=True)
+
+
+def spread_skill(ens: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Spread (root of the mean unbiased member variance), skill (RMSE of the ensemble mean)
+    and their ratio with the finite-ensemble factor √((M + 1)/M): 1 for a reliable ensemble."""
+    x, y = _ensemble_valid(ens, truth)
+    m = x.shape[0]
+    spread = float(np.sqrt(np.mean(x.var(axis=0, ddof=1))))
+    skill = float(np.sqrt(np.mean((x.mean(axis=0) - y) ** 2)))
+    ratio = spread * np.sqrt((m + 1) / m) / skill if skill > 0 else float("nan")
+    return {"spread": spread, "skill": skill, "ratio": float(ratio)}
+
+
+def rank_histogram(ens: np.ndarray, truth: np.ndarray, seed: int = 0) -> list[int]:
+    """Counts of the rank of the truth among the M members (M + 1 bins); ties (e.g. dry cells)
+    are broken uniformly at random with a seeded generator."""
+    x, y = _ensemble_valid(ens, truth)
+    m = x.shape[0]
+    below = (x < y[None]).sum(axis=0)
+    ties = (x == y[None]).sum(axis=0)
+    rng = np.random.default_rng(seed)
+    ranks = below + np.floor(rng.uniform(size=y.shape) * (ties + 1)).astype(np.int64)
+    return np.bincount(ranks, minlength=m + 1).astype(int).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+
+@dataclass
+class MetricInput:
+    """Everything a metric may need for one variable on the test split.
+
+    ``pred`` is (T, H, W) or, for ensembles, (M, T, H, W); ``truth`` is (T, H, W) and ``lr`` the
+    LR input (T, h, w) in the same units.
+    """
+
+    pred: np.ndarray
+    truth: np.ndarray
+    kind: str = "generic"
+    lr: np.ndarray | None = None
+    scale: int = 1
+    bands: list[list[float]] = field(default_factory=lambda: [[2, 4], [4, 8], [8, 16], [16, 32]])
+    wet_threshold: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pred.shape[-self.truth.ndim :] != self.truth.shape or self.pred.ndim not in (
+            self.truth.ndim,
+            self.truth.ndim + 1,
+        ):
+            raise ValueError(
+                f"prediction of shape {self.pred.shape} does not match truth of shape "
+                f"{self.truth.shape}: expected the same shape or (members, *truth.shape)"
+            )
+
+    _spectra: SpectraPair | None = field(default=None, repr=False)
+
+    def spectra(self) -> SpectraPair:
+        """Spectra of the prediction (members pooled) and the truth, computed once."""
+        if self._spectra is None:
+            self._spectra = SpectraPair.of(self.pred, self.truth)
+        return self._spectra
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.pred.ndim == self.truth.ndim + 1
+
+    @property
+    def point(self) -> np.ndarray:
+        """The deterministic prediction: the ensemble mean for ensembles."""
+        if not self.is_ensemble:
+            return self.pred
+        with np.errstate(invalid="ignore"):
+            return self.pred.mean(axis=0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric and the inputs it applies to."""
+
+    func: Callable[[MetricInput], Any]
+    ensemble_only: bool = False
+    precipitation_only: bool = False
+    needs_lr: bool = False
+
+    def applies(self, inp: MetricInput) -> bool:
+        return (
+            (inp.is_ensemble or not self.ensemble_only)
+            and (inp.kind == "precipitation" or not self.precipitation_only)
+            and (inp.lr is not None or not self.needs_lr)
+        )
+
+
+def _quantile_error(i: MetricInput) -> dict[str, float]:
+    p, t = quantiles(i.pred), quantiles(i.truth)
+    return {k: p[k] - t[k] for k in p}
+
+
+METRICS: dict[str, Metric] = {
+    "rmse": Metric(lambda i: rmse(i.point, i.truth)),
+    "mae": Metric(lambda i: mae(i.point, i.truth)),
+    "bias": Metric(lambda i: bias(i.point, i.truth)),
+    "corr": Metric(lambda i: corr(i.point, i.truth)),
+    "spectral_ratio": Metric(lambda i: i.spectra().ratio(i.bands)),
+    "quantiles": Metric(lambda i: quantiles(i.pred)),
+    "quantiles_truth": Metric(lambda i: quantiles(i.truth)),
+    "quantile_error": Metric(_quantile_error),
+    "wet_fraction": Metric(
+        lambda i: wet_fraction(i.pred, i.wet_threshold), precipitation_only=True
+    ),
+    "wet_fraction_truth": Metric(
+        lambda i: wet_fraction(i.truth, i.wet_threshold), precipitation_only=True
+    ),
+    "wet_intensity": Metric(
+        lambda i: wet_intensity(i.pred, i.wet_threshold), precipitation_only=True
+    ),
+    "wet_intensity_truth": Metric(
+        lambda i: wet_intensity(i.truth, i.wet_threshold), precipitation_only=True
+    ),
+    "conservation_error": Metric(
+        lambda i: conservation_error(i.pred, i.lr, i.scale), needs_lr=True
+    ),
+    "crps": Metric(lambda i: crps_ensemble(i.pred, i.truth), ensemble_only=True),
+    "crps_fair": Metric(lambda i: crps_fair(i.pred, i.truth), ensemble_only=True),
+    "spread_skill": Metric(lambda i: spread_skill(i.pred, i.truth), ensemble_only=True),
+    "rank_histogram": Metric(lambda i: rank_histogram(i.pred, i.truth, i.seed), ensemble_only=True),
+}
+
+CONTRACT_METRICS = ("rmse", "mae", "bias", "corr", "spectral_ratio")
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called ``name``; an unknown name gets an error listing the valid ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown metric {name!r}; valid metrics: {', '.join(sorted(METRICS))}"
+        ) from None
 
 
 def compute_metrics(
-    pred: np.ndarray, truth: np.ndarray, bands: list[list[float]]
+    pred: np.ndarray | MetricInput,
+    truth: np.ndarray | None = None,
+    bands: list[list[float]] | None = None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """All scalar metrics and the spectral ratio of one variable."""
-    out: dict[str, Any] = {name: fn(pred, truth) for name, fn in METRICS.items()}
-    out["spectral_ratio"] = spectral_ratio(pred, truth, bands)
+    """The metrics ``names`` (default: every registered one) that apply to this input.
+
+    Accepts a :class:`MetricInput`, or ``(pred, truth, bands)`` arrays for the plain case.
+    """
+    if isinstance(pred, MetricInput):
+        inp = pred
+    else:
+        if truth is None:
+            raise ValueError("compute_metrics needs the truth")
+        inp = MetricInput(np.asarray(pred), np.asarray(truth))
+        if bands is not None:
+            inp.bands = bands
+    out: dict[str, Any] = {}
+    for name in names if names is not None else list(METRICS):
+        metric = get_metric(name)
+        if metric.applies(inp):
+            out[name] = metric.func(inp)
     return out

@@ -12,6 +12,7 @@ import xarray as xr
 from climai.data.features import FeatureSpec, SplitTensors, to_physical
 from climai.io.checkpoints import load_model_file
 from climai.models.interpolate import upsample
+from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
 from climai.models.unet import ResidualUNet
 from climai.training.loop import bf16_supported, predict_normalised
 from climai.variables import is_non_negative
@@ -34,13 +35,45 @@ def unet_prediction(
     return to_physical(spec, z).numpy()
 
 
-def bicubic_prediction(lr: np.ndarray, scale: int, kinds: list[str]) -> np.ndarray:
-    """(T, V, H, W) bicubic interpolation of (T, V, h, w) LR fields; non-negative kinds clipped."""
-    out = upsample(torch.from_numpy(np.ascontiguousarray(lr, np.float32)), scale, "bicubic")
+def bicubic_prediction(
+    lr: np.ndarray, scale: int, kinds: list[str], mode: str = "bicubic"
+) -> np.ndarray:
+    """(T, V, H, W) interpolation (``mode``: bicubic, bilinear or nearest) of (T, V, h, w) LR
+    fields; non-negative kinds clipped."""
+    out = upsample(torch.from_numpy(np.ascontiguousarray(lr, np.float32)), scale, mode)
     for i, kind in enumerate(kinds):
         if is_non_negative(kind):
             out[:, i].clamp_(min=0)
     return out.numpy()
+
+
+def quantile_mapped_prediction(
+    lr_train: np.ndarray,
+    hr_train: np.ndarray,
+    lr: np.ndarray,
+    scale: int,
+    kinds: list[str],
+    n_quantiles: int,
+    max_samples: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bicubic + empirical quantile mapping fitted on the train split, per variable.
+
+    ``lr_train`` (T, V, h, w) and ``hr_train`` (T, V, H, W) fit the tables; ``lr`` (T', V, h, w)
+    is downscaled. Returns ``(prediction (T', V, H, W), source_q (V, Q), target_q (V, Q))``.
+    """
+    fit_src = bicubic_prediction(lr_train, scale, kinds)
+    pred = bicubic_prediction(lr, scale, kinds)
+    src_q = np.empty((len(kinds), n_quantiles))
+    tgt_q = np.empty_like(src_q)
+    for i, kind in enumerate(kinds):
+        src_q[i], tgt_q[i] = fit_quantile_mapping(
+            fit_src[:, i], hr_train[:, i], n_quantiles, max_samples, seed + i
+        )
+        pred[:, i] = apply_quantile_mapping(pred[:, i], src_q[i], tgt_q[i])
+        if is_non_negative(kind):
+            np.clip(pred[:, i], 0, None, out=pred[:, i])
+    return pred, src_q, tgt_q
 
 
 def prediction_dataset(

@@ -6,7 +6,8 @@ from climai.models.interpolate import upsample
 from climai.models.unet import ResidualUNet
 
 TRAINABLE = {"unet": ResidualUNet}
-BASELINES = {"bicubic": "bicubic"}
+# Baselines by registry name → how the LR field is upsampled before any statistical correction.
+BASELINES = {"bicubic": "bicubic", "nearest": "nearest", "quantile-mapping": "bicubic"}
 
 
 def method_kind(name: str) -> str:

@@ -21,7 +21,8 @@ def test_default_config_file_is_the_toy_campaign():
     assert cfg.scale == 8
     assert cfg.data.target.dx == 500.0
     assert cfg.data.target.nx >= 128 and cfg.data.target.ny >= 128
-    assert cfg.methods.enabled() == ["bicubic", "unet"]
+    assert cfg.methods.enabled() == ["bicubic", "nearest", "quantile-mapping", "unet"]
+    assert cfg.methods.ensembles() == []
 
 
 def test_config_file_sets_every_key_explicitly():
@@ -84,6 +85,27 @@ def test_stage_slice_round_trips_through_json():
     assert rebuilt.seed == 3
     assert rebuilt.methods.unet is not None and rebuilt.methods.unet.lr == 1e-3
     assert rebuilt.methods.enabled() == ["unet"]
+
+
+def test_quantile_mapping_is_configured_by_its_registry_name():
+    cfg = validate_config({"methods": {"quantile-mapping": {"quantiles": 51}, "nearest": None}})
+    assert cfg.methods.get("quantile-mapping").quantiles == 51
+    assert "nearest" not in cfg.methods.enabled()
+    sl = stage_slice(cfg, "infer", "quantile-mapping")
+    assert sl["methods"] == {"quantile-mapping": {"quantiles": 51, "max_samples": 2_000_000}}
+    rebuilt, _ = from_stage_json(json.dumps(sl))
+    assert rebuilt.methods.enabled() == ["quantile-mapping"]
+    with pytest.raises(ConfigError, match=r"'methods.quantile-mapping.quantile' is not known"):
+        validate_config({"methods": {"quantile-mapping": {"quantile": 5}}})
+    with pytest.raises(ConfigError, match=r"allowed here: .*quantile-mapping"):
+        validate_config({"methods": {"qm": {}}})
+
+
+def test_compare_slice_holds_every_method_and_evaluate_key():
+    cfg = validate_config({})
+    sl = stage_slice(cfg, "compare")
+    assert list(sl["methods"]) == ["bicubic", "nearest", "quantile-mapping", "unet"]
+    assert sl["evaluate"]["wet_threshold"] == 0.1
 
 
 def test_schema_file_matches_the_models():

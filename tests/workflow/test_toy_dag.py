@@ -12,7 +12,18 @@ import pytest
 
 from climai.io import open_store
 from climai.testing import write_config
+from tests.browser import Browser, find_chromium
 from tests.conftest import REPO, run_snakemake
+
+# Click the first element of the report app whose own text is exactly the given string.
+CLICK_TEXT = """(() => {
+  const want = %s;
+  const el = [...document.querySelectorAll('#app *')].find(
+    (x) => x.childElementCount === 0 && x.textContent.trim() === want);
+  if (!el) return false;
+  (el.closest('a, button, li') || el).click();
+  return true;
+})()"""
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -36,8 +47,11 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wd
 
 
+METHODS = ("bicubic", "nearest", "quantile-mapping", "unet")
+
+
 def test_every_method_has_contract_metrics(campaign):
-    for method in ("unet", "bicubic"):
+    for method in METHODS:
         metrics = json.loads(
             (campaign / f"results/tiny/evaluation/{method}/metrics.json").read_text()
         )
@@ -45,7 +59,14 @@ def test_every_method_has_contract_metrics(campaign):
         for values in metrics.values():
             assert {"rmse", "mae", "bias", "corr", "spectral_ratio"} <= set(values)
             assert values["rmse"] > 0 and -1 <= values["corr"] <= 1
-    assert (campaign / "results/tiny/evaluation/comparison.png").stat().st_size > 10_000
+    evaluation = campaign / "results/tiny/evaluation"
+    for fig in ("comparison.png", "spectra.png", "qq.png"):
+        assert (evaluation / fig).stat().st_size > 10_000, fig
+    for method in METHODS:
+        for fig in ("maps.png", "spectra.png", "qq.png"):
+            assert (evaluation / method / "figures" / fig).stat().st_size > 10_000
+    summary = (evaluation / "summary.md").read_text()
+    assert all(f"| {m} |" in summary for m in METHODS)
     assert (campaign / "results/tiny/models/unet/history.csv").read_text().startswith("epoch,")
 
 
@@ -89,6 +110,77 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "did you mean 'scale'" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(campaign, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed: apt-get install -y chromium (.ci/run does)")
+    result = snakemake(
+        campaign, "--configfile", str(campaign / "tiny.yaml"), "--report", "report.html"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = campaign / "report.html"
+    assert report.read_bytes()[:200].lstrip().lower().startswith(b"<!doctype html")
+    with Browser(chromium) as browser:
+        browser.open(report.as_uri())
+        # the app has rendered its navigation with our categories
+        browser.wait_for(
+            "document.querySelector('#app') && "
+            "document.querySelector('#app').innerText.includes('1. Campaign')"
+        )
+        results = browser.eval(
+            "Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.mime_type]))"
+        )
+        images = sorted(k for k, mime in results.items() if mime == "image/png")
+        names = {Path(k).name for k in images}
+        assert {"comparison.png", "spectra.png", "qq.png", "maps.png"} <= names
+        assert sum(k.endswith("/maps.png") for k in images) == len(METHODS)
+        assert any(k.endswith("summary.html") for k in results)
+        # click through the navigation as a reader would: a category (and a subcategory), then
+        # the view (eye) button of every result; each figure must appear as a decoded image
+        shown = []
+        for clicks, expected in ((["1. Campaign"], 4), (["Results", "2. Methods", "unet"], 3)):
+            for text in clicks:  # each waits until the previous click has rendered it
+                browser.wait_for(CLICK_TEXT % json.dumps(text))
+            eyes = browser.wait_for(
+                "document.querySelectorAll('#app table a[iconname=eye]').length"
+            )
+            assert eyes == expected, clicks
+            for i in range(eyes):
+                before = json.dumps(shown[-1] if shown else None, separators=(",", ":"))
+                browser.eval(
+                    f"document.querySelectorAll('#app table a[iconname=eye]')[{i}].click()"
+                )
+                shown.append(
+                    browser.wait_for(
+                        f"(() => {{ const r = {SHOWN_RESULT}; "
+                        f"return r && JSON.stringify(r) !== {json.dumps(before)} && r; }})()"
+                    )
+                )
+        images = [s for s in shown if s[0] == "img"]
+        assert len(images) == 6 and len({s[1] for s in images}) == 6  # six different figures
+        assert all(min(s[2], s[3]) > 200 for s in images), images
+        assert [s[0] for s in shown].count("iframe") == 1  # the metrics table and config
+        browser.screenshot(tmp_path / "report.png")
+        # self-contained: nothing but the file itself and inline data was requested
+        external = [
+            u for u in browser.requested_urls() if not u.startswith(("file:", "data:", "about:"))
+        ]
+        assert not external, external
+    assert (tmp_path / "report.png").stat().st_size > 5_000
+
+
+# What the content pane shows: ["img", src prefix, width, height] once an image has decoded, or
+# ["iframe", src prefix, 0, 0] for an HTML result.
+SHOWN_RESULT = """(() => {
+  const img = document.querySelector('#app img[src^="data:image/png"]');
+  const frame = document.querySelector('#app iframe[src^="data:text/html"]');
+  if (frame) return ["iframe", frame.src.slice(0, 80), 0, 0];
+  if (img && img.complete && img.naturalWidth > 0)
+    return ["img", img.src.slice(-80), img.naturalWidth, img.naturalHeight];
+  return null;
+})()"""
 
 
 def test_lint_is_clean():

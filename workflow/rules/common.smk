@@ -11,6 +11,7 @@ except ConfigError as err:
 PATHS = CampaignPaths(CFG.campaign_dir)
 METHODS = CFG.methods.enabled()
 EMULATORS = [m for m in METHODS if m in TRAINABLE]
+ENSEMBLES = CFG.methods.ensembles()
 
 
 wildcard_constraints:
@@ -36,6 +37,6 @@ def infer_inputs(wildcards):
 
 def all_outputs(wildcards):
     """Every method's metrics and figure, and the comparison of all methods."""
-    outs = [PATHS.comparison, PATHS.summary, PATHS.manifest]
+    outs = [PATHS.comparison, PATHS.summary, PATHS.summary_md, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
     return outs

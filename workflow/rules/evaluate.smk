@@ -5,9 +5,31 @@ rule evaluate:
     output:
         metrics=PATHS.metrics("{method}"),
         spectra=PATHS.spectra("{method}"),
-        maps=PATHS.maps("{method}"),
+        maps=report(
+            PATHS.maps("{method}"),
+            caption="../report/method_maps.rst",
+            category="2. Methods",
+            subcategory="{method}",
+            labels={"method": "{method}", "figure": "maps"},
+        ),
+        spectra_figure=report(
+            PATHS.spectra_figure("{method}"),
+            caption="../report/method_spectra.rst",
+            category="2. Methods",
+            subcategory="{method}",
+            labels={"method": "{method}", "figure": "spectra"},
+        ),
+        qq=report(
+            PATHS.qq("{method}"),
+            caption="../report/method_qq.rst",
+            category="2. Methods",
+            subcategory="{method}",
+            labels={"method": "{method}", "figure": "QQ"},
+        ),
     log:
         PATHS.log("evaluate_{method}"),
+    benchmark:
+        PATHS.root / "benchmarks" / "evaluate_{method}.tsv"
     conda:
         "../../envs/climai.yaml"
     threads: 1
@@ -24,15 +46,53 @@ rule compare:
         metrics=[PATHS.metrics(m) for m in METHODS],
         downscaled=[PATHS.downscaled(m) for m in METHODS],
     output:
-        figure=PATHS.comparison,
         summary=PATHS.summary,
+        summary_md=PATHS.summary_md,
+        summary_html=report(
+            PATHS.summary_html,
+            caption="../report/summary.rst",
+            category="1. Campaign",
+            labels={"name": "metrics table and config"},
+        ),
+        figure=report(
+            PATHS.comparison,
+            caption="../report/comparison.rst",
+            category="1. Campaign",
+            labels={"name": "maps of all methods"},
+        ),
+        spectra=report(
+            PATHS.comparison_spectra,
+            caption="../report/spectra.rst",
+            category="1. Campaign",
+            labels={"name": "power spectra"},
+        ),
+        qq=report(
+            PATHS.comparison_qq,
+            caption="../report/qq.rst",
+            category="1. Campaign",
+            labels={"name": "QQ plots"},
+        ),
+        **(
+            {
+                "rank_histograms": report(
+                    PATHS.rank_histograms,
+                    caption="../report/rank_histograms.rst",
+                    category="1. Campaign",
+                    labels={"name": "rank histograms"},
+                )
+            }
+            if ENSEMBLES
+            else {}
+        ),
     log:
         PATHS.log("compare"),
+    benchmark:
+        PATHS.root / "benchmarks" / "compare.tsv"
     conda:
         "../../envs/climai.yaml"
     threads: 1
     params:
-        config=stage_config("evaluate"),
+        config=stage_config("compare"),
         methods=METHODS,
     shell:
         "climai compare --config-json {params.config:q} --methods {params.methods:q} "
