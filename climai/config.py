@@ -11,10 +11,19 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 VariableKind = Literal["precipitation", "temperature", "generic"]
 
@@ -27,6 +36,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class ConverterConfig(_Strict):
+    """A named converter (climai/converters.py) that derives the variable from the source one."""
+
+    name: str = Field(description="Registry name, e.g. dbz_to_rain_rate.")
+    params: dict[str, float] = Field(
+        default_factory=dict, description="Keyword parameters, e.g. {a: 223, b: 1.53}."
+    )
+
+
 class VariableConfig(_Strict):
     """One downscaled variable."""
 
@@ -36,6 +54,9 @@ class VariableConfig(_Strict):
     kind: VariableKind = Field(
         "generic",
         description="precipitation | temperature | generic: picks transform and constraint.",
+    )
+    converter: ConverterConfig | None = Field(
+        None, description="Derive the variable with a named converter before unit conversion."
     )
 
     @field_validator("name")
@@ -57,10 +78,122 @@ class SyntheticConfig(_Strict):
     start: str = Field("2020-06-01T00:00", description="First time step (UTC, ISO 8601).")
 
 
+class _FileSource(_Strict):
+    """Fields shared by the file sources."""
+
+    variable: str | None = Field(
+        None,
+        description="Static fields only: the variable to read (target: variables[].source_name).",
+    )
+    units: str | None = Field(
+        None, description="Static fields only: convert to these units (default: keep the file's)."
+    )
+    crs: str | None = Field(
+        None,
+        description="CRS of the grid when the files have no CF grid_mapping (e.g. EPSG:3067).",
+    )
+
+
+class NetCDFSource(_FileSource):
+    """NetCDF files: one file, a glob or a list; a multi-file series is opened lazily with dask."""
+
+    source: Literal["netcdf"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+
+
+class ZarrSource(_FileSource):
+    """A zarr store: a local folder or an fsspec URL (s3://, gs://, https://...)."""
+
+    source: Literal["zarr"]
+    path: str = Field(description="Store folder or fsspec URL.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of a remote store (e.g. anon: true)."
+    )
+
+
+class GribSource(_FileSource):
+    """GRIB files through cfgrib/ecCodes (optional extra: pip install 'climai[grib]')."""
+
+    source: Literal["grib"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+    filter_by_keys: dict[str, str | int] = Field(
+        default_factory=dict, description="cfgrib filter_by_keys, e.g. {typeOfLevel: surface}."
+    )
+
+
+class DerivedStatic(_Strict):
+    """A static field computed on the HR grid itself (for campaigns without a DEM)."""
+
+    source: Literal["derived"]
+    field: Literal["x", "y", "valid_fraction"] = Field(
+        description="x | y: projected coordinate in km from the domain centre; "
+        "valid_fraction: fraction of time steps with data in each cell (first target variable)."
+    )
+
+
+def _source_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("source", "synthetic"))
+    return str(getattr(value, "source", "synthetic"))
+
+
+TargetSource = Annotated[
+    Annotated[SyntheticConfig, Tag("synthetic")]
+    | Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")],
+    Discriminator(_source_tag),
+]
+StaticSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[DerivedStatic, Tag("derived")],
+    Discriminator(_source_tag),
+]
+FileSource = NetCDFSource | ZarrSource | GribSource
+
+
 class DataConfig(_Strict):
     """Where the data come from."""
 
-    target: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    target: TargetSource = Field(
+        default_factory=SyntheticConfig,
+        description="HR truth: synthetic | netcdf | zarr | grib (key 'source').",
+    )
+    static: dict[str, StaticSource] = Field(
+        default_factory=dict,
+        description="Static HR predictors by name (e.g. orography); regridded onto the HR grid. "
+        "Default: the toy world's orography and lsm for a synthetic target.",
+    )
+
+    @model_validator(mode="after")
+    def _static_needs_variable(self) -> DataConfig:
+        if not isinstance(self.target, SyntheticConfig) and (
+            self.target.variable or self.target.units
+        ):
+            raise ValueError(
+                "data.target.variable/units are for static fields; name target variables "
+                "with variables[].source_name and their units with variables[].units"
+            )
+        for name, spec in self.static.items():
+            if not isinstance(spec, DerivedStatic) and not spec.variable:
+                raise ValueError(
+                    f"data.static.{name}: 'variable' (the name in the file) is required"
+                )
+        if not isinstance(self.target, SyntheticConfig) and not self.static:
+            raise ValueError(
+                "data.static must name at least one static field when the target is read from "
+                "files (e.g. orography from a DEM, or {source: derived, field: x})"
+            )
+        return self
+
+
+class DomainConfig(_Strict):
+    """A subset of the target, in the target's own coordinates (cell centres inside are kept)."""
+
+    x: tuple[float, float] = Field(description="[min, max] along x (metres or degrees east).")
+    y: tuple[float, float] = Field(description="[min, max] along y (metres or degrees north).")
 
 
 class SplitConfig(_Strict):
@@ -140,6 +273,9 @@ class CampaignConfig(_Strict):
         description="What is downscaled.",
     )
     data: DataConfig = Field(default_factory=DataConfig)
+    domain: DomainConfig | None = Field(
+        None, description="Optional subset {x: [min, max], y: [min, max]} in target coordinates."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -164,9 +300,12 @@ class CampaignConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"variables: names must be unique, got {names}")
         target = self.data.target
-        for axis, n in (("nx", target.nx), ("ny", target.ny)):
-            if n % self.scale:
-                raise ValueError(f"data.target.{axis}={n} is not a multiple of scale={self.scale}")
+        if isinstance(target, SyntheticConfig) and self.domain is None:
+            for axis, n in (("nx", target.nx), ("ny", target.ny)):
+                if n % self.scale:
+                    raise ValueError(
+                        f"data.target.{axis}={n} is not a multiple of scale={self.scale}"
+                    )
         if self.methods.unet is not None and self.methods.unet.patch % self.scale:
             raise ValueError(
                 f"methods.unet.patch={self.methods.unet.patch} is not a multiple of "
@@ -223,10 +362,27 @@ def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop toy-world keys a file target inherited from config/config.yaml by deep merge.
+
+    Snakemake merges ``--configfile`` over the default config, so a campaign with
+    ``data.target.source: netcdf`` still carries ``nx``, ``dx``... from the toy default. Keys equal
+    to the toy defaults are dropped; any other value is kept and reported as unknown.
+    """
+    data = raw.get("data")
+    target = data.get("target") if isinstance(data, dict) else None
+    if not isinstance(target, dict) or target.get("source", "synthetic") == "synthetic":
+        return raw
+    defaults = SyntheticConfig().model_dump()
+    kept = {k: v for k, v in target.items() if k == "source" or defaults.get(k, object()) != v}
+    return {**raw, "data": {**data, "target": kept}}
+
+
 def validate_config(raw: dict[str, Any]) -> CampaignConfig:
     """Validate a config mapping; raise :class:`ConfigError` naming every bad key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping, got {type(raw).__name__}")
+    raw = _drop_inherited_synthetic(raw)
     try:
         return CampaignConfig.model_validate(raw)
     except ValidationError as err:
@@ -262,11 +418,21 @@ def load_config(*paths: str | Path) -> CampaignConfig:
 # Which top-level keys each stage reads. A stage's outputs depend on exactly these, so Snakemake
 # reruns a stage (and what follows) only when its slice changes.
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("campaign", "results", "seed", "scale", "variables", "data"),
-    "preprocess": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "train": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "infer": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "evaluate": ("campaign", "results", "seed", "scale", "variables", "data", "split", "evaluate"),
+    "ingest": ("campaign", "results", "seed", "scale", "variables", "data", "domain"),
+    "preprocess": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "infer": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "evaluate": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "domain",
+        "split",
+        "evaluate",
+    ),
 }
 
 

@@ -20,3 +20,18 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def shared_data() -> Path:
+    """The shared real-data folder: ``../shared/data`` beside the repository (CI layout), else
+    ``$CLIMAI_SHARED_DATA``; skips the test with a reason when neither exists."""
+    candidates = [REPO.parent / "shared" / "data"]
+    if os.environ.get("CLIMAI_SHARED_DATA"):
+        candidates.append(Path(os.environ["CLIMAI_SHARED_DATA"]))
+    for path in candidates:
+        if (path / "SOURCES.md").is_file():
+            return path
+    pytest.skip(
+        "shared real data not found (../shared/data beside the repo or $CLIMAI_SHARED_DATA)"
+    )
+    raise AssertionError("unreachable")
