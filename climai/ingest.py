@@ -355,6 +355,14 @@ def build_static(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset:
     return static
 
 
+def _crs_label(crs: CRS) -> str:
+    """A short name of ``crs`` for logs (its projection method when it is called 'unknown')."""
+    if crs.name.lower() != "unknown":
+        return crs.name
+    op = crs.coordinate_operation
+    return op.method_name if op is not None else crs.to_proj4() or "unknown"
+
+
 def run_ingest(ctx: StageContext) -> None:
     """Build the target and static stores of the campaign; all checks before any write."""
     cfg = ctx.cfg
@@ -370,7 +378,7 @@ def run_ingest(ctx: StageContext) -> None:
             ing.target.attrs.get("time_step", "n/a"),
             ing.times.regular,
             {k: round(v, 4) for k, v in ing.valid_fraction.items()},
-            ing.grid.crs.name,
+            _crs_label(ing.grid.crs),
         )
         write_store(ctx.stamp(static), ctx.paths.static)
         write_store(ctx.stamp(ing.target), ctx.paths.target)

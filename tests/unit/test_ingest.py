@@ -370,3 +370,22 @@ def test_static_field_that_does_not_cover_the_domain(series, in_tmp):
     assert_fails_without_output(
         raw, r"data.static.orography \('h'\) does not cover the HR domain: uncovered to the east"
     )
+
+
+def test_times_with_a_utc_offset_come_out_in_utc(in_tmp):
+    import netCDF4
+
+    times = pd.date_range("2021-01-01 06:00", periods=3, freq="h")
+    path = write_cf_netcdf(
+        in_tmp / "tz.nc",
+        {"pr": (np.ones((3, 8, 8)), "mm h-1")},
+        np.arange(8) * 1000.0,
+        np.arange(8) * 1000.0,
+        crs="EPSG:3035",
+        times=times,
+    )
+    with netCDF4.Dataset(path, "a") as nc:  # same numbers, but local time at UTC+02:00
+        nc["time"].units = "minutes since 1970-01-01 00:00:00+02:00"
+    target, _ = ingest(campaign({"source": "netcdf", "path": "tz.nc"}, scale=4))
+    expected = (times - pd.Timedelta(hours=2)).values
+    np.testing.assert_array_equal(target["time"].values, expected)
