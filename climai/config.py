@@ -58,6 +58,9 @@ class VariableConfig(_Strict):
     converter: ConverterConfig | None = Field(
         None, description="Derive the variable with a named converter before unit conversion."
     )
+    input_name: str | None = Field(
+        None, description="Name in data.input's files (default: source_name, then name)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -151,6 +154,12 @@ StaticSource = Annotated[
     | Annotated[DerivedStatic, Tag("derived")],
     Discriminator(_source_tag),
 ]
+InputSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")],
+    Discriminator(_source_tag),
+]
 FileSource = NetCDFSource | ZarrSource | GribSource
 
 
@@ -160,6 +169,11 @@ class DataConfig(_Strict):
     target: TargetSource = Field(
         default_factory=SyntheticConfig,
         description="HR truth: synthetic | netcdf | zarr | grib (key 'source').",
+    )
+    input: InputSource | None = Field(
+        None,
+        description="Coarse driving data regridded onto the LR grid (ingest/input.zarr); "
+        "absent: LR is the block mean of the target (perfect model).",
     )
     static: dict[str, StaticSource] = Field(
         default_factory=dict,
@@ -175,6 +189,11 @@ class DataConfig(_Strict):
             raise ValueError(
                 "data.target.variable/units are for static fields; name target variables "
                 "with variables[].source_name and their units with variables[].units"
+            )
+        if self.input is not None and (self.input.variable or self.input.units):
+            raise ValueError(
+                "data.input.variable/units are for static fields; name input variables with "
+                "variables[].input_name and their units with variables[].units"
             )
         for name, spec in self.static.items():
             if not isinstance(spec, DerivedStatic) and not spec.variable:

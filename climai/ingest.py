@@ -27,7 +27,7 @@ from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_from_dataset, crs_variable, find_xy
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
-from climai.regrid import reproject_to_grid
+from climai.regrid import reproject_series, reproject_to_grid
 from climai.stage import StageContext, log
 from climai.synthetic import toy_world
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
@@ -355,6 +355,50 @@ def build_static(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset:
     return static
 
 
+def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
+    """The coarse driving data (``data.input``) on the LR grid at the target's times, lazily."""
+    spec = cfg.data.input
+    if spec is None:
+        return None
+    key = "data.input"
+    names = [v.input_name or v.source_name or v.name for v in cfg.variables]
+    try:
+        ds = open_source(spec, list(dict.fromkeys(names)), key)
+    except SourceError as err:
+        raise IngestError(str(err)) from None
+    ds, src_grid = standardise(ds, list(dict.fromkeys(names)), key, spec.crs)
+    if "time" not in ds[names[0]].dims:
+        raise IngestError(f"{key}: variable {names[0]!r} has no time dimension")
+    wanted = pd.DatetimeIndex(ing.target["time"].values)
+    missing = wanted.difference(pd.DatetimeIndex(ds["time"].values))
+    if missing.size:
+        raise IngestError(
+            f"{key}: no data at {missing.size} of the {wanted.size} target times "
+            f"(first {missing[0].isoformat()}); the input must hold every target time"
+        )
+    ds = ds.sel(time=wanted)
+    times = describe_times(wanted)
+    lr = ing.grid.coarsen(cfg.scale)
+    where = f"{key} {spec.path!r}" if isinstance(spec.path, str) else key
+    out = xr.Dataset(coords={"time": ds["time"], "y": lr.y, "x": lr.x})
+    for var, name in zip(cfg.variables, names, strict=True):
+        as_input = var.model_copy(update={"source_name": name, "converter": None})
+        da = canonical_variable(ds, as_input, times, where)
+        try:
+            out[var.name] = reproject_series(da, src_grid, lr, f"{key} ({name!r})")
+        except ValueError as err:
+            raise IngestError(str(err)) from None
+        out[var.name].encoding = {}
+    out["crs"] = crs_variable(lr.crs)
+    for c in ("x", "y"):
+        out[c].attrs = _coord_attrs(lr.crs, c)
+    out["time"].attrs = dict(ing.target["time"].attrs)
+    out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    out.attrs = {"title": f"climai {cfg.campaign} input (LR grid, scale={cfg.scale})"}
+    out.attrs["source"] = where
+    return out
+
+
 def _crs_label(crs: CRS) -> str:
     """A short name of ``crs`` for logs (its projection method when it is called 'unknown')."""
     if crs.name.lower() != "unknown":
@@ -369,6 +413,7 @@ def run_ingest(ctx: StageContext) -> None:
     with dask.config.set(scheduler="threads", num_workers=ctx.threads):
         ing = load_target(cfg)
         static = build_static(cfg, ing)
+        inputs = load_input(cfg, ing)
         for line in ing.report:
             log.info("ingest: %s", line)
         log.info(
@@ -382,3 +427,5 @@ def run_ingest(ctx: StageContext) -> None:
         )
         write_store(ctx.stamp(static), ctx.paths.static)
         write_store(ctx.stamp(ing.target), ctx.paths.target)
+        if inputs is not None:
+            write_store(ctx.stamp(inputs), ctx.paths.input)

@@ -98,3 +98,54 @@ def reproject_to_grid(da: xr.DataArray, src: Grid, dst: Grid, where: str) -> xr.
     return xr.DataArray(
         data, dims=("y", "x"), coords={"y": dst.y, "x": dst.x}, attrs=attrs, name=da.name
     )
+
+
+def reproject_series(da: xr.DataArray, src: Grid, dst: Grid, where: str) -> xr.DataArray:
+    """A ``(time, y, x)`` field on ``src`` reprojected onto ``dst``, lazily, one time chunk per
+    dask task (memory bounded by the chunk): area average if finer, bilinear if coarser.
+
+    Source NaN are no data: an LR cell is NaN only where it covers no valid source cell.
+    """
+    import dask.array as dsa
+    from rasterio.crs import CRS as RioCRS
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    check_covers(src, dst, where)
+    finer = _source_cell_area_in(src, dst) < abs(dst.dx * dst.dy)
+    resampling = Resampling.average if finer else Resampling.bilinear
+    src_crs, dst_crs = RioCRS.from_wkt(src.crs_wkt), RioCRS.from_wkt(dst.crs_wkt)
+    src_tr, dst_tr = Affine(*src.transform()), Affine(*dst.transform())
+
+    def block(arr: np.ndarray) -> np.ndarray:
+        out = np.full((arr.shape[0], *dst.shape), np.nan, dtype=np.float32)
+        for i in range(arr.shape[0]):
+            reproject(
+                np.ascontiguousarray(arr[i], dtype=np.float32),
+                out[i],
+                src_transform=src_tr,
+                src_crs=src_crs,
+                dst_transform=dst_tr,
+                dst_crs=dst_crs,
+                resampling=resampling,
+                src_nodata=np.nan,
+                dst_nodata=np.nan,
+            )
+        return out
+
+    data = da.transpose("time", "y", "x").data
+    if not isinstance(data, dsa.Array):
+        data = dsa.from_array(data, chunks=(1, -1, -1))
+    data = data.rechunk({1: -1, 2: -1})
+    result = data.map_blocks(
+        block, chunks=(data.chunks[0], (dst.shape[0],), (dst.shape[1],)), dtype=np.float32
+    )
+    attrs = {k: v for k, v in da.attrs.items() if k not in ("_FillValue", "missing_value")}
+    attrs["regridding"] = f"rasterio reproject, {resampling.name} from {src.crs.name}"
+    return xr.DataArray(
+        result,
+        dims=("time", "y", "x"),
+        coords={"time": da["time"], "y": dst.y, "x": dst.x},
+        attrs=attrs,
+        name=da.name,
+    )

@@ -389,3 +389,63 @@ def test_times_with_a_utc_offset_come_out_in_utc(in_tmp):
     target, _ = ingest(campaign({"source": "netcdf", "path": "tz.nc"}, scale=4))
     expected = (times - pd.Timedelta(hours=2)).values
     np.testing.assert_array_equal(target["time"].values, expected)
+
+
+# --- data.input: coarse driving data on the LR grid --------------------------------------
+
+
+def _input_campaign(in_tmp: Path, input_path: str) -> dict[str, Any]:
+    raw = campaign({"source": "netcdf", "path": "in/*.nc"}, scale=4)
+    raw["variables"] = [
+        {"name": "tas", "units": "K", "kind": "temperature", "input_name": "t2m"},
+        {**PR, "input_name": "tp"},
+    ]
+    raw["data"]["input"] = {"source": "netcdf", "path": input_path}
+    return raw
+
+
+def test_input_is_area_averaged_onto_the_lr_grid_in_canonical_units(series, in_tmp):
+    from climai.preprocess.coarsen import coarsen_block_mean
+    from climai.preprocess.stage import build_dataset
+
+    truth, _ = toy_world(seed=0, nx=16, ny=16, steps=8)
+    # the "model" input: the HR fields in other units and names, on the HR grid (finer than LR)
+    write_cf_netcdf(
+        in_tmp / "model.nc",
+        {
+            "t2m": (truth["tas"].values - 273.15, "degC"),
+            "tp": (truth["pr"].values / 3600.0, "kg m-2 s-1"),
+        },
+        truth["x"].values,
+        truth["y"].values,
+        crs=TOY_CRS,
+        times=truth["time"].values,
+    )
+    target, static = ingest(_input_campaign(in_tmp, "model.nc"))
+    inputs = open_store(Path("results/t/ingest/input.zarr"))
+    assert inputs["tas"].shape == (8, 4, 4) and inputs["tas"].attrs["units"] == "K"
+    assert "average" in inputs["tas"].attrs["regridding"]
+    for name in ("tas", "pr"):
+        block = coarsen_block_mean(truth[name], 4).values
+        np.testing.assert_allclose(inputs[name].values, block, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(inputs["x"].values, truth["x"].values.reshape(4, 4).mean(axis=1))
+    ds = build_dataset(
+        target, static, {"tas": "temperature"}, 4, {"train": 0.5, "val": 0.25, "test": 0.25}, inputs
+    )
+    np.testing.assert_array_equal(ds["lr_tas"].values, inputs["tas"].values)
+
+
+def test_input_missing_target_times(series, in_tmp):
+    truth, _ = toy_world(seed=0, nx=16, ny=16, steps=5)
+    write_cf_netcdf(
+        in_tmp / "short.nc",
+        {"t2m": (truth["tas"].values, "K"), "tp": (truth["pr"].values, "mm h-1")},
+        truth["x"].values,
+        truth["y"].values,
+        crs=TOY_CRS,
+        times=truth["time"].values,
+    )
+    assert_fails_without_output(
+        _input_campaign(in_tmp, "short.nc"),
+        r"data.input: no data at 3 of the 8 target times \(first 2020-06-01T05:00:00\)",
+    )
