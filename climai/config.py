@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -354,21 +355,47 @@ def _suggest(key: str, allowed: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Annotated, unions, dict values)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _models_in(args[0])
+    if origin is dict:
+        return _models_in(args[1])
+    return [m for a in args for m in _models_in(a)]
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model at a validation-error location (discriminator tags and dict keys skipped)."""
+    candidates: list[type[BaseModel]] = [CampaignConfig]
+    for part in (str(p) for p in loc if not str(p).startswith("function-after")):
+        tagged = [m for m in candidates if part in typing.get_args(_source_literal(m))]
+        if len(candidates) > 1 and tagged:
+            candidates = tagged
+            continue
+        owners = [m for m in candidates if part in m.model_fields]
+        if not owners:
+            continue  # a dict key (e.g. a static field's name)
+        nxt = _models_in(owners[0].model_fields[part].annotation)
+        if not nxt:
+            break
+        candidates = nxt
+    return candidates[0]
+
+
+def _source_literal(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("source")
+    return field.annotation if field is not None else None
+
+
 def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         if e["type"] == "extra_forbidden":
-            parent_loc = e["loc"][:-1]
-            model: type[BaseModel] = CampaignConfig
-            for part in parent_loc:
-                field = model.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                args = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
-                sub = next((a for a in args if issubclass(a, BaseModel)), None)
-                if sub is None:
-                    break
-                model = sub
+            model = _model_at(e["loc"][:-1])
             allowed = list(model.model_fields)
             lines.append(
                 f"config key {loc!r} is not known{_suggest(str(e['loc'][-1]), allowed)}; "
@@ -389,7 +416,9 @@ def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
     to the toy defaults are dropped; any other value is kept and reported as unknown.
     """
     data = raw.get("data")
-    target = data.get("target") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return raw
+    target = data.get("target")
     if not isinstance(target, dict) or target.get("source", "synthetic") == "synthetic":
         return raw
     defaults = SyntheticConfig().model_dump()

@@ -226,6 +226,14 @@ def test_file_target_inherits_no_toy_keys_but_rejects_changed_ones():
     assert cfg.data.target.source == "netcdf"
     with pytest.raises(ConfigError, match=r"data.target.netcdf.nx"):
         validate_config(campaign({"source": "netcdf", "path": "a.nc", "nx": 64}))
+    with pytest.raises(
+        ConfigError,
+        match=r"'data.target.netcdf.pth' is not known \(did you mean "
+        r"'path'\?\); allowed here: variable, units, crs, source, path",
+    ):
+        validate_config(campaign({"source": "netcdf", "path": "a.nc", "pth": "b.nc"}))
+    with pytest.raises(ConfigError, match=r"tag 'hdf' .* expected tags: 'synthetic', 'netcdf'"):
+        validate_config(campaign({"source": "hdf", "path": "a.nc"}))
 
 
 def test_expand_paths_keeps_urls_and_rejects_duplicates(tmp_path):
