@@ -10,11 +10,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 VariableKind = Literal["precipitation", "temperature", "generic"]
 TOY_VARIABLES = ("tas", "pr")
@@ -28,6 +38,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class ConverterConfig(_Strict):
+    """A named converter (climai/converters.py) that derives the variable from the source one."""
+
+    name: str = Field(description="Registry name, e.g. dbz_to_rain_rate.")
+    params: dict[str, float] = Field(
+        default_factory=dict, description="Keyword parameters, e.g. {a: 223, b: 1.53}."
+    )
+
+
 class VariableConfig(_Strict):
     """One downscaled variable."""
 
@@ -37,6 +56,12 @@ class VariableConfig(_Strict):
     kind: VariableKind = Field(
         "generic",
         description="precipitation | temperature | generic: picks transform and constraint.",
+    )
+    converter: ConverterConfig | None = Field(
+        None, description="Derive the variable with a named converter before unit conversion."
+    )
+    input_name: str | None = Field(
+        None, description="Name in data.input's files (default: source_name, then name)."
     )
 
     @field_validator("name")
@@ -58,10 +83,138 @@ class SyntheticConfig(_Strict):
     start: str = Field("2020-06-01T00:00", description="First time step (UTC, ISO 8601).")
 
 
+class _FileSource(_Strict):
+    """Fields shared by the file sources."""
+
+    variable: str | None = Field(
+        None,
+        description="Static fields only: the variable to read (target: variables[].source_name).",
+    )
+    units: str | None = Field(
+        None, description="Static fields only: convert to these units (default: keep the file's)."
+    )
+    crs: str | None = Field(
+        None,
+        description="CRS of the grid when the files have no CF grid_mapping (e.g. EPSG:3067).",
+    )
+
+
+class NetCDFSource(_FileSource):
+    """NetCDF files: one file, a glob or a list; a multi-file series is opened lazily with dask."""
+
+    source: Literal["netcdf"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+
+
+class ZarrSource(_FileSource):
+    """A zarr store: a local folder or an fsspec URL (s3://, gs://, https://...)."""
+
+    source: Literal["zarr"]
+    path: str = Field(description="Store folder or fsspec URL.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of a remote store (e.g. anon: true)."
+    )
+
+
+class GribSource(_FileSource):
+    """GRIB files through cfgrib/ecCodes (optional extra: pip install 'climai[grib]')."""
+
+    source: Literal["grib"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+    filter_by_keys: dict[str, str | int] = Field(
+        default_factory=dict, description="cfgrib filter_by_keys, e.g. {typeOfLevel: surface}."
+    )
+
+
+class DerivedStatic(_Strict):
+    """A static field computed on the HR grid itself (for campaigns without a DEM)."""
+
+    source: Literal["derived"]
+    field: Literal["x", "y", "valid_fraction"] = Field(
+        description="x | y: projected coordinate in km from the domain centre; "
+        "valid_fraction: fraction of time steps with data in each cell (first target variable)."
+    )
+
+
+def _source_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("source", "synthetic"))
+    return str(getattr(value, "source", "synthetic"))
+
+
+TargetSource = Annotated[
+    Annotated[SyntheticConfig, Tag("synthetic")]
+    | Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")],
+    Discriminator(_source_tag),
+]
+StaticSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[DerivedStatic, Tag("derived")],
+    Discriminator(_source_tag),
+]
+InputSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")],
+    Discriminator(_source_tag),
+]
+FileSource = NetCDFSource | ZarrSource | GribSource
+
+
 class DataConfig(_Strict):
     """Where the data come from."""
 
-    target: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    target: TargetSource = Field(
+        default_factory=SyntheticConfig,
+        description="HR truth: synthetic | netcdf | zarr | grib (key 'source').",
+    )
+    input: InputSource | None = Field(
+        None,
+        description="Coarse driving data regridded onto the LR grid (ingest/input.zarr); "
+        "absent: LR is the block mean of the target (perfect model).",
+    )
+    static: dict[str, StaticSource] = Field(
+        default_factory=dict,
+        description="Static HR predictors by name (e.g. orography); regridded onto the HR grid. "
+        "Default: the toy world's orography and lsm for a synthetic target.",
+    )
+
+    @model_validator(mode="after")
+    def _static_needs_variable(self) -> DataConfig:
+        if not isinstance(self.target, SyntheticConfig) and (
+            self.target.variable or self.target.units
+        ):
+            raise ValueError(
+                "data.target.variable/units are for static fields; name target variables "
+                "with variables[].source_name and their units with variables[].units"
+            )
+        if self.input is not None and (self.input.variable or self.input.units):
+            raise ValueError(
+                "data.input.variable/units are for static fields; name input variables with "
+                "variables[].input_name and their units with variables[].units"
+            )
+        for name, spec in self.static.items():
+            if not isinstance(spec, DerivedStatic) and not spec.variable:
+                raise ValueError(
+                    f"data.static.{name}: 'variable' (the name in the file) is required"
+                )
+        if not isinstance(self.target, SyntheticConfig) and not self.static:
+            raise ValueError(
+                "data.static must name at least one static field when the target is read from "
+                "files (e.g. orography from a DEM, or {source: derived, field: x})"
+            )
+        return self
+
+
+class DomainConfig(_Strict):
+    """A subset of the target, in the target's own coordinates (cell centres inside are kept)."""
+
+    x: tuple[float, float] = Field(description="[min, max] along x (metres or degrees east).")
+    y: tuple[float, float] = Field(description="[min, max] along y (metres or degrees north).")
 
 
 class SplitConfig(_Strict):
@@ -223,6 +376,9 @@ class CampaignConfig(_Strict):
         description="What is downscaled.",
     )
     data: DataConfig = Field(default_factory=DataConfig)
+    domain: DomainConfig | None = Field(
+        None, description="Optional subset {x: [min, max], y: [min, max]} in target coordinates."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -247,7 +403,7 @@ class CampaignConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"variables: names must be unique, got {names}")
         target = self.data.target
-        if target.source == "synthetic":
+        if isinstance(target, SyntheticConfig):
             self._check_synthetic(target)
         unet = self.methods.unet
         if unet is not None:
@@ -265,7 +421,7 @@ class CampaignConfig(_Strict):
 
     def _check_synthetic(self, target: SyntheticConfig) -> None:
         for axis, n in (("nx", target.nx), ("ny", target.ny)):
-            if n % self.scale:
+            if n % self.scale and self.domain is None:
                 raise ValueError(f"data.target.{axis}={n} is not a multiple of scale={self.scale}")
         unknown = [v.name for v in self.variables if (v.source_name or v.name) not in TOY_VARIABLES]
         if unknown:
@@ -302,23 +458,49 @@ def _suggest(key: str, allowed: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Annotated, unions, dict values)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _models_in(args[0])
+    if origin is dict:
+        return _models_in(args[1])
+    return [m for a in args for m in _models_in(a)]
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model at a validation-error location (discriminator tags and dict keys skipped)."""
+    candidates: list[type[BaseModel]] = [CampaignConfig]
+    for part in (str(p) for p in loc if not str(p).startswith("function-after")):
+        tagged = [m for m in candidates if part in typing.get_args(_source_literal(m))]
+        if len(candidates) > 1 and tagged:
+            candidates = tagged
+            continue
+        owners = [
+            (m, f) for m in candidates for n, f in m.model_fields.items() if part in (n, f.alias)
+        ]
+        if not owners:
+            continue  # a dict key (e.g. a static field's name)
+        nxt = _models_in(owners[0][1].annotation)
+        if not nxt:
+            break
+        candidates = nxt
+    return candidates[0]
+
+
+def _source_literal(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("source")
+    return field.annotation if field is not None else None
+
+
 def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         if e["type"] == "extra_forbidden":
-            parent_loc = e["loc"][:-1]
-            model: type[BaseModel] = CampaignConfig
-            for part in parent_loc:
-                field = next(
-                    (f for n, f in model.model_fields.items() if str(part) in (n, f.alias)), None
-                )
-                ann = getattr(field, "annotation", None)
-                args = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
-                sub = next((a for a in args if issubclass(a, BaseModel)), None)
-                if sub is None:
-                    break
-                model = sub
+            model = _model_at(e["loc"][:-1])
             allowed = [f.alias or n for n, f in model.model_fields.items()]
             lines.append(
                 f"config key {loc!r} is not known{_suggest(str(e['loc'][-1]), allowed)}; "
@@ -331,10 +513,29 @@ def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop toy-world keys a file target inherited from config/config.yaml by deep merge.
+
+    Snakemake merges ``--configfile`` over the default config, so a campaign with
+    ``data.target.source: netcdf`` still carries ``nx``, ``dx``... from the toy default. Keys equal
+    to the toy defaults are dropped; any other value is kept and reported as unknown.
+    """
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    target = data.get("target")
+    if not isinstance(target, dict) or target.get("source", "synthetic") == "synthetic":
+        return raw
+    defaults = SyntheticConfig().model_dump()
+    kept = {k: v for k, v in target.items() if k == "source" or defaults.get(k, object()) != v}
+    return {**raw, "data": {**data, "target": kept}}
+
+
 def validate_config(raw: dict[str, Any]) -> CampaignConfig:
     """Validate a config mapping; raise :class:`ConfigError` naming every bad key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping, got {type(raw).__name__}")
+    raw = _drop_inherited_synthetic(raw)
     try:
         return CampaignConfig.model_validate(raw)
     except ValidationError as err:
@@ -373,24 +574,24 @@ def load_config(*paths: str | Path) -> CampaignConfig:
 # Which top-level keys each stage reads. A stage's outputs depend on exactly these, so Snakemake
 # reruns a stage (and what follows) only when its slice changes.
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("campaign", "results", "seed", "scale", "variables", "data"),
-    "preprocess": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "train": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "infer": ("campaign", "results", "seed", "scale", "variables", "data", "split"),
-    "evaluate": ("campaign", "results", "seed", "scale", "variables", "data", "split", "evaluate"),
-    "manifest": tuple(CampaignConfig.model_fields),
-    # compare shows the whole campaign config in the report, so it reads every key
-    "compare": (
+    "ingest": ("campaign", "results", "seed", "scale", "variables", "data", "domain"),
+    "preprocess": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "infer": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "evaluate": (
         "campaign",
         "results",
         "seed",
         "scale",
         "variables",
         "data",
+        "domain",
         "split",
-        "methods",
         "evaluate",
     ),
+    "manifest": tuple(CampaignConfig.model_fields),
+    # compare shows the whole campaign config in the report, so it reads every key
+    "compare": tuple(CampaignConfig.model_fields),
 }
 
 

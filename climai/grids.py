@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+_X_NAMES = ("x", "lon", "longitude", "rlon", "projection_x_coordinate", "easting")
+_Y_NAMES = ("y", "lat", "latitude", "rlat", "projection_y_coordinate", "northing")
+_X_STANDARD = ("projection_x_coordinate", "longitude", "grid_longitude")
+_Y_STANDARD = ("projection_y_coordinate", "latitude", "grid_latitude")
 
 
 class GridError(ValueError):
@@ -37,6 +43,58 @@ class Grid:
     @property
     def crs(self) -> CRS:
         return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Outer cell edges ``(xmin, ymin, xmax, ymax)`` in the grid's CRS."""
+        hx, hy = abs(self.dx) / 2, abs(self.dy) / 2
+        return (
+            float(self.x.min() - hx),
+            float(self.y.min() - hy),
+            float(self.x.max() + hx),
+            float(self.y.max() + hy),
+        )
+
+    def transform(self) -> tuple[float, float, float, float, float, float]:
+        """The affine transform of the cell corners (GDAL order a, b, c, d, e, f).
+
+        Works for increasing and decreasing axes: the first cell's corner is the origin.
+        """
+        return (
+            self.dx,
+            0.0,
+            float(self.x[0] - self.dx / 2),
+            0.0,
+            self.dy,
+            float(self.y[0] - self.dy / 2),
+        )
+
+    def trim_to_multiple(self, scale: int) -> tuple[Grid, tuple[int, int]]:
+        """This grid cut at its end to a multiple of ``scale`` cells; ``(grid, (rows, cols) cut)``."""
+        ny, nx = self.shape
+        cut = (ny % scale, nx % scale)
+        if ny - cut[0] < scale or nx - cut[1] < scale:
+            raise GridError(f"grid {ny}×{nx} is smaller than one LR cell of scale={scale}")
+        return Grid(self.x[: nx - cut[1]], self.y[: ny - cut[0]], self.crs_wkt), cut
+
+    def domain_slices(
+        self, x_range: tuple[float, float], y_range: tuple[float, float]
+    ) -> tuple[slice, slice]:
+        """Index slices ``(ys, xs)`` of the cells whose centres lie in the ranges (inclusive).
+
+        Raises :class:`GridError` naming the ranges and the grid's extent when nothing is inside.
+        """
+        out = []
+        for name, c, (lo, hi) in (("y", self.y, y_range), ("x", self.x, x_range)):
+            lo, hi = min(lo, hi), max(lo, hi)
+            idx = np.flatnonzero((c >= lo) & (c <= hi))
+            if idx.size < 2:
+                raise GridError(
+                    f"domain {name}: [{lo:g}, {hi:g}] holds {idx.size} cell centre(s) of the data, "
+                    f"whose {name} runs {float(c.min()):g}..{float(c.max()):g}; need at least 2"
+                )
+            out.append(slice(int(idx[0]), int(idx[-1]) + 1))
+        return out[0], out[1]
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset | xr.DataArray, x: str = "x", y: str = "y") -> Grid:
@@ -71,6 +129,74 @@ class Grid:
             self.y.reshape(-1, scale).mean(axis=1),
             self.crs_wkt,
         )
+
+
+def find_xy(ds: xr.Dataset, variable: str) -> tuple[str, str]:
+    """Names of the x and y dimensions of ``ds[variable]`` (by CF ``axis``/``standard_name``,
+    then by common names); :class:`GridError` listing the dimensions if they are not found."""
+    dims = [str(d) for d in ds[variable].dims]
+    found: dict[str, str] = {}
+    for axis, names, standard in (("X", _X_NAMES, _X_STANDARD), ("Y", _Y_NAMES, _Y_STANDARD)):
+        for d in dims:
+            attrs = ds[d].attrs if d in ds.coords else {}
+            if attrs.get("axis") == axis or attrs.get("standard_name") in standard:
+                found[axis] = d
+                break
+        else:
+            for d in dims:
+                if d.lower() in names:
+                    found[axis] = d
+                    break
+    if "X" not in found or "Y" not in found:
+        raise GridError(
+            f"variable {variable!r} has dimensions {dims}; cannot tell which are x and y "
+            f"(expected a coordinate with axis X/Y or a name like x/lon and y/lat)"
+        )
+    return found["X"], found["Y"]
+
+
+def is_geographic_axis(coord: xr.DataArray) -> bool:
+    """Whether a 1-D coordinate is longitude or latitude (by units or standard name)."""
+    units = str(coord.attrs.get("units", "")).lower()
+    return units.startswith("degree") or coord.attrs.get("standard_name") in (
+        "longitude",
+        "latitude",
+    )
+
+
+def crs_from_dataset(ds: xr.Dataset, variable: str, x: str, override: str | None = None) -> CRS:
+    """The CRS of ``ds[variable]``: ``override`` if given, else its CF ``grid_mapping`` variable
+    (``crs_wkt``/``spatial_ref`` or the CF parameters via :meth:`pyproj.CRS.from_cf`), else WGS84
+    for a lat/lon grid. :class:`GridError` when none of these says what the grid is."""
+    if override:
+        try:
+            return CRS.from_user_input(override)
+        except CRSError as err:
+            raise GridError(f"crs {override!r} is not a CRS pyproj knows: {err}") from None
+    da = ds[variable]
+    gm = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+    if gm:
+        gm = str(gm).split(":")[0].strip()
+        if gm not in ds.variables:
+            raise GridError(
+                f"variable {variable!r} names grid_mapping {gm!r}, which is not in the file"
+            )
+        attrs = dict(ds[gm].attrs)
+        try:
+            for key in ("crs_wkt", "spatial_ref"):
+                if attrs.get(key):
+                    return CRS.from_wkt(str(attrs[key]))
+            return CRS.from_cf(attrs)
+        except CRSError as err:
+            raise GridError(
+                f"grid_mapping {gm!r} of variable {variable!r} is not a CRS pyproj can read: {err}"
+            ) from None
+    if is_geographic_axis(ds[x]):
+        return CRS.from_epsg(4326)
+    raise GridError(
+        f"variable {variable!r} has no grid_mapping and projected coordinates; "
+        f"set the source's 'crs' (e.g. crs: EPSG:3067)"
+    )
 
 
 def crs_variable(crs: CRS) -> xr.DataArray:

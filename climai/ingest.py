@@ -1,28 +1,431 @@
-"""Stage ``ingest``: sources → ``ingest/target.zarr`` and ``ingest/static.zarr``."""
+"""Stage ``ingest``: sources → ``ingest/target.zarr`` and ``ingest/static.zarr``.
+
+Every check runs before anything is written: files, variables, units, times, domain, static
+coverage. The data are read lazily (dask) and streamed to zarr by time chunks, so memory does not
+grow with the length of the series. Nothing is filled: missing data stay NaN.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pyproj import CRS
+
+from climai.config import (
+    CampaignConfig,
+    DerivedStatic,
+    FileSource,
+    SyntheticConfig,
+    VariableConfig,
+)
+from climai.converters import apply_converter
+from climai.grids import Grid, GridError, crs_from_dataset, crs_variable, find_xy
+from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
+from climai.regrid import reproject_series, reproject_to_grid
 from climai.stage import StageContext, log
 from climai.synthetic import toy_world
+from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
+
+CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
+
+
+class IngestError(ValueError):
+    """Input that cannot be ingested; one line naming the key, file or variable and the problem."""
+
+
+@dataclass
+class TimeInfo:
+    """What the time axis looks like: regular step, or how many steps differ from the usual one."""
+
+    step_seconds: float | None
+    regular: bool
+    irregular_steps: int = 0
+    dropped_all_nan: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time_regular": int(self.regular),
+            "time_steps_dropped_all_nan": self.dropped_all_nan,
+        }
+        if self.step_seconds is not None:
+            out["time_step_seconds"] = self.step_seconds
+            out["time_step"] = pd.Timedelta(seconds=self.step_seconds).isoformat()
+        if not self.regular:
+            out["time_irregular_steps"] = self.irregular_steps
+        return out
+
+
+def describe_times(times: pd.DatetimeIndex) -> TimeInfo:
+    """The usual (most common) step and the number of steps that differ from it."""
+    if times.size < 2:
+        return TimeInfo(None, True)
+    steps = np.diff(times.values).astype("timedelta64[ms]").astype(np.float64) / 1e3
+    values, counts = np.unique(steps, return_counts=True)
+    usual = float(values[np.argmax(counts)])
+    irregular = int((steps != usual).sum())
+    return TimeInfo(usual, irregular == 0, irregular)
+
+
+def standardise(
+    ds: xr.Dataset, names: list[str], key: str, crs_override: str | None
+) -> tuple[xr.Dataset, Grid]:
+    """``ds`` on dims ``(time, y, x)``/``(y, x)`` with its :class:`Grid` (CRS from CF metadata)."""
+    try:
+        x, y = find_xy(ds, names[0])
+        crs = crs_from_dataset(ds, names[0], x, crs_override)
+    except GridError as err:
+        raise IngestError(f"{key}: {err}") from None
+    ds = ds.rename({d: n for d, n in ((x, "x"), (y, "y")) if d != n})
+    gm = [str(ds[n].attrs.get("grid_mapping", "")).split(":")[0] for n in names]
+    ds = ds.drop_vars([g for g in set(gm) if g and g in ds.variables])
+    for name in names:
+        extra = [d for d in ds[name].dims if d not in ("time", "y", "x")]
+        if extra:
+            raise IngestError(
+                f"{key}: variable {name!r} has dimensions {ds[name].dims}; expected (time, y, x) "
+                f"or (y, x) — select the extra dimension(s) {extra} beforehand"
+            )
+        if "time" in ds[name].dims and not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise IngestError(
+                f"{key}: the time of {name!r} does not decode to UTC datetimes "
+                f"(dtype {ds['time'].dtype}); use a standard calendar"
+            )
+    try:
+        grid = Grid(np.asarray(ds["x"].values), np.asarray(ds["y"].values), crs.to_wkt())
+        grid.check_regular()
+    except GridError as err:
+        raise IngestError(f"{key}: {err}") from None
+    return ds, grid
+
+
+def subset_and_trim(
+    ds: xr.Dataset, grid: Grid, cfg: CampaignConfig
+) -> tuple[xr.Dataset, Grid, str]:
+    """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
+    if cfg.domain is not None:
+        try:
+            ys, xs = grid.domain_slices(cfg.domain.x, cfg.domain.y)
+        except GridError as err:
+            raise IngestError(f"domain is outside the data: {err}") from None
+        ds = ds.isel(y=ys, x=xs)
+        grid = Grid(grid.x[xs], grid.y[ys], grid.crs_wkt)
+    ny, nx = grid.shape
+    trimmed, (cut_y, cut_x) = grid.trim_to_multiple(cfg.scale)
+    report = (
+        f"HR grid {ny}×{nx}: trimmed {cut_y} row(s) and {cut_x} column(s) at the end to "
+        f"{trimmed.shape[0]}×{trimmed.shape[1]}, a multiple of scale={cfg.scale}"
+    )
+    return ds.isel(y=slice(0, trimmed.shape[0]), x=slice(0, trimmed.shape[1])), trimmed, report
+
+
+def _step_seconds(ds: xr.Dataset, times: TimeInfo, name: str) -> xr.DataArray | float:
+    """Length of each step: from the time bounds if present, else the regular step."""
+    bounds = ds["time"].attrs.get("bounds") or ds["time"].encoding.get("bounds")
+    if bounds and bounds in ds.variables:
+        b = ds[bounds].load()
+        seconds = (b.isel({b.dims[1]: 1}) - b.isel({b.dims[1]: 0})).values / np.timedelta64(1, "s")
+        if (seconds <= 0).any():
+            raise IngestError(
+                f"variable {name!r}: time bounds {bounds!r} have non-positive lengths"
+            )
+        return xr.DataArray(seconds.astype(np.float64), dims="time", coords={"time": ds["time"]})
+    if times.step_seconds is None or not times.regular:
+        raise IngestError(
+            f"variable {name!r} is an accumulation per step but there are no time bounds and "
+            f"the steps are irregular; cannot turn it into a rate"
+        )
+    return times.step_seconds
+
+
+def canonical_variable(
+    ds: xr.Dataset, var: VariableConfig, times: TimeInfo, where: str
+) -> xr.DataArray:
+    """The variable in its canonical name and units: converter, accumulation → rate, units."""
+    src_name = var.source_name or var.name
+    da = ds[src_name]
+    da.name = src_name
+    src_units = da.attrs.get("units")
+    if var.converter is not None:
+        da = apply_converter(da, var.converter.name, var.converter.params, var.name)
+    if "units" not in da.attrs:
+        raise IngestError(
+            f"variable {src_name!r} in {where} has no 'units' attribute; expected units "
+            f"convertible to {var.units!r}"
+        )
+    try:
+        dst = lookup(var.units, var.name, " (config 'variables')")
+        unit = str(da.attrs["units"])
+        lookup(unit, src_name, f" in {where}")
+        if dst.dimension == "precipitation_rate" and is_amount(unit) and "time" in da.dims:
+            da = amount_to_rate(da, _step_seconds(ds, times, src_name), src_name)
+            da.attrs["long_name"] = f"rate from {da.attrs.get('long_name', src_name)}"
+        da = convert(da, var.units, src_name, f" in {where}")
+    except UnitsError as err:
+        raise IngestError(str(err)) from None
+    attrs = {
+        k: v
+        for k, v in da.attrs.items()
+        if k not in ("_FillValue", "missing_value", "cell_methods", "comment")
+    }
+    attrs.update(units=var.units, grid_mapping="crs", source_variable=src_name)
+    if src_units is not None:
+        attrs["source_units"] = str(src_units)
+    if dst.dimension == "precipitation_rate" and var.converter is None:
+        attrs["standard_name"] = "lwe_precipitation_rate"
+    out = da.astype(np.float32).rename(var.name)
+    out.attrs = attrs
+    return out
+
+
+def _time_chunk(grid: Grid) -> int:
+    per_step = 4 * grid.shape[0] * grid.shape[1]
+    return int(max(1, min(24, CHUNK_BYTES // per_step)))
+
+
+@dataclass
+class Ingested:
+    """The validated, lazy target (and what was found on the way), ready to write."""
+
+    target: xr.Dataset
+    grid: Grid
+    times: TimeInfo
+    valid_fraction: dict[str, float]
+    cell_valid_fraction: xr.DataArray
+    toy_static: xr.Dataset | None
+    report: list[str]
+
+
+def load_target(cfg: CampaignConfig) -> Ingested:
+    """Open, check and canonicalise the target lazily; count valid cells (one streaming pass)."""
+    src = cfg.data.target
+    report: list[str] = []
+    toy_static = None
+    if isinstance(src, SyntheticConfig):
+        target, toy_static = toy_world(
+            seed=cfg.seed, nx=src.nx, ny=src.ny, dx=src.dx, steps=src.steps, start=src.start
+        )
+        missing = [n for n in cfg.variable_names if n not in target]
+        if missing:
+            raise IngestError(
+                f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
+            )
+        target = target.chunk({"time": 24})
+        where = "the toy world"
+        names = cfg.variable_names
+    else:
+        names = [v.source_name or v.name for v in cfg.variables]
+        try:
+            target = open_source(src, list(dict.fromkeys(names)), "data.target")
+        except SourceError as err:
+            raise IngestError(str(err)) from None
+        where = f"data.target {src.path!r}" if isinstance(src.path, str) else "data.target"
+    crs_override = None if isinstance(src, SyntheticConfig) else src.crs
+    ds, grid = standardise(target, list(dict.fromkeys(names)), "data.target", crs_override)
+    if "time" not in ds[names[0]].dims:
+        raise IngestError(f"data.target: variable {names[0]!r} has no time dimension")
+    ds, grid, trim = subset_and_trim(ds, grid, cfg)
+    report.append(trim)
+    times = describe_times(pd.DatetimeIndex(ds["time"].values))
+    out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
+    for var in cfg.variables:
+        out[var.name] = canonical_variable(ds, var, times, where)
+    # one streaming pass: valid cells per step (all-NaN steps) and per cell (coverage)
+    first = cfg.variable_names[0]
+    per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
+    per_cell = out[first].notnull().sum("time")
+    try:
+        per_step, per_cell = dask.compute(per_step, per_cell)
+    except (OSError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
+    cells = grid.shape[0] * grid.shape[1]
+    keep = np.ones(out.sizes["time"], dtype=bool)
+    for name, counts in per_step.items():
+        empty = counts.values == 0
+        if empty.any():
+            report.append(f"{name}: {int(empty.sum())} all-NaN time step(s) dropped")
+        keep &= ~empty
+    if not keep.any():
+        raise IngestError(f"data.target: every time step is all-NaN inside the domain ({where})")
+    n_steps = int(keep.sum())
+    valid_fraction = {
+        n: float(c.values[keep].sum()) / (n_steps * cells) for n, c in per_step.items()
+    }
+    out = out.isel(time=np.flatnonzero(keep)) if not keep.all() else out
+    times = describe_times(pd.DatetimeIndex(out["time"].values))
+    times.dropped_all_nan = int((~keep).sum())
+    if not times.regular:
+        report.append(
+            f"time steps are irregular: {times.irregular_steps} of {n_steps - 1} differ from the "
+            f"usual step of {times.step_seconds:g} s"
+        )
+    cell_fraction = (per_cell / n_steps).astype(np.float32)
+    for name in cfg.variable_names:
+        out[name] = out[name].chunk({"time": _time_chunk(grid), "y": -1, "x": -1})
+        out[name].encoding = {}
+    out["crs"] = crs_variable(grid.crs)
+    for c in ("x", "y"):
+        out[c].attrs = _coord_attrs(grid.crs, c)
+    out["time"].attrs = {"standard_name": "time", "axis": "T", "long_name": "time (UTC)"}
+    out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    out.attrs = {"title": f"climai {cfg.campaign} target", "source": where, **times.attrs()}
+    out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
+    out.attrs["ingest_report"] = "; ".join(report)
+    return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
+
+
+def _coord_attrs(crs: CRS, axis: str) -> dict[str, str]:
+    if crs.is_geographic:
+        return {
+            "x": {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},
+            "y": {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"},
+        }[axis]
+    return {
+        "standard_name": f"projection_{axis}_coordinate",
+        "units": "m",
+        "axis": axis.upper(),
+    }
+
+
+def load_static_field(name: str, spec: FileSource | DerivedStatic, ing: Ingested) -> xr.DataArray:
+    """One static field on the HR grid: derived from the grid/target, or read and reprojected."""
+    grid = ing.grid
+    key = f"data.static.{name}"
+    if isinstance(spec, DerivedStatic):
+        if spec.field == "valid_fraction":
+            values = ing.cell_valid_fraction.values.astype(np.float32)
+            attrs = {"units": "1", "long_name": "fraction of time steps with data"}
+        else:
+            c = grid.x if spec.field == "x" else grid.y
+            km = ((c - c.mean()) / (1.0 if grid.crs.is_geographic else 1000.0)).astype(np.float32)
+            values = np.broadcast_to(
+                km[None, :] if spec.field == "x" else km[:, None], grid.shape
+            ).copy()
+            unit = "degree" if grid.crs.is_geographic else "km"
+            attrs = {"units": unit, "long_name": f"{spec.field} from the domain centre"}
+        return xr.DataArray(values, dims=("y", "x"), coords={"y": grid.y, "x": grid.x}, attrs=attrs)
+    assert spec.variable is not None  # the config requires it
+    try:
+        ds = open_source(spec, [spec.variable], key)
+    except SourceError as err:
+        raise IngestError(str(err)) from None
+    ds, src_grid = standardise(ds, [spec.variable], key, spec.crs)
+    da = ds[spec.variable]
+    if "time" in da.dims:
+        if da.sizes["time"] != 1:
+            raise IngestError(
+                f"{key}: variable {spec.variable!r} has {da.sizes['time']} time steps; "
+                f"a static field needs one"
+            )
+        da = da.isel(time=0, drop=True)
+    da = da.transpose("y", "x")
+    if spec.units:
+        try:
+            da = convert(da, spec.units, spec.variable, f" ({key})")
+        except UnitsError as err:
+            raise IngestError(str(err)) from None
+    try:
+        return reproject_to_grid(da, src_grid, grid, f"{key} ({spec.variable!r})")
+    except ValueError as err:
+        raise IngestError(str(err)) from None
+
+
+def build_static(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset:
+    """All static fields on the HR grid (the toy world's for a synthetic target, then config's)."""
+    fields: dict[str, xr.DataArray] = {}
+    if ing.toy_static is not None:
+        toy = ing.toy_static.sel(y=ing.target["y"], x=ing.target["x"])
+        fields.update({str(n): toy[n] for n in toy.data_vars if n != "crs"})
+    for name, spec in cfg.data.static.items():
+        fields[name] = load_static_field(name, spec, ing)
+    static = xr.Dataset(coords={"y": ing.target["y"], "x": ing.target["x"]})
+    for name, da in fields.items():
+        static[name] = da.assign_coords(y=static["y"], x=static["x"]).assign_attrs(
+            grid_mapping="crs"
+        )
+    static["crs"] = crs_variable(ing.grid.crs)
+    static.attrs = {"title": f"climai {cfg.campaign} static fields"}
+    return static
+
+
+def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
+    """The coarse driving data (``data.input``) on the LR grid at the target's times, lazily."""
+    spec = cfg.data.input
+    if spec is None:
+        return None
+    key = "data.input"
+    names = [v.input_name or v.source_name or v.name for v in cfg.variables]
+    try:
+        ds = open_source(spec, list(dict.fromkeys(names)), key)
+    except SourceError as err:
+        raise IngestError(str(err)) from None
+    ds, src_grid = standardise(ds, list(dict.fromkeys(names)), key, spec.crs)
+    if "time" not in ds[names[0]].dims:
+        raise IngestError(f"{key}: variable {names[0]!r} has no time dimension")
+    wanted = pd.DatetimeIndex(ing.target["time"].values)
+    missing = wanted.difference(pd.DatetimeIndex(ds["time"].values))
+    if missing.size:
+        raise IngestError(
+            f"{key}: no data at {missing.size} of the {wanted.size} target times "
+            f"(first {missing[0].isoformat()}); the input must hold every target time"
+        )
+    ds = ds.sel(time=wanted)
+    times = describe_times(wanted)
+    lr = ing.grid.coarsen(cfg.scale)
+    where = f"{key} {spec.path!r}" if isinstance(spec.path, str) else key
+    out = xr.Dataset(coords={"time": ds["time"], "y": lr.y, "x": lr.x})
+    for var, name in zip(cfg.variables, names, strict=True):
+        as_input = var.model_copy(update={"source_name": name, "converter": None})
+        da = canonical_variable(ds, as_input, times, where)
+        try:
+            out[var.name] = reproject_series(da, src_grid, lr, f"{key} ({name!r})")
+        except ValueError as err:
+            raise IngestError(str(err)) from None
+        out[var.name].encoding = {}
+    out["crs"] = crs_variable(lr.crs)
+    for c in ("x", "y"):
+        out[c].attrs = _coord_attrs(lr.crs, c)
+    out["time"].attrs = dict(ing.target["time"].attrs)
+    out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    out.attrs = {"title": f"climai {cfg.campaign} input (LR grid, scale={cfg.scale})"}
+    out.attrs["source"] = where
+    return out
+
+
+def _crs_label(crs: CRS) -> str:
+    """A short name of ``crs`` for logs (its projection method when it is called 'unknown')."""
+    if crs.name.lower() != "unknown":
+        return crs.name
+    op = crs.coordinate_operation
+    return op.method_name if op is not None else crs.to_proj4() or "unknown"
 
 
 def run_ingest(ctx: StageContext) -> None:
-    """Build the target and static stores of the campaign."""
+    """Build the target and static stores of the campaign; all checks before any write."""
     cfg = ctx.cfg
-    src = cfg.data.target
-    target, static = toy_world(
-        seed=cfg.seed, nx=src.nx, ny=src.ny, dx=src.dx, steps=src.steps, start=src.start
-    )
-    names = cfg.variable_names
-    missing = [n for n in names if n not in target]
-    if missing:
-        raise ValueError(
-            f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
+    with dask.config.set(scheduler="threads", num_workers=ctx.threads):
+        ing = load_target(cfg)
+        static = build_static(cfg, ing)
+        inputs = load_input(cfg, ing)
+        for line in ing.report:
+            log.info("ingest: %s", line)
+        log.info(
+            "ingest: target %s × %d steps (step %s, regular %s), valid fraction %s, CRS %s",
+            ing.grid.shape,
+            ing.target.sizes["time"],
+            ing.target.attrs.get("time_step", "n/a"),
+            ing.times.regular,
+            {k: round(v, 4) for k, v in ing.valid_fraction.items()},
+            _crs_label(ing.grid.crs),
         )
-    target = target[[*names, "crs"]].chunk({"time": 24, "y": -1, "x": -1})
-    log.info(
-        "toy world: %s HR cells × %d steps at %g m", target["tas"].shape[1:], src.steps, src.dx
-    )
-    write_store(ctx.stamp(static), ctx.paths.static)
-    write_store(ctx.stamp(target), ctx.paths.target)
+        write_store(ctx.stamp(static), ctx.paths.static)
+        write_store(ctx.stamp(ing.target), ctx.paths.target)
+        if inputs is not None:
+            write_store(ctx.stamp(inputs), ctx.paths.input)

@@ -21,6 +21,10 @@ class CampaignPaths:
         return self.root / "ingest" / "static.zarr"
 
     @property
+    def input(self) -> Path:
+        return self.root / "ingest" / "input.zarr"
+
+    @property
     def dataset(self) -> Path:
         return self.root / "prep" / "dataset.zarr"
 

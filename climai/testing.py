@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 import yaml
 
@@ -62,3 +63,102 @@ def synthetic_ensemble_store(
             {"units": truth[f"hr_{var}"].attrs.get("units", "")},
         )
     return out.assign_coords(member=np.arange(members))
+
+
+def write_cf_netcdf(
+    path: str | Path,
+    fields: dict[str, tuple[np.ndarray, str]],
+    x: np.ndarray,
+    y: np.ndarray,
+    crs: Any = None,
+    times: Any = None,
+    time_bounds: bool = False,
+    x_name: str = "x",
+    y_name: str = "y",
+) -> Path:
+    """Write a small CF NetCDF file: ``fields`` maps name → (array, units) on (time,)y,x.
+
+    ``crs`` (anything pyproj reads) adds a grid-mapping variable; ``times`` (datetimes) a time
+    axis, with ``time_bnds`` of the step before each time when ``time_bounds``; lat/lon grids use
+    ``x_name='lon', y_name='lat'`` and ``crs=None``.
+    """
+    from pyproj import CRS
+
+    from climai.grids import crs_variable
+
+    geographic = x_name in ("lon", "longitude")
+    coords: dict[str, Any] = {
+        y_name: (
+            y_name,
+            np.asarray(y, dtype=np.float64),
+            {"units": "degrees_north", "standard_name": "latitude"}
+            if geographic
+            else {"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"},
+        ),
+        x_name: (
+            x_name,
+            np.asarray(x, dtype=np.float64),
+            {"units": "degrees_east", "standard_name": "longitude"}
+            if geographic
+            else {"units": "m", "standard_name": "projection_x_coordinate", "axis": "X"},
+        ),
+    }
+    dims: tuple[str, ...] = (y_name, x_name)
+    ds = xr.Dataset(coords=coords)
+    if times is not None:
+        times = pd.DatetimeIndex(times)
+        ds = ds.assign_coords(time=("time", times.values, {"standard_name": "time", "axis": "T"}))
+        dims = ("time", *dims)
+        if time_bounds:
+            step = times[1] - times[0] if times.size > 1 else pd.Timedelta("5min")
+            bnds = np.stack([(times - step).values, times.values], axis=1)
+            ds["time_bnds"] = (("time", "nv"), bnds)
+            ds["time"].attrs["bounds"] = "time_bnds"
+    for name, (values, units) in fields.items():
+        attrs = {"units": units} if units else {}
+        if crs is not None:
+            attrs["grid_mapping"] = "crs"
+        ds[name] = (dims, np.asarray(values, dtype=np.float32), attrs)
+    if crs is not None:
+        ds["crs"] = crs_variable(CRS.from_user_input(crs))
+    enc = (
+        {"time": {"units": "minutes since 1970-01-01", "dtype": "int64"}}
+        if times is not None
+        else {}
+    )
+    if "time_bnds" in ds:
+        enc["time_bnds"] = {"units": "minutes since 1970-01-01", "dtype": "int64"}
+    path = Path(path)
+    ds.to_netcdf(path, encoding=enc)
+    return path
+
+
+def write_toy_series(
+    folder: str | Path,
+    n_files: int,
+    steps_per_file: int,
+    nx: int = 32,
+    ny: int = 32,
+    seed: int = 0,
+) -> list[Path]:
+    """A multi-file NetCDF series of the toy world's ``pr`` (mm h-1) and ``tas`` (K), one file
+    per ``steps_per_file`` hourly steps, named ``toy_000.nc``... in time order."""
+    from climai.synthetic import TOY_CRS
+
+    target, _ = toy_world(seed=seed, nx=nx, ny=ny, steps=n_files * steps_per_file)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_files):
+        part = target.isel(time=slice(i * steps_per_file, (i + 1) * steps_per_file))
+        paths.append(
+            write_cf_netcdf(
+                folder / f"toy_{i:03d}.nc",
+                {n: (part[n].values, part[n].attrs["units"]) for n in ("pr", "tas")},
+                part["x"].values,
+                part["y"].values,
+                crs=TOY_CRS,
+                times=part["time"].values,
+            )
+        )
+    return paths

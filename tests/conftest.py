@@ -57,3 +57,18 @@ def run_snakemake(
         timeout=timeout,
         check=False,
     )
+
+
+def shared_data() -> Path:
+    """The shared real-data folder: ``../shared/data`` beside the repository (CI layout), else
+    ``$CLIMAI_SHARED_DATA``; skips the test with a reason when neither exists."""
+    candidates = [REPO.parent / "shared" / "data"]
+    if os.environ.get("CLIMAI_SHARED_DATA"):
+        candidates.append(Path(os.environ["CLIMAI_SHARED_DATA"]))
+    for path in candidates:
+        if (path / "SOURCES.md").is_file():
+            return path
+    pytest.skip(
+        "shared real data not found (../shared/data beside the repo or $CLIMAI_SHARED_DATA)"
+    )
+    raise AssertionError("unreachable")

@@ -21,15 +21,20 @@ def build_dataset(
     variables: dict[str, str],
     scale: int,
     fractions: dict[str, float],
+    inputs: xr.Dataset | None = None,
 ) -> xr.Dataset:
     """The ML-ready dataset: ``hr_<var>``, ``lr_<var>``, ``static_<name>`` and ``split``.
 
-    ``variables`` maps names to kinds. LR fields live on ``(time, y_lr, x_lr)``.
+    ``variables`` maps names to kinds. LR fields live on ``(time, y_lr, x_lr)``: the block mean
+    of HR, or ``inputs`` (``ingest/input.zarr``, already on the LR grid) when given.
     """
     out = xr.Dataset(coords={"time": target["time"], "y": target["y"], "x": target["x"]})
     for name in variables:
         hr = target[name]
-        lr = coarsen_block_mean(hr, scale).rename({"y": "y_lr", "x": "x_lr"})
+        if inputs is not None:
+            lr = inputs[name].sel(time=target["time"]).rename({"y": "y_lr", "x": "x_lr"})
+        else:
+            lr = coarsen_block_mean(hr, scale).rename({"y": "y_lr", "x": "x_lr"})
         out[f"hr_{name}"] = hr
         out[f"lr_{name}"] = lr.chunk({"time": hr.chunks[0] if hr.chunks else -1})
     for name in static.data_vars:
@@ -78,6 +83,7 @@ def run_preprocess(ctx: StageContext) -> None:
             variables,
             cfg.scale,
             cfg.split.model_dump(),
+            open_store(ctx.paths.input) if cfg.data.input is not None else None,
         )
         ds = ctx.stamp(ds.assign_attrs(scale=cfg.scale))
         stats = compute_stats(ds, variables)

@@ -9,6 +9,8 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 PATHS = CampaignPaths(CFG.campaign_dir)
+# ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
+INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
 EMULATORS = [m for m in METHODS if m in TRAINABLE]
 ENSEMBLES = CFG.methods.ensembles()

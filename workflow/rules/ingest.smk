@@ -2,6 +2,7 @@ rule ingest:
     output:
         target=directory(PATHS.target),
         static=directory(PATHS.static),
+        **{k: directory(v) for k, v in INPUT_STORE.items()},
     log:
         PATHS.log("ingest"),
     benchmark:

@@ -2,6 +2,7 @@ rule preprocess:
     input:
         target=PATHS.target,
         static=PATHS.static,
+        **INPUT_STORE,
     output:
         dataset=directory(PATHS.dataset),
         stats=PATHS.stats,
