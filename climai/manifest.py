@@ -10,6 +10,7 @@ legitimately differ between runs (git commit, climai version) are left out of th
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -262,7 +263,7 @@ def input_paths(cfg: Any) -> list[str]:
         value = getattr(spec, "path", None)
         if isinstance(value, str):
             is_glob = any(c in value for c in "*?[")
-            paths.extend(sorted(map(str, Path().glob(value))) if is_glob else [value])
+            paths.extend(sorted(glob.glob(value)) if is_glob else [value])
         elif isinstance(value, list):
             paths.extend(map(str, value))
     return paths

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from climai.manifest import compare_campaigns
 from climai.testing import write_config
@@ -125,3 +126,32 @@ def test_config_values_never_reach_a_shell_unquoted(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "pwned").exists()
     assert (tmp_path / "out; touch pwned/tiny/ingest/target.zarr").is_dir()
+
+
+def test_changing_one_input_file_reruns_exactly_its_dependents(tmp_path):
+    """A netCDF campaign: rewriting one input file reruns ingest and everything after it, while a
+    config change to evaluation alone reruns only the evaluation jobs."""
+    from climai.testing import write_toy_series
+    from tests.workflow.test_toy_dag import planned_jobs
+
+    files = write_toy_series(tmp_path / "data", n_files=2, steps_per_file=24)
+    config = yaml.safe_load(write_config(tmp_path / "c.yaml").read_text())
+    config["data"] = {
+        "target": {"source": "netcdf", "path": str(tmp_path / "data" / "toy_*.nc")},
+        "static": {"x_km": {"source": "derived", "field": "x"}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    done = run_snakemake(
+        tmp_path, "--configfile", str(tmp_path / "c.yaml"), "--until", "preprocess"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = run_snakemake(
+        tmp_path, "--configfile", str(tmp_path / "c.yaml"), "--until", "preprocess", "-n"
+    )
+    assert not planned_jobs(again), again.stdout[-2000:]
+    time.sleep(1.1)  # mtime resolution
+    write_toy_series(tmp_path / "data", n_files=2, steps_per_file=24, seed=1)  # new content
+    assert files[0].exists()
+    plan = run_snakemake(tmp_path, "--configfile", str(tmp_path / "c.yaml"), "-n")
+    jobs = planned_jobs(plan)
+    assert jobs.get("ingest") == 1 and jobs.get("preprocess") == 1 and jobs.get("train") == 1

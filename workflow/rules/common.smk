@@ -1,6 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.models import TRAINABLE
+from climai.manifest import input_paths
 from climai.paths import CampaignPaths
 
 try:
@@ -27,6 +28,11 @@ def stage_config(stage):
         return canonical_json(stage_slice(CFG, stage, wildcards.get("method")))
 
     return params
+
+
+def ingest_inputs(wildcards):
+    """The campaign's local input files: a changed file reruns ingest and what follows."""
+    return [p for p in input_paths(CFG) if "://" not in p]
 
 
 def infer_inputs(wildcards):

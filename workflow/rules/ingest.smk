@@ -1,4 +1,6 @@
 rule ingest:
+    input:
+        ingest_inputs,
     output:
         target=directory(PATHS.target),
         static=directory(PATHS.static),
