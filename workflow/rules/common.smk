@@ -1,6 +1,6 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
-from climai.models import TRAINABLE
+from climai.registry import EMULATORS as TRAINABLE
 from climai.paths import CampaignPaths
 
 try:
@@ -11,6 +11,9 @@ except ConfigError as err:
 PATHS = CampaignPaths(CFG.campaign_dir)
 METHODS = CFG.methods.enabled()
 EMULATORS = [m for m in METHODS if m in TRAINABLE]
+# Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
+# given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
+ALL_CORES = workflow.resource_settings.cores or 1
 
 
 wildcard_constraints:

@@ -7,7 +7,7 @@ rule infer:
         PATHS.log("infer_{method}"),
     conda:
         "../../envs/climai.yaml"
-    threads: workflow.cores
+    threads: ALL_CORES
     params:
         config=stage_config("infer"),
     shell:

@@ -11,7 +11,7 @@ rule preprocess:
         PATHS.root / "benchmarks" / "preprocess.tsv"
     conda:
         "../../envs/climai.yaml"
-    threads: workflow.cores
+    threads: ALL_CORES
     params:
         config=stage_config("preprocess"),
     shell:

@@ -11,7 +11,7 @@ rule train:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/climai.yaml"
-    threads: workflow.cores
+    threads: ALL_CORES
     params:
         config=stage_config("train"),
     shell:
