@@ -391,6 +391,10 @@ add_qos_and_associations() {
     sacctmgr_q add qos boost_qos_dbg
     sacctmgr_q modify qos boost_qos_dbg set MaxWall=00:30:00 MaxTRESPerJob=node=2 \
         Flags=DenyOnLimit
+    # The Data Centric partition's debug QOS (profiles/leonardo-debug).
+    sacctmgr_q add qos dcgp_qos_dbg
+    sacctmgr_q modify qos dcgp_qos_dbg set MaxWall=00:30:00 MaxTRESPerJob=node=2 \
+        Flags=DenyOnLimit
     # Partition QOS of the CPU partitions: no GPU at all, refused at submission (DenyOnLimit).
     # gres/gpu is a known TRES only now that slurmctld has registered AccountingStorageTRES.
     sacctmgr_q add qos cpu_nogpu
@@ -400,8 +404,8 @@ add_qos_and_associations() {
     sacctmgr_q add account "$ACCOUNT" Cluster="$CLUSTER" Description=climai-tests \
         Organization=climai
     sacctmgr_q add user root Account="$ACCOUNT" Cluster="$CLUSTER" DefaultAccount="$ACCOUNT"
-    sacctmgr_q modify account "$ACCOUNT" set QOS=normal,boost_qos_dbg DefaultQOS=normal
-    sacctmgr_q modify user root set QOS=normal,boost_qos_dbg DefaultQOS=normal
+    sacctmgr_q modify account "$ACCOUNT" set QOS=normal,boost_qos_dbg,dcgp_qos_dbg DefaultQOS=normal
+    sacctmgr_q modify user root set QOS=normal,boost_qos_dbg,dcgp_qos_dbg DefaultQOS=normal
     sacctmgr_q modify user root set DefaultAccount="$ACCOUNT"
     sacctmgr -n -P show assoc where account="$ACCOUNT" user=root format=user | grep -qx root \
         || die "association root/$ACCOUNT missing"

@@ -9,7 +9,7 @@ rule evaluate:
     log:
         PATHS.log("evaluate_{method}"),
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("evaluate"),
@@ -29,7 +29,7 @@ rule compare:
     log:
         PATHS.log("compare"),
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("evaluate"),

@@ -6,7 +6,7 @@ rule infer:
     log:
         PATHS.log("infer_{method}"),
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/gpu.yaml"
     threads: ALL_CORES
     params:
         config=stage_config("infer"),

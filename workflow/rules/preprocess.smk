@@ -10,7 +10,7 @@ rule preprocess:
     benchmark:
         PATHS.root / "benchmarks" / "preprocess.tsv"
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: ALL_CORES
     params:
         config=stage_config("preprocess"),

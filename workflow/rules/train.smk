@@ -10,7 +10,7 @@ rule train:
     benchmark:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/gpu.yaml"
     threads: ALL_CORES
     params:
         config=stage_config("train"),
