@@ -12,6 +12,7 @@ Commands are argument lists, never shell strings: config values are passed throu
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,26 +46,37 @@ def job_gpus(env: Mapping[str, str]) -> int:
     return 0
 
 
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Hosts of a SLURM host list: ``"lrdn[0001-0003,0010],login01"`` → 5 names, in order."""
+    hosts: list[str] = []
+    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", hostlist.replace(" ", "")):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
+        if m is None:
+            hosts.append(item)
+            continue
+        if "[" in m[3]:
+            raise LaunchError(f"host list {hostlist!r}: several bracket groups are not supported")
+        for part in m[2].split(","):
+            lo, _, hi = part.partition("-")
+            for n in range(int(lo), int(hi or lo) + 1):
+                hosts.append(f"{m[1]}{n:0{len(lo)}d}{m[3]}")
+    return hosts
+
+
 def job_nodes(env: Mapping[str, str]) -> int:
-    """Nodes of the SLURM job (1 outside SLURM)."""
-    for key in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES"):
-        if env.get(key, "").isdigit():
-            return max(1, int(env[key]))
+    """Nodes of the SLURM job (1 outside SLURM).
+
+    Inside a Snakemake job step only the job's identity and what ``srun`` sets for the step are
+    left (the jobstep plugin strips the rest): ``SLURM_NNODES`` is then the step's node count, so
+    the job's own ``SLURM_JOB_NODELIST`` is counted first.
+    """
+    if env.get("SLURM_JOB_NUM_NODES", "").isdigit():
+        return max(1, int(env["SLURM_JOB_NUM_NODES"]))
+    if env.get("SLURM_JOB_NODELIST"):
+        return max(1, len(expand_hostlist(env["SLURM_JOB_NODELIST"])))
+    if env.get("SLURM_NNODES", "").isdigit():
+        return max(1, int(env["SLURM_NNODES"]))
     return 1
-
-
-def first_node(nodelist: str) -> str:
-    """The first host of a SLURM node list, expanded by ``scontrol show hostnames``."""
-    out = subprocess.run(
-        ["scontrol", "show", "hostnames", nodelist],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
-    if not out:
-        raise LaunchError(f"scontrol show hostnames {nodelist!r} returned no host")
-    return out[0]
 
 
 def with_threads(cli_args: Sequence[str], threads: int) -> list[str]:
@@ -133,7 +145,7 @@ def plan_launch(
                 f"the job has {nodes} nodes but SLURM_JOB_NODELIST is not set: "
                 "cannot find the rendezvous node"
             )
-        master_addr = first_node(env["SLURM_JOB_NODELIST"])
+        master_addr = expand_hostlist(env["SLURM_JOB_NODELIST"])[0]
     job_id = env.get("SLURM_JOB_ID", "climai")
     argv = [
         "srun",

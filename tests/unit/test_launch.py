@@ -7,7 +7,14 @@ import sys
 import pytest
 
 from climai import cli
-from climai.launch import LaunchError, job_gpus, job_nodes, plan_launch, with_threads
+from climai.launch import (
+    LaunchError,
+    expand_hostlist,
+    job_gpus,
+    job_nodes,
+    plan_launch,
+    with_threads,
+)
 
 ARGS = ["train", "--config-json", '{"campaign": "a b; rm -rf /"}', "--method", "unet"]
 ARGS_T = [*ARGS, "--threads", "32"]
@@ -35,6 +42,24 @@ def test_job_nodes():
     assert job_nodes({}) == 1
     assert job_nodes({"SLURM_JOB_NUM_NODES": "3"}) == 3
     assert job_nodes({"SLURM_NNODES": "2"}) == 2
+    # Inside a Snakemake job step: SLURM_NNODES is the step's (1), the job's node list counts.
+    assert job_nodes({"SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "lrdn[0007-0008]"}) == 2
+
+
+def test_expand_hostlist():
+    assert expand_hostlist("vm") == ["vm"]
+    assert expand_hostlist("lrdn[0001-0003,0010],login01") == [
+        "lrdn0001", "lrdn0002", "lrdn0003", "lrdn0010", "login01",
+    ]  # fmt: skip
+    assert expand_hostlist("n[8-10]-ib") == ["n8-ib", "n9-ib", "n10-ib"]
+    with pytest.raises(LaunchError, match="several bracket groups"):
+        expand_hostlist("r[1-2]n[1-2]")
+
+
+def test_master_is_the_first_node_of_the_job():
+    env = {"SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_NODELIST": "lrdn[0005,0009]", "SLURM_NNODES": "1"}
+    plan = plan_launch(ARGS_T, env, cuda_devices=4, threads=32)
+    assert plan.nodes == 2 and "--rdzv_endpoint=lrdn0005:29500" in plan.argv
 
 
 def test_with_threads_replaces_both_spellings():
