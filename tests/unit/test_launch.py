@@ -164,3 +164,24 @@ def test_a_failed_launch_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "climai train: error: 2 GPUs: torchrun: false -m torch.distributed.run" in err
     assert "exited with status 1" in err
+
+
+@pytest.mark.slow
+def test_torchrun_launch_really_runs_one_train_process_per_gpu(in_tmp):
+    """The planned command runs: torchrun starts 2 ranks of `climai train`, which write the model.
+
+    torch sees no CUDA here, so `cuda_devices=2` stands in for a 2-GPU node; the ranks then run on
+    the CPU (gloo), each recognising that it is a torchrun worker and not launching again.
+    """
+    from climai.launch import run_plan
+    from climai.testing import write_config
+
+    cfg = str(write_config(in_tmp / "c.yaml", methods={"bicubic": None}))
+    for stage in ("ingest", "preprocess"):
+        assert cli.main([stage, "--configfile", cfg, "--threads", "1"]) == 0
+    args = ["train", "--configfile", cfg, "--method", "unet", "--threads", "2"]
+    plan = plan_launch(args, {"CUDA_VISIBLE_DEVICES": "0,1"}, cuda_devices=2, threads=2)
+    assert plan.distributed and plan.nproc_per_node == 2
+    run_plan(plan)
+    assert (in_tmp / "results/tiny/models/unet/model.pt").stat().st_size > 10_000
+    assert (in_tmp / "results/tiny/models/unet/history.csv").read_text().startswith("epoch,")
