@@ -4,7 +4,10 @@ Every rule becomes a SLURM job submitted by snakemake-executor-plugin-slurm; ``s
 each one ran and what it got, and the outputs equal those of a local run of the same campaign.
 The cluster's node has 2 real cores: jobs asking for 32 or 112 CPUs run oversubscribed, and the
 job's Snakemake caps each rule's threads at the node's real cores (2), as a local
-``snakemake --cores 2`` does: that is why the outputs are bit-identical (see test below).
+``snakemake --cores 2`` does: that is why the outputs are bit-identical (see test below). With
+other thread counts torch's CPU kernels sum in another order and training drifts at rounding
+level (measured on the tiny campaign: 1 vs 7 threads, test ``tas`` up to 0.0036 K apart; see
+profiles/README.md).
 """
 
 from __future__ import annotations
