@@ -26,6 +26,7 @@ from climai.config import (
     load_config,
     stage_slice,
 )
+from climai.launch import LaunchError
 from climai.stage import StageContext
 
 DEFAULT_CONFIG = "config/config.yaml"
@@ -78,9 +79,26 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from climai.launch import plan_launch, run_plan
     from climai.training.stage import run_train
 
-    run_train(_context(args, "train"), args.method)
+    ctx = _context(args, "train")
+    plan = plan_launch(args.argv, os.environ, torch.cuda.device_count(), ctx.threads)
+    logging.getLogger("climai").info(
+        "train launch: %s (CUDA_VISIBLE_DEVICES=%s, SLURM_GPUS_ON_NODE=%s, SLURM_JOB_NUM_NODES=%s)",
+        plan.reason,
+        *(
+            os.environ.get(k)
+            for k in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_NUM_NODES")
+        ),
+    )
+    if not plan.distributed:
+        run_train(ctx, args.method)
+        return
+    logging.getLogger("climai").info("train launch: %s", " ".join(plan.argv))
+    run_plan(plan)
 
 
 def _infer(args: argparse.Namespace) -> None:
@@ -137,6 +155,21 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"config OK: campaign {cfg.campaign!r}, outputs under {cfg.campaign_dir}/")
 
 
+def _install_profile(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from climai.hpc import install_profile
+
+    for name in args.names:
+        link = install_profile(
+            name,
+            Path(args.profiles_dir) if args.profiles_dir else None,
+            Path(args.config_dir) if args.config_dir else None,
+            args.force,
+        )
+        print(f"profile {name!r}: {link} -> {link.resolve()}; run `snakemake --profile {name}`")
+
+
 def _schema(args: argparse.Namespace) -> None:
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
@@ -170,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate a config and exit")
     p.add_argument("--configfile", action="append", default=None)
     p.set_defaults(func=_validate)
+    p = sub.add_parser(
+        "install-profile",
+        help="link profiles/<name> into ~/.config/snakemake/ for `snakemake --profile <name>`",
+    )
+    p.add_argument("names", nargs="*", default=["leonardo", "leonardo-debug"], help="profiles")
+    p.add_argument("--profiles-dir", default=None, help="folder of profiles (default: checkout's)")
+    p.add_argument("--config-dir", default=None, help="target (default: Snakemake's user folder)")
+    p.add_argument("--force", action="store_true", help="replace a link to another folder")
+    p.set_defaults(func=_install_profile)
     p = sub.add_parser("schema", help="print the config's JSON schema")
     p.set_defaults(func=_schema)
     return parser
@@ -177,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``climai`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `climai train` passes on when it relaunches itself under torchrun
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -185,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, OSError, LaunchError) as err:
         print(f"climai {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

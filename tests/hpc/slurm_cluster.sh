@@ -10,8 +10,10 @@
 # Works as root on Debian 12 without systemd or cgroups. Everything the cluster writes (configs,
 # PID files, logs, spool, database) lives under one state folder:
 #   CLIMAI_SLURM_STATE (default /tmp/climai-slurm)
-# The one exception is munged's socket, which stays at its default /run/munge/munge.socket.2 so
-# that every SLURM tool finds it without extra configuration.
+# The exceptions are munged's socket, which stays at its default /run/munge/munge.socket.2, and a
+# link /etc/slurm/slurm.conf -> $STATE/slurm.conf (made only where no such file exists), so that
+# every SLURM tool finds them without extra configuration (also `srun` inside a Snakemake job,
+# which runs without $SLURM_CONF).
 #
 # Partitions (all on the one node, which declares 112 CPUs, 512 GB and 4 fake GPUs):
 #   lrd_all_serial (default) and dcgp_usr_prod: CPU only; a GPU request is rejected at submission
@@ -192,6 +194,9 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations,limits,qos
 JobCompType=jobcomp/none
+# Store each job's --comment (the Snakemake plugin writes rule_<name> there): without this flag
+# sacct's Comment column stays empty.
+AccountingStoreFlags=job_comment
 
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=112 RealMemory=512000 Gres=gpu:4 State=UNKNOWN
@@ -254,6 +259,29 @@ EOF
 # adds it with `scontrol reconfigure` (see add_partition_qos).
 part_qos() {
     if [[ -e "$STATE/mysql/.climai_qos_ready" ]]; then echo "QOS=cpu_nogpu"; fi
+}
+
+# SLURM clients inside jobs may not see $SLURM_CONF: the Snakemake jobstep plugin strips every
+# SLURM_* variable except the job's identity before its nested `srun`. On a site, clients then
+# read /etc/slurm/slurm.conf, so link our config there (only when nothing else is there; the
+# link is removed on stop only if it still points at our config).
+SYSTEM_CONF=/etc/slurm/slurm.conf
+link_system_conf() {
+    if [[ -L $SYSTEM_CONF && $(readlink "$SYSTEM_CONF") == "$STATE/slurm.conf" ]]; then
+        return 0
+    fi
+    if [[ -e $SYSTEM_CONF || -L $SYSTEM_CONF ]]; then
+        log "WARNING: $SYSTEM_CONF exists and is not ours: srun inside jobs will use it"
+        return 0
+    fi
+    mkdir -p "$(dirname "$SYSTEM_CONF")"
+    ln -s "$STATE/slurm.conf" "$SYSTEM_CONF"
+}
+
+unlink_system_conf() {
+    if [[ -L $SYSTEM_CONF && $(readlink "$SYSTEM_CONF") == "$STATE/slurm.conf" ]]; then
+        rm -f "$SYSTEM_CONF"
+    fi
 }
 
 # ------------------------------------------------------------------------------------ munge
@@ -363,6 +391,10 @@ add_qos_and_associations() {
     sacctmgr_q add qos boost_qos_dbg
     sacctmgr_q modify qos boost_qos_dbg set MaxWall=00:30:00 MaxTRESPerJob=node=2 \
         Flags=DenyOnLimit
+    # The Data Centric partition's debug QOS (profiles/leonardo-debug).
+    sacctmgr_q add qos dcgp_qos_dbg
+    sacctmgr_q modify qos dcgp_qos_dbg set MaxWall=00:30:00 MaxTRESPerJob=node=2 \
+        Flags=DenyOnLimit
     # Partition QOS of the CPU partitions: no GPU at all, refused at submission (DenyOnLimit).
     # gres/gpu is a known TRES only now that slurmctld has registered AccountingStorageTRES.
     sacctmgr_q add qos cpu_nogpu
@@ -372,8 +404,8 @@ add_qos_and_associations() {
     sacctmgr_q add account "$ACCOUNT" Cluster="$CLUSTER" Description=climai-tests \
         Organization=climai
     sacctmgr_q add user root Account="$ACCOUNT" Cluster="$CLUSTER" DefaultAccount="$ACCOUNT"
-    sacctmgr_q modify account "$ACCOUNT" set QOS=normal,boost_qos_dbg DefaultQOS=normal
-    sacctmgr_q modify user root set QOS=normal,boost_qos_dbg DefaultQOS=normal
+    sacctmgr_q modify account "$ACCOUNT" set QOS=normal,boost_qos_dbg,dcgp_qos_dbg DefaultQOS=normal
+    sacctmgr_q modify user root set QOS=normal,boost_qos_dbg,dcgp_qos_dbg DefaultQOS=normal
     sacctmgr_q modify user root set DefaultAccount="$ACCOUNT"
     sacctmgr -n -P show assoc where account="$ACCOUNT" user=root format=user | grep -qx root \
         || die "association root/$ACCOUNT missing"
@@ -409,6 +441,7 @@ cmd_start() {
     local t0=$SECONDS
     export_env
     if alive_pid "$RUN/slurmctld.pid" >/dev/null && scontrol ping >/dev/null 2>&1; then
+        link_system_conf
         log "already running (state $STATE); stop it first to restart"
         return 0
     fi
@@ -421,6 +454,7 @@ cmd_start() {
     [[ $DBD_PORT != "$CTLD_PORT" && $SLURMD_PORT != "$CTLD_PORT" && $SLURMD_PORT != "$DBD_PORT" ]] \
         || die "port clash: $DBD_PORT $CTLD_PORT $SLURMD_PORT"
     write_configs
+    link_system_conf
 
     start_munge
     start_mariadb
@@ -479,6 +513,7 @@ cmd_stop() {
     stop_pidfile slurmdbd "$RUN/slurmdbd.pid"
     stop_pidfile mariadb "$RUN/mariadb.pid"
     stop_pidfile munged "$STATE/munge/munged.pid"
+    unlink_system_conf
 }
 
 cmd_status() {

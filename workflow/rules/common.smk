@@ -1,7 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
-from climai.models import TRAINABLE
 from climai.manifest import input_paths
+from climai.registry import EMULATORS as TRAINABLE
 from climai.paths import CampaignPaths
 
 try:
@@ -15,6 +15,9 @@ INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
 EMULATORS = [m for m in METHODS if m in TRAINABLE]
 ENSEMBLES = CFG.methods.ensembles()
+# Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
+# given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
+ALL_CORES = workflow.resource_settings.cores or 1
 
 
 wildcard_constraints:

@@ -31,7 +31,7 @@ rule evaluate:
     benchmark:
         PATHS.root / "benchmarks" / "evaluate_{method}.tsv"
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("evaluate"),
@@ -89,7 +89,7 @@ rule compare:
     benchmark:
         PATHS.root / "benchmarks" / "compare.tsv"
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("compare"),

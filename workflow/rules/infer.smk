@@ -6,8 +6,8 @@ rule infer:
     log:
         PATHS.log("infer_{method}"),
     conda:
-        "../../envs/climai.yaml"
-    threads: workflow.cores
+        "../../envs/gpu.yaml"
+    threads: ALL_CORES
     params:
         config=stage_config("infer"),
     shell:

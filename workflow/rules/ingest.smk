@@ -10,7 +10,7 @@ rule ingest:
     benchmark:
         PATHS.root / "benchmarks" / "ingest.tsv"
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("ingest"),

@@ -8,7 +8,7 @@ rule manifest:
     log:
         PATHS.log("manifest"),
     conda:
-        "../../envs/climai.yaml"
+        "../../envs/cpu.yaml"
     threads: 1
     params:
         config=stage_config("manifest"),

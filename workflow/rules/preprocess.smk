@@ -11,8 +11,8 @@ rule preprocess:
     benchmark:
         PATHS.root / "benchmarks" / "preprocess.tsv"
     conda:
-        "../../envs/climai.yaml"
-    threads: workflow.cores
+        "../../envs/cpu.yaml"
+    threads: ALL_CORES
     params:
         config=stage_config("preprocess"),
     shell:

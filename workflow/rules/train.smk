@@ -10,8 +10,8 @@ rule train:
     benchmark:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
-        "../../envs/climai.yaml"
-    threads: workflow.cores
+        "../../envs/gpu.yaml"
+    threads: ALL_CORES
     params:
         config=stage_config("train"),
     shell:

@@ -1,0 +1,173 @@
+"""How ``climai train`` runs inside a job: one process, ``torchrun`` per node, or ``srun`` + ``torchrun``.
+
+A SLURM job of the ``train`` rule (profiles/leonardo: ``gres: gpu:4``) sees its GPUs through
+``CUDA_VISIBLE_DEVICES`` (set by SLURM for the job's GPUs) or ``SLURM_GPUS_ON_NODE``. With more than
+one usable GPU, or more than one node, ``climai train`` starts itself again under
+``torch.distributed.run`` (torchrun): one process per GPU, each training one DDP rank. Across nodes,
+``srun`` starts one torchrun per node, which meet at the first node of the job (c10d rendezvous).
+Where torch sees no CUDA device (a CPU-only allocation, a CPU build of torch), it stays one process.
+
+Commands are argument lists, never shell strings: config values are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+RDZV_PORT = 29500  # c10d rendezvous port on the job's first node
+
+
+class LaunchError(RuntimeError):
+    """The distributed launch failed (torchrun or srun exited with an error)."""
+
+
+def _count_devices(value: str) -> int:
+    """Number of devices in a ``CUDA_VISIBLE_DEVICES``-style list (``"0,1,2,3"``)."""
+    items = [v for v in value.replace(" ", "").split(",") if v]
+    if not items or items == ["NoDevFiles"] or any(v.startswith("-") for v in items):
+        return 0  # "-1" or SLURM's "NoDevFiles" hide every device
+    return len(items)
+
+
+def job_gpus(env: Mapping[str, str]) -> int:
+    """GPUs the job was given on this node according to SLURM (0 when none or unknown)."""
+    if env.get("CUDA_VISIBLE_DEVICES") is not None:
+        return _count_devices(env["CUDA_VISIBLE_DEVICES"])
+    for key in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        value = env.get(key, "").split(":")[-1]  # "gpu:4" or "4"
+        if value.isdigit():
+            return int(value)
+    if env.get("SLURM_STEP_GPUS") or env.get("SLURM_JOB_GPUS"):
+        return _count_devices(env.get("SLURM_STEP_GPUS") or env["SLURM_JOB_GPUS"])
+    return 0
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Hosts of a SLURM host list: ``"lrdn[0001-0003,0010],login01"`` → 5 names, in order."""
+    hosts: list[str] = []
+    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", hostlist.replace(" ", "")):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
+        if m is None:
+            hosts.append(item)
+            continue
+        if "[" in m[3]:
+            raise LaunchError(f"host list {hostlist!r}: several bracket groups are not supported")
+        for part in m[2].split(","):
+            lo, _, hi = part.partition("-")
+            for n in range(int(lo), int(hi or lo) + 1):
+                hosts.append(f"{m[1]}{n:0{len(lo)}d}{m[3]}")
+    return hosts
+
+
+def job_nodes(env: Mapping[str, str]) -> int:
+    """Nodes of the SLURM job (1 outside SLURM).
+
+    Inside a Snakemake job step only the job's identity and what ``srun`` sets for the step are
+    left (the jobstep plugin strips the rest): ``SLURM_NNODES`` is then the step's node count, so
+    the job's own ``SLURM_JOB_NODELIST`` is counted first.
+    """
+    if env.get("SLURM_JOB_NUM_NODES", "").isdigit():
+        return max(1, int(env["SLURM_JOB_NUM_NODES"]))
+    if env.get("SLURM_JOB_NODELIST"):
+        return max(1, len(expand_hostlist(env["SLURM_JOB_NODELIST"])))
+    if env.get("SLURM_NNODES", "").isdigit():
+        return max(1, int(env["SLURM_NNODES"]))
+    return 1
+
+
+def with_threads(cli_args: Sequence[str], threads: int) -> list[str]:
+    """``cli_args`` with ``--threads`` set to ``threads`` (each rank gets its share of the cores)."""
+    out, skip = [], False
+    for arg in cli_args:
+        if skip:
+            skip = False
+        elif arg == "--threads":
+            skip = True
+        elif not arg.startswith("--threads="):
+            out.append(arg)
+    return [*out, "--threads", str(threads)]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What to run: ``argv`` empty means "train in this process"."""
+
+    nproc_per_node: int
+    nodes: int
+    reason: str
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.argv)
+
+
+def plan_launch(
+    cli_args: Sequence[str],
+    env: Mapping[str, str],
+    cuda_devices: int,
+    threads: int,
+    master_addr: str | None = None,
+    python: str | None = None,
+) -> LaunchPlan:
+    """The launch of ``climai <cli_args>`` (e.g. ``["train", "--method", "unet", ...]``).
+
+    ``cuda_devices`` is what torch sees (``torch.cuda.device_count()``); ``env`` the process
+    environment; ``threads`` the cores of the job, shared among the ranks of a node. Already
+    inside torchrun (``LOCAL_RANK`` set) it never launches again.
+    """
+    nodes = job_nodes(env)
+    gpus = job_gpus(env)
+    if "LOCAL_RANK" in env:
+        return LaunchPlan(1, nodes, "already a torchrun worker")
+    usable = min(gpus, cuda_devices) if gpus else cuda_devices
+    if usable == 0:
+        why = (
+            f"the job has {gpus} GPU(s) but torch sees no CUDA device"
+            if gpus
+            else "no GPU in this job"
+        )
+        return LaunchPlan(1, nodes, f"{why}: one process on the CPU")
+    if usable == 1 and nodes == 1:
+        return LaunchPlan(1, 1, "one GPU: one process")
+    module = [python or sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={usable}"]
+    target = ["-m", "climai.cli", *with_threads(cli_args, max(1, threads // usable))]
+    if nodes == 1:
+        argv = [*module, "--standalone", "--nnodes=1", *target]
+        return LaunchPlan(usable, 1, f"{usable} GPUs: torchrun", argv)
+    if master_addr is None:
+        if not env.get("SLURM_JOB_NODELIST"):
+            raise LaunchError(
+                f"the job has {nodes} nodes but SLURM_JOB_NODELIST is not set: "
+                "cannot find the rendezvous node"
+            )
+        master_addr = expand_hostlist(env["SLURM_JOB_NODELIST"])[0]
+    job_id = env.get("SLURM_JOB_ID", "climai")
+    argv = [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        "--overlap",  # the job step running this command already holds the first node
+        "--kill-on-bad-exit=1",
+        *module,
+        f"--nnodes={nodes}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={master_addr}:{RDZV_PORT}",
+        f"--rdzv_id={job_id}",
+        *target,
+    ]
+    return LaunchPlan(usable, nodes, f"{nodes} nodes × {usable} GPUs: srun + torchrun", argv)
+
+
+def run_plan(plan: LaunchPlan) -> None:
+    """Run a distributed plan; a non-zero exit becomes a :class:`LaunchError` naming it."""
+    result = subprocess.run(plan.argv, check=False)
+    if result.returncode:
+        raise LaunchError(
+            f"{plan.reason}: {' '.join(plan.argv[:4])} ... exited with status {result.returncode}"
+        )

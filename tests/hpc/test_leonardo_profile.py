@@ -1,0 +1,187 @@
+"""The toy campaign through ``profiles/leonardo`` on the real test SLURM cluster.
+
+Every rule becomes a SLURM job submitted by snakemake-executor-plugin-slurm; ``sacct`` shows where
+each one ran and what it got, and the outputs equal those of a local run of the same campaign.
+The cluster's node has 2 real cores: jobs asking for 32 or 112 CPUs run oversubscribed, and the
+job's Snakemake caps each rule's threads at the node's real cores (2), as a local
+``snakemake --cores 2`` does: that is why the outputs are bit-identical (see test below). With
+other thread counts torch's CPU kernels sum in another order and training drifts at rounding
+level (measured on the tiny campaign: 1 vs 7 threads, test ``tas`` up to 0.0036 K apart; see
+profiles/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import yaml
+
+from climai.io import open_store
+from climai.testing import write_config
+from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from .conftest import SlurmCluster
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+PROFILE = REPO / "profiles" / "leonardo"
+RULES = ("ingest", "preprocess", "train", "infer", "evaluate", "compare")
+# A smaller grid than the unit tests' tiny campaign, and only the U-Net (bicubic would add two
+# jobs that wait for the one node's 4 GPUs and its memory): every rule still runs once.
+CAMPAIGN = {
+    "campaign": "hpc",
+    "data": {"target": {"nx": 32, "ny": 32, "steps": 32}},
+    "methods": {"bicubic": None, "unet": {"epochs": 1, "patch": 16, "batch": 8}},
+}
+STORES = (
+    "ingest/target.zarr",
+    "ingest/static.zarr",
+    "prep/dataset.zarr",
+    "downscaled/unet/test.zarr",
+)
+
+
+def snakemake(
+    workdir: Path, env: dict[str, str], *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def job_env(cluster: SlurmCluster) -> dict[str, str]:
+    """The cluster's environment with the project account, this checkout and its Python first."""
+    env = dict(cluster.env, SLURM_ACCOUNT=cluster.account)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def profile_resources() -> dict[str, dict[str, object]]:
+    """Each rule's SLURM resources from the profile (defaults, then the rule's own)."""
+    profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
+    defaults = {k: v for k, v in profile["default-resources"].items() if k != "slurm_account"}
+    return {rule: {**defaults, **profile["set-resources"][rule]} for rule in RULES}
+
+
+@pytest.fixture(scope="module")
+def runs(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    env = job_env(slurm_cluster)
+    # The local reference run goes alongside the SLURM run, which mostly waits on the scheduler.
+    local = tmp_path_factory.mktemp("local")
+    write_config(local / "hpc.yaml", **CAMPAIGN)
+    t0 = time.monotonic()
+    local_run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--cores", "2", "--configfile", "hpc.yaml"],
+        cwd=local, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        slurm = tmp_path_factory.mktemp("slurm")
+        write_config(slurm / "hpc.yaml", **CAMPAIGN)
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+        res = snakemake(
+            slurm,
+            env,
+            "--profile",
+            str(PROFILE),
+            "--configfile",
+            "hpc.yaml",
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+        )
+        t_slurm = time.monotonic() - t0
+        local_out, _ = local_run.communicate(timeout=900)
+    finally:
+        if local_run.poll() is None:
+            local_run.kill()
+            local_run.wait()
+    t_both = time.monotonic() - t0
+    assert local_run.returncode == 0, local_out[-3000:]
+    logs = "\n".join(p.read_text() for p in (slurm / ".snakemake/slurm_logs").rglob("*.log"))
+    assert res.returncode == 0, res.stderr[-4000:] + logs[-4000:]
+    print(f"SLURM run {t_slurm:.0f} s; with the local run alongside {t_both:.0f} s")
+    return {"local": local, "slurm": slurm, "env": env, "start": start, "cluster": slurm_cluster}
+
+
+def test_each_rule_ran_in_its_partition_with_its_cpus_gpus_and_memory(runs):
+    cluster = runs["cluster"]
+    res = cluster.run(
+        "sacct", "-X", "-n", "-P", "-S", runs["start"],
+        "--format=JobID,JobName,Partition,AllocTRES,Comment,State,QOS",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    jobs: dict[str, list[list[str]]] = {}
+    for line in res.stdout.splitlines():
+        row = line.split("|")
+        if row[4].startswith("rule_"):
+            jobs.setdefault(row[4].removeprefix("rule_").split("_wildcards")[0], []).append(row)
+    assert sorted(jobs) == sorted(RULES), res.stdout
+    for rule, want in profile_resources().items():
+        assert len(jobs[rule]) == 1, jobs[rule]  # one job each: nothing was retried
+        _id, _name, partition, tres, _comment, state, qos = jobs[rule][0]
+        alloc = dict(item.split("=", 1) for item in tres.split(","))
+        assert (partition, state) == (want["slurm_partition"], "COMPLETED"), (rule, jobs[rule])
+        assert alloc["cpu"] == str(want["cpus_per_task"]), (rule, tres)
+        assert alloc["mem"] == f"{want['mem_mb']}M", (rule, tres)
+        gpus = int(str(want.get("gres", "gpu:0")).split(":")[-1])
+        assert alloc.get("gres/gpu", "0") == str(gpus), (rule, tres)
+        assert qos == want.get("qos", "normal"), (rule, qos)
+    assert profile_resources()["train"]["gres"] == "gpu:4"
+
+
+def test_outputs_match_a_local_run_exactly(runs):
+    """Bit-identical: both ran each stage with 2 threads (see the module docstring)."""
+    local, slurm = runs["local"] / "results/hpc", runs["slurm"] / "results/hpc"
+    for store in STORES:
+        a, b = open_store(local / store), open_store(slurm / store)
+        assert set(a.data_vars) == set(b.data_vars), store
+        for var in a.data_vars:
+            np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{store}:{var}")
+    metrics = "evaluation/unet/metrics.json"
+    assert json.loads((local / metrics).read_text()) == json.loads((slurm / metrics).read_text())
+    assert (slurm / "evaluation/summary.csv").read_text() == (
+        local / "evaluation/summary.csv"
+    ).read_text()
+
+
+def test_train_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
+    log = (runs["slurm"] / "results/hpc/logs/train_unet.log").read_text()
+    assert "train launch: the job has 4 GPU(s) but torch sees no CUDA device" in log, log[-2000:]
+
+
+def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
+    profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
+    profile["set-resources"]["train"]["slurm_partition"] = "dcgp_usr_prod"
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    res = snakemake(
+        runs["slurm"],
+        runs["env"],
+        "--profile",
+        str(tmp_path),
+        "--configfile",
+        "hpc.yaml",
+        "--forcerun",
+        "train",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        timeout=300,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "sbatch" in out and "QOS" in out, out[-3000:]
