@@ -6,7 +6,8 @@ fresh subprocess and each followed by an fsync of every file it wrote:
 
   climai  the preprocess stage (HR copy + LR block means + train statistics, one pass)
   naive   open_zarr → .coarsen(y=8, x=8).mean() → to_zarr with defaults (what a user writes first)
-  copy    open_zarr → to_zarr of the same HR variables with the same codec (the I/O limit)
+  copy    read the HR variables shard by shard, write them with the same layout and codec
+          (decode + encode + write: the I/O limit of a preprocess that rewrites HR)
 
 It prints each run, the medians, the ratios climai/naive and climai/copy, the peak RSS of the
 climai runs at ``--size-gb`` and at twice that size, and a codec comparison of the dataset
@@ -47,12 +48,21 @@ def _fsync_tree(path: Path) -> None:
                 os.close(fd)
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def make_input(root: Path, size_gb: float) -> int:
     """Synthetic target + static stores under ``root/bench/ingest``; returns the HR input bytes."""
     import pandas as pd
     import xarray as xr
 
     from climai.io import write_store
+    from climai.preprocess.dataset import with_hr_layout
 
     steps = round(size_gb * 1e9 / (2 * STEP_BYTES))
     rng = np.random.default_rng(0)
@@ -109,7 +119,9 @@ def make_input(root: Path, size_gb: float) -> int:
     )
     ingest = root / "bench" / "ingest"
     write_store(static, ingest / "static.zarr")
-    write_store(target, ingest / "target.zarr")
+    # written as climai's ingest writes it: the dataset's HR layout (shards of 8 steps × the
+    # whole grid, inner chunks 1 × 256², Blosc lz4 bitshuffle)
+    write_store(with_hr_layout(target, ["tas", "pr"]), ingest / "target.zarr")
     _fsync_tree(ingest)
     return 2 * steps * STEP_BYTES
 
@@ -148,14 +160,18 @@ def run_one(mode: str, root: Path, threads: int) -> dict[str, float]:
         out = ctx.paths.root / "prep"
     elif mode == "naive":
         with dask.config.set(scheduler="threads", num_workers=threads):
-            ds = xr.open_zarr(target)
-            ds[["tas", "pr"]].coarsen(y=SCALE, x=SCALE).mean().to_zarr(out)
+            ds = xr.open_zarr(target, consolidated=False)
+            lr = ds[["tas", "pr"]].coarsen(y=SCALE, x=SCALE).mean()
+            for v in lr.variables.values():  # the source's shard encoding does not fit the LR
+                v.encoding = {}  # arrays (to_zarr raises); the user drops it: zarr's defaults
+            lr.to_zarr(out)
     elif mode == "copy":
-        from climai.io.stores import COMPRESSOR
+        from climai.io import open_store
+        from climai.preprocess.dataset import Layout
 
         with dask.config.set(scheduler="threads", num_workers=threads):
-            ds = xr.open_zarr(target)[["tas", "pr"]]
-            enc = {v: {"compressors": [COMPRESSOR]} for v in ds.data_vars}
+            ds = open_store(target)[["tas", "pr"]]  # dask chunks = shards: one task per file
+            enc = {v: Layout().hr_encoding(8, NY, NX) for v in ds.data_vars}
             for v in ds.variables.values():
                 v.encoding = {}
             ds.to_zarr(out, zarr_format=3, encoding=enc, consolidated=False)
@@ -163,7 +179,7 @@ def run_one(mode: str, root: Path, threads: int) -> dict[str, float]:
         raise ValueError(mode)
     _fsync_tree(out)
     seconds = time.perf_counter() - start
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = _peak_rss_mb()
     shutil.rmtree(out, ignore_errors=True)
     return {"seconds": seconds, "rss_mb": rss_mb}
 
@@ -193,9 +209,9 @@ def codec_sweep(root: Path) -> list[dict[str, float]]:
 
     from climai.preprocess.dataset import Layout
 
-    src = xr.open_zarr(root / "bench" / "ingest" / "target.zarr")[["tas", "pr"]].isel(
-        time=slice(0, 32)
-    )
+    src = xr.open_zarr(root / "bench" / "ingest" / "target.zarr", consolidated=False)[
+        ["tas", "pr"]
+    ].isel(time=slice(0, 32))
     src = src.compute()
     raw = sum(v.nbytes for v in src.data_vars.values())
     rows = []
@@ -212,7 +228,7 @@ def codec_sweep(root: Path) -> list[dict[str, float]]:
         seconds = time.perf_counter() - t0
         stored = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         t0 = time.perf_counter()
-        xr.open_zarr(out).compute()
+        xr.open_zarr(out, consolidated=False).compute()
         read_s = time.perf_counter() - t0
         shutil.rmtree(out)
         assert isinstance(layout.compressor, BloscCodec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from climai.io.stores import write_store
+from climai.preprocess.dataset import with_hr_layout
 from climai.stage import StageContext, log
 from climai.synthetic import toy_world
 
@@ -20,7 +21,8 @@ def run_ingest(ctx: StageContext) -> None:
         raise ValueError(
             f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
         )
-    target = target[[*names, "crs"]].chunk({"time": 24, "y": -1, "x": -1})
+    # the dataset's HR layout: preprocess then links the shards instead of re-encoding them
+    target = with_hr_layout(target[[*names, "crs"]], names)
     log.info(
         "toy world: %s HR cells × %d steps at %g m", target["tas"].shape[1:], src.steps, src.dx
     )

@@ -35,7 +35,10 @@ class Transform:
             return x
         if _is_tensor(x):
             return x.clamp(min=0).div(self.offset).log1p()
-        return np.log1p(np.clip(x, 0, None) / self.offset)
+        out = np.maximum(x, 0)  # NaN stays NaN
+        if self.offset != 1.0:
+            out /= out.dtype.type(self.offset) if out.dtype.kind == "f" else self.offset
+        return np.log1p(out, out=out) if out.dtype.kind == "f" else np.log1p(out)
 
     def inverse(self, t: ArrayLike) -> ArrayLike:
         if self.name == "identity":

@@ -51,6 +51,25 @@ class Layout:
         }
 
 
+def with_hr_layout(
+    target: xr.Dataset, names: list[str], layout: Layout | None = None
+) -> xr.Dataset:
+    """``target`` chunked and encoded in the dataset's HR layout, for ingest to write.
+
+    A target written this way is reused by ``preprocess`` without re-encoding: its compressed
+    shards are linked into ``prep/dataset.zarr`` as ``hr_<var>``.
+    """
+    layout = layout or Layout()
+    out = target.copy()
+    for name in names:
+        var = out[name].transpose("time", "y", "x")
+        _, ny, nx = var.shape
+        nt = layout.time_steps(ny, nx, var.dtype.itemsize)
+        out[name] = var.chunk({"time": nt, "y": -1, "x": -1})
+        out[name].encoding = layout.hr_encoding(nt, ny, nx)
+    return out
+
+
 def build_dataset(
     target: xr.Dataset,
     static: xr.Dataset,

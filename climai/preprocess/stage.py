@@ -43,6 +43,9 @@ def run_preprocess(ctx: StageContext) -> None:
             ds,
             ctx.paths.dataset,
             compute_with=[stats_graph(ds, variables, cfg.scale, pre.quantiles)],
+            # HR is the target itself: where ingest wrote it in the dataset's layout, its
+            # compressed shards are linked, not decoded and re-encoded (see BENCHMARKS.md)
+            reuse={f"hr_{v}": (ctx.paths.target, v) for v in variables},
         )
     stats = {**per_var, **static_and_split_stats(ds)}
     write_json(ctx.paths.stats, stats)

@@ -23,6 +23,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from climai.preprocess.coarsen import SLAB_BYTES
 from climai.preprocess.interp import bicubic_at
 from climai.variables import Transform, transform_for
 
@@ -66,33 +67,42 @@ def block_partial(
     train = np.asarray(train, bool)
     if not train.any():
         return _empty()
-    hr, lr = hr[train], lr[train]
-    t = np.asarray(transform.forward(hr), np.float32)
-    finite = np.isfinite(t)
-    all_finite = bool(finite.all())
-    count = t.size if all_finite else int(finite.sum())
-    if count == 0:
-        return _empty()
+    if not train.all():
+        hr, lr = hr[train], lr[train]
     with np.errstate(invalid="ignore"):  # the shift: near the block mean, from the small LR field
         shift = np.float32(np.nan_to_num(np.nanmean(transform.forward(lr)), nan=0.0))
-    y = t - shift
-    if not all_finite:
-        y[~finite] = 0.0
-    rows = y.reshape(-1, y.shape[-1])
-    s1 = float(rows.sum(axis=-1).sum(dtype=np.float64))
-    s2 = float(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
+    # slab by slab (cache-sized): transform, shift, sums; NaN cells show up in the row sums
+    count, s1, s2 = 0, 0.0, 0.0
+    ny, nx = hr.shape[-2:]
+    step = max(1, SLAB_BYTES // (nx * 4))
+    for i in range(hr.shape[0]):
+        for r0 in range(0, ny, step):
+            y = np.asarray(transform.forward(hr[i, r0 : r0 + step]), np.float32)
+            y = y - shift
+            row_sums = y.sum(axis=-1)
+            if np.isfinite(row_sums).all():
+                count += y.size
+            else:
+                bad = ~np.isfinite(y)
+                count += y.size - int(bad.sum())
+                y[bad] = 0.0
+                row_sums = y.sum(axis=-1)
+            s1 += float(row_sums.sum(dtype=np.float64))
+            s2 += float(np.einsum("ij,ij->i", y, y).sum(dtype=np.float64))
+    if count == 0:
+        return _empty()
     mean = s1 / count
     m2 = max(s2 - s1 * mean, 0.0)
-    ny, nx = t.shape[-2:]
-    k = lattice_stride(t.size, scale, sample)
+    k = lattice_stride(hr.size, scale, sample)
     r, c = np.arange(k // 2, ny, k), np.arange(k // 2, nx, k)
     weight = (ny * nx) / (r.size * c.size)
+    t = np.asarray(transform.forward(hr[:, r][:, :, c]), np.float32)
     bic = np.asarray(transform.forward(bicubic_at(lr, scale, r, c)), np.float32)
     return {
         "count": count,
         "mean": float(shift) + mean,
         "m2": m2,
-        "hr": _sketch(t[:, r][:, :, c], weight),
+        "hr": _sketch(t, weight),
         "bicubic": _sketch(bic, weight),
     }
 

@@ -12,7 +12,7 @@ import zarr
 
 from climai.config import config_sha256, stage_slice, validate_config
 from climai.io import open_store, write_store
-from climai.preprocess.dataset import Layout, build_dataset, stats_graph
+from climai.preprocess.dataset import Layout, build_dataset, stats_graph, with_hr_layout
 from climai.preprocess.regrid import lr_grid, regrid_to_lr
 from climai.preprocess.stage import run_preprocess
 from climai.stage import StageContext
@@ -165,3 +165,20 @@ def test_regrid_refuses_a_source_that_does_not_cover_the_grid():
     src = target["tas"].isel(x=slice(0, 16))
     with pytest.raises(Exception, match="data.input: covers x"):
         regrid_to_lr(src, lr_grid(target, 8))
+
+
+def test_target_in_the_dataset_layout_is_linked_not_reencoded(tmp_path):
+    ctx = _ingested(tmp_path, masked=True)
+    target, _ = create_masked_test_data(nx=32, ny=32, steps=40)
+    layout = Layout(time_chunk=6, tile=16)
+    write_store(with_hr_layout(target, ["tas", "pr"], layout), ctx.paths.target)
+    run_preprocess(ctx)
+    shard = next((ctx.paths.dataset / "hr_pr" / "c").rglob("*"))
+    while shard.is_dir():
+        shard = next(shard.iterdir())
+    source = ctx.paths.target / "pr" / shard.relative_to(ctx.paths.dataset / "hr_pr")
+    assert shard.stat().st_ino == source.stat().st_ino  # the same file, not a copy
+    ds = open_store(ctx.paths.dataset)
+    np.testing.assert_array_equal(ds["hr_pr"].values, target["pr"].values)
+    assert ds["hr_pr"].attrs["units"] == "mm h-1"
+    assert np.isnan(ds["lr_pr"].values).any() and np.isfinite(ds["lr_tas"].values).all()
