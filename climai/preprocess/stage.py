@@ -8,7 +8,7 @@ import xarray as xr
 
 from climai.io import open_store, write_json, write_store
 from climai.preprocess.dataset import Layout, build_dataset, static_and_split_stats, stats_graph
-from climai.preprocess.parallel import dask_scheduler
+from climai.preprocess.parallel import dask_scheduler, release_large_buffers
 from climai.stage import StageContext, log
 
 
@@ -26,6 +26,7 @@ def run_preprocess(ctx: StageContext) -> None:
     """Coarsen, split and normalise in one pass; write the dataset and its statistics."""
     cfg = ctx.cfg
     pre = cfg.preprocess
+    release_large_buffers()  # peak RSS bounded by the blocks in flight, not by freed ones
     variables = {v.name: v.kind for v in cfg.variables}
     layout = Layout(time_chunk=pre.time_chunk, tile=pre.tile, codec=pre.codec, clevel=pre.clevel)
     ds = build_dataset(
