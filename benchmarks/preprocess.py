@@ -260,7 +260,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
-    base = Path(tempfile.mkdtemp(prefix="climai-bench-", dir=args.workdir))
+    base = Path(tempfile.mkdtemp(prefix="climai-prep-bench-", dir=args.workdir))
     try:
         root = base / "single"
         t0 = time.perf_counter()
