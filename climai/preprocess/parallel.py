@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import dask
 
@@ -63,25 +64,32 @@ def dask_scheduler(cfg: PreprocessConfig, threads: int) -> Iterator[None]:
             dashboard_address=None,
         )
     else:
-        from dask_jobqueue import SLURMCluster
-
-        account = os.environ.get("SLURM_ACCOUNT")
-        if not account:
-            raise ValueError(
-                "preprocess.scheduler=slurm: the environment variable SLURM_ACCOUNT is not set"
-            )
-        cluster = SLURMCluster(
-            cores=dist.threads_per_worker,
-            processes=1,
-            memory=dist.memory_limit,
-            queue=dist.queue,
-            account=account,
-            walltime=dist.walltime,
-        )
+        cluster = slurm_cluster(cfg)
         cluster.scale(jobs=dist.workers)
     with cluster, Client(cluster) as client:
         log.info("dask.distributed: %s (%s)", cfg.scheduler, client)
         yield
+
+
+def slurm_cluster(cfg: PreprocessConfig) -> Any:
+    """A ``dask_jobqueue.SLURMCluster`` (no jobs submitted yet) for ``preprocess.distributed``."""
+    from dask_jobqueue import SLURMCluster
+
+    dist = cfg.distributed
+    account = os.environ.get("SLURM_ACCOUNT")
+    if not account:
+        raise ValueError(
+            "preprocess.scheduler=slurm: the environment variable SLURM_ACCOUNT is not set"
+        )
+    return SLURMCluster(
+        cores=dist.threads_per_worker,
+        processes=1,
+        memory=dist.memory_limit,
+        queue=dist.queue,
+        account=account,
+        walltime=dist.walltime,
+        scheduler_options={"dashboard_address": None},
+    )
 
 
 @contextlib.contextmanager

@@ -182,3 +182,20 @@ def test_target_in_the_dataset_layout_is_linked_not_reencoded(tmp_path):
     np.testing.assert_array_equal(ds["hr_pr"].values, target["pr"].values)
     assert ds["hr_pr"].attrs["units"] == "mm h-1"
     assert np.isnan(ds["lr_pr"].values).any() and np.isfinite(ds["lr_tas"].values).all()
+
+
+def test_slurm_cluster_jobs_are_charged_to_slurm_account(monkeypatch):
+    from climai.config import PreprocessConfig
+    from climai.preprocess.parallel import slurm_cluster
+
+    cfg = PreprocessConfig(
+        scheduler="slurm", distributed={"queue": "boost_usr_prod", "threads_per_worker": 4}
+    )
+    monkeypatch.delenv("SLURM_ACCOUNT", raising=False)
+    with pytest.raises(ValueError, match="SLURM_ACCOUNT is not set"):
+        slurm_cluster(cfg)
+    monkeypatch.setenv("SLURM_ACCOUNT", "proj123")
+    with slurm_cluster(cfg) as cluster:  # no job is submitted: only the script is built
+        script = cluster.job_script()
+    assert "#SBATCH -A proj123" in script and "#SBATCH -p boost_usr_prod" in script
+    assert "--nthreads 4" in script
