@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import typing
 from pathlib import Path
@@ -217,19 +218,114 @@ class DomainConfig(_Strict):
     y: tuple[float, float] = Field(description="[min, max] along y (metres or degrees north).")
 
 
-class SplitConfig(_Strict):
-    """Fractions of the time axis, in time order: train, then val, then test."""
+SplitBound = float | list[str]
 
-    train: float = Field(0.7, gt=0, lt=1)
-    val: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
+
+class SplitConfig(_Strict):
+    """The time splits, in time order: fractions of the time axis, or ISO time ranges.
+
+    Fractions: ``{train: 0.7, val: 0.1, test: 0.2}`` (they must sum to 1). Ranges: each split is
+    ``[first, last]`` in ISO 8601 (both inclusive), e.g. ``train: ["2016-09-28T14:45",
+    "2016-09-28T17:00"]``; ranges must not overlap and steps outside every range are unused.
+    """
+
+    train: SplitBound = Field(0.7, description="Fraction of the time axis, or [first, last] ISO.")
+    val: SplitBound = Field(0.1, description="Fraction of the time axis, or [first, last] ISO.")
+    test: SplitBound = Field(0.2, description="Fraction of the time axis, or [first, last] ISO.")
+    gap: int = Field(
+        0,
+        ge=0,
+        description="Time steps left out (label -1) before each of val and test (fractions only).",
+    )
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> SplitConfig:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must be 1, got {total:g}")
+    def _consistent(self) -> SplitConfig:
+        import numpy as np
+
+        values = {"train": self.train, "val": self.val, "test": self.test}
+        kinds = {type(v) is list for v in values.values()}
+        if len(kinds) > 1:
+            raise ValueError(
+                "split: give all of train, val, test as fractions or all as [first, last] "
+                f"ISO time ranges, got {values}"
+            )
+        if kinds == {False}:
+            for name, v in values.items():
+                if not 0 < v < 1:
+                    raise ValueError(f"split.{name}={v:g} must be a fraction between 0 and 1")
+            total = self.train + self.val + self.test
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"train + val + test must be 1, got {total:g}")
+            return self
+        if self.gap:
+            raise ValueError("split.gap applies to fractions only; leave gaps between the ranges")
+        bounds = {}
+        for name, v in values.items():
+            if len(v) != 2:
+                raise ValueError(f"split.{name}={v} must be [first, last] (two ISO times)")
+            try:
+                lo, hi = (np.datetime64(t, "ns") for t in v)
+            except ValueError as err:
+                raise ValueError(
+                    f"split.{name}={v} is not a pair of ISO 8601 times: {err}"
+                ) from None
+            if hi < lo:
+                raise ValueError(f"split.{name}={v}: last time is before first time")
+            bounds[name] = (lo, hi)
+        names = sorted(bounds, key=lambda n: bounds[n][0])
+        for a, b in itertools.pairwise(names):
+            if bounds[b][0] <= bounds[a][1]:
+                raise ValueError(
+                    f"split.{a}={values[a]} and split.{b}={values[b]} overlap; "
+                    "time ranges must be disjoint"
+                )
         return self
+
+    @property
+    def by_time(self) -> bool:
+        """Whether the splits are ISO time ranges (else fractions)."""
+        return isinstance(self.train, list)
+
+
+class DistributedConfig(_Strict):
+    """A ``dask.distributed`` cluster for ``preprocess`` (``scheduler: local`` or ``slurm``)."""
+
+    workers: int = Field(2, ge=1, description="Worker processes (local) or SLURM jobs (slurm).")
+    threads_per_worker: int = Field(1, ge=1, description="Threads in each worker process.")
+    memory_limit: str = Field("4GiB", description="Memory limit of each worker, e.g. 4GiB.")
+    queue: str | None = Field(None, description="SLURM partition of the worker jobs (slurm).")
+    walltime: str = Field("01:00:00", description="SLURM time limit of each worker job.")
+
+
+class PreprocessConfig(_Strict):
+    """How ``preprocess`` coarsens, chunks, compresses and parallelises."""
+
+    min_valid_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Fraction of an LR cell's HR cells that must be valid (else the LR cell is NaN).",
+    )
+    time_chunk: int = Field(
+        8, ge=1, description="Time steps per shard and per dask chunk of the dataset."
+    )
+    tile: int = Field(
+        256, ge=8, description="Spatial tile (cells) of the inner zarr chunks inside a shard."
+    )
+    codec: Literal["lz4", "zstd"] = Field(
+        "lz4", description="Blosc codec of the dataset (lz4: fastest measured; zstd: smaller)."
+    )
+    clevel: int = Field(5, ge=1, le=9, description="Blosc compression level.")
+    quantiles: int = Field(
+        101, ge=2, description="Evenly spaced quantiles (0..1) stored per variable in stats.json."
+    )
+    scheduler: Literal["threads", "local", "slurm"] = Field(
+        "threads",
+        description="threads: dask's threaded scheduler with the rule's threads; local: a "
+        "dask.distributed LocalCluster; slurm: dask-jobqueue SLURMCluster (multi-node).",
+    )
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    progress: bool = Field(True, description="Show a progress bar on runs longer than 2 s.")
 
 
 class BicubicConfig(_Strict):
@@ -380,6 +476,7 @@ class CampaignConfig(_Strict):
         None, description="Optional subset {x: [min, max], y: [min, max]} in target coordinates."
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
@@ -575,7 +672,17 @@ def load_config(*paths: str | Path) -> CampaignConfig:
 # reruns a stage (and what follows) only when its slice changes.
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": ("campaign", "results", "seed", "scale", "variables", "data", "domain"),
-    "preprocess": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "preprocess": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "domain",
+        "split",
+        "preprocess",
+    ),
     "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
     "infer": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
     "evaluate": (

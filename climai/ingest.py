@@ -27,6 +27,7 @@ from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_from_dataset, crs_variable, find_xy
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
+from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
 from climai.stage import StageContext, log
 from climai.synthetic import toy_world
@@ -426,6 +427,8 @@ def run_ingest(ctx: StageContext) -> None:
             _crs_label(ing.grid.crs),
         )
         write_store(ctx.stamp(static), ctx.paths.static)
-        write_store(ctx.stamp(ing.target), ctx.paths.target)
+        # the dataset's HR layout: preprocess then links the shards instead of re-encoding them
+        names = [str(v) for v in ing.target.data_vars if v != "crs"]
+        write_store(ctx.stamp(with_hr_layout(ing.target, names)), ctx.paths.target)
         if inputs is not None:
             write_store(ctx.stamp(inputs), ctx.paths.input)

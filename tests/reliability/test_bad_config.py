@@ -19,7 +19,10 @@ BAD_CONFIGS = [
         {"split": {"train": 0.5, "val": 0.1, "test": 0.1}},
         r"train \+ val \+ test must be 1, got 0.7",
     ),
-    ({"split": {"train": 1.2, "val": -0.1, "test": -0.1}}, r"'split.train' = 1.2"),
+    (
+        {"split": {"train": 1.2, "val": -0.1, "test": -0.1}},
+        r"split.train=1.2 must be a fraction between 0 and 1",
+    ),
     ({"data": {"target": {"nx": 100}}}, r"data.target.nx=100 is not a multiple of scale=8"),
     ({"methods": {"unet": {"patch": 60}}}, r"methods.unet.patch=60 is not a multiple of scale=8"),
     ({"methods": {"unet": {"patch": 256}}}, r"patch=256 is larger than the HR domain 128×128"),

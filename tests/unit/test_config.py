@@ -120,3 +120,39 @@ def test_config_hash_does_not_depend_on_the_output_location():
     b = stage_slice(validate_config({"results": "/elsewhere"}), "preprocess")
     c = stage_slice(validate_config({"seed": 1}), "preprocess")
     assert config_sha256(a) == config_sha256(b) != config_sha256(c)
+
+
+def test_preprocess_keys_rerun_preprocess_only():
+    a = validate_config({})
+    b = validate_config({"preprocess": {"min_valid_fraction": 0.9}})
+    assert stage_slice(a, "preprocess") != stage_slice(b, "preprocess")
+    for stage in ("ingest", "train", "infer", "evaluate"):
+        method = None if stage == "ingest" else "unet"
+        assert stage_slice(a, stage, method) == stage_slice(b, stage, method)
+
+
+def test_split_by_time_ranges_and_gap_validate():
+    cfg = validate_config(
+        {
+            "split": {
+                "train": ["2016-09-28T14:45", "2016-09-28T17:00"],
+                "val": ["2016-09-28T17:15", "2016-09-28T18:00"],
+                "test": ["2016-09-28T18:15", "2016-09-28T19:00"],
+            }
+        }
+    )
+    assert cfg.split.by_time
+    assert validate_config({"split": {"gap": 3}}).split.gap == 3
+    with pytest.raises(ConfigError, match="gap applies to fractions only"):
+        validate_config(
+            {
+                "split": {
+                    "train": ["2016-09-28T14:45", "2016-09-28T17:00"],
+                    "val": ["2016-09-28T17:15", "2016-09-28T18:00"],
+                    "test": ["2016-09-28T18:15", "2016-09-28T19:00"],
+                    "gap": 1,
+                }
+            }
+        )
+    with pytest.raises(ConfigError, match=r"split.val=1.2 must be a fraction"):
+        validate_config({"split": {"train": 0.5, "val": 1.2, "test": 0.2}})

@@ -439,7 +439,12 @@ def test_input_is_area_averaged_onto_the_lr_grid_in_canonical_units(series, in_t
         np.testing.assert_allclose(inputs[name].values, block, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(inputs["x"].values, truth["x"].values.reshape(4, 4).mean(axis=1))
     ds = build_dataset(
-        target, static, {"tas": "temperature"}, 4, {"train": 0.5, "val": 0.25, "test": 0.25}, inputs
+        target,
+        static,
+        {"tas": "temperature"},
+        4,
+        {"train": 0.5, "val": 0.25, "test": 0.25},
+        inputs=inputs,
     )
     np.testing.assert_array_equal(ds["lr_tas"].values, inputs["tas"].values)
 
