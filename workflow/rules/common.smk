@@ -35,7 +35,8 @@ def infer_inputs(wildcards):
 
 
 def all_outputs(wildcards):
-    """Every method's metrics and figure, and the comparison of all methods."""
+    """Every method's metrics, figure and NetCDF export, and the comparison of all methods."""
     outs = [PATHS.comparison, PATHS.summary]
     outs += [PATHS.metrics(m) for m in METHODS]
+    outs += [PATHS.export(m, v) for m in METHODS for v in CFG.variable_names]
     return outs
