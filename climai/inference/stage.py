@@ -241,9 +241,18 @@ def downscale_to_store(
     template = template.assign_attrs(attrs)
     tiled = TiledPredictor(predict, spec, layout, cfg.batch)
 
+    static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
+
     def static_tile(t: Tile) -> torch.Tensor:
-        window = static.isel(y=slice(t.y0, t.y1), x=slice(t.x0, t.x1))
-        return normalised_static(spec, np.stack([window[s].values for s in spec.statics]))
+        if not spec.statics:
+            return torch.zeros((0, t.y1 - t.y0, t.x1 - t.x0))
+        if t.y0 not in static_rows:
+            rows = static[spec.statics].isel(y=slice(t.y0, t.y1)).load()  # one read per row
+            static_rows.clear()
+            static_rows[t.y0] = normalised_static(
+                spec, np.stack([rows[s].values for s in spec.statics])
+            )
+        return static_rows[t.y0][:, :, t.x0 : t.x1]
 
     nt = lr.sizes["time"]
     log.info(
