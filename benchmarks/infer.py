@@ -5,8 +5,8 @@ reports its peak RSS and wall time; in the same subprocess the bare model forwar
 the same tile batches (same shapes, same count, same threads and autocast). Printed: medians over
 ``--repeats`` runs and the ratios the acceptance asks for.
 
-    python benchmarks/infer.py                       # 512² and 2048² HR cells, 3 repeats
-    python benchmarks/infer.py --sizes 256 1024 --repeats 1
+    python benchmarks/infer.py          # 512² and 2048² HR cells, tile 256, 4 steps, 3 repeats
+    python benchmarks/infer.py --sizes 256 1024 --tile 128 --overlap 32 --steps 1
 
 The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
 real work) on the toy campaign's features; the LR input and the DEM are synthetic fields written to
@@ -134,9 +134,9 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs=2, default=[512, 2048], help="HR edges: 1× and 16×")
-    p.add_argument("--steps", type=int, default=1, help="time steps downscaled")
-    p.add_argument("--tile", type=int, default=128)
-    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--steps", type=int, default=4, help="time steps downscaled")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--threads", type=int, default=2)
