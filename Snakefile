@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/manifest.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:

@@ -20,6 +20,7 @@ from pathlib import Path
 from climai.config import (
     CampaignConfig,
     ConfigError,
+    InferConfig,
     config_sha256,
     from_stage_json,
     json_schema,
@@ -107,6 +108,25 @@ def _infer(args: argparse.Namespace) -> None:
     run_infer(_context(args, "infer"), args.method)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from climai.export import run_export
+
+    run_export(_context(args, "export"), args.method)
+
+
+def _downscale(args: argparse.Namespace) -> None:
+    from climai.inference.stage import run_downscale
+
+    cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
+    infer = cfg.infer if cfg is not None else InferConfig()
+    updates = {k: getattr(args, k) for k in ("tile", "overlap", "batch", "device", "members")}
+    infer = infer.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    if args.no_progress:
+        infer = infer.model_copy(update={"progress": False})
+    InferConfig.model_validate(infer.model_dump())
+    run_downscale(args.model, args.input, args.output, args.static, infer, max(1, args.threads))
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from climai.evaluation.stage import run_evaluate
 
@@ -182,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "preprocess": (_preprocess, "coarsen, split, normalise → prep/dataset.zarr", False),
         "train": (_train, "train an emulator → models/<method>/model.pt", True),
         "infer": (_infer, "downscale the test split → downscaled/<method>/test.zarr", True),
+        "export": (_export, "CF NetCDF per variable → export/<method>_<var>.nc", True),
         "evaluate": (_evaluate, "score a method → evaluation/<method>/metrics.json", True),
         "compare": (_compare, "compare methods → evaluation/comparison.png", False),
     }
@@ -200,6 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="tolerance set")
     p.set_defaults(func=_verify)
+    p = sub.add_parser(
+        "downscale", help="apply a model file to new LR data → HR zarr store or NetCDF file"
+    )
+    p.add_argument("--model", required=True, help="model file (models/<method>/model.pt)")
+    p.add_argument("--input", required=True, help="LR zarr store or NetCDF file")
+    p.add_argument("--output", required=True, help="HR output: a .zarr store or a .nc file")
+    p.add_argument("--static", default=None, help="static fields (DEM) on the HR grid or wider")
+    p.add_argument(
+        "--configfile", action="append", default=None, help="config whose 'infer' section applies"
+    )
+    p.add_argument("--tile", type=int, default=None, help="HR tile edge (overrides infer.tile)")
+    p.add_argument("--overlap", type=int, default=None, help="HR tile overlap (infer.overlap)")
+    p.add_argument("--batch", type=int, default=None, help="samples per forward (infer.batch)")
+    p.add_argument("--members", type=int, default=None, help="ensemble members (infer.members)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads to use")
+    p.set_defaults(func=_downscale)
     p = sub.add_parser("validate", help="validate a config and exit")
     p.add_argument("--configfile", action="append", default=None)
     p.set_defaults(func=_validate)

@@ -402,6 +402,65 @@ class MethodsConfig(_Strict):
         return [m for m in self.enabled() if getattr(self.get(m), "members", 1) > 1]
 
 
+class InferConfig(_Strict):
+    """Tiled inference: any domain size in bounded memory (``infer`` and ``climai downscale``)."""
+
+    tile: int = Field(
+        512, ge=8, description="HR tile edge in cells (a multiple of scale and of the model's)."
+    )
+    overlap: int = Field(
+        128,
+        ge=0,
+        description="HR cells shared by neighbouring tiles (a multiple of scale); tiles are exact "
+        "when the model's receptive radius is at most overlap / 4.",
+    )
+    batch: int = Field(4, ge=1, description="Tile × time samples per forward pass.")
+    time_block: int = Field(
+        0,
+        ge=0,
+        description="Time steps processed together (tiles of several steps share batches); "
+        "0: as many as memory_mb allows.",
+    )
+    memory_mb: int = Field(
+        512, ge=16, description="Budget of the band buffers when time_block is 0 (MiB)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; auto: cuda when available, else cpu."
+    )
+    bf16: bool = Field(True, description="bf16 autocast where the device supports it.")
+    members: int = Field(
+        8, ge=1, description="Ensemble members drawn from a stochastic model (dim 'member')."
+    )
+    ensemble_mean: bool = Field(
+        False, description="Also write <var>_mean, the mean over members (stochastic models)."
+    )
+    quantiles: list[float] = Field(
+        [], description="Also write <var>_quantile over members at these levels, in (0, 1)."
+    )
+    progress: bool = Field(True, description="Show a progress bar with ETA on stderr.")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        bad = [q for q in v if not 0 < q < 1]
+        if bad:
+            raise ValueError(f"quantile levels must be in (0, 1), got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> InferConfig:
+        if self.overlap >= self.tile:
+            raise ValueError(f"overlap={self.overlap} must be smaller than tile={self.tile}")
+        return self
+
+
+class ExportConfig(_Strict):
+    """CF-1.10 NetCDF export of the downscaled fields, one file per method and variable."""
+
+    compression_level: int = Field(4, ge=0, le=9, description="zlib level (0: uncompressed).")
+    chunk_xy: int = Field(256, ge=16, description="NetCDF chunk edge along y and x, in cells.")
+
+
 class EvaluateConfig(_Strict):
     """Evaluation options."""
 
@@ -478,6 +537,8 @@ class CampaignConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("campaign")
@@ -502,6 +563,12 @@ class CampaignConfig(_Strict):
         target = self.data.target
         if isinstance(target, SyntheticConfig):
             self._check_synthetic(target)
+        for key in ("tile", "overlap"):
+            if getattr(self.infer, key) % self.scale:
+                raise ValueError(
+                    f"infer.{key}={getattr(self.infer, key)} is not a multiple of "
+                    f"scale={self.scale}"
+                )
         unet = self.methods.unet
         if unet is not None:
             if unet.patch % self.scale:
@@ -684,7 +751,18 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "preprocess",
     ),
     "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
-    "infer": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "infer": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "domain",
+        "split",
+        "infer",
+    ),
+    "export": ("campaign", "results", "variables", "export"),
     "evaluate": (
         "campaign",
         "results",

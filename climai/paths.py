@@ -41,6 +41,9 @@ class CampaignPaths:
     def downscaled(self, method: str, split: str = "test") -> Path:
         return self.root / "downscaled" / method / f"{split}.zarr"
 
+    def export(self, method: str, variable: str) -> Path:
+        return self.root / "export" / f"{method}_{variable}.nc"
+
     def metrics(self, method: str) -> Path:
         return self.root / "evaluation" / method / "metrics.json"
 

@@ -78,6 +78,52 @@ def time_features(times: pd.DatetimeIndex) -> np.ndarray:
     return np.stack([np.sin(a), np.cos(a), np.sin(b), np.cos(b)], axis=1).astype(np.float32)
 
 
+def normalised_static(spec: FeatureSpec, static: np.ndarray) -> torch.Tensor:
+    """(S, H, W) physical static fields → normalised float32 tensor."""
+    return torch.stack(
+        [
+            (torch.from_numpy(np.asarray(static[i], dtype=np.float32)) - st["mean"]) / st["std"]
+            for i, st in enumerate(spec.stats["static"][s] for s in spec.statics)
+        ]
+    ).to(torch.float32)
+
+
+def model_inputs(
+    spec: FeatureSpec,
+    lr: torch.Tensor,
+    static: torch.Tensor,
+    times: pd.DatetimeIndex,
+    fill: torch.Tensor | None = None,
+    crop: tuple[int, int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, base)`` from physical LR ``(T, V, h, w)`` and normalised static ``(S, H, W)``.
+
+    ``crop`` = ``(y0, y1, x0, x1)`` selects HR cells of the upsampled LR (a tile cut from an LR
+    window with a margin, so that its interpolation equals the full domain's); ``fill`` is the NaN
+    fill of :func:`~climai.models.interpolate.upsample`. ``static`` covers the crop.
+    """
+    bicubic = upsample(lr, spec.scale, "bicubic", fill)
+    if crop is not None:
+        y0, y1, x0, x1 = crop
+        bicubic = bicubic[..., y0:y1, x0:x1]
+    base = torch.stack(
+        [spec.normalise(v, bicubic[:, i]) for i, v in enumerate(spec.variables)], dim=1
+    )
+    # a pointwise transform commutes with nearest upsampling: normalise the 64× smaller LR field
+    lr_z = torch.stack([spec.normalise(v, lr[:, i]) for i, v in enumerate(spec.variables)], dim=1)
+    near = upsample(lr_z, spec.scale, "nearest")  # missing cells: NaN over their footprint
+    if crop is not None:
+        near = near[..., y0:y1, x0:x1]
+    n, nv, height, width = base.shape
+    # written straight into channels-last memory, the layout the convolutions run fastest in
+    x = torch.empty((n, spec.in_channels, height, width), memory_format=torch.channels_last)
+    x[:, :nv] = base.nan_to_num(0.0)
+    x[:, nv : 2 * nv] = near.nan_to_num(0.0)
+    x[:, 2 * nv : 2 * nv + static.shape[0]] = static.nan_to_num(0.0)
+    x[:, 2 * nv + static.shape[0] :] = torch.from_numpy(time_features(times))[:, :, None, None]
+    return x, base.contiguous()
+
+
 def build_split(
     spec: FeatureSpec,
     lr: np.ndarray,
@@ -87,31 +133,14 @@ def build_split(
 ) -> SplitTensors:
     """Tensors for one split: ``lr`` is (T, V, h, w) physical, ``static`` (S, H, W) physical."""
     lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
-    bicubic = upsample(lr_t, spec.scale, "bicubic")
-    nearest = upsample(lr_t, spec.scale, "nearest")
-    base = torch.stack(
-        [spec.normalise(v, bicubic[:, i]) for i, v in enumerate(spec.variables)], dim=1
-    )
-    near = torch.stack(
-        [spec.normalise(v, nearest[:, i]) for i, v in enumerate(spec.variables)], dim=1
-    )
-    n, _, height, width = base.shape
-    st = torch.stack(
-        [
-            (torch.from_numpy(static[i]) - spec.stats["static"][s]["mean"])
-            / spec.stats["static"][s]["std"]
-            for i, s in enumerate(spec.statics)
-        ]
-    ).to(torch.float32)
-    tf = torch.from_numpy(time_features(times))[:, :, None, None].expand(n, 4, height, width)
-    x = torch.cat([base, near, st.expand(n, -1, -1, -1), tf], dim=1).nan_to_num(0.0)
+    x, base = model_inputs(spec, lr_t, normalised_static(spec, static), times)
     target = None
     if hr is not None:
         hr_t = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))
         target = torch.stack(
             [spec.normalise(v, hr_t[:, i]) for i, v in enumerate(spec.variables)], dim=1
         )
-    return SplitTensors(x.contiguous(), base.contiguous(), target)
+    return SplitTensors(x, base, target)
 
 
 def to_physical(spec: FeatureSpec, z: torch.Tensor) -> torch.Tensor:

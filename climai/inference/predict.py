@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 
 from climai.data.features import FeatureSpec, SplitTensors, to_physical
+from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
@@ -21,10 +22,54 @@ from climai.variables import is_non_negative
 def load_emulator(path: str | Path) -> tuple[ResidualUNet, FeatureSpec, dict[str, Any]]:
     """The model, its feature spec and its card from a ``model.pt``."""
     state, card = load_model_file(path)
+    arch = card.get("architecture", {})
+    if arch.get("name") != "ResidualUNet" or arch.get("norm") != "channel":
+        raise ValueError(
+            f"model file {str(path)!r} holds architecture {arch.get('name')!r} "
+            f"(norm {arch.get('norm')!r}); this climai loads ResidualUNet with norm 'channel': "
+            "retrain it"
+        )
     spec = FeatureSpec(**card["features"])
     model = ResidualUNet(spec.in_channels, spec.out_channels, card["architecture"]["channels"])
     model.load_state_dict(state)
     return model.eval(), spec, card
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("infer.device='cuda' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def is_stochastic(model: torch.nn.Module) -> bool:
+    """Whether ``model`` draws ensemble members: it has ``sample(x, base, members)``."""
+    return callable(getattr(model, "sample", None))
+
+
+def model_predictor(
+    model: torch.nn.Module, device: torch.device, bf16: bool = True, members: int = 1
+) -> Predict:
+    """A :data:`~climai.inference.tiling.Predict` callable running ``model`` on ``device``.
+
+    A deterministic model gives ``(N, V, h, w)``; a stochastic one (``model.sample(x, base, M)``
+    → ``(N, M, V, h, w)``) gives ``members`` members. bf16 autocast is used where supported.
+    """
+    model = model.to(device).eval()
+    autocast = bf16 and bf16_supported(device)
+    sample = getattr(model, "sample", None) if is_stochastic(model) else None
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        base = base.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = sample(x, base, members) if sample is not None else model(x, base)
+        return out.float().cpu()
+
+    return predict
 
 
 def unet_prediction(

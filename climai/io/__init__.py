@@ -2,12 +2,15 @@
 
 from climai.io.atomic import atomic_path, write_json, write_text
 from climai.io.provenance import provenance_attrs
+from climai.io.regions import RegionWriter, streamed_store
 from climai.io.stores import open_store, write_store
 
 __all__ = [
+    "RegionWriter",
     "atomic_path",
     "open_store",
     "provenance_attrs",
+    "streamed_store",
     "write_json",
     "write_store",
     "write_text",

@@ -49,7 +49,11 @@ def model_card(ctx: StageContext, method: str, spec: FeatureSpec, ds: xr.Dataset
     mcfg = getattr(ctx.cfg.methods, method)
     return {
         "method": method,
-        "architecture": {"name": "ResidualUNet", "channels": list(mcfg.channels)},
+        "architecture": {
+            "name": "ResidualUNet",
+            "norm": "channel",
+            "channels": list(mcfg.channels),
+        },
         "features": spec.as_dict(),
         "config": json.loads(ctx.cfg.model_dump_json()),
         "config_sha256": ctx.config_sha256,

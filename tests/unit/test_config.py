@@ -156,3 +156,18 @@ def test_split_by_time_ranges_and_gap_validate():
         )
     with pytest.raises(ConfigError, match=r"split.val=1.2 must be a fraction"):
         validate_config({"split": {"train": 0.5, "val": 1.2, "test": 0.2}})
+
+
+def test_infer_tiles_must_sit_on_the_lr_grid():
+    with pytest.raises(ConfigError, match="infer.overlap=12 is not a multiple of scale=8"):
+        validate_config({"infer": {"overlap": 12}})
+    with pytest.raises(ConfigError, match="overlap=512 must be smaller than tile=512"):
+        validate_config({"infer": {"overlap": 512}})
+    with pytest.raises(ConfigError, match="quantile levels must be in"):
+        validate_config({"infer": {"quantiles": [0.5, 1.5]}})
+
+
+def test_infer_settings_rerun_infer_but_not_train():
+    a, b = validate_config({}), validate_config({"infer": {"tile": 256}})
+    assert config_sha256(stage_slice(a, "train")) == config_sha256(stage_slice(b, "train"))
+    assert config_sha256(stage_slice(a, "infer")) != config_sha256(stage_slice(b, "infer"))

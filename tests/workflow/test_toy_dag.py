@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from climai.io import open_store
 from climai.testing import write_config
@@ -90,6 +92,19 @@ def test_stores_carry_provenance_and_cf_metadata(campaign, store, rule):
             assert "units" in ds[var].attrs and ds[var].attrs["grid_mapping"] == "crs", var
 
 
+@pytest.mark.parametrize("method", ["unet", "bicubic"])
+def test_export_writes_cf_netcdf_equal_to_the_zarr(campaign, method):
+    hr = open_store(campaign / f"results/tiny/downscaled/{method}/test.zarr")
+    for var, cell_methods in (("tas", "time: point"), ("pr", "time: mean")):
+        path = campaign / f"results/tiny/export/{method}_{var}.nc"
+        with xr.open_dataset(path) as nc:
+            np.testing.assert_array_equal(nc[var].values, hr[var].values)
+            assert nc.attrs["Conventions"] == "CF-1.10" and nc.attrs["created_by_rule"] == "infer"
+            assert nc[var].attrs["cell_methods"] == cell_methods
+            assert nc[var].attrs["grid_mapping"] == "crs" and "crs_wkt" in nc["crs"].attrs
+            assert nc["time"].attrs["bounds"] == "time_bnds"
+
+
 def test_second_run_has_nothing_to_do(campaign):
     result = snakemake(campaign, "--configfile", str(campaign / "tiny.yaml"), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -101,6 +116,7 @@ def test_a_training_hyperparameter_reruns_train_and_what_follows_only(campaign):
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
     assert jobs.get("train") == 1 and jobs.get("infer") == 1 and jobs.get("evaluate") == 1
+    assert jobs.get("export") == 1
     assert "ingest" not in jobs and "preprocess" not in jobs
 
 

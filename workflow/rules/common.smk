@@ -47,7 +47,8 @@ def infer_inputs(wildcards):
 
 
 def all_outputs(wildcards):
-    """Every method's metrics and figure, and the comparison of all methods."""
+    """Every method's metrics, figure and NetCDF export, the comparison and the manifest."""
     outs = [PATHS.comparison, PATHS.summary, PATHS.summary_md, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
+    outs += [PATHS.export(m, v) for m in METHODS for v in CFG.variable_names]
     return outs

@@ -1,0 +1,197 @@
+"""Tiled inference in bounded memory: peak RSS and throughput on 1× and 16× the domain area.
+
+Each size runs ``climai downscale`` end to end (zarr in, zarr out) in a fresh subprocess, which
+reports its peak RSS and wall time; in the same subprocess the bare model forward is then timed on
+the same tile batches (same shapes, same count, same threads and autocast). Printed: medians over
+``--repeats`` runs and the ratios the acceptance asks for.
+
+    python benchmarks/infer.py          # 512² and 2048² HR cells, tile 256, 4 steps, 3 repeats
+    python benchmarks/infer.py --sizes 256 1024 --tile 128 --overlap 32 --steps 1
+
+The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
+real work) on the toy campaign's features; the LR input and the DEM are synthetic fields written to
+zarr stores before any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def make_inputs(root: Path, size: int, steps: int, channels: list[int], scale: int = 8) -> None:
+    """Model file, LR store and static store for a ``size``² HR domain (not timed)."""
+    import pandas as pd
+    import torch
+    import xarray as xr
+
+    from climai.grids import crs_variable
+    from climai.io import write_store
+    from climai.io.checkpoints import save_model
+    from climai.models.interpolate import upsample
+    from climai.synthetic import TOY_CRS
+    from climai.testing import model_card_for, toy_feature_spec, trained_like_unet
+
+    spec = toy_feature_spec(scale)
+    model = trained_like_unet(spec, channels)
+    save_model(root / "model.pt", model.state_dict(), model_card_for(spec, channels))
+    rng = np.random.default_rng(size)
+    n = size // scale
+    dx = 500.0
+    x_lr = (np.arange(n) + 0.5) * dx * scale
+    lr = xr.Dataset(
+        {
+            "tas": (
+                ("time", "y", "x"),
+                285 + 5 * rng.standard_normal((steps, n, n)),
+                {"units": "K"},
+            ),
+            "pr": (("time", "y", "x"), rng.gamma(0.3, 1.0, (steps, n, n)), {"units": "mm h-1"}),
+        },
+        coords={
+            "time": pd.date_range("2020-06-01", periods=steps, freq="h"),
+            "y": ("y", x_lr, {"units": "m", "axis": "Y"}),
+            "x": ("x", x_lr, {"units": "m", "axis": "X"}),
+        },
+    ).astype(np.float32)
+    lr["crs"] = crs_variable(TOY_CRS)
+    write_store(lr.chunk({"time": 1}), root / "lr.zarr")
+    x_hr = (np.arange(size) + 0.5) * dx
+    oro = upsample(torch.from_numpy(rng.random((1, 1, n, n), dtype=np.float32)) * 2000, scale)[0, 0]
+    static = xr.Dataset(
+        {
+            "orography": (("y", "x"), oro.numpy(), {"units": "m"}),
+            "lsm": (("y", "x"), (oro.numpy() > 200).astype(np.float32), {"units": "1"}),
+        },
+        coords={"y": x_hr, "x": x_hr},
+    )
+    write_store(static.chunk({"y": 512, "x": 512}), root / "static.zarr")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run: downscale, then the bare forward on the recorded batch shapes."""
+    import torch
+
+    import climai.inference.stage as stage
+    from climai.config import InferConfig
+    from climai.inference.predict import load_emulator, model_predictor
+
+    torch.set_num_threads(args.threads)
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = stage.model_predictor
+
+    def recording(*a, **k):  # the predictor the run uses, noting each batch's shapes
+        predict = real(*a, **k)
+
+        def wrapped(x, base):
+            shapes.append((tuple(x.shape), tuple(base.shape)))
+            return predict(x, base)
+
+        return wrapped
+
+    stage.model_predictor = recording
+    root = Path(args.root)
+    cfg = InferConfig(tile=args.tile, overlap=args.overlap, batch=args.batch, progress=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    stage.run_downscale(
+        root / "model.pt",
+        root / "lr.zarr",
+        root / "out.zarr",
+        root / "static.zarr",
+        cfg,
+        args.threads,
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model, _, _ = load_emulator(root / "model.pt")
+    predict = model_predictor(model, torch.device("cpu"), cfg.bf16)
+    gen = torch.Generator().manual_seed(0)
+    predict(torch.randn(shapes[0][0]), torch.randn(shapes[0][1]))  # warm-up
+    batches = [(torch.randn(s, generator=gen), torch.randn(b, generator=gen)) for s, b in shapes]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for x, base in batches:
+        predict(x, base)
+    bare, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
+    steps = len(__import__("xarray").open_zarr(root / "lr.zarr")["time"])
+    print(json.dumps({"wall_s": wall, "bare_s": bare, "cpu_s": cpu, "bare_cpu_s": bare_cpu,
+                      "rss_mb": rss_mb, "batches": len(shapes),
+                      "hr_mpix": args.size**2 * steps / 1e6}))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs=2, default=[512, 2048], help="HR edges: 1× and 16×")
+    p.add_argument("--steps", type=int, default=4, help="time steps downscaled")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--root", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    results: dict[int, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="climai-bench-") as tmp:
+        for size in args.sizes:
+            root = Path(tmp) / str(size)
+            root.mkdir()
+            make_inputs(root, size, args.steps, args.channels)
+            results[size] = []
+        for rep in range(args.repeats):
+            for size in args.sizes:
+                cmd = [sys.executable, __file__, "--child", "--root", str(Path(tmp) / str(size)),
+                       "--size", str(size), "--tile", str(args.tile), "--overlap", str(args.overlap),
+                       "--batch", str(args.batch), "--threads", str(args.threads)]  # fmt: skip
+                shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode:
+                    sys.exit(f"benchmark run failed:\n{out.stderr[-3000:]}")
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                results[size].append(row)
+                print(f"repeat {rep + 1} size {size}²: {row}", flush=True)
+    med = {
+        s: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        for s, rows in results.items()
+    }
+    small, big = args.sizes
+    print(f"\nmedians over {args.repeats} runs (tile {args.tile}, overlap {args.overlap}, batch "
+          f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads):")  # fmt: skip
+    for s in args.sizes:
+        m = med[s]
+        print(f"  {s}²: peak RSS {m['rss_mb']:.0f} MiB, {m['hr_mpix'] / m['wall_s']:.3f} HR Mpix/s "
+              f"(bare forward {m['hr_mpix'] / m['bare_s']:.3f}), per CPU-s "
+              f"{m['hr_mpix'] / m['cpu_s']:.3f} (bare {m['hr_mpix'] / m['bare_cpu_s']:.3f}), "
+              f"{m['batches']:.0f} batches")  # fmt: skip
+    ratios = {
+        s: statistics.median(r["bare_s"] / r["wall_s"] for r in results[s]) for s in args.sizes
+    }
+    cpu_ratios = {
+        s: statistics.median(r["bare_cpu_s"] / r["cpu_s"] for r in results[s]) for s in args.sizes
+    }
+    print(f"  output area ratio {big**2 / small**2:.0f}×; peak RSS ratio "
+          f"{med[big]['rss_mb'] / med[small]['rss_mb']:.3f} (acceptance ≤ 1.3)")  # fmt: skip
+    for s in args.sizes:
+        print(f"  {s}²: throughput / bare forward: wall {ratios[s]:.3f}, CPU time "
+              f"{cpu_ratios[s]:.3f} (acceptance ≥ 0.8)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

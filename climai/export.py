@@ -1,0 +1,131 @@
+"""Stage ``export``: downscaled zarr → CF-1.10 NetCDF per variable (``export/<method>_<var>.nc``).
+
+The files are what users download: compressed and chunked, with a ``grid_mapping`` variable, time
+bounds, ``cell_methods`` and the provenance of the run, readable by xarray, netCDF4, CDO and NCO.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from climai.io import open_store
+from climai.io.netcdf import write_netcdf
+from climai.stage import StageContext, log
+
+FILL_VALUE = np.float32(1.0e20)
+TIME_UNITS = "hours since 1970-01-01 00:00:00"
+PROVENANCE = ("climai_version", "config_sha256", "git_commit", "created_by_rule")
+
+
+def time_bounds(time: xr.DataArray) -> xr.DataArray:
+    """``(time, nv)`` bounds ``[t - Δt, t]``: each value describes the interval ending at ``t``."""
+    values = time.values.astype("datetime64[ns]")
+    step = np.median(np.diff(values)) if values.size > 1 else np.timedelta64(1, "h")
+    return xr.DataArray(np.stack([values - step, values], axis=1), dims=("time", "nv"))
+
+
+def _cell_methods(kind: str, name: str) -> str:
+    time_part = "time: mean" if kind == "precipitation" else "time: point"
+    return f"{time_part} realization: mean" if name.endswith("_mean") else time_part
+
+
+def cf_dataset(
+    hr: xr.Dataset,
+    variables: list[str],
+    kinds: Mapping[str, str],
+    attrs: dict[str, str] | None = None,
+) -> xr.Dataset:
+    """The CF-1.10 form of ``variables`` (and their ensemble summaries) of a downscaled dataset."""
+    names = [n for v in variables for n in (v, f"{v}_mean", f"{v}_quantile") if n in hr]
+    ds = hr[names].copy()
+    for name in names:
+        base = name.removesuffix("_mean").removesuffix("_quantile")
+        ds[name].attrs = {
+            **{
+                k: hr[name].attrs[k]
+                for k in ("standard_name", "long_name", "units")
+                if k in hr[name].attrs
+            },
+            "grid_mapping": "crs",
+            "cell_methods": _cell_methods(kinds.get(base, "generic"), name),
+        }
+        if name.endswith("_quantile"):
+            ds[name].attrs.pop("standard_name", None)
+            ds[name].attrs["long_name"] = f"{hr[base].attrs.get('long_name', base)} quantiles"
+    ds["time"].attrs = {
+        "standard_name": "time",
+        "long_name": "time",
+        "axis": "T",
+        "bounds": "time_bnds",
+    }
+    ds["time_bnds"] = time_bounds(ds["time"])
+    for axis in ("x", "y"):
+        ds[axis].attrs = {
+            "standard_name": f"projection_{axis}_coordinate",
+            "long_name": f"{axis} coordinate of projection",
+            "units": hr[axis].attrs.get("units", "m"),
+            "axis": axis.upper(),
+        }
+    if "member" in ds.coords:
+        ds["member"].attrs = {"standard_name": "realization", "long_name": "ensemble member"}
+    if "quantile" in ds.coords:
+        ds["quantile"].attrs = {"long_name": "quantile level over ensemble members", "units": "1"}
+    ds["crs"] = hr["crs"] if "crs" in hr.variables else ds.get("crs")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ds.attrs = {
+        "Conventions": "CF-1.10",
+        "title": f"climai downscaled {', '.join(variables)} ({hr.attrs.get('method', 'unknown')})",
+        "institution": "climai",
+        "source": f"climai {hr.attrs.get('climai_version', '')} method "
+        f"{hr.attrs.get('method', 'unknown')}",
+        "history": f"{now} exported by climai from a downscaled zarr store",
+        "references": "https://github.com/climai (README.md)",
+        **{k: str(hr.attrs[k]) for k in PROVENANCE if k in hr.attrs},
+        **{f"downscaled_{k}": str(hr.attrs[k]) for k in ("method", "split") if k in hr.attrs},
+        **(attrs or {}),
+    }
+    return ds
+
+
+def cf_encoding(
+    ds: xr.Dataset, variables: list[str], level: int = 4, chunk_xy: int = 256
+) -> dict[str, dict[str, Any]]:
+    """zlib-compressed, chunked (one time step × ``chunk_xy``² cells) float32 data variables."""
+    enc: dict[str, dict[str, Any]] = {
+        "time": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"},
+        "time_bnds": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"},
+    }
+    for name in ds.data_vars:
+        var = ds[name]
+        if "y" not in var.dims:
+            continue
+        chunks = tuple(
+            min(n, chunk_xy) if d in ("y", "x") else 1
+            for d, n in zip(var.dims, var.shape, strict=True)
+        )
+        enc[str(name)] = {
+            "dtype": "float32",
+            "zlib": level > 0,
+            "complevel": level,
+            "shuffle": True,
+            "chunksizes": chunks,
+            "_FillValue": FILL_VALUE,
+        }
+    return enc
+
+
+def run_export(ctx: StageContext, method: str, split: str = "test") -> None:
+    """Write ``export/<method>_<var>.nc`` for every variable of ``downscaled/<method>/<split>``."""
+    hr = open_store(ctx.paths.downscaled(method, split))
+    kinds = {v.name: v.kind for v in ctx.cfg.variables}
+    exported_by = {"exported_by_rule": ctx.rule, "export_config_sha256": ctx.config_sha256}
+    for var in ctx.cfg.variable_names:
+        ds = cf_dataset(hr, [var], kinds, exported_by)
+        enc = cf_encoding(ds, [var], ctx.cfg.export.compression_level, ctx.cfg.export.chunk_xy)
+        write_netcdf(ds, ctx.paths.export(method, var), enc)
+        log.info("export %s %s → %s", method, var, ctx.paths.export(method, var))

@@ -1,0 +1,306 @@
+"""Tiled inference: tile layout, blending weights and the :class:`TiledPredictor` (no I/O).
+
+A domain of any size is cut into overlapping HR tiles (sizes and overlaps are multiples of
+``scale``, so every tile edge falls on an LR cell edge). Each tile's inputs are built from its LR
+window plus a margin of LR cells (the bicubic kernel reaches two LR cells out, so the tile's
+interpolation equals the full domain's), its HR static fields and the time features. Predictions
+are blended with weights that are zero within ``overlap / 4`` of an inner tile edge, rise as
+``sin²`` over the next ``overlap / 2`` cells and are one beyond: the cells a model sees next to its
+zero-padded tile edge never count, and a model whose receptive radius is at most ``overlap / 4``
+gives the same field as one forward pass over the whole domain. Tiles are processed one row after
+another; a row's HR band is final once the next row starts, so memory is one band of the domain
+width, never the domain.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from climai.data.features import FeatureSpec, model_inputs
+from climai.models.interpolate import nan_fill
+
+#: ``predict(x, base)``: normalised inputs ``(N, C, h, w)`` and bicubic base ``(N, V, h, w)`` →
+#: normalised predictions ``(N, V, h, w)``, or ``(N, M, V, h, w)`` for an ensemble of M members.
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: LR cells of context around each tile: the reach of the bicubic kernel.
+LR_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its HR cells and the LR window (tile plus margin, clipped) its inputs come from."""
+
+    row: int
+    col: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    ly0: int
+    ly1: int
+    lx0: int
+    lx1: int
+    scale: int
+
+    @property
+    def crop(self) -> tuple[int, int, int, int]:
+        """The tile inside the upsampled LR window."""
+        oy, ox = self.ly0 * self.scale, self.lx0 * self.scale
+        return (self.y0 - oy, self.y1 - oy, self.x0 - ox, self.x1 - ox)
+
+
+def tile_starts(n: int, tile: int, stride: int) -> list[int]:
+    """Starts of tiles of size ``tile`` covering ``n`` cells, ``stride`` apart; the last ends at n."""
+    if n <= tile:
+        return [0]
+    return [*range(0, n - tile, stride), n - tile]
+
+
+def taper(n: int, overlap: int, start_inner: bool, end_inner: bool) -> np.ndarray:
+    """1-D blending weights of a tile of ``n`` cells; inner edges (shared with a neighbour) taper.
+
+    Zero within ``overlap / 4`` of an inner edge, ``sin²`` over the next ``overlap / 2``, then one.
+    Domain edges do not taper (no neighbour takes over there).
+    """
+    d = np.arange(n) + 0.5
+    zero, ramp = overlap / 4, overlap / 2
+
+    def rise(dist: np.ndarray) -> np.ndarray:
+        return np.sin(0.5 * np.pi * np.clip((dist - zero) / ramp, 0.0, 1.0)) ** 2
+
+    w = np.ones(n)
+    if start_inner:
+        w *= rise(d)
+    if end_inner:
+        w *= rise(n - d)
+    return w
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Overlapping tiles over an HR domain of ``shape`` = LR shape × ``scale``."""
+
+    shape: tuple[int, int]
+    scale: int
+    tile: tuple[int, int]
+    overlap: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @classmethod
+    def build(
+        cls, lr_shape: tuple[int, int], scale: int, tile: int, overlap: int, multiple: int = 1
+    ) -> TileLayout:
+        """The layout for LR fields of ``lr_shape``; ``multiple``: the model's size multiple."""
+        for name, value in (("tile", tile), ("overlap", overlap)):
+            if value % scale:
+                raise ValueError(f"infer.{name}={value} is not a multiple of scale={scale}")
+        if tile % multiple:
+            raise ValueError(f"infer.tile={tile} is not a multiple of the model's {multiple}")
+        if not 0 <= overlap < tile:
+            raise ValueError(f"infer.overlap={overlap} must be in [0, infer.tile={tile})")
+        shape = (lr_shape[0] * scale, lr_shape[1] * scale)
+        size = (min(tile, shape[0]), min(tile, shape[1]))
+        for axis, n in zip("yx", shape, strict=True):
+            if n % multiple:
+                raise ValueError(
+                    f"HR domain has {n} cells along {axis}, not a multiple of the model's {multiple}"
+                )
+        stride = tile - overlap
+        rows = tuple(tile_starts(shape[0], size[0], stride))
+        cols = tuple(tile_starts(shape[1], size[1], stride))
+        return cls(shape, scale, size, overlap, rows, cols)
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def tile_at(self, row: int, col: int) -> Tile:
+        """The tile in row ``row`` and column ``col`` of the layout."""
+        s, (th, tw) = self.scale, self.tile
+        y0, x0 = self.rows[row], self.cols[col]
+        lh, lw = self.shape[0] // s, self.shape[1] // s
+        return Tile(
+            row,
+            col,
+            y0,
+            y0 + th,
+            x0,
+            x0 + tw,
+            max(0, y0 // s - LR_MARGIN),
+            min(lh, (y0 + th) // s + LR_MARGIN),
+            max(0, x0 // s - LR_MARGIN),
+            min(lw, (x0 + tw) // s + LR_MARGIN),
+            s,
+        )
+
+    def weights(self, t: Tile) -> torch.Tensor:
+        """``(h, w)`` blending weights of tile ``t``."""
+        nr, nc = len(self.rows), len(self.cols)
+        edges = (t.row > 0, t.row < nr - 1, t.col > 0, t.col < nc - 1)
+        return _tile_weights(self.tile, self.overlap, edges)
+
+    def band_end(self, row: int) -> int:
+        """HR row up to which the field is final once tile row ``row`` is done."""
+        return self.rows[row + 1] if row + 1 < len(self.rows) else self.shape[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_weights(
+    size: tuple[int, int], overlap: int, edges: tuple[bool, bool, bool, bool]
+) -> torch.Tensor:
+    """Blending weights of a tile of ``size`` whose (top, bottom, left, right) ``edges`` are inner."""
+    wy = taper(size[0], overlap, edges[0], edges[1])
+    wx = taper(size[1], overlap, edges[2], edges[3])
+    return torch.from_numpy(np.outer(wy, wx).astype(np.float32))
+
+
+@dataclass
+class _Band:
+    """Weighted sums of the predictions over one band of tile rows."""
+
+    y0: int
+    total: torch.Tensor | None  # (T, [M,] V, th, W)
+    weight: torch.Tensor  # (th, W)
+
+
+class TiledPredictor:
+    """Applies ``predict`` tile by tile and yields the blended HR field band by band.
+
+    Parameters
+    ----------
+    predict:
+        The model, as a :data:`Predict` callable (deterministic or an ensemble).
+    spec:
+        Features, statistics and scale of the model.
+    layout:
+        The tiles.
+    batch:
+        Tile × time samples per call of ``predict``.
+    """
+
+    def __init__(self, predict: Predict, spec: FeatureSpec, layout: TileLayout, batch: int) -> None:
+        self.predict, self.spec, self.layout, self.batch = predict, spec, layout, max(1, batch)
+
+    def run(
+        self,
+        lr: np.ndarray,
+        static: Callable[[Tile], torch.Tensor],
+        times: pd.DatetimeIndex,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(y0, y1, values)`` for consecutive HR bands of the domain.
+
+        ``lr`` is ``(T, V, h, w)`` physical LR; ``static(tile)`` the tile's normalised static
+        fields ``(S, th, tw)``; ``values`` is ``(T, [M,] V, y1 - y0, W)`` physical, NaN over the HR
+        footprint of missing LR cells. ``progress(n)`` is called after every ``n`` samples.
+        """
+        lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+        fill = nan_fill(lr_t)
+        missing = torch.isnan(lr_t)
+        th, width = self.layout.tile[0], self.layout.shape[1]
+        band = _Band(0, None, torch.zeros(th, width))
+        for row in range(len(self.layout.rows)):
+            band = self._shift(band, self.layout.rows[row])
+            for col in range(len(self.layout.cols)):
+                tile = self.layout.tile_at(row, col)
+                band.weight[:, tile.x0 : tile.x1] += self.layout.weights(tile)
+            for tile, t0, out in self._predicted_row(row, lr_t, fill, static, times):
+                w = self.layout.weights(tile)
+                band.total = self._accumulate(band.total, out, w, tile, t0, lr_t.shape[0])
+                progress(out.shape[0])
+            end = self.layout.band_end(row)
+            yield band.y0, end, self._finish(band, end, missing)
+
+    def _shift(self, band: _Band, y0: int) -> _Band:
+        """The band moved down to start at HR row ``y0``, keeping the sums below it."""
+        k = y0 - band.y0
+        if k == 0:
+            return band
+        weight = torch.zeros_like(band.weight)
+        weight[: weight.shape[0] - k] = band.weight[k:]
+        total = None
+        if band.total is not None:
+            total = torch.zeros_like(band.total)
+            total[..., : total.shape[-2] - k, :] = band.total[..., k:, :]
+        return _Band(y0, total, weight)
+
+    def _accumulate(
+        self,
+        total: torch.Tensor | None,
+        out: torch.Tensor,
+        w: torch.Tensor,
+        tile: Tile,
+        t0: int,
+        steps: int,
+    ) -> torch.Tensor:
+        if total is None:
+            shape = (steps, *out.shape[1:-2], self.layout.tile[0], self.layout.shape[1])
+            total = torch.zeros(shape)
+        total[t0 : t0 + out.shape[0], ..., tile.x0 : tile.x1] += out * w
+        return total
+
+    def _predicted_row(
+        self,
+        row: int,
+        lr: torch.Tensor,
+        fill: torch.Tensor,
+        static: Callable[[Tile], torch.Tensor],
+        times: pd.DatetimeIndex,
+    ) -> Iterator[tuple[Tile, int, torch.Tensor]]:
+        """Predictions of a row's tiles as ``(tile, first time index, (n, [M,] V, th, tw))``."""
+        queue: list[tuple[Tile, int, torch.Tensor, torch.Tensor]] = []
+        for col in range(len(self.layout.cols)):
+            tile = self.layout.tile_at(row, col)
+            window = lr[..., tile.ly0 : tile.ly1, tile.lx0 : tile.lx1]
+            x, base = model_inputs(self.spec, window, static(tile), times, fill, tile.crop)
+            for t in range(0, x.shape[0], self.batch):
+                queue.append((tile, t, x[t : t + self.batch], base[t : t + self.batch]))
+            while sum(q[2].shape[0] for q in queue) >= self.batch:
+                yield from self._flush(queue, self.batch)
+        while queue:
+            yield from self._flush(queue, self.batch)
+
+    def _flush(
+        self, queue: list[tuple[Tile, int, torch.Tensor, torch.Tensor]], batch: int
+    ) -> Iterator[tuple[Tile, int, torch.Tensor]]:
+        """Predict one batch from the front of ``queue`` and hand the pieces back per tile."""
+        taken, n = [], 0
+        while queue and n < batch:
+            tile, t, x, base = queue.pop(0)
+            k = min(batch - n, x.shape[0])
+            taken.append((tile, t, x[:k], base[:k]))
+            if k < x.shape[0]:
+                queue.insert(0, (tile, t + k, x[k:], base[k:]))
+            n += k
+        x = torch.cat([p[2] for p in taken])
+        base = torch.cat([p[3] for p in taken])
+        out = self.predict(x, base.nan_to_num(0.0)).float()
+        i = 0
+        for tile, t, xs, _ in taken:
+            yield tile, t, out[i : i + xs.shape[0]]
+            i += xs.shape[0]
+
+    def _finish(self, band: _Band, end: int, missing: torch.Tensor) -> np.ndarray:
+        """Physical values of the band's final rows ``[band.y0, end)``, NaN where LR is missing."""
+        assert band.total is not None
+        k, s = end - band.y0, self.layout.scale
+        z = band.total[..., :k, :] / band.weight[:k]
+        lead = z.shape[:-3]
+        flat = z.reshape(-1, *z.shape[-3:])
+        steps = z.shape[0]
+        phys = torch.stack(
+            [self.spec.denormalise(v, flat[:, i]) for i, v in enumerate(self.spec.variables)], 1
+        ).reshape(*lead, *z.shape[-3:])
+        rows = missing[..., band.y0 // s : end // s, :]
+        hole = rows.repeat_interleave(s, -2).repeat_interleave(s, -1)
+        if phys.dim() == 5:
+            hole = hole[:, None].expand(steps, phys.shape[1], *hole.shape[1:])
+        return phys.masked_fill(hole, math.nan).numpy()

@@ -1,0 +1,226 @@
+"""`climai downscale`, the streamed zarr store, ensembles and the CF NetCDF export."""
+
+from __future__ import annotations
+
+import netCDF4
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from climai.cli import main
+from climai.config import InferConfig
+from climai.export import cf_dataset, cf_encoding
+from climai.inference.predict import model_predictor
+from climai.inference.stage import downscale_to_store
+from climai.io import open_store, provenance_attrs, streamed_store, write_store
+from climai.io.checkpoints import save_model
+from climai.io.netcdf import write_netcdf
+from climai.testing import (
+    NoisyUNet,
+    lr_inputs,
+    model_card_for,
+    toy_feature_spec,
+    trained_like_unet,
+)
+
+KINDS = {"tas": "temperature", "pr": "precipitation"}
+
+
+@pytest.fixture(scope="module")
+def new_domain(tmp_path_factory: pytest.TempPathFactory):
+    """A model file, an LR store of a 96 × 80 HR-cell domain with a hole, and its static store."""
+    root = tmp_path_factory.mktemp("downscale")
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    save_model(root / "model.pt", model.state_dict(), model_card_for(spec, [8, 16]))
+    lr, static = lr_inputs(96, 80, 3, seed=1)
+    lr["pr"][1, 2:4, 3] = np.nan
+    write_store(lr, root / "lr.zarr")
+    write_store(static, root / "static.zarr")
+    return root
+
+
+def _downscale(root, output, *extra: str) -> int:
+    return main(
+        [
+            "downscale",
+            "--model", str(root / "model.pt"),
+            "--input", str(root / "lr.zarr"),
+            "--static", str(root / "static.zarr"),
+            "--output", str(output),
+            "--tile", "48", "--overlap", "16", "--no-progress", "--threads", "1",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_downscale_writes_the_hr_store_with_the_lr_mask(new_domain, tmp_path):
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    hr = open_store(tmp_path / "hr.zarr")
+    assert dict(hr["tas"].sizes) == {"time": 3, "y": 96, "x": 80}
+    assert hr.attrs["created_by_rule"] == "downscale" and "crs_wkt" in hr["crs"].attrs
+    assert hr["pr"].attrs["units"] == "mm h-1" and hr["pr"].attrs["grid_mapping"] == "crs"
+    hole = np.isnan(hr["pr"].values)
+    assert hole[1, 16:32, 24:32].all() and hole.sum() == 16 * 8
+    assert np.isfinite(hr["tas"].values).all()
+    lr = open_store(new_domain / "lr.zarr")
+    np.testing.assert_allclose(hr["x"].values.reshape(-1, 8).mean(1), lr["x"].values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.zarr"]
+
+
+def test_downscale_to_netcdf_equals_the_zarr_output(new_domain, tmp_path):
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    assert _downscale(new_domain, tmp_path / "hr.nc") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.nc", "hr.zarr"]
+    nc, zr = xr.open_dataset(tmp_path / "hr.nc"), open_store(tmp_path / "hr.zarr")
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(nc[v].values, zr[v].values)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda ds: ds.drop_vars("pr"), "lacks variables ['pr']"),
+        (lambda ds: ds.assign(tas=ds["tas"].assign_attrs(units="degC")), "units 'degC'; the model expects 'K'"),
+        (lambda ds: ds.assign_coords(x=ds["x"] * 2), "LR spacing along x is 8000; the model expects 4000"),
+        (lambda ds: ds.drop_vars("crs"), "has no CRS"),
+        (
+            lambda ds: ds.assign(crs=ds["crs"].assign_attrs(crs_wkt=_wkt(4326))),
+            "is in CRS 'WGS 84'; the model expects 'ETRS89-extended / LAEA Europe'",
+        ),
+    ],
+)  # fmt: skip
+def test_input_that_does_not_fit_the_model_is_refused(
+    new_domain, tmp_path, capsys, change, message
+):
+    bad = change(open_store(new_domain / "lr.zarr").load())
+    write_store(bad, tmp_path / "bad.zarr")
+    code = main(
+        [
+            "downscale",
+            "--model", str(new_domain / "model.pt"),
+            "--input", str(tmp_path / "bad.zarr"),
+            "--static", str(new_domain / "static.zarr"),
+            "--output", str(tmp_path / "hr.zarr"),
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert message in err and "bad.zarr" in err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def _wkt(epsg: int) -> str:
+    from pyproj import CRS
+
+    return CRS.from_epsg(epsg).to_wkt()
+
+
+def test_static_fields_are_cut_from_a_larger_dem(new_domain, tmp_path):
+    small = open_store(new_domain / "lr.zarr").isel(y=slice(2, 8), x=slice(1, 6)).load()
+    write_store(small, tmp_path / "small.zarr")
+    code = main(
+        [
+            "downscale",
+            "--model", str(new_domain / "model.pt"),
+            "--input", str(tmp_path / "small.zarr"),
+            "--static", str(new_domain / "static.zarr"),
+            "--output", str(tmp_path / "hr.zarr"),
+            "--tile", "48", "--overlap", "16", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    full = open_store(tmp_path / "hr.zarr")
+    assert dict(full["tas"].sizes) == {"time": 3, "y": 48, "x": 40}
+    # the DEM window is the one under the small domain: the same cells as in the full run
+    assert _downscale(new_domain, tmp_path / "all.zarr") == 0
+    big = open_store(tmp_path / "all.zarr")
+    np.testing.assert_array_equal(full["y"].values, big["y"].values[16:64])
+
+
+def test_a_missing_dem_is_named(new_domain, tmp_path, capsys):
+    code = main(
+        [
+            "downscale",
+            "--model", str(new_domain / "model.pt"),
+            "--input", str(new_domain / "lr.zarr"),
+            "--output", str(tmp_path / "hr.zarr"),
+        ]
+    )  # fmt: skip
+    assert code == 1
+    assert "needs static fields ['lsm', 'orography']: pass --static" in capsys.readouterr().err
+
+
+def test_streamed_store_is_removed_when_the_run_fails(tmp_path):
+    import dask.array as da
+
+    template = xr.Dataset({"a": (("y", "x"), da.zeros((4, 4), chunks=2))})
+    with pytest.raises(RuntimeError), streamed_store(tmp_path / "out.zarr", template) as writer:
+        writer.write("a", (slice(0, 2), slice(None)), np.ones((2, 4), np.float32))
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def ensemble_store(tmp_path_factory: pytest.TempPathFactory):
+    """An ensemble of 4 members with its mean and 10 %/90 % quantiles, from a noisy model."""
+    root = tmp_path_factory.mktemp("ensemble")
+    spec = toy_feature_spec()
+    torch.manual_seed(0)
+    model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=5)
+    lr, static = lr_inputs(64, 48, 2)
+    cfg = InferConfig(tile=32, overlap=16, batch=3, ensemble_mean=True, quantiles=[0.1, 0.9])
+    predict = model_predictor(model, torch.device("cpu"), False, members=4)
+    attrs = {**provenance_attrs("0" * 64, "test"), "method": "noisy"}
+    downscale_to_store(predict, spec, lr, static, root / "hr.zarr", cfg, 2, 4, attrs)
+    return root / "hr.zarr"
+
+
+def test_ensembles_have_members_mean_and_quantiles(ensemble_store):
+    hr = open_store(ensemble_store).load()
+    assert hr["tas"].dims == ("time", "member", "y", "x") and hr.sizes["member"] == 4
+    assert hr["tas_quantile"].dims == ("quantile", "time", "y", "x")
+    np.testing.assert_allclose(hr["tas_mean"], hr["tas"].mean("member"), rtol=1e-6)
+    q = np.quantile(hr["pr"].values, [0.1, 0.9], axis=1)
+    np.testing.assert_allclose(hr["pr_quantile"].values, q, rtol=1e-6)
+    assert float(hr["tas"].std("member").mean()) > 0.1
+
+
+def test_export_is_cf_compliant(ensemble_store, tmp_path):
+    """Acceptance 3: the attributes a CF-1.10 checker requires, read back with netCDF4."""
+    hr = open_store(ensemble_store)
+    ds = cf_dataset(hr, ["pr"], KINDS)
+    write_netcdf(ds, tmp_path / "pr.nc", cf_encoding(ds, ["pr"], level=4, chunk_xy=16))
+    with netCDF4.Dataset(tmp_path / "pr.nc") as nc:
+        assert nc.Conventions == "CF-1.10"
+        for attr in ("title", "institution", "source", "history", "references"):
+            assert getattr(nc, attr)
+        assert {"climai_version", "config_sha256", "git_commit"} <= set(nc.ncattrs())
+        pr = nc["pr"]
+        assert pr.units == "mm h-1" and pr.standard_name == "lwe_precipitation_rate"
+        assert pr.cell_methods == "time: mean" and pr.grid_mapping == "crs"
+        assert nc["pr_mean"].cell_methods == "time: mean realization: mean"
+        assert pr.filters()["zlib"] and pr.filters()["shuffle"]
+        assert pr.chunking() == [1, 1, 16, 16] and pr.dtype == np.float32
+        assert nc["crs"].grid_mapping_name == "lambert_azimuthal_equal_area"
+        time = nc["time"]
+        assert time.units.startswith("hours since") and time.calendar == "proleptic_gregorian"
+        assert time.standard_name == "time" and time.axis == "T" and time.bounds == "time_bnds"
+        bounds = nc["time_bnds"][:]
+        np.testing.assert_array_equal(bounds[:, 1], time[:])
+        np.testing.assert_array_equal(bounds[:, 1] - bounds[:, 0], 1.0)
+        assert nc["x"].standard_name == "projection_x_coordinate" and nc["x"].units == "m"
+        assert nc["member"].standard_name == "realization"
+        assert nc["quantile"].units == "1"
+
+
+def test_export_round_trips_with_identical_values(ensemble_store, tmp_path):
+    hr = open_store(ensemble_store)
+    ds = cf_dataset(hr, ["tas"], KINDS)
+    write_netcdf(ds, tmp_path / "tas.nc", cf_encoding(ds, ["tas"]))
+    back = xr.open_dataset(tmp_path / "tas.nc")
+    for name in ("tas", "tas_mean", "tas_quantile"):
+        np.testing.assert_array_equal(back[name].values, hr[name].values)
+    np.testing.assert_array_equal(back["time"].values, hr["time"].values)

@@ -1,0 +1,156 @@
+"""Tiled inference: layout, blending weights, seamlessness, missing data, ensembles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from climai.data.features import model_inputs, normalised_static, to_physical
+from climai.inference.predict import model_predictor
+from climai.inference.tiling import TiledPredictor, TileLayout, taper, tile_starts
+from climai.testing import NoisyUNet, lr_inputs, toy_feature_spec, trained_like_unet
+
+
+def test_tiles_cover_the_domain_and_the_last_ends_at_its_edge():
+    assert tile_starts(384, 256, 128) == [0, 128]
+    assert tile_starts(400, 256, 128) == [0, 128, 144]
+    assert tile_starts(100, 256, 128) == [0]
+
+
+def test_layout_keeps_tiles_on_lr_cell_edges_with_a_margin():
+    layout = TileLayout.build((50, 30), scale=8, tile=128, overlap=64, multiple=4)
+    assert layout.shape == (400, 240) and layout.tile == (128, 128)
+    for r in range(len(layout.rows)):
+        for c in range(len(layout.cols)):
+            t = layout.tile_at(r, c)
+            assert t.y0 % 8 == 0 and t.x1 <= 240 and t.y1 <= 400
+            assert t.ly0 == max(0, t.y0 // 8 - 2) and t.lx1 == min(30, t.x1 // 8 + 2)
+    assert layout.rows[-1] + 128 == 400 and layout.cols[-1] + 128 == 240
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tile": 100, "overlap": 32}, "infer.tile=100 is not a multiple of scale=8"),
+        ({"tile": 128, "overlap": 12}, "infer.overlap=12 is not a multiple of scale=8"),
+        ({"tile": 128, "overlap": 128}, r"infer.overlap=128 must be in \[0, infer.tile=128\)"),
+    ],
+)
+def test_layout_rejects_tiles_off_the_lr_grid(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TileLayout.build((32, 32), scale=8, multiple=4, **kwargs)
+
+
+def test_blending_weights_vanish_near_inner_edges_and_never_all_at_once():
+    w = taper(128, 64, start_inner=True, end_inner=False)
+    assert (w[:16] == 0).all() and (w[48:] == 1).all()
+    assert np.all(np.diff(w[16:48]) > 0)  # smooth monotone rise
+    layout = TileLayout.build((50, 30), scale=8, tile=128, overlap=64, multiple=4)
+    total = torch.zeros(layout.shape)
+    for r in range(len(layout.rows)):
+        for c in range(len(layout.cols)):
+            t = layout.tile_at(r, c)
+            total[t.y0 : t.y1, t.x0 : t.x1] += layout.weights(t)
+    assert total.min() > 0.5
+
+
+def _full_and_tiled(overlap: int, batch: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Physical predictions of one forward pass over the domain and of tiles, and the blend mask."""
+    torch.manual_seed(0)
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16, 32])
+    lr, static = lr_inputs(256, 256, 2)
+    values = np.stack([lr[v].values for v in spec.variables], 1)
+    st = np.stack([static[s].values for s in spec.statics])
+    times = pd.DatetimeIndex(lr["time"].values)
+    x, base = model_inputs(spec, torch.from_numpy(values), normalised_static(spec, st), times)
+    with torch.no_grad():
+        full = to_physical(spec, model(x, base)).numpy()
+    layout = TileLayout.build((32, 32), 8, 192, overlap, model.multiple)
+    tiled = TiledPredictor(
+        model_predictor(model, torch.device("cpu"), bf16=False), spec, layout, batch
+    )
+    bands = list(
+        tiled.run(values, lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]), times)
+    )
+    assert [b[0] for b in bands] == list(layout.rows)
+    shared = np.zeros(layout.shape, int)  # tiles with a non-zero weight at each cell
+    for r in range(len(layout.rows)):
+        for c in range(len(layout.cols)):
+            t = layout.tile_at(r, c)
+            shared[t.y0 : t.y1, t.x0 : t.x1] += (layout.weights(t) > 0).numpy()
+    return full, np.concatenate([b[2] for b in bands], axis=-2), shared > 1
+
+
+@pytest.mark.slow
+def test_tiled_inference_equals_one_forward_pass_over_the_domain():
+    """Acceptance 1: overlap ≥ 4 × receptive radius (~30 cells) makes the tiles seamless."""
+    full, tiled, border = _full_and_tiled(overlap=128)
+    assert border.any() and (~border).any()
+    for i in range(full.shape[1]):
+        diff = np.abs(tiled[:, i] - full[:, i])
+        scale = np.abs(full[:, i]).max()
+        assert diff.max() <= 1e-4 * scale
+        assert diff.max() <= 1e-4 * full[:, i].std()
+        # along tile borders no worse than elsewhere (up to float32 rounding of the values)
+        ulp = 4 * np.finfo(np.float32).eps * scale
+        assert diff[:, border].max() <= diff[:, ~border].max() + ulp
+
+
+@pytest.mark.slow
+def test_too_small_an_overlap_leaves_seams():
+    full, tiled, _ = _full_and_tiled(overlap=32)
+    diff = np.abs(tiled[:, 0] - full[:, 0])
+    assert diff.max() > 1e-4 * full[:, 0].std()
+
+
+def test_missing_lr_cells_are_missing_over_their_hr_footprint_only():
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    lr, static = lr_inputs(96, 96, 2)
+    values = np.stack([lr[v].values for v in spec.variables], 1)
+    values[0, 1, 3:5, 6] = np.nan
+    st = np.stack([static[s].values for s in spec.statics])
+    layout = TileLayout.build((12, 12), 8, 64, 32, model.multiple)
+    tiled = TiledPredictor(model_predictor(model, torch.device("cpu"), False), spec, layout, 2)
+    out = np.concatenate(
+        [
+            b[2]
+            for b in tiled.run(
+                values,
+                lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]),
+                pd.DatetimeIndex(lr["time"].values),
+            )
+        ],
+        axis=-2,
+    )
+    expected = np.zeros(out.shape, bool)
+    expected[0, 1, 24:40, 48:56] = True
+    np.testing.assert_array_equal(np.isnan(out), expected)
+
+
+def test_a_stochastic_model_gives_a_member_axis_reproducibly():
+    spec = toy_feature_spec()
+    lr, static = lr_inputs(64, 64, 2)
+    values = np.stack([lr[v].values for v in spec.variables], 1)
+    st = np.stack([static[s].values for s in spec.statics])
+    layout = TileLayout.build((8, 8), 8, 48, 32, 2)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=3)
+        tiled = TiledPredictor(
+            model_predictor(model, torch.device("cpu"), False, 4), spec, layout, 3
+        )
+        bands = tiled.run(
+            values,
+            lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]),
+            pd.DatetimeIndex(lr["time"].values),
+        )
+        runs.append(np.concatenate([b[2] for b in bands], axis=-2))
+    assert runs[0].shape == (2, 4, 2, 64, 64)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert runs[0][:, 0, 0].std() > 0 and np.abs(runs[0][:, 0] - runs[0][:, 1]).max() > 0.1
+    assert (runs[0][:, :, 1] >= 0).all()  # precipitation stays non-negative

@@ -1,0 +1,17 @@
+rule export:
+    input:
+        downscaled=PATHS.downscaled("{method}"),
+    output:
+        netcdf=[PATHS.export("{method}", v) for v in CFG.variable_names],
+    log:
+        PATHS.log("export_{method}"),
+    benchmark:
+        PATHS.root / "benchmarks" / "export_{method}.tsv"
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    params:
+        config=stage_config("export"),
+    shell:
+        "climai export --config-json {params.config:q} --method {wildcards.method:q} "
+        "--threads {threads} > {log:q} 2>&1"
