@@ -85,31 +85,99 @@ class BicubicConfig(_Strict):
 class UNetConfig(_Strict):
     """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
 
-    epochs: int = Field(6, ge=1, description="Passes over the training patches.")
+    epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
-    batch: int = Field(16, ge=1, description="Patches per optimiser step.")
+    batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")
     patches_per_step: int = Field(
         2, ge=1, description="Random patches drawn from each training time step per epoch."
+    )
+    min_valid: float = Field(
+        0.5, ge=0, le=1, description="Fraction of valid HR cells below which a patch is redrawn."
     )
     lr: float = Field(2e-3, gt=0, lt=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps before cosine decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clipping threshold.")
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1, description="EMA decay of the weights (0: no EMA); EMA is validated."
+    )
+    patience: int = Field(
+        3, ge=1, description="Early stopping: epochs without a better val loss before stopping."
+    )
     channels: list[int] = Field(
         [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
+    constraint: Literal["none", "conserve"] = Field(
+        "none",
+        description="conserve: the block mean of the output equals the LR input exactly "
+        "(additive for unbounded variables, multiplicative for non-negative ones).",
+    )
+    joint: bool = Field(
+        True,
+        description="Train all variables as channels of one model (false: one model per variable).",
+    )
     bf16: bool = Field(True, description="bf16 autocast where the CPU/GPU supports it.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="memory: load the splits into RAM; stream: read patches from the zarr store "
+        "in DataLoader workers; auto: memory when the store is under memory_limit_gb.",
+    )
+    memory_limit_gb: float = Field(
+        2.0, gt=0, description="Largest store (uncompressed GB) that loader=auto loads into RAM."
+    )
+    workers: int = Field(0, ge=0, description="DataLoader worker processes (0: main process).")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
+    )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+
+
+class UNetCRPSConfig(UNetConfig):
+    """Stochastic residual U-Net (noise injected at every level) trained with the fair CRPS."""
+
+    train_members: int = Field(
+        2, ge=2, description="Ensemble members per sample in the fair-CRPS training loss."
+    )
+    members: int = Field(8, ge=1, description="Ensemble members drawn at inference.")
+    noise_channels: int = Field(
+        4, ge=1, description="Gaussian noise channels injected at each U-Net level."
+    )
+
+
+# Registry names that are not Python identifiers: config key → attribute name.
+_METHOD_ALIASES = {"unet-crps": "unet_crps"}
 
 
 class MethodsConfig(_Strict):
     """Methods to run (registry names); an absent method is not run."""
 
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, validate_by_name=True, serialize_by_alias=True
+    )
+
     bicubic: BicubicConfig | None = Field(default_factory=BicubicConfig)
     unet: UNetConfig | None = Field(default_factory=UNetConfig)
+    unet_crps: UNetCRPSConfig | None = Field(
+        None, alias="unet-crps", description="CRPS-trained stochastic U-Net (an ensemble)."
+    )
+
+    @classmethod
+    def registry_names(cls) -> list[str]:
+        """Every method's registry name (the config key), in registry order."""
+        return [f.alias or name for name, f in cls.model_fields.items()]
 
     def enabled(self) -> list[str]:
-        """Names of the configured methods, in registry order."""
-        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+        """Registry names of the configured methods, in registry order."""
+        return [
+            f.alias or name
+            for name, f in type(self).model_fields.items()
+            if getattr(self, name) is not None
+        ]
+
+    def get(self, method: str) -> Any:
+        """The config of ``method`` (a registry name), or None when it is not configured."""
+        return getattr(self, _METHOD_ALIASES.get(method, method), None)
 
 
 class EvaluateConfig(_Strict):
@@ -167,11 +235,12 @@ class CampaignConfig(_Strict):
         for axis, n in (("nx", target.nx), ("ny", target.ny)):
             if n % self.scale:
                 raise ValueError(f"data.target.{axis}={n} is not a multiple of scale={self.scale}")
-        if self.methods.unet is not None and self.methods.unet.patch % self.scale:
-            raise ValueError(
-                f"methods.unet.patch={self.methods.unet.patch} is not a multiple of "
-                f"scale={self.scale}"
-            )
+        for name in self.methods.enabled():
+            mcfg = self.methods.get(name)
+            if isinstance(mcfg, UNetConfig) and mcfg.patch % self.scale:
+                raise ValueError(
+                    f"methods.{name}.patch={mcfg.patch} is not a multiple of scale={self.scale}"
+                )
         return self
 
     @property
@@ -309,7 +378,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
         raise ConfigError("--config-json must hold a JSON object")
     merged = dict(raw)
     methods = dict(raw.get("methods", {}))
-    merged["methods"] = {name: methods.get(name) for name in MethodsConfig.model_fields}
+    merged["methods"] = {name: methods.get(name) for name in MethodsConfig.registry_names()}
     return validate_config(merged), raw
 
 

@@ -10,7 +10,11 @@ import numpy as np
 import xarray as xr
 
 from climai.evaluation.figures import comparison_figure
-from climai.evaluation.metrics import compute_metrics, radial_power_spectrum
+from climai.evaluation.metrics import (
+    compute_ensemble_metrics,
+    compute_metrics,
+    radial_power_spectrum,
+)
 from climai.io import open_store, write_json, write_text
 from climai.preprocess.splits import SPLITS
 from climai.stage import StageContext, log
@@ -34,6 +38,11 @@ def _spectra_csv(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> s
     return buf.getvalue()
 
 
+def _one_member(ds: xr.Dataset) -> xr.Dataset:
+    """Member 0 of an ensemble prediction (a deterministic one unchanged): what maps show."""
+    return ds.isel(member=0) if "member" in ds.dims else ds
+
+
 def _show_step(truth: xr.Dataset, variables: list[str]) -> int:
     """The test step shown in maps: the wettest one when there is precipitation, else the middle."""
     if "pr" in variables:
@@ -46,9 +55,15 @@ def run_evaluate(ctx: StageContext, method: str) -> None:
     truth = _test_truth(ctx)
     pred = open_store(ctx.paths.downscaled(method))
     variables = ctx.cfg.variable_names
-    pv = {v: pred[v].values for v in variables}
     tv = {v: truth[f"hr_{v}"].values for v in variables}
-    metrics = {v: compute_metrics(pv[v], tv[v], ctx.cfg.evaluate.bands) for v in variables}
+    bands = ctx.cfg.evaluate.bands
+    if "member" in pred.dims:  # an ensemble: member 0 stands for it in spectra and maps
+        ens = {v: pred[v].transpose("member", ...).values for v in variables}
+        metrics = {v: compute_ensemble_metrics(ens[v], tv[v], bands) for v in variables}
+        pv = {v: ens[v][0] for v in variables}
+    else:
+        pv = {v: pred[v].values for v in variables}
+        metrics = {v: compute_metrics(pv[v], tv[v], bands) for v in variables}
     write_json(ctx.paths.metrics(method), metrics)
     write_text(ctx.paths.spectra(method), _spectra_csv(pv, tv))
     t = _show_step(truth, variables)
@@ -74,7 +89,7 @@ def run_compare(ctx: StageContext, methods: list[str]) -> None:
 
     truth = _test_truth(ctx)
     variables = ctx.cfg.variable_names
-    preds = {m: open_store(ctx.paths.downscaled(m)) for m in methods}
+    preds = {m: _one_member(open_store(ctx.paths.downscaled(m))) for m in methods}
     t = _show_step(truth, variables)
     panels: dict[str, dict[str, np.ndarray]] = {}
     cubes: dict[str, dict[str, np.ndarray]] = {}
@@ -97,11 +112,14 @@ def run_compare(ctx: StageContext, methods: list[str]) -> None:
             row = {"method": m, "variable": v}
             row.update({k: f"{metrics[v][k]:.4g}" for k in ("rmse", "mae", "bias", "corr")})
             row.update(
+                {k: f"{metrics[v][k]:.4g}" for k in ("crps", "spread_skill") if k in metrics[v]}
+            )
+            row.update(
                 {f"spectral_ratio_{b}": f"{r:.3g}" for b, r in metrics[v]["spectral_ratio"].items()}
             )
             rows.append(row)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
     writer.writeheader()
     writer.writerows(rows)
     write_text(ctx.paths.summary, buf.getvalue())

@@ -34,7 +34,9 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
                 f"model {str(ctx.paths.model(method))!r} predicts {spec.variables}, "
                 f"the campaign configures {variables}"
             )
-        values = unet_prediction(model, spec, load_split(ds, spec, split, with_target=False))
+        values = unet_prediction(
+            model, spec, load_split(ds, spec, split, with_target=False), seed=ctx.cfg.seed
+        )
     attrs = {
         v: {
             **{
@@ -48,5 +50,12 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
     }
     out = prediction_dataset(values, sub, variables, attrs)
     out = ctx.stamp(out.assign_attrs(method=method, split=split))
-    write_store(out.chunk({"time": 24}), ctx.paths.downscaled(method, split))
-    log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
+    chunks = {"time": 24, **({"member": 1} if "member" in out.dims else {})}
+    write_store(out.chunk(chunks), ctx.paths.downscaled(method, split))
+    log.info(
+        "infer %s: %d %s steps, %d member(s)",
+        method,
+        out.sizes["time"],
+        split,
+        out.sizes.get("member", 1),
+    )
