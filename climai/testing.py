@@ -62,21 +62,22 @@ def prepare_campaign(workdir: str | Path, **overrides: Any) -> Path:
     return path
 
 
-def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False):  # noqa: ANN201
+def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False, size: int = 32):
     """``(spec, train, val, hr)``: a FeatureSpec and in-memory train/val patch sources of a tiny
-    toy world (32 × 32 HR cells, scale 8); ``nan_box`` blanks the target's top-left quarter."""
+    toy world (``size`` × ``size`` HR cells, scale 8; 80 % of the steps train, the rest val);
+    ``nan_box`` blanks the target's top-left quarter."""
     import pandas as pd
 
     from climai.data.dataset import MemorySource
     from climai.data.features import FeatureSpec
     from climai.preprocess import coarsen_block_mean
 
-    target, static = create_test_data(nx=32, ny=32, steps=steps, seed=seed)
+    target, static = create_test_data(nx=size, ny=size, steps=steps, seed=seed)
     variables = ["tas", "pr"]
     hr = np.stack([target[v].values for v in variables], axis=1).astype(np.float32)
     lr = np.stack([coarsen_block_mean(target[v], 8).values for v in variables], axis=1)
     if nan_box:
-        hr[:, :, :16, :16] = np.nan
+        hr[:, :, : size // 2, : size // 2] = np.nan
     st = np.stack([static[s].values for s in ("lsm", "orography")]).astype(np.float32)
     stats: dict[str, Any] = {
         "tas": {

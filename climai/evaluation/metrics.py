@@ -49,11 +49,12 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def ensemble_crps(members: np.ndarray, truth: np.ndarray) -> float:
+def ensemble_crps(members: np.ndarray, truth: np.ndarray, fair: bool = False) -> float:
     """Mean CRPS of an ensemble ``(M, ...)`` against ``truth`` ``(...)`` (cells valid in both).
 
-    The ensemble (empirical-distribution) CRPS ``mean|x_i - y| - mean|x_i - x_j| / 2``, computed
-    with sorted members in O(M log M) per cell.
+    The ensemble (empirical-distribution) CRPS ``mean|x_i - y| - sum|x_i - x_j| / (2 M²)``, or with
+    ``fair`` the unbiased estimate of the CRPS of the distribution the members are drawn from
+    (``2 M (M - 1)`` in the denominator). Sorted members: O(M log M) per cell.
     """
     members = np.asarray(members, dtype=np.float64)
     ok = np.isfinite(truth) & np.isfinite(members).all(axis=0)
@@ -64,7 +65,7 @@ def ensemble_crps(members: np.ndarray, truth: np.ndarray) -> float:
     m = x.shape[0]
     skill = np.abs(x - y).mean(axis=0)
     weights = (2 * np.arange(1, m + 1) - m - 1)[:, None]  # sum_ij |x_i - x_j| = 2 sum_i w_i x_(i)
-    spread = (weights * x).sum(axis=0) / (m * m)
+    spread = (weights * x).sum(axis=0) / (m * (m - 1) if fair else m * m)
     return float(np.mean(skill - spread))
 
 
@@ -84,6 +85,22 @@ def spread_skill(members: np.ndarray, truth: np.ndarray) -> float:
     spread = np.sqrt((m + 1) / m * x.var(axis=0, ddof=1).mean())
     skill = np.sqrt(np.mean((x.mean(axis=0) - np.asarray(truth, np.float64)[ok]) ** 2))
     return float(spread / skill) if skill > 0 else float("nan")
+
+
+def block_mean_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """Largest |block mean of ``pred`` − LR| over blocks valid in both, relative to mean |LR|.
+
+    ``pred`` is (T, H, W) on the HR grid, ``lr`` (T, H/scale, W/scale): how far a prediction is
+    from conserving the LR input (0 for an exactly conservative method).
+    """
+    t, h, w = pred.shape
+    blocks = pred.astype(np.float64).reshape(t, h // scale, scale, w // scale, scale).mean((2, 4))
+    ok = np.isfinite(blocks) & np.isfinite(lr)
+    if not ok.any():
+        raise ValueError("prediction and LR share no valid block")
+    lr64 = lr.astype(np.float64)[ok]
+    scale_ = np.abs(lr64).mean() or 1.0
+    return float(np.abs(blocks[ok] - lr64).max() / scale_)
 
 
 def _detrend_window(field: np.ndarray) -> np.ndarray:
@@ -169,6 +186,7 @@ def compute_ensemble_metrics(
     )
     out["spectral_ratio_ensemble_mean"] = spectral_ratio(mean, truth, bands)
     out["crps"] = ensemble_crps(members, truth)
+    out["crps_fair"] = ensemble_crps(members, truth, fair=True)
     out["spread_skill"] = spread_skill(members, truth)
     out["members"] = int(members.shape[0])
     return out

@@ -11,6 +11,7 @@ import xarray as xr
 
 from climai.evaluation.figures import comparison_figure
 from climai.evaluation.metrics import (
+    block_mean_error,
     compute_ensemble_metrics,
     compute_metrics,
     radial_power_spectrum,
@@ -64,6 +65,10 @@ def run_evaluate(ctx: StageContext, method: str) -> None:
     else:
         pv = {v: pred[v].values for v in variables}
         metrics = {v: compute_metrics(pv[v], tv[v], bands) for v in variables}
+    for v in variables:  # how far the prediction (member 0 of an ensemble) is from conserving
+        metrics[v]["block_mean_error"] = block_mean_error(
+            pv[v], truth[f"lr_{v}"].values, ctx.cfg.scale
+        )
     write_json(ctx.paths.metrics(method), metrics)
     write_text(ctx.paths.spectra(method), _spectra_csv(pv, tv))
     t = _show_step(truth, variables)
