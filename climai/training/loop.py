@@ -168,6 +168,7 @@ class TrainState:
     best_loss: float = math.inf
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # this epoch's batch losses so far
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def state_dict(self, config_sha256: str) -> dict[str, Any]:
@@ -184,6 +185,7 @@ class TrainState:
             "best_loss": self.best_loss,
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
+            "epoch_losses": self.epoch_losses,
             "history": self.history,
         }
 
@@ -197,6 +199,7 @@ class TrainState:
             setattr(self, key, int(state[key]))
         self.best_loss = float(state["best_loss"])
         self.best_state = state["best_state"]
+        self.epoch_losses = [float(x) for x in state["epoch_losses"]]
         self.history = list(state["history"])
 
 
@@ -322,7 +325,7 @@ def run_epoch(
 ) -> None:
     """The optimiser steps of one epoch, from the sampler position in ``state``."""
     net.train()
-    t0, losses = time.perf_counter(), []
+    t0 = time.perf_counter()
     start = state.batch
     bar = tqdm(
         total=spe,
@@ -335,7 +338,9 @@ def run_epoch(
         dynamic_ncols=False,
     )
     for batch in loaders.loader(loaders.train, state.epoch, ctx, start):
-        losses.append(train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip))
+        state.epoch_losses.append(
+            train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip)
+        )
         bar.update(1)
         save, stop = _stop_requested(flags, ctx)
         if save or stop or state.step % cfg.checkpoint_every == 0:
@@ -347,6 +352,7 @@ def run_epoch(
     bar.close()
     seconds = time.perf_counter() - t0
     done = (state.batch - start) * loaders.batch * ctx.world
+    losses, state.epoch_losses = state.epoch_losses, []
     state.history.append(
         {
             "epoch": state.epoch + 1,
