@@ -143,6 +143,7 @@ def test_schedule_warms_up_then_decays():
     assert f(50) < f(10) and abs(f(100) - 0.05) < 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cfg",
     [
@@ -169,6 +170,7 @@ def test_training_lowers_the_validation_loss(cfg):
     assert {"epoch", "train_loss", "val_loss", "lr", "samples_per_s", "seconds"} <= set(hist[0])
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(monkeypatch):
     import climai.training.loop as loop
 
@@ -188,6 +190,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(monkeypatc
         assert torch.equal(result.state_dict[k], v), k
 
 
+@pytest.mark.slow
 def test_training_is_bitwise_reproducible():
     spec, train, val, _ = tiny_sources(steps=24)
     cfg = UNetCRPSConfig(epochs=1, patch=16, batch=4, channels=[8, 16], bf16=False)
