@@ -129,6 +129,13 @@ def test_zarr_source_streams_the_same_patches_as_memory(tmp_path):
     import pickle
 
     assert len(pickle.dumps(stream.source)) < 20_000
+    # loader=auto streams a store above memory_limit_gb and loads a small one into RAM
+    from climai.training.stage import make_loaders
+
+    big = UNetConfig(patch=16, batch=4, memory_limit_gb=1e-6)
+    assert isinstance(make_loaders(ctx, big, spec, ds, 1).train.source, ZarrSource)
+    small = UNetConfig(patch=16, batch=4)
+    assert not isinstance(make_loaders(ctx, small, spec, ds, 1).train.source, ZarrSource)
 
 
 def test_sampler_splits_ranks_and_resumes_mid_epoch():
