@@ -214,7 +214,7 @@ def _train(ctx: StageContext, method: str, mcfg: UNetConfig, dist: DistContext) 
         )
         result = fit(mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say)
         state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
-        history += [{"group": group, **row} for row in result.history]
+        history += [{**row, "group": group} for row in result.history]
     if dist.is_main:
         write_history(ctx.paths.history(method), history)
         save_model(ctx.paths.model(method), state, model_card(ctx, method, spec, ds, groups))
