@@ -266,8 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from climai.training.checkpoint import TrainingInterrupted
+
     try:
         args.func(args)
+    except TrainingInterrupted as err:
+        print(f"climai {args.command}: {err}; checkpoint written, rerun to resume", file=sys.stderr)
+        return 143
     except (ConfigError, FileNotFoundError, ValueError, OSError, LaunchError) as err:
         print(f"climai {args.command}: error: {err}", file=sys.stderr)
         return 1

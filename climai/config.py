@@ -353,26 +353,76 @@ class QuantileMappingConfig(_Strict):
 class UNetConfig(_Strict):
     """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
 
-    epochs: int = Field(6, ge=1, description="Passes over the training patches.")
+    epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
-    batch: int = Field(16, ge=1, description="Patches per optimiser step.")
+    batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")
     patches_per_step: int = Field(
         2, ge=1, description="Random patches drawn from each training time step per epoch."
+    )
+    min_valid: float = Field(
+        0.5, ge=0, le=1, description="Fraction of valid HR cells below which a patch is redrawn."
     )
     lr: float = Field(2e-3, gt=0, lt=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps before cosine decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clipping threshold.")
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1, description="EMA decay of the weights (0: no EMA); EMA is validated."
+    )
+    patience: int = Field(
+        3, ge=1, description="Early stopping: epochs without a better val loss before stopping."
+    )
     channels: list[int] = Field(
         [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
+    constraint: Literal["none", "conserve"] = Field(
+        "none",
+        description="conserve: the block mean of the output equals the LR input exactly "
+        "(additive for unbounded variables, multiplicative for non-negative ones).",
+    )
+    joint: bool = Field(
+        True,
+        description="Train all variables as channels of one model (false: one model per variable).",
+    )
     bf16: bool = Field(True, description="bf16 autocast where the CPU/GPU supports it.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="memory: load the splits into RAM; stream: read patches from the zarr store "
+        "in DataLoader workers; auto: memory when the store is under memory_limit_gb.",
+    )
+    memory_limit_gb: float = Field(
+        2.0, gt=0, description="Largest store (uncompressed GB) that loader=auto loads into RAM."
+    )
+    workers: int = Field(0, ge=0, description="DataLoader worker processes (0: main process).")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
+    )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+
+
+class UNetCRPSConfig(UNetConfig):
+    """Stochastic residual U-Net (noise injected at every level) trained with the fair CRPS."""
+
+    train_members: int = Field(
+        2, ge=2, description="Ensemble members per sample in the fair-CRPS training loss."
+    )
+    members: int = Field(8, ge=1, description="Ensemble members drawn at inference.")
+    noise_channels: int = Field(
+        4, ge=1, description="Gaussian noise channels injected at each U-Net level."
+    )
+
+
+# Registry names that are not Python identifiers: config key → attribute name.
+_METHOD_ALIASES = {"unet-crps": "unet_crps"}
 
 
 class MethodsConfig(_Strict):
     """Methods to run (registry names); an absent method is not run."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, validate_by_name=True, serialize_by_alias=True
+    )
 
     bicubic: BicubicConfig | None = Field(default_factory=BicubicConfig)
     nearest: NearestConfig | None = Field(default_factory=NearestConfig)
@@ -380,6 +430,9 @@ class MethodsConfig(_Strict):
         default_factory=QuantileMappingConfig, alias="quantile-mapping"
     )
     unet: UNetConfig | None = Field(default_factory=UNetConfig)
+    unet_crps: UNetCRPSConfig | None = Field(
+        None, alias="unet-crps", description="CRPS-trained stochastic U-Net (an ensemble)."
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -569,17 +622,19 @@ class CampaignConfig(_Strict):
                     f"infer.{key}={getattr(self.infer, key)} is not a multiple of "
                     f"scale={self.scale}"
                 )
-        unet = self.methods.unet
-        if unet is not None:
+        for name in self.methods.enabled():
+            unet = self.methods.get(name)
+            if not isinstance(unet, UNetConfig):
+                continue
             if unet.patch % self.scale:
                 raise ValueError(
-                    f"methods.unet.patch={unet.patch} is not a multiple of scale={self.scale}"
+                    f"methods.{name}.patch={unet.patch} is not a multiple of scale={self.scale}"
                 )
             levels = 2 ** (len(unet.channels) - 1)
             if unet.patch % levels:
                 raise ValueError(
-                    f"methods.unet.patch={unet.patch} must be a multiple of {levels} for "
-                    f"{len(unet.channels)} U-Net levels (methods.unet.channels)"
+                    f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
+                    f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
         return self
 

@@ -5,5 +5,5 @@
 
 from __future__ import annotations
 
-EMULATORS: tuple[str, ...] = ("unet",)  # trained: train → infer
+EMULATORS: tuple[str, ...] = ("unet", "unet-crps")  # trained: train → infer
 BASELINES: tuple[str, ...] = ("bicubic", "nearest", "quantile-mapping")  # no training: infer only

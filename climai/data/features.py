@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from climai.models.interpolate import upsample
-from climai.variables import Transform
+from climai.variables import Transform, is_non_negative
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,23 @@ class FeatureSpec:
     statics: list[str]
     scale: int
     stats: dict[str, Any] = field(repr=False)
+    kinds: list[str] | None = (
+        None  # variable kinds; None: non-negative where the transform is log1p
+    )
+
+    @property
+    def non_negative(self) -> list[bool]:
+        """Per variable, whether it can never be negative (multiplicative conservation)."""
+        if self.kinds is not None:
+            return [is_non_negative(k) for k in self.kinds]
+        return [self.stats[v]["transform"] == "log1p" for v in self.variables]
+
+    def subset(self, variables: list[str]) -> FeatureSpec:
+        """The spec of a model that sees and predicts only ``variables``."""
+        kinds = None
+        if self.kinds is not None:
+            kinds = [self.kinds[self.variables.index(v)] for v in variables]
+        return FeatureSpec(variables, self.statics, self.scale, self.stats, kinds)
 
     @property
     def in_channels(self) -> int:
@@ -58,6 +75,7 @@ class FeatureSpec:
             "statics": self.statics,
             "scale": self.scale,
             "stats": self.stats,
+            "kinds": self.kinds,
         }
 
 
@@ -68,6 +86,7 @@ class SplitTensors:
     x: torch.Tensor  # (T, C, H, W) inputs, NaN replaced by 0
     base: torch.Tensor  # (T, V, H, W) normalised bicubic, NaN where the LR is missing
     target: torch.Tensor | None  # (T, V, H, W) normalised truth, NaN where missing
+    lr: torch.Tensor | None = None  # (T, V, h, w) physical LR
 
 
 def time_features(times: pd.DatetimeIndex) -> np.ndarray:
@@ -140,7 +159,7 @@ def build_split(
         target = torch.stack(
             [spec.normalise(v, hr_t[:, i]) for i, v in enumerate(spec.variables)], dim=1
         )
-    return SplitTensors(x, base, target)
+    return SplitTensors(x.contiguous(), base.contiguous(), target, lr_t)
 
 
 def to_physical(spec: FeatureSpec, z: torch.Tensor) -> torch.Tensor:

@@ -292,6 +292,22 @@ def conservation_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:
     return rmse(means, lr_b)
 
 
+def block_mean_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """Largest |block mean of ``pred`` − LR| over blocks valid in both, relative to mean |LR|.
+
+    ``pred`` is (T, H, W) on the HR grid, ``lr`` (T, H/scale, W/scale): how far a prediction is
+    from conserving the LR input (0 for an exactly conservative method).
+    """
+    t, h, w = pred.shape
+    blocks = pred.astype(np.float64).reshape(t, h // scale, scale, w // scale, scale).mean((2, 4))
+    ok = np.isfinite(blocks) & np.isfinite(lr)
+    if not ok.any():
+        raise ValueError("prediction and LR share no valid block")
+    lr64 = lr.astype(np.float64)[ok]
+    scale_ = np.abs(lr64).mean() or 1.0
+    return float(np.abs(blocks[ok] - lr64).max() / scale_)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ensembles: members along axis 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import xarray as xr
 from climai.data.features import FeatureSpec, SplitTensors, to_physical
 from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
+from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
 from climai.models.unet import ResidualUNet
@@ -19,8 +21,29 @@ from climai.training.loop import bf16_supported, predict_normalised
 from climai.variables import is_non_negative
 
 
-def load_emulator(path: str | Path) -> tuple[ResidualUNet, FeatureSpec, dict[str, Any]]:
-    """The model, its feature spec and its card from a ``model.pt``."""
+@dataclass
+class Emulator:
+    """The trained networks of a method: one per variable group, with how to apply them."""
+
+    nets: dict[str, ResidualUNet]
+    groups: dict[str, list[str]]
+    constraint: str = "none"
+    members: int = 1
+
+    @property
+    def stochastic(self) -> bool:
+        return any(net.stochastic for net in self.nets.values())
+
+    @property
+    def single_net(self) -> ResidualUNet | None:
+        """The one deterministic network, unconstrained: what tiled streaming inference runs."""
+        if len(self.nets) != 1 or self.constraint != "none" or self.stochastic:
+            return None
+        return next(iter(self.nets.values()))
+
+
+def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
+    """The emulator, its feature spec and its card from a ``model.pt``."""
     state, card = load_model_file(path)
     arch = card.get("architecture", {})
     if arch.get("name") != "ResidualUNet" or arch.get("norm") != "channel":
@@ -30,9 +53,38 @@ def load_emulator(path: str | Path) -> tuple[ResidualUNet, FeatureSpec, dict[str
             "retrain it"
         )
     spec = FeatureSpec(**card["features"])
-    model = ResidualUNet(spec.in_channels, spec.out_channels, card["architecture"]["channels"])
-    model.load_state_dict(state)
-    return model.eval(), spec, card
+    arch = card["architecture"]
+    groups = arch.get("groups", {"all": spec.variables})
+    nets = {}
+    for group, variables in groups.items():
+        sub = spec.subset(variables)
+        net = ResidualUNet(
+            sub.in_channels, sub.out_channels, arch["channels"], arch.get("noise_channels", 0)
+        )
+        if "groups" in arch:  # one network per variable group, keys prefixed by the group
+            prefix = f"{group}."
+            net.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+        else:  # a single network saved on its own
+            net.load_state_dict(state)
+        nets[group] = net.eval()
+    emulator = Emulator(nets, groups, arch.get("constraint", "none"), arch.get("members", 1))
+    return emulator, spec, card
+
+
+def select_variables(split: SplitTensors, spec: FeatureSpec, variables: list[str]) -> SplitTensors:
+    """The inputs of a model that sees only ``variables`` (channels: base, nearest, static, time)."""
+    nv = len(spec.variables)
+    idx = [spec.variables.index(v) for v in variables]
+    rest = list(range(2 * nv, split.x.shape[1]))
+    channels = idx + [nv + i for i in idx] + rest
+    return SplitTensors(
+        split.x[:, channels],
+        split.base[:, idx],
+        None if split.target is None else split.target[:, idx],
+        None if split.lr is None else split.lr[:, idx],
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,11 +125,40 @@ def model_predictor(
 
 
 def unet_prediction(
-    model: ResidualUNet, spec: FeatureSpec, split: SplitTensors, batch: int = 8
+    emulator: Emulator,
+    spec: FeatureSpec,
+    split: SplitTensors,
+    batch: int = 8,
+    members: int | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
-    """(T, V, H, W) physical predictions; NaN where the LR input is missing."""
-    z = predict_normalised(model, split, batch, bf16_supported(torch.device("cpu")))
-    return to_physical(spec, z).numpy()
+    """Physical predictions, NaN where the LR input is missing.
+
+    ``(T, V, H, W)`` for a deterministic emulator, ``(M, T, V, H, W)`` for a stochastic one
+    (``members`` draws, default the card's). With ``constraint: conserve`` each block mean equals
+    the LR input (applied in physical units, last).
+    """
+    autocast = bf16_supported(torch.device("cpu"))
+    n = (members or emulator.members) if emulator.stochastic else 1
+    torch.manual_seed(seed)
+    draws = []
+    for _ in range(n):
+        parts = []
+        for group, variables in emulator.groups.items():
+            sub = select_variables(split, spec, variables)
+            z = predict_normalised(emulator.nets[group], sub, batch, autocast)
+            phys = to_physical(spec.subset(variables), z)
+            if emulator.constraint == "conserve":
+                if sub.lr is None:
+                    raise ValueError("the conservation constraint needs the LR fields")
+                nonneg = spec.subset(variables).non_negative
+                phys = conserve(phys, sub.lr, spec.scale, nonneg)
+                phys = phys.masked_fill(torch.isnan(sub.base), float("nan"))
+            parts.append((variables, phys))
+        order = {v: (p, variables.index(v)) for variables, p in parts for v in variables}
+        draws.append(torch.stack([order[v][0][:, order[v][1]] for v in spec.variables], 1))
+    out = torch.stack(draws).numpy()
+    return out if emulator.stochastic else out[0]
 
 
 def bicubic_prediction(
@@ -124,10 +205,20 @@ def quantile_mapped_prediction(
 def prediction_dataset(
     values: np.ndarray, like: xr.Dataset, variables: list[str], attrs: dict[str, dict[str, Any]]
 ) -> xr.Dataset:
-    """Wrap (T, V, H, W) predictions on the HR grid of ``like`` (a dataset with time/y/x)."""
+    """Wrap (T, V, H, W) predictions, or (M, T, V, H, W) ensembles (dimension ``member``), on the
+    HR grid of ``like`` (a dataset with time/y/x)."""
     ds = xr.Dataset(coords={c: like[c] for c in ("time", "y", "x")})
-    for i, var in enumerate(variables):
-        ds[var] = (("time", "y", "x"), values[:, i].astype(np.float32), attrs.get(var, {}))
+    if values.ndim == 5:
+        ds = ds.assign_coords(member=np.arange(values.shape[0]))
+        for i, var in enumerate(variables):
+            ds[var] = (
+                ("member", "time", "y", "x"),
+                values[:, :, i].astype(np.float32),
+                attrs.get(var, {}),
+            )
+    else:
+        for i, var in enumerate(variables):
+            ds[var] = (("time", "y", "x"), values[:, i].astype(np.float32), attrs.get(var, {}))
     if "crs" in like:
         ds["crs"] = like["crs"]
     return ds

@@ -23,12 +23,14 @@ from climai.config import InferConfig
 from climai.data.features import FeatureSpec, normalised_static
 from climai.export import cf_dataset, cf_encoding
 from climai.inference.predict import (
+    Emulator,
     bicubic_prediction,
     load_emulator,
     model_predictor,
     prediction_dataset,
     quantile_mapped_prediction,
     resolve_device,
+    unet_prediction,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs, streamed_store, write_store
@@ -37,6 +39,7 @@ from climai.io.regions import RegionWriter
 from climai.models import BASELINES, method_kind
 from climai.preprocess.splits import SPLITS
 from climai.stage import StageContext, log
+from climai.training.stage import load_split
 
 CF_KEYS = ("units", "standard_name", "long_name")
 
@@ -357,6 +360,40 @@ def _infer_baseline(ctx: StageContext, ds: xr.Dataset, method: str, split: str) 
     log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
 
 
+def _infer_in_memory(
+    ctx: StageContext,
+    ds: xr.Dataset,
+    emulator: Emulator,
+    spec: FeatureSpec,
+    method: str,
+    split: str,
+) -> None:
+    """Ensembles, conservation and per-variable networks: the split on its full domain."""
+    variables = ctx.cfg.variable_names
+    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
+    values = unet_prediction(
+        emulator, spec, load_split(ds, spec, split, with_target=False), seed=ctx.cfg.seed
+    )
+    attrs = {
+        v: {
+            **{k: ds[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in ds[f"hr_{v}"].attrs},
+            "grid_mapping": "crs",
+        }
+        for v in variables
+    }
+    out = prediction_dataset(values, sub, variables, attrs)
+    out = ctx.stamp(out.assign_attrs(method=method, split=split))
+    chunks = {"time": 24, **({"member": 1} if "member" in out.dims else {})}
+    write_store(out.chunk(chunks), ctx.paths.downscaled(method, split))
+    log.info(
+        "infer %s: %d %s steps, %d member(s)",
+        method,
+        out.sizes["time"],
+        split,
+        out.sizes.get("member", 1),
+    )
+
+
 def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
     """Downscale the ``split`` time steps with ``method``."""
     torch.set_num_threads(ctx.threads)
@@ -367,12 +404,16 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
         _infer_baseline(ctx, ds, method, split)
         return
     model_file = ctx.paths.model(method)
-    model, spec, card = load_emulator(model_file)
+    emulator, spec, card = load_emulator(model_file)
     if spec.variables != variables:
         raise ValueError(
             f"model {str(model_file)!r} predicts {spec.variables}, "
             f"the campaign configures {variables}"
         )
+    if emulator.single_net is None:
+        _infer_in_memory(ctx, ds, emulator, spec, method, split)
+        return
+    model = emulator.single_net
     lr = _lr_of_split(ds, variables, split)
     check_input(lr, card, spec, str(ctx.paths.dataset))
     static = ds[[f"static_{s}" for s in spec.statics]].rename(
@@ -409,7 +450,14 @@ def run_downscale(
 ) -> None:
     """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path``."""
     torch.set_num_threads(threads)
-    model, spec, card = load_emulator(model_file)
+    emulator, spec, card = load_emulator(model_file)
+    if emulator.single_net is None:
+        raise ValueError(
+            f"model {str(model_file)!r} is an ensemble, conserving or multi-network emulator; "
+            "climai downscale streams single deterministic networks only: run such models "
+            "through the campaign's infer rule"
+        )
+    model = emulator.single_net
     lr = open_input(input_path)
     lr = lr.rename({f"lr_{v}": v for v in spec.variables if f"lr_{v}" in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from climai.models.interpolate import upsample
 from climai.models.unet import ResidualUNet
 
-TRAINABLE = {"unet": ResidualUNet}
+# Both emulators are residual U-Nets; unet-crps injects noise and is trained with the fair CRPS.
+TRAINABLE = {"unet": ResidualUNet, "unet-crps": ResidualUNet}
 # Baselines by registry name → how the LR field is upsampled before any statistical correction.
 BASELINES = {"bicubic": "bicubic", "nearest": "nearest", "quantile-mapping": "bicubic"}
 

@@ -1,4 +1,9 @@
-"""A residual U-Net: the output is the interpolated LR field plus a learned correction."""
+"""A residual U-Net: the output is the interpolated LR field plus a learned correction.
+
+With ``noise_channels > 0`` the network is stochastic: Gaussian noise is drawn at every level of
+the encoder and the decoder (every scale from the patch size down to the coarsest level) and added
+through a learned 1×1 projection, so each forward pass draws one ensemble member.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,19 @@ class _Block(nn.Sequential):
         )
 
 
+class _Noise(nn.Module):
+    """Adds ``proj(z)`` with ``z`` standard normal noise of ``k`` channels at the input's size."""
+
+    def __init__(self, k: int, channels: int) -> None:
+        super().__init__()
+        self.k = k
+        self.proj = nn.Conv2d(k, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(x.shape[0], self.k, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return x + self.proj(z.contiguous(memory_format=torch.channels_last)).to(x.dtype)
+
+
 class ResidualUNet(nn.Module):
     """U-Net that predicts a residual on top of ``base`` (the interpolated LR, normalised).
 
@@ -49,8 +67,11 @@ class ResidualUNet(nn.Module):
     followed by convolution (no transposed convolutions: they leave checkerboard power).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, channels: list[int]) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, channels: list[int], noise_channels: int = 0
+    ) -> None:
         super().__init__()
+        self.noise_channels = noise_channels
         self.down = nn.ModuleList()
         cin = in_channels
         for c in channels:
@@ -64,6 +85,13 @@ class ResidualUNet(nn.Module):
         self.head = nn.Conv2d(channels[0], out_channels, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if noise_channels:
+            self.noise_down = nn.ModuleList(_Noise(noise_channels, c) for c in channels)
+            self.noise_up = nn.ModuleList(_Noise(noise_channels, c) for c in channels[-2::-1])
+
+    @property
+    def stochastic(self) -> bool:
+        return self.noise_channels > 0
 
     @property
     def multiple(self) -> int:
@@ -76,8 +104,12 @@ class ResidualUNet(nn.Module):
             if i:
                 x = F.avg_pool2d(x, 2)
             x = block(x)
+            if self.noise_channels:
+                x = self.noise_down[i](x)
             skips.append(x)
-        for up, fuse, skip in zip(self.up, self.fuse, skips[-2::-1], strict=True):
+        for j, (up, fuse, skip) in enumerate(zip(self.up, self.fuse, skips[-2::-1], strict=True)):
             x = up(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
             x = fuse(torch.cat([x, skip], dim=1))
+            if self.noise_channels:
+                x = self.noise_up[j](x)
         return base + self.head(x).to(base.dtype)

@@ -1,5 +1,6 @@
-"""Training: one loop for one CPU (and, later, many GPUs)."""
+"""Training: one loop from one CPU to many GPUs."""
 
-from climai.training.loop import masked_mse, train_model
+from climai.training.loop import fit
+from climai.training.losses import fair_crps, masked_mse
 
-__all__ = ["masked_mse", "train_model"]
+__all__ = ["fair_crps", "fit", "masked_mse"]

@@ -1,29 +1,43 @@
-"""The training loop: AdamW, warm-up + cosine schedule, masked loss, bf16 autocast, best-on-val."""
+"""The training loop: one loop from one CPU to many GPUs.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, EMA weights, validation of the EMA
+each epoch, early stopping; bf16 autocast where supported, channels_last, optional
+``torch.compile``; DDP across processes; atomic checkpoints every N steps and on SIGTERM/SIGUSR1,
+resumed by themselves. Deterministic and exactly resumable on CPU given the seed.
+"""
 
 from __future__ import annotations
 
-import copy
 import math
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from climai.config import UNetConfig
-from climai.data.features import SplitTensors
-from climai.data.patches import patch_batches
+from climai.config import UNetConfig, UNetCRPSConfig
+from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
+from climai.data.features import FeatureSpec, SplitTensors
+from climai.models.constraints import conserve
 from climai.models.unet import ResidualUNet
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the finite cells of ``target`` (missing data never counts)."""
-    valid = torch.isfinite(target)
-    diff = torch.where(
-        valid, pred.float() - target.nan_to_num(0.0), torch.zeros((), device=pred.device)
-    )
-    return (diff**2).sum() / valid.sum().clamp(min=1)
+from climai.training.checkpoint import (
+    SignalFlags,
+    TrainingInterrupted,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from climai.training.distributed import DistContext, all_gather_scalar, all_reduce_sum
+from climai.training.ema import EMA
+from climai.training.losses import fair_crps, masked_mse
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -45,11 +59,350 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def build_model(cfg: UNetConfig, spec: FeatureSpec) -> ResidualUNet:
+    """The registry's network for ``cfg``: stochastic when it is a CRPS config."""
+    noise = cfg.noise_channels if isinstance(cfg, UNetCRPSConfig) else 0
+    model = ResidualUNet(spec.in_channels, spec.out_channels, list(cfg.channels), noise)
+    if cfg.patch % model.multiple:
+        raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {model.multiple}")
+    return model
+
+
+# ---------------------------------------------------------------------------- objective
+
+
+def constrain(z: torch.Tensor, lr: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
+    """Normalised predictions whose physical block means equal the physical LR ``lr``."""
+    phys = torch.stack(
+        [spec.denormalise(v, z[:, i].float()) for i, v in enumerate(spec.variables)], 1
+    )
+    phys = conserve(phys, lr, spec.scale, spec.non_negative)
+    return torch.stack([spec.normalise(v, phys[:, i]) for i, v in enumerate(spec.variables)], 1)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a model is trained on: masked MSE, or the fair CRPS over ``members`` draws."""
+
+    spec: FeatureSpec
+    members: int = 1
+    constraint: str = "none"
+    autocast: bool = False
+
+    def predict(self, model: nn.Module, batch: Batch, members: int = 1) -> torch.Tensor:
+        """``(B, M, V, p, p)`` normalised predictions (``M = members``)."""
+        x, base, lr = batch.x, batch.base.nan_to_num(0.0), batch.lr
+        if members > 1:
+            x = x.repeat_interleave(members, 0)
+            base = base.repeat_interleave(members, 0)
+            lr = lr.repeat_interleave(members, 0)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            z = model(x, base)
+        z = z.float()
+        if self.constraint == "conserve":
+            z = constrain(z, lr, self.spec)
+        return z.reshape(batch.x.shape[0], members, *z.shape[1:])
+
+    def sums(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss × valid cells, valid cells) of a batch: the exact mean across batches and ranks."""
+        pred = self.predict(model, batch, self.members)
+        count = torch.isfinite(batch.target).sum()
+        if self.members > 1:
+            loss = fair_crps(pred, batch.target)
+        else:
+            loss = masked_mse(pred[:, 0], batch.target)
+        return loss * count.clamp(min=1), count
+
+
+def make_objective(cfg: UNetConfig, spec: FeatureSpec, device: torch.device) -> Objective:
+    members = cfg.train_members if isinstance(cfg, UNetCRPSConfig) else 1
+    return Objective(spec, members, cfg.constraint, cfg.bf16 and bf16_supported(device))
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class Loaders:
+    """The train and val datasets, and how to iterate them."""
+
+    train: PatchDataset
+    val: PatchDataset
+    collate: Collate
+    batch: int
+    workers: int
+    seed: int
+
+    def loader(self, ds: PatchDataset, epoch: int, ctx: DistContext, start: int = 0) -> DataLoader:
+        ds.set_epoch(epoch)
+        sampler = EpochSampler(len(ds), self.batch, ctx.rank, ctx.world, start)
+        gen = torch.Generator().manual_seed(self.seed + epoch)  # never touches the global RNG
+        return DataLoader(
+            ds,
+            batch_size=self.batch,
+            sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.workers,
+            pin_memory=ctx.device.type == "cuda",
+            drop_last=True,
+            generator=gen,
+            persistent_workers=False,
+            prefetch_factor=4 if self.workers else None,
+        )
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    """Everything that moves during training (saved in checkpoints)."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # this epoch's batch losses so far
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self, config_sha256: str) -> dict[str, Any]:
+        return {
+            "config_sha256": config_sha256,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "ema": self.ema.state_dict(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "best_loss": self.best_loss,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "epoch_losses": self.epoch_losses,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        for key in ("step", "epoch", "batch", "bad_epochs"):
+            setattr(self, key, int(state[key]))
+        self.best_loss = float(state["best_loss"])
+        self.best_state = state["best_state"]
+        self.epoch_losses = [float(x) for x in state["epoch_losses"]]
+        self.history = list(state["history"])
+
+
+def init_state(
+    cfg: UNetConfig, model: nn.Module, steps_per_epoch: int, device: torch.device
+) -> TrainState:
+    model.to(device=device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, total))
+    return TrainState(model, opt, sched, EMA(model, cfg.ema_decay))
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def train_step(
+    net: nn.Module, state: TrainState, batch: Batch, objective: Objective, grad_clip: float
+) -> float:
+    """One optimiser step on ``batch``; returns the batch loss."""
+    total, count = objective.sums(net, batch)
+    loss = total / count.clamp(min=1)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    state.opt.step()
+    state.sched.step()
+    state.ema.update(state.model)
+    state.step += 1
+    state.batch += 1
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loaders: Loaders, objective: Objective, ctx: DistContext) -> float:
+    """Mean val loss of ``model`` over the fixed val windows, exact across ranks."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    for batch in loaders.loader(loaders.val, 0, ctx):
+        s, c = objective.sums(model, batch.to(ctx.device))
+        total += torch.stack([s.double(), c.double()])
+    total = all_reduce_sum(total, ctx)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _stop_requested(flags: SignalFlags, ctx: DistContext) -> tuple[bool, bool]:
+    """(save, stop), agreed by every rank so that they checkpoint and stop at the same step."""
+    if not ctx.distributed:
+        return flags.save, flags.stop
+    t = all_reduce_sum(torch.tensor([float(flags.save), float(flags.stop)], device=ctx.device), ctx)
+    return bool(t[0] > 0), bool(t[1] > 0)
+
+
+# ---------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+
+
+def fit(
+    cfg: UNetConfig,
+    spec: FeatureSpec,
+    loaders: Loaders,
+    ctx: DistContext,
+    checkpoint_dir: Path | None = None,
+    config_sha256: str = "",
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train from scratch or from the latest checkpoint; return the best EMA weights and history."""
+    torch.manual_seed(loaders.seed)
+    spe = batches_per_epoch(len(loaders.train), loaders.batch, ctx.world)
+    if spe == 0:
+        raise ValueError(
+            f"one epoch holds {len(loaders.train)} patches: fewer than batch={loaders.batch} "
+            f"per process; raise patches_per_step or lower batch"
+        )
+    state = init_state(cfg, build_model(cfg, spec), spe, ctx.device)
+    if checkpoint_dir is not None and (ckpt := load_latest(checkpoint_dir, config_sha256)):
+        state.load_state_dict(ckpt)
+        log(f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
+    net: nn.Module = state.model
+    if ctx.distributed:
+        net = DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.index is not None else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+    objective = make_objective(cfg, spec, ctx.device)
+
+    def checkpoint() -> None:
+        if checkpoint_dir is not None and ctx.is_main:
+            save_checkpoint(checkpoint_dir, state.state_dict(config_sha256))
+
+    with SignalFlags() as flags:
+        while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
+            run_epoch(net, state, loaders, objective, cfg, ctx, flags, checkpoint, spe)
+            end_epoch(state, loaders, objective, ctx, log, cfg.epochs)
+            state.epoch += 1
+            state.batch = 0
+            save, stop = _stop_requested(flags, ctx)
+            if save or stop:
+                checkpoint()
+                flags.save = False
+            if stop:
+                raise TrainingInterrupted(f"stopped by SIGTERM at step {state.step}")
+    best = state.best_state if state.best_state is not None else state.ema.shadow.state_dict()
+    return FitResult(best, state.history)
+
+
+def run_epoch(
+    net: nn.Module,
+    state: TrainState,
+    loaders: Loaders,
+    objective: Objective,
+    cfg: UNetConfig,
+    ctx: DistContext,
+    flags: SignalFlags,
+    checkpoint: Callable[[], None],
+    spe: int,
+) -> None:
+    """The optimiser steps of one epoch, from the sampler position in ``state``."""
+    net.train()
+    t0 = time.perf_counter()
+    start = state.batch
+    bar = tqdm(
+        total=spe,
+        initial=start,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        file=sys.stderr,
+        disable=not ctx.is_main,
+        mininterval=10.0,
+        ascii=True,
+        dynamic_ncols=False,
+    )
+    for batch in loaders.loader(loaders.train, state.epoch, ctx, start):
+        state.epoch_losses.append(
+            train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip)
+        )
+        bar.update(1)
+        save, stop = _stop_requested(flags, ctx)
+        if save or stop or state.step % cfg.checkpoint_every == 0:
+            checkpoint()
+            flags.save = False
+        if stop:
+            bar.close()
+            raise TrainingInterrupted(f"stopped by SIGTERM at step {state.step}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+    done = (state.batch - start) * loaders.batch * ctx.world
+    losses, state.epoch_losses = state.epoch_losses, []
+    state.history.append(
+        {
+            "epoch": state.epoch + 1,
+            "train_loss": float(sum(losses) / len(losses)) if losses else math.nan,
+            "lr": state.sched.get_last_lr()[0],
+            "samples_per_s": done / seconds if seconds > 0 else math.nan,
+            "seconds": seconds,
+        }
+    )
+
+
+def end_epoch(
+    state: TrainState,
+    loaders: Loaders,
+    objective: Objective,
+    ctx: DistContext,
+    log: Callable[[str], None],
+    epochs: int,
+) -> None:
+    """Validate the EMA weights, keep the best, count epochs without improvement."""
+    t0 = time.perf_counter()
+    val_loss = validate(state.ema.shadow, loaders, objective, ctx)
+    row = state.history[-1]
+    row["val_loss"] = val_loss
+    row["val_seconds"] = time.perf_counter() - t0
+    if val_loss < state.best_loss:
+        state.best_loss, state.bad_epochs = val_loss, 0
+        state.best_state = {k: v.detach().clone() for k, v in state.ema.shadow.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+    log(
+        f"epoch {row['epoch']}/{epochs} train {row['train_loss']:.4f} val {val_loss:.4f} "
+        f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s"
+    )
+    if ctx.distributed:
+        checksum = float(sum(p.detach().double().sum() for p in state.model.parameters()))
+        sums = all_gather_scalar(checksum, ctx)
+        log(
+            f"epoch {row['epoch']} parameter checksums per rank: {' '.join(f'{s:.12e}' for s in sums)}"
+        )
+
+
+# ---------------------------------------------------------------------------- inference
+
+
 @torch.no_grad()
 def predict_normalised(
     model: ResidualUNet, split: SplitTensors, batch: int, autocast: bool
 ) -> torch.Tensor:
-    """Normalised predictions for every time step of ``split`` on its full domain."""
+    """Normalised predictions for every time step of ``split`` on its full domain (one draw)."""
     model.eval()
     out = []
     for i in range(0, split.x.shape[0], batch):
@@ -58,69 +411,3 @@ def predict_normalised(
             out.append(model(x, split.base[i : i + batch].nan_to_num(0.0)).float())
     pred = torch.cat(out)
     return pred.masked_fill(torch.isnan(split.base), float("nan"))
-
-
-def train_model(
-    cfg: UNetConfig,
-    in_channels: int,
-    out_channels: int,
-    train: SplitTensors,
-    val: SplitTensors,
-    scale: int,
-    seed: int,
-    log: Callable[[str], None] = print,
-) -> tuple[ResidualUNet, list[dict[str, Any]]]:
-    """Train a residual U-Net; return the weights with the best validation loss and the history."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = ResidualUNet(in_channels, out_channels, cfg.channels).to(
-        memory_format=torch.channels_last
-    )
-    if cfg.patch % model.multiple:
-        raise ValueError(f"methods.unet.patch={cfg.patch} must be a multiple of {model.multiple}")
-    steps_per_epoch = max(1, train.x.shape[0] * cfg.patches_per_step // cfg.batch)
-    total = cfg.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, total))
-    autocast = cfg.bf16 and bf16_supported(torch.device("cpu"))
-    best: tuple[float, dict[str, torch.Tensor]] = (math.inf, copy.deepcopy(model.state_dict()))
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0, losses, samples = time.perf_counter(), [], 0
-        for x, base, target in patch_batches(
-            train, cfg.patch, cfg.batch, cfg.patches_per_step, scale, rng
-        ):
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                pred = model(x, base.nan_to_num(0.0))
-            loss = masked_mse(pred, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            samples += x.shape[0]
-        seconds = time.perf_counter() - t0
-        assert val.target is not None
-        val_loss = masked_mse(
-            predict_normalised(model, val, cfg.batch, autocast), val.target
-        ).item()
-        row = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
-            "val_loss": val_loss,
-            "lr": sched.get_last_lr()[0],
-            "samples_per_s": samples / seconds if seconds > 0 else math.nan,
-            "seconds": seconds,
-        }
-        history.append(row)
-        log(
-            f"epoch {epoch}/{cfg.epochs} train {row['train_loss']:.4f} val {val_loss:.4f} "
-            f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s"
-        )
-        if val_loss < best[0]:
-            best = (val_loss, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[1])
-    return model, history

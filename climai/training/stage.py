@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import platform
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,22 +17,28 @@ import torch
 import xarray as xr
 
 import climai
-from climai.config import UNetConfig
+from climai.config import UNetConfig, UNetCRPSConfig
+from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, SplitTensors, build_split
 from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
 from climai.preprocess.splits import SPLITS
 from climai.stage import StageContext, log
-from climai.training.loop import train_model
+from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
+from climai.training.loop import Loaders, fit
 
 
 def feature_spec(
-    ds: xr.Dataset, variables: list[str], scale: int, stats: dict[str, Any]
+    ds: xr.Dataset,
+    variables: list[str],
+    scale: int,
+    stats: dict[str, Any],
+    kinds: list[str] | None = None,
 ) -> FeatureSpec:
     """The features of a preprocessed dataset: its variables and static fields."""
     statics = sorted(str(v)[7:] for v in ds.data_vars if str(v).startswith("static_"))
-    return FeatureSpec(variables=variables, statics=statics, scale=scale, stats=stats)
+    return FeatureSpec(variables=variables, statics=statics, scale=scale, stats=stats, kinds=kinds)
 
 
 def load_split(
@@ -44,15 +53,41 @@ def load_split(
     return build_split(spec, lr, static, pd.DatetimeIndex(sub["time"].values), hr)
 
 
-def model_card(ctx: StageContext, method: str, spec: FeatureSpec, ds: xr.Dataset) -> dict[str, Any]:
+def store_checksum(path: Path) -> str:
+    """sha256 of a zarr store's manifest: every file's relative name and size, and the full
+    content of its metadata (``zarr.json``) files. Cheap for any store size; changes whenever a
+    chunk is added, removed or rewritten with another length, or any metadata changes."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(".snakemake"):
+            continue
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        if f.name == "zarr.json":
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def model_card(
+    ctx: StageContext,
+    method: str,
+    spec: FeatureSpec,
+    ds: xr.Dataset,
+    groups: dict[str, list[str]],
+) -> dict[str, Any]:
     """Everything needed to use and trust the model later: config, stats, grids, provenance."""
-    mcfg = getattr(ctx.cfg.methods, method)
+    mcfg = ctx.cfg.methods.get(method)
+    ensemble = isinstance(mcfg, UNetCRPSConfig)
     return {
         "method": method,
         "architecture": {
             "name": "ResidualUNet",
             "norm": "channel",
             "channels": list(mcfg.channels),
+            "noise_channels": mcfg.noise_channels if ensemble else 0,
+            "groups": groups,
+            "constraint": mcfg.constraint,
+            "members": mcfg.members if ensemble else 1,
         },
         "features": spec.as_dict(),
         "config": json.loads(ctx.cfg.model_dump_json()),
@@ -60,9 +95,17 @@ def model_card(ctx: StageContext, method: str, spec: FeatureSpec, ds: xr.Dataset
         "grid": {
             "hr_dx": float(ds["x"][1] - ds["x"][0]),
             "hr_dy": float(ds["y"][1] - ds["y"][0]),
+            "ny": int(ds.sizes["y"]),
+            "nx": int(ds.sizes["x"]),
+            "scale": ctx.cfg.scale,
             "crs_wkt": str(ds["crs"].attrs.get("crs_wkt", "")) if "crs" in ds else "",
         },
+        "variables": ctx.cfg.variable_names,
         "units": {v.name: v.units for v in ctx.cfg.variables},
+        "data_checksums": {
+            "dataset_manifest_sha256": store_checksum(ctx.paths.dataset),
+            "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),
+        },
         "provenance": {
             "climai_version": climai.__version__,
             "git_commit": git_commit(),
@@ -74,36 +117,107 @@ def model_card(ctx: StageContext, method: str, spec: FeatureSpec, ds: xr.Dataset
     }
 
 
+def split_steps(ds: xr.Dataset, split: str) -> int:
+    return int((ds["split"].values == SPLITS.index(split)).sum())
+
+
+def use_memory(mcfg: UNetConfig, ds: xr.Dataset, variables: list[str]) -> bool:
+    """Whether the train and val splits are loaded into RAM (small stores) or streamed."""
+    if mcfg.loader != "auto":
+        return mcfg.loader == "memory"
+    nbytes = sum(ds[f"hr_{v}"].nbytes + ds[f"lr_{v}"].nbytes for v in variables)
+    return nbytes < mcfg.memory_limit_gb * 1e9
+
+
+def memory_source(ds: xr.Dataset, spec: FeatureSpec, split: str) -> MemorySource:
+    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
+    lr = np.stack([sub[f"lr_{v}"].values for v in spec.variables], axis=1).astype(np.float32)
+    hr = np.stack([sub[f"hr_{v}"].values for v in spec.variables], axis=1).astype(np.float32)
+    static = np.stack([ds[f"static_{s}"].values for s in spec.statics]).astype(np.float32)
+    return MemorySource(lr, hr, static, pd.DatetimeIndex(sub["time"].values))
+
+
+def make_loaders(
+    ctx: StageContext, mcfg: UNetConfig, spec: FeatureSpec, ds: xr.Dataset, world: int
+) -> Loaders:
+    """Train and val patch datasets over the store (streamed) or over RAM copies of the splits."""
+    sources = {}
+    for split in ("train", "val"):
+        if use_memory(mcfg, ds, spec.variables):
+            sources[split] = memory_source(ds, spec, split)
+        else:
+            sources[split] = ZarrSource(
+                ctx.paths.dataset, spec.variables, spec.statics, SPLITS.index(split)
+            )
+    minimum = mcfg.batch * world
+    lengths = {
+        s: max(minimum, split_steps(ds, s) * mcfg.patches_per_step) for s in ("train", "val")
+    }
+    seed = ctx.cfg.seed
+    datasets = {
+        s: PatchDataset(
+            sources[s], mcfg.patch, spec.scale, lengths[s], seed + 1000 * i, mcfg.min_valid
+        )
+        for i, s in enumerate(("train", "val"))
+    }
+    return Loaders(
+        datasets["train"], datasets["val"], Collate(spec), mcfg.batch, mcfg.workers, seed
+    )
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def variable_groups(mcfg: UNetConfig, variables: list[str]) -> dict[str, list[str]]:
+    """``{"all": variables}`` when trained jointly, else one group per variable."""
+    return {"all": list(variables)} if mcfg.joint else {v: [v] for v in variables}
+
+
 def run_train(ctx: StageContext, method: str) -> None:
-    """Train ``method`` on the train split, select on the val split, write model and history."""
-    mcfg = getattr(ctx.cfg.methods, method)
+    """Train ``method`` on the train split, select on the val split, write model and history.
+
+    Launched by ``torchrun`` with several processes, trains with DDP; only rank 0 writes. An
+    interrupted run (SIGTERM, pre-emption) resumes from its latest checkpoint when rerun.
+    """
+    mcfg = ctx.cfg.methods.get(method)
     if not isinstance(mcfg, UNetConfig):
         raise ValueError(f"method {method!r} is not trainable")
-    torch.set_num_threads(mcfg.threads or ctx.threads)
+    dist = setup_distributed(mcfg.threads or ctx.threads)
+    try:
+        _train(ctx, method, mcfg, dist)
+    finally:
+        teardown(dist)
+
+
+def _train(ctx: StageContext, method: str, mcfg: UNetConfig, dist: DistContext) -> None:
     ds = open_store(ctx.paths.dataset)
     stats = json.loads(ctx.paths.stats.read_text())
-    spec = feature_spec(ds, ctx.cfg.variable_names, ctx.cfg.scale, stats)
-    train, val = load_split(ds, spec, "train"), load_split(ds, spec, "val")
-    log.info(
-        "train %s: %d train / %d val steps, %d input channels",
-        method,
-        train.x.shape[0],
-        val.x.shape[0],
-        spec.in_channels,
-    )
-    model, history = train_model(
-        mcfg,
-        spec.in_channels,
-        spec.out_channels,
-        train,
-        val,
-        ctx.cfg.scale,
-        ctx.cfg.seed,
-        log=log.info,
-    )
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(ctx.paths.history(method), buf.getvalue())
-    save_model(ctx.paths.model(method), model.state_dict(), model_card(ctx, method, spec, ds))
+    kinds = [v.kind for v in ctx.cfg.variables]
+    spec = feature_spec(ds, ctx.cfg.variable_names, ctx.cfg.scale, stats, kinds)
+    groups = variable_groups(mcfg, spec.variables)
+    state: dict[str, torch.Tensor] = {}
+    history: list[dict[str, Any]] = []
+    say = log.info if dist.is_main else (lambda _msg: None)
+    ckpt_root = ctx.paths.model(method).parent / "checkpoints"
+    for group, variables in groups.items():
+        gspec = spec.subset(variables)
+        loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
+        say(
+            f"train {method}/{group}: {len(loaders.train)} train / {len(loaders.val)} val patches "
+            f"per epoch, {gspec.in_channels} input channels, world size {dist.world}, "
+            f"{'in memory' if isinstance(loaders.train.source, MemorySource) else 'streamed'}"
+        )
+        result = fit(mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say)
+        state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
+        history += [{**row, "group": group} for row in result.history]
+    if dist.is_main:
+        write_history(ctx.paths.history(method), history)
+        save_model(ctx.paths.model(method), state, model_card(ctx, method, spec, ds, groups))
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    barrier(dist)

@@ -104,7 +104,8 @@ def test_quantile_mapping_is_configured_by_its_registry_name():
 def test_compare_slice_holds_every_method_and_evaluate_key():
     cfg = validate_config({})
     sl = stage_slice(cfg, "compare")
-    assert list(sl["methods"]) == ["bicubic", "nearest", "quantile-mapping", "unet"]
+    assert list(sl["methods"]) == ["bicubic", "nearest", "quantile-mapping", "unet", "unet-crps"]
+    assert sl["methods"]["unet-crps"] is None  # not configured by default
     assert sl["evaluate"]["wet_threshold"] == 0.1
 
 

@@ -3,44 +3,24 @@ import pandas as pd
 import pytest
 import torch
 
-from climai.config import UNetConfig
-from climai.data import FeatureSpec, build_split, patch_batches, to_physical
-from climai.preprocess import coarsen_block_mean
-from climai.testing import create_test_data
-from climai.training import masked_mse, train_model
-from climai.training.loop import warmup_cosine
+from climai.config import UNetConfig, UNetCRPSConfig
+from climai.data import build_split, to_physical
+from climai.data.dataset import Collate, EpochSampler, PatchDataset
+from climai.testing import tiny_sources
+from climai.training import fair_crps, fit, masked_mse
+from climai.training.distributed import DistContext
+from climai.training.loop import Loaders, warmup_cosine
 
 
-def _spec_and_splits(steps=40, seed=0):
-    target, static = create_test_data(nx=32, ny=32, steps=steps, seed=seed)
-    variables = ["tas", "pr"]
-    hr = np.stack([target[v].values for v in variables], axis=1)
-    lr = np.stack([coarsen_block_mean(target[v], 8).values for v in variables], axis=1)
-    st = np.stack([static[s].values for s in ("lsm", "orography")])
-    stats = {
-        "tas": {
-            "transform": "identity",
-            "offset": 1.0,
-            "mean": float(hr[:, 0].mean()),
-            "std": float(hr[:, 0].std()),
-        },
-        "pr": {
-            "transform": "log1p",
-            "offset": 1.0,
-            "mean": float(np.log1p(hr[:, 1]).mean()),
-            "std": float(np.log1p(hr[:, 1]).std()),
-        },
-        "static": {
-            s: {"mean": float(v.mean()), "std": float(v.std()) or 1.0}
-            for s, v in zip(("lsm", "orography"), st, strict=True)
-        },
-    }
-    spec = FeatureSpec(variables, ["lsm", "orography"], 8, stats)
-    times = pd.DatetimeIndex(target["time"].values)
-    n = int(steps * 0.8)
-    train = build_split(spec, lr[:n], st, times[:n], hr[:n])
-    val = build_split(spec, lr[n:], st, times[n:], hr[n:])
-    return spec, train, val, hr
+def _loaders(train, val, spec, batch=4, seed=0, workers=0, patch=16):
+    return Loaders(
+        PatchDataset(train, patch, 8, train.shape[0] * 2, seed),
+        PatchDataset(val, patch, 8, max(batch, val.shape[0] * 2), seed + 1000),
+        Collate(spec),
+        batch,
+        workers,
+        seed,
+    )
 
 
 def test_masked_mse_ignores_missing_cells():
@@ -49,20 +29,119 @@ def test_masked_mse_ignores_missing_cells():
     assert masked_mse(pred, target).item() == pytest.approx((1.0 + 0.0 + 4.0) / 3)
 
 
+def test_fair_crps_matches_the_definition_and_ignores_missing_cells():
+    gen = torch.Generator().manual_seed(0)
+    members = torch.randn(3, 4, 5, generator=gen)
+    target = torch.randn(3, 5, generator=gen)
+    target[0, 0] = float("nan")
+    x, y = members.numpy(), target.numpy()
+    want = []
+    for b in range(3):
+        for c in range(5):
+            if np.isnan(y[b, c]):
+                continue
+            e = x[b, :, c]
+            pairs = np.abs(e[:, None] - e[None, :]).sum() / (2 * 4 * 3)
+            want.append(np.abs(e - y[b, c]).mean() - pairs)
+    assert fair_crps(members, target).item() == pytest.approx(np.mean(want), rel=1e-5)
+    # two identical members: no spread term, the CRPS is the absolute error
+    same = members[:, :1].expand(-1, 2, -1)
+    assert fair_crps(same, target).item() == pytest.approx(
+        np.nanmean(np.abs(x[:, 0] - y)), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="at least 2 members"):
+        fair_crps(members[:, :1], target)
+
+
 def test_features_round_trip_to_physical_units():
-    spec, train, _, hr = _spec_and_splits()
-    back = to_physical(spec, train.target).numpy()
-    np.testing.assert_allclose(back, hr[: back.shape[0]], rtol=1e-5, atol=1e-5)
-    assert train.x.shape[1] == spec.in_channels == 2 * 2 + 2 + 4
+    spec, train, _, hr = tiny_sources()
+    split = build_split(
+        spec, train.lr, train.static, pd.date_range("2020", periods=32, freq="h"), train.hr
+    )
+    back = to_physical(spec, split.target).numpy()
+    np.testing.assert_allclose(back, hr[:32], rtol=1e-5, atol=1e-5)
+    assert split.x.shape[1] == spec.in_channels == 2 * 2 + 2 + 4
 
 
-def test_patches_are_deterministic_given_the_seed_and_aligned_to_blocks():
-    _, train, _, _ = _spec_and_splits()
-    a = [b[0] for b in patch_batches(train, 16, 4, 2, 8, np.random.default_rng(1))]
-    b = [b[0] for b in patch_batches(train, 16, 4, 2, 8, np.random.default_rng(1))]
-    assert len(a) == train.x.shape[0] * 2 // 4
-    for x, y in zip(a, b, strict=True):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)
+def test_patch_features_equal_the_full_domain_features_inside_the_domain():
+    """The two-cell LR halo makes a patch's bicubic input identical to the full-domain one."""
+    spec, train, _, _ = tiny_sources()
+    split = build_split(
+        spec, train.lr, train.static, pd.date_range("2020", periods=32, freq="h"), train.hr
+    )
+    ds = PatchDataset(train, 16, 8, 16, seed=3)
+    batch = Collate(spec)([ds[i] for i in range(16)])
+    for i in range(16):
+        t, y, x = ds.window(i)
+        win = (t, slice(None), slice(y, y + 16), slice(x, x + 16))
+        torch.testing.assert_close(batch.base[i], split.base[win], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch.target[i], split.target[win], rtol=0, atol=0)
+        torch.testing.assert_close(batch.x[i, 4:6], split.x[win][4:6], rtol=1e-6, atol=1e-6)
+        assert y % 8 == 0 and x % 8 == 0
+        np.testing.assert_array_equal(
+            batch.lr[i].numpy(), train.lr[t, :, y // 8 : y // 8 + 2, x // 8 : x // 8 + 2]
+        )
+
+
+def test_patches_are_deterministic_skip_missing_data_and_ignore_workers():
+    spec, train, _, _ = tiny_sources(nan_box=True)
+    a = PatchDataset(train, 16, 8, 40, seed=1, min_valid=0.9)
+    b = PatchDataset(train, 16, 8, 40, seed=1, min_valid=0.9)
+    assert [a.window(i) for i in range(40)] == [b.window(i) for i in range(40)]
+    # the blank quarter is never drawn: every window keeps ≥ 90 % valid cells
+    assert all(np.isfinite(a[i].hr).mean() >= 0.9 for i in range(40))
+    b.set_epoch(1)
+    assert [a.window(i) for i in range(40)] != [b.window(i) for i in range(40)]
+    loaders0 = _loaders(train, train, spec, workers=0)
+    loaders2 = _loaders(train, train, spec, workers=2)
+    ctx = DistContext()
+    for x, y in zip(
+        loaders0.loader(loaders0.train, 0, ctx),
+        loaders2.loader(loaders2.train, 0, ctx),
+        strict=True,
+    ):
+        torch.testing.assert_close(x.x, y.x, rtol=0, atol=0)
+
+
+def test_zarr_source_streams_the_same_patches_as_memory(tmp_path):
+    from climai.config import load_config
+    from climai.data.dataset import ZarrSource
+    from climai.io import open_store
+    from climai.stage import StageContext
+    from climai.testing import prepare_campaign
+    from climai.training.stage import feature_spec, memory_source
+
+    cfg = load_config(prepare_campaign(tmp_path))
+    ctx = StageContext(cfg, "x", "test", 1)
+    ds = open_store(ctx.paths.dataset)
+    import json
+
+    spec = feature_spec(ds, cfg.variable_names, 8, json.loads(ctx.paths.stats.read_text()))
+    mem = PatchDataset(memory_source(ds, spec, "train"), 16, 8, 12, seed=5)
+    stream = PatchDataset(
+        ZarrSource(ctx.paths.dataset, spec.variables, spec.statics, 0), 16, 8, 12, seed=5
+    )
+    collate = Collate(spec)
+    a, b = collate([mem[i] for i in range(12)]), collate([stream[i] for i in range(12)])
+    for name in ("x", "base", "target", "lr"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
+    # the stream holds no array data until asked: only the store path travels to workers
+    import pickle
+
+    assert len(pickle.dumps(stream.source)) < 20_000
+    # loader=auto streams a store above memory_limit_gb and loads a small one into RAM
+    from climai.training.stage import make_loaders
+
+    big = UNetConfig(patch=16, batch=4, memory_limit_gb=1e-6)
+    assert isinstance(make_loaders(ctx, big, spec, ds, 1).train.source, ZarrSource)
+    small = UNetConfig(patch=16, batch=4)
+    assert not isinstance(make_loaders(ctx, small, spec, ds, 1).train.source, ZarrSource)
+
+
+def test_sampler_splits_ranks_and_resumes_mid_epoch():
+    r0, r1 = EpochSampler(20, 3, 0, 2), EpochSampler(20, 3, 1, 2)
+    assert len(r0) == len(r1) == 9 and not set(r0) & set(r1)
+    assert list(EpochSampler(20, 3, 0, 2, start=2)) == list(r0)[6:]
 
 
 def test_schedule_warms_up_then_decays():
@@ -71,28 +150,58 @@ def test_schedule_warms_up_then_decays():
     assert f(50) < f(10) and abs(f(100) - 0.05) < 1e-9
 
 
-def test_training_lowers_validation_loss_below_the_bicubic_start():
-    spec, train, val, _ = _spec_and_splits(steps=60)
-    cfg = UNetConfig(
-        epochs=4, patch=32, batch=4, patches_per_step=2, channels=[8, 16], lr=3e-3, warmup_steps=5
-    )
-    start = masked_mse(val.base, val.target).item()  # an untrained model predicts its base
-    _model, history = train_model(
-        cfg, spec.in_channels, spec.out_channels, train, val, 8, 0, log=lambda _: None
-    )
-    assert len(history) == 4
-    assert min(h["val_loss"] for h in history) < 0.9 * start
-    assert {"epoch", "train_loss", "val_loss", "lr", "samples_per_s", "seconds"} <= set(history[0])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        UNetConfig(epochs=3, patch=16, batch=4, channels=[8, 16], lr=3e-3, warmup_steps=3),
+        UNetCRPSConfig(
+            epochs=3,
+            patch=16,
+            batch=4,
+            channels=[8, 16],
+            lr=3e-3,
+            warmup_steps=3,
+            constraint="conserve",
+        ),
+    ],
+    ids=["unet", "unet-crps-conserve"],
+)
+def test_training_lowers_the_validation_loss(cfg):
+    spec, train, val, _ = tiny_sources(steps=48)
+    loaders = _loaders(train, val, spec)
+    result = fit(cfg, spec, loaders, DistContext(), log=lambda _: None)
+    hist = result.history
+    assert len(hist) == 3
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"]
+    assert {"epoch", "train_loss", "val_loss", "lr", "samples_per_s", "seconds"} <= set(hist[0])
 
 
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(monkeypatch):
+    import climai.training.loop as loop
+
+    losses = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9])
+    seen = []
+
+    def fake_validate(model, *_args):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(losses)
+
+    monkeypatch.setattr(loop, "validate", fake_validate)
+    spec, train, val, _ = tiny_sources(steps=24)
+    cfg = UNetConfig(epochs=6, patch=16, batch=4, channels=[8, 16], patience=1)
+    result = fit(cfg, spec, _loaders(train, val, spec), DistContext(), log=lambda _: None)
+    assert [h["val_loss"] for h in result.history] == [1.0, 0.5, 0.6]
+    for k, v in seen[1].items():  # the weights returned are those of the best (second) epoch
+        assert torch.equal(result.state_dict[k], v), k
+
+
+@pytest.mark.slow
 def test_training_is_bitwise_reproducible():
-    spec, train, val, _ = _spec_and_splits(steps=30)
-    cfg = UNetConfig(epochs=1, patch=32, batch=4, channels=[8, 16], bf16=False)
-    a, _ = train_model(
-        cfg, spec.in_channels, spec.out_channels, train, val, 8, 7, log=lambda _: None
-    )
-    b, _ = train_model(
-        cfg, spec.in_channels, spec.out_channels, train, val, 8, 7, log=lambda _: None
-    )
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(va, vb), k
+    spec, train, val, _ = tiny_sources(steps=24)
+    cfg = UNetCRPSConfig(epochs=1, patch=16, batch=4, channels=[8, 16], bf16=False)
+    a = fit(cfg, spec, _loaders(train, val, spec, seed=7), DistContext(), log=lambda _: None)
+    b = fit(cfg, spec, _loaders(train, val, spec, seed=7), DistContext(), log=lambda _: None)
+    for k, v in a.state_dict.items():
+        assert torch.equal(v, b.state_dict[k]), k

@@ -1,0 +1,132 @@
+"""The stochastic U-Net, the conservation constraint, ensemble metrics and ensemble outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from climai.config import ConfigError, validate_config
+from climai.data import build_split
+from climai.evaluation.metrics import block_mean_error, crps_ensemble, crps_fair, spread_skill
+from climai.inference.predict import Emulator, prediction_dataset, unet_prediction
+from climai.models.constraints import block_mean, conserve
+from climai.models.unet import ResidualUNet
+from climai.testing import random_field, tiny_sources
+from tests.conftest import REPO
+
+
+def test_unet_crps_is_configured_by_its_registry_name():
+    cfg = validate_config({"methods": {"unet-crps": {"members": 8, "constraint": "conserve"}}})
+    assert cfg.methods.enabled() == ["bicubic", "nearest", "quantile-mapping", "unet", "unet-crps"]
+    assert cfg.methods.get("unet-crps").members == 8
+    with pytest.raises(ConfigError, match="train_members"):
+        validate_config({"methods": {"unet-crps": {"train_members": 1}}})
+    with pytest.raises(ConfigError, match="constraint"):
+        validate_config({"methods": {"unet": {"constraint": "exact"}}})
+
+
+def test_noise_makes_draws_differ_and_is_seeded():
+    net = ResidualUNet(6, 2, [8, 16], noise_channels=3)
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    x, base = torch.randn(2, 6, 16, 16), torch.zeros(2, 2, 16, 16)
+    torch.manual_seed(0)
+    a, b = net(x, base), net(x, base)
+    torch.manual_seed(0)
+    assert not torch.allclose(a, b) and torch.equal(a, net(x, base))
+    assert len(net.noise_down) == 2 and len(net.noise_up) == 1  # every scale gets noise
+
+
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_conserve_matches_the_lr_block_means_exactly(non_negative):
+    y = torch.from_numpy(np.abs(random_field((3, 1, 16, 16), seed=1)))
+    lr = torch.from_numpy(np.abs(random_field((3, 1, 2, 2), seed=2)))
+    y[0, 0, :8, :8] = 0.0  # an all-zero block: multiplicative correction cannot scale it
+    lr[1, 0, 0, 0] = float("nan")  # a missing LR block is left as predicted
+    out = conserve(y, lr, 8, [non_negative])
+    bm = block_mean(out.double(), 8)
+    ok = torch.isfinite(lr)
+    rel = ((bm - lr.double()).abs()[ok] / lr.double()[ok].abs()).max()
+    assert rel < 1e-6
+    assert torch.equal(out[1, 0, :8, :8], y[1, 0, :8, :8])
+    if non_negative:
+        assert (out >= 0).all()
+        # multiplicative: the pattern inside a block keeps its shape
+        ratio = out[2, 0, 8:, 8:] / y[2, 0, 8:, 8:]
+        torch.testing.assert_close(ratio, ratio.mean().expand_as(ratio))
+
+
+def test_conserve_keeps_precipitation_non_negative_where_additive_would_not():
+    y = torch.tensor([[[[0.0, 4.0], [0.0, 0.0]]]])
+    lr = torch.tensor([[[[0.5]]]])
+    assert conserve(y, lr, 2, [True]).min() >= 0
+    assert conserve(y, lr, 2, [False]).min() < 0
+
+
+def test_ensemble_crps_and_spread_skill_match_their_definitions():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(4, 6))
+    members = truth + rng.normal(size=(8, 4, 6))  # calibrated: truth is one more draw around it
+    mean = members.mean(0)
+    members = members - mean + truth + rng.normal(size=(4, 6))  # centred on a noisy mean
+    x = members.reshape(8, -1)
+    y = truth.ravel()
+    brute = np.mean(np.abs(x - y).mean(0) - np.abs(x[:, None] - x[None]).sum((0, 1)) / (2 * 64))
+    assert crps_ensemble(members, truth) == pytest.approx(brute)
+    fair = np.mean(np.abs(x - y).mean(0) - np.abs(x[:, None] - x[None]).sum((0, 1)) / (2 * 56))
+    assert crps_fair(members, truth) == pytest.approx(fair)
+    big = rng.normal(size=(20000,))
+    draws = rng.normal(size=(16, 20000))  # members and truth from the same distribution
+    assert spread_skill(draws, big)["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert spread_skill(0.3 * draws, big)["ratio"] < 0.5
+
+
+def test_block_mean_error_is_zero_for_a_conservative_field():
+    lr = np.abs(random_field((2, 4, 4), seed=3)) + 1.0
+    hr = np.kron(lr, np.ones((8, 8)))
+    assert block_mean_error(hr, lr, 8) < 1e-12
+    assert block_mean_error(hr * 1.1, lr, 8) == pytest.approx(
+        0.1 * np.abs(lr).max() / np.abs(lr).mean()
+    )
+
+
+def test_ensemble_prediction_has_a_member_dimension_and_conserves():
+    spec, train, _, _ = tiny_sources(steps=12)
+    times = pd.date_range("2020", periods=train.shape[0], freq="h")
+    split = build_split(spec, train.lr, train.static, times)
+    nets = {v: ResidualUNet(spec.subset([v]).in_channels, 1, [8, 16], 2) for v in spec.variables}
+    for net in nets.values():
+        torch.nn.init.normal_(net.head.weight, std=0.1)
+    emulator = Emulator(nets, {v: [v] for v in spec.variables}, "conserve", members=3)
+    values = unet_prediction(emulator, spec, split, seed=1)
+    assert values.shape == (3, train.shape[0], 2, 32, 32)
+    assert not np.allclose(values[0], values[1])
+    np.testing.assert_array_equal(values, unet_prediction(emulator, spec, split, seed=1))
+    for v in range(2):
+        assert block_mean_error(values[0][:, v], train.lr[:, v], 8) < 1e-5
+    assert (values[:, :, 1] >= 0).all()
+    import xarray as xr
+
+    like = xr.Dataset(coords={"time": times, "y": np.arange(32.0), "x": np.arange(32.0)})
+    ds = prediction_dataset(values, like, spec.variables, {})
+    assert ds["tas"].dims == ("member", "time", "y", "x") and ds.sizes["member"] == 3
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_small_on_cpu():
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--cpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = __import__("json").loads(run.stdout[run.stdout.index("{") :])
+    assert report["samples_per_s"] > 0 and report["gflop_per_sample"] > 0
+    assert 0 < report["fraction_of_measured_conv_peak"] < 1
