@@ -817,7 +817,8 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "split",
         "infer",
     ),
-    "export": ("campaign", "results", "variables", "export"),
+    # data: the target source decides which variables are valid (validators need it)
+    "export": ("campaign", "results", "variables", "data", "export"),
     "evaluate": (
         "campaign",
         "results",

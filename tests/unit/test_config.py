@@ -21,7 +21,7 @@ def test_default_config_file_is_the_toy_campaign():
     assert cfg.scale == 8
     assert cfg.data.target.dx == 500.0
     assert cfg.data.target.nx >= 128 and cfg.data.target.ny >= 128
-    assert cfg.methods.enabled() == ["bicubic", "nearest", "quantile-mapping", "unet"]
+    assert cfg.methods.enabled() == ["bicubic", "quantile-mapping", "unet"]
     assert cfg.methods.ensembles() == []
 
 
@@ -172,3 +172,14 @@ def test_infer_settings_rerun_infer_but_not_train():
     a, b = validate_config({}), validate_config({"infer": {"tile": 256}})
     assert config_sha256(stage_slice(a, "train")) == config_sha256(stage_slice(b, "train"))
     assert config_sha256(stage_slice(a, "infer")) != config_sha256(stage_slice(b, "infer"))
+
+
+@pytest.mark.parametrize(
+    "stage", ["ingest", "preprocess", "train", "infer", "evaluate", "export", "compare", "manifest"]
+)
+def test_every_stage_slice_of_a_file_campaign_rebuilds(stage):
+    """What a rule passes to its command must validate on its own (no toy-world defaults leak in)."""
+    cfg = load_config(REPO / "config" / "config.yaml", REPO / "config" / "campaigns" / "fmi.yaml")
+    method = "unet" if stage in ("train", "infer", "evaluate", "export") else None
+    rebuilt, _ = from_stage_json(json.dumps(stage_slice(cfg, stage, method)))
+    assert rebuilt.variable_names == ["pr"]

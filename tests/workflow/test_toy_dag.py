@@ -49,7 +49,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wd
 
 
-METHODS = ("bicubic", "nearest", "quantile-mapping", "unet")
+METHODS = ("bicubic", "quantile-mapping", "unet")
 
 
 def test_every_method_has_contract_metrics(campaign):
