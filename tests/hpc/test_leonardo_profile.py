@@ -34,13 +34,18 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 PROFILE = REPO / "profiles" / "leonardo"
-RULES = ("ingest", "preprocess", "train", "infer", "evaluate", "compare")
-# A smaller grid than the unit tests' tiny campaign, and only the U-Net (bicubic would add two
+RULES = ("ingest", "preprocess", "train", "infer", "evaluate", "export", "compare", "manifest")
+# A smaller grid than the unit tests' tiny campaign, and only the U-Net (each baseline would add
 # jobs that wait for the one node's 4 GPUs and its memory): every rule still runs once.
 CAMPAIGN = {
     "campaign": "hpc",
     "data": {"target": {"nx": 32, "ny": 32, "steps": 32}},
-    "methods": {"bicubic": None, "unet": {"epochs": 1, "patch": 16, "batch": 8}},
+    "methods": {
+        "bicubic": None,
+        "nearest": None,
+        "quantile-mapping": None,
+        "unet": {"epochs": 1, "patch": 16, "batch": 8},
+    },
 }
 STORES = (
     "ingest/target.zarr",
