@@ -181,6 +181,7 @@ def test_dry_run_of_the_italy_campaign_shows_leonardo_resources_quickly():
         "train",
         "infer",
         "evaluate",
+        "export",
         "compare",
         "manifest",
     }
