@@ -70,7 +70,7 @@ def reusable_array(source: str | Path, name: str, var: xr.Variable, encoding: di
 
     try:
         arr = zarr.open_array(Path(source) / name, mode="r")
-    except Exception:
+    except Exception:  # zarr raises several types for "no such array": not reusable, re-encode
         return False
     codecs = encoding.get("compressors") or []
     return (
