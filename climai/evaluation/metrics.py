@@ -298,8 +298,7 @@ def block_mean_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:
     ``pred`` is (T, H, W) on the HR grid, ``lr`` (T, H/scale, W/scale): how far a prediction is
     from conserving the LR input (0 for an exactly conservative method).
     """
-    t, h, w = pred.shape
-    blocks = pred.astype(np.float64).reshape(t, h // scale, scale, w // scale, scale).mean((2, 4))
+    blocks = block_mean(pred, scale)
     ok = np.isfinite(blocks) & np.isfinite(lr)
     if not ok.any():
         raise ValueError("prediction and LR share no valid block")
