@@ -399,7 +399,7 @@ def _member_template(
     chunked by ``ct`` steps (and one member)."""
     import dask.array as da
 
-    shape = (sub.sizes["time"], sub.sizes["y"], sub.sizes["x"])
+    shape: tuple[int, ...] = (sub.sizes["time"], sub.sizes["y"], sub.sizes["x"])
     out = xr.Dataset(coords={c: sub[c] for c in ("time", "y", "x")})
     dims: tuple[str, ...] = ("time", "y", "x")
     chunks: tuple[int, ...] = (ct, *shape[1:])

@@ -76,8 +76,13 @@ def _create(path: Path, template: xr.Dataset) -> None:
 class RankGroup(Protocol):
     """The processes that fill one store together, and their two collective operations."""
 
-    rank: int
-    world: int
+    @property
+    def rank(self) -> int:
+        """This process's rank, 0 to ``world`` - 1."""
+
+    @property
+    def world(self) -> int:
+        """Number of ranks."""
 
     def broadcast(self, obj: str | None) -> str | None:
         """Rank 0's ``obj``, on every rank."""
