@@ -119,7 +119,8 @@ def _infer(args: argparse.Namespace) -> None:
 
     ctx = _context(args, "infer")
     # baselines are a few interpolations: one process; so is an inference pinned to the CPU
-    gpu_work = method_kind(args.method) != "baseline" and ctx.cfg.infer.device != "cpu"
+    kind = method_kind(ctx.cfg.methods.type_of(args.method))
+    gpu_work = kind != "baseline" and ctx.cfg.infer.device != "cpu"
     if not (gpu_work and _launched_on_every_gpu(args, ctx)):
         run_infer(ctx, args.method)
 

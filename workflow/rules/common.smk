@@ -2,6 +2,7 @@
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
 from climai.registry import EMULATORS as TRAINABLE
+import re
 from climai.paths import CampaignPaths
 
 try:
@@ -13,15 +14,19 @@ PATHS = CampaignPaths(CFG.campaign_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
-EMULATORS = [m for m in METHODS if m in TRAINABLE]
+EMULATORS = CFG.methods.of_type(*TRAINABLE)
 ENSEMBLES = CFG.methods.ensembles()
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
+# Emulators train side by side, sharing the cores: small CPU models scale sub-linearly with
+# threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
+# finish sooner than two 2-thread trainings in a row.
+TRAIN_THREADS = max(1, ALL_CORES // max(1, len(EMULATORS)))
 
 
 wildcard_constraints:
-    method="|".join(METHODS) or "none",
+    method="|".join(re.escape(m) for m in METHODS) or "none",
 
 
 def stage_config(stage):
