@@ -127,6 +127,35 @@ class GribSource(_FileSource):
     )
 
 
+BUILTIN_SOURCES = ("netcdf", "zarr", "grib")
+
+
+class PluginSource(_FileSource):
+    """A reader plugin: a package's entry point in the group ``climai.readers``, by its name."""
+
+    source: str = Field(description="Name of an installed reader plugin.")
+    path: str | list[str] | None = Field(
+        None, description="File, glob pattern or list passed to the reader (optional)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options that the reader plugin reads."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _installed(cls, v: str) -> str:
+        from climai.plugins import plugin_names
+
+        plugins = plugin_names("reader")
+        if v not in plugins:
+            raise ValueError(
+                f"unknown source {v!r}; valid sources: synthetic (target only), "
+                f"{', '.join(BUILTIN_SOURCES)}, derived (static only), and the installed reader "
+                f"plugins: {', '.join(plugins) or 'none'}"
+            )
+        return v
+
+
 class DerivedStatic(_Strict):
     """A static field computed on the HR grid itself (for campaigns without a DEM)."""
 
@@ -137,30 +166,39 @@ class DerivedStatic(_Strict):
     )
 
 
+_SOURCE_TAGS = ("synthetic", *BUILTIN_SOURCES, "derived")
+
+
 def _source_tag(value: Any) -> str:
+    """The union member of a source: its ``source`` name, ``plugin`` for any other name."""
     if isinstance(value, dict):
-        return str(value.get("source", "synthetic"))
-    return str(getattr(value, "source", "synthetic"))
+        tag = str(value.get("source", "synthetic"))
+    else:
+        tag = str(getattr(value, "source", "synthetic"))
+    return tag if tag in _SOURCE_TAGS else "plugin"
 
 
 TargetSource = Annotated[
     Annotated[SyntheticConfig, Tag("synthetic")]
     | Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
-    | Annotated[GribSource, Tag("grib")],
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
     Discriminator(_source_tag),
 ]
 StaticSource = Annotated[
     Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
     | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")]
     | Annotated[DerivedStatic, Tag("derived")],
     Discriminator(_source_tag),
 ]
 InputSource = Annotated[
     Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
-    | Annotated[GribSource, Tag("grib")],
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
     Discriminator(_source_tag),
 ]
 FileSource = NetCDFSource | ZarrSource | GribSource
@@ -171,7 +209,7 @@ class DataConfig(_Strict):
 
     target: TargetSource = Field(
         default_factory=SyntheticConfig,
-        description="HR truth: synthetic | netcdf | zarr | grib (key 'source').",
+        description="HR truth: synthetic | netcdf | zarr | grib | a reader plugin (key 'source').",
     )
     input: InputSource | None = Field(
         None,
@@ -530,9 +568,10 @@ class EvaluateConfig(_Strict):
         description="Precipitation at or above this (in the variable's units) counts as wet.",
     )
     metrics: list[str] = Field(
-        default_factory=lambda: list(_metric_names()),
+        default_factory=lambda: _metric_names(builtin=True),
         min_length=1,
-        description="Metrics computed (registry names); those that do not apply are skipped.",
+        description="Metrics computed (registry names, plugins included; default: every "
+        "built-in one); those that do not apply to a variable or method are skipped.",
     )
 
     @field_validator("metrics")
@@ -556,10 +595,10 @@ class EvaluateConfig(_Strict):
         return v
 
 
-def _metric_names() -> list[str]:
+def _metric_names(builtin: bool = False) -> list[str]:
     from climai.evaluation.metrics import METRICS
 
-    return list(METRICS)
+    return list(METRICS.builtins) if builtin else METRICS.names()
 
 
 def _contract_metrics() -> tuple[str, ...]:
