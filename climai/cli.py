@@ -59,6 +59,10 @@ def _context(args: argparse.Namespace, stage: str) -> StageContext:
     else:
         cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
         raw = stage_slice(cfg, stage, method)
+        if stage in ("train", "infer", "evaluate", "compare"):
+            from climai.prepared import check_reused_dataset
+
+            check_reused_dataset(cfg)  # the whole config is here (a stage slice lacks preprocess)
     if method is not None and method not in cfg.methods.enabled():
         raise ConfigError(
             f"method {method!r} is not configured under 'methods'; "

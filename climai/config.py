@@ -607,6 +607,42 @@ def _contract_metrics() -> tuple[str, ...]:
     return CONTRACT_METRICS
 
 
+class PreparedConfig(_Strict):
+    """Where train, infer and evaluate read the prepared data (``dataset.zarr``, ``stats.json``).
+
+    By default this campaign's ``prep/``, written by ``preprocess``. ``campaign`` reuses another
+    campaign's prepared data, to compare emulators without ingesting and preprocessing again;
+    ``folder`` names the output of an extra rule that transforms ``prep/`` (e.g. a bias correction
+    between preprocess and train, ``docs/add-a-rule.md``).
+    """
+
+    campaign: str | None = Field(
+        None,
+        description="Reuse this campaign's prepared data (same results folder; it must have been "
+        "preprocessed with the same data, variables, scale, split and preprocess keys); null: "
+        "this campaign's own. Ingest and preprocess then do not run for this campaign.",
+    )
+    folder: str = Field(
+        "prep",
+        description="Folder under that campaign's folder holding dataset.zarr and stats.json "
+        "(prep: what preprocess writes; another name: the output of an extra rule).",
+    )
+
+    @field_validator("campaign")
+    @classmethod
+    def _safe_campaign(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"campaign name {v!r} must be letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("folder")
+    @classmethod
+    def _relative_folder(cls, v: str) -> str:
+        if not v or Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"prepared.folder {v!r} must be a relative path without '..'")
+        return v
+
+
 class CampaignConfig(_Strict):
     """A campaign: one validated config gives one folder ``<results>/<campaign>/``."""
 
@@ -632,6 +668,12 @@ class CampaignConfig(_Strict):
     infer: InferConfig = Field(default_factory=InferConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    prepared: PreparedConfig = Field(default_factory=PreparedConfig)
+    rules: list[str] = Field(
+        [],
+        description="Extra Snakemake rule files (.smk), included after climai's own; paths "
+        "relative to the working folder (docs/add-a-rule.md).",
+    )
 
     @field_validator("campaign")
     @classmethod
@@ -698,6 +740,16 @@ class CampaignConfig(_Strict):
     def campaign_dir(self) -> Path:
         """``<results>/<campaign>``: every output of this campaign lives below it."""
         return Path(self.results) / self.campaign
+
+    @property
+    def prepared_dir(self) -> Path:
+        """The folder of the prepared data that train, infer and evaluate read (``prepared``)."""
+        return Path(self.results) / (self.prepared.campaign or self.campaign) / self.prepared.folder
+
+    @property
+    def reuses_data(self) -> bool:
+        """Whether the prepared data come from another campaign (no ingest or preprocess here)."""
+        return self.prepared.campaign not in (None, self.campaign)
 
     def variable(self, name: str) -> VariableConfig:
         """The variable called ``name``."""
@@ -844,7 +896,17 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "split",
         "preprocess",
     ),
-    "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "train": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "domain",
+        "split",
+        "prepared",
+    ),
     "infer": (
         "campaign",
         "results",
@@ -855,6 +917,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "domain",
         "split",
         "infer",
+        "prepared",
     ),
     # data: the target source decides which variables are valid (validators need it)
     "export": ("campaign", "results", "variables", "data", "export"),
@@ -868,6 +931,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "domain",
         "split",
         "evaluate",
+        "prepared",
     ),
     "manifest": tuple(CampaignConfig.model_fields),
     # compare shows the whole campaign config in the report, so it reads every key
