@@ -23,6 +23,7 @@ from pydantic import (
     Discriminator,
     Field,
     RootModel,
+    SerializeAsAny,
     Tag,
     ValidationError,
     field_validator,
@@ -398,10 +399,12 @@ class QuantileMappingConfig(_Strict):
     )
 
 
-class UNetConfig(_Strict):
-    """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
+class EmulatorConfig(_Strict):
+    """What every trained method shares: the training loop's keys (patches, optimiser, EMA,
+    early stopping, checkpoints). A method plugin's config subclasses it (docs/add-an-emulator.md).
+    """
 
-    type: Literal["unet"] = Field("unet", description="Method type (registry name).")
+    type: str = Field(description="Method type (registry name).")
     epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
     batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")
@@ -420,9 +423,6 @@ class UNetConfig(_Strict):
     )
     patience: int = Field(
         3, ge=1, description="Early stopping: epochs without a better val loss before stopping."
-    )
-    channels: list[int] = Field(
-        [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
     constraint: Literal["none", "conserve"] = Field(
         "none",
@@ -448,6 +448,15 @@ class UNetConfig(_Strict):
         200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
     )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+
+
+class UNetConfig(EmulatorConfig):
+    """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
+
+    type: Literal["unet"] = Field("unet", description="Method type (registry name).")  # type: ignore[assignment]
+    channels: list[int] = Field(
+        [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
+    )
 
 
 class UNetCRPSConfig(UNetConfig):
@@ -478,13 +487,42 @@ DEFAULT_METHODS = ("bicubic", "nearest", "quantile-mapping", "unet")
 
 
 def _method_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("type", ""))
-    return str(getattr(value, "type", ""))
+    get = value.get if isinstance(value, dict) else lambda k, d: getattr(value, k, d)
+    tag = str(get("type", ""))
+    return tag if tag in METHOD_TYPES or not isinstance(value, BaseModel) else "plugin"
+
+
+def _method_plugins() -> list[str]:
+    """Method types of installed plugins (entry-point group ``climai.methods``), not loaded."""
+    from climai.plugins import plugin_names
+
+    return [n for n in plugin_names("method") if n not in METHOD_TYPES]
+
+
+def _plugin_method_config(name: str, kind: str, spec: dict[str, Any]) -> BaseModel:
+    """``methods.<name>`` validated by the config model of the plugin type ``kind``."""
+    from climai.registry import method_type
+
+    model = method_type(kind).config
+    try:
+        return model.model_validate({**spec, "type": kind})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"'methods.{name}.{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(problems) from None
 
 
 MethodConfig = Annotated[
-    typing.Union[tuple(Annotated[m, Tag(t)] for t, m in METHOD_TYPES.items())],  # noqa: UP007
+    typing.Union[  # noqa: UP007
+        tuple(
+            [
+                *(Annotated[m, Tag(t)] for t, m in METHOD_TYPES.items()),
+                # a plugin type, already validated by its own model in MethodsConfig._typed
+                Annotated[SerializeAsAny[BaseModel], Tag("plugin")],
+            ]
+        )
+    ],
     Discriminator(_method_tag),
 ]
 
@@ -520,8 +558,11 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
                     f"'methods.{name}' must be a mapping of its settings (or null), got {spec!r}"
                 )
             kind = spec.get("type", name)
+            if kind not in METHOD_TYPES and kind in _method_plugins():
+                out[name] = _plugin_method_config(name, kind, spec)
+                continue
             if kind not in METHOD_TYPES:
-                types = ", ".join(METHOD_TYPES)
+                types = ", ".join([*METHOD_TYPES, *_method_plugins()])
                 what = (
                     f"'methods.{name}.type' = {kind!r}"
                     if "type" in spec
@@ -788,12 +829,14 @@ class CampaignConfig(_Strict):
                 )
         for name in self.methods.enabled():
             unet = self.methods.get(name)
-            if not isinstance(unet, UNetConfig):
+            if not isinstance(unet, EmulatorConfig):
                 continue
             if unet.patch % self.scale:
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is not a multiple of scale={self.scale}"
                 )
+            if not isinstance(unet, UNetConfig):
+                continue
             levels = 2 ** (len(unet.channels) - 1)
             if unet.patch % levels:
                 raise ValueError(
@@ -814,7 +857,7 @@ class CampaignConfig(_Strict):
             )
         for name in self.methods.enabled():
             unet = self.methods.get(name)
-            if isinstance(unet, UNetConfig) and unet.patch > min(target.nx, target.ny):
+            if isinstance(unet, EmulatorConfig) and unet.patch > min(target.nx, target.ny):
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is larger than the HR domain "
                     f"{target.ny}×{target.nx} (data.target.ny × nx)"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic.fields import FieldInfo
 
 HEADER = """\
@@ -110,7 +110,16 @@ def _nested(ann: Any) -> list[tuple[str, type[BaseModel]]]:
         return [("[]", m) for _, m in _nested(args[0])]
     if origin is dict and args:
         return [(".<name>", m) for _, m in _nested(args[1])]
-    return [("", m) for m in _union_args(ann) if _is_model(m)]
+    return [("", _documented(m)) for m in _union_args(ann) if _is_model(m)]
+
+
+def _documented(model: type[BaseModel]) -> type[BaseModel]:
+    """The model documented for a union member; a method plugin (any model) → EmulatorConfig."""
+    if model is BaseModel:
+        from climai.config import EmulatorConfig
+
+        return EmulatorConfig
+    return model
 
 
 def _nested_kind(ann: Any) -> str:
@@ -128,23 +137,50 @@ def _nested_kind(ann: Any) -> str:
 
 
 def _variant(model: type[BaseModel]) -> str:
-    """``source: netcdf`` for a member of a tagged union, else ''."""
-    field = model.model_fields.get("source")
-    if field is None:
-        return ""
-    lit = typing.get_args(_strip(field.annotation))
-    if typing.get_origin(_strip(field.annotation)) is Literal and len(lit) == 1:
-        return f"source: {lit[0]}"
-    return "source: <reader plugin>"
+    """``source: netcdf`` / ``type: unet`` for a member of a tagged union, else ''."""
+    for tag, plugin in (("source", "<reader plugin>"), ("type", "<method plugin>")):
+        field = model.model_fields.get(tag)
+        if field is None:
+            continue
+        lit = typing.get_args(_strip(field.annotation))
+        if typing.get_origin(_strip(field.annotation)) is Literal and len(lit) == 1:
+            return f"{tag}: {lit[0]}"
+        return f"{tag}: {plugin}"
+    return ""
+
+
+def _root_sections(model: type[RootModel[Any]], path: str) -> Iterator[Section]:
+    """A mapping at the top of a section (``methods``): one row for its names, then its models."""
+    field = model.model_fields["root"]
+    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    names = ", ".join(f"`{k}`" for k in default) if isinstance(default, dict) else ""
+    kind = _nested_kind(typing.get_args(_strip(field.annotation))[1])
+    rows = [("<name>", kind, f"{names}" or "`{}`", "Any name; its settings, or null (not run).")]
+    yield Section(path, _first_line(model.__doc__), rows)
+    for _, sub in _nested(field.annotation):
+        yield from _variant_sections(sub, f"{path}.<name>")
+
+
+def _variant_sections(sub: type[BaseModel], sub_path: str) -> Iterator[Section]:
+    variant = _variant(sub)
+    for sec in sections(sub, sub_path):
+        if variant and sec.path == sub_path:
+            sec.path = f"{sub_path} ({variant})"
+        yield sec
 
 
 def sections(model: type[BaseModel], path: str = "") -> Iterator[Section]:
     """The sections of ``model`` and of every model below it, depth first."""
+    if issubclass(model, RootModel):
+        yield from _root_sections(model, path)
+        return
     rows = []
     below: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         key = field.alias or name
         nested = _nested(field.annotation)
+        if _is_model(field.annotation) and issubclass(field.annotation, RootModel):
+            nested = [("", field.annotation)]
         for suffix, sub in nested:
             below.append((f"{path}{'.' if path else ''}{key}{suffix}", sub))
         kind = _nested_kind(field.annotation) if nested else type_name(field.annotation)
@@ -152,11 +188,7 @@ def sections(model: type[BaseModel], path: str = "") -> Iterator[Section]:
         rows.append((key, kind, _default(field), desc))
     yield Section(path, _first_line(model.__doc__), rows)
     for sub_path, sub in below:
-        variant = _variant(sub)
-        for sec in sections(sub, sub_path):
-            if variant and sec.path == sub_path:
-                sec.path = f"{sub_path} ({variant})"
-            yield sec
+        yield from _variant_sections(sub, sub_path)
 
 
 def render(model: type[BaseModel]) -> str:

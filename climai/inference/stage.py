@@ -30,6 +30,7 @@ from climai.inference.predict import (
     prediction_dataset,
     quantile_mapped_prediction,
     resolve_device,
+    size_multiple,
     unet_prediction,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
@@ -424,7 +425,9 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
     predict = model_predictor(model, resolve_device(cfg.device), cfg.bf16, cfg.members)
     members = cfg.members if hasattr(model, "sample") else 1
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
-    downscale_to_store(predict, spec, lr, static, out_path, cfg, model.multiple, members, attrs)
+    downscale_to_store(
+        predict, spec, lr, static, out_path, cfg, size_multiple(model), members, attrs
+    )
     log.info("infer %s: %d %s steps", method, lr.sizes["time"], split)
 
 
@@ -480,12 +483,16 @@ def run_downscale(
     }
     output = Path(output)
     if output.suffix != ".nc":
-        downscale_to_store(predict, spec, lr, static, output, cfg, model.multiple, members, attrs)
+        downscale_to_store(
+            predict, spec, lr, static, output, cfg, size_multiple(model), members, attrs
+        )
         return
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
         store = Path(tmp) / "hr.zarr"
-        downscale_to_store(predict, spec, lr, static, store, cfg, model.multiple, members, attrs)
+        downscale_to_store(
+            predict, spec, lr, static, store, cfg, size_multiple(model), members, attrs
+        )
         hr = open_store(store)
         write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))

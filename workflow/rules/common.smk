@@ -1,7 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
-from climai.registry import EMULATORS as TRAINABLE
+from climai.registry import method_kind
 import re
 from climai.paths import CampaignPaths
 from climai.prepared import check_reused_dataset
@@ -16,7 +16,7 @@ PATHS = CampaignPaths(CFG.campaign_dir, CFG.prepared_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
-EMULATORS = CFG.methods.of_type(*TRAINABLE)
+EMULATORS = [m for m in METHODS if method_kind(CFG.methods.type_of(m)) == "emulator"]
 ENSEMBLES = CFG.methods.ensembles()
 # Extra rule files of the campaign (config key `rules`), included by the Snakefile after climai's
 # own; they may append files to EXTRA_TARGETS for `rule all` (docs/add-a-rule.md).
