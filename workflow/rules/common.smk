@@ -3,6 +3,8 @@ from climai.config import ConfigError, canonical_json, stage_slice, validate_con
 from climai.manifest import input_paths
 from climai.registry import method_kind
 import re
+from pathlib import Path
+
 from climai.paths import CampaignPaths
 from climai.prepared import check_reused_dataset
 
@@ -22,6 +24,7 @@ ENSEMBLES = CFG.methods.ensembles()
 # own; they may append files to EXTRA_TARGETS for `rule all` (docs/add-a-rule.md).
 EXTRA_RULES = [os.path.abspath(p) for p in CFG.rules]
 EXTRA_TARGETS = []
+CLIMAI_ENVS = Path(workflow.basedir) / "envs"  # conda environments for extra rules
 for _path in EXTRA_RULES:
     if not os.path.isfile(_path):
         raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
