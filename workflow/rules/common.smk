@@ -31,6 +31,10 @@ for _path in EXTRA_RULES:
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
+# Emulators train side by side, sharing the cores: small CPU models scale sub-linearly with
+# threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
+# finish sooner than two 2-thread trainings in a row.
+TRAIN_THREADS = max(1, ALL_CORES // max(1, len(EMULATORS)))
 
 
 wildcard_constraints:
