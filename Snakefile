@@ -22,6 +22,13 @@ include: "workflow/rules/manifest.smk"
 include: "workflow/rules/export.smk"
 
 
+# A campaign's own rules (config key `rules`: docs/add-a-rule.md), after climai's.
+for extra_rules in EXTRA_RULES:
+
+    include: extra_rules
+
+
+
 rule all:
     input:
         all_outputs,

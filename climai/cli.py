@@ -59,6 +59,10 @@ def _context(args: argparse.Namespace, stage: str) -> StageContext:
     else:
         cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
         raw = stage_slice(cfg, stage, method)
+        if stage in ("train", "infer", "evaluate", "compare"):
+            from climai.prepared import check_reused_dataset
+
+            check_reused_dataset(cfg)  # the whole config is here (a stage slice lacks preprocess)
     if method is not None and method not in cfg.methods.enabled():
         raise ConfigError(
             f"method {method!r} is not configured under 'methods'; "
@@ -208,6 +212,11 @@ def _install_profile(args: argparse.Namespace) -> None:
 
 
 def _schema(args: argparse.Namespace) -> None:
+    if args.markdown:
+        from climai.config_docs import config_markdown
+
+        sys.stdout.write(config_markdown())
+        return
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
@@ -268,7 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="target (default: Snakemake's user folder)")
     p.add_argument("--force", action="store_true", help="replace a link to another folder")
     p.set_defaults(func=_install_profile)
-    p = sub.add_parser("schema", help="print the config's JSON schema")
+    p = sub.add_parser("schema", help="print the config's JSON schema (or its Markdown key table)")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="every key as Markdown tables: climai schema --markdown > config/README.md",
+    )
     p.set_defaults(func=_schema)
     return parser
 

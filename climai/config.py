@@ -23,6 +23,7 @@ from pydantic import (
     Discriminator,
     Field,
     RootModel,
+    SerializeAsAny,
     Tag,
     ValidationError,
     field_validator,
@@ -129,6 +130,35 @@ class GribSource(_FileSource):
     )
 
 
+BUILTIN_SOURCES = ("netcdf", "zarr", "grib")
+
+
+class PluginSource(_FileSource):
+    """A reader plugin: a package's entry point in the group ``climai.readers``, by its name."""
+
+    source: str = Field(description="Name of an installed reader plugin.")
+    path: str | list[str] | None = Field(
+        None, description="File, glob pattern or list passed to the reader (optional)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options that the reader plugin reads."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _installed(cls, v: str) -> str:
+        from climai.plugins import plugin_names
+
+        plugins = plugin_names("reader")
+        if v not in plugins:
+            raise ValueError(
+                f"unknown source {v!r}; valid sources: synthetic (target only), "
+                f"{', '.join(BUILTIN_SOURCES)}, derived (static only), and the installed reader "
+                f"plugins: {', '.join(plugins) or 'none'}"
+            )
+        return v
+
+
 class DerivedStatic(_Strict):
     """A static field computed on the HR grid itself (for campaigns without a DEM)."""
 
@@ -139,30 +169,39 @@ class DerivedStatic(_Strict):
     )
 
 
+_SOURCE_TAGS = ("synthetic", *BUILTIN_SOURCES, "derived")
+
+
 def _source_tag(value: Any) -> str:
+    """The union member of a source: its ``source`` name, ``plugin`` for any other name."""
     if isinstance(value, dict):
-        return str(value.get("source", "synthetic"))
-    return str(getattr(value, "source", "synthetic"))
+        tag = str(value.get("source", "synthetic"))
+    else:
+        tag = str(getattr(value, "source", "synthetic"))
+    return tag if tag in _SOURCE_TAGS else "plugin"
 
 
 TargetSource = Annotated[
     Annotated[SyntheticConfig, Tag("synthetic")]
     | Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
-    | Annotated[GribSource, Tag("grib")],
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
     Discriminator(_source_tag),
 ]
 StaticSource = Annotated[
     Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
     | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")]
     | Annotated[DerivedStatic, Tag("derived")],
     Discriminator(_source_tag),
 ]
 InputSource = Annotated[
     Annotated[NetCDFSource, Tag("netcdf")]
     | Annotated[ZarrSource, Tag("zarr")]
-    | Annotated[GribSource, Tag("grib")],
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
     Discriminator(_source_tag),
 ]
 FileSource = NetCDFSource | ZarrSource | GribSource
@@ -173,7 +212,7 @@ class DataConfig(_Strict):
 
     target: TargetSource = Field(
         default_factory=SyntheticConfig,
-        description="HR truth: synthetic | netcdf | zarr | grib (key 'source').",
+        description="HR truth: synthetic | netcdf | zarr | grib | a reader plugin (key 'source').",
     )
     input: InputSource | None = Field(
         None,
@@ -360,10 +399,12 @@ class QuantileMappingConfig(_Strict):
     )
 
 
-class UNetConfig(_Strict):
-    """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
+class EmulatorConfig(_Strict):
+    """What every trained method shares: the training loop's keys (patches, optimiser, EMA,
+    early stopping, checkpoints). A method plugin's config subclasses it (docs/add-an-emulator.md).
+    """
 
-    type: Literal["unet"] = Field("unet", description="Method type (registry name).")
+    type: str = Field(description="Method type (registry name).")
     epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
     batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")
@@ -382,9 +423,6 @@ class UNetConfig(_Strict):
     )
     patience: int = Field(
         3, ge=1, description="Early stopping: epochs without a better val loss before stopping."
-    )
-    channels: list[int] = Field(
-        [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
     constraint: Literal["none", "conserve"] = Field(
         "none",
@@ -410,6 +448,15 @@ class UNetConfig(_Strict):
         200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
     )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+
+
+class UNetConfig(EmulatorConfig):
+    """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
+
+    type: Literal["unet"] = Field("unet", description="Method type (registry name).")  # type: ignore[assignment]
+    channels: list[int] = Field(
+        [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
+    )
 
 
 class UNetCRPSConfig(UNetConfig):
@@ -440,13 +487,42 @@ DEFAULT_METHODS = ("bicubic", "nearest", "quantile-mapping", "unet")
 
 
 def _method_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("type", ""))
-    return str(getattr(value, "type", ""))
+    get = value.get if isinstance(value, dict) else lambda k, d: getattr(value, k, d)
+    tag = str(get("type", ""))
+    return tag if tag in METHOD_TYPES or not isinstance(value, BaseModel) else "plugin"
+
+
+def _method_plugins() -> list[str]:
+    """Method types of installed plugins (entry-point group ``climai.methods``), not loaded."""
+    from climai.plugins import plugin_names
+
+    return [n for n in plugin_names("method") if n not in METHOD_TYPES]
+
+
+def _plugin_method_config(name: str, kind: str, spec: dict[str, Any]) -> BaseModel:
+    """``methods.<name>`` validated by the config model of the plugin type ``kind``."""
+    from climai.registry import method_type
+
+    model = method_type(kind).config
+    try:
+        return model.model_validate({**spec, "type": kind})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"'methods.{name}.{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(problems) from None
 
 
 MethodConfig = Annotated[
-    typing.Union[tuple(Annotated[m, Tag(t)] for t, m in METHOD_TYPES.items())],  # noqa: UP007
+    typing.Union[  # noqa: UP007
+        tuple(
+            [
+                *(Annotated[m, Tag(t)] for t, m in METHOD_TYPES.items()),
+                # a plugin type, already validated by its own model in MethodsConfig._typed
+                Annotated[SerializeAsAny[BaseModel], Tag("plugin")],
+            ]
+        )
+    ],
     Discriminator(_method_tag),
 ]
 
@@ -482,8 +558,11 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
                     f"'methods.{name}' must be a mapping of its settings (or null), got {spec!r}"
                 )
             kind = spec.get("type", name)
+            if kind not in METHOD_TYPES and kind in _method_plugins():
+                out[name] = _plugin_method_config(name, kind, spec)
+                continue
             if kind not in METHOD_TYPES:
-                types = ", ".join(METHOD_TYPES)
+                types = ", ".join([*METHOD_TYPES, *_method_plugins()])
                 what = (
                     f"'methods.{name}.type' = {kind!r}"
                     if "type" in spec
@@ -605,9 +684,10 @@ class EvaluateConfig(_Strict):
         description="Precipitation at or above this (in the variable's units) counts as wet.",
     )
     metrics: list[str] = Field(
-        default_factory=lambda: list(_metric_names()),
+        default_factory=lambda: _metric_names(builtin=True),
         min_length=1,
-        description="Metrics computed (registry names); those that do not apply are skipped.",
+        description="Metrics computed (registry names, plugins included; default: every "
+        "built-in one); those that do not apply to a variable or method are skipped.",
     )
 
     @field_validator("metrics")
@@ -631,16 +711,52 @@ class EvaluateConfig(_Strict):
         return v
 
 
-def _metric_names() -> list[str]:
+def _metric_names(builtin: bool = False) -> list[str]:
     from climai.evaluation.metrics import METRICS
 
-    return list(METRICS)
+    return list(METRICS.builtins) if builtin else METRICS.names()
 
 
 def _contract_metrics() -> tuple[str, ...]:
     from climai.evaluation.metrics import CONTRACT_METRICS
 
     return CONTRACT_METRICS
+
+
+class PreparedConfig(_Strict):
+    """Where train, infer and evaluate read the prepared data (``dataset.zarr``, ``stats.json``).
+
+    By default this campaign's ``prep/``, written by ``preprocess``. ``campaign`` reuses another
+    campaign's prepared data, to compare emulators without ingesting and preprocessing again;
+    ``folder`` names the output of an extra rule that transforms ``prep/`` (e.g. a bias correction
+    between preprocess and train, ``docs/add-a-rule.md``).
+    """
+
+    campaign: str | None = Field(
+        None,
+        description="Reuse this campaign's prepared data (same results folder; it must have been "
+        "preprocessed with the same data, variables, scale, split and preprocess keys); null: "
+        "this campaign's own. Ingest and preprocess then do not run for this campaign.",
+    )
+    folder: str = Field(
+        "prep",
+        description="Folder under that campaign's folder holding dataset.zarr and stats.json "
+        "(prep: what preprocess writes; another name: the output of an extra rule).",
+    )
+
+    @field_validator("campaign")
+    @classmethod
+    def _safe_campaign(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"campaign name {v!r} must be letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("folder")
+    @classmethod
+    def _relative_folder(cls, v: str) -> str:
+        if not v or Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"prepared.folder {v!r} must be a relative path without '..'")
+        return v
 
 
 class CampaignConfig(_Strict):
@@ -668,6 +784,12 @@ class CampaignConfig(_Strict):
     infer: InferConfig = Field(default_factory=InferConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    prepared: PreparedConfig = Field(default_factory=PreparedConfig)
+    rules: list[str] = Field(
+        [],
+        description="Extra Snakemake rule files (.smk), included after climai's own; paths "
+        "relative to the working folder (docs/add-a-rule.md).",
+    )
 
     @field_validator("campaign")
     @classmethod
@@ -707,12 +829,14 @@ class CampaignConfig(_Strict):
                 )
         for name in self.methods.enabled():
             unet = self.methods.get(name)
-            if not isinstance(unet, UNetConfig):
+            if not isinstance(unet, EmulatorConfig):
                 continue
             if unet.patch % self.scale:
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is not a multiple of scale={self.scale}"
                 )
+            if not isinstance(unet, UNetConfig):
+                continue
             levels = 2 ** (len(unet.channels) - 1)
             if unet.patch % levels:
                 raise ValueError(
@@ -733,7 +857,7 @@ class CampaignConfig(_Strict):
             )
         for name in self.methods.enabled():
             unet = self.methods.get(name)
-            if isinstance(unet, UNetConfig) and unet.patch > min(target.nx, target.ny):
+            if isinstance(unet, EmulatorConfig) and unet.patch > min(target.nx, target.ny):
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is larger than the HR domain "
                     f"{target.ny}×{target.nx} (data.target.ny × nx)"
@@ -743,6 +867,16 @@ class CampaignConfig(_Strict):
     def campaign_dir(self) -> Path:
         """``<results>/<campaign>``: every output of this campaign lives below it."""
         return Path(self.results) / self.campaign
+
+    @property
+    def prepared_dir(self) -> Path:
+        """The folder of the prepared data that train, infer and evaluate read (``prepared``)."""
+        return Path(self.results) / (self.prepared.campaign or self.campaign) / self.prepared.folder
+
+    @property
+    def reuses_data(self) -> bool:
+        """Whether the prepared data come from another campaign (no ingest or preprocess here)."""
+        return self.prepared.campaign not in (None, self.campaign)
 
     def variable(self, name: str) -> VariableConfig:
         """The variable called ``name``."""
@@ -894,7 +1028,17 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "split",
         "preprocess",
     ),
-    "train": ("campaign", "results", "seed", "scale", "variables", "data", "domain", "split"),
+    "train": (
+        "campaign",
+        "results",
+        "seed",
+        "scale",
+        "variables",
+        "data",
+        "domain",
+        "split",
+        "prepared",
+    ),
     "infer": (
         "campaign",
         "results",
@@ -905,6 +1049,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "domain",
         "split",
         "infer",
+        "prepared",
     ),
     # data: the target source decides which variables are valid (validators need it)
     "export": ("campaign", "results", "variables", "data", "export"),
@@ -918,6 +1063,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "domain",
         "split",
         "evaluate",
+        "prepared",
     ),
     "manifest": tuple(CampaignConfig.model_fields),
     # compare shows the whole campaign config in the report, so it reads every key

@@ -1,8 +1,9 @@
 """Named converters that derive a variable from another (e.g. radar reflectivity → rain rate).
 
 A converter is a pure, lazy function ``(DataArray, **params) → DataArray`` that checks the units
-of its input and sets the units of its output. Register one with :func:`register`; config names
-it under ``variables[].converter`` with its ``params``.
+of its input and sets the units of its output. climai's own are registered with :func:`register`;
+a package adds one through an entry point in the group ``climai.converters``
+(``docs/add-a-variable.md``). Config names it under ``variables[].converter`` with its ``params``.
 """
 
 from __future__ import annotations
@@ -13,30 +14,35 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
+from climai.plugins import Registry
 from climai.units import UnitsError, normalise
 
 Converter = Callable[..., xr.DataArray]
-CONVERTERS: dict[str, Converter] = {}
+
+
+def _check_converter(name: str, obj: object) -> Converter:
+    if not callable(obj):
+        raise TypeError(f"expected a function (DataArray, **params) -> DataArray, got {obj!r}")
+    return obj  # type: ignore[return-value]
+
+
+_BUILTIN: dict[str, Converter] = {}
+CONVERTERS: Registry[Converter] = Registry("converter", _BUILTIN, _check_converter)
 
 
 def register(name: str) -> Callable[[Converter], Converter]:
     """Decorator: make a converter available under ``name``."""
 
     def deco(fn: Converter) -> Converter:
-        CONVERTERS[name] = fn
+        _BUILTIN[name] = fn
         return fn
 
     return deco
 
 
 def get_converter(name: str) -> Converter:
-    """The converter called ``name``; the error lists the registered ones."""
-    try:
-        return CONVERTERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown converter {name!r}; converters: {', '.join(sorted(CONVERTERS))}"
-        ) from None
+    """The converter called ``name`` (plugins included); the error lists the valid ones."""
+    return CONVERTERS.get(name)
 
 
 def apply_converter(

@@ -8,9 +8,16 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class CampaignPaths:
-    """Output paths under ``<results>/<campaign>/`` (architecture: data flow)."""
+    """Output paths under ``<results>/<campaign>/`` (architecture: data flow).
+
+    ``prepared`` is the folder whose ``dataset.zarr`` and ``stats.json`` train, infer and evaluate
+    read (config key ``prepared``): ``<root>/prep`` by default, another campaign's ``prep`` to
+    reuse its data, or the output folder of an extra rule (e.g. a bias correction) that reads
+    ``preprocessed`` and writes there.
+    """
 
     root: Path
+    prepared: Path | None = None
 
     @property
     def target(self) -> Path:
@@ -25,12 +32,28 @@ class CampaignPaths:
         return self.root / "ingest" / "input.zarr"
 
     @property
-    def dataset(self) -> Path:
+    def preprocessed(self) -> Path:
+        """What ``preprocess`` writes: ``prep/dataset.zarr``."""
         return self.root / "prep" / "dataset.zarr"
 
     @property
-    def stats(self) -> Path:
+    def preprocessed_stats(self) -> Path:
+        """What ``preprocess`` writes: ``prep/stats.json`` (train-split statistics)."""
         return self.root / "prep" / "stats.json"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.prepared if self.prepared is not None else self.root / "prep"
+
+    @property
+    def dataset(self) -> Path:
+        """The prepared dataset that train, infer and evaluate read."""
+        return self.prepared_dir / "dataset.zarr"
+
+    @property
+    def stats(self) -> Path:
+        """The statistics of the prepared dataset (normalisation, quantiles)."""
+        return self.prepared_dir / "stats.json"
 
     def model(self, method: str) -> Path:
         return self.root / "models" / method / "model.pt"

@@ -25,7 +25,7 @@ class StageContext:
 
     @property
     def paths(self) -> CampaignPaths:
-        return CampaignPaths(self.cfg.campaign_dir)
+        return CampaignPaths(self.cfg.campaign_dir, self.cfg.prepared_dir)
 
     def stamp(self, ds: xr.Dataset) -> xr.Dataset:
         """``ds`` with the provenance attributes of this stage (architecture contract 4)."""

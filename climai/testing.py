@@ -327,3 +327,33 @@ def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False, size: in
     train = MemorySource(lr[:n].astype(np.float32), hr[:n], st, times[:n])
     val = MemorySource(lr[n:].astype(np.float32), hr[n:], st, times[n:])
     return spec, train, val, hr
+
+
+def write_plugin_package(
+    root: str | Path,
+    dist: str,
+    files: dict[str, str],
+    entry_points: dict[str, dict[str, str]],
+    version: str = "0.1.0",
+) -> Path:
+    """Write an installed-looking package under ``root``: its ``files`` (relative path → text)
+    and a ``<dist>-<version>.dist-info`` declaring ``entry_points`` (group → name → "module:attr").
+
+    With ``root`` on ``sys.path`` (and on ``PYTHONPATH`` for subprocesses such as Snakemake's
+    jobs), ``importlib.metadata`` finds the entry points exactly as for a package installed with
+    pip, so climai's registries load the plugin. Returns ``root``.
+    """
+    root = Path(root)
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    sections = [
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in eps.items())
+        for group, eps in entry_points.items()
+    ]
+    (info / "entry_points.txt").write_text("\n".join(sections))
+    return root

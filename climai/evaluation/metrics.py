@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from climai.plugins import Registry
+
 QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
 
 
@@ -448,7 +450,7 @@ def _quantile_error(i: MetricInput) -> dict[str, float]:
     return {k: p[k] - t[k] for k in p}
 
 
-METRICS: dict[str, Metric] = {
+_BUILTIN: dict[str, Metric] = {
     "rmse": Metric(lambda i: rmse(i.point, i.truth)),
     "mae": Metric(lambda i: mae(i.point, i.truth)),
     "bias": Metric(lambda i: bias(i.point, i.truth)),
@@ -481,14 +483,23 @@ METRICS: dict[str, Metric] = {
 CONTRACT_METRICS = ("rmse", "mae", "bias", "corr", "spectral_ratio")
 
 
+def _check_metric(name: str, obj: object) -> Metric:
+    """A plugin's entry point: a :class:`Metric`, or a function ``(MetricInput) -> value``."""
+    if isinstance(obj, Metric):
+        return obj
+    if callable(obj):
+        return Metric(obj)
+    raise TypeError(f"expected a Metric or a function (MetricInput) -> value, got {obj!r}")
+
+
+METRICS: Registry[Metric] = Registry("metric", _BUILTIN, _check_metric)
+"""Every metric by name: climai's own, then plugins of the entry-point group ``climai.metrics``
+(``docs/add-a-metric.md``)."""
+
+
 def get_metric(name: str) -> Metric:
     """The metric called ``name``; an unknown name gets an error listing the valid ones."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown metric {name!r}; valid metrics: {', '.join(sorted(METRICS))}"
-        ) from None
+    return METRICS.get(name)
 
 
 def compute_metrics(
@@ -510,7 +521,7 @@ def compute_metrics(
         if bands is not None:
             inp.bands = bands
     out: dict[str, Any] = {}
-    for name in names if names is not None else list(METRICS):
+    for name in names if names is not None else list(METRICS.builtins):
         metric = get_metric(name)
         if metric.applies(inp):
             out[name] = metric.func(inp)

@@ -17,6 +17,7 @@ from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
 from climai.models.unet import ResidualUNet
+from climai.registry import method_type
 from climai.training.loop import bf16_supported, predict_normalised
 from climai.variables import is_non_negative
 
@@ -25,17 +26,17 @@ from climai.variables import is_non_negative
 class Emulator:
     """The trained networks of a method: one per variable group, with how to apply them."""
 
-    nets: dict[str, ResidualUNet]
+    nets: dict[str, torch.nn.Module]  # ResidualUNet, or a plugin type's network
     groups: dict[str, list[str]]
     constraint: str = "none"
     members: int = 1
 
     @property
     def stochastic(self) -> bool:
-        return any(net.stochastic for net in self.nets.values())
+        return any(getattr(net, "stochastic", False) for net in self.nets.values())
 
     @property
-    def single_net(self) -> ResidualUNet | None:
+    def single_net(self) -> torch.nn.Module | None:
         """The one deterministic network, unconstrained: what tiled streaming inference runs."""
         if len(self.nets) != 1 or self.constraint != "none" or self.stochastic:
             return None
@@ -46,6 +47,8 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     """The emulator, its feature spec and its card from a ``model.pt``."""
     state, card = load_model_file(path)
     arch = card.get("architecture", {})
+    if arch.get("name") == "plugin":
+        return _load_plugin_emulator(path, state, card)
     if arch.get("name") != "ResidualUNet" or arch.get("norm") != "channel":
         raise ValueError(
             f"model file {str(path)!r} holds architecture {arch.get('name')!r} "
@@ -73,6 +76,29 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     return emulator, spec, card
 
 
+def _load_plugin_emulator(
+    path: str | Path, state: dict[str, torch.Tensor], card: dict[str, Any]
+) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
+    """A plugin type's networks, rebuilt by its ``build`` from the config stored in the card."""
+    arch = card["architecture"]
+    try:
+        mtype = method_type(arch["type"])
+    except KeyError as err:
+        raise ValueError(
+            f"model file {str(path)!r} needs the method plugin {arch['type']!r}: {err}"
+        ) from None
+    cfg = mtype.config.model_validate(arch["method_config"])
+    spec = FeatureSpec(**card["features"])
+    nets = {}
+    for group, variables in arch["groups"].items():
+        sub = spec.subset(variables)
+        net = mtype.builder()(cfg, sub.in_channels, sub.out_channels)
+        prefix = f"{group}."
+        net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        nets[group] = net.eval()
+    return Emulator(nets, arch["groups"], arch.get("constraint", "none"), 1), spec, card
+
+
 def select_variables(split: SplitTensors, spec: FeatureSpec, variables: list[str]) -> SplitTensors:
     """The inputs of a model that sees only ``variables`` (channels: base, nearest, static, time)."""
     nv = len(spec.variables)
@@ -94,6 +120,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("infer.device='cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def size_multiple(model: torch.nn.Module) -> int:
+    """Input sizes must be multiples of this (a U-Net: one halving per level; default 1)."""
+    return int(getattr(model, "multiple", 1))
 
 
 def is_stochastic(model: torch.nn.Module) -> bool:

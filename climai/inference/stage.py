@@ -40,6 +40,7 @@ from climai.inference.predict import (
     prediction_dataset,
     quantile_mapped_prediction,
     resolve_device,
+    size_multiple,
     unet_prediction,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
@@ -515,7 +516,7 @@ def _infer_emulator(
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
     out_path = ctx.paths.downscaled(method, split)
     downscale_to_store(
-        predict, spec, lr, static, out_path, cfg, model.multiple, members, attrs, ranks
+        predict, spec, lr, static, out_path, cfg, size_multiple(model), members, attrs, ranks
     )
     log.info(
         "infer %s: %d %s steps%s",
@@ -578,12 +579,16 @@ def run_downscale(
     }
     output = Path(output)
     if output.suffix != ".nc":
-        downscale_to_store(predict, spec, lr, static, output, cfg, model.multiple, members, attrs)
+        downscale_to_store(
+            predict, spec, lr, static, output, cfg, size_multiple(model), members, attrs
+        )
         return
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
         store = Path(tmp) / "hr.zarr"
-        downscale_to_store(predict, spec, lr, static, store, cfg, model.multiple, members, attrs)
+        downscale_to_store(
+            predict, spec, lr, static, store, cfg, size_multiple(model), members, attrs
+        )
         hr = open_store(store)
         write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climai.config import FileSource, GribSource, NetCDFSource, ZarrSource
+from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
+from climai.plugins import PluginError, Registry
 
 _GLOB_CHARS = set("*?[")
 
@@ -205,19 +206,38 @@ def open_grib(spec: GribSource, names: list[str], key: str) -> xr.Dataset:
     return combine_in_time(parts, names[0], key)
 
 
-READERS: dict[str, Callable[[Any, list[str], str], xr.Dataset]] = {
-    "netcdf": open_netcdf,
-    "zarr": open_zarr_source,
-    "grib": open_grib,
-}
+Reader = Callable[[Any, list[str], str], xr.Dataset]
+"""``reader(spec, names, key)``: the variables ``names`` from the source config ``spec`` (a
+``PluginSource`` for plugins: ``path`` and ``options``), lazily; ``key`` (e.g. ``data.target``)
+is for error messages."""
 
 
-def open_source(spec: FileSource, names: list[str], key: str) -> xr.Dataset:
+def _check_reader(name: str, obj: object) -> Reader:
+    if not callable(obj):
+        raise TypeError(f"expected a function (spec, names, key) -> xarray.Dataset, got {obj!r}")
+    return obj  # type: ignore[return-value]
+
+
+READERS: Registry[Reader] = Registry(
+    "reader",
+    {"netcdf": open_netcdf, "zarr": open_zarr_source, "grib": open_grib},
+    _check_reader,
+)
+"""Readers by ``source:`` name: climai's own, then plugins of the entry-point group
+``climai.readers`` (``docs/add-a-variable.md``)."""
+
+
+def open_source(spec: FileSource | PluginSource, names: list[str], key: str) -> xr.Dataset:
     """Open ``names`` from the source ``spec`` (registry by ``spec.source``), lazily."""
     try:
-        reader = READERS[spec.source]
-    except KeyError:
+        reader = READERS.get(spec.source)
+    except PluginError as err:
+        raise SourceError(f"{key}.source: {err}") from None
+    ds = reader(spec, names, key)
+    if not isinstance(ds, xr.Dataset):
         raise SourceError(
-            f"{key}.source: unknown source {spec.source!r}; sources: {', '.join(READERS)}"
-        ) from None
-    return reader(spec, names, key)
+            f"{key}.source: reader {spec.source!r} returned {type(ds).__name__}, not an "
+            "xarray.Dataset"
+        )
+    _check_variables(ds, names, f"what reader {spec.source!r} returned", key)
+    return ds

@@ -47,14 +47,14 @@ def run_preprocess(ctx: StageContext) -> None:
     with dask_scheduler(pre, ctx.threads):
         (per_var,) = write_store(
             ds,
-            ctx.paths.dataset,
+            ctx.paths.preprocessed,
             compute_with=[stats_graph(ds, variables, cfg.scale, pre.quantiles)],
             # HR is the target itself: where ingest wrote it in the dataset's layout, its
             # compressed shards are linked, not decoded and re-encoded (see BENCHMARKS.md)
             reuse={f"hr_{v}": (ctx.paths.target, v) for v in variables},
         )
     stats = {**per_var, **static_and_split_stats(ds)}
-    write_json(ctx.paths.stats, stats)
+    write_json(ctx.paths.preprocessed_stats, stats)
     log.info(
         "preprocess: %s",
         {k: {m: v[m] for m in ("mean", "std", "count")} for k, v in per_var.items()},

@@ -22,11 +22,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from climai.config import UNetConfig, UNetCRPSConfig
+from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
 from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
 from climai.data.features import FeatureSpec, SplitTensors
 from climai.models.constraints import conserve
 from climai.models.unet import ResidualUNet
+from climai.registry import method_type
 from climai.training.checkpoint import (
     SignalFlags,
     TrainingInterrupted,
@@ -59,12 +60,24 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def build_model(cfg: UNetConfig, spec: FeatureSpec) -> ResidualUNet:
-    """The registry's network for ``cfg``: stochastic when it is a CRPS config."""
-    noise = cfg.noise_channels if isinstance(cfg, UNetCRPSConfig) else 0
-    model = ResidualUNet(spec.in_channels, spec.out_channels, list(cfg.channels), noise)
-    if cfg.patch % model.multiple:
-        raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {model.multiple}")
+def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
+    """The registry's network for ``cfg``: a residual U-Net (stochastic for a CRPS config), or
+    what a plugin type's ``build(cfg, in_channels, out_channels)`` returns."""
+    if isinstance(cfg, UNetConfig):
+        noise = cfg.noise_channels if isinstance(cfg, UNetCRPSConfig) else 0
+        model: nn.Module = ResidualUNet(
+            spec.in_channels, spec.out_channels, list(cfg.channels), noise
+        )
+    else:
+        model = method_type(cfg.type).builder()(cfg, spec.in_channels, spec.out_channels)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"method type {cfg.type!r}: build() returned {type(model).__name__}, "
+                "not a torch.nn.Module"
+            )
+    multiple = int(getattr(model, "multiple", 1))
+    if cfg.patch % multiple:
+        raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {multiple}")
     return model
 
 
@@ -114,7 +127,7 @@ class Objective:
         return loss * count.clamp(min=1), count
 
 
-def make_objective(cfg: UNetConfig, spec: FeatureSpec, device: torch.device) -> Objective:
+def make_objective(cfg: EmulatorConfig, spec: FeatureSpec, device: torch.device) -> Objective:
     members = cfg.train_members if isinstance(cfg, UNetCRPSConfig) else 1
     return Objective(spec, members, cfg.constraint, cfg.bf16 and bf16_supported(device))
 
@@ -204,7 +217,7 @@ class TrainState:
 
 
 def init_state(
-    cfg: UNetConfig, model: nn.Module, steps_per_epoch: int, device: torch.device
+    cfg: EmulatorConfig, model: nn.Module, steps_per_epoch: int, device: torch.device
 ) -> TrainState:
     model.to(device=device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -263,7 +276,7 @@ class FitResult:
 
 
 def fit(
-    cfg: UNetConfig,
+    cfg: EmulatorConfig,
     spec: FeatureSpec,
     loaders: Loaders,
     ctx: DistContext,
@@ -317,7 +330,7 @@ def run_epoch(
     state: TrainState,
     loaders: Loaders,
     objective: Objective,
-    cfg: UNetConfig,
+    cfg: EmulatorConfig,
     ctx: DistContext,
     flags: SignalFlags,
     checkpoint: Callable[[], None],
@@ -400,7 +413,7 @@ def end_epoch(
 
 @torch.no_grad()
 def predict_normalised(
-    model: ResidualUNet, split: SplitTensors, batch: int, autocast: bool
+    model: nn.Module, split: SplitTensors, batch: int, autocast: bool
 ) -> torch.Tensor:
     """Normalised predictions for every time step of ``split`` on its full domain (one draw)."""
     model.eval()

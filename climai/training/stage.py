@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 
 import climai
-from climai.config import UNetConfig, UNetCRPSConfig
+from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, SplitTensors, build_split
 from climai.io import open_store, write_text
@@ -77,18 +77,9 @@ def model_card(
 ) -> dict[str, Any]:
     """Everything needed to use and trust the model later: config, stats, grids, provenance."""
     mcfg = ctx.cfg.methods.get(method)
-    ensemble = isinstance(mcfg, UNetCRPSConfig)
     return {
         "method": method,
-        "architecture": {
-            "name": "ResidualUNet",
-            "norm": "channel",
-            "channels": list(mcfg.channels),
-            "noise_channels": mcfg.noise_channels if ensemble else 0,
-            "groups": groups,
-            "constraint": mcfg.constraint,
-            "members": mcfg.members if ensemble else 1,
-        },
+        "architecture": architecture(mcfg, groups),
         "features": spec.as_dict(),
         "config": json.loads(ctx.cfg.model_dump_json()),
         "config_sha256": ctx.config_sha256,
@@ -117,11 +108,34 @@ def model_card(
     }
 
 
+def architecture(mcfg: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
+    """How to rebuild the networks: the U-Net's own keys, or a plugin type and its config."""
+    if not isinstance(mcfg, UNetConfig):
+        return {
+            "name": "plugin",
+            "type": mcfg.type,
+            "method_config": mcfg.model_dump(mode="json"),
+            "groups": groups,
+            "constraint": mcfg.constraint,
+            "members": 1,
+        }
+    ensemble = isinstance(mcfg, UNetCRPSConfig)
+    return {
+        "name": "ResidualUNet",
+        "norm": "channel",
+        "channels": list(mcfg.channels),
+        "noise_channels": mcfg.noise_channels if ensemble else 0,
+        "groups": groups,
+        "constraint": mcfg.constraint,
+        "members": mcfg.members if ensemble else 1,
+    }
+
+
 def split_steps(ds: xr.Dataset, split: str) -> int:
     return int((ds["split"].values == SPLITS.index(split)).sum())
 
 
-def use_memory(mcfg: UNetConfig, ds: xr.Dataset, variables: list[str]) -> bool:
+def use_memory(mcfg: EmulatorConfig, ds: xr.Dataset, variables: list[str]) -> bool:
     """Whether the train and val splits are loaded into RAM (small stores) or streamed."""
     if mcfg.loader != "auto":
         return mcfg.loader == "memory"
@@ -138,7 +152,7 @@ def memory_source(ds: xr.Dataset, spec: FeatureSpec, split: str) -> MemorySource
 
 
 def make_loaders(
-    ctx: StageContext, mcfg: UNetConfig, spec: FeatureSpec, ds: xr.Dataset, world: int
+    ctx: StageContext, mcfg: EmulatorConfig, spec: FeatureSpec, ds: xr.Dataset, world: int
 ) -> Loaders:
     """Train and val patch datasets over the store (streamed) or over RAM copies of the splits."""
     sources = {}
@@ -174,7 +188,7 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def variable_groups(mcfg: UNetConfig, variables: list[str]) -> dict[str, list[str]]:
+def variable_groups(mcfg: EmulatorConfig, variables: list[str]) -> dict[str, list[str]]:
     """``{"all": variables}`` when trained jointly, else one group per variable."""
     return {"all": list(variables)} if mcfg.joint else {v: [v] for v in variables}
 
@@ -186,7 +200,7 @@ def run_train(ctx: StageContext, method: str) -> None:
     interrupted run (SIGTERM, pre-emption) resumes from its latest checkpoint when rerun.
     """
     mcfg = ctx.cfg.methods.get(method)
-    if not isinstance(mcfg, UNetConfig):
+    if not isinstance(mcfg, EmulatorConfig):
         raise ValueError(f"method {method!r} is not trainable")
     dist = setup_distributed(mcfg.threads or ctx.threads)
     try:
@@ -195,7 +209,7 @@ def run_train(ctx: StageContext, method: str) -> None:
         teardown(dist)
 
 
-def _train(ctx: StageContext, method: str, mcfg: UNetConfig, dist: DistContext) -> None:
+def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistContext) -> None:
     ds = open_store(ctx.paths.dataset)
     stats = json.loads(ctx.paths.stats.read_text())
     kinds = [v.kind for v in ctx.cfg.variables]

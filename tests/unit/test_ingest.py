@@ -96,7 +96,9 @@ def test_dbz_to_rain_rate_matches_z_r_relation_and_no_echo():
     np.testing.assert_allclose(r[2:5], expected, rtol=1e-5)
     assert np.isnan(r[5])
     assert get_converter("dbz_to_rain_rate") is dbz_to_rain_rate
-    with pytest.raises(ValueError, match=r"unknown converter 'nope'; converters: dbz_to_rain_rate"):
+    with pytest.raises(
+        ValueError, match=r"unknown converter 'nope'; valid converters: dbz_to_rain_rate"
+    ):
         get_converter("nope")
 
 
@@ -233,7 +235,9 @@ def test_file_target_inherits_no_toy_keys_but_rejects_changed_ones():
         r"'path'\?\); allowed here: variable, units, crs, source, path",
     ):
         validate_config(campaign({"source": "netcdf", "path": "a.nc", "pth": "b.nc"}))
-    with pytest.raises(ConfigError, match=r"tag 'hdf' .* expected tags: 'synthetic', 'netcdf'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown source 'hdf'; valid sources: synthetic .*, netcdf, zarr, grib"
+    ):
         validate_config(campaign({"source": "hdf", "path": "a.nc"}))
 
 
@@ -249,7 +253,9 @@ def test_unknown_source_lists_readers():
     from climai.config import NetCDFSource
 
     spec = NetCDFSource(source="netcdf", path="x.nc").model_copy(update={"source": "hdf4"})
-    with pytest.raises(SourceError, match=r"unknown source 'hdf4'; sources: netcdf, zarr, grib"):
+    with pytest.raises(
+        SourceError, match=r"unknown reader 'hdf4'; valid readers: netcdf, zarr, grib"
+    ):
         open_source(spec, ["pr"], "data.target")
 
 

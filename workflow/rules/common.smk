@@ -1,21 +1,33 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
-from climai.registry import EMULATORS as TRAINABLE
+from climai.registry import method_kind
 import re
+from pathlib import Path
+
 from climai.paths import CampaignPaths
+from climai.prepared import check_reused_dataset
 
 try:
     CFG = validate_config(config)
+    check_reused_dataset(CFG)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
-PATHS = CampaignPaths(CFG.campaign_dir)
+PATHS = CampaignPaths(CFG.campaign_dir, CFG.prepared_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
-EMULATORS = CFG.methods.of_type(*TRAINABLE)
+EMULATORS = [m for m in METHODS if method_kind(CFG.methods.type_of(m)) == "emulator"]
 ENSEMBLES = CFG.methods.ensembles()
+# Extra rule files of the campaign (config key `rules`), included by the Snakefile after climai's
+# own; they may append files to EXTRA_TARGETS for `rule all` (docs/add-a-rule.md).
+EXTRA_RULES = [os.path.abspath(p) for p in CFG.rules]
+EXTRA_TARGETS = []
+CLIMAI_ENVS = Path(workflow.basedir) / "envs"  # conda environments for extra rules
+for _path in EXTRA_RULES:
+    if not os.path.isfile(_path):
+        raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
@@ -62,4 +74,4 @@ def all_outputs(wildcards):
     outs = [PATHS.comparison, PATHS.summary, PATHS.summary_md, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
     outs += [PATHS.export(m, v) for m in METHODS for v in CFG.variable_names]
-    return outs
+    return outs + EXTRA_TARGETS

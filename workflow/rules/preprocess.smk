@@ -4,8 +4,8 @@ rule preprocess:
         static=PATHS.static,
         **INPUT_STORE,
     output:
-        dataset=directory(PATHS.dataset),
-        stats=PATHS.stats,
+        dataset=directory(PATHS.preprocessed),
+        stats=PATHS.preprocessed_stats,
     log:
         PATHS.log("preprocess"),
     benchmark:

@@ -1,0 +1,27 @@
+"""config/README.md is generated from the config models and stays in step with them."""
+
+from __future__ import annotations
+
+from climai.cli import main
+from climai.config import json_schema
+from climai.config_docs import config_markdown
+from tests.conftest import REPO
+
+
+def test_config_readme_matches_the_schema():
+    assert (REPO / "config" / "README.md").read_text() == config_markdown(), (
+        "config/README.md is out of date; regenerate with: "
+        "climai schema --markdown > config/README.md"
+    )
+
+
+def test_every_schema_key_is_documented():
+    text = config_markdown()
+    for name, model in json_schema()["$defs"].items():
+        for key in model.get("properties", {}):
+            assert f"| `{key}` |" in text, f"{name}.{key}"
+
+
+def test_schema_markdown_command_prints_the_readme(capsys):
+    assert main(["schema", "--markdown"]) == 0
+    assert capsys.readouterr().out == config_markdown()
