@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from climai.paths import CampaignPaths
+
 VariableKind = Literal["precipitation", "temperature", "generic"]
 TOY_VARIABLES = ("tas", "pr")
 
@@ -350,6 +352,18 @@ class QuantileMappingConfig(_Strict):
     )
 
 
+FreezeGroup = Literal["encoder", "bottleneck", "decoder"]
+
+
+class InitFromCampaign(_Strict):
+    """A trained model named by campaign and method: ``<results>/<campaign>/models/<method>/
+    model.pt`` under the same results root. In the same campaign it is a DAG dependency that
+    Snakemake builds; another campaign must have been run first (its train rule made the file)."""
+
+    campaign: str = Field(description="Campaign that trained the parent model.")
+    method: str = Field("unet", description="Method name of the parent in that campaign.")
+
+
 class UNetConfig(_Strict):
     """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
 
@@ -399,6 +413,32 @@ class UNetConfig(_Strict):
         200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
     )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+    loss: Literal["mse", "mae"] = Field(
+        "mse",
+        description="Training loss in normalised transformed space: mse | mae (masked). "
+        "unet-crps always trains with the fair CRPS.",
+    )
+    init_from: str | InitFromCampaign | None = Field(
+        None,
+        description="Fine-tuning: start from a trained model, a model.pt path or {campaign, "
+        "method}; variables, static fields, scale and channels must match it. Normalisation "
+        "statistics are this campaign's own (prep/stats.json).",
+    )
+    freeze: list[FreezeGroup] = Field(
+        [],
+        description="Parts kept fixed while fine-tuning (encoder | bottleneck | decoder); "
+        "needs init_from. The output head always trains.",
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_parent(self) -> UNetConfig:
+        if self.freeze and self.init_from is None:
+            raise ValueError(
+                f"freeze={self.freeze} needs init_from (a trained model to keep parts of)"
+            )
+        if len(set(self.freeze)) != len(self.freeze):
+            raise ValueError(f"freeze={self.freeze} names a part twice")
+        return self
 
 
 class UNetCRPSConfig(UNetConfig):
@@ -410,6 +450,9 @@ class UNetCRPSConfig(UNetConfig):
     members: int = Field(8, ge=1, description="Ensemble members drawn at inference.")
     noise_channels: int = Field(
         4, ge=1, description="Gaussian noise channels injected at each U-Net level."
+    )
+    loss: Literal["crps"] = Field(  # type: ignore[assignment]
+        "crps", description="Always the fair ensemble CRPS over train_members draws."
     )
 
 
@@ -636,7 +679,38 @@ class CampaignConfig(_Strict):
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
                     f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
+            self._check_parent(name, unet)
         return self
+
+    def _check_parent(self, name: str, unet: UNetConfig) -> None:
+        """A parent in this same campaign must be another configured, trained method."""
+        parent = unet.init_from
+        if not isinstance(parent, InitFromCampaign) or parent.campaign != self.campaign:
+            return
+        if parent.method == name:
+            raise ValueError(f"methods.{name}.init_from names the method itself")
+        if not isinstance(self.methods.get(parent.method), UNetConfig):
+            trained = [
+                m for m in self.methods.enabled() if isinstance(self.methods.get(m), UNetConfig)
+            ]
+            raise ValueError(
+                f"methods.{name}.init_from.method={parent.method!r} is not a trained method of "
+                f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'}"
+            )
+
+    def parent_model(self, method: str) -> Path | None:
+        """The ``model.pt`` that ``method`` is fine-tuned from (None: trained from scratch).
+
+        ``{campaign, method}`` resolves under this config's ``results`` root; a path is kept as
+        written (relative paths are relative to the working folder, like ``results``).
+        """
+        mcfg = self.methods.get(method)
+        parent = getattr(mcfg, "init_from", None)
+        if parent is None:
+            return None
+        if isinstance(parent, InitFromCampaign):
+            return CampaignPaths(Path(self.results) / parent.campaign).model(parent.method)
+        return Path(parent)
 
     def _check_synthetic(self, target: SyntheticConfig) -> None:
         for axis, n in (("nx", target.nx), ("ny", target.ny)):

@@ -38,6 +38,10 @@ class CampaignPaths:
     def history(self, method: str) -> Path:
         return self.root / "models" / method / "history.csv"
 
+    def validation(self, method: str) -> Path:
+        """Validation scores of the trained model (physical units, val split): sweeps rank on them."""
+        return self.root / "models" / method / "validation.json"
+
     def downscaled(self, method: str, split: str = "test") -> Path:
         return self.root / "downscaled" / method / f"{split}.zarr"
 

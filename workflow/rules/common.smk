@@ -38,6 +38,17 @@ def ingest_inputs(wildcards):
     return [p for p in input_paths(CFG) if "://" not in p]
 
 
+def train_inputs(wildcards):
+    """The dataset, and the parent model of a fine-tuned method (init_from): a DAG dependency
+    that this workflow builds when the parent is a method of this campaign; another campaign's
+    model must exist (run that campaign first)."""
+    inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}
+    parent = CFG.parent_model(wildcards.method)
+    if parent is not None:
+        inputs["parent"] = parent
+    return inputs
+
+
 def infer_inputs(wildcards):
     """The dataset, and the trained model for emulators (baselines need no training)."""
     inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}

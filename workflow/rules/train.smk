@@ -1,10 +1,10 @@
 rule train:
     input:
-        dataset=PATHS.dataset,
-        stats=PATHS.stats,
+        unpack(train_inputs),
     output:
         model=PATHS.model("{method}"),
         history=PATHS.history("{method}"),
+        validation=PATHS.validation("{method}"),
     log:
         PATHS.log("train_{method}"),
     benchmark:
