@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    RootModel,
     Tag,
     ValidationError,
     field_validator,
@@ -333,14 +335,22 @@ class PreprocessConfig(_Strict):
 class BicubicConfig(_Strict):
     """Bicubic interpolation of the LR field: the baseline every emulator must beat."""
 
+    type: Literal["bicubic"] = Field("bicubic", description="Method type (registry name).")
+
 
 class NearestConfig(_Strict):
     """Nearest-neighbour upsampling of the LR field: a reference that keeps the LR blocks."""
+
+    type: Literal["nearest"] = Field("nearest", description="Method type (registry name).")
 
 
 class QuantileMappingConfig(_Strict):
     """Statistical baseline: bicubic interpolation, then empirical quantile mapping fitted on the
     train split (bicubic-of-LR quantiles → HR-truth quantiles, per variable)."""
+
+    type: Literal["quantile-mapping"] = Field(
+        "quantile-mapping", description="Method type (registry name)."
+    )
 
     quantiles: int = Field(
         1001, ge=11, le=100_001, description="Quantile levels of the fitted mapping table."
@@ -367,6 +377,7 @@ class InitFromCampaign(_Strict):
 class UNetConfig(_Strict):
     """Residual U-Net on bicubic-upsampled LR plus HR static fields and time features."""
 
+    type: Literal["unet"] = Field("unet", description="Method type (registry name).")
     epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
     batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")
@@ -444,6 +455,9 @@ class UNetConfig(_Strict):
 class UNetCRPSConfig(UNetConfig):
     """Stochastic residual U-Net (noise injected at every level) trained with the fair CRPS."""
 
+    type: Literal["unet-crps"] = Field(  # type: ignore[assignment]
+        "unet-crps", description="Method type (registry name)."
+    )
     train_members: int = Field(
         2, ge=2, description="Ensemble members per sample in the fair-CRPS training loss."
     )
@@ -456,46 +470,107 @@ class UNetCRPSConfig(UNetConfig):
     )
 
 
-# Registry names that are not Python identifiers: config key → attribute name.
-_METHOD_ALIASES = {"unet-crps": "unet_crps"}
+# Method types by registry name → their config model. A method in the config is a named
+# instance of a type: ``methods: {<name>: {type: <type>, ...}}``; ``type`` defaults to the name.
+METHOD_TYPES: dict[str, type[BaseModel]] = {
+    "bicubic": BicubicConfig,
+    "nearest": NearestConfig,
+    "quantile-mapping": QuantileMappingConfig,
+    "unet": UNetConfig,
+    "unet-crps": UNetCRPSConfig,
+}
+DEFAULT_METHODS = ("bicubic", "nearest", "quantile-mapping", "unet")
 
 
-class MethodsConfig(_Strict):
-    """Methods to run (registry names); an absent method is not run."""
+def _method_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", ""))
+    return str(getattr(value, "type", ""))
 
-    model_config = ConfigDict(
-        extra="forbid", validate_default=True, validate_by_name=True, serialize_by_alias=True
+
+MethodConfig = Annotated[
+    typing.Union[tuple(Annotated[m, Tag(t)] for t, m in METHOD_TYPES.items())],  # noqa: UP007
+    Discriminator(_method_tag),
+]
+
+
+class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
+    """Methods to run, by name: ``{<name>: {type: <registry type>, ...}}`` or null (not run).
+
+    ``type`` defaults to the name, so ``unet: {epochs: 4}`` is a U-Net called ``unet`` and
+    ``unet-big: {type: unet, channels: [32, 64, 128]}`` a second one with its own branch.
+    """
+
+    root: dict[str, MethodConfig | None] = Field(
+        default_factory=lambda: {m: METHOD_TYPES[m]() for m in DEFAULT_METHODS}
     )
 
-    bicubic: BicubicConfig | None = Field(default_factory=BicubicConfig)
-    nearest: NearestConfig | None = Field(default_factory=NearestConfig)
-    quantile_mapping: QuantileMappingConfig | None = Field(
-        default_factory=QuantileMappingConfig, alias="quantile-mapping"
-    )
-    unet: UNetConfig | None = Field(default_factory=UNetConfig)
-    unet_crps: UNetCRPSConfig | None = Field(
-        None, alias="unet-crps", description="CRPS-trained stochastic U-Net (an ensemble)."
-    )
-
+    @model_validator(mode="before")
     @classmethod
-    def names(cls) -> list[str]:
-        """Every method's registry name (the config key), in registry order."""
-        return [f.alias or name for name, f in cls.model_fields.items()]
+    def _typed(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for name, spec in value.items():
+            if not isinstance(name, str) or not _METHOD_NAME.fullmatch(name):
+                raise ValueError(
+                    f"method name {name!r} (under 'methods') must be lower-case letters, digits, "
+                    "'-' or '_', starting with a letter or digit"
+                )
+            if spec is None or isinstance(spec, BaseModel):
+                out[name] = spec
+                continue
+            if not isinstance(spec, dict):
+                raise ValueError(
+                    f"'methods.{name}' must be a mapping of its settings (or null), got {spec!r}"
+                )
+            kind = spec.get("type", name)
+            if kind not in METHOD_TYPES:
+                types = ", ".join(METHOD_TYPES)
+                what = (
+                    f"'methods.{name}.type' = {kind!r}"
+                    if "type" in spec
+                    else (f"'methods.{name}' is not known{_suggest(name, list(METHOD_TYPES))}")
+                )
+                raise ValueError(
+                    f"{what}; a method's type must be one of: {types} "
+                    f"(set 'type:' to name another method of a known type)"
+                )
+            out[name] = {**spec, "type": kind}
+        return out
+
+    def _all(self) -> dict[str, BaseModel | None]:
+        return self.root
 
     def get(self, method: str) -> BaseModel | None:
-        """The config of ``method`` (by registry name), None when it is not configured."""
-        for name, f in type(self).model_fields.items():
-            if (f.alias or name) == method:
-                return getattr(self, name)
-        raise ConfigError(f"unknown method {method!r}; methods: {', '.join(self.names())}")
+        """The config of ``method`` (by name), None when it is set to null."""
+        if method not in self.root:
+            raise ConfigError(
+                f"unknown method {method!r}; methods: {', '.join(self.root) or 'none'}"
+            )
+        return self.root[method]
 
     def enabled(self) -> list[str]:
-        """Registry names of the configured methods, in registry order."""
-        return [m for m in self.names() if self.get(m) is not None]
+        """Names of the methods to run, in config order."""
+        return [m for m, c in self.root.items() if c is not None]
+
+    def type_of(self, method: str) -> str:
+        """The registry type of a configured method."""
+        cfg = self.get(method)
+        if cfg is None:
+            raise ConfigError(f"method {method!r} is set to null (not run)")
+        return str(cfg.type)  # type: ignore[attr-defined]
+
+    def of_type(self, *types: str) -> list[str]:
+        """Enabled methods whose type is one of ``types``."""
+        return [m for m in self.enabled() if self.type_of(m) in types]
 
     def ensembles(self) -> list[str]:
         """Configured methods that predict an ensemble (a ``members`` setting above 1)."""
         return [m for m in self.enabled() if getattr(self.get(m), "members", 1) > 1]
+
+
+_METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 class InferConfig(_Strict):
@@ -644,6 +719,14 @@ class CampaignConfig(_Strict):
             raise ValueError(f"campaign name {v!r} must be letters, digits, '_' or '-'")
         return v
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _with_default_methods(cls, v: Any) -> Any:
+        # like Snakemake's merge over config/config.yaml: the default methods run unless set to null
+        if isinstance(v, dict):
+            return {**{m: {} for m in DEFAULT_METHODS if m not in v}, **v}
+        return v
+
     @field_validator("results")
     @classmethod
     def _relative_results(cls, v: str) -> str:
@@ -722,12 +805,13 @@ class CampaignConfig(_Strict):
                 f"variables {unknown} are not in the synthetic toy world; it provides "
                 f"{', '.join(TOY_VARIABLES)}"
             )
-        unet = self.methods.unet
-        if unet is not None and unet.patch > min(target.nx, target.ny):
-            raise ValueError(
-                f"methods.unet.patch={unet.patch} is larger than the HR domain "
-                f"{target.ny}×{target.nx} (data.target.ny × nx)"
-            )
+        for name in self.methods.enabled():
+            unet = self.methods.get(name)
+            if isinstance(unet, UNetConfig) and unet.patch > min(target.nx, target.ny):
+                raise ValueError(
+                    f"methods.{name}.patch={unet.patch} is larger than the HR domain "
+                    f"{target.ny}×{target.nx} (data.target.ny × nx)"
+                )
 
     @property
     def campaign_dir(self) -> Path:
@@ -753,6 +837,8 @@ def _suggest(key: str, allowed: list[str]) -> str:
 
 def _models_in(ann: Any) -> list[type[BaseModel]]:
     """The pydantic models an annotation can hold (through Annotated, unions, dict values)."""
+    if isinstance(ann, type) and issubclass(ann, RootModel):
+        return _models_in(ann.model_fields["root"].annotation)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [ann]
     origin, args = typing.get_origin(ann), typing.get_args(ann)
@@ -784,14 +870,17 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
 
 
 def _source_literal(model: type[BaseModel]) -> Any:
-    field = model.model_fields.get("source")
+    field = model.model_fields.get("source") or model.model_fields.get("type")
     return field.annotation if field is not None else None
 
 
 def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        parts = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        if parts[:1] == ["methods"] and len(parts) >= 3:
+            del parts[2]  # the method's type tag (discriminator), not a config key
+        loc = ".".join(parts)
         if e["type"] == "extra_forbidden":
             model = _model_at(e["loc"][:-1])
             allowed = [f.alias or n for n, f in model.model_fields.items()]
@@ -953,8 +1042,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise ConfigError("--config-json must hold a JSON object")
     merged = dict(raw)
-    methods = dict(raw.get("methods", {}))
-    merged["methods"] = {name: methods.get(name) for name in MethodsConfig.names()}
+    merged["methods"] = {**dict.fromkeys(DEFAULT_METHODS), **raw.get("methods", {})}
     return validate_config(merged), raw
 
 

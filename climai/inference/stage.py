@@ -19,7 +19,7 @@ import xarray as xr
 from pyproj import CRS
 from tqdm import tqdm
 
-from climai.config import InferConfig
+from climai.config import InferConfig, QuantileMappingConfig
 from climai.data.features import FeatureSpec, normalised_static
 from climai.export import cf_dataset, cf_encoding
 from climai.inference.predict import (
@@ -300,11 +300,11 @@ def _lr_of_split(ds: xr.Dataset, variables: list[str], split: str) -> xr.Dataset
 
 
 def _quantile_mapping(
-    ctx: StageContext, ds: xr.Dataset, sub: xr.Dataset, variables: list[str]
+    ctx: StageContext, ds: xr.Dataset, sub: xr.Dataset, variables: list[str], method: str
 ) -> tuple[np.ndarray, dict[str, xr.DataArray]]:
     """Bicubic + empirical quantile mapping fitted on the train split; the fitted tables."""
-    qcfg = ctx.cfg.methods.quantile_mapping
-    assert qcfg is not None
+    qcfg = ctx.cfg.methods.get(method)
+    assert isinstance(qcfg, QuantileMappingConfig)
     train = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index("train")))
     values, src_q, tgt_q = quantile_mapped_prediction(
         np.stack([train[f"lr_{v}"].values for v in variables], axis=1),
@@ -341,12 +341,13 @@ def _infer_baseline(ctx: StageContext, ds: xr.Dataset, method: str, split: str) 
     variables = ctx.cfg.variable_names
     sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
     tables: dict[str, xr.DataArray] = {}
-    if method == "quantile-mapping":
-        values, tables = _quantile_mapping(ctx, ds, sub, variables)
+    kind = ctx.cfg.methods.type_of(method)
+    if kind == "quantile-mapping":
+        values, tables = _quantile_mapping(ctx, ds, sub, variables, method)
     else:
         lr = np.stack([sub[f"lr_{v}"].values for v in variables], axis=1)
         kinds = [v.kind for v in ctx.cfg.variables]
-        values = bicubic_prediction(lr, ctx.cfg.scale, kinds, BASELINES[method])
+        values = bicubic_prediction(lr, ctx.cfg.scale, kinds, BASELINES[kind])
     attrs = {
         v: {
             **{k: ds[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in ds[f"hr_{v}"].attrs},
@@ -400,7 +401,7 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
     ds = open_store(ctx.paths.dataset)
     variables = ctx.cfg.variable_names
     out_path = ctx.paths.downscaled(method, split)
-    if method_kind(method) == "baseline":
+    if method_kind(ctx.cfg.methods.type_of(method)) == "baseline":
         _infer_baseline(ctx, ds, method, split)
         return
     model_file = ctx.paths.model(method)

@@ -83,7 +83,7 @@ def test_stage_slice_round_trips_through_json():
     cfg = validate_config({"seed": 3, "methods": {"unet": {"lr": 1e-3}}})
     rebuilt, _ = from_stage_json(json.dumps(stage_slice(cfg, "train", "unet")))
     assert rebuilt.seed == 3
-    assert rebuilt.methods.unet is not None and rebuilt.methods.unet.lr == 1e-3
+    assert rebuilt.methods.get("unet").lr == 1e-3
     assert rebuilt.methods.enabled() == ["unet"]
 
 
@@ -92,20 +92,22 @@ def test_quantile_mapping_is_configured_by_its_registry_name():
     assert cfg.methods.get("quantile-mapping").quantiles == 51
     assert "nearest" not in cfg.methods.enabled()
     sl = stage_slice(cfg, "infer", "quantile-mapping")
-    assert sl["methods"] == {"quantile-mapping": {"quantiles": 51, "max_samples": 2_000_000}}
+    assert sl["methods"] == {
+        "quantile-mapping": {"type": "quantile-mapping", "quantiles": 51, "max_samples": 2_000_000}
+    }
     rebuilt, _ = from_stage_json(json.dumps(sl))
     assert rebuilt.methods.enabled() == ["quantile-mapping"]
     with pytest.raises(ConfigError, match=r"'methods.quantile-mapping.quantile' is not known"):
         validate_config({"methods": {"quantile-mapping": {"quantile": 5}}})
-    with pytest.raises(ConfigError, match=r"allowed here: .*quantile-mapping"):
+    with pytest.raises(ConfigError, match=r"'methods.qm' is not known.*must be one of: .*quantile"):
         validate_config({"methods": {"qm": {}}})
 
 
 def test_compare_slice_holds_every_method_and_evaluate_key():
     cfg = validate_config({})
     sl = stage_slice(cfg, "compare")
-    assert list(sl["methods"]) == ["bicubic", "nearest", "quantile-mapping", "unet", "unet-crps"]
-    assert sl["methods"]["unet-crps"] is None  # not configured by default
+    assert list(sl["methods"]) == ["bicubic", "nearest", "quantile-mapping", "unet"]
+    assert "unet-crps" not in sl["methods"]  # not configured by default
     assert sl["evaluate"]["wet_threshold"] == 0.1
 
 
@@ -183,3 +185,26 @@ def test_every_stage_slice_of_a_file_campaign_rebuilds(stage):
     method = "unet" if stage in ("train", "infer", "evaluate", "export") else None
     rebuilt, _ = from_stage_json(json.dumps(stage_slice(cfg, stage, method)))
     assert rebuilt.variable_names == ["pr"]
+
+
+def test_methods_are_named_instances_of_a_type():
+    cfg = validate_config(
+        {"methods": {"unet-big": {"type": "unet", "channels": [32, 64, 128]}, "nearest": None}}
+    )
+    assert cfg.methods.enabled() == ["bicubic", "quantile-mapping", "unet", "unet-big"]
+    assert cfg.methods.type_of("unet-big") == "unet"
+    assert cfg.methods.get("unet-big").channels == [32, 64, 128]
+    assert cfg.methods.get("unet").channels == [16, 32, 64]  # the default U-Net is untouched
+    assert cfg.methods.of_type("unet") == ["unet", "unet-big"]
+    # each named method has its own slice: changing one does not rerun the other
+    sl = stage_slice(cfg, "train", "unet-big")
+    assert list(sl["methods"]) == ["unet-big"] and sl["methods"]["unet-big"]["type"] == "unet"
+    rebuilt, _ = from_stage_json(json.dumps(sl))
+    assert rebuilt.methods.enabled() == ["unet-big"]
+    # errors name the method, not the type tag
+    with pytest.raises(ConfigError, match=r"'methods.unet-big.epochs' = 0"):
+        validate_config({"methods": {"unet-big": {"type": "unet", "epochs": 0}}})
+    with pytest.raises(ConfigError, match=r"'methods.unet-big.type' = 'unett'.*must be one of"):
+        validate_config({"methods": {"unet-big": {"type": "unett"}}})
+    with pytest.raises(ConfigError, match=r"method name 'U Net'"):
+        validate_config({"methods": {"U Net": {"type": "unet"}}})

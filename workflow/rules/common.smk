@@ -2,6 +2,7 @@
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
 from climai.registry import EMULATORS as TRAINABLE
+import re
 from climai.paths import CampaignPaths
 
 try:
@@ -13,7 +14,7 @@ PATHS = CampaignPaths(CFG.campaign_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
-EMULATORS = [m for m in METHODS if m in TRAINABLE]
+EMULATORS = CFG.methods.of_type(*TRAINABLE)
 ENSEMBLES = CFG.methods.ensembles()
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
@@ -21,7 +22,7 @@ ALL_CORES = workflow.resource_settings.cores or 1
 
 
 wildcard_constraints:
-    method="|".join(METHODS) or "none",
+    method="|".join(re.escape(m) for m in METHODS) or "none",
 
 
 def stage_config(stage):
