@@ -22,8 +22,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     RootModel,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -441,6 +443,14 @@ class UNetConfig(_Strict):
         "needs init_from. The output head always trains.",
     )
 
+    sweep: dict[str, list[Any]] | None = Field(
+        None,
+        description="Variants to train, e.g. {lr: [3e-4, 2e-3], loss: [mse, mae]}: every "
+        "combination becomes its own method <name>-lr3e-04-mse... (own train/infer/evaluate "
+        "jobs, run in parallel) in place of <name>; evaluation/sweep_<name>.md ranks them on the "
+        "val split.",
+    )
+
     @model_validator(mode="after")
     def _freeze_needs_parent(self) -> UNetConfig:
         if self.freeze and self.init_from is None:
@@ -571,6 +581,82 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
 
 
 _METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def _sweep_label(key: str, value: Any) -> str:
+    """A method-name fragment for one swept setting: lr3e-04, mse, channels16x32, no-bf16."""
+    if isinstance(value, bool):
+        return key if value else f"no-{key}"
+    if isinstance(value, int):
+        return f"{key}{value}"
+    if isinstance(value, float):
+        small = value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)
+        text = f"{value:.1e}".replace(".0e", "e") if small else f"{value:g}"
+        return key + text.replace(".", "p")
+    if isinstance(value, list | tuple):
+        return key + "x".join(str(v) for v in value)
+    return str(value).lower()
+
+
+def _sweep_value(name: str, model: type[BaseModel], key: str, value: Any) -> Any:
+    """A swept value as the setting's type (YAML reads ``7e-4`` as text), for stable names."""
+    try:
+        return TypeAdapter(model.model_fields[key].annotation).validate_python(value)
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"]
+        raise ValueError(f"'methods.{name}.sweep.{key}' value {value!r}: {msg}") from None
+
+
+def _sweep_variants(name: str, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The methods a ``sweep`` of method ``name`` expands into: one per combination."""
+    grid = spec["sweep"]
+    kind = spec.get("type", name)
+    model = METHOD_TYPES.get(kind)
+    if model is None or not issubclass(model, UNetConfig):
+        raise ValueError(f"'methods.{name}.sweep': only trained methods (unet, unet-crps) sweep")
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"'methods.{name}.sweep' must map settings to lists of values")
+    allowed = [k for k in model.model_fields if k not in ("type", "sweep")]
+    base = {k: v for k, v in spec.items() if k != "sweep"}
+    for key, values in grid.items():
+        if key not in allowed:
+            raise ValueError(
+                f"'methods.{name}.sweep.{key}' is not a setting of {kind}"
+                f"{_suggest(str(key), allowed)}; settings: {', '.join(allowed)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"'methods.{name}.sweep.{key}' must be a non-empty list of values")
+    typed = {k: [_sweep_value(name, model, k, v) for v in values] for k, values in grid.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*typed.values()):
+        settings = dict(zip(grid, combo, strict=True))
+        label = "-".join(_sweep_label(k, v) for k, v in settings.items())
+        variant = f"{name}-{label}".lower()
+        if variant in out:
+            raise ValueError(f"'methods.{name}.sweep' gives two variants named {variant!r}")
+        out[variant] = {**base, "type": kind, **settings}
+    return out
+
+
+def expand_sweeps(methods: Any) -> tuple[Any, dict[str, list[str]]]:
+    """``(methods, sweeps)``: every method with a ``sweep`` replaced by its variants (named
+    ``<name>-<setting><value>...``), and the variant names of each swept method."""
+    if not isinstance(methods, dict):
+        return methods, {}
+    out: dict[str, Any] = {}
+    sweeps: dict[str, list[str]] = {}
+    for name, spec in methods.items():
+        if not isinstance(spec, dict) or spec.get("sweep") is None:
+            out[name] = spec
+            continue
+        variants = _sweep_variants(str(name), spec)
+        clash = sorted(set(variants) & (set(methods) | set(out)))
+        if clash:
+            raise ValueError(f"'methods.{name}.sweep' variant names {clash} are already methods")
+        out[name] = None  # the swept method itself does not run; its variants do
+        out.update(variants)
+        sweeps[str(name)] = list(variants)
+    return out, sweeps
 
 
 class InferConfig(_Strict):
@@ -719,6 +805,25 @@ class CampaignConfig(_Strict):
             raise ValueError(f"campaign name {v!r} must be letters, digits, '_' or '-'")
         return v
 
+    _sweeps: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _expand_sweeps(cls, data: Any, handler: Any) -> CampaignConfig:
+        sweeps: dict[str, list[str]] = {}
+        if isinstance(data, dict) and "methods" in data:
+            methods, sweeps = expand_sweeps(data["methods"])
+            data = {**data, "methods": methods}
+        cfg = handler(data)
+        if sweeps:
+            cfg._sweeps = sweeps
+        return cfg
+
+    @property
+    def sweeps(self) -> dict[str, list[str]]:
+        """Swept methods (``methods.<name>.sweep``) → the names of their variants."""
+        return dict(self._sweeps)
+
     @field_validator("methods", mode="before")
     @classmethod
     def _with_default_methods(cls, v: Any) -> Any:
@@ -772,9 +877,12 @@ class CampaignConfig(_Strict):
             return
         if parent.method == name:
             raise ValueError(f"methods.{name}.init_from names the method itself")
-        if not isinstance(self.methods.get(parent.method), UNetConfig):
+        enabled = self.methods.enabled()
+        if parent.method not in enabled or not isinstance(
+            self.methods.get(parent.method), UNetConfig
+        ):
             trained = [
-                m for m in self.methods.enabled() if isinstance(self.methods.get(m), UNetConfig)
+                m for m in enabled if m != name and isinstance(self.methods.get(m), UNetConfig)
             ]
             raise ValueError(
                 f"methods.{name}.init_from.method={parent.method!r} is not a trained method of "
@@ -996,6 +1104,8 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "manifest": tuple(CampaignConfig.model_fields),
     # compare shows the whole campaign config in the report, so it reads every key
     "compare": tuple(CampaignConfig.model_fields),
+    "sweep": ("campaign", "results", "variables", "data", "methods"),
+    "lineage": ("campaign", "results", "variables", "data", "methods"),
 }
 
 

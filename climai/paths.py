@@ -98,5 +98,23 @@ class CampaignPaths:
         """Config and metrics table of the campaign, for the Snakemake report."""
         return self.root / "evaluation" / "summary.html"
 
+    def sweep_csv(self, name: str) -> Path:
+        """The variants of sweep ``name`` ranked on the validation split."""
+        return self.root / "evaluation" / f"sweep_{name}.csv"
+
+    def sweep_md(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.md"
+
+    def sweep_html(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.html"
+
+    def sweep_figure(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.png"
+
+    @property
+    def lineage(self) -> Path:
+        """Which trained model each fine-tuned method started from (HTML, for the report)."""
+        return self.root / "evaluation" / "lineage.html"
+
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

@@ -270,25 +270,32 @@ def validation_scores(
 
     Unlike the val loss (in normalised transformed space, in the units of the loss) these compare
     models trained with different losses, learning rates or data: the sweep ranks on them. An
-    ensemble is scored by the mean of ``objective.members`` draws.
+    ensemble is scored by the mean of ``objective.members`` draws. ``bicubic_rmse`` is the
+    interpolation baseline on the same cells (cells without an LR value are left out).
     """
     model.eval()
     spec = objective.spec
-    sums = torch.zeros(len(spec.variables), 3, dtype=torch.float64, device=ctx.device)
+    # per variable: squared and absolute error of the model, squared error of bicubic, cells
+    sums = torch.zeros(len(spec.variables), 4, dtype=torch.float64, device=ctx.device)
     for batch in loaders.loader(loaders.val, 0, ctx):
         batch = batch.to(ctx.device)
         pred = objective.predict(model, batch, objective.members).mean(1)
         for i, v in enumerate(spec.variables):
             truth = spec.denormalise(v, batch.target[:, i].float())
-            valid = torch.isfinite(truth)
+            valid = torch.isfinite(truth) & torch.isfinite(batch.base[:, i])
             diff = (spec.denormalise(v, pred[:, i]) - truth)[valid].double()
-            sums[i] += torch.stack([diff.square().sum(), diff.abs().sum(), valid.sum().double()])
+            base = (spec.denormalise(v, batch.base[:, i].float()) - truth)[valid].double()
+            sums[i] += torch.stack(
+                [diff.square().sum(), diff.abs().sum(), base.square().sum(), valid.sum().double()]
+            )
     sums = all_reduce_sum(sums, ctx)
+    n = sums[:, 3].clamp(min=1)
     return {
         v: {
-            "rmse": math.sqrt(float(sums[i, 0] / sums[i, 2].clamp(min=1))),
-            "mae": float(sums[i, 1] / sums[i, 2].clamp(min=1)),
-            "cells": int(sums[i, 2]),
+            "rmse": math.sqrt(float(sums[i, 0] / n[i])),
+            "mae": float(sums[i, 1] / n[i]),
+            "bicubic_rmse": math.sqrt(float(sums[i, 2] / n[i])),
+            "cells": int(sums[i, 3]),
         }
         for i, v in enumerate(spec.variables)
     }

@@ -174,7 +174,7 @@ def validation_record(
         "variables": scores,
         "epochs_run": len(history),
         "best_val_loss": min(val_losses) if val_losses else None,
-        "parent": str(parent.path) if parent is not None else None,
+        "lineage": lineage(parent) if parent is not None else [],
         "config": mcfg.model_dump(mode="json"),
     }
 

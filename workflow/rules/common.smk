@@ -16,6 +16,8 @@ INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
 EMULATORS = CFG.methods.of_type(*TRAINABLE)
 ENSEMBLES = CFG.methods.ensembles()
+SWEEPS = CFG.sweeps  # swept method → its variants (each a method of its own)
+FINE_TUNED = [m for m in EMULATORS if CFG.parent_model(m) is not None]
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
@@ -23,6 +25,7 @@ ALL_CORES = workflow.resource_settings.cores or 1
 
 wildcard_constraints:
     method="|".join(re.escape(m) for m in METHODS) or "none",
+    sweep="|".join(re.escape(m) for m in SWEEPS) or "none",
 
 
 def stage_config(stage):
@@ -50,6 +53,21 @@ def train_inputs(wildcards):
     return inputs
 
 
+def train_threads(wildcards):
+    """The method's ``threads`` when set (two sweep variants with 1 thread share 2 cores),
+    else every core."""
+    return min(CFG.methods.get(wildcards.method).threads or ALL_CORES, ALL_CORES)
+
+
+def sweep_inputs(wildcards):
+    """The validation scores of every variant of a sweep (never its test metrics)."""
+    return [PATHS.validation(m) for m in SWEEPS[wildcards.sweep]]
+
+
+def sweep_variants(wildcards):
+    return SWEEPS[wildcards.sweep]
+
+
 def infer_inputs(wildcards):
     """The dataset, and the trained model for emulators (baselines need no training)."""
     inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}
@@ -63,4 +81,6 @@ def all_outputs(wildcards):
     outs = [PATHS.comparison, PATHS.summary, PATHS.summary_md, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
     outs += [PATHS.export(m, v) for m in METHODS for v in CFG.variable_names]
+    outs += [PATHS.sweep_md(name) for name in SWEEPS]
+    outs += [PATHS.lineage] if FINE_TUNED else []
     return outs

@@ -11,7 +11,7 @@ rule train:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: ALL_CORES
+    threads: train_threads
     params:
         config=stage_config("train"),
     shell:
