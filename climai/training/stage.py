@@ -148,6 +148,15 @@ def fine_tuning_parent(
     return parent
 
 
+def describe_parent(method: str, parent: Parent, ds: xr.Dataset) -> str:
+    """A log line: where ``method`` starts from, and a grid spacing that differs from its own."""
+    text = f"fine-tuning {method} from {parent.path} ({parent.campaign}/{parent.method})"
+    theirs, ours = parent.card.get("grid", {}).get("hr_dx"), float(ds["x"][1] - ds["x"][0])
+    if theirs is not None and not np.isclose(abs(theirs), abs(ours)):
+        text += f"; the parent was trained on a {abs(theirs):g} m grid, this one is {abs(ours):g} m"
+    return text
+
+
 def lineage_card(mcfg: UNetConfig, parent: Parent | None, frozen: list[str]) -> dict[str, Any]:
     """The model card's fine-tuning record: parent chain (nearest first) and what was frozen."""
     if parent is None:
@@ -269,7 +278,7 @@ def _train(ctx: StageContext, method: str, mcfg: UNetConfig, dist: DistContext) 
     ckpt_root = ctx.paths.model(method).parent / "checkpoints"
     parent = fine_tuning_parent(ctx, method, spec, groups)
     if parent is not None:
-        say(f"fine-tuning {method} from {parent.path} ({parent.campaign}/{parent.method})")
+        say(describe_parent(method, parent, ds))
     scores: dict[str, dict[str, float]] = {}
     frozen: list[str] = []
     for group, variables in groups.items():
