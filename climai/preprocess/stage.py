@@ -7,6 +7,7 @@ from typing import Any
 import xarray as xr
 
 from climai.io import open_store, write_json, write_store
+from climai.io.shards import with_fast_reads
 from climai.preprocess.dataset import Layout, build_dataset, static_and_split_stats, stats_graph
 from climai.preprocess.parallel import dask_scheduler, release_large_buffers
 from climai.stage import StageContext, log
@@ -29,8 +30,11 @@ def run_preprocess(ctx: StageContext) -> None:
     release_large_buffers()  # peak RSS bounded by the blocks in flight, not by freed ones
     variables = {v.name: v.kind for v in cfg.variables}
     layout = Layout(time_chunk=pre.time_chunk, tile=pre.tile, codec=pre.codec, clevel=pre.clevel)
+    # HR shards decoded by one task each (Blosc straight into the block), not chunk by chunk
+    # through zarr's codec pipeline: the read is most of preprocess's time (BENCHMARKS.md)
+    target = with_fast_reads(open_store(ctx.paths.target), ctx.paths.target)
     ds = build_dataset(
-        open_store(ctx.paths.target),
+        target,
         open_store(ctx.paths.static),
         variables,
         cfg.scale,

@@ -21,6 +21,10 @@ FINE_TUNED = [m for m in EMULATORS if CFG.parent_model(m) is not None]
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
+# Emulators train side by side, sharing the cores: small CPU models scale sub-linearly with
+# threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
+# finish sooner than two 2-thread trainings in a row.
+TRAIN_THREADS = max(1, ALL_CORES // max(1, len(EMULATORS)))
 
 
 wildcard_constraints:
@@ -54,9 +58,9 @@ def train_inputs(wildcards):
 
 
 def train_threads(wildcards):
-    """The method's ``threads`` when set (two sweep variants with 1 thread share 2 cores),
-    else every core."""
-    return min(CFG.methods.get(wildcards.method).threads or ALL_CORES, ALL_CORES)
+    """The method's ``threads`` when set, else the emulators' share of the cores (TRAIN_THREADS):
+    sweep variants with 1 thread each train two at a time on ``--cores 2``."""
+    return min(CFG.methods.get(wildcards.method).threads or TRAIN_THREADS, ALL_CORES)
 
 
 def sweep_inputs(wildcards):
