@@ -27,6 +27,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -840,7 +841,7 @@ class CampaignConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> CampaignConfig:
+    def _consistent(self, info: ValidationInfo) -> CampaignConfig:
         names = [v.name for v in self.variables]
         if len(set(names)) != len(names):
             raise ValueError(f"variables: names must be unique, got {names}")
@@ -867,16 +868,19 @@ class CampaignConfig(_Strict):
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
                     f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
-            self._check_parent(name, unet)
+            self._check_parent(name, unet, whole=not (info.context or {}).get("stage_slice"))
         return self
 
-    def _check_parent(self, name: str, unet: UNetConfig) -> None:
-        """A parent in this same campaign must be another configured, trained method."""
+    def _check_parent(self, name: str, unet: UNetConfig, whole: bool) -> None:
+        """A parent in this same campaign must be another configured, trained method (checked
+        on a ``whole`` config: a stage slice holds only the method itself)."""
         parent = unet.init_from
         if not isinstance(parent, InitFromCampaign) or parent.campaign != self.campaign:
             return
         if parent.method == name:
             raise ValueError(f"methods.{name}.init_from names the method itself")
+        if not whole:
+            return
         enabled = self.methods.enabled()
         if parent.method not in enabled or not isinstance(
             self.methods.get(parent.method), UNetConfig
@@ -1021,13 +1025,17 @@ def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "data": {**data, "target": kept}}
 
 
-def validate_config(raw: dict[str, Any]) -> CampaignConfig:
-    """Validate a config mapping; raise :class:`ConfigError` naming every bad key."""
+def validate_config(raw: dict[str, Any], stage_slice: bool = False) -> CampaignConfig:
+    """Validate a config mapping; raise :class:`ConfigError` naming every bad key.
+
+    ``stage_slice``: ``raw`` is one stage's slice (a single method), so checks that need the
+    other methods (a fine-tuning parent in the same campaign) are left to the whole config.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping, got {type(raw).__name__}")
     raw = _drop_inherited_synthetic(raw)
     try:
-        return CampaignConfig.model_validate(raw)
+        return CampaignConfig.model_validate(raw, context={"stage_slice": stage_slice})
     except ValidationError as err:
         raise ConfigError(_format_error(err, raw)) from None
 
@@ -1153,7 +1161,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
         raise ConfigError("--config-json must hold a JSON object")
     merged = dict(raw)
     merged["methods"] = {**dict.fromkeys(DEFAULT_METHODS), **raw.get("methods", {})}
-    return validate_config(merged), raw
+    return validate_config(merged, stage_slice=True), raw
 
 
 def json_schema() -> dict[str, Any]:

@@ -43,13 +43,13 @@ def test_each_sweep_variant_trains_in_its_own_slurm_job(slurm_cluster: SlurmClus
     res = snakemake(
         tmp_path,
         env,
+        target,  # before --configfile, which takes every value after it
         "--profile",
         str(PROFILE),
-        "--configfile",
-        "hpc.yaml",
         "--slurm-init-seconds-before-status-checks",
         "5",
-        target,
+        "--configfile",
+        "hpc.yaml",
     )
     assert res.returncode == 0, res.stderr[-4000:]
     acct = slurm_cluster.run(

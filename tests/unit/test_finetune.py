@@ -13,7 +13,9 @@ import torch
 from climai.config import (
     ConfigError,
     UNetConfig,
+    canonical_json,
     config_sha256,
+    from_stage_json,
     load_config,
     stage_slice,
     validate_config,
@@ -39,6 +41,15 @@ def test_init_from_a_campaign_resolves_to_its_model_under_the_same_results_root(
     cfg = validate_config({"methods": {"unet": {"init_from": "some/where/model.pt"}}})
     assert cfg.parent_model("unet") == Path("some/where/model.pt")
     assert validate_config({}).parent_model("unet") is None
+
+
+def test_a_parent_in_the_same_campaign_must_run_but_a_stage_slice_rebuilds_without_it():
+    ft = {"type": "unet", "init_from": {"campaign": "toy", "method": "unet"}}
+    cfg = validate_config({"methods": {"unet-ft": ft}})
+    again, _ = from_stage_json(canonical_json(stage_slice(cfg, "train", "unet-ft")))
+    assert again.parent_model("unet-ft") == Path("results/toy/models/unet/model.pt")
+    with pytest.raises(ConfigError, match=r"init_from.method='unet' is not a trained method"):
+        validate_config({"methods": {"unet": None, "unet-ft": ft}})
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ SWEEP = {
             "batch": 8,
             "threads": 1,
             "sweep": {"lr": [7e-4, 2e-3], "loss": ["mse", "mae"]},
-        }
+        },
     },
 }
 VARIANTS = ["unet-lr7e-04-mse", "unet-lr7e-04-mae", "unet-lr2e-03-mse", "unet-lr2e-03-mae"]
@@ -66,7 +66,7 @@ def test_sweep_variants_train_two_at_a_time_and_are_ranked_on_validation(tmp_pat
     """Acceptance 3: 4 variants, --cores 2, train threads 1 → two train jobs at once."""
     cfg_path = write_config(tmp_path / "tiny.yaml", **SWEEP)
     target = "results/tiny-sweep/evaluation/sweep_unet.md"
-    result = run_snakemake(tmp_path, "--configfile", str(cfg_path), target)
+    result = run_snakemake(tmp_path, target, "--configfile", str(cfg_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert max_concurrent(result.stderr, "train") == 2, result.stderr[-3000:]
     evaluation = tmp_path / "results/tiny-sweep/evaluation"
@@ -109,16 +109,19 @@ def test_fine_tuning_in_the_same_campaign_depends_on_the_parent_and_records_line
         },
     )
     lineage = "results/tiny/evaluation/lineage.html"
-    result = run_snakemake(tmp_path, "--configfile", str(cfg_path), lineage)
+    result = run_snakemake(tmp_path, lineage, "--configfile", str(cfg_path))
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / lineage).read_text()
     assert "unet-ft" in page and "tiny/unet" in page and "encoder" in page
     val = json.loads((tmp_path / "results/tiny/models/unet-ft/validation.json").read_text())
     assert val["lineage"][0]["path"] == "results/tiny/models/unet/model.pt"
-    # a newer parent model makes its child out of date: the parent is a DAG input
-    (tmp_path / "results/tiny/models/unet/model.pt").touch()
-    result = run_snakemake(tmp_path, "--configfile", str(cfg_path), lineage, "--dry-run")
-    assert planned_jobs(result).get("train") == 1, result.stdout[-2000:]
+    # a retrained parent makes its child out of date: the parent is an input of the child's train
+    parent = "results/tiny/models/unet/model.pt"
+    result = run_snakemake(
+        tmp_path, lineage, "--dry-run", "--forcerun", parent, "--configfile", str(cfg_path)
+    )
+    assert planned_jobs(result).get("train") == 2, result.stdout[-2000:]
+    assert f"Input files updated by another job: {parent}" in result.stdout
 
 
 def test_the_campaign_configs_of_issue_11_validate():
