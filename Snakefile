@@ -20,6 +20,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/experiments.smk"
 
 
 # A campaign's own rules (config key `rules`: docs/add-a-rule.md), after climai's.

@@ -161,6 +161,25 @@ def _compare(args: argparse.Namespace) -> None:
     run_compare(ctx, args.methods or ctx.cfg.methods.enabled())
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from climai.evaluation.sweep import run_sweep
+
+    ctx = _context(args, "sweep")
+    if args.methods is None and args.name not in ctx.cfg.sweeps:
+        raise ConfigError(
+            f"no method {args.name!r} with a sweep; swept: {', '.join(ctx.cfg.sweeps) or 'none'}"
+        )
+    run_sweep(ctx, args.name, args.methods or ctx.cfg.sweeps[args.name])
+
+
+def _lineage(args: argparse.Namespace) -> None:
+    from climai.evaluation.sweep import run_lineage
+    from climai.registry import EMULATORS
+
+    ctx = _context(args, "lineage")
+    run_lineage(ctx, args.methods or ctx.cfg.methods.of_type(*EMULATORS))
+
+
 def _manifest(args: argparse.Namespace) -> None:
     from climai.io import write_json
     from climai.manifest import build_manifest, input_paths
@@ -231,12 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
         "export": (_export, "CF NetCDF per variable → export/<method>_<var>.nc", True),
         "evaluate": (_evaluate, "score a method → evaluation/<method>/metrics.json", True),
         "compare": (_compare, "compare methods → evaluation/comparison.png", False),
+        "sweep": (_sweep, "rank a sweep's variants on val → evaluation/sweep_<name>.md", False),
+        "lineage": (_lineage, "parents of fine-tuned models → evaluation/lineage.html", False),
     }
     for name, (func, help_text, needs_method) in commands.items():
         p = sub.add_parser(name, help=help_text)
         _add_common(p, method=needs_method)
-        if name == "compare":
+        if name in ("compare", "sweep", "lineage"):
             p.add_argument("--methods", nargs="*", default=None, help="methods to compare")
+        if name == "sweep":
+            p.add_argument("--name", required=True, help="the swept method's name")
         p.set_defaults(func=func)
     p = sub.add_parser("manifest", help="record config, inputs, versions, outputs → manifest.json")
     _add_common(p)

@@ -22,13 +22,18 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     RootModel,
     SerializeAsAny,
     Tag,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from climai.paths import CampaignPaths
 
 VariableKind = Literal["precipitation", "temperature", "generic"]
 TOY_VARIABLES = ("tas", "pr")
@@ -399,6 +404,18 @@ class QuantileMappingConfig(_Strict):
     )
 
 
+FreezeGroup = Literal["encoder", "bottleneck", "decoder"]
+
+
+class InitFromCampaign(_Strict):
+    """A trained model named by campaign and method: ``<results>/<campaign>/models/<method>/
+    model.pt`` under the same results root. In the same campaign it is a DAG dependency that
+    Snakemake builds; another campaign must have been run first (its train rule made the file)."""
+
+    campaign: str = Field(description="Campaign that trained the parent model.")
+    method: str = Field("unet", description="Method name of the parent in that campaign.")
+
+
 class EmulatorConfig(_Strict):
     """What every trained method shares: the training loop's keys (patches, optimiser, EMA,
     early stopping, checkpoints). A method plugin's config subclasses it (docs/add-an-emulator.md).
@@ -448,6 +465,11 @@ class EmulatorConfig(_Strict):
         200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
     )
     threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+    loss: Literal["mse", "mae"] = Field(
+        "mse",
+        description="Training loss in normalised transformed space: mse | mae (masked). "
+        "unet-crps always trains with the fair CRPS.",
+    )
 
 
 class UNetConfig(EmulatorConfig):
@@ -457,6 +479,35 @@ class UNetConfig(EmulatorConfig):
     channels: list[int] = Field(
         [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
+    init_from: str | InitFromCampaign | None = Field(
+        None,
+        description="Fine-tuning: start from a trained model, a model.pt path or {campaign, "
+        "method}; variables, static fields, scale and channels must match it. Normalisation "
+        "statistics are this campaign's own (prep/stats.json).",
+    )
+    freeze: list[FreezeGroup] = Field(
+        [],
+        description="Parts kept fixed while fine-tuning (encoder | bottleneck | decoder); "
+        "needs init_from. The output head always trains.",
+    )
+
+    sweep: dict[str, list[Any]] | None = Field(
+        None,
+        description="Variants to train, e.g. {lr: [3e-4, 2e-3], loss: [mse, mae]}: every "
+        "combination becomes its own method <name>-lr3e-04-mse... (own train/infer/evaluate "
+        "jobs, run in parallel) in place of <name>; evaluation/sweep_<name>.md ranks them on the "
+        "val split.",
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_parent(self) -> UNetConfig:
+        if self.freeze and self.init_from is None:
+            raise ValueError(
+                f"freeze={self.freeze} needs init_from (a trained model to keep parts of)"
+            )
+        if len(set(self.freeze)) != len(self.freeze):
+            raise ValueError(f"freeze={self.freeze} names a part twice")
+        return self
 
 
 class UNetCRPSConfig(UNetConfig):
@@ -471,6 +522,9 @@ class UNetCRPSConfig(UNetConfig):
     members: int = Field(8, ge=1, description="Ensemble members drawn at inference.")
     noise_channels: int = Field(
         4, ge=1, description="Gaussian noise channels injected at each U-Net level."
+    )
+    loss: Literal["crps"] = Field(  # type: ignore[assignment]
+        "crps", description="Always the fair ensemble CRPS over train_members draws."
     )
 
 
@@ -607,6 +661,82 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
 
 
 _METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def _sweep_label(key: str, value: Any) -> str:
+    """A method-name fragment for one swept setting: lr3e-04, mse, channels16x32, no-bf16."""
+    if isinstance(value, bool):
+        return key if value else f"no-{key}"
+    if isinstance(value, int):
+        return f"{key}{value}"
+    if isinstance(value, float):
+        small = value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)
+        text = f"{value:.1e}".replace(".0e", "e") if small else f"{value:g}"
+        return key + text.replace(".", "p")
+    if isinstance(value, list | tuple):
+        return key + "x".join(str(v) for v in value)
+    return str(value).lower()
+
+
+def _sweep_value(name: str, model: type[BaseModel], key: str, value: Any) -> Any:
+    """A swept value as the setting's type (YAML reads ``7e-4`` as text), for stable names."""
+    try:
+        return TypeAdapter(model.model_fields[key].annotation).validate_python(value)
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"]
+        raise ValueError(f"'methods.{name}.sweep.{key}' value {value!r}: {msg}") from None
+
+
+def _sweep_variants(name: str, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The methods a ``sweep`` of method ``name`` expands into: one per combination."""
+    grid = spec["sweep"]
+    kind = spec.get("type", name)
+    model = METHOD_TYPES.get(kind)
+    if model is None or not issubclass(model, UNetConfig):
+        raise ValueError(f"'methods.{name}.sweep': only trained methods (unet, unet-crps) sweep")
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"'methods.{name}.sweep' must map settings to lists of values")
+    allowed = [k for k in model.model_fields if k not in ("type", "sweep")]
+    base = {k: v for k, v in spec.items() if k != "sweep"}
+    for key, values in grid.items():
+        if key not in allowed:
+            raise ValueError(
+                f"'methods.{name}.sweep.{key}' is not a setting of {kind}"
+                f"{_suggest(str(key), allowed)}; settings: {', '.join(allowed)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"'methods.{name}.sweep.{key}' must be a non-empty list of values")
+    typed = {k: [_sweep_value(name, model, k, v) for v in values] for k, values in grid.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*typed.values()):
+        settings = dict(zip(grid, combo, strict=True))
+        label = "-".join(_sweep_label(k, v) for k, v in settings.items())
+        variant = f"{name}-{label}".lower()
+        if variant in out:
+            raise ValueError(f"'methods.{name}.sweep' gives two variants named {variant!r}")
+        out[variant] = {**base, "type": kind, **settings}
+    return out
+
+
+def expand_sweeps(methods: Any) -> tuple[Any, dict[str, list[str]]]:
+    """``(methods, sweeps)``: every method with a ``sweep`` replaced by its variants (named
+    ``<name>-<setting><value>...``), and the variant names of each swept method."""
+    if not isinstance(methods, dict):
+        return methods, {}
+    out: dict[str, Any] = {}
+    sweeps: dict[str, list[str]] = {}
+    for name, spec in methods.items():
+        if not isinstance(spec, dict) or spec.get("sweep") is None:
+            out[name] = spec
+            continue
+        variants = _sweep_variants(str(name), spec)
+        clash = sorted(set(variants) & (set(methods) | set(out)))
+        if clash:
+            raise ValueError(f"'methods.{name}.sweep' variant names {clash} are already methods")
+        out[name] = None  # the swept method itself does not run; its variants do
+        out.update(variants)
+        sweeps[str(name)] = list(variants)
+    return out, sweeps
 
 
 class InferConfig(_Strict):
@@ -798,6 +928,25 @@ class CampaignConfig(_Strict):
             raise ValueError(f"campaign name {v!r} must be letters, digits, '_' or '-'")
         return v
 
+    _sweeps: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _expand_sweeps(cls, data: Any, handler: Any) -> CampaignConfig:
+        sweeps: dict[str, list[str]] = {}
+        if isinstance(data, dict) and "methods" in data:
+            methods, sweeps = expand_sweeps(data["methods"])
+            data = {**data, "methods": methods}
+        cfg = handler(data)
+        if sweeps:
+            cfg._sweeps = sweeps
+        return cfg
+
+    @property
+    def sweeps(self) -> dict[str, list[str]]:
+        """Swept methods (``methods.<name>.sweep``) → the names of their variants."""
+        return dict(self._sweeps)
+
     @field_validator("methods", mode="before")
     @classmethod
     def _with_default_methods(cls, v: Any) -> Any:
@@ -814,7 +963,7 @@ class CampaignConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> CampaignConfig:
+    def _consistent(self, info: ValidationInfo) -> CampaignConfig:
         names = [v.name for v in self.variables]
         if len(set(names)) != len(names):
             raise ValueError(f"variables: names must be unique, got {names}")
@@ -843,7 +992,44 @@ class CampaignConfig(_Strict):
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
                     f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
+            self._check_parent(name, unet, whole=not (info.context or {}).get("stage_slice"))
         return self
+
+    def _check_parent(self, name: str, unet: UNetConfig, whole: bool) -> None:
+        """A parent in this same campaign must be another configured, trained method (checked
+        on a ``whole`` config: a stage slice holds only the method itself)."""
+        parent = unet.init_from
+        if not isinstance(parent, InitFromCampaign) or parent.campaign != self.campaign:
+            return
+        if parent.method == name:
+            raise ValueError(f"methods.{name}.init_from names the method itself")
+        if not whole:
+            return
+        enabled = self.methods.enabled()
+        if parent.method not in enabled or not isinstance(
+            self.methods.get(parent.method), UNetConfig
+        ):
+            trained = [
+                m for m in enabled if m != name and isinstance(self.methods.get(m), UNetConfig)
+            ]
+            raise ValueError(
+                f"methods.{name}.init_from.method={parent.method!r} is not a trained method of "
+                f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'}"
+            )
+
+    def parent_model(self, method: str) -> Path | None:
+        """The ``model.pt`` that ``method`` is fine-tuned from (None: trained from scratch).
+
+        ``{campaign, method}`` resolves under this config's ``results`` root; a path is kept as
+        written (relative paths are relative to the working folder, like ``results``).
+        """
+        mcfg = self.methods.get(method)
+        parent = getattr(mcfg, "init_from", None)
+        if parent is None:
+            return None
+        if isinstance(parent, InitFromCampaign):
+            return CampaignPaths(Path(self.results) / parent.campaign).model(parent.method)
+        return Path(parent)
 
     def _check_synthetic(self, target: SyntheticConfig) -> None:
         for axis, n in (("nx", target.nx), ("ny", target.ny)):
@@ -973,13 +1159,17 @@ def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "data": {**data, "target": kept}}
 
 
-def validate_config(raw: dict[str, Any]) -> CampaignConfig:
-    """Validate a config mapping; raise :class:`ConfigError` naming every bad key."""
+def validate_config(raw: dict[str, Any], stage_slice: bool = False) -> CampaignConfig:
+    """Validate a config mapping; raise :class:`ConfigError` naming every bad key.
+
+    ``stage_slice``: ``raw`` is one stage's slice (a single method), so checks that need the
+    other methods (a fine-tuning parent in the same campaign) are left to the whole config.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping, got {type(raw).__name__}")
     raw = _drop_inherited_synthetic(raw)
     try:
-        return CampaignConfig.model_validate(raw)
+        return CampaignConfig.model_validate(raw, context={"stage_slice": stage_slice})
     except ValidationError as err:
         raise ConfigError(_format_error(err, raw)) from None
 
@@ -1068,6 +1258,8 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "manifest": tuple(CampaignConfig.model_fields),
     # compare shows the whole campaign config in the report, so it reads every key
     "compare": tuple(CampaignConfig.model_fields),
+    "sweep": ("campaign", "results", "variables", "data", "methods"),
+    "lineage": ("campaign", "results", "variables", "data", "methods"),
 }
 
 
@@ -1115,7 +1307,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
         raise ConfigError("--config-json must hold a JSON object")
     merged = dict(raw)
     merged["methods"] = {**dict.fromkeys(DEFAULT_METHODS), **raw.get("methods", {})}
-    return validate_config(merged), raw
+    return validate_config(merged, stage_slice=True), raw
 
 
 def json_schema() -> dict[str, Any]:

@@ -61,6 +61,10 @@ class CampaignPaths:
     def history(self, method: str) -> Path:
         return self.root / "models" / method / "history.csv"
 
+    def validation(self, method: str) -> Path:
+        """Validation scores of the trained model (physical units, val split): sweeps rank on them."""
+        return self.root / "models" / method / "validation.json"
+
     def downscaled(self, method: str, split: str = "test") -> Path:
         return self.root / "downscaled" / method / f"{split}.zarr"
 
@@ -116,6 +120,24 @@ class CampaignPaths:
     def summary_html(self) -> Path:
         """Config and metrics table of the campaign, for the Snakemake report."""
         return self.root / "evaluation" / "summary.html"
+
+    def sweep_csv(self, name: str) -> Path:
+        """The variants of sweep ``name`` ranked on the validation split."""
+        return self.root / "evaluation" / f"sweep_{name}.csv"
+
+    def sweep_md(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.md"
+
+    def sweep_html(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.html"
+
+    def sweep_figure(self, name: str) -> Path:
+        return self.root / "evaluation" / f"sweep_{name}.png"
+
+    @property
+    def lineage(self) -> Path:
+        """Which trained model each fine-tuned method started from (HTML, for the report)."""
+        return self.root / "evaluation" / "lineage.html"
 
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

@@ -38,7 +38,8 @@ from climai.training.checkpoint import (
 )
 from climai.training.distributed import DistContext, all_gather_scalar, all_reduce_sum
 from climai.training.ema import EMA
-from climai.training.losses import fair_crps, masked_mse
+from climai.training.finetune import freeze
+from climai.training.losses import LOSSES, fair_crps
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -95,12 +96,14 @@ def constrain(z: torch.Tensor, lr: torch.Tensor, spec: FeatureSpec) -> torch.Ten
 
 @dataclass(frozen=True)
 class Objective:
-    """What a model is trained on: masked MSE, or the fair CRPS over ``members`` draws."""
+    """What a model is trained on: a masked loss (``LOSSES``), or the fair CRPS over ``members``
+    draws."""
 
     spec: FeatureSpec
     members: int = 1
     constraint: str = "none"
     autocast: bool = False
+    loss: str = "mse"
 
     def predict(self, model: nn.Module, batch: Batch, members: int = 1) -> torch.Tensor:
         """``(B, M, V, p, p)`` normalised predictions (``M = members``)."""
@@ -123,13 +126,15 @@ class Objective:
         if self.members > 1:
             loss = fair_crps(pred, batch.target)
         else:
-            loss = masked_mse(pred[:, 0], batch.target)
+            loss = LOSSES[self.loss](pred[:, 0], batch.target)
         return loss * count.clamp(min=1), count
 
 
 def make_objective(cfg: EmulatorConfig, spec: FeatureSpec, device: torch.device) -> Objective:
-    members = cfg.train_members if isinstance(cfg, UNetCRPSConfig) else 1
-    return Objective(spec, members, cfg.constraint, cfg.bf16 and bf16_supported(device))
+    autocast = cfg.bf16 and bf16_supported(device)
+    if isinstance(cfg, UNetCRPSConfig):
+        return Objective(spec, cfg.train_members, cfg.constraint, autocast)
+    return Objective(spec, 1, cfg.constraint, autocast, cfg.loss)
 
 
 # ---------------------------------------------------------------------------- data
@@ -220,7 +225,8 @@ def init_state(
     cfg: EmulatorConfig, model: nn.Module, steps_per_epoch: int, device: torch.device
 ) -> TrainState:
     model.to(device=device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay out
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, total))
     return TrainState(model, opt, sched, EMA(model, cfg.ema_decay))
@@ -269,10 +275,61 @@ def _stop_requested(flags: SignalFlags, ctx: DistContext) -> tuple[bool, bool]:
 # ---------------------------------------------------------------------------- fit
 
 
+@torch.no_grad()
+def validation_scores(
+    model: nn.Module, loaders: Loaders, objective: Objective, ctx: DistContext
+) -> dict[str, dict[str, float]]:
+    """Per variable RMSE and MAE in physical units over the fixed val patches.
+
+    Unlike the val loss (in normalised transformed space, in the units of the loss) these compare
+    models trained with different losses, learning rates or data: the sweep ranks on them. An
+    ensemble is scored by the mean of ``objective.members`` draws. ``bicubic_rmse`` is the
+    interpolation baseline on the same cells (cells without an LR value are left out).
+    """
+    model.eval()
+    spec = objective.spec
+    # per variable: squared and absolute error of the model, squared error of bicubic, cells
+    sums = torch.zeros(len(spec.variables), 4, dtype=torch.float64, device=ctx.device)
+    for batch in loaders.loader(loaders.val, 0, ctx):
+        batch = batch.to(ctx.device)
+        pred = objective.predict(model, batch, objective.members).mean(1)
+        for i, v in enumerate(spec.variables):
+            truth = spec.denormalise(v, batch.target[:, i].float())
+            valid = torch.isfinite(truth) & torch.isfinite(batch.base[:, i])
+            diff = (spec.denormalise(v, pred[:, i]) - truth)[valid].double()
+            base = (spec.denormalise(v, batch.base[:, i].float()) - truth)[valid].double()
+            sums[i] += torch.stack(
+                [diff.square().sum(), diff.abs().sum(), base.square().sum(), valid.sum().double()]
+            )
+    sums = all_reduce_sum(sums, ctx)
+    n = sums[:, 3].clamp(min=1)
+    return {
+        v: {
+            "rmse": math.sqrt(float(sums[i, 0] / n[i])),
+            "mae": float(sums[i, 1] / n[i]),
+            "bicubic_rmse": math.sqrt(float(sums[i, 2] / n[i])),
+            "cells": int(sums[i, 3]),
+        }
+        for i, v in enumerate(spec.variables)
+    }
+
+
 @dataclass
 class FitResult:
     state_dict: dict[str, torch.Tensor]
     history: list[dict[str, Any]]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    frozen: list[str] = field(default_factory=list)
+
+
+def start_model(
+    cfg: UNetConfig, spec: FeatureSpec, init: dict[str, torch.Tensor] | None
+) -> tuple[ResidualUNet, list[str]]:
+    """A new model, loaded with ``init`` (fine-tuning) and with ``cfg.freeze`` parts frozen."""
+    model = build_model(cfg, spec)
+    if init is not None:
+        model.load_state_dict(init)
+    return model, freeze(model, len(cfg.channels), list(cfg.freeze))
 
 
 def fit(
@@ -283,8 +340,10 @@ def fit(
     checkpoint_dir: Path | None = None,
     config_sha256: str = "",
     log: Callable[[str], None] = print,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
-    """Train from scratch or from the latest checkpoint; return the best EMA weights and history."""
+    """Train from scratch, from ``init`` weights (fine-tuning) or from the latest checkpoint;
+    return the best EMA weights, the history and the validation scores of those weights."""
     torch.manual_seed(loaders.seed)
     spe = batches_per_epoch(len(loaders.train), loaders.batch, ctx.world)
     if spe == 0:
@@ -292,7 +351,10 @@ def fit(
             f"one epoch holds {len(loaders.train)} patches: fewer than batch={loaders.batch} "
             f"per process; raise patches_per_step or lower batch"
         )
-    state = init_state(cfg, build_model(cfg, spec), spe, ctx.device)
+    model, frozen = start_model(cfg, spec, init)
+    if frozen:
+        log(f"frozen: {', '.join(cfg.freeze)} ({len(frozen)} parameter tensors)")
+    state = init_state(cfg, model, spe, ctx.device)
     if checkpoint_dir is not None and (ckpt := load_latest(checkpoint_dir, config_sha256)):
         state.load_state_dict(ckpt)
         log(f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
@@ -322,7 +384,10 @@ def fit(
             if stop:
                 raise TrainingInterrupted(f"stopped by SIGTERM at step {state.step}")
     best = state.best_state if state.best_state is not None else state.ema.shadow.state_dict()
-    return FitResult(best, state.history)
+    state.ema.shadow.load_state_dict(best)
+    scores = validation_scores(state.ema.shadow, loaders, objective, ctx)
+    log("validation: " + ", ".join(f"{v} RMSE {s['rmse']:.4g}" for v, s in scores.items()))
+    return FitResult(best, state.history, scores, frozen)
 
 
 def run_epoch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -12,6 +14,22 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid, pred.float() - target.nan_to_num(0.0), torch.zeros((), device=pred.device)
     )
     return (diff**2).sum() / valid.sum().clamp(min=1)
+
+
+def masked_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the finite cells of ``target`` (missing data never counts)."""
+    valid = torch.isfinite(target)
+    diff = torch.where(
+        valid, pred.float() - target.nan_to_num(0.0), torch.zeros((), device=pred.device)
+    )
+    return diff.abs().sum() / valid.sum().clamp(min=1)
+
+
+# Deterministic losses by config name (``methods.<name>.loss``).
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": masked_mse,
+    "mae": masked_mae,
+}
 
 
 def fair_crps(members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,13 @@ from climai.io.provenance import git_commit
 from climai.preprocess.splits import SPLITS
 from climai.stage import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
+from climai.training.finetune import (
+    Parent,
+    check_compatible,
+    group_weights,
+    lineage,
+    load_parent,
+)
 from climai.training.loop import Loaders, fit
 
 
@@ -123,11 +130,75 @@ def architecture(mcfg: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
     return {
         "name": "ResidualUNet",
         "norm": "channel",
+        **weight_layout(mcfg, groups),
+        "constraint": mcfg.constraint,
+        "members": mcfg.members if ensemble else 1,
+    }
+
+
+def weight_layout(mcfg: UNetConfig, groups: dict[str, list[str]]) -> dict[str, Any]:
+    """The architecture facts that decide the shapes and names of the weights."""
+    ensemble = isinstance(mcfg, UNetCRPSConfig)
+    return {
         "channels": list(mcfg.channels),
         "noise_channels": mcfg.noise_channels if ensemble else 0,
         "groups": groups,
-        "constraint": mcfg.constraint,
-        "members": mcfg.members if ensemble else 1,
+    }
+
+
+def fine_tuning_parent(
+    ctx: StageContext, method: str, spec: FeatureSpec, groups: dict[str, list[str]]
+) -> Parent | None:
+    """The checked parent model of a fine-tuned method (None: trained from scratch)."""
+    path = ctx.cfg.parent_model(method)
+    if path is None:
+        return None
+    key = f"methods.{method}.init_from"
+    parent = load_parent(path, key)
+    mcfg = ctx.cfg.methods.get(method)
+    units = {v.name: v.units for v in ctx.cfg.variables}
+    arch = {"name": "ResidualUNet", **weight_layout(mcfg, groups)}
+    check_compatible(parent, key, spec, units, arch)
+    return parent
+
+
+def describe_parent(method: str, parent: Parent, ds: xr.Dataset) -> str:
+    """A log line: where ``method`` starts from, and a grid spacing that differs from its own."""
+    text = f"fine-tuning {method} from {parent.path} ({parent.campaign}/{parent.method})"
+    theirs, ours = parent.card.get("grid", {}).get("hr_dx"), float(ds["x"][1] - ds["x"][0])
+    if theirs is not None and not np.isclose(abs(theirs), abs(ours)):
+        text += f"; the parent was trained on a {abs(theirs):g} m grid, this one is {abs(ours):g} m"
+    return text
+
+
+def lineage_card(mcfg: UNetConfig, parent: Parent | None, frozen: list[str]) -> dict[str, Any]:
+    """The model card's fine-tuning record: parent chain (nearest first) and what was frozen."""
+    if parent is None:
+        return {"lineage": []}
+    return {
+        "lineage": lineage(parent),
+        "fine_tuning": {"freeze": list(mcfg.freeze), "frozen_parameters": frozen},
+    }
+
+
+def validation_record(
+    method: str,
+    mcfg: UNetConfig,
+    scores: dict[str, dict[str, float]],
+    history: list[dict[str, Any]],
+    parent: Parent | None,
+) -> dict[str, Any]:
+    """``validation.json``: the trained model's scores on the val split, and what produced them."""
+    val_losses = [row["val_loss"] for row in history if "val_loss" in row]
+    return {
+        "method": method,
+        "split": "val",
+        "scope": "fixed validation patches, best epoch's EMA weights, physical units",
+        "variables": scores,
+        "epochs_run": len(history),
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "lineage": lineage(parent) if parent is not None else [],
+        "config": mcfg.model_dump(mode="json"),
     }
 
 
@@ -219,6 +290,11 @@ def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistConte
     history: list[dict[str, Any]] = []
     say = log.info if dist.is_main else (lambda _msg: None)
     ckpt_root = ctx.paths.model(method).parent / "checkpoints"
+    parent = fine_tuning_parent(ctx, method, spec, groups)
+    if parent is not None:
+        say(describe_parent(method, parent, ds))
+    scores: dict[str, dict[str, float]] = {}
+    frozen: list[str] = []
     for group, variables in groups.items():
         gspec = spec.subset(variables)
         loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
@@ -227,11 +303,21 @@ def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistConte
             f"per epoch, {gspec.in_channels} input channels, world size {dist.world}, "
             f"{'in memory' if isinstance(loaders.train.source, MemorySource) else 'streamed'}"
         )
-        result = fit(mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say)
+        init = group_weights(parent, group) if parent is not None else None
+        result = fit(
+            mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say, init=init
+        )
         state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
         history += [{**row, "group": group} for row in result.history]
+        scores.update(result.scores)
+        frozen += [f"{group}.{name}" for name in result.frozen]
     if dist.is_main:
         write_history(ctx.paths.history(method), history)
-        save_model(ctx.paths.model(method), state, model_card(ctx, method, spec, ds, groups))
+        card = model_card(ctx, method, spec, ds, groups)
+        card.update(lineage_card(mcfg, parent, frozen))
+        card["validation"] = scores
+        record = validation_record(method, mcfg, scores, history, parent)
+        write_text(ctx.paths.validation(method), json.dumps(record, indent=2) + "\n")
+        save_model(ctx.paths.model(method), state, card)
         shutil.rmtree(ckpt_root, ignore_errors=True)
     barrier(dist)

@@ -28,6 +28,8 @@ CLIMAI_ENVS = Path(workflow.basedir) / "envs"  # conda environments for extra ru
 for _path in EXTRA_RULES:
     if not os.path.isfile(_path):
         raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
+SWEEPS = CFG.sweeps  # swept method → its variants (each a method of its own)
+FINE_TUNED = [m for m in EMULATORS if CFG.parent_model(m) is not None]
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
@@ -45,6 +47,7 @@ def infer_threads(wildcards):
 
 wildcard_constraints:
     method="|".join(re.escape(m) for m in METHODS) or "none",
+    sweep="|".join(re.escape(m) for m in SWEEPS) or "none",
 
 
 def stage_config(stage):
@@ -61,6 +64,32 @@ def ingest_inputs(wildcards):
     return [p for p in input_paths(CFG) if "://" not in p]
 
 
+def train_inputs(wildcards):
+    """The dataset, and the parent model of a fine-tuned method (init_from): a DAG dependency
+    that this workflow builds when the parent is a method of this campaign; another campaign's
+    model must exist (run that campaign first)."""
+    inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}
+    parent = CFG.parent_model(wildcards.method)
+    if parent is not None:
+        inputs["parent"] = parent
+    return inputs
+
+
+def train_threads(wildcards):
+    """The method's ``threads`` when set, else the emulators' share of the cores (TRAIN_THREADS):
+    sweep variants with 1 thread each train two at a time on ``--cores 2``."""
+    return min(CFG.methods.get(wildcards.method).threads or TRAIN_THREADS, ALL_CORES)
+
+
+def sweep_inputs(wildcards):
+    """The validation scores of every variant of a sweep (never its test metrics)."""
+    return [PATHS.validation(m) for m in SWEEPS[wildcards.sweep]]
+
+
+def sweep_variants(wildcards):
+    return SWEEPS[wildcards.sweep]
+
+
 def infer_inputs(wildcards):
     """The dataset, and the trained model for emulators (baselines need no training)."""
     inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}
@@ -74,4 +103,6 @@ def all_outputs(wildcards):
     outs = [PATHS.comparison, PATHS.summary, PATHS.summary_md, PATHS.manifest]
     outs += [PATHS.metrics(m) for m in METHODS]
     outs += [PATHS.export(m, v) for m in METHODS for v in CFG.variable_names]
+    outs += [PATHS.sweep_md(name) for name in SWEEPS]
+    outs += [PATHS.lineage] if FINE_TUNED else []
     return outs + EXTRA_TARGETS

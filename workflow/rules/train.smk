@@ -1,17 +1,17 @@
 rule train:
     input:
-        dataset=PATHS.dataset,
-        stats=PATHS.stats,
+        unpack(train_inputs),
     output:
         model=PATHS.model("{method}"),
         history=PATHS.history("{method}"),
+        validation=PATHS.validation("{method}"),
     log:
         PATHS.log("train_{method}"),
     benchmark:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: TRAIN_THREADS
+    threads: train_threads
     params:
         config=stage_config("train"),
     shell:

@@ -1,0 +1,54 @@
+rule sweep:
+    input:
+        validation=sweep_inputs,
+    output:
+        csv=PATHS.sweep_csv("{sweep}"),
+        md=PATHS.sweep_md("{sweep}"),
+        html=report(
+            PATHS.sweep_html("{sweep}"),
+            caption="../report/sweep.rst",
+            category="3. Experiments",
+            subcategory="sweep {sweep}",
+            labels={"sweep": "{sweep}", "figure": "table"},
+        ),
+        figure=report(
+            PATHS.sweep_figure("{sweep}"),
+            caption="../report/sweep.rst",
+            category="3. Experiments",
+            subcategory="sweep {sweep}",
+            labels={"sweep": "{sweep}", "figure": "ranking"},
+        ),
+    log:
+        PATHS.log("sweep_{sweep}"),
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    params:
+        config=stage_config("sweep"),
+        methods=sweep_variants,
+    shell:
+        "climai sweep --config-json {params.config:q} --name {wildcards.sweep:q} "
+        "--methods {params.methods:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule lineage:
+    input:
+        validation=[PATHS.validation(m) for m in FINE_TUNED],
+    output:
+        html=report(
+            PATHS.lineage,
+            caption="../report/lineage.rst",
+            category="3. Experiments",
+            labels={"name": "lineage of fine-tuned models"},
+        ),
+    log:
+        PATHS.log("lineage"),
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    params:
+        config=stage_config("lineage"),
+        methods=FINE_TUNED,
+    shell:
+        "climai lineage --config-json {params.config:q} --methods {params.methods:q} "
+        "--threads {threads} > {log:q} 2>&1"
