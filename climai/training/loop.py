@@ -323,10 +323,14 @@ class FitResult:
 
 
 def start_model(
-    cfg: UNetConfig, spec: FeatureSpec, init: dict[str, torch.Tensor] | None
-) -> tuple[ResidualUNet, list[str]]:
-    """A new model, loaded with ``init`` (fine-tuning) and with ``cfg.freeze`` parts frozen."""
+    cfg: EmulatorConfig, spec: FeatureSpec, init: dict[str, torch.Tensor] | None
+) -> tuple[nn.Module, list[str]]:
+    """A new model, loaded with ``init`` (fine-tuning) and with ``cfg.freeze`` parts frozen.
+
+    Fine-tuning and freezing are U-Net features; a plugin emulator starts from its own init."""
     model = build_model(cfg, spec)
+    if not isinstance(cfg, UNetConfig):
+        return model, []
     if init is not None:
         model.load_state_dict(init)
     return model, freeze(model, len(cfg.channels), list(cfg.freeze))
