@@ -79,16 +79,19 @@ def _preprocess(args: argparse.Namespace) -> None:
     run_preprocess(_context(args, "preprocess"))
 
 
-def _train(args: argparse.Namespace) -> None:
+def _launched_on_every_gpu(args: argparse.Namespace, ctx: StageContext) -> bool:
+    """Relaunch this command under torchrun when the job has several GPUs (or nodes).
+
+    True when the distributed launch ran (and succeeded): the caller has nothing left to do.
+    """
     import torch
 
     from climai.launch import plan_launch, run_plan
-    from climai.training.stage import run_train
 
-    ctx = _context(args, "train")
     plan = plan_launch(args.argv, os.environ, torch.cuda.device_count(), ctx.threads)
     logging.getLogger("climai").info(
-        "train launch: %s (CUDA_VISIBLE_DEVICES=%s, SLURM_GPUS_ON_NODE=%s, SLURM_JOB_NUM_NODES=%s)",
+        "%s launch: %s (CUDA_VISIBLE_DEVICES=%s, SLURM_GPUS_ON_NODE=%s, SLURM_JOB_NUM_NODES=%s)",
+        args.command,
         plan.reason,
         *(
             os.environ.get(k)
@@ -96,16 +99,30 @@ def _train(args: argparse.Namespace) -> None:
         ),
     )
     if not plan.distributed:
-        run_train(ctx, args.method)
-        return
-    logging.getLogger("climai").info("train launch: %s", " ".join(plan.argv))
+        return False
+    logging.getLogger("climai").info("%s launch: %s", args.command, " ".join(plan.argv))
     run_plan(plan)
+    return True
+
+
+def _train(args: argparse.Namespace) -> None:
+    from climai.training.stage import run_train
+
+    ctx = _context(args, "train")
+    if not _launched_on_every_gpu(args, ctx):
+        run_train(ctx, args.method)
 
 
 def _infer(args: argparse.Namespace) -> None:
     from climai.inference.stage import run_infer
+    from climai.models import method_kind
 
-    run_infer(_context(args, "infer"), args.method)
+    ctx = _context(args, "infer")
+    # baselines are a few interpolations: one process; so is an inference pinned to the CPU
+    kind = method_kind(ctx.cfg.methods.type_of(args.method))
+    gpu_work = kind != "baseline" and ctx.cfg.infer.device != "cpu"
+    if not (gpu_work and _launched_on_every_gpu(args, ctx)):
+        run_infer(ctx, args.method)
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -1,9 +1,11 @@
-"""How ``climai train`` runs inside a job: one process, ``torchrun`` per node, or ``srun`` + ``torchrun``.
+"""How ``climai train`` and ``climai infer`` run inside a job: one process, ``torchrun`` per node,
+or ``srun`` + ``torchrun``.
 
-A SLURM job of the ``train`` rule (profiles/leonardo: ``gres: gpu:4``) sees its GPUs through
-``CUDA_VISIBLE_DEVICES`` (set by SLURM for the job's GPUs) or ``SLURM_GPUS_ON_NODE``. With more than
-one usable GPU, or more than one node, ``climai train`` starts itself again under
-``torch.distributed.run`` (torchrun): one process per GPU, each training one DDP rank. Across nodes,
+A SLURM job of the ``train`` or ``infer`` rule (profiles/leonardo: ``gres: gpu:4``) sees its GPUs
+through ``CUDA_VISIBLE_DEVICES`` (set by SLURM for the job's GPUs) or ``SLURM_GPUS_ON_NODE``. With
+more than one usable GPU, or more than one node, the command starts itself again under
+``torch.distributed.run`` (torchrun): one process per GPU, each training one DDP rank or
+downscaling its share of the time chunks (:mod:`climai.inference.distributed`). Across nodes,
 ``srun`` starts one torchrun per node, which meet at the first node of the job (c10d rendezvous).
 Where torch sees no CUDA device (a CPU-only allocation, a CPU build of torch), it stays one process.
 
@@ -94,7 +96,7 @@ def with_threads(cli_args: Sequence[str], threads: int) -> list[str]:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """What to run: ``argv`` empty means "train in this process"."""
+    """What to run: ``argv`` empty means "run the stage in this process"."""
 
     nproc_per_node: int
     nodes: int
@@ -114,7 +116,7 @@ def plan_launch(
     master_addr: str | None = None,
     python: str | None = None,
 ) -> LaunchPlan:
-    """The launch of ``climai <cli_args>`` (e.g. ``["train", "--method", "unet", ...]``).
+    """The launch of ``climai <cli_args>`` (e.g. ``["train", "--method", "unet", ...]`` or ``infer``).
 
     ``cuda_devices`` is what torch sees (``torch.cuda.device_count()``); ``env`` the process
     environment; ``threads`` the cores of the job, shared among the ranks of a node. Already

@@ -124,6 +124,25 @@ def model_predictor(
     return predict
 
 
+def _normalised_on(
+    net: ResidualUNet, split: SplitTensors, batch: int, device: torch.device, bf16: bool
+) -> torch.Tensor:
+    """:func:`~climai.training.loop.predict_normalised` with the network on ``device``: inputs
+    go there batch by batch, predictions come back to the CPU (NaN where the base is)."""
+    if device.type == "cpu":
+        return predict_normalised(net, split, batch, bf16 and bf16_supported(device))
+    autocast = bf16 and bf16_supported(device)
+    net = net.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, split.x.shape[0], batch):
+            x = split.x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
+            base = split.base[i : i + batch].nan_to_num(0.0).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out.append(net(x, base).float().cpu())
+    return torch.cat(out).masked_fill(torch.isnan(split.base), float("nan"))
+
+
 def unet_prediction(
     emulator: Emulator,
     spec: FeatureSpec,
@@ -131,14 +150,17 @@ def unet_prediction(
     batch: int = 8,
     members: int | None = None,
     seed: int = 0,
+    device: torch.device | None = None,
+    bf16: bool = True,
 ) -> np.ndarray:
     """Physical predictions, NaN where the LR input is missing.
 
     ``(T, V, H, W)`` for a deterministic emulator, ``(M, T, V, H, W)`` for a stochastic one
     (``members`` draws, default the card's). With ``constraint: conserve`` each block mean equals
-    the LR input (applied in physical units, last).
+    the LR input (applied in physical units, last). The networks run on ``device`` (default the
+    CPU), with bf16 autocast where ``bf16`` and the device supports it.
     """
-    autocast = bf16_supported(torch.device("cpu"))
+    device = device or torch.device("cpu")
     n = (members or emulator.members) if emulator.stochastic else 1
     torch.manual_seed(seed)
     draws = []
@@ -146,7 +168,7 @@ def unet_prediction(
         parts = []
         for group, variables in emulator.groups.items():
             sub = select_variables(split, spec, variables)
-            z = predict_normalised(emulator.nets[group], sub, batch, autocast)
+            z = _normalised_on(emulator.nets[group], sub, batch, device, bf16)
             phys = to_physical(spec.subset(variables), z)
             if emulator.constraint == "conserve":
                 if sub.lr is None:

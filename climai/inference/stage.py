@@ -7,6 +7,7 @@ spacing and CRS, with static fields for the new domain from a DEM store or file.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,15 @@ from tqdm import tqdm
 from climai.config import InferConfig, QuantileMappingConfig
 from climai.data.features import FeatureSpec, normalised_static
 from climai.export import cf_dataset, cf_encoding
+from climai.inference.distributed import (
+    SINGLE,
+    InferRanks,
+    chunk_seed,
+    chunk_share,
+    rank_device,
+    setup_ranks,
+    teardown_ranks,
+)
 from climai.inference.predict import (
     Emulator,
     bicubic_prediction,
@@ -33,7 +43,7 @@ from climai.inference.predict import (
     unet_prediction,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
-from climai.io import open_store, provenance_attrs, streamed_store, write_store
+from climai.io import open_store, provenance_attrs, shared_streamed_store, write_store
 from climai.io.netcdf import write_netcdf
 from climai.io.regions import RegionWriter
 from climai.models import BASELINES, method_kind
@@ -224,11 +234,14 @@ def downscale_to_store(
     multiple: int,
     members: int,
     attrs: dict[str, Any],
+    ranks: InferRanks = SINGLE,
 ) -> None:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
     ``static`` holds the model's static fields on exactly the HR grid of ``lr``. Memory depends on
-    the tile, the batch and one band of tile rows, never on the whole domain.
+    the tile, the batch and one band of tile rows, never on the whole domain. Time blocks are the
+    store's time chunks; with several ``ranks`` each downscales its share of the blocks into the
+    one store (the same blocks as one process, so the same values).
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -259,17 +272,20 @@ def downscale_to_store(
         return static_rows[t.y0][:, :, t.x0 : t.x1]
 
     nt = lr.sizes["time"]
+    share = chunk_share(nt, tb, ranks)
+    mine = sum(times.stop - times.start for _, times in share)
     log.info(
         "downscale: %d×%d LR → %d×%d HR, %d steps, %d tiles of %s, %d steps per block",
         lr.sizes["y"], lr.sizes["x"], y.size, x.size, nt, len(layout), layout.tile, tb,
     )  # fmt: skip
+    if ranks.world > 1:
+        log.info("rank %d of %d: %d of the %d steps", ranks.rank, ranks.world, mine, nt)
     bar = tqdm(
-        total=nt * len(layout), unit="tile", file=sys.stderr, disable=not cfg.progress,
+        total=mine * len(layout), unit="tile", file=sys.stderr, disable=not cfg.progress,
         mininterval=2.0, desc="downscale",
     )  # fmt: skip
-    with bar, streamed_store(output, template) as writer:
-        for t0 in range(0, nt, tb):
-            times = slice(t0, min(nt, t0 + tb))
+    with bar, shared_streamed_store(output, template, ranks) as writer:
+        for _, times in share:
             block = lr.isel(time=times)
             values = np.stack([block[v].values for v in spec.variables], axis=1)
             index = pd.DatetimeIndex(block["time"].values)
@@ -277,9 +293,21 @@ def downscale_to_store(
                 _write_band(writer, band, times, slice(r0, r1), spec.variables, cfg)
 
 
+def _split_steps(ds: xr.Dataset, split: str) -> slice | np.ndarray:
+    """The time indices of ``split``: a slice when contiguous (splits are in time order).
+
+    A slice keeps the store's chunks; dask's take of an index array merges them into one, so
+    every rank would read the whole split to get its share.
+    """
+    idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
+    if idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def _lr_of_split(ds: xr.Dataset, variables: list[str], split: str) -> xr.Dataset:
     """The LR fields of a split of the preprocessed dataset, as ``<var>`` on (time, y, x)."""
-    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
+    sub = ds.isel(time=_split_steps(ds, split))
     lr = xr.Dataset(
         {
             v: sub[f"lr_{v}"]
@@ -361,6 +389,31 @@ def _infer_baseline(ctx: StageContext, ds: xr.Dataset, method: str, split: str) 
     log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
 
 
+#: Time steps per chunk of the in-memory path's output when ``infer.time_block`` is 0.
+MEMORY_TIME_CHUNK = 24
+
+
+def _member_template(
+    sub: xr.Dataset, variables: list[str], attrs: dict[str, dict[str, Any]], members: int, ct: int
+) -> xr.Dataset:
+    """An empty (dask) output dataset of the in-memory path: ``<var>`` on ([member,] time, y, x),
+    chunked by ``ct`` steps (and one member)."""
+    import dask.array as da
+
+    shape: tuple[int, ...] = (sub.sizes["time"], sub.sizes["y"], sub.sizes["x"])
+    out = xr.Dataset(coords={c: sub[c] for c in ("time", "y", "x")})
+    dims: tuple[str, ...] = ("time", "y", "x")
+    chunks: tuple[int, ...] = (ct, *shape[1:])
+    if members > 1:
+        out = out.assign_coords(member=np.arange(members))
+        dims, shape, chunks = ("member", *dims), (members, *shape), (1, *chunks)
+    for v in variables:
+        out[v] = (dims, da.zeros(shape, dtype=np.float32, chunks=chunks), attrs[v])
+    if "crs" in sub:
+        out["crs"] = sub["crs"].load()
+    return out
+
+
 def _infer_in_memory(
     ctx: StageContext,
     ds: xr.Dataset,
@@ -368,13 +421,16 @@ def _infer_in_memory(
     spec: FeatureSpec,
     method: str,
     split: str,
+    ranks: InferRanks = SINGLE,
 ) -> None:
-    """Ensembles, conservation and per-variable networks: the split on its full domain."""
+    """Ensembles, conservation and per-variable networks: full domain, one time chunk at a time.
+
+    Each time chunk of the output (``infer.time_block`` steps, default 24) is predicted with its
+    own seed (:func:`chunk_seed`), so its members are the same whichever rank draws it; with
+    several ``ranks`` each predicts its share of the chunks on its own device.
+    """
     variables = ctx.cfg.variable_names
-    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
-    values = unet_prediction(
-        emulator, spec, load_split(ds, spec, split, with_target=False), seed=ctx.cfg.seed
-    )
+    sub = ds.isel(time=_split_steps(ds, split))
     attrs = {
         v: {
             **{k: ds[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in ds[f"hr_{v}"].attrs},
@@ -382,28 +438,60 @@ def _infer_in_memory(
         }
         for v in variables
     }
-    out = prediction_dataset(values, sub, variables, attrs)
-    out = ctx.stamp(out.assign_attrs(method=method, split=split))
-    chunks = {"time": 24, **({"member": 1} if "member" in out.dims else {})}
-    write_store(out.chunk(chunks), ctx.paths.downscaled(method, split))
+    cfg = ctx.cfg.infer
+    members = emulator.members if emulator.stochastic else 1
+    ct = min(cfg.time_block or MEMORY_TIME_CHUNK, max(1, sub.sizes["time"]))
+    template = _member_template(sub, variables, attrs, members, ct)
+    template = ctx.stamp(template.assign_attrs(method=method, split=split))
+    device = rank_device(resolve_device(cfg.device), ranks)
+    share = chunk_share(sub.sizes["time"], ct, ranks)
+    with shared_streamed_store(ctx.paths.downscaled(method, split), template, ranks) as writer:
+        for k, times in share:
+            tensors = load_split(sub.isel(time=times), spec, split, with_target=False)
+            seed = chunk_seed(ctx.cfg.seed, k)
+            values = unet_prediction(
+                emulator, spec, tensors, seed=seed, device=device, bf16=cfg.bf16
+            )
+            for i, v in enumerate(variables):
+                if members > 1:
+                    writer.write(v, (slice(None), times), values[:, :, i])
+                else:
+                    writer.write(v, (times,), values[:, i])
     log.info(
-        "infer %s: %d %s steps, %d member(s)",
+        "infer %s: %d %s steps, %d member(s)%s",
         method,
-        out.sizes["time"],
+        sub.sizes["time"],
         split,
-        out.sizes.get("member", 1),
+        members,
+        f", rank {ranks.rank} of {ranks.world} on {device}" if ranks.world > 1 else "",
     )
 
 
 def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
-    """Downscale the ``split`` time steps with ``method``."""
+    """Downscale the ``split`` time steps with ``method``.
+
+    Under ``torchrun`` (world size above 1) each rank downscales its share of the time chunks on
+    its own device into the one output store; baselines run on rank 0 alone.
+    """
     torch.set_num_threads(ctx.threads)
     ds = open_store(ctx.paths.dataset)
-    variables = ctx.cfg.variable_names
-    out_path = ctx.paths.downscaled(method, split)
     if method_kind(ctx.cfg.methods.type_of(method)) == "baseline":
-        _infer_baseline(ctx, ds, method, split)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _infer_baseline(ctx, ds, method, split)
         return
+    ranks = setup_ranks()
+    try:
+        _infer_emulator(ctx, ds, method, split, ranks)
+    finally:
+        teardown_ranks(ranks)
+
+
+def _infer_emulator(
+    ctx: StageContext, ds: xr.Dataset, method: str, split: str, ranks: InferRanks
+) -> None:
+    """A trained emulator on the split: tiled streaming for a single deterministic network,
+    chunk by chunk on the full domain otherwise."""
+    variables = ctx.cfg.variable_names
     model_file = ctx.paths.model(method)
     emulator, spec, card = load_emulator(model_file)
     if spec.variables != variables:
@@ -412,7 +500,7 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
             f"the campaign configures {variables}"
         )
     if emulator.single_net is None:
-        _infer_in_memory(ctx, ds, emulator, spec, method, split)
+        _infer_in_memory(ctx, ds, emulator, spec, method, split, ranks)
         return
     model = emulator.single_net
     lr = _lr_of_split(ds, variables, split)
@@ -421,11 +509,21 @@ def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
         {f"static_{s}": s for s in spec.statics}
     )
     cfg = ctx.cfg.infer
-    predict = model_predictor(model, resolve_device(cfg.device), cfg.bf16, cfg.members)
+    device = rank_device(resolve_device(cfg.device), ranks)
+    predict = model_predictor(model, device, cfg.bf16, cfg.members)
     members = cfg.members if hasattr(model, "sample") else 1
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
-    downscale_to_store(predict, spec, lr, static, out_path, cfg, model.multiple, members, attrs)
-    log.info("infer %s: %d %s steps", method, lr.sizes["time"], split)
+    out_path = ctx.paths.downscaled(method, split)
+    downscale_to_store(
+        predict, spec, lr, static, out_path, cfg, model.multiple, members, attrs, ranks
+    )
+    log.info(
+        "infer %s: %d %s steps%s",
+        method,
+        lr.sizes["time"],
+        split,
+        f", rank {ranks.rank} of {ranks.world} on {device}" if ranks.world > 1 else "",
+    )
 
 
 def open_input(path: str | Path) -> xr.Dataset:

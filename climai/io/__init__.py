@@ -2,14 +2,23 @@
 
 from climai.io.atomic import atomic_path, write_json, write_text
 from climai.io.provenance import provenance_attrs
-from climai.io.regions import RegionWriter, streamed_store
+from climai.io.regions import (
+    RankGroup,
+    RegionWriter,
+    SharedStoreError,
+    shared_streamed_store,
+    streamed_store,
+)
 from climai.io.stores import open_store, write_store
 
 __all__ = [
+    "RankGroup",
     "RegionWriter",
+    "SharedStoreError",
     "atomic_path",
     "open_store",
     "provenance_attrs",
+    "shared_streamed_store",
     "streamed_store",
     "write_json",
     "write_store",

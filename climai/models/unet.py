@@ -1,8 +1,9 @@
 """A residual U-Net: the output is the interpolated LR field plus a learned correction.
 
 With ``noise_channels > 0`` the network is stochastic: Gaussian noise is drawn at every level of
-the encoder and the decoder (every scale from the patch size down to the coarsest level) and added
-through a learned 1×1 projection, so each forward pass draws one ensemble member.
+the encoder (after its block) and of the decoder (before its block), every scale from the patch
+size down to the coarsest level, and added through a learned 1×1 projection, so each forward pass
+draws one ensemble member; no noise reaches the output without passing through convolutions.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ class ResidualUNet(nn.Module):
             skips.append(x)
         for j, (up, fuse, skip) in enumerate(zip(self.up, self.fuse, skips[-2::-1], strict=True)):
             x = up(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-            x = fuse(torch.cat([x, skip], dim=1))
             if self.noise_channels:
+                # before the block, not after: every draw passes through two 3×3 convolutions
+                # that give it spatial structure (noise added after the last block reached the
+                # output as white noise: 3–4× the true power at 2–4 cells, BENCHMARKS.md)
                 x = self.noise_up[j](x)
+            x = fuse(torch.cat([x, skip], dim=1))
         return base + self.head(x).to(base.dtype)

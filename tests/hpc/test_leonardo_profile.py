@@ -170,6 +170,11 @@ def test_train_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
     assert "train launch: the job has 4 GPU(s) but torch sees no CUDA device" in log, log[-2000:]
 
 
+def test_infer_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
+    log = (runs["slurm"] / "results/hpc/logs/infer_unet.log").read_text()
+    assert "infer launch: the job has 4 GPU(s) but torch sees no CUDA device" in log, log[-2000:]
+
+
 def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
     profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
     profile["set-resources"]["train"]["slurm_partition"] = "dcgp_usr_prod"

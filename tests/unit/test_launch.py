@@ -185,3 +185,53 @@ def test_torchrun_launch_really_runs_one_train_process_per_gpu(in_tmp):
     run_plan(plan)
     assert (in_tmp / "results/tiny/models/unet/model.pt").stat().st_size > 10_000
     assert (in_tmp / "results/tiny/models/unet/history.csv").read_text().startswith("epoch,")
+
+
+@pytest.mark.parametrize(
+    "env", [{"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, {"SLURM_GPUS_ON_NODE": "4"}], ids=["cuda", "slurm"]
+)
+def test_climai_infer_relaunches_itself_on_every_gpu_of_the_job(monkeypatch, tmp_path, env):
+    """Four GPUs in the job: `climai infer` becomes torchrun --nproc_per_node=4 of itself."""
+    import torch
+
+    from climai.testing import write_config
+
+    cfg = write_config(tmp_path / "c.yaml")
+    for key in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    ran = []
+    monkeypatch.setattr("climai.launch.run_plan", ran.append)
+    monkeypatch.setattr(
+        "climai.inference.stage.run_infer", lambda *a: pytest.fail("inferred in the launcher")
+    )
+    argv = ["infer", "--configfile", str(cfg), "--method", "unet", "--threads", "32"]
+    assert cli.main(argv) == 0
+    (plan,) = ran
+    assert plan.argv == [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--standalone",
+        "--nnodes=1", "-m", "climai.cli", "infer", "--configfile", str(cfg), "--method", "unet",
+        "--threads", "8",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "device"), [("bicubic", "auto"), ("unet", "cpu")], ids=["baseline", "cpu-only"]
+)
+def test_climai_infer_stays_one_process_without_gpu_work(monkeypatch, tmp_path, method, device):
+    """Baselines, and an inference pinned to the CPU, never start one process per GPU."""
+    import torch
+
+    from climai.testing import write_config
+
+    cfg = write_config(tmp_path / "c.yaml", infer={"device": device})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr("climai.launch.run_plan", lambda plan: pytest.fail(f"launched {plan}"))
+    ran = []
+    monkeypatch.setattr("climai.inference.stage.run_infer", lambda ctx, m: ran.append(m))
+    assert cli.main(["infer", "--configfile", str(cfg), "--method", method]) == 0
+    assert ran == [method]

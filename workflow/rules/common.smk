@@ -27,6 +27,12 @@ ALL_CORES = workflow.resource_settings.cores or 1
 TRAIN_THREADS = max(1, ALL_CORES // max(1, len(EMULATORS)))
 
 
+def infer_threads(wildcards):
+    """Emulators infer with their training's share of the cores; baselines (numpy on a few LR
+    fields) with one thread, so they run beside a training instead of waiting for every core."""
+    return TRAIN_THREADS if wildcards.method in EMULATORS else 1
+
+
 wildcard_constraints:
     method="|".join(re.escape(m) for m in METHODS) or "none",
     sweep="|".join(re.escape(m) for m in SWEEPS) or "none",

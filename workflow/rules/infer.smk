@@ -7,7 +7,7 @@ rule infer:
         PATHS.log("infer_{method}"),
     conda:
         "../../envs/gpu.yaml"
-    threads: ALL_CORES
+    threads: infer_threads
     params:
         config=stage_config("infer"),
     shell:
