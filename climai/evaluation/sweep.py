@@ -155,7 +155,7 @@ def sweep_figure(table: pd.DataFrame, name: str, variables: list[str]) -> plt.Fi
     ax.set_yticks(y, [f"{r}. {m}" for r, m in zip(table["rank"], table["method"], strict=True)])
     ax.set_xlabel("val RMSE / bicubic val RMSE (lower is better)")
     ax.set_title(f"sweep {name}: variants ranked on the validation split")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # off the markers
     return fig
 
 
