@@ -10,6 +10,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Under pytest-xdist (README: `pytest -n 2 --dist loadgroup`) the cores are shared among the
+# workers: each worker's Snakemake runs and torch get their share, so two workers never
+# oversubscribe the machine (OpenMP threads spin-waiting on a busy core collapse torch's speed).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CORES = max(1, (os.cpu_count() or 2) // WORKERS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups: a module's tests share one worker (module fixtures run once); every test of
+    tests/hpc shares the one real SLURM test cluster, so they form one group."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        group = "slurm" if module.startswith("tests/hpc/") else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
@@ -21,7 +35,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(min(2, CORES))))
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
@@ -35,7 +49,7 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
         "--directory",
         str(workdir),
         "--cores",
-        "2",
+        str(CORES),
         *args,
     ]
 

@@ -15,7 +15,7 @@ import yaml
 
 from climai.manifest import compare_campaigns
 from climai.testing import write_config
-from tests.conftest import run_snakemake, snakemake_cmd, snakemake_env
+from tests.conftest import CORES, run_snakemake, snakemake_cmd, snakemake_env
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -103,7 +103,7 @@ def test_verify_reruns_the_campaign_bitwise(reference):
             "--reference",
             "results/tiny",
             "--threads",
-            "2",
+            str(CORES),  # the reference ran with these cores: thread counts change float sums
         ],
         cwd=reference,
         capture_output=True,
