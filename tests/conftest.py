@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Under pytest-xdist (README: `pytest -n 2 --dist loadgroup`) the cores are shared among the
-# workers: each worker's Snakemake runs and torch get their share, so two workers never
-# oversubscribe the machine (OpenMP threads spin-waiting on a busy core collapse torch's speed).
+# Under pytest-xdist (README: `pytest -n 2 --dist loadfile`, a module's tests on one worker) the
+# cores are shared among the workers: each worker's Snakemake runs and torch get their share, so
+# two workers never oversubscribe the machine (OpenMP threads spinning on a busy core collapse
+# torch's speed).
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = max(1, (os.cpu_count() or 2) // WORKERS)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """xdist groups: a module's tests share one worker (module fixtures run once); every test of
-    tests/hpc shares the one real SLURM test cluster, so they form one group."""
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        group = "slurm" if module.startswith("tests/hpc/") else module
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

@@ -159,3 +159,13 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         stop = _run(["bash", str(SCRIPT), "stop"], script_env, timeout=180)
         if stop.returncode != 0:
             print(f"slurm_cluster.sh stop failed:\n{_tail(stop.stderr + stop.stdout)}")
+
+
+def slurm_run_id(snakemake_output: str) -> str:
+    """The SLURM run ID a Snakemake run logged: the job name of every job it submitted, so a
+    test's ``sacct`` query sees its own jobs only (other tests may share the cluster)."""
+    import re
+
+    found = re.findall(r"SLURM run ID: (\S+)", snakemake_output)
+    assert found, "Snakemake's log has no 'SLURM run ID' line"
+    return found[-1]

@@ -27,6 +27,7 @@ import yaml
 from climai.io import open_store
 from climai.testing import write_config
 from tests.conftest import REPO
+from tests.hpc.conftest import slurm_run_id
 
 if TYPE_CHECKING:
     from .conftest import SlurmCluster
@@ -121,7 +122,11 @@ def runs(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) 
     logs = "\n".join(p.read_text() for p in (slurm / ".snakemake/slurm_logs").rglob("*.log"))
     assert res.returncode == 0, res.stderr[-4000:] + logs[-4000:]
     print(f"SLURM run {t_slurm:.0f} s; with the local run alongside {t_both:.0f} s")
-    return {"local": local, "slurm": slurm, "env": env, "start": start, "cluster": slurm_cluster}
+    run_id = slurm_run_id(res.stdout + res.stderr)
+    return {
+        "local": local, "slurm": slurm, "env": env, "start": start, "cluster": slurm_cluster,
+        "run_id": run_id,
+    }  # fmt: skip
 
 
 def test_each_rule_ran_in_its_partition_with_its_cpus_gpus_and_memory(runs):
@@ -134,7 +139,7 @@ def test_each_rule_ran_in_its_partition_with_its_cpus_gpus_and_memory(runs):
     jobs: dict[str, list[list[str]]] = {}
     for line in res.stdout.splitlines():
         row = line.split("|")
-        if row[4].startswith("rule_"):
+        if row[1] == runs["run_id"] and row[4].startswith("rule_"):
             jobs.setdefault(row[4].removeprefix("rule_").split("_wildcards")[0], []).append(row)
     assert sorted(jobs) == sorted(RULES), res.stdout
     for rule, want in profile_resources().items():

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from climai.testing import write_config
+from tests.hpc.conftest import slurm_run_id
 from tests.hpc.test_leonardo_profile import PROFILE, job_env, snakemake
 
 if TYPE_CHECKING:
@@ -52,14 +53,15 @@ def test_each_sweep_variant_trains_in_its_own_slurm_job(slurm_cluster: SlurmClus
         "hpc.yaml",
     )
     assert res.returncode == 0, res.stderr[-4000:]
+    run_id = slurm_run_id(res.stdout + res.stderr)  # this run's jobs only
     acct = slurm_cluster.run(
-        "sacct", "-X", "-n", "-P", "-S", start, "--format=JobID,Partition,Comment,State"
+        "sacct", "-X", "-n", "-P", "-S", start, "--format=JobID,JobName,Partition,Comment,State"
     )
     assert acct.returncode == 0, acct.stderr
     trains = {}
     for line in acct.stdout.splitlines():
-        job_id, partition, comment, state = line.split("|")
-        if comment.startswith("rule_train_wildcards_"):
+        job_id, name, partition, comment, state = line.split("|")
+        if name == run_id and comment.startswith("rule_train_wildcards_"):
             trains[comment.removeprefix("rule_train_wildcards_")] = (job_id, partition, state)
     assert set(trains) == VARIANTS, acct.stdout
     assert len({job for job, _, _ in trains.values()}) == 4  # four separate SLURM jobs
