@@ -120,12 +120,30 @@ def _answers(env: dict[str, str]) -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
+    # pytest-xdist workers share the machine's one cluster: starting it is serialised by a file
+    # lock (the second worker then finds it answering), and no worker stops it while another may
+    # still be using it (under xdist it is left running; `slurm_cluster.sh stop` stops it).
+    import fcntl
+
+    with open("/tmp/climai-slurm-fixture.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cluster = _running_cluster()
+    try:
+        yield cluster
+    finally:
+        if cluster.started_here and "PYTEST_XDIST_WORKER" not in os.environ:
+            stop = _run(["bash", str(SCRIPT), "stop"], cluster.env, timeout=180)
+            if stop.returncode != 0:
+                print(f"slurm_cluster.sh stop failed:\n{_tail(stop.stderr + stop.stdout)}")
+
+
+def _running_cluster() -> SlurmCluster:
+    """A cluster that answers: the one already running, else installed and started here."""
     base = dict(os.environ)
     script_env = _env_from_script(base)
     for env in (base, script_env):
         if _answers(env):
-            yield SlurmCluster(env=env)
-            return
+            return SlurmCluster(env=env)
 
     if os.geteuid() != 0:
         pytest.skip("no SLURM cluster answers and starting one needs root")
@@ -148,17 +166,11 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         # The packages are there, so a cluster that does not come up is a real failure.
         _run(["bash", str(SCRIPT), "stop"], script_env, timeout=120)
         pytest.fail(f"slurm_cluster.sh start failed:\n{_tail(start.stderr + start.stdout, 80)}")
-    cluster = SlurmCluster(
+    return SlurmCluster(
         env=script_env,
         started_here=True,
         timings={"install_s": t1 - t0, "start_s": time.monotonic() - t1},
     )
-    try:
-        yield cluster
-    finally:
-        stop = _run(["bash", str(SCRIPT), "stop"], script_env, timeout=180)
-        if stop.returncode != 0:
-            print(f"slurm_cluster.sh stop failed:\n{_tail(stop.stderr + stop.stdout)}")
 
 
 def slurm_run_id(snakemake_output: str) -> str:
