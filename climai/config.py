@@ -409,10 +409,13 @@ FreezeGroup = Literal["encoder", "bottleneck", "decoder"]
 
 class InitFromCampaign(_Strict):
     """A trained model named by campaign and method: ``<results>/<campaign>/models/<method>/
-    model.pt`` under the same results root. In the same campaign it is a DAG dependency that
-    Snakemake builds; another campaign must have been run first (its train rule made the file)."""
+    model.pt`` under the same results root. In the same campaign (``campaign`` left out) it is a
+    DAG dependency that Snakemake builds; another campaign must have been run first (its train
+    rule made the file)."""
 
-    campaign: str = Field(description="Campaign that trained the parent model.")
+    campaign: str | None = Field(
+        None, description="Campaign that trained the parent model (null: this campaign)."
+    )
     method: str = Field("unet", description="Method name of the parent in that campaign.")
 
 
@@ -482,8 +485,9 @@ class UNetConfig(EmulatorConfig):
     init_from: str | InitFromCampaign | None = Field(
         None,
         description="Fine-tuning: start from a trained model, a model.pt path or {campaign, "
-        "method}; variables, static fields, scale and channels must match it. Normalisation "
-        "statistics are this campaign's own (prep/stats.json).",
+        "method} ({method: unet}: this campaign's unet); variables, static fields, scale and "
+        "channels must match it (a unet-crps may start from a unet: its noise projections are "
+        "new). Normalisation statistics are this campaign's own (prep/stats.json).",
     )
     freeze: list[FreezeGroup] = Field(
         [],
@@ -992,30 +996,54 @@ class CampaignConfig(_Strict):
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
                     f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
-            self._check_parent(name, unet, whole=not (info.context or {}).get("stage_slice"))
+            self._check_parent(name, whole=not (info.context or {}).get("stage_slice"))
         return self
 
-    def _check_parent(self, name: str, unet: UNetConfig, whole: bool) -> None:
+    def _check_parent(self, name: str, whole: bool) -> None:
         """A parent in this same campaign must be another configured, trained method (checked
         on a ``whole`` config: a stage slice holds only the method itself)."""
-        parent = unet.init_from
-        if not isinstance(parent, InitFromCampaign) or parent.campaign != self.campaign:
+        parent = self.parent_method(name)
+        if parent is None:
             return
-        if parent.method == name:
+        if parent == name:
             raise ValueError(f"methods.{name}.init_from names the method itself")
         if not whole:
             return
         enabled = self.methods.enabled()
-        if parent.method not in enabled or not isinstance(
-            self.methods.get(parent.method), UNetConfig
-        ):
+        if parent not in enabled or not isinstance(self.methods.get(parent), UNetConfig):
             trained = [
                 m for m in enabled if m != name and isinstance(self.methods.get(m), UNetConfig)
             ]
             raise ValueError(
-                f"methods.{name}.init_from.method={parent.method!r} is not a trained method of "
-                f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'}"
+                f"methods.{name}.init_from.method={parent!r} is not a trained method of "
+                f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'} "
+                f"(set methods.{name}: null too, or give it another parent)"
             )
+
+    def parent_method(self, method: str) -> str | None:
+        """The method of this campaign that ``method`` is fine-tuned from (None: none here)."""
+        parent = getattr(self.methods.get(method), "init_from", None)
+        if isinstance(parent, InitFromCampaign) and parent.campaign in (None, self.campaign):
+            return parent.method
+        return None
+
+    def training_waves(self, methods: list[str]) -> list[list[str]]:
+        """``methods`` (trained ones) in waves that can train side by side: a method fine-tuned
+        from another of this campaign trains in the wave after its parent's."""
+        depth: dict[str, int] = {}
+
+        def of(m: str) -> int:
+            if m not in depth:
+                parent = self.parent_method(m)
+                depth[m] = 0 if parent is None or parent not in methods else of(parent) + 1
+            return depth[m]
+
+        waves: list[list[str]] = []
+        for m in methods:
+            d = of(m)
+            waves += [[] for _ in range(d + 1 - len(waves))]
+            waves[d].append(m)
+        return waves
 
     def parent_model(self, method: str) -> Path | None:
         """The ``model.pt`` that ``method`` is fine-tuned from (None: trained from scratch).
@@ -1028,7 +1056,8 @@ class CampaignConfig(_Strict):
         if parent is None:
             return None
         if isinstance(parent, InitFromCampaign):
-            return CampaignPaths(Path(self.results) / parent.campaign).model(parent.method)
+            campaign = parent.campaign or self.campaign
+            return CampaignPaths(Path(self.results) / campaign).model(parent.method)
         return Path(parent)
 
     def _check_synthetic(self, target: SyntheticConfig) -> None:

@@ -90,7 +90,12 @@ def differences(
         ("static fields", feats.get("statics"), list(spec.statics)),
         ("scale", feats.get("scale"), spec.scale),
     ]
-    pairs += [(f"architecture {k}", arch.get(k), v) for k, v in architecture.items()]
+    pairs += [
+        (f"architecture {k}", arch.get(k), v)
+        for k, v in architecture.items()
+        # a deterministic parent may start a stochastic child: only its noise projections are new
+        if not (k == "noise_channels" and not arch.get(k))
+    ]
     return [
         f"{name}: parent {_plain(theirs)}, here {_plain(ours)}"
         for name, theirs, ours in pairs
@@ -121,6 +126,33 @@ def check_compatible(
             f"{key}: the parent model {str(parent.path)!r} (campaign {parent.campaign!r}, method "
             f"{parent.method!r}) does not match this one:\n  " + "\n  ".join(found)
         )
+
+
+NOISE_PREFIXES = ("noise_down.", "noise_up.")
+# A stochastic child of a deterministic parent starts with its noise projections scaled by this:
+# it first predicts almost exactly what its parent does, and the CRPS grows the spread from there
+# (full-size draws would add noise as large as the activations to every level of a trained net).
+NEW_NOISE_GAIN = 0.1
+
+
+def load_parent_weights(model: nn.Module, init: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``init`` into ``model``; return the names of the parameters that were new.
+
+    Every parent weight must fit; the only weights the parent may lack are the noise projections
+    of a stochastic model started from a deterministic one. Those are scaled by
+    :data:`NEW_NOISE_GAIN`."""
+    missing, unexpected = model.load_state_dict(init, strict=False)
+    other = [k for k in missing if not k.startswith(NOISE_PREFIXES)]
+    if unexpected or other or (missing and any(k.startswith(NOISE_PREFIXES) for k in init)):
+        raise ValueError(
+            "the parent's weights do not fit this model: "
+            f"missing {other or missing}, unexpected {unexpected}"
+        )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in missing:
+                p.mul_(NEW_NOISE_GAIN)
+    return list(missing)
 
 
 def group_weights(parent: Parent, group: str) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from climai.training.checkpoint import (
 )
 from climai.training.distributed import DistContext, all_gather_scalar, all_reduce_sum
 from climai.training.ema import EMA
-from climai.training.finetune import freeze
+from climai.training.finetune import freeze, load_parent_weights
 from climai.training.losses import LOSSES, fair_crps
 
 
@@ -332,7 +332,7 @@ def start_model(
     if not isinstance(cfg, UNetConfig):
         return model, []
     if init is not None:
-        model.load_state_dict(init)
+        load_parent_weights(model, init)
     return model, freeze(model, len(cfg.channels), list(cfg.freeze))
 
 
@@ -480,6 +480,7 @@ def end_epoch(
 # ---------------------------------------------------------------------------- inference
 
 
+@torch.no_grad()
 @torch.no_grad()
 def predict_normalised(
     model: nn.Module, split: SplitTensors, batch: int, autocast: bool

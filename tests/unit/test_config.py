@@ -21,8 +21,10 @@ def test_default_config_file_is_the_toy_campaign():
     assert cfg.scale == 8
     assert cfg.data.target.dx == 500.0
     assert cfg.data.target.nx >= 128 and cfg.data.target.ny >= 128
-    assert cfg.methods.enabled() == ["bicubic", "quantile-mapping", "unet"]
-    assert cfg.methods.ensembles() == []
+    assert cfg.methods.enabled() == ["bicubic", "quantile-mapping", "unet", "unet-crps"]
+    assert cfg.methods.ensembles() == ["unet-crps"]
+    assert cfg.parent_method("unet-crps") == "unet"
+    assert cfg.training_waves(["unet", "unet-crps"]) == [["unet"], ["unet-crps"]]
 
 
 def test_config_file_sets_every_key_explicitly():

@@ -28,7 +28,14 @@ from climai.stage import StageContext
 from climai.testing import prepare_campaign, tiny_sources
 from climai.training import fit
 from climai.training.distributed import DistContext
-from climai.training.finetune import Parent, check_compatible, freeze, part_prefixes
+from climai.training.finetune import (
+    NEW_NOISE_GAIN,
+    Parent,
+    check_compatible,
+    freeze,
+    load_parent_weights,
+    part_prefixes,
+)
 from climai.training.losses import masked_mae
 from tests.unit.test_training import _loaders
 
@@ -41,6 +48,11 @@ def test_init_from_a_campaign_resolves_to_its_model_under_the_same_results_root(
     cfg = validate_config({"methods": {"unet": {"init_from": "some/where/model.pt"}}})
     assert cfg.parent_model("unet") == Path("some/where/model.pt")
     assert validate_config({}).parent_model("unet") is None
+    this = {"type": "unet-crps", "init_from": {"method": "unet"}}
+    cfg = validate_config({"campaign": "alps", "methods": {"ens": this}})
+    assert cfg.parent_model("ens") == Path("results/alps/models/unet/model.pt")
+    with pytest.raises(ConfigError, match=r"init_from.method='unet' is not a trained method"):
+        validate_config({"campaign": "alps", "methods": {"unet": None, "ens": this}})
 
 
 def test_a_parent_in_the_same_campaign_must_run_but_a_stage_slice_rebuilds_without_it():
@@ -201,3 +213,38 @@ def test_fine_tuning_on_a_shifted_world_with_a_fifth_of_the_data_beats_training_
     # the child's normalisation statistics are its own campaign's, not the parent's
     assert card["features"]["stats"] != parent["card"]["features"]["stats"]
     assert scratch["card"]["lineage"] == []
+
+
+def test_a_stochastic_child_starts_from_a_deterministic_parent_with_small_new_noise():
+    torch.manual_seed(0)
+    parent = ResidualUNet(6, 2, [8, 16, 32])
+    child = ResidualUNet(6, 2, [8, 16, 32], noise_channels=4)
+    fresh = {k: v.clone() for k, v in child.state_dict().items()}
+    new = load_parent_weights(child, parent.state_dict())
+    assert new and all(n.startswith(("noise_down.", "noise_up.")) for n in new)
+    for name, value in child.state_dict().items():
+        if name in new:
+            torch.testing.assert_close(value, fresh[name] * NEW_NOISE_GAIN)
+        else:
+            assert torch.equal(value, parent.state_dict()[name]), name
+    # the reverse (a stochastic parent for a deterministic child) does not fit
+    with pytest.raises(ValueError, match=r"unexpected \['noise_down.0.proj.weight'"):
+        load_parent_weights(ResidualUNet(6, 2, [8, 16, 32]), child.state_dict())
+    # and the compatibility check lets noise_channels 0 -> 4 through, but not 4 -> 8
+    spec, *_ = tiny_sources(steps=8)
+    units = {"tas": "K", "pr": "mm h-1"}
+    arch = {"name": "ResidualUNet", "channels": [8, 16], "noise_channels": 4}
+    check_compatible(_parent(spec.as_dict(), [8, 16]), "methods.e.init_from", spec, units, arch)
+    stochastic = _parent(spec.as_dict(), [8, 16])
+    stochastic.card["architecture"]["noise_channels"] = 8
+    with pytest.raises(ValueError, match="architecture noise_channels: parent 8, here 4"):
+        check_compatible(stochastic, "methods.e.init_from", spec, units, arch)
+
+
+def test_fine_tuned_methods_train_in_the_wave_after_their_parent():
+    ens = {"type": "unet-crps", "init_from": {"method": "unet"}}
+    other = {"type": "unet", "init_from": {"campaign": "knmi"}}  # another campaign: no wait
+    cfg = validate_config({"methods": {"ens": ens, "u2": {"type": "unet"}, "knmi-ft": other}})
+    names = ["unet", "ens", "u2", "knmi-ft"]
+    assert cfg.training_waves(names) == [["unet", "u2", "knmi-ft"], ["ens"]]
+    assert cfg.parent_method("ens") == "unet" and cfg.parent_method("knmi-ft") is None

@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 
 from climai.io import open_store
+from climai.io.checkpoints import load_model_file
 from climai.testing import write_config
 from tests.browser import Browser, find_chromium
 from tests.conftest import REPO, run_snakemake
@@ -40,16 +41,20 @@ def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
+# The default campaign's ensemble (config/config.yaml: fine-tuned from the campaign's unet), small.
+ENSEMBLE = {"unet-crps": {"epochs": 1, "patch": 32, "batch": 4, "members": 4}}
+
+
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wd = tmp_path_factory.mktemp("toy")
-    write_config(wd / "tiny.yaml")
+    write_config(wd / "tiny.yaml", methods=ENSEMBLE)
     result = snakemake(wd, "--configfile", str(wd / "tiny.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     return wd
 
 
-METHODS = ("bicubic", "quantile-mapping", "unet")
+METHODS = ("bicubic", "quantile-mapping", "unet", "unet-crps")
 
 
 def test_every_method_has_contract_metrics(campaign):
@@ -61,8 +66,15 @@ def test_every_method_has_contract_metrics(campaign):
         for values in metrics.values():
             assert {"rmse", "mae", "bias", "corr", "spectral_ratio"} <= set(values)
             assert values["rmse"] > 0 and -1 <= values["corr"] <= 1
+    ensemble = json.loads((campaign / "results/tiny/evaluation/unet-crps/metrics.json").read_text())
+    for values in ensemble.values():
+        assert 0 < values["crps_fair"] <= values["crps"] < values["mae"]
+        assert values["spread_skill"]["ratio"] > 0 and values["spread_skill"]["spread"] > 0
+        assert len(values["rank_histogram"]) == 5 and sum(values["rank_histogram"]) > 0
+    _, card = load_model_file(campaign / "results/tiny/models/unet-crps/model.pt")
+    assert [p["method"] for p in card["lineage"]] == ["unet"]
     evaluation = campaign / "results/tiny/evaluation"
-    for fig in ("comparison.png", "spectra.png", "qq.png"):
+    for fig in ("comparison.png", "spectra.png", "qq.png", "rank_histograms.png"):
         assert (evaluation / fig).stat().st_size > 10_000, fig
     for method in METHODS:
         for fig in ("maps.png", "spectra.png", "qq.png"):
@@ -111,12 +123,17 @@ def test_second_run_has_nothing_to_do(campaign):
 
 
 def test_a_training_hyperparameter_reruns_train_and_what_follows_only(campaign):
-    write_config(campaign / "tiny2.yaml", methods={"unet": {"epochs": 2}})
+    write_config(campaign / "tiny2.yaml", methods={"unet": {"epochs": 2}, **ENSEMBLE})
     result = snakemake(campaign, "--configfile", str(campaign / "tiny2.yaml"), "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
-    assert jobs.get("train") == 1 and jobs.get("infer") == 1 and jobs.get("evaluate") == 1
-    assert jobs.get("export") == 1
+    # the unet and the ensemble fine-tuned from it, nothing of the baselines
+    assert jobs.get("train") == 2 and jobs.get("infer") == 2 and jobs.get("evaluate") == 2
+    assert jobs.get("export") == 2
+    # on 2 cores each trains on both: the ensemble waits for its parent, they never run together
+    result = snakemake(campaign, "--configfile", str(campaign / "tiny2.yaml"), "-n", "--cores", "2")
+    trains = re.findall(r"rule train:.*?method=([\w-]+).*?threads: (\d+)", result.stdout, re.S)
+    assert sorted(trains) == [("unet", "2"), ("unet-crps", "2")], result.stdout[-3000:]
     assert "ingest" not in jobs and "preprocess" not in jobs
 
 
@@ -156,7 +173,8 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         # click through the navigation as a reader would: a category (and a subcategory), then
         # the view (eye) button of every result; each figure must appear as a decoded image
         shown = []
-        for clicks, expected in ((["1. Campaign"], 4), (["Results", "2. Methods", "unet"], 3)):
+        # the campaign: comparison, spectra, QQ, rank histograms and the summary table
+        for clicks, expected in ((["1. Campaign"], 5), (["Results", "2. Methods", "unet"], 3)):
             for text in clicks:  # each waits until the previous click has rendered it
                 browser.wait_for(CLICK_TEXT % json.dumps(text))
             eyes = browser.wait_for(
@@ -175,7 +193,7 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
                     )
                 )
         images = [s for s in shown if s[0] == "img"]
-        assert len(images) == 6 and len({s[1] for s in images}) == 6  # six different figures
+        assert len(images) == 7 and len({s[1] for s in images}) == 7  # seven different figures
         assert all(min(s[2], s[3]) > 200 for s in images), images
         assert [s[0] for s in shown].count("iframe") == 1  # the metrics table and config
         browser.screenshot(tmp_path / "report.png")

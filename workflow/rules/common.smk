@@ -35,8 +35,10 @@ FINE_TUNED = [m for m in EMULATORS if CFG.parent_model(m) is not None]
 ALL_CORES = workflow.resource_settings.cores or 1
 # Emulators train side by side, sharing the cores: small CPU models scale sub-linearly with
 # threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
-# finish sooner than two 2-thread trainings in a row.
-TRAIN_THREADS = max(1, ALL_CORES // max(1, len(EMULATORS)))
+# finish sooner than two 2-thread trainings in a row. One fine-tuned from another of the campaign
+# trains after it (the next wave), so the cores are shared by the widest wave only.
+TRAIN_WAVES = CFG.training_waves(EMULATORS)
+TRAIN_THREADS = max(1, ALL_CORES // max([1, *map(len, TRAIN_WAVES)]))
 
 
 def infer_threads(wildcards):
