@@ -18,6 +18,65 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = max(1, (os.cpu_count() or 2) // WORKERS)
 
 
+# The test files that take longest (seconds of one xdist worker on a 2-core machine, measured
+# with this order: faults 266, the SLURM files 157 + 154, docs 205, toy DAG 83, then 35-75 each),
+# longest first. `--dist loadfile` hands whole files to the workers in collection order;
+# pytest-xdist would otherwise sort the files by their number of tests, which puts these few-test,
+# long files last, where one of them alone was the tail of the run (faults: 590 s). Longest
+# first, the short files fill the other worker's time (longest-processing-time scheduling).
+# Files not listed keep their order after these.
+LONGEST_FIRST = (
+    "tests/hpc/test_leonardo_profile.py",
+    "tests/hpc/test_sweep_slurm.py",
+    "tests/reliability/test_faults_and_reruns.py",
+    "tests/docs/test_docs.py",
+    "tests/workflow/test_toy_dag.py",
+    "tests/workflow/test_experiments.py",
+    "tests/unit/test_inference_distributed.py",
+    "tests/unit/test_resume_ddp.py",
+    "tests/unit/test_finetune.py",
+    "tests/unit/test_training.py",
+)
+# Files that one xdist worker runs together, one after the other: the SLURM tests share the
+# machine's one test cluster (one node, 4 GPUs). Run side by side, two of them mostly waited on
+# each other's GPU jobs and on the executor's status checks at the same time, with the cores idle;
+# one after the other, they wait while the other worker computes.
+ONE_WORKER = ("tests/hpc/",)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep our file order
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collect the longest files first (``LONGEST_FIRST``); the rest keep their order."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve()
+        if not path.is_relative_to(REPO):
+            return len(rank)
+        return rank.get(path.relative_to(REPO).as_posix(), len(rank))
+
+    items.sort(key=key)  # stable: a file's tests keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile``, except that the files under a ``ONE_WORKER`` folder are one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return next((folder for folder in ONE_WORKER if scope.startswith(folder)), scope)
+
+    return Scheduling(config, log)
+
+
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test inside an empty temporary working folder."""
