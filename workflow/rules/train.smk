@@ -12,9 +12,6 @@ rule train:
     conda:
         "../../envs/gpu.yaml"
     threads: train_threads
-    # trainings first: they are the campaign's critical path (a fine-tuned model waits for its
-    # parent), the baselines' short jobs fill the cores around them
-    priority: 10
     params:
         config=stage_config("train"),
     shell:
