@@ -481,7 +481,6 @@ def end_epoch(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict_normalised(
     model: nn.Module, split: SplitTensors, batch: int, autocast: bool
 ) -> torch.Tensor:
