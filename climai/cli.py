@@ -28,7 +28,7 @@ from climai.config import (
     stage_slice,
 )
 from climai.launch import LaunchError
-from climai.stage import StageContext
+from climai.stage import StageContext, TrainingInterrupted
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -325,23 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, OSError, LaunchError) as err:
         print(f"climai {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except RuntimeError as err:
-        if not _training_interrupted(err):
-            raise
+    except TrainingInterrupted as err:
         print(f"climai {args.command}: {err}; checkpoint written, rerun to resume", file=sys.stderr)
         return 143
     return 0
-
-
-def _training_interrupted(err: BaseException) -> bool:
-    """True for climai.training's TrainingInterrupted (SIGTERM, checkpoint written).
-
-    Looked up among the loaded modules: importing climai.training here would import torch
-    (~1.5 s) in every subcommand, also those that never train (each Snakemake job pays it), and
-    a subcommand that did not load it cannot have raised it.
-    """
-    checkpoint = sys.modules.get("climai.training.checkpoint")
-    return checkpoint is not None and isinstance(err, checkpoint.TrainingInterrupted)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,11 @@ class StageContext:
     def stamp(self, ds: xr.Dataset) -> xr.Dataset:
         """``ds`` with the provenance attributes of this stage (architecture contract 4)."""
         return ds.assign_attrs(provenance_attrs(self.config_sha256, self.rule))
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM after writing a checkpoint; rerunning ``train`` resumes.
+
+    Defined here, not in climai.training: the CLI catches it for every subcommand, and importing
+    climai.training would import torch (~1.5 s of CPU) in every Snakemake job, also those that
+    never train."""

@@ -81,7 +81,3 @@ class SignalFlags:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGTERM after writing a checkpoint; rerunning ``train`` resumes."""

@@ -28,9 +28,9 @@ from climai.data.features import FeatureSpec, SplitTensors
 from climai.models.constraints import conserve
 from climai.models.unet import ResidualUNet
 from climai.registry import method_type
+from climai.stage import TrainingInterrupted
 from climai.training.checkpoint import (
     SignalFlags,
-    TrainingInterrupted,
     load_latest,
     rng_state,
     save_checkpoint,

@@ -9,6 +9,7 @@ be installed (no root, no apt-get, no package registry) the tests are skipped wi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -176,8 +177,6 @@ def _running_cluster() -> SlurmCluster:
 def slurm_run_id(snakemake_output: str) -> str:
     """The SLURM run ID a Snakemake run logged: the job name of every job it submitted, so a
     test's ``sacct`` query sees its own jobs only (other tests may share the cluster)."""
-    import re
-
     found = re.findall(r"SLURM run ID: (\S+)", snakemake_output)
     assert found, "Snakemake's log has no 'SLURM run ID' line"
     return found[-1]
