@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
     """One measured run: downscale, then the bare forward on the recorded batch shapes."""
     import torch
 
-    import climai.inference.stage as stage
+    import climai.inference.downscale as stage
     from climai.config import InferConfig
     from climai.inference.predict import load_emulator, model_predictor
 

@@ -152,8 +152,8 @@ def run_one(mode: str, root: Path, threads: int) -> dict[str, float]:
     start = time.perf_counter()
     if mode == "climai":
         from climai.config import config_sha256, stage_slice
-        from climai.preprocess.stage import run_preprocess
-        from climai.stage import StageContext
+        from climai.stages import StageContext
+        from climai.stages.preprocess import run as run_preprocess
 
         cfg = _config(root)
         ctx = StageContext(cfg, config_sha256(stage_slice(cfg, "preprocess")), "bench", threads)

@@ -10,11 +10,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from climai.config import (
@@ -28,7 +29,7 @@ from climai.config import (
     stage_slice,
 )
 from climai.launch import LaunchError
-from climai.stage import StageContext, TrainingInterrupted
+from climai.stages import STAGES, StageContext, TrainingInterrupted
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -71,72 +72,14 @@ def _context(args: argparse.Namespace, stage: str) -> StageContext:
     return StageContext(cfg, config_sha256(raw), args.rule or args.command, max(1, args.threads))
 
 
-def _ingest(args: argparse.Namespace) -> None:
-    from climai.ingest import run_ingest
-
-    run_ingest(_context(args, "ingest"))
-
-
-def _preprocess(args: argparse.Namespace) -> None:
-    from climai.preprocess.stage import run_preprocess
-
-    run_preprocess(_context(args, "preprocess"))
-
-
-def _launched_on_every_gpu(args: argparse.Namespace, ctx: StageContext) -> bool:
-    """Relaunch this command under torchrun when the job has several GPUs (or nodes).
-
-    True when the distributed launch ran (and succeeded): the caller has nothing left to do.
-    """
-    import torch
-
-    from climai.launch import plan_launch, run_plan
-
-    plan = plan_launch(args.argv, os.environ, torch.cuda.device_count(), ctx.threads)
-    logging.getLogger("climai").info(
-        "%s launch: %s (CUDA_VISIBLE_DEVICES=%s, SLURM_GPUS_ON_NODE=%s, SLURM_JOB_NUM_NODES=%s)",
-        args.command,
-        plan.reason,
-        *(
-            os.environ.get(k)
-            for k in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_NUM_NODES")
-        ),
-    )
-    if not plan.distributed:
-        return False
-    logging.getLogger("climai").info("%s launch: %s", args.command, " ".join(plan.argv))
-    run_plan(plan)
-    return True
-
-
-def _train(args: argparse.Namespace) -> None:
-    from climai.training.stage import run_train
-
-    ctx = _context(args, "train")
-    if not _launched_on_every_gpu(args, ctx):
-        run_train(ctx, args.method)
-
-
-def _infer(args: argparse.Namespace) -> None:
-    from climai.inference.stage import run_infer
-    from climai.models import method_kind
-
-    ctx = _context(args, "infer")
-    # baselines are a few interpolations: one process; so is an inference pinned to the CPU
-    kind = method_kind(ctx.cfg.methods.type_of(args.method))
-    gpu_work = kind != "baseline" and ctx.cfg.infer.device != "cpu"
-    if not (gpu_work and _launched_on_every_gpu(args, ctx)):
-        run_infer(ctx, args.method)
-
-
-def _export(args: argparse.Namespace) -> None:
-    from climai.export import run_export
-
-    run_export(_context(args, "export"), args.method)
+def _run_stage(args: argparse.Namespace) -> None:
+    """Run the stage ``args.command`` (a rule): its module's ``main(ctx, args)``."""
+    stage = STAGES[args.command]
+    importlib.import_module(stage.module).main(_context(args, stage.name), args)
 
 
 def _downscale(args: argparse.Namespace) -> None:
-    from climai.inference.stage import run_downscale
+    from climai.inference.downscale import run_downscale
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
     infer = cfg.infer if cfg is not None else InferConfig()
@@ -146,48 +89,6 @@ def _downscale(args: argparse.Namespace) -> None:
         infer = infer.model_copy(update={"progress": False})
     InferConfig.model_validate(infer.model_dump())
     run_downscale(args.model, args.input, args.output, args.static, infer, max(1, args.threads))
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from climai.evaluation.stage import run_evaluate
-
-    run_evaluate(_context(args, "evaluate"), args.method)
-
-
-def _compare(args: argparse.Namespace) -> None:
-    from climai.evaluation.stage import run_compare
-
-    ctx = _context(args, "compare")
-    run_compare(ctx, args.methods or ctx.cfg.methods.enabled())
-
-
-def _sweep(args: argparse.Namespace) -> None:
-    from climai.evaluation.sweep import run_sweep
-
-    ctx = _context(args, "sweep")
-    if args.methods is None and args.name not in ctx.cfg.sweeps:
-        raise ConfigError(
-            f"no method {args.name!r} with a sweep; swept: {', '.join(ctx.cfg.sweeps) or 'none'}"
-        )
-    run_sweep(ctx, args.name, args.methods or ctx.cfg.sweeps[args.name])
-
-
-def _lineage(args: argparse.Namespace) -> None:
-    from climai.evaluation.sweep import run_lineage
-    from climai.registry import EMULATORS
-
-    ctx = _context(args, "lineage")
-    run_lineage(ctx, args.methods or ctx.cfg.methods.of_type(*EMULATORS))
-
-
-def _manifest(args: argparse.Namespace) -> None:
-    from climai.io import write_json
-    from climai.manifest import build_manifest, input_paths
-
-    ctx = _context(args, "manifest")
-    cfg_json = json.loads(ctx.cfg.model_dump_json())
-    manifest = build_manifest(cfg_json, ctx.config_sha256, ctx.paths.root, input_paths(ctx.cfg))
-    write_json(ctx.paths.manifest, manifest)
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -242,28 +143,14 @@ def _schema(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="climai", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    commands: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
-        "ingest": (_ingest, "sources → ingest/target.zarr + static.zarr", False),
-        "preprocess": (_preprocess, "coarsen, split, normalise → prep/dataset.zarr", False),
-        "train": (_train, "train an emulator → models/<method>/model.pt", True),
-        "infer": (_infer, "downscale the test split → downscaled/<method>/test.zarr", True),
-        "export": (_export, "CF NetCDF per variable → export/<method>_<var>.nc", True),
-        "evaluate": (_evaluate, "score a method → evaluation/<method>/metrics.json", True),
-        "compare": (_compare, "compare methods → evaluation/comparison.png", False),
-        "sweep": (_sweep, "rank a sweep's variants on val → evaluation/sweep_<name>.md", False),
-        "lineage": (_lineage, "parents of fine-tuned models → evaluation/lineage.html", False),
-    }
-    for name, (func, help_text, needs_method) in commands.items():
-        p = sub.add_parser(name, help=help_text)
-        _add_common(p, method=needs_method)
-        if name in ("compare", "sweep", "lineage"):
-            p.add_argument("--methods", nargs="*", default=None, help="methods to compare")
-        if name == "sweep":
+    for stage in STAGES.values():
+        p = sub.add_parser(stage.name, help=stage.help)
+        _add_common(p, method="method" in stage.options)
+        if "methods" in stage.options:
+            p.add_argument("--methods", nargs="*", default=None, help="methods (default: all)")
+        if "name" in stage.options:
             p.add_argument("--name", required=True, help="the swept method's name")
-        p.set_defaults(func=func)
-    p = sub.add_parser("manifest", help="record config, inputs, versions, outputs → manifest.json")
-    _add_common(p)
-    p.set_defaults(func=_manifest)
+        p.set_defaults(func=_run_stage)
     p = sub.add_parser("verify", help="rerun the campaign in a fresh folder and compare outputs")
     p.add_argument("--configfile", action="append", default=None)
     p.add_argument("--reference", default=None, help="campaign folder to compare with")

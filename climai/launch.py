@@ -14,11 +14,16 @@ Commands are argument lists, never shell strings: config values are passed throu
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger("climai")
 
 RDZV_PORT = 29500  # c10d rendezvous port on the job's first node
 
@@ -173,3 +178,28 @@ def run_plan(plan: LaunchPlan) -> None:
         raise LaunchError(
             f"{plan.reason}: {' '.join(plan.argv[:4])} ... exited with status {result.returncode}"
         )
+
+
+def relaunched_on_every_gpu(args: argparse.Namespace, threads: int) -> bool:
+    """Run this ``climai`` command again under torchrun when the job has several GPUs or nodes.
+
+    True when the distributed launch ran (and succeeded): the caller has nothing left to do.
+    ``args.argv`` holds the command's own arguments (set by :func:`climai.cli.main`).
+    """
+    import torch
+
+    plan = plan_launch(args.argv, os.environ, torch.cuda.device_count(), threads)
+    log.info(
+        "%s launch: %s (CUDA_VISIBLE_DEVICES=%s, SLURM_GPUS_ON_NODE=%s, SLURM_JOB_NUM_NODES=%s)",
+        args.command,
+        plan.reason,
+        *(
+            os.environ.get(k)
+            for k in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_NUM_NODES")
+        ),
+    )
+    if not plan.distributed:
+        return False
+    log.info("%s launch: %s", args.command, " ".join(plan.argv))
+    run_plan(plan)
+    return True

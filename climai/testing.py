@@ -275,9 +275,9 @@ def prepare_campaign(workdir: str | Path, **overrides: Any) -> Path:
     is made absolute), so subprocesses can train on it.
     """
     from climai.config import config_sha256, load_config, stage_slice
-    from climai.ingest import run_ingest
-    from climai.preprocess.stage import run_preprocess
-    from climai.stage import StageContext
+    from climai.stages import StageContext
+    from climai.stages.ingest import run as run_ingest
+    from climai.stages.preprocess import run as run_preprocess
 
     workdir = Path(workdir)
     path = write_config(workdir / "tiny.yaml", results=str(workdir / "results"), **overrides)

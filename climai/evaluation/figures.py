@@ -17,7 +17,8 @@ from climai.io.atomic import atomic_path
 QQ_LEVELS = np.concatenate([np.linspace(0.01, 0.99, 99), [0.995, 0.999, 0.9995]])
 
 
-def _save(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -76,7 +77,7 @@ def maps_figure(
         if im is not None:
             fig.colorbar(im, ax=axes[r, : len(fields)].tolist(), shrink=0.85, label=label)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def spectra_figure(
@@ -103,7 +104,7 @@ def spectra_figure(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def cube_spectra(
@@ -138,7 +139,7 @@ def qq_figure(
         ax.set_title(f"{var}: QQ, p1 to p99.95")
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def rank_histogram_figure(
@@ -157,4 +158,4 @@ def rank_histogram_figure(
         ax.set_title(f"{method}: {var}")
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)

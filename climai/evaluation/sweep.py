@@ -20,10 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from climai.io import write_text
-from climai.io.atomic import atomic_path
-from climai.stage import StageContext, log
-
 # Settings that never define a variant (bookkeeping, or differ only by how a run was launched).
 _NOT_SETTINGS = ("type", "sweep", "threads", "workers", "progress")
 
@@ -132,12 +128,6 @@ def lineage_html(records: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def run_lineage(ctx: StageContext, methods: list[str]) -> None:
-    """evaluation/lineage.html from the trained methods' validation.json records."""
-    records = read_records({m: ctx.paths.validation(m) for m in methods})
-    write_text(ctx.paths.lineage, lineage_html(records))
-
-
 def _fixed_columns(variables: list[str]) -> set[str]:
     cols = {"rank", "method", "score", "epochs_run"}
     return cols | {f"{v}_val_rmse" for v in variables} | {f"{v}_val_rmse_ratio" for v in variables}
@@ -169,22 +159,3 @@ def read_records(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
             )
         records[method] = json.loads(path.read_text())
     return records
-
-
-def run_sweep(ctx: StageContext, name: str, methods: list[str]) -> None:
-    """Rank the variants ``methods`` of sweep ``name``: evaluation/sweep_<name>.csv/.md/.png."""
-    if not methods:
-        raise ValueError(f"sweep {name!r} has no variants")
-    variables = ctx.cfg.variable_names
-    records = read_records({m: ctx.paths.validation(m) for m in methods})
-    table = sweep_table(records, variables)
-    units = {v.name: v.units for v in ctx.cfg.variables}
-    write_text(ctx.paths.sweep_csv(name), table.to_csv(index=False))
-    write_text(ctx.paths.sweep_md(name), sweep_markdown(table, name, variables, units))
-    write_text(ctx.paths.sweep_html(name), sweep_html(table, name))
-    fig = sweep_figure(table, name, variables)
-    with atomic_path(ctx.paths.sweep_figure(name)) as tmp:
-        fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
-    plt.close(fig)
-    best = table.iloc[0]
-    log.info(f"sweep {name}: best on val is {best['method']} (score {best['score']:.4g})")

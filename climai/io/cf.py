@@ -1,4 +1,4 @@
-"""Stage ``export``: downscaled zarr → CF-1.10 NetCDF per variable (``export/<method>_<var>.nc``).
+"""CF-1.10 datasets and NetCDF encodings of downscaled fields (rule ``export``, ``climai downscale``).
 
 The files are what users download: compressed and chunked, with a ``grid_mapping`` variable, time
 bounds, ``cell_methods`` and the provenance of the run, readable by xarray, netCDF4, CDO and NCO.
@@ -12,10 +12,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-
-from climai.io import open_store
-from climai.io.netcdf import write_netcdf
-from climai.stage import StageContext, log
 
 FILL_VALUE = np.float32(1.0e20)
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
@@ -117,15 +113,3 @@ def cf_encoding(
             "_FillValue": FILL_VALUE,
         }
     return enc
-
-
-def run_export(ctx: StageContext, method: str, split: str = "test") -> None:
-    """Write ``export/<method>_<var>.nc`` for every variable of ``downscaled/<method>/<split>``."""
-    hr = open_store(ctx.paths.downscaled(method, split))
-    kinds = {v.name: v.kind for v in ctx.cfg.variables}
-    exported_by = {"exported_by_rule": ctx.rule, "export_config_sha256": ctx.config_sha256}
-    for var in ctx.cfg.variable_names:
-        ds = cf_dataset(hr, [var], kinds, exported_by)
-        enc = cf_encoding(ds, [var], ctx.cfg.export.compression_level, ctx.cfg.export.chunk_xy)
-        write_netcdf(ds, ctx.paths.export(method, var), enc)
-        log.info("export %s %s → %s", method, var, ctx.paths.export(method, var))

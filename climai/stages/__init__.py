@@ -1,9 +1,17 @@
-"""What every stage receives: the validated config, its hash, the rule name, threads, paths."""
+"""The stages: one module per Snakemake rule, ``climai/stages/<rule>.py``, run as ``climai <rule>``.
+
+Each stage module opens with what it reads and writes (relevant settings, inputs, outputs) and
+defines ``run(ctx, ...)``, the stage itself, and ``main(ctx, args)``, what ``climai <rule>`` calls.
+:data:`STAGES` lists them for the command line (climai/cli.py builds its subcommands from it);
+:class:`StageContext` is what every stage receives: the validated config, its hash, the rule
+name, threads, paths. Importing this package imports no stage (nor torch).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import xarray as xr
 
@@ -38,3 +46,44 @@ class TrainingInterrupted(RuntimeError):
     Defined here, not in climai.training: the CLI catches it for every subcommand, and importing
     climai.training would import torch (~1.5 s of CPU) in every Snakemake job, also those that
     never train."""
+
+
+#: Extra command-line arguments a stage takes: ``--method M`` (one method), ``--methods ...``
+#: (a list, default: the campaign's), ``--name N`` (a sweep's name).
+Option = Literal["method", "methods", "name"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A rule of the workflow and its ``climai`` subcommand, run by ``climai.stages.<name>``."""
+
+    name: str
+    help: str
+    options: tuple[Option, ...] = ()
+
+    @property
+    def module(self) -> str:
+        """The module whose ``main(ctx, args)`` runs the stage."""
+        return f"climai.stages.{self.name}"
+
+
+#: Every stage, in the order the workflow runs them.
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("ingest", "sources → ingest/target.zarr + static.zarr"),
+        Stage("preprocess", "coarsen, split, normalise → prep/dataset.zarr"),
+        Stage("train", "train an emulator → models/<method>/model.pt", ("method",)),
+        Stage("infer", "downscale the test split → downscaled/<method>/test.zarr", ("method",)),
+        Stage("evaluate", "score a method → evaluation/<method>/metrics.json", ("method",)),
+        Stage("export", "CF NetCDF per variable → export/<method>_<var>.nc", ("method",)),
+        Stage("compare", "compare methods → evaluation/comparison.png", ("methods",)),
+        Stage(
+            "sweep",
+            "rank a sweep's variants on val → evaluation/sweep_<name>.md",
+            ("methods", "name"),
+        ),
+        Stage("lineage", "parents of fine-tuned models → evaluation/lineage.html", ("methods",)),
+        Stage("manifest", "record config, inputs, versions, outputs → manifest.json"),
+    )
+}

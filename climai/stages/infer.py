@@ -1,28 +1,26 @@
-"""Stage ``infer`` and ``climai downscale``: LR fields → HR fields, tile by tile, streamed to zarr.
+"""Rule ``infer`` (``climai infer --method M``): downscale the campaign's test split with a method.
 
-``infer`` downscales the campaign's test split (``downscaled/<method>/test.zarr``);
-``climai downscale`` applies a model file to any LR dataset with the model's variables, units,
-spacing and CRS, with static fields for the new domain from a DEM store or file.
+Relevant settings: ``infer`` (tile, overlap, batch, device, members, bf16, time_block),
+``methods.<method>`` (quantile mapping: quantiles, max_samples), ``variables``, ``scale``, ``seed``.
+Inputs: ``prep/dataset.zarr`` (``lr_<var>``, ``static_<name>``, ``split``; quantile mapping also
+reads the train split's ``hr_<var>``), ``prep/stats.json``, ``models/<method>/model.pt``
+(emulators).
+Outputs: ``downscaled/<method>/test.zarr``: ``<var>`` on ``(time, y, x)``, or on
+``(member, time, y, x)`` for ensembles; quantile mapping adds its fitted tables.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
-from pyproj import CRS
-from tqdm import tqdm
 
-from climai.config import InferConfig, QuantileMappingConfig
-from climai.data.features import FeatureSpec, normalised_static
-from climai.export import cf_dataset, cf_encoding
+from climai.config import QuantileMappingConfig
+from climai.data.features import FeatureSpec, load_split
 from climai.inference.distributed import (
     SINGLE,
     InferRanks,
@@ -32,6 +30,7 @@ from climai.inference.distributed import (
     setup_ranks,
     teardown_ranks,
 )
+from climai.inference.downscale import CF_KEYS, check_input, downscale_to_store
 from climai.inference.predict import (
     Emulator,
     bicubic_prediction,
@@ -43,255 +42,11 @@ from climai.inference.predict import (
     size_multiple,
     unet_prediction,
 )
-from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs, shared_streamed_store, write_store
-from climai.io.netcdf import write_netcdf
-from climai.io.regions import RegionWriter
+from climai.launch import relaunched_on_every_gpu
 from climai.models import BASELINES, method_kind
 from climai.preprocess.splits import SPLITS
-from climai.stage import StageContext, log
-from climai.training.stage import load_split
-
-CF_KEYS = ("units", "standard_name", "long_name")
-
-
-def _spacing(coord: xr.DataArray) -> float:
-    values = np.asarray(coord.values, dtype=np.float64)
-    return float(values[1] - values[0]) if values.size > 1 else float("nan")
-
-
-def _crs_wkt(ds: xr.Dataset) -> str:
-    if "crs" not in ds.variables:
-        return ""
-    return str(ds["crs"].attrs.get("crs_wkt", ds["crs"].attrs.get("spatial_ref", "")))
-
-
-def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables, units,
-    LR spacing and CRS."""
-    missing = [v for v in spec.variables if v not in lr]
-    if missing:
-        raise ValueError(
-            f"input {source!r} lacks variables {missing}; the model needs {spec.variables}, "
-            f"the input has {sorted(map(str, lr.data_vars))}"
-        )
-    for v in spec.variables:
-        found, want = lr[v].attrs.get("units"), card["units"][v]
-        if found != want:
-            raise ValueError(
-                f"input {source!r}: variable {v!r} has units {found!r}; the model expects {want!r}"
-            )
-        if set(lr[v].dims) != {"time", "y", "x"}:
-            raise ValueError(
-                f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
-            )
-    grid = card["grid"]
-    for axis, key in (("x", "hr_dx"), ("y", "hr_dy")):
-        want, found = grid[key] * spec.scale, _spacing(lr[axis])
-        if not np.isclose(found, want, rtol=1e-3):
-            raise ValueError(
-                f"input {source!r}: LR spacing along {axis} is {found:g}; the model expects "
-                f"{want:g} (HR {grid[key]:g} × scale {spec.scale})"
-            )
-    want_wkt, found_wkt = grid.get("crs_wkt", ""), _crs_wkt(lr)
-    if want_wkt and not found_wkt:
-        raise ValueError(
-            f"input {source!r} has no CRS (a 'crs' variable with crs_wkt); the model expects "
-            f"{CRS.from_wkt(want_wkt).name!r}"
-        )
-    if want_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
-        raise ValueError(
-            f"input {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
-            f"{CRS.from_wkt(want_wkt).name!r}"
-        )
-
-
-def hr_axis(lr: np.ndarray, scale: int) -> np.ndarray:
-    """HR cell centres of the LR cells with centres ``lr`` (``scale`` cells per LR cell)."""
-    step = (lr[1] - lr[0]) / scale
-    first = lr[0] - step * (scale - 1) / 2
-    return first + step * np.arange(lr.size * scale)
-
-
-def static_window(
-    static: xr.Dataset, spec: FeatureSpec, y: np.ndarray, x: np.ndarray, source: str
-) -> xr.Dataset:
-    """The model's static fields on the HR cells ``y`` × ``x``, cut from a (larger) static store."""
-    missing = [s for s in spec.statics if s not in static]
-    if missing:
-        raise ValueError(
-            f"static {source!r} lacks fields {missing}; the model needs {spec.statics}"
-        )
-    index = {}
-    for name, want in (("y", y), ("x", x)):
-        have = np.asarray(static[name].values, dtype=np.float64)
-        step = want[1] - want[0]
-        i0 = int(np.argmin(np.abs(have - want[0])))
-        ok = (
-            have.size > 1
-            and np.isclose(have[1] - have[0], step, rtol=1e-3)
-            and abs(have[i0] - want[0]) <= 1e-3 * abs(step)
-            and i0 + want.size <= have.size
-        )
-        if not ok:
-            raise ValueError(
-                f"static {source!r} does not cover the HR grid along {name}: need "
-                f"{want.size} cells from {want[0]:g} every {step:g}, it has {have.size} cells "
-                f"from {have[0]:g} every {have[1] - have[0]:g}"
-            )
-        index[name] = slice(i0, i0 + want.size)
-    return static[spec.statics].isel(index)
-
-
-def time_block(cfg: InferConfig, layout: TileLayout, variables: int, members: int) -> int:
-    """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows."""
-    if cfg.time_block:
-        return cfg.time_block
-    per_step = 3 * members * variables * layout.tile[0] * layout.shape[1] * 4
-    return max(1, int(cfg.memory_mb * 2**20 // per_step))
-
-
-def _template(
-    lr: xr.Dataset,
-    y: np.ndarray,
-    x: np.ndarray,
-    variables: list[str],
-    attrs: dict[str, dict[str, Any]],
-    members: int,
-    cfg: InferConfig,
-    chunks: tuple[int, int, int],
-) -> xr.Dataset:
-    """An empty (dask) output dataset: ``<var>`` on (time, [member,] y, x), ensemble summaries."""
-    import dask.array as da
-
-    nt, ny, nx = lr.sizes["time"], y.size, x.size
-    coords: dict[str, Any] = {
-        "time": lr["time"],
-        "y": ("y", y, lr["y"].attrs),
-        "x": ("x", x, lr["x"].attrs),
-    }
-    ds = xr.Dataset(coords=coords)
-    ct, cy, cx = chunks
-
-    def empty(shape: tuple[int, ...], chunk: tuple[int, ...]) -> da.Array:
-        return da.zeros(shape, dtype=np.float32, chunks=chunk)
-
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    chunk: tuple[int, ...]
-    for v in variables:
-        if members > 1:
-            ds.coords["member"] = ("member", np.arange(members), {"long_name": "ensemble member"})
-            dims, shape, chunk = (
-                ("time", "member", "y", "x"),
-                (nt, members, ny, nx),
-                (ct, 1, cy, cx),
-            )
-        else:
-            dims, shape, chunk = ("time", "y", "x"), (nt, ny, nx), (ct, cy, cx)
-        ds[v] = (dims, empty(shape, chunk), attrs[v])
-        if members > 1 and cfg.ensemble_mean:
-            ds[f"{v}_mean"] = (("time", "y", "x"), empty((nt, ny, nx), (ct, cy, cx)), attrs[v])
-        if members > 1 and cfg.quantiles:
-            nq = len(cfg.quantiles)
-            ds.coords["quantile"] = ("quantile", np.asarray(cfg.quantiles, np.float64))
-            ds[f"{v}_quantile"] = (
-                ("quantile", "time", "y", "x"),
-                empty((nq, nt, ny, nx), (nq, ct, cy, cx)),
-                attrs[v],
-            )
-    if "crs" in lr.variables:
-        ds["crs"] = lr["crs"].load()
-    return ds
-
-
-def _write_band(
-    writer: RegionWriter,
-    values: np.ndarray,
-    times: slice,
-    rows: slice,
-    variables: list[str],
-    cfg: InferConfig,
-) -> None:
-    """Write one band ``(T, [M,] V, h, W)`` of every variable (and its ensemble summaries)."""
-    ensemble = values.ndim == 5
-    for i, v in enumerate(variables):
-        field = values[:, :, i] if ensemble else values[:, i]
-        writer.write(v, (times, *([slice(None)] if ensemble else []), rows), field)
-        if ensemble and cfg.ensemble_mean:
-            writer.write(f"{v}_mean", (times, rows), field.mean(axis=1))
-        if ensemble and cfg.quantiles:
-            q = np.quantile(field, cfg.quantiles, axis=1).astype(np.float32)
-            writer.write(f"{v}_quantile", (slice(None), times, rows), q)
-
-
-def downscale_to_store(
-    predict: Predict,
-    spec: FeatureSpec,
-    lr: xr.Dataset,
-    static: xr.Dataset,
-    output: Path,
-    cfg: InferConfig,
-    multiple: int,
-    members: int,
-    attrs: dict[str, Any],
-    ranks: InferRanks = SINGLE,
-) -> None:
-    """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
-
-    ``static`` holds the model's static fields on exactly the HR grid of ``lr``. Memory depends on
-    the tile, the batch and one band of tile rows, never on the whole domain. Time blocks are the
-    store's time chunks; with several ``ranks`` each downscales its share of the blocks into the
-    one store (the same blocks as one process, so the same values).
-    """
-    y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
-    layout = TileLayout.build(
-        (lr.sizes["y"], lr.sizes["x"]), spec.scale, cfg.tile, cfg.overlap, multiple
-    )
-    tb = min(time_block(cfg, layout, len(spec.variables), members), lr.sizes["time"])
-    stride = max(spec.scale, cfg.tile - cfg.overlap)
-    chunks = (tb, min(y.size, stride), min(x.size, stride))
-    var_attrs = {
-        v: {**{k: lr[v].attrs[k] for k in CF_KEYS if k in lr[v].attrs}, "grid_mapping": "crs"}
-        for v in spec.variables
-    }
-    template = _template(lr, y, x, spec.variables, var_attrs, members, cfg, chunks)
-    template = template.assign_attrs(attrs)
-    tiled = TiledPredictor(predict, spec, layout, cfg.batch)
-
-    static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
-
-    def static_tile(t: Tile) -> torch.Tensor:
-        if not spec.statics:
-            return torch.zeros((0, t.y1 - t.y0, t.x1 - t.x0))
-        if t.y0 not in static_rows:
-            rows = static[spec.statics].isel(y=slice(t.y0, t.y1)).load()  # one read per row
-            static_rows.clear()
-            static_rows[t.y0] = normalised_static(
-                spec, np.stack([rows[s].values for s in spec.statics])
-            )
-        return static_rows[t.y0][:, :, t.x0 : t.x1]
-
-    nt = lr.sizes["time"]
-    share = chunk_share(nt, tb, ranks)
-    mine = sum(times.stop - times.start for _, times in share)
-    log.info(
-        "downscale: %d×%d LR → %d×%d HR, %d steps, %d tiles of %s, %d steps per block",
-        lr.sizes["y"], lr.sizes["x"], y.size, x.size, nt, len(layout), layout.tile, tb,
-    )  # fmt: skip
-    if ranks.world > 1:
-        log.info("rank %d of %d: %d of the %d steps", ranks.rank, ranks.world, mine, nt)
-    bar = tqdm(
-        total=mine * len(layout), unit="tile", file=sys.stderr, disable=not cfg.progress,
-        mininterval=2.0, desc="downscale",
-    )  # fmt: skip
-    with bar, shared_streamed_store(output, template, ranks) as writer:
-        for _, times in share:
-            block = lr.isel(time=times)
-            values = np.stack([block[v].values for v in spec.variables], axis=1)
-            index = pd.DatetimeIndex(block["time"].values)
-            for r0, r1, band in tiled.run(values, static_tile, index, bar.update):
-                _write_band(writer, band, times, slice(r0, r1), spec.variables, cfg)
+from climai.stages import StageContext, log
 
 
 def _split_steps(ds: xr.Dataset, split: str) -> slice | np.ndarray:
@@ -468,7 +223,7 @@ def _infer_in_memory(
     )
 
 
-def run_infer(ctx: StageContext, method: str, split: str = "test") -> None:
+def run(ctx: StageContext, method: str, split: str = "test") -> None:
     """Downscale the ``split`` time steps with ``method``.
 
     Under ``torchrun`` (world size above 1) each rank downscales its share of the time chunks on
@@ -527,68 +282,10 @@ def _infer_emulator(
     )
 
 
-def open_input(path: str | Path) -> xr.Dataset:
-    """An LR or static dataset from a zarr store or a NetCDF file, lazily."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input {str(path)!r} does not exist")
-    if path.is_dir() or path.suffix == ".zarr":
-        return open_store(path)
-    try:
-        return xr.open_dataset(path, chunks={})
-    except Exception as err:  # backends raise many types; name the file and keep the cause
-        raise ValueError(f"cannot open {str(path)!r} as NetCDF: {err}") from err
-
-
-def run_downscale(
-    model_file: str | Path,
-    input_path: str | Path,
-    output: str | Path,
-    static_path: str | Path | None,
-    cfg: InferConfig,
-    threads: int,
-) -> None:
-    """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path``."""
-    torch.set_num_threads(threads)
-    emulator, spec, card = load_emulator(model_file)
-    if emulator.single_net is None:
-        raise ValueError(
-            f"model {str(model_file)!r} is an ensemble, conserving or multi-network emulator; "
-            "climai downscale streams single deterministic networks only: run such models "
-            "through the campaign's infer rule"
-        )
-    model = emulator.single_net
-    lr = open_input(input_path)
-    lr = lr.rename({f"lr_{v}": v for v in spec.variables if f"lr_{v}" in lr and v not in lr})
-    check_input(lr, card, spec, str(input_path))
-    if spec.statics and static_path is None:
-        raise ValueError(
-            f"model {str(model_file)!r} needs static fields {spec.statics}: pass --static "
-            "<store or file> (e.g. the campaign's ingest/static.zarr or a DEM on the HR grid)"
-        )
-    y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
-    static = xr.Dataset()
-    if spec.statics:
-        static = static_window(open_input(static_path), spec, y, x, str(static_path))  # type: ignore[arg-type]
-    predict = model_predictor(model, resolve_device(cfg.device), cfg.bf16, cfg.members)
-    members = cfg.members if hasattr(model, "sample") else 1
-    attrs = {
-        **provenance_attrs(str(card.get("config_sha256", "")), "downscale"),
-        "method": str(card.get("method", "")),
-        "source_input": str(input_path),
-    }
-    output = Path(output)
-    if output.suffix != ".nc":
-        downscale_to_store(
-            predict, spec, lr, static, output, cfg, size_multiple(model), members, attrs
-        )
-        return
-    kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        store = Path(tmp) / "hr.zarr"
-        downscale_to_store(
-            predict, spec, lr, static, store, cfg, size_multiple(model), members, attrs
-        )
-        hr = open_store(store)
-        write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))
+def main(ctx: StageContext, args: argparse.Namespace) -> None:
+    """``climai infer --method M``: relaunched under torchrun on every GPU of the job for an
+    emulator on a GPU device; baselines (a few interpolations) and CPU inference in one process."""
+    kind = method_kind(ctx.cfg.methods.type_of(args.method))
+    gpu_work = kind != "baseline" and ctx.cfg.infer.device != "cpu"
+    if not (gpu_work and relaunched_on_every_gpu(args, ctx.threads)):
+        run(ctx, args.method)

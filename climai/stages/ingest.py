@@ -1,4 +1,11 @@
-"""Stage ``ingest``: sources → ``ingest/target.zarr`` and ``ingest/static.zarr``.
+"""Rule ``ingest`` (``climai ingest``): sources → ``ingest/target.zarr`` and ``ingest/static.zarr``.
+
+Relevant settings: ``data`` (target, static, input: source, path, variable names, converters,
+storage options), ``variables`` (names, units, kinds), ``domain``, ``scale``, ``seed`` (synthetic).
+Inputs: the files of ``data.*.path`` (none for the synthetic toy world).
+Outputs: ``ingest/target.zarr`` (HR variables in canonical units, CRS, NaN = missing),
+``ingest/static.zarr`` (static fields on the HR grid), ``ingest/input.zarr`` (only with
+``data.input``).
 
 Every check runs before anything is written: files, variables, units, times, domain, static
 coverage. The data are read lazily (dask) and streamed to zarr by time chunks, so memory does not
@@ -7,6 +14,7 @@ grow with the length of the series. Nothing is filled: missing data stay NaN.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +37,7 @@ from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
-from climai.stage import StageContext, log
+from climai.stages import StageContext, log
 from climai.synthetic import toy_world
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
 
@@ -408,7 +416,7 @@ def _crs_label(crs: CRS) -> str:
     return op.method_name if op is not None else crs.to_proj4() or "unknown"
 
 
-def run_ingest(ctx: StageContext) -> None:
+def run(ctx: StageContext) -> None:
     """Build the target and static stores of the campaign; all checks before any write."""
     cfg = ctx.cfg
     with dask.config.set(scheduler="threads", num_workers=ctx.threads):
@@ -432,3 +440,8 @@ def run_ingest(ctx: StageContext) -> None:
         write_store(ctx.stamp(with_hr_layout(ing.target, names)), ctx.paths.target)
         if inputs is not None:
             write_store(ctx.stamp(inputs), ctx.paths.input)
+
+
+def main(ctx: StageContext, args: argparse.Namespace) -> None:
+    """``climai ingest``."""
+    run(ctx)

@@ -1,7 +1,15 @@
-"""Stage ``preprocess``: target + static → ``prep/dataset.zarr`` and ``prep/stats.json``."""
+"""Rule ``preprocess`` (``climai preprocess``): target + static → the prepared dataset.
+
+Relevant settings: ``preprocess`` (valid_fraction, quantiles, chunking, distributed), ``split``,
+``scale``, ``variables`` (kinds pick the transforms of the statistics).
+Inputs: ``ingest/target.zarr``, ``ingest/static.zarr``, ``ingest/input.zarr`` (with ``data.input``).
+Outputs: ``prep/dataset.zarr`` (``hr_<var>``, ``lr_<var>``, ``static_<name>``, ``split``),
+``prep/stats.json`` (normalisation statistics of the train split only).
+"""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import xarray as xr
@@ -10,7 +18,7 @@ from climai.io import open_store, write_json, write_store
 from climai.io.shards import with_fast_reads
 from climai.preprocess.dataset import Layout, build_dataset, static_and_split_stats, stats_graph
 from climai.preprocess.parallel import dask_scheduler, release_large_buffers
-from climai.stage import StageContext, log
+from climai.stages import StageContext, log
 
 
 def compute_stats(
@@ -23,7 +31,7 @@ def compute_stats(
     return {**per_var, **static_and_split_stats(ds)}
 
 
-def run_preprocess(ctx: StageContext) -> None:
+def run(ctx: StageContext) -> None:
     """Coarsen, split and normalise in one pass; write the dataset and its statistics."""
     cfg = ctx.cfg
     pre = cfg.preprocess
@@ -59,3 +67,8 @@ def run_preprocess(ctx: StageContext) -> None:
         "preprocess: %s",
         {k: {m: v[m] for m in ("mean", "std", "count")} for k, v in per_var.items()},
     )
+
+
+def main(ctx: StageContext, args: argparse.Namespace) -> None:
+    """``climai preprocess``."""
+    run(ctx)

@@ -1,7 +1,17 @@
-"""Stage ``train``: ``prep/dataset.zarr`` → ``models/<method>/model.pt`` and ``history.csv``."""
+"""Rule ``train`` (``climai train --method M``): train an emulator on the prepared dataset.
+
+Relevant settings: ``methods.<method>`` (the emulator's keys: epochs, patch, batch, lr, loss,
+channels, init_from, freeze, loader, workers, ...), ``variables``, ``scale``, ``seed``.
+Inputs: ``prep/dataset.zarr``, ``prep/stats.json``; the parent's ``model.pt`` when fine-tuned
+(``init_from``).
+Outputs: ``models/<method>/model.pt`` (weights + model card), ``history.csv`` (per-epoch losses,
+lr, samples/s), ``validation.json`` (RMSE/MAE on the validation patches, bicubic's on the same
+cells); checkpoints under ``models/<method>/checkpoints/`` while it runs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -19,12 +29,13 @@ import xarray as xr
 import climai
 from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
-from climai.data.features import FeatureSpec, SplitTensors, build_split
+from climai.data.features import FeatureSpec, feature_spec
 from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
+from climai.launch import relaunched_on_every_gpu
 from climai.preprocess.splits import SPLITS
-from climai.stage import StageContext, log
+from climai.stages import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
 from climai.training.finetune import (
     Parent,
@@ -34,30 +45,6 @@ from climai.training.finetune import (
     load_parent,
 )
 from climai.training.loop import Loaders, fit
-
-
-def feature_spec(
-    ds: xr.Dataset,
-    variables: list[str],
-    scale: int,
-    stats: dict[str, Any],
-    kinds: list[str] | None = None,
-) -> FeatureSpec:
-    """The features of a preprocessed dataset: its variables and static fields."""
-    statics = sorted(str(v)[7:] for v in ds.data_vars if str(v).startswith("static_"))
-    return FeatureSpec(variables=variables, statics=statics, scale=scale, stats=stats, kinds=kinds)
-
-
-def load_split(
-    ds: xr.Dataset, spec: FeatureSpec, split: str, with_target: bool = True
-) -> SplitTensors:
-    """Tensors of one split (read into memory) from the preprocessed dataset."""
-    idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
-    sub = ds.isel(time=idx)
-    lr = np.stack([sub[f"lr_{v}"].values for v in spec.variables], axis=1)
-    hr = np.stack([sub[f"hr_{v}"].values for v in spec.variables], axis=1) if with_target else None
-    static = np.stack([ds[f"static_{s}"].values for s in spec.statics])
-    return build_split(spec, lr, static, pd.DatetimeIndex(sub["time"].values), hr)
 
 
 def store_checksum(path: Path) -> str:
@@ -264,7 +251,7 @@ def variable_groups(mcfg: EmulatorConfig, variables: list[str]) -> dict[str, lis
     return {"all": list(variables)} if mcfg.joint else {v: [v] for v in variables}
 
 
-def run_train(ctx: StageContext, method: str) -> None:
+def run(ctx: StageContext, method: str) -> None:
     """Train ``method`` on the train split, select on the val split, write model and history.
 
     Launched by ``torchrun`` with several processes, trains with DDP; only rank 0 writes. An
@@ -321,3 +308,9 @@ def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistConte
         save_model(ctx.paths.model(method), state, card)
         shutil.rmtree(ckpt_root, ignore_errors=True)
     barrier(dist)
+
+
+def main(ctx: StageContext, args: argparse.Namespace) -> None:
+    """``climai train --method M``: relaunched under torchrun on every GPU (or node) of the job."""
+    if not relaunched_on_every_gpu(args, ctx.threads):
+        run(ctx, args.method)

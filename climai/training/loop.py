@@ -28,7 +28,7 @@ from climai.data.features import FeatureSpec, SplitTensors
 from climai.models.constraints import conserve
 from climai.models.unet import ResidualUNet
 from climai.registry import method_type
-from climai.stage import TrainingInterrupted
+from climai.stages import TrainingInterrupted
 from climai.training.checkpoint import (
     SignalFlags,
     load_latest,

@@ -15,7 +15,9 @@ def test_stages_that_do_not_train_or_infer_never_import_torch():
         "import sys\n"
         "from climai.cli import main\n"
         "assert main(['validate', '--configfile', 'config/config.yaml']) == 0\n"
-        "import climai.ingest, climai.preprocess.stage, climai.evaluation.stage, climai.export\n"
+        "import climai.stages.ingest, climai.stages.preprocess, climai.stages.evaluate\n"
+        "import climai.stages.compare, climai.stages.export, climai.stages.manifest\n"
+        "import climai.stages.sweep, climai.stages.lineage\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run(

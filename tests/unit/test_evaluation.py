@@ -10,14 +10,16 @@ import pytest
 from PIL import Image
 
 from climai.config import deep_merge, validate_config
-from climai.evaluation.stage import run_compare, run_evaluate, show_steps
+from climai.evaluation.cubes import show_steps
 from climai.evaluation.summary import markdown_table
-from climai.inference.stage import run_infer
-from climai.ingest import run_ingest
 from climai.io import open_store, write_store
 from climai.preprocess.splits import SPLITS
-from climai.preprocess.stage import run_preprocess
-from climai.stage import StageContext
+from climai.stages import StageContext
+from climai.stages.compare import run as run_compare
+from climai.stages.evaluate import run as run_evaluate
+from climai.stages.infer import run as run_infer
+from climai.stages.ingest import run as run_ingest
+from climai.stages.preprocess import run as run_preprocess
 from climai.testing import TINY_CAMPAIGN, synthetic_ensemble_store
 
 # the module's campaign fixture takes ~35 s on the shared 2-core machine

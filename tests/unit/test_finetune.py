@@ -24,7 +24,7 @@ from climai.io import open_store
 from climai.io.checkpoints import load_model_file
 from climai.models.unet import ResidualUNet
 from climai.preprocess.splits import SPLITS
-from climai.stage import StageContext
+from climai.stages import StageContext
 from climai.testing import prepare_campaign, tiny_sources
 from climai.training import fit
 from climai.training.distributed import DistContext
@@ -154,8 +154,8 @@ def _context(path: Path, stage: str) -> StageContext:
 
 def _train_and_score(workdir: Path, campaign: str, unet: dict, **overrides) -> dict:
     """Train ``unet`` in a new tiny campaign; return val and test RMSE per variable."""
-    from climai.inference.stage import run_infer
-    from climai.training.stage import run_train
+    from climai.stages.infer import run as run_infer
+    from climai.stages.train import run as run_train
 
     workdir.mkdir()
     path = prepare_campaign(

@@ -10,10 +10,10 @@ import xarray as xr
 
 from climai.cli import main
 from climai.config import InferConfig
-from climai.export import cf_dataset, cf_encoding
+from climai.inference.downscale import downscale_to_store
 from climai.inference.predict import model_predictor
-from climai.inference.stage import downscale_to_store
 from climai.io import open_store, provenance_attrs, streamed_store, write_store
+from climai.io.cf import cf_dataset, cf_encoding
 from climai.io.checkpoints import save_model
 from climai.io.netcdf import write_netcdf
 from climai.testing import (

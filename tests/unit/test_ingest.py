@@ -15,10 +15,11 @@ from pyproj import CRS
 from climai.config import ConfigError, validate_config
 from climai.converters import dbz_to_rain_rate, get_converter
 from climai.grids import Grid, GridError
-from climai.ingest import IngestError, describe_times, run_ingest
 from climai.io import open_store
 from climai.io.readers import SourceError, expand_paths, open_source
-from climai.stage import StageContext
+from climai.stages import StageContext
+from climai.stages.ingest import IngestError, describe_times
+from climai.stages.ingest import run as run_ingest
 from climai.synthetic import TOY_CRS, toy_world
 from climai.testing import random_field, write_cf_netcdf, write_toy_series
 from climai.units import UnitsError, convert
@@ -421,7 +422,7 @@ def _input_campaign(in_tmp: Path, input_path: str) -> dict[str, Any]:
 
 def test_input_is_area_averaged_onto_the_lr_grid_in_canonical_units(series, in_tmp):
     from climai.preprocess.coarsen import coarsen_block_mean
-    from climai.preprocess.stage import build_dataset
+    from climai.stages.preprocess import build_dataset
 
     truth, _ = toy_world(seed=0, nx=16, ny=16, steps=8)
     # the "model" input: the HR fields in other units and names, on the HR grid (finer than LR)

@@ -14,9 +14,10 @@ import yaml
 from pyproj import CRS, Transformer
 
 from climai.config import deep_merge, validate_config
-from climai.ingest import IngestError, run_ingest
 from climai.io import open_store
-from climai.stage import StageContext
+from climai.stages import StageContext
+from climai.stages.ingest import IngestError
+from climai.stages.ingest import run as run_ingest
 from climai.testing import write_cf_netcdf
 from tests.conftest import REPO, shared_data
 

@@ -139,7 +139,7 @@ def test_climai_train_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
     ran = []
     monkeypatch.setattr("climai.launch.run_plan", ran.append)
     monkeypatch.setattr(
-        "climai.training.stage.run_train", lambda *a: pytest.fail("trained in the launcher")
+        "climai.stages.train.run", lambda *a: pytest.fail("trained in the launcher")
     )
     argv = ["train", "--configfile", str(cfg), "--method", "unet", "--threads", "6"]
     assert cli.main(argv) == 0
@@ -205,7 +205,7 @@ def test_climai_infer_relaunches_itself_on_every_gpu_of_the_job(monkeypatch, tmp
     ran = []
     monkeypatch.setattr("climai.launch.run_plan", ran.append)
     monkeypatch.setattr(
-        "climai.inference.stage.run_infer", lambda *a: pytest.fail("inferred in the launcher")
+        "climai.stages.infer.run", lambda *a: pytest.fail("inferred in the launcher")
     )
     argv = ["infer", "--configfile", str(cfg), "--method", "unet", "--threads", "32"]
     assert cli.main(argv) == 0
@@ -232,6 +232,6 @@ def test_climai_infer_stays_one_process_without_gpu_work(monkeypatch, tmp_path, 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr("climai.launch.run_plan", lambda plan: pytest.fail(f"launched {plan}"))
     ran = []
-    monkeypatch.setattr("climai.inference.stage.run_infer", lambda ctx, m: ran.append(m))
+    monkeypatch.setattr("climai.stages.infer.run", lambda ctx, m: ran.append(m))
     assert cli.main(["infer", "--configfile", str(cfg), "--method", method]) == 0
     assert ran == [method]

@@ -100,10 +100,10 @@ def test_a_plugin_that_is_not_an_emulator_is_refused(tinyconv):
 
 def test_the_training_loop_trains_a_plugin_network_and_inference_reloads_it(tinyconv, tmp_path):
     from climai.inference.predict import load_emulator
-    from climai.inference.stage import run_infer
     from climai.io import open_store
-    from climai.stage import StageContext
-    from climai.training.stage import run_train
+    from climai.stages import StageContext
+    from climai.stages.infer import run as run_infer
+    from climai.stages.train import run as run_train
 
     methods = {"conv": {"type": "tinyconv", "epochs": 2, "patch": 16, "batch": 4, "lr": 0.01}}
     cfg = load_config(prepare_campaign(tmp_path, methods=methods))

@@ -12,7 +12,7 @@ from climai.preprocess import (
     normalisation_stats,
     split_labels,
 )
-from climai.preprocess.stage import build_dataset, compute_stats
+from climai.stages.preprocess import build_dataset, compute_stats
 from climai.testing import create_test_data, random_field
 from climai.variables import transform_for
 

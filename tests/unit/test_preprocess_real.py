@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from climai.config import config_sha256, stage_slice, validate_config
-from climai.ingest import run_ingest
 from climai.io import open_store
-from climai.preprocess.stage import run_preprocess
-from climai.stage import StageContext
+from climai.stages import StageContext
+from climai.stages.ingest import run as run_ingest
+from climai.stages.preprocess import run as run_preprocess
 from tests.unit.test_ingest_real import campaign_config
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from climai.config import config_sha256, stage_slice, validate_config
 from climai.io import open_store, write_store
 from climai.preprocess.dataset import Layout, build_dataset, stats_graph, with_hr_layout
 from climai.preprocess.regrid import lr_grid, regrid_to_lr
-from climai.preprocess.stage import run_preprocess
-from climai.stage import StageContext
+from climai.stages import StageContext
+from climai.stages.preprocess import run as run_preprocess
 from climai.testing import create_masked_test_data, create_test_data, radar_mask
 
 VARIABLES = {"tas": "temperature", "pr": "precipitation"}

@@ -106,10 +106,11 @@ def test_patches_are_deterministic_skip_missing_data_and_ignore_workers():
 def test_zarr_source_streams_the_same_patches_as_memory(tmp_path):
     from climai.config import load_config
     from climai.data.dataset import ZarrSource
+    from climai.data.features import feature_spec
     from climai.io import open_store
-    from climai.stage import StageContext
+    from climai.stages import StageContext
+    from climai.stages.train import memory_source
     from climai.testing import prepare_campaign
-    from climai.training.stage import feature_spec, memory_source
 
     cfg = load_config(prepare_campaign(tmp_path))
     ctx = StageContext(cfg, "x", "test", 1)
@@ -130,7 +131,7 @@ def test_zarr_source_streams_the_same_patches_as_memory(tmp_path):
 
     assert len(pickle.dumps(stream.source)) < 20_000
     # loader=auto streams a store above memory_limit_gb and loads a small one into RAM
-    from climai.training.stage import make_loaders
+    from climai.stages.train import make_loaders
 
     big = UNetConfig(patch=16, batch=4, memory_limit_gb=1e-6)
     assert isinstance(make_loaders(ctx, big, spec, ds, 1).train.source, ZarrSource)

@@ -1,0 +1,93 @@
+"""What the evaluate and compare stages draw and write: prediction cubes, map panels, spectra
+tables, the steps shown."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import xarray as xr
+
+from climai.config import VariableConfig
+from climai.evaluation.metrics import SpectraPair
+from climai.preprocess.splits import SPLITS
+
+
+def test_split(ds: xr.Dataset) -> xr.Dataset:
+    """The test steps of the prepared dataset ``ds``."""
+    return ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index("test")))
+
+
+def prediction_cube(pred: xr.Dataset, var: str) -> np.ndarray:
+    """(T, H, W), or (M, T, H, W) when the store has a ``member`` dimension."""
+    da = pred[var]
+    dims = ("member", "time", "y", "x") if "member" in da.dims else ("time", "y", "x")
+    if set(da.dims) != set(dims):
+        raise ValueError(
+            f"downscaled variable {var!r} has dimensions {da.dims}; expected {dims} "
+            "(member optional)"
+        )
+    return da.transpose(*dims).values
+
+
+def spectra_csv(spectra: dict[str, SpectraPair]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["variable", "wavelength_cells", "power_method", "power_truth"])
+    for var, sp in spectra.items():
+        writer.writerows(
+            [var, f"{w:.4g}", f"{a:.6g}", f"{b:.6g}"]
+            for w, a, b in zip(sp.wavelength, sp.pred, sp.truth, strict=True)
+        )
+    return buf.getvalue()
+
+
+def show_steps(truth: xr.Dataset, wet_variable: str | None, n: int) -> list[int]:
+    """Test steps shown in maps, in time order: the ``n`` wettest (highest domain mean of
+    ``wet_variable``, a precipitation variable) when there is one, else ``n`` evenly spaced."""
+    size = truth.sizes["time"]
+    n = min(n, size)
+    if wet_variable is not None:
+        wet = truth[f"hr_{wet_variable}"].mean(("y", "x"), skipna=True).fillna(-np.inf).values
+        return sorted(int(i) for i in np.argsort(-wet, kind="stable")[:n])
+    return sorted({round(float(x)) for x in np.linspace(0, size - 1, n + 2)[1:-1]})
+
+
+def wet_variable(variables: list[VariableConfig]) -> str | None:
+    """The first precipitation variable, whose wettest steps the maps show."""
+    return next((v.name for v in variables if v.kind == "precipitation"), None)
+
+
+def map_panels(
+    truth: xr.Dataset,
+    cubes: dict[str, dict[str, np.ndarray]],
+    steps: list[int],
+    scale: int,
+) -> list[dict[str, dict[str, np.ndarray]]]:
+    """Per shown step and variable: the LR input (blocks), the truth and every method's map
+    (ensembles: their mean and member 0)."""
+    out = []
+    for t in steps:
+        per_var = {}
+        for v, series in cubes.items():
+            panels = {
+                "LR input": np.kron(truth[f"lr_{v}"].values[t], np.ones((scale,) * 2)),
+                "truth": series["truth"][t],
+            }
+            for label, cube in series.items():
+                if label == "truth":
+                    continue
+                if cube.ndim == 4:
+                    with np.errstate(invalid="ignore"):
+                        panels[f"{label} mean"] = cube[:, t].mean(axis=0)
+                    panels[f"{label} member 0"] = cube[0, t]
+                else:
+                    panels[label] = cube[t]
+            per_var[v] = panels
+        out.append(per_var)
+    return out
+
+
+def step_labels(truth: xr.Dataset, steps: list[int]) -> list[str]:
+    return [str(truth["time"].values[t])[:16] for t in steps]
