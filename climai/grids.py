@@ -96,18 +96,6 @@ class Grid:
             out.append(slice(int(idx[0]), int(idx[-1]) + 1))
         return out[0], out[1]
 
-    @classmethod
-    def from_dataset(cls, ds: xr.Dataset | xr.DataArray, x: str = "x", y: str = "y") -> Grid:
-        """The grid of ``ds``: its 1-D ``x``/``y`` coordinates and the WKT of its ``crs`` variable."""
-        if x not in ds.coords or y not in ds.coords:
-            raise GridError(f"dataset has no {x!r}/{y!r} coordinates; it has {list(ds.coords)}")
-        crs_wkt = ""
-        if isinstance(ds, xr.Dataset) and "crs" in ds.variables:
-            crs_wkt = str(ds["crs"].attrs.get("crs_wkt", ""))
-        grid = cls(np.asarray(ds[x].values), np.asarray(ds[y].values), crs_wkt)
-        grid.check_regular()
-        return grid
-
     def check_regular(self, rtol: float = 1e-6) -> None:
         """Raise :class:`GridError` unless both axes are evenly spaced."""
         for name, c in (("x", self.x), ("y", self.y)):

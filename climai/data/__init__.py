@@ -1,6 +1,5 @@
 """From the preprocessed dataset to normalised model tensors, and back to physical fields."""
 
 from climai.data.features import FeatureSpec, SplitTensors, build_split, to_physical
-from climai.data.patches import patch_batches
 
-__all__ = ["FeatureSpec", "SplitTensors", "build_split", "patch_batches", "to_physical"]
+__all__ = ["FeatureSpec", "SplitTensors", "build_split", "to_physical"]

@@ -1,4 +1,4 @@
-"""The preprocess stage end to end on tiny stores: masks, layout, provenance, schedulers, regrid."""
+"""The preprocess stage end to end on tiny stores: masks, layout, provenance, schedulers."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import zarr
 
 from climai.config import config_sha256, stage_slice, validate_config
 from climai.io import open_store, write_store
 from climai.preprocess.dataset import Layout, build_dataset, stats_graph, with_hr_layout
-from climai.preprocess.regrid import lr_grid, regrid_to_lr
 from climai.stages import StageContext
 from climai.stages.preprocess import run as run_preprocess
 from climai.testing import create_masked_test_data, create_test_data, radar_mask
@@ -134,38 +132,6 @@ def test_time_range_split_and_gap_reach_the_dataset(tmp_path):
     split = {"train": [t[0], t[11]], "val": [t[14], t[17]], "test": [t[20], t[23]]}
     ds = build_dataset(target, static, VARIABLES, 4, split)
     assert ds["split"].values.tolist() == [0] * 12 + [-1] * 2 + [1] * 4 + [-1] * 2 + [2] * 4
-
-
-def test_conservative_regrid_of_a_finer_source_equals_block_means():
-    target, _ = create_test_data(nx=32, ny=32, steps=3)
-    grid = lr_grid(target, 8)
-    src = target["tas"].coarsen(y=2, x=2).mean()  # a 1 km source, finer than the 4 km LR grid
-    out = regrid_to_lr(src, grid)
-    assert out.attrs["regrid_method"] == "conservative"
-    expected = target["tas"].coarsen(y=8, x=8).mean()
-    np.testing.assert_allclose(out.transpose("time", "y", "x").values, expected.values, rtol=1e-5)
-    np.testing.assert_array_equal(out["x"].values, grid["x"].values)
-
-
-def test_bilinear_regrid_of_a_coarser_source_is_exact_for_linear_fields():
-    target, _ = create_test_data(nx=32, ny=32, steps=1)
-    grid = lr_grid(target, 4)  # 2 km LR grid
-    gy, gx = grid["y"].values, grid["x"].values
-    y = gy[0] - 4000 + 4000.0 * np.arange(7)  # a 4 km source covering the 2 km grid
-    x = gx[0] - 4000 + 4000.0 * np.arange(7)
-    src = xr.DataArray(
-        2 * y[:, None] + 3 * x[None, :], dims=("y", "x"), coords={"y": y, "x": x}, name="v"
-    )
-    out = regrid_to_lr(src, grid)
-    assert out.attrs["regrid_method"] == "bilinear"
-    np.testing.assert_allclose(out.values, 2 * gy[:, None] + 3 * gx[None, :], rtol=1e-9)
-
-
-def test_regrid_refuses_a_source_that_does_not_cover_the_grid():
-    target, _ = create_test_data(nx=32, ny=32, steps=1)
-    src = target["tas"].isel(x=slice(0, 16))
-    with pytest.raises(Exception, match="data.input: covers x"):
-        regrid_to_lr(src, lr_grid(target, 8))
 
 
 def test_target_in_the_dataset_layout_is_linked_not_reencoded(tmp_path):
