@@ -13,6 +13,7 @@ import yaml
 
 from climai.config import deep_merge
 from climai.data.features import FeatureSpec
+from climai.data.prepared import PreparedDataset
 from climai.models.unet import ResidualUNet
 from climai.synthetic import toy_world
 
@@ -22,6 +23,18 @@ def create_test_data(
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """A tiny toy world: ``(target, static)`` with ``tas`` and ``pr``."""
     return toy_world(seed=seed, nx=nx, ny=ny, steps=steps)
+
+
+def create_prepared_test_data(
+    nx: int = 32, ny: int = 32, steps: int = 20, scale: int = 8, seed: int = 0
+) -> xr.Dataset:
+    """The tiny toy world as ``preprocess`` prepares it (lazy, not written): ``hr_``/``lr_`` of
+    ``tas`` and ``pr``, its static fields, and 60/20/20 % train/val/test splits."""
+    from climai.preprocess.dataset import build_dataset
+
+    target, static = create_test_data(nx=nx, ny=ny, steps=steps, seed=seed)
+    variables = {"tas": "temperature", "pr": "precipitation"}
+    return build_dataset(target, static, variables, scale, {"train": 0.6, "val": 0.2, "test": 0.2})
 
 
 def radar_mask(ny: int, nx: int, radius: float = 0.45, blocked_deg: float = 20.0) -> np.ndarray:
@@ -79,15 +92,16 @@ def synthetic_ensemble_store(
     (non-negative variables clipped at 0)."""
     rng = np.random.default_rng(seed)
     out = xr.Dataset(coords={c: truth[c] for c in ("time", "y", "x")})
+    prep = PreparedDataset(truth)
     for var in variables:
-        t = truth[f"hr_{var}"].values
+        t = prep.hr(var).values
         ens = t[None] + noise * float(np.nanstd(t)) * rng.standard_normal((members, *t.shape))
         if np.nanmin(t) >= 0:
             ens = np.clip(ens, 0, None)
         out[var] = (
             ("member", "time", "y", "x"),
             ens.astype(np.float32),
-            {"units": truth[f"hr_{var}"].attrs.get("units", "")},
+            {"units": prep.hr(var).attrs.get("units", "")},
         )
     return out.assign_coords(member=np.arange(members))
 

@@ -1,5 +1,6 @@
-"""From the preprocessed dataset to normalised model tensors, and back to physical fields."""
+"""From the preprocessed dataset to normalised model tensors, and back to physical fields.
 
-from climai.data.features import FeatureSpec, SplitTensors, build_split, to_physical
-
-__all__ = ["FeatureSpec", "SplitTensors", "build_split", "to_physical"]
+:mod:`climai.data.prepared` knows the prepared store's layout (numpy/xarray only: preprocess and
+evaluate import it without torch); :mod:`climai.data.features` and :mod:`climai.data.dataset` build
+the model's tensors and its patch dataset (torch).
+"""

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from climai.data.features import FeatureSpec, time_features
+from climai.data.prepared import hr_key, lr_key, static_key
 from climai.models.interpolate import upsample
 
 HALO = 2  # LR cells each side that the bicubic kernel reaches
@@ -74,7 +75,7 @@ class ZarrSource:
         self.path, self.variables, self.statics = str(path), variables, statics
         group = zarr.open_group(self.path, mode="r")
         self.steps = np.flatnonzero(np.asarray(group["split"][:]) == split_index)
-        ny, nx = group[f"hr_{variables[0]}"].shape[1:]
+        ny, nx = group[hr_key(variables[0])].shape[1:]
         self._shape = (int(self.steps.size), int(ny), int(nx))
         times = _decode_times(self.path)
         self.tfeat = time_features(pd.DatetimeIndex(times[self.steps]))
@@ -97,14 +98,14 @@ class ZarrSource:
 
     def hr_window(self, t: int, ys: slice, xs: slice) -> np.ndarray:
         step = int(self.steps[t])
-        return np.stack([self.group[f"hr_{v}"][step, ys, xs] for v in self.variables])
+        return np.stack([self.group[hr_key(v)][step, ys, xs] for v in self.variables])
 
     def lr_window(self, t: int, ys: slice, xs: slice) -> np.ndarray:
         step = int(self.steps[t])
-        return np.stack([self.group[f"lr_{v}"][step, ys, xs] for v in self.variables])
+        return np.stack([self.group[lr_key(v)][step, ys, xs] for v in self.variables])
 
     def static_window(self, ys: slice, xs: slice) -> np.ndarray:
-        return np.stack([self.group[f"static_{s}"][ys, xs] for s in self.statics])
+        return np.stack([self.group[static_key(s)][ys, xs] for s in self.statics])
 
 
 def _decode_times(path: str) -> np.ndarray:

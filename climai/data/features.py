@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from climai.data.prepared import PreparedDataset, static_names
 from climai.models.interpolate import upsample
-from climai.preprocess.splits import SPLITS
 from climai.variables import Transform, is_non_negative
 
 
@@ -177,17 +177,17 @@ def feature_spec(
     kinds: list[str] | None = None,
 ) -> FeatureSpec:
     """The features of a preprocessed dataset: its variables and static fields."""
-    statics = sorted(str(v)[7:] for v in ds.data_vars if str(v).startswith("static_"))
-    return FeatureSpec(variables=variables, statics=statics, scale=scale, stats=stats, kinds=kinds)
+    return FeatureSpec(
+        variables=variables, statics=static_names(ds), scale=scale, stats=stats, kinds=kinds
+    )
 
 
 def load_split(
     ds: xr.Dataset, spec: FeatureSpec, split: str, with_target: bool = True
 ) -> SplitTensors:
     """Tensors of one split (read into memory) from the preprocessed dataset."""
-    idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
-    sub = ds.isel(time=idx)
-    lr = np.stack([sub[f"lr_{v}"].values for v in spec.variables], axis=1)
-    hr = np.stack([sub[f"hr_{v}"].values for v in spec.variables], axis=1) if with_target else None
-    static = np.stack([ds[f"static_{s}"].values for s in spec.statics])
-    return build_split(spec, lr, static, pd.DatetimeIndex(sub["time"].values), hr)
+    sub = PreparedDataset(ds).split(split)
+    lr = sub.lr_stack(spec.variables)
+    hr = sub.hr_stack(spec.variables) if with_target else None
+    static = sub.static_stack(spec.statics)
+    return build_split(spec, lr, static, pd.DatetimeIndex(sub.times), hr)

@@ -10,13 +10,13 @@ import numpy as np
 import xarray as xr
 
 from climai.config import VariableConfig
+from climai.data.prepared import PreparedDataset
 from climai.evaluation.metrics import SpectraPair
-from climai.preprocess.splits import SPLITS
 
 
 def test_split(ds: xr.Dataset) -> xr.Dataset:
     """The test steps of the prepared dataset ``ds``."""
-    return ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index("test")))
+    return PreparedDataset(ds).split("test").ds
 
 
 def prediction_cube(pred: xr.Dataset, var: str) -> np.ndarray:
@@ -49,7 +49,13 @@ def show_steps(truth: xr.Dataset, wet_variable: str | None, n: int) -> list[int]
     size = truth.sizes["time"]
     n = min(n, size)
     if wet_variable is not None:
-        wet = truth[f"hr_{wet_variable}"].mean(("y", "x"), skipna=True).fillna(-np.inf).values
+        wet = (
+            PreparedDataset(truth)
+            .hr(wet_variable)
+            .mean(("y", "x"), skipna=True)
+            .fillna(-np.inf)
+            .values
+        )
         return sorted(int(i) for i in np.argsort(-wet, kind="stable")[:n])
     return sorted({round(float(x)) for x in np.linspace(0, size - 1, n + 2)[1:-1]})
 
@@ -67,12 +73,13 @@ def map_panels(
 ) -> list[dict[str, dict[str, np.ndarray]]]:
     """Per shown step and variable: the LR input (blocks), the truth and every method's map
     (ensembles: their mean and member 0)."""
+    prep = PreparedDataset(truth)
     out = []
     for t in steps:
         per_var = {}
         for v, series in cubes.items():
             panels = {
-                "LR input": np.kron(truth[f"lr_{v}"].values[t], np.ones((scale,) * 2)),
+                "LR input": np.kron(prep.lr(v).values[t], np.ones((scale,) * 2)),
                 "truth": series["truth"][t],
             }
             for label, cube in series.items():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from climai.plugins import Registry
+from climai.preprocess.coarsen import block_mean_numpy
 
 QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
 
@@ -270,18 +271,13 @@ def wet_intensity(values: np.ndarray, threshold: float) -> float:
 
 
 def block_mean(fields: np.ndarray, scale: int) -> np.ndarray:
-    """Mean over ``scale`` × ``scale`` blocks of the last two axes, NaN cells ignored (a block
-    with no valid cell is NaN)."""
+    """Mean over ``scale`` × ``scale`` blocks of the last two axes in float64, NaN cells ignored
+    (a block with no valid cell is NaN): preprocess's block mean with no valid-cell threshold."""
     f = np.asarray(fields, np.float64)
-    *lead, ny, nx = f.shape
+    ny, nx = f.shape[-2:]
     if ny % scale or nx % scale:
         raise ValueError(f"field of {ny}×{nx} cells is not a multiple of scale={scale}")
-    blocks = f.reshape(*lead, ny // scale, scale, nx // scale, scale)
-    ok = np.isfinite(blocks)
-    total = np.where(ok, blocks, 0.0).sum(axis=(-3, -1))
-    count = ok.sum(axis=(-3, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return block_mean_numpy(f, scale, min_valid_fraction=0.0)
 
 
 def conservation_error(pred: np.ndarray, lr: np.ndarray, scale: int) -> float:

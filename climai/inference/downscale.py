@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from climai.config import InferConfig
 from climai.data.features import FeatureSpec, normalised_static
+from climai.data.prepared import lr_key
 from climai.inference.distributed import (
     SINGLE,
     InferRanks,
@@ -36,12 +37,11 @@ from climai.inference.predict import (
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs, shared_streamed_store
-from climai.io.cf import cf_dataset, cf_encoding
+from climai.io.cf import CF_KEYS as CF_KEYS  # re-exported from its former home
+from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.io.regions import RegionWriter
 from climai.stages import log
-
-CF_KEYS = ("units", "standard_name", "long_name")
 
 
 def _spacing(coord: xr.DataArray) -> float:
@@ -240,10 +240,7 @@ def downscale_to_store(
     tb = min(time_block(cfg, layout, len(spec.variables), members), lr.sizes["time"])
     stride = max(spec.scale, cfg.tile - cfg.overlap)
     chunks = (tb, min(y.size, stride), min(x.size, stride))
-    var_attrs = {
-        v: {**{k: lr[v].attrs[k] for k in CF_KEYS if k in lr[v].attrs}, "grid_mapping": "crs"}
-        for v in spec.variables
-    }
+    var_attrs = {v: {**cf_attrs(lr[v].attrs), "grid_mapping": "crs"} for v in spec.variables}
     template = _template(lr, y, x, spec.variables, var_attrs, members, cfg, chunks)
     template = template.assign_attrs(attrs)
     tiled = TiledPredictor(predict, spec, layout, cfg.batch)
@@ -315,7 +312,7 @@ def run_downscale(
         )
     model = emulator.single_net
     lr = open_input(input_path)
-    lr = lr.rename({f"lr_{v}": v for v in spec.variables if f"lr_{v}" in lr and v not in lr})
+    lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))
     if spec.statics and static_path is None:
         raise ValueError(

@@ -16,6 +16,14 @@ import xarray as xr
 FILL_VALUE = np.float32(1.0e20)
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
 PROVENANCE = ("climai_version", "config_sha256", "git_commit", "created_by_rule")
+#: The CF attributes a data variable carries over to every field derived from it (LR inputs,
+#: predictions, exports), in the order they are written.
+CF_KEYS = ("standard_name", "long_name", "units")
+
+
+def cf_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
+    """The :data:`CF_KEYS` entries of ``attrs`` (those it has), in ``CF_KEYS`` order."""
+    return {k: attrs[k] for k in CF_KEYS if k in attrs}
 
 
 def time_bounds(time: xr.DataArray) -> xr.DataArray:
@@ -42,11 +50,7 @@ def cf_dataset(
     for name in names:
         base = name.removesuffix("_mean").removesuffix("_quantile")
         ds[name].attrs = {
-            **{
-                k: hr[name].attrs[k]
-                for k in ("standard_name", "long_name", "units")
-                if k in hr[name].attrs
-            },
+            **cf_attrs(hr[name].attrs),
             "grid_mapping": "crs",
             "cell_methods": _cell_methods(kinds.get(base, "generic"), name),
         }

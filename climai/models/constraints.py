@@ -12,7 +12,13 @@ import torch.nn.functional as F
 
 
 def block_mean(y: torch.Tensor, scale: int) -> torch.Tensor:
-    """Mean over ``scale`` × ``scale`` blocks: ``(N, V, H, W)`` → ``(N, V, H/scale, W/scale)``."""
+    """Mean over ``scale`` × ``scale`` blocks: ``(N, V, H, W)`` → ``(N, V, H/scale, W/scale)``.
+
+    The only torch block mean. It cannot share the numpy one
+    (:func:`climai.preprocess.coarsen.block_mean_numpy`): :func:`conserve` runs inside the
+    model's forward pass, on the model's device and under autograd, which a numpy round trip
+    would break. It is not NaN-aware: network outputs have no missing cells.
+    """
     return F.avg_pool2d(y, scale)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from zarr.codecs import BloscCodec
 
+from climai.data.prepared import hr_key, lr_key, split_code, static_key, static_names
 from climai.grids import GridError
 from climai.preprocess.coarsen import block_mean_numpy
 from climai.preprocess.splits import SPLITS, make_split_labels
@@ -121,8 +122,8 @@ def build_dataset(
                 dtype=data.dtype,
                 name=f"block-mean-{name}-{dask.base.tokenize(data, scale, min_valid_fraction)}",
             )
-        out[f"hr_{name}"] = xr.DataArray(data, dims=("time", "y", "x"), attrs=hr.attrs)
-        out[f"lr_{name}"] = xr.DataArray(
+        out[hr_key(name)] = xr.DataArray(data, dims=("time", "y", "x"), attrs=hr.attrs)
+        out[lr_key(name)] = xr.DataArray(
             lr,
             dims=("time", "y_lr", "x_lr"),
             attrs={
@@ -131,15 +132,15 @@ def build_dataset(
                 "min_valid_fraction": min_valid_fraction,
             },
         )
-        out[f"hr_{name}"].encoding = layout.hr_encoding(nt, ny, nx)
-        out[f"lr_{name}"].encoding = {
+        out[hr_key(name)].encoding = layout.hr_encoding(nt, ny, nx)
+        out[lr_key(name)].encoding = {
             "chunks": (nt, ny // scale, nx // scale),
             "compressors": [layout.compressor],
         }
     for name in static.data_vars:
         if name != "crs":
-            out[f"static_{name}"] = static[name].compute()
-            out[f"static_{name}"].encoding = {"compressors": [layout.compressor]}
+            out[static_key(str(name))] = static[name].compute()
+            out[static_key(str(name))].encoding = {"compressors": [layout.compressor]}
     labels = make_split_labels(target["time"].values, split)
     out["split"] = xr.DataArray(
         labels,
@@ -156,10 +157,10 @@ def build_dataset(
 
 def stats_graph(ds: xr.Dataset, variables: dict[str, str], scale: int, n_quantiles: int) -> Any:
     """A dask ``Delayed`` of the per-variable stats (train split only) over ``ds``'s HR blocks."""
-    is_train = ds["split"].values == SPLITS.index("train")
+    is_train = ds["split"].values == split_code("train")
     return {
         name: streaming_stats(
-            ds[f"hr_{name}"], ds[f"lr_{name}"], is_train, kind, scale, n_quantiles
+            ds[hr_key(name)], ds[lr_key(name)], is_train, kind, scale, n_quantiles
         )
         for name, kind in variables.items()
     }
@@ -168,11 +169,10 @@ def stats_graph(ds: xr.Dataset, variables: dict[str, str], scale: int, n_quantil
 def static_and_split_stats(ds: xr.Dataset) -> dict[str, Any]:
     """Moments of the static fields and the first/last time of each split (small, eager)."""
     out: dict[str, Any] = {"static": {}}
-    for var in ds.data_vars:
-        if str(var).startswith("static_"):
-            values = np.asarray(ds[var].values, np.float64)
-            std = float(np.nanstd(values))
-            out["static"][str(var)[7:]] = {"mean": float(np.nanmean(values)), "std": std or 1.0}
+    for name in static_names(ds):
+        values = np.asarray(ds[static_key(name)].values, np.float64)
+        std = float(np.nanstd(values))
+        out["static"][name] = {"mean": float(np.nanmean(values)), "std": std or 1.0}
     times = ds["time"].values
     labels = ds["split"].values
     out["splits"] = {

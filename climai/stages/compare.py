@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from climai.data.prepared import PreparedDataset
 from climai.evaluation.cubes import (
     map_panels,
     prediction_cube,
@@ -41,11 +42,12 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     """Every method on the test split: maps, spectra, QQ and (ensembles) rank-histogram
     figures, and the tables summary.csv, summary.md and summary.html."""
     truth = test_split(open_store(ctx.paths.dataset))
+    prep = PreparedDataset(truth)
     variables = ctx.cfg.variable_names
     units = {v.name: v.units for v in ctx.cfg.variables}
     preds = {m: open_store(ctx.paths.downscaled(m)) for m in methods}
     cubes = {
-        v: {"truth": truth[f"hr_{v}"].values, **{m: prediction_cube(preds[m], v) for m in methods}}
+        v: {"truth": prep.hr(v).values, **{m: prediction_cube(preds[m], v) for m in methods}}
         for v in variables
     }
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ctx.cfg.evaluate.figure_steps)

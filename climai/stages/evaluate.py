@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from climai.data.prepared import PreparedDataset
 from climai.evaluation.cubes import (
     map_panels,
     prediction_cube,
@@ -30,11 +31,12 @@ from climai.stages import StageContext, log
 def run(ctx: StageContext, method: str) -> None:
     """Score ``method`` on the test split; write metrics.json, spectra.csv and its figures."""
     truth = test_split(open_store(ctx.paths.dataset))
+    prep = PreparedDataset(truth)
     pred = open_store(ctx.paths.downscaled(method))
     variables = ctx.cfg.variable_names
     ecfg = ctx.cfg.evaluate
     pv = {v: prediction_cube(pred, v) for v in variables}
-    tv = {v: truth[f"hr_{v}"].values for v in variables}
+    tv = {v: prep.hr(v).values for v in variables}
     metrics = {}
     spectra: dict[str, SpectraPair] = {}
     for var in ctx.cfg.variables:
@@ -43,7 +45,7 @@ def run(ctx: StageContext, method: str) -> None:
             pred=pv[v],
             truth=tv[v],
             kind=var.kind,
-            lr=truth[f"lr_{v}"].values,
+            lr=prep.lr(v).values,
             scale=ctx.cfg.scale,
             bands=ecfg.bands,
             wet_threshold=ecfg.wet_threshold,

@@ -21,6 +21,7 @@ import xarray as xr
 
 from climai.config import QuantileMappingConfig
 from climai.data.features import FeatureSpec, load_split
+from climai.data.prepared import PreparedDataset
 from climai.inference.distributed import (
     SINGLE,
     InferRanks,
@@ -30,7 +31,7 @@ from climai.inference.distributed import (
     setup_ranks,
     teardown_ranks,
 )
-from climai.inference.downscale import CF_KEYS, check_input, downscale_to_store
+from climai.inference.downscale import check_input, downscale_to_store
 from climai.inference.predict import (
     Emulator,
     bicubic_prediction,
@@ -45,55 +46,24 @@ from climai.inference.predict import (
 from climai.io import open_store, provenance_attrs, shared_streamed_store, write_store
 from climai.launch import relaunched_on_every_gpu
 from climai.models import BASELINES, method_kind
-from climai.preprocess.splits import SPLITS
 from climai.stages import StageContext, log
 
 
-def _split_steps(ds: xr.Dataset, split: str) -> slice | np.ndarray:
-    """The time indices of ``split``: a slice when contiguous (splits are in time order).
-
-    A slice keeps the store's chunks; dask's take of an index array merges them into one, so
-    every rank would read the whole split to get its share.
-    """
-    idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
-    if idx.size and np.all(np.diff(idx) == 1):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
-
-
-def _lr_of_split(ds: xr.Dataset, variables: list[str], split: str) -> xr.Dataset:
-    """The LR fields of a split of the preprocessed dataset, as ``<var>`` on (time, y, x)."""
-    sub = ds.isel(time=_split_steps(ds, split))
-    lr = xr.Dataset(
-        {
-            v: sub[f"lr_{v}"]
-            .rename({"y_lr": "y", "x_lr": "x"})
-            .assign_attrs(
-                {k: sub[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in sub[f"hr_{v}"].attrs}
-            )
-            for v in variables
-        }
-    )
-    lr = lr.assign_coords(
-        y=("y", ds["y"].values.reshape(-1, ds.attrs["scale"]).mean(axis=1), ds["y"].attrs),
-        x=("x", ds["x"].values.reshape(-1, ds.attrs["scale"]).mean(axis=1), ds["x"].attrs),
-    )
-    if "crs" in ds:
-        lr["crs"] = ds["crs"]
-    return lr
-
-
 def _quantile_mapping(
-    ctx: StageContext, ds: xr.Dataset, sub: xr.Dataset, variables: list[str], method: str
+    ctx: StageContext,
+    prep: PreparedDataset,
+    sub: PreparedDataset,
+    variables: list[str],
+    method: str,
 ) -> tuple[np.ndarray, dict[str, xr.DataArray]]:
     """Bicubic + empirical quantile mapping fitted on the train split; the fitted tables."""
     qcfg = ctx.cfg.methods.get(method)
     assert isinstance(qcfg, QuantileMappingConfig)
-    train = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index("train")))
+    train = prep.split("train")
     values, src_q, tgt_q = quantile_mapped_prediction(
-        np.stack([train[f"lr_{v}"].values for v in variables], axis=1),
-        np.stack([train[f"hr_{v}"].values for v in variables], axis=1),
-        np.stack([sub[f"lr_{v}"].values for v in variables], axis=1),
+        train.lr_stack(variables),
+        train.hr_stack(variables),
+        sub.lr_stack(variables),
         ctx.cfg.scale,
         [v.kind for v in ctx.cfg.variables],
         qcfg.quantiles,
@@ -103,7 +73,7 @@ def _quantile_mapping(
     levels = np.linspace(0.0, 1.0, qcfg.quantiles)
     tables: dict[str, xr.DataArray] = {}
     for i, v in enumerate(variables):
-        units = ds[f"hr_{v}"].attrs.get("units", "")
+        units = prep.hr(v).attrs.get("units", "")
         desc = "fitted on the train split: bicubic-of-LR"
         tables[f"qm_source_{v}"] = xr.DataArray(
             src_q[i],
@@ -120,26 +90,20 @@ def _quantile_mapping(
     return values, tables
 
 
-def _infer_baseline(ctx: StageContext, ds: xr.Dataset, method: str, split: str) -> None:
+def _infer_baseline(ctx: StageContext, prep: PreparedDataset, method: str, split: str) -> None:
     """Baselines on the split (LR fields are 1/scale² of the HR: held in memory)."""
     variables = ctx.cfg.variable_names
-    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
+    sub = prep.split(split)
     tables: dict[str, xr.DataArray] = {}
     kind = ctx.cfg.methods.type_of(method)
     if kind == "quantile-mapping":
-        values, tables = _quantile_mapping(ctx, ds, sub, variables, method)
+        values, tables = _quantile_mapping(ctx, prep, sub, variables, method)
     else:
-        lr = np.stack([sub[f"lr_{v}"].values for v in variables], axis=1)
+        lr = sub.lr_stack(variables)
         kinds = [v.kind for v in ctx.cfg.variables]
         values = bicubic_prediction(lr, ctx.cfg.scale, kinds, BASELINES[kind])
-    attrs = {
-        v: {
-            **{k: ds[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in ds[f"hr_{v}"].attrs},
-            "grid_mapping": "crs",
-        }
-        for v in variables
-    }
-    out = prediction_dataset(values, sub, variables, attrs).assign(tables)
+    attrs = {v: {**prep.cf_attrs(v), "grid_mapping": "crs"} for v in variables}
+    out = prediction_dataset(values, sub.ds, variables, attrs).assign(tables)
     out = ctx.stamp(out.assign_attrs(method=method, split=split))
     write_store(out.chunk({"time": 24}), ctx.paths.downscaled(method, split))
     log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
@@ -172,7 +136,7 @@ def _member_template(
 
 def _infer_in_memory(
     ctx: StageContext,
-    ds: xr.Dataset,
+    prep: PreparedDataset,
     emulator: Emulator,
     spec: FeatureSpec,
     method: str,
@@ -186,14 +150,8 @@ def _infer_in_memory(
     several ``ranks`` each predicts its share of the chunks on its own device.
     """
     variables = ctx.cfg.variable_names
-    sub = ds.isel(time=_split_steps(ds, split))
-    attrs = {
-        v: {
-            **{k: ds[f"hr_{v}"].attrs[k] for k in CF_KEYS if k in ds[f"hr_{v}"].attrs},
-            "grid_mapping": "crs",
-        }
-        for v in variables
-    }
+    sub = prep.split(split).ds
+    attrs = {v: {**prep.cf_attrs(v), "grid_mapping": "crs"} for v in variables}
     cfg = ctx.cfg.infer
     members = emulator.members if emulator.stochastic else 1
     ct = min(cfg.time_block or MEMORY_TIME_CHUNK, max(1, sub.sizes["time"]))
@@ -230,20 +188,20 @@ def run(ctx: StageContext, method: str, split: str = "test") -> None:
     its own device into the one output store; baselines run on rank 0 alone.
     """
     torch.set_num_threads(ctx.threads)
-    ds = open_store(ctx.paths.dataset)
+    prep = PreparedDataset(open_store(ctx.paths.dataset))
     if method_kind(ctx.cfg.methods.type_of(method)) == "baseline":
         if int(os.environ.get("RANK", "0")) == 0:
-            _infer_baseline(ctx, ds, method, split)
+            _infer_baseline(ctx, prep, method, split)
         return
     ranks = setup_ranks()
     try:
-        _infer_emulator(ctx, ds, method, split, ranks)
+        _infer_emulator(ctx, prep, method, split, ranks)
     finally:
         teardown_ranks(ranks)
 
 
 def _infer_emulator(
-    ctx: StageContext, ds: xr.Dataset, method: str, split: str, ranks: InferRanks
+    ctx: StageContext, prep: PreparedDataset, method: str, split: str, ranks: InferRanks
 ) -> None:
     """A trained emulator on the split: tiled streaming for a single deterministic network,
     chunk by chunk on the full domain otherwise."""
@@ -256,14 +214,12 @@ def _infer_emulator(
             f"the campaign configures {variables}"
         )
     if emulator.single_net is None:
-        _infer_in_memory(ctx, ds, emulator, spec, method, split, ranks)
+        _infer_in_memory(ctx, prep, emulator, spec, method, split, ranks)
         return
     model = emulator.single_net
-    lr = _lr_of_split(ds, variables, split)
+    lr = prep.split(split).lr_dataset(variables)
     check_input(lr, card, spec, str(ctx.paths.dataset))
-    static = ds[[f"static_{s}" for s in spec.statics]].rename(
-        {f"static_{s}": s for s in spec.statics}
-    )
+    static = prep.statics_dataset(spec.statics)
     cfg = ctx.cfg.infer
     device = rank_device(resolve_device(cfg.device), ranks)
     predict = model_predictor(model, device, cfg.bf16, cfg.members)

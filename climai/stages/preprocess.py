@@ -14,6 +14,7 @@ from typing import Any
 
 import xarray as xr
 
+from climai.data.prepared import hr_key
 from climai.io import open_store, write_json, write_store
 from climai.io.shards import with_fast_reads
 from climai.preprocess.dataset import Layout, build_dataset, static_and_split_stats, stats_graph
@@ -59,7 +60,7 @@ def run(ctx: StageContext) -> None:
             compute_with=[stats_graph(ds, variables, cfg.scale, pre.quantiles)],
             # HR is the target itself: where ingest wrote it in the dataset's layout, its
             # compressed shards are linked, not decoded and re-encoded (see BENCHMARKS.md)
-            reuse={f"hr_{v}": (ctx.paths.target, v) for v in variables},
+            reuse={hr_key(v): (ctx.paths.target, v) for v in variables},
         )
     stats = {**per_var, **static_and_split_stats(ds)}
     write_json(ctx.paths.preprocessed_stats, stats)

@@ -30,11 +30,11 @@ import climai
 from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
+from climai.data.prepared import PreparedDataset, split_code
 from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
 from climai.launch import relaunched_on_every_gpu
-from climai.preprocess.splits import SPLITS
 from climai.stages import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
 from climai.training.finetune import (
@@ -190,23 +190,26 @@ def validation_record(
 
 
 def split_steps(ds: xr.Dataset, split: str) -> int:
-    return int((ds["split"].values == SPLITS.index(split)).sum())
+    """The number of time steps of ``split`` in the prepared dataset ``ds``."""
+    return PreparedDataset(ds).split_size(split)
 
 
 def use_memory(mcfg: EmulatorConfig, ds: xr.Dataset, variables: list[str]) -> bool:
     """Whether the train and val splits are loaded into RAM (small stores) or streamed."""
     if mcfg.loader != "auto":
         return mcfg.loader == "memory"
-    nbytes = sum(ds[f"hr_{v}"].nbytes + ds[f"lr_{v}"].nbytes for v in variables)
+    prep = PreparedDataset(ds)
+    nbytes = sum(prep.hr(v).nbytes + prep.lr(v).nbytes for v in variables)
     return nbytes < mcfg.memory_limit_gb * 1e9
 
 
 def memory_source(ds: xr.Dataset, spec: FeatureSpec, split: str) -> MemorySource:
-    sub = ds.isel(time=np.flatnonzero(ds["split"].values == SPLITS.index(split)))
-    lr = np.stack([sub[f"lr_{v}"].values for v in spec.variables], axis=1).astype(np.float32)
-    hr = np.stack([sub[f"hr_{v}"].values for v in spec.variables], axis=1).astype(np.float32)
-    static = np.stack([ds[f"static_{s}"].values for s in spec.statics]).astype(np.float32)
-    return MemorySource(lr, hr, static, pd.DatetimeIndex(sub["time"].values))
+    """The ``split`` of the prepared dataset ``ds`` read into RAM as float32."""
+    sub = PreparedDataset(ds).split(split)
+    lr = sub.lr_stack(spec.variables).astype(np.float32)
+    hr = sub.hr_stack(spec.variables).astype(np.float32)
+    static = sub.static_stack(spec.statics).astype(np.float32)
+    return MemorySource(lr, hr, static, pd.DatetimeIndex(sub.times))
 
 
 def make_loaders(
@@ -219,7 +222,7 @@ def make_loaders(
             sources[split] = memory_source(ds, spec, split)
         else:
             sources[split] = ZarrSource(
-                ctx.paths.dataset, spec.variables, spec.statics, SPLITS.index(split)
+                ctx.paths.dataset, spec.variables, spec.statics, split_code(split)
             )
     minimum = mcfg.batch * world
     lengths = {

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from climai.config import ConfigError, validate_config
-from climai.data import build_split
+from climai.data.features import build_split
 from climai.evaluation.metrics import block_mean_error, crps_ensemble, crps_fair, spread_skill
 from climai.inference.predict import Emulator, prediction_dataset, unet_prediction
 from climai.models.constraints import block_mean, conserve

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from climai.config import UNetConfig, UNetCRPSConfig
-from climai.data import build_split, to_physical
+from climai.data.features import build_split, to_physical
 from climai.data.dataset import Collate, EpochSampler, PatchDataset
 from climai.testing import tiny_sources
 from climai.training import fair_crps, fit, masked_mse
