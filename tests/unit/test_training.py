@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from climai.config import UNetConfig, UNetCRPSConfig
-from climai.data.features import build_split, to_physical
 from climai.data.dataset import Collate, EpochSampler, PatchDataset
+from climai.data.features import build_split, to_physical
 from climai.testing import tiny_sources
 from climai.training import fair_crps, fit, masked_mse
 from climai.training.distributed import DistContext
