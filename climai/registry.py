@@ -104,7 +104,8 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         description="Stochastic residual U-Net trained with the fair CRPS.",
     ),
 }
-"""climai's own method types by name: the one place their names are defined."""
+"""climai's own method types by name: the one list of them (each config model's ``type`` key
+spells its name too, as the schema needs; tests/unit/test_envs.py checks that the two agree)."""
 
 EMULATORS: tuple[str, ...] = tuple(
     n for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "emulator"
