@@ -133,7 +133,7 @@ def _install_profile(args: argparse.Namespace) -> None:
 
 def _schema(args: argparse.Namespace) -> None:
     if args.markdown:
-        from climai.config_docs import config_markdown
+        from climai.config.docs import config_markdown
 
         sys.stdout.write(config_markdown())
         return

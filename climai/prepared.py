@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from climai.config import (
-    _STAGE_KEYS,
+    STAGE_KEYS,
     CampaignConfig,
     ConfigError,
     config_sha256,
@@ -52,7 +52,7 @@ def check_reused_dataset(cfg: CampaignConfig) -> None:
         return  # an extra rule's output: its author vouches for it
     want = config_sha256(stage_slice(cfg.model_copy(update={"campaign": other}), "preprocess"))
     if attrs.get("config_sha256") != want:
-        keys = ", ".join(k for k in _STAGE_KEYS["preprocess"] if k not in ("campaign", "results"))
+        keys = ", ".join(k for k in STAGE_KEYS["preprocess"] if k not in ("campaign", "results"))
         raise ConfigError(
             f"prepared.campaign={other!r}: {str(dataset)!r} was preprocessed with another "
             f"configuration; this campaign must have the same {keys} as campaign {other!r} "

@@ -1,7 +1,8 @@
-"""Method types by kind, without importing torch (the Snakefile reads them at parse time).
+"""Method types by name, without importing torch (the Snakefile reads them at parse time).
 
-climai's own types are named below; ``climai.models`` maps them to their implementations (a unit
-test keeps the two in step). A package adds a type through an entry point in the group
+Every method type, climai's own and a plugin's, is a :class:`MethodType`: its kind, its config
+model (``methods.<name>``) and how it runs. climai's own are defined once, in
+:data:`BUILTIN_METHOD_TYPES`; a package adds a type through an entry point in the group
 ``climai.methods`` that names a :class:`MethodType` (docs/add-an-emulator.md)::
 
     [project.entry-points."climai.methods"]
@@ -18,10 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from climai.plugins import Registry
+from pydantic import BaseModel
 
-EMULATORS: tuple[str, ...] = ("unet", "unet-crps")  # trained: train → infer
-BASELINES: tuple[str, ...] = ("bicubic", "nearest", "quantile-mapping")  # no training: infer only
+from climai.config.methods import (
+    BicubicConfig,
+    EmulatorConfig,
+    NearestConfig,
+    QuantileMappingConfig,
+    UNetConfig,
+    UNetCRPSConfig,
+)
+from climai.plugins import Registry
 
 MethodKind = Literal["emulator", "baseline"]
 
@@ -38,12 +46,17 @@ class MethodType:
     normalised prediction (residual models return ``base + correction``). It may have an int
     attribute ``multiple`` (input sizes must be multiples of it, default 1). climai trains it with
     its own loop (masked MSE, EMA, early stopping, checkpoints, DDP) and runs it tile by tile.
+    ``upsample`` (baselines): how the LR field is interpolated (``bicubic`` or ``nearest``)
+    before any statistical correction. ``default``: a method of this type, named after it, runs
+    in every campaign unless set to null (climai's own types only).
     """
 
     kind: MethodKind
     config: type[Any]
     build: Callable[..., Any] | str | None = None
     description: str = ""
+    upsample: str | None = None
+    default: bool = False
 
     def builder(self) -> Callable[..., Any]:
         """The ``build`` function, imported on first use when given as ``"module:function"``."""
@@ -55,21 +68,54 @@ class MethodType:
         return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
-def _builtin_types() -> dict[str, MethodType]:
-    from climai.config import METHOD_TYPES
+BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
+    "bicubic": MethodType(
+        "baseline",
+        BicubicConfig,
+        upsample="bicubic",
+        default=True,
+        description="Bicubic interpolation of the LR field.",
+    ),
+    "nearest": MethodType(
+        "baseline",
+        NearestConfig,
+        upsample="nearest",
+        default=True,
+        description="Nearest-neighbour upsampling of the LR field.",
+    ),
+    "quantile-mapping": MethodType(
+        "baseline",
+        QuantileMappingConfig,
+        upsample="bicubic",
+        default=True,
+        description="Bicubic interpolation, then empirical quantile mapping.",
+    ),
+    "unet": MethodType(
+        "emulator",
+        UNetConfig,
+        build="climai.models.unet:build_unet",
+        default=True,
+        description="Residual U-Net.",
+    ),
+    "unet-crps": MethodType(
+        "emulator",
+        UNetCRPSConfig,
+        build="climai.models.unet:build_unet",
+        description="Stochastic residual U-Net trained with the fair CRPS.",
+    ),
+}
+"""climai's own method types by name: the one list of them (each config model's ``type`` key
+spells its name too, as the schema needs; tests/unit/test_envs.py checks that the two agree)."""
 
-    kinds: dict[str, MethodKind] = {
-        **dict.fromkeys(EMULATORS, "emulator"),
-        **dict.fromkeys(BASELINES, "baseline"),
-    }
-    return {name: MethodType(kinds[name], model) for name, model in METHOD_TYPES.items()}
+EMULATORS: tuple[str, ...] = tuple(
+    n for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "emulator"
+)  # trained: train → infer
+BASELINES: tuple[str, ...] = tuple(
+    n for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "baseline"
+)  # no training: infer only
 
 
 def _check_method_type(name: str, obj: object) -> MethodType:
-    from pydantic import BaseModel
-
-    from climai.config import EmulatorConfig
-
     if not isinstance(obj, MethodType):
         raise TypeError(f"expected a climai.registry.MethodType, got {obj!r}")
     if not (isinstance(obj.config, type) and issubclass(obj.config, BaseModel)):
@@ -80,10 +126,12 @@ def _check_method_type(name: str, obj: object) -> MethodType:
         raise TypeError(f"the config of an emulator must subclass EmulatorConfig: {obj.config!r}")
     if obj.build is None:
         raise TypeError("an emulator needs build(cfg, in_channels, out_channels)")
+    if obj.default:
+        raise TypeError("default is for climai's own method types")
     return obj
 
 
-METHOD_TYPES: Registry[MethodType] = Registry("method", _builtin_types, _check_method_type)
+METHOD_TYPES: Registry[MethodType] = Registry("method", BUILTIN_METHOD_TYPES, _check_method_type)
 """Every method type by name: climai's own, then plugins (entry-point group ``climai.methods``)."""
 
 

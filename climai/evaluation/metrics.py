@@ -1,7 +1,8 @@
 """Scores of a prediction against the truth, NaN-masked, in the variable's canonical units.
 
-Metrics are found by name in :data:`METRICS` (:func:`get_metric` lists the valid names when one is
-unknown). Every metric takes a :class:`MetricInput` and returns a number or a small mapping.
+Metrics are found by name in :data:`METRICS` (:mod:`climai.evaluation.registry`; :func:`get_metric`
+lists the valid names when one is unknown). Every metric takes a :class:`MetricInput` and returns a
+number or a small mapping; this module holds the computations of climai's own.
 
 Deterministic point scores (``rmse``, ``mae``, ``bias``, ``corr``) use the prediction, or the
 ensemble mean when the prediction has members. Distribution and structure scores (spectra,
@@ -12,13 +13,14 @@ to ensembles.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from climai.plugins import Registry
+from climai.evaluation.registry import CONTRACT_METRICS as CONTRACT_METRICS
+from climai.evaluation.registry import METRICS, get_metric
+from climai.evaluation.registry import Metric as Metric
 from climai.preprocess.coarsen import block_mean_numpy
 
 QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
@@ -373,7 +375,7 @@ def rank_histogram(ens: np.ndarray, truth: np.ndarray, seed: int = 0) -> list[in
 
 
 # ---------------------------------------------------------------------------------------------
-# The registry
+# What a metric is given
 
 
 @dataclass
@@ -424,78 +426,10 @@ class MetricInput:
             return self.pred.mean(axis=0)
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A named metric and the inputs it applies to."""
-
-    func: Callable[[MetricInput], Any]
-    ensemble_only: bool = False
-    precipitation_only: bool = False
-    needs_lr: bool = False
-
-    def applies(self, inp: MetricInput) -> bool:
-        return (
-            (inp.is_ensemble or not self.ensemble_only)
-            and (inp.kind == "precipitation" or not self.precipitation_only)
-            and (inp.lr is not None or not self.needs_lr)
-        )
-
-
-def _quantile_error(i: MetricInput) -> dict[str, float]:
-    p, t = quantiles(i.pred), quantiles(i.truth)
+def quantile_error(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Each named quantile of the prediction minus that of the truth."""
+    p, t = quantiles(pred), quantiles(truth)
     return {k: p[k] - t[k] for k in p}
-
-
-_BUILTIN: dict[str, Metric] = {
-    "rmse": Metric(lambda i: rmse(i.point, i.truth)),
-    "mae": Metric(lambda i: mae(i.point, i.truth)),
-    "bias": Metric(lambda i: bias(i.point, i.truth)),
-    "corr": Metric(lambda i: corr(i.point, i.truth)),
-    "spectral_ratio": Metric(lambda i: i.spectra().ratio(i.bands)),
-    "quantiles": Metric(lambda i: quantiles(i.pred)),
-    "quantiles_truth": Metric(lambda i: quantiles(i.truth)),
-    "quantile_error": Metric(_quantile_error),
-    "wet_fraction": Metric(
-        lambda i: wet_fraction(i.pred, i.wet_threshold), precipitation_only=True
-    ),
-    "wet_fraction_truth": Metric(
-        lambda i: wet_fraction(i.truth, i.wet_threshold), precipitation_only=True
-    ),
-    "wet_intensity": Metric(
-        lambda i: wet_intensity(i.pred, i.wet_threshold), precipitation_only=True
-    ),
-    "wet_intensity_truth": Metric(
-        lambda i: wet_intensity(i.truth, i.wet_threshold), precipitation_only=True
-    ),
-    "conservation_error": Metric(
-        lambda i: conservation_error(i.pred, i.lr, i.scale), needs_lr=True
-    ),
-    "crps": Metric(lambda i: crps_ensemble(i.pred, i.truth), ensemble_only=True),
-    "crps_fair": Metric(lambda i: crps_fair(i.pred, i.truth), ensemble_only=True),
-    "spread_skill": Metric(lambda i: spread_skill(i.pred, i.truth), ensemble_only=True),
-    "rank_histogram": Metric(lambda i: rank_histogram(i.pred, i.truth, i.seed), ensemble_only=True),
-}
-
-CONTRACT_METRICS = ("rmse", "mae", "bias", "corr", "spectral_ratio")
-
-
-def _check_metric(name: str, obj: object) -> Metric:
-    """A plugin's entry point: a :class:`Metric`, or a function ``(MetricInput) -> value``."""
-    if isinstance(obj, Metric):
-        return obj
-    if callable(obj):
-        return Metric(obj)
-    raise TypeError(f"expected a Metric or a function (MetricInput) -> value, got {obj!r}")
-
-
-METRICS: Registry[Metric] = Registry("metric", _BUILTIN, _check_metric)
-"""Every metric by name: climai's own, then plugins of the entry-point group ``climai.metrics``
-(``docs/add-a-metric.md``)."""
-
-
-def get_metric(name: str) -> Metric:
-    """The metric called ``name``; an unknown name gets an error listing the valid ones."""
-    return METRICS.get(name)
 
 
 def compute_metrics(

@@ -8,9 +8,14 @@ draws one ensemble member; no noise reaches the output without passing through c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from climai.config.methods import UNetConfig
 
 
 class ChannelNorm(nn.Module):
@@ -117,3 +122,10 @@ class ResidualUNet(nn.Module):
                 x = self.noise_up[j](x)
             x = fuse(torch.cat([x, skip], dim=1))
         return base + self.head(x).to(base.dtype)
+
+
+def build_unet(cfg: UNetConfig, in_channels: int, out_channels: int) -> ResidualUNet:
+    """The network of the ``unet`` and ``unet-crps`` method types (their registry ``build``):
+    stochastic, with ``noise_channels`` at every level, for a CRPS config."""
+    noise = int(getattr(cfg, "noise_channels", 0))
+    return ResidualUNet(in_channels, out_channels, list(cfg.channels), noise)

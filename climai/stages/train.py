@@ -35,6 +35,7 @@ from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
 from climai.launch import relaunched_on_every_gpu
+from climai.lineage import parent_model
 from climai.stages import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
 from climai.training.finetune import (
@@ -137,7 +138,7 @@ def fine_tuning_parent(
     ctx: StageContext, method: str, spec: FeatureSpec, groups: dict[str, list[str]]
 ) -> Parent | None:
     """The checked parent model of a fine-tuned method (None: trained from scratch)."""
-    path = ctx.cfg.parent_model(method)
+    path = parent_model(ctx.cfg, method)
     if path is None:
         return None
     key = f"methods.{method}.init_from"

@@ -11,6 +11,7 @@ from climai.config import (
     stage_slice,
     validate_config,
 )
+from climai.lineage import parent_method, training_waves
 from tests.conftest import REPO
 
 
@@ -23,8 +24,8 @@ def test_default_config_file_is_the_toy_campaign():
     assert cfg.data.target.nx >= 128 and cfg.data.target.ny >= 128
     assert cfg.methods.enabled() == ["bicubic", "quantile-mapping", "unet", "unet-crps"]
     assert cfg.methods.ensembles() == ["unet-crps"]
-    assert cfg.parent_method("unet-crps") == "unet"
-    assert cfg.training_waves(["unet", "unet-crps"]) == [["unet"], ["unet-crps"]]
+    assert parent_method(cfg, "unet-crps") == "unet"
+    assert training_waves(cfg, ["unet", "unet-crps"]) == [["unet"], ["unet-crps"]]
 
 
 def test_config_file_sets_every_key_explicitly():

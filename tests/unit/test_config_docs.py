@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from climai.cli import main
 from climai.config import json_schema
-from climai.config_docs import config_markdown
+from climai.config.docs import config_markdown
 from tests.conftest import REPO
 
 

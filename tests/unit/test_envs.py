@@ -70,8 +70,15 @@ def test_the_slurm_plugin_is_a_pinned_dependency():
     assert "snakemake-executor-plugin-slurm-jobstep" in lock()
 
 
-def test_registry_names_match_the_models():
-    from climai.models import BASELINES, TRAINABLE
+def test_each_builtin_method_type_is_named_by_its_config_and_says_how_it_runs():
+    for name, mtype in registry.BUILTIN_METHOD_TYPES.items():
+        assert mtype.config.model_fields["type"].default == name
+        assert (mtype.upsample in ("bicubic", "nearest")) == (mtype.kind == "baseline"), name
+        if mtype.kind == "emulator":
+            import torch
 
-    assert set(registry.EMULATORS) == set(TRAINABLE)
-    assert set(registry.BASELINES) == set(BASELINES)
+            cfg = mtype.config()
+            net = mtype.builder()(cfg, 5, 2)
+            assert net(torch.zeros(1, 5, 16, 16), torch.zeros(1, 2, 16, 16)).shape == (1, 2, 16, 16)
+            assert net.noise_channels == getattr(cfg, "noise_channels", 0), name
+    assert {*registry.EMULATORS, *registry.BASELINES} == set(registry.BUILTIN_METHOD_TYPES)

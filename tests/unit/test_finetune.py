@@ -22,6 +22,7 @@ from climai.config import (
 )
 from climai.io import open_store
 from climai.io.checkpoints import load_model_file
+from climai.lineage import parent_method, parent_model, training_waves
 from climai.models.unet import ResidualUNet
 from climai.preprocess.splits import SPLITS
 from climai.stages import StageContext
@@ -44,13 +45,13 @@ def test_init_from_a_campaign_resolves_to_its_model_under_the_same_results_root(
     cfg = validate_config(
         {"results": "out", "methods": {"unet": {"init_from": {"campaign": "knmi"}}}}
     )
-    assert cfg.parent_model("unet") == Path("out/knmi/models/unet/model.pt")
+    assert parent_model(cfg, "unet") == Path("out/knmi/models/unet/model.pt")
     cfg = validate_config({"methods": {"unet": {"init_from": "some/where/model.pt"}}})
-    assert cfg.parent_model("unet") == Path("some/where/model.pt")
-    assert validate_config({}).parent_model("unet") is None
+    assert parent_model(cfg, "unet") == Path("some/where/model.pt")
+    assert parent_model(validate_config({}), "unet") is None
     this = {"type": "unet-crps", "init_from": {"method": "unet"}}
     cfg = validate_config({"campaign": "alps", "methods": {"ens": this}})
-    assert cfg.parent_model("ens") == Path("results/alps/models/unet/model.pt")
+    assert parent_model(cfg, "ens") == Path("results/alps/models/unet/model.pt")
     with pytest.raises(ConfigError, match=r"init_from.method='unet' is not a trained method"):
         validate_config({"campaign": "alps", "methods": {"unet": None, "ens": this}})
 
@@ -59,7 +60,7 @@ def test_a_parent_in_the_same_campaign_must_run_but_a_stage_slice_rebuilds_witho
     ft = {"type": "unet", "init_from": {"campaign": "toy", "method": "unet"}}
     cfg = validate_config({"methods": {"unet-ft": ft}})
     again, _ = from_stage_json(canonical_json(stage_slice(cfg, "train", "unet-ft")))
-    assert again.parent_model("unet-ft") == Path("results/toy/models/unet/model.pt")
+    assert parent_model(again, "unet-ft") == Path("results/toy/models/unet/model.pt")
     with pytest.raises(ConfigError, match=r"init_from.method='unet' is not a trained method"):
         validate_config({"methods": {"unet": None, "unet-ft": ft}})
 
@@ -246,5 +247,5 @@ def test_fine_tuned_methods_train_in_the_wave_after_their_parent():
     other = {"type": "unet", "init_from": {"campaign": "knmi"}}  # another campaign: no wait
     cfg = validate_config({"methods": {"ens": ens, "u2": {"type": "unet"}, "knmi-ft": other}})
     names = ["unet", "ens", "u2", "knmi-ft"]
-    assert cfg.training_waves(names) == [["unet", "u2", "knmi-ft"], ["ens"]]
-    assert cfg.parent_method("ens") == "unet" and cfg.parent_method("knmi-ft") is None
+    assert training_waves(cfg, names) == [["unet", "u2", "knmi-ft"], ["ens"]]
+    assert parent_method(cfg, "ens") == "unet" and parent_method(cfg, "knmi-ft") is None

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from climai.config import load_config
+from climai.lineage import parent_model
 from climai.testing import write_config
 from tests.conftest import REPO, run_snakemake
 from tests.workflow.test_toy_dag import planned_jobs
@@ -133,5 +134,5 @@ def test_the_campaign_configs_of_issue_11_validate():
     cfg = load_config(
         REPO / "config" / "config.yaml", REPO / "config" / "campaigns" / "fmi-finetune.yaml"
     )
-    assert cfg.parent_model("unet-ft") == Path("results/knmi/models/unet/model.pt")
-    assert cfg.parent_model("unet") is None
+    assert parent_model(cfg, "unet-ft") == Path("results/knmi/models/unet/model.pt")
+    assert parent_model(cfg, "unet") is None

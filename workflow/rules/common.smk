@@ -1,6 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
+from climai.lineage import parent_model, training_waves
 from climai.registry import method_kind
 import re
 from pathlib import Path
@@ -29,7 +30,7 @@ for _path in EXTRA_RULES:
     if not os.path.isfile(_path):
         raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
 SWEEPS = CFG.sweeps  # swept method → its variants (each a method of its own)
-FINE_TUNED = [m for m in EMULATORS if CFG.parent_model(m) is not None]
+FINE_TUNED = [m for m in EMULATORS if parent_model(CFG, m) is not None]
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
@@ -37,7 +38,7 @@ ALL_CORES = workflow.resource_settings.cores or 1
 # threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
 # finish sooner than two 2-thread trainings in a row. One fine-tuned from another of the campaign
 # trains after it (the next wave), so the cores are shared by the widest wave only.
-TRAIN_WAVES = CFG.training_waves(EMULATORS)
+TRAIN_WAVES = training_waves(CFG, EMULATORS)
 TRAIN_THREADS = max(1, ALL_CORES // max([1, *map(len, TRAIN_WAVES)]))
 
 
@@ -71,7 +72,7 @@ def train_inputs(wildcards):
     that this workflow builds when the parent is a method of this campaign; another campaign's
     model must exist (run that campaign first)."""
     inputs = {"dataset": PATHS.dataset, "stats": PATHS.stats}
-    parent = CFG.parent_model(wildcards.method)
+    parent = parent_model(CFG, wildcards.method)
     if parent is not None:
         inputs["parent"] = parent
     return inputs

@@ -1,0 +1,81 @@
+"""Reading a config: YAML files merged the way Snakemake merges them, validated into a
+:class:`~climai.config.campaign.CampaignConfig` with errors for people, and its JSON schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from climai.config.base import ConfigError, format_error
+from climai.config.campaign import CampaignConfig
+from climai.config.sources import SyntheticConfig
+
+
+def _drop_inherited_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop toy-world keys a file target inherited from config/config.yaml by deep merge.
+
+    Snakemake merges ``--configfile`` over the default config, so a campaign with
+    ``data.target.source: netcdf`` still carries ``nx``, ``dx``... from the toy default. Keys equal
+    to the toy defaults are dropped; any other value is kept and reported as unknown.
+    """
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    target = data.get("target")
+    if not isinstance(target, dict) or target.get("source", "synthetic") == "synthetic":
+        return raw
+    defaults = SyntheticConfig().model_dump()
+    kept = {k: v for k, v in target.items() if k == "source" or defaults.get(k, object()) != v}
+    return {**raw, "data": {**data, "target": kept}}
+
+
+def validate_config(raw: dict[str, Any], stage_slice: bool = False) -> CampaignConfig:
+    """Validate a config mapping; raise :class:`ConfigError` naming every bad key.
+
+    ``stage_slice``: ``raw`` is one stage's slice (a single method), so checks that need the
+    other methods (a fine-tuning parent in the same campaign) are left to the whole config.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the configuration must be a mapping, got {type(raw).__name__}")
+    raw = _drop_inherited_synthetic(raw)
+    try:
+        return CampaignConfig.model_validate(raw, context={"stage_slice": stage_slice})
+    except ValidationError as err:
+        raise ConfigError(format_error(err, CampaignConfig)) from None
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into a copy of ``base`` the way Snakemake merges config files."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(*paths: str | Path) -> CampaignConfig:
+    """Read YAML config files (later ones override earlier ones) and validate them."""
+    raw: dict[str, Any] = {}
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            with p.open() as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        raw = deep_merge(raw, loaded)
+    return validate_config(raw)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of the config, generated from the models."""
+    return CampaignConfig.model_json_schema()

@@ -1,0 +1,223 @@
+"""Where the data come from: the variables, their sources (synthetic, files, reader plugins) and
+the static fields (config keys ``variables`` and ``data``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from climai.config.base import StrictModel
+from climai.plugins import plugin_names
+
+VariableKind = Literal["precipitation", "temperature", "generic"]
+TOY_VARIABLES = ("tas", "pr")
+"""The variables of the synthetic toy world."""
+
+
+class ConverterConfig(StrictModel):
+    """A named converter (climai/converters.py) that derives the variable from the source one."""
+
+    name: str = Field(description="Registry name, e.g. dbz_to_rain_rate.")
+    params: dict[str, float] = Field(
+        default_factory=dict, description="Keyword parameters, e.g. {a: 223, b: 1.53}."
+    )
+
+
+class VariableConfig(StrictModel):
+    """One downscaled variable."""
+
+    name: str = Field(description="Name inside climai and in outputs (CMIP short name, e.g. tas).")
+    source_name: str | None = Field(None, description="Name in the input files (default: name).")
+    units: str = Field(description="Canonical units; inputs are converted to them.")
+    kind: VariableKind = Field(
+        "generic",
+        description="precipitation | temperature | generic: picks transform and constraint.",
+    )
+    converter: ConverterConfig | None = Field(
+        None, description="Derive the variable with a named converter before unit conversion."
+    )
+    input_name: str | None = Field(
+        None, description="Name in data.input's files (default: source_name, then name)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not v.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"variable name {v!r} must be letters, digits, '_' or '-'")
+        return v
+
+
+class SyntheticConfig(StrictModel):
+    """The built-in toy world: a seeded, deterministic km-scale dataset (no files needed)."""
+
+    source: Literal["synthetic"] = "synthetic"
+    nx: int = Field(128, ge=16, description="HR cells along x.")
+    ny: int = Field(128, ge=16, description="HR cells along y.")
+    dx: float = Field(500.0, gt=0, description="HR grid spacing in metres.")
+    steps: int = Field(480, ge=8, description="Hourly time steps.")
+    start: str = Field("2020-06-01T00:00", description="First time step (UTC, ISO 8601).")
+
+
+class _FileSource(StrictModel):
+    """Fields shared by the file sources."""
+
+    variable: str | None = Field(
+        None,
+        description="Static fields only: the variable to read (target: variables[].source_name).",
+    )
+    units: str | None = Field(
+        None, description="Static fields only: convert to these units (default: keep the file's)."
+    )
+    crs: str | None = Field(
+        None,
+        description="CRS of the grid when the files have no CF grid_mapping (e.g. EPSG:3067).",
+    )
+
+
+class NetCDFSource(_FileSource):
+    """NetCDF files: one file, a glob or a list; a multi-file series is opened lazily with dask."""
+
+    source: Literal["netcdf"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+
+
+class ZarrSource(_FileSource):
+    """A zarr store: a local folder or an fsspec URL (s3://, gs://, https://...)."""
+
+    source: Literal["zarr"]
+    path: str = Field(description="Store folder or fsspec URL.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of a remote store (e.g. anon: true)."
+    )
+
+
+class GribSource(_FileSource):
+    """GRIB files through cfgrib/ecCodes (optional extra: pip install 'climai[grib]')."""
+
+    source: Literal["grib"]
+    path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
+    filter_by_keys: dict[str, str | int] = Field(
+        default_factory=dict, description="cfgrib filter_by_keys, e.g. {typeOfLevel: surface}."
+    )
+
+
+BUILTIN_SOURCES = ("netcdf", "zarr", "grib")
+
+
+class PluginSource(_FileSource):
+    """A reader plugin: a package's entry point in the group ``climai.readers``, by its name."""
+
+    source: str = Field(description="Name of an installed reader plugin.")
+    path: str | list[str] | None = Field(
+        None, description="File, glob pattern or list passed to the reader (optional)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options that the reader plugin reads."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _installed(cls, v: str) -> str:
+        plugins = plugin_names("reader")
+        if v not in plugins:
+            raise ValueError(
+                f"unknown source {v!r}; valid sources: synthetic (target only), "
+                f"{', '.join(BUILTIN_SOURCES)}, derived (static only), and the installed reader "
+                f"plugins: {', '.join(plugins) or 'none'}"
+            )
+        return v
+
+
+class DerivedStatic(StrictModel):
+    """A static field computed on the HR grid itself (for campaigns without a DEM)."""
+
+    source: Literal["derived"]
+    field: Literal["x", "y", "valid_fraction"] = Field(
+        description="x | y: projected coordinate in km from the domain centre; "
+        "valid_fraction: fraction of time steps with data in each cell (first target variable)."
+    )
+
+
+_SOURCE_TAGS = ("synthetic", *BUILTIN_SOURCES, "derived")
+
+
+def _source_tag(value: Any) -> str:
+    """The union member of a source: its ``source`` name, ``plugin`` for any other name."""
+    if isinstance(value, dict):
+        tag = str(value.get("source", "synthetic"))
+    else:
+        tag = str(getattr(value, "source", "synthetic"))
+    return tag if tag in _SOURCE_TAGS else "plugin"
+
+
+TargetSource = Annotated[
+    Annotated[SyntheticConfig, Tag("synthetic")]
+    | Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
+    Discriminator(_source_tag),
+]
+StaticSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")]
+    | Annotated[DerivedStatic, Tag("derived")],
+    Discriminator(_source_tag),
+]
+InputSource = Annotated[
+    Annotated[NetCDFSource, Tag("netcdf")]
+    | Annotated[ZarrSource, Tag("zarr")]
+    | Annotated[GribSource, Tag("grib")]
+    | Annotated[PluginSource, Tag("plugin")],
+    Discriminator(_source_tag),
+]
+FileSource = NetCDFSource | ZarrSource | GribSource
+
+
+class DataConfig(StrictModel):
+    """Where the data come from."""
+
+    target: TargetSource = Field(
+        default_factory=SyntheticConfig,
+        description="HR truth: synthetic | netcdf | zarr | grib | a reader plugin (key 'source').",
+    )
+    input: InputSource | None = Field(
+        None,
+        description="Coarse driving data regridded onto the LR grid (ingest/input.zarr); "
+        "absent: LR is the block mean of the target (perfect model).",
+    )
+    static: dict[str, StaticSource] = Field(
+        default_factory=dict,
+        description="Static HR predictors by name (e.g. orography); regridded onto the HR grid. "
+        "Default: the toy world's orography and lsm for a synthetic target.",
+    )
+
+    @model_validator(mode="after")
+    def _static_needs_variable(self) -> DataConfig:
+        if not isinstance(self.target, SyntheticConfig) and (
+            self.target.variable or self.target.units
+        ):
+            raise ValueError(
+                "data.target.variable/units are for static fields; name target variables "
+                "with variables[].source_name and their units with variables[].units"
+            )
+        if self.input is not None and (self.input.variable or self.input.units):
+            raise ValueError(
+                "data.input.variable/units are for static fields; name input variables with "
+                "variables[].input_name and their units with variables[].units"
+            )
+        for name, spec in self.static.items():
+            if not isinstance(spec, DerivedStatic) and not spec.variable:
+                raise ValueError(
+                    f"data.static.{name}: 'variable' (the name in the file) is required"
+                )
+        if not isinstance(self.target, SyntheticConfig) and not self.static:
+            raise ValueError(
+                "data.static must name at least one static field when the target is read from "
+                "files (e.g. orography from a DEM, or {source: derived, field: x})"
+            )
+        return self
