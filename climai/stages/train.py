@@ -35,7 +35,7 @@ from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
 from climai.launch import relaunched_on_every_gpu
-from climai.lineage import parent_model
+from climai.parents import parent_model
 from climai.stages import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
 from climai.training.finetune import (

@@ -11,7 +11,7 @@ from climai.config import (
     stage_slice,
     validate_config,
 )
-from climai.lineage import parent_method, training_waves
+from climai.parents import parent_method, training_waves
 from tests.conftest import REPO
 
 

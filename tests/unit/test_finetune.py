@@ -22,8 +22,8 @@ from climai.config import (
 )
 from climai.io import open_store
 from climai.io.checkpoints import load_model_file
-from climai.lineage import parent_method, parent_model, training_waves
 from climai.models.unet import ResidualUNet
+from climai.parents import parent_method, parent_model, training_waves
 from climai.preprocess.splits import SPLITS
 from climai.stages import StageContext
 from climai.testing import prepare_campaign, tiny_sources

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from climai.config import load_config
-from climai.lineage import parent_model
+from climai.parents import parent_model
 from climai.testing import write_config
 from tests.conftest import REPO, run_snakemake
 from tests.workflow.test_toy_dag import planned_jobs

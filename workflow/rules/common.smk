@@ -1,7 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
-from climai.lineage import parent_model, training_waves
+from climai.parents import parent_model, training_waves
 from climai.registry import method_kind
 import re
 from pathlib import Path
