@@ -36,19 +36,36 @@ MethodKind = Literal["emulator", "baseline"]
 
 @dataclass(frozen=True)
 class MethodType:
-    """A method type: its config model, its kind and (emulators) how its network is built.
+    """A method type: its kind, its config model and how it runs.
 
     ``config``: a pydantic model of the method's keys under ``methods.<name>``; for an emulator a
     subclass of :class:`climai.config.EmulatorConfig` (the training loop's keys come with it).
-    ``build(cfg, in_channels, out_channels) -> torch.nn.Module``, or ``"module:function"``: the
-    network, called as ``net(x, base)`` with ``x`` the ``(B, in_channels, H, W)`` normalised
-    inputs and ``base`` the ``(B, out_channels, H, W)`` normalised bicubic field; it returns the
-    normalised prediction (residual models return ``base + correction``). It may have an int
-    attribute ``multiple`` (input sizes must be multiples of it, default 1). climai trains it with
-    its own loop (masked MSE, EMA, early stopping, checkpoints, DDP) and runs it tile by tile.
-    ``upsample`` (baselines): how the LR field is interpolated (``bicubic`` or ``nearest``)
-    before any statistical correction. ``default``: a method of this type, named after it, runs
-    in every campaign unless set to null (climai's own types only).
+
+    Emulators (trained by climai's loop: masked loss or fair CRPS, EMA, early stopping,
+    checkpoints, DDP; run tile by tile):
+
+    - ``build(cfg, in_channels, out_channels) -> torch.nn.Module``, or ``"module:function"``: the
+      network, called as ``net(x, base)`` with ``x`` the ``(B, in_channels, H, W)`` normalised
+      inputs and ``base`` the ``(B, out_channels, H, W)`` normalised bicubic field; it returns the
+      normalised prediction (residual models return ``base + correction``). It may have an int
+      attribute ``multiple`` (input sizes must be multiples of it, default 1).
+    - ``stochastic``: the network draws noise (``net.sample(x, base, members)``); it is trained
+      with the fair CRPS over ``cfg.train_members`` draws and infers ``cfg.members`` members
+      (its config must have both keys).
+    - ``layout(cfg, groups) -> dict`` (or ``"module:function"``): the facts that decide the
+      shapes and names of its weights, recorded in the model card; a type with a layout can be
+      fine-tuned from a parent with a compatible one (``init_from``) and frozen by level
+      (``freeze``).
+
+    Baselines (no training):
+
+    - ``predict(prep, split, cfg, method) -> (values, extra)`` (or ``"module:function"``): the
+      ``(T, V, H, W)`` prediction of the split from the prepared dataset, and extra variables
+      for the output store (see :mod:`climai.inference.baselines`);
+    - ``upsample``: how the LR field is interpolated (``bicubic`` or ``nearest``).
+
+    ``default``: a method of this type, named after it, runs in every campaign unless set to
+    null (climai's own types only).
     """
 
     kind: MethodKind
@@ -57,15 +74,32 @@ class MethodType:
     description: str = ""
     upsample: str | None = None
     default: bool = False
+    stochastic: bool = False
+    layout: Callable[..., dict[str, Any]] | str | None = None
+    predict: Callable[..., Any] | str | None = None
 
     def builder(self) -> Callable[..., Any]:
         """The ``build`` function, imported on first use when given as ``"module:function"``."""
-        if callable(self.build):
-            return self.build
-        if not isinstance(self.build, str) or ":" not in self.build:
-            raise TypeError(f"build must be a function or 'module:function', got {self.build!r}")
-        module, _, attr = self.build.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return _function(self.build, "build")
+
+    def layout_of(self, cfg: Any, groups: dict[str, list[str]]) -> dict[str, Any] | None:
+        """The weight layout of a network of this type (None: the type has none, so it cannot
+        be fine-tuned)."""
+        return None if self.layout is None else _function(self.layout, "layout")(cfg, groups)
+
+    def predictor(self) -> Callable[..., Any]:
+        """A baseline's ``predict`` function."""
+        return _function(self.predict, "predict")
+
+
+def _function(spec: Callable[..., Any] | str | None, what: str) -> Callable[..., Any]:
+    """``spec`` itself when callable, else the function named ``"module:function"``, imported now."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or ":" not in spec:
+        raise TypeError(f"{what} must be a function or 'module:function', got {spec!r}")
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
 BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
@@ -73,6 +107,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         "baseline",
         BicubicConfig,
         upsample="bicubic",
+        predict="climai.inference.baselines:interpolate",
         default=True,
         description="Bicubic interpolation of the LR field.",
     ),
@@ -80,6 +115,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         "baseline",
         NearestConfig,
         upsample="nearest",
+        predict="climai.inference.baselines:interpolate",
         default=True,
         description="Nearest-neighbour upsampling of the LR field.",
     ),
@@ -87,6 +123,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         "baseline",
         QuantileMappingConfig,
         upsample="bicubic",
+        predict="climai.inference.baselines:quantile_mapping",
         default=True,
         description="Bicubic interpolation, then empirical quantile mapping.",
     ),
@@ -94,6 +131,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         "emulator",
         UNetConfig,
         build="climai.models.unet:build_unet",
+        layout="climai.models.unet:weight_layout",
         default=True,
         description="Residual U-Net.",
     ),
@@ -101,37 +139,46 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         "emulator",
         UNetCRPSConfig,
         build="climai.models.unet:build_unet",
+        layout="climai.models.unet:weight_layout",
+        stochastic=True,
         description="Stochastic residual U-Net trained with the fair CRPS.",
     ),
 }
 """climai's own method types by name: the one list of them (each config model's ``type`` key
 spells its name too, as the schema needs; tests/unit/test_envs.py checks that the two agree)."""
 
-EMULATORS: tuple[str, ...] = tuple(
-    n for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "emulator"
-)  # trained: train → infer
-BASELINES: tuple[str, ...] = tuple(
-    n for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "baseline"
-)  # no training: infer only
 
+def check_method_type(name: str, obj: object, builtin: bool = False) -> MethodType:
+    """``obj`` if it is a complete method type, else ``TypeError`` saying what is missing.
 
-def _check_method_type(name: str, obj: object) -> MethodType:
+    The same rules hold for climai's own types (a test checks them with ``builtin=True``) and
+    for plugins; only climai's own may run by ``default``.
+    """
     if not isinstance(obj, MethodType):
         raise TypeError(f"expected a climai.registry.MethodType, got {obj!r}")
     if not (isinstance(obj.config, type) and issubclass(obj.config, BaseModel)):
         raise TypeError(f"config must be a pydantic model class, got {obj.config!r}")
-    if obj.kind != "emulator":
-        raise TypeError(f"kind {obj.kind!r}: plugins add emulators (kind 'emulator') for now")
-    if not issubclass(obj.config, EmulatorConfig):
-        raise TypeError(f"the config of an emulator must subclass EmulatorConfig: {obj.config!r}")
-    if obj.build is None:
-        raise TypeError("an emulator needs build(cfg, in_channels, out_channels)")
-    if obj.default:
+    if obj.kind == "emulator":
+        if not issubclass(obj.config, EmulatorConfig):
+            raise TypeError(
+                f"the config of an emulator must subclass EmulatorConfig: {obj.config!r}"
+            )
+        if obj.build is None:
+            raise TypeError("an emulator needs build(cfg, in_channels, out_channels)")
+        missing = {"train_members", "members"} - set(obj.config.model_fields)
+        if obj.stochastic and missing:
+            raise TypeError(f"a stochastic emulator's config needs the keys {sorted(missing)}")
+    elif obj.kind == "baseline":
+        if obj.predict is None:
+            raise TypeError("a baseline needs predict(prep, split, cfg, method)")
+    else:
+        raise TypeError(f"kind {obj.kind!r}: expected 'emulator' or 'baseline'")
+    if obj.default and not builtin:
         raise TypeError("default is for climai's own method types")
     return obj
 
 
-METHOD_TYPES: Registry[MethodType] = Registry("method", BUILTIN_METHOD_TYPES, _check_method_type)
+METHOD_TYPES: Registry[MethodType] = Registry("method", BUILTIN_METHOD_TYPES, check_method_type)
 """Every method type by name: climai's own, then plugins (entry-point group ``climai.methods``)."""
 
 

@@ -154,6 +154,11 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
         """Enabled methods whose type is one of ``types``."""
         return [m for m in self.enabled() if self.type_of(m) in types]
 
+    def of_kind(self, kind: str) -> list[str]:
+        """Configured methods whose type is of ``kind`` (``emulator`` or ``baseline``; the
+        registry's, plugins included)."""
+        return [m for m in self.enabled() if method_type(self.type_of(m)).kind == kind]
+
     def ensembles(self) -> list[str]:
         """Configured methods that predict an ensemble (a ``members`` setting above 1)."""
         return [m for m in self.enabled() if getattr(self.get(m), "members", 1) > 1]

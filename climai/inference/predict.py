@@ -17,7 +17,7 @@ from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
 from climai.models.unet import ResidualUNet
-from climai.registry import method_type
+from climai.registry import MethodType, method_type
 from climai.training.loop import bf16_supported, predict_normalised
 from climai.variables import is_non_negative
 
@@ -44,26 +44,17 @@ class Emulator:
 
 
 def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
-    """The emulator, its feature spec and its card from a ``model.pt``."""
+    """The emulator, its feature spec and its card from a ``model.pt``: each network rebuilt by
+    its method type's registry ``build`` from the config stored in the card, then loaded."""
     state, card = load_model_file(path)
     arch = card.get("architecture", {})
-    if arch.get("name") == "plugin":
-        return _load_plugin_emulator(path, state, card)
-    if arch.get("name") != "ResidualUNet" or arch.get("norm") != "channel":
-        raise ValueError(
-            f"model file {str(path)!r} holds architecture {arch.get('name')!r} "
-            f"(norm {arch.get('norm')!r}); this climai loads ResidualUNet with norm 'channel': "
-            "retrain it"
-        )
+    mtype, cfg = _method_of_card(path, arch)
     spec = FeatureSpec(**card["features"])
-    arch = card["architecture"]
     groups = arch.get("groups", {"all": spec.variables})
     nets = {}
     for group, variables in groups.items():
         sub = spec.subset(variables)
-        net = ResidualUNet(
-            sub.in_channels, sub.out_channels, arch["channels"], arch.get("noise_channels", 0)
-        )
+        net = mtype.builder()(cfg, sub.in_channels, sub.out_channels)
         if "groups" in arch:  # one network per variable group, keys prefixed by the group
             prefix = f"{group}."
             net.load_state_dict(
@@ -76,27 +67,31 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     return emulator, spec, card
 
 
-def _load_plugin_emulator(
-    path: str | Path, state: dict[str, torch.Tensor], card: dict[str, Any]
-) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
-    """A plugin type's networks, rebuilt by its ``build`` from the config stored in the card."""
-    arch = card["architecture"]
+def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType, Any]:
+    """The method type and config that built a model file's networks.
+
+    Cards name both (``type``, ``method_config``); U-Net cards written before they did carry
+    only the U-Net's layout (``name: ResidualUNet``, ``norm: channel``, channels, noise
+    channels), which are its whole config as far as the weights go.
+    """
+    if "type" not in arch and arch.get("name") == "ResidualUNet" and arch.get("norm") == "channel":
+        noise = int(arch.get("noise_channels", 0))
+        name = "unet-crps" if noise else "unet"
+        arch = {**arch, "type": name, "method_config": {"type": name, "channels": arch["channels"]}}
+        if noise:
+            arch["method_config"]["noise_channels"] = noise
+    if "type" not in arch:
+        raise ValueError(
+            f"model file {str(path)!r} holds architecture {arch.get('name')!r} "
+            f"(norm {arch.get('norm')!r}) and names no method type: retrain it"
+        )
     try:
         mtype = method_type(arch["type"])
     except KeyError as err:
         raise ValueError(
-            f"model file {str(path)!r} needs the method plugin {arch['type']!r}: {err}"
+            f"model file {str(path)!r} needs the method type {arch['type']!r}: {err}"
         ) from None
-    cfg = mtype.config.model_validate(arch["method_config"])
-    spec = FeatureSpec(**card["features"])
-    nets = {}
-    for group, variables in arch["groups"].items():
-        sub = spec.subset(variables)
-        net = mtype.builder()(cfg, sub.in_channels, sub.out_channels)
-        prefix = f"{group}."
-        net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-        nets[group] = net.eval()
-    return Emulator(nets, arch["groups"], arch.get("constraint", "none"), 1), spec, card
+    return mtype, mtype.config.model_validate(arch["method_config"])
 
 
 def select_variables(split: SplitTensors, spec: FeatureSpec, variables: list[str]) -> SplitTensors:

@@ -1,15 +1,5 @@
-"""Methods' implementations; which types exist, and their kinds, is the method registry's
-(:mod:`climai.registry`)."""
+"""The methods' building blocks: the residual U-Net, interpolation, quantile mapping, conservation.
 
-from __future__ import annotations
-
-from climai.models.interpolate import upsample
-from climai.models.unet import ResidualUNet
-from climai.registry import BUILTIN_METHOD_TYPES, method_kind
-
-# Baselines by registry name → how the LR field is upsampled before any statistical correction.
-BASELINES = {n: t.upsample for n, t in BUILTIN_METHOD_TYPES.items() if t.kind == "baseline"}
-# method_kind (climai.registry): "emulator" or "baseline" for any type, plugins included.
-
-
-__all__ = ["BASELINES", "ResidualUNet", "method_kind", "upsample"]
+Which method types exist, their kinds and how each is built or predicts is the method registry's
+(:mod:`climai.registry`).
+"""

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from climai.config import QuantileMappingConfig
 from climai.data.features import FeatureSpec, load_split
 from climai.data.prepared import PreparedDataset
 from climai.inference.distributed import (
@@ -34,74 +33,26 @@ from climai.inference.distributed import (
 from climai.inference.downscale import check_input, downscale_to_store
 from climai.inference.predict import (
     Emulator,
-    bicubic_prediction,
     load_emulator,
     model_predictor,
     prediction_dataset,
-    quantile_mapped_prediction,
     resolve_device,
     size_multiple,
     unet_prediction,
 )
 from climai.io import open_store, provenance_attrs, shared_streamed_store, write_store
 from climai.launch import relaunched_on_every_gpu
-from climai.models import BASELINES, method_kind
+from climai.registry import method_kind, method_type
 from climai.stages import StageContext, log
 
 
-def _quantile_mapping(
-    ctx: StageContext,
-    prep: PreparedDataset,
-    sub: PreparedDataset,
-    variables: list[str],
-    method: str,
-) -> tuple[np.ndarray, dict[str, xr.DataArray]]:
-    """Bicubic + empirical quantile mapping fitted on the train split; the fitted tables."""
-    qcfg = ctx.cfg.methods.get(method)
-    assert isinstance(qcfg, QuantileMappingConfig)
-    train = prep.split("train")
-    values, src_q, tgt_q = quantile_mapped_prediction(
-        train.lr_stack(variables),
-        train.hr_stack(variables),
-        sub.lr_stack(variables),
-        ctx.cfg.scale,
-        [v.kind for v in ctx.cfg.variables],
-        qcfg.quantiles,
-        qcfg.max_samples,
-        ctx.cfg.seed,
-    )
-    levels = np.linspace(0.0, 1.0, qcfg.quantiles)
-    tables: dict[str, xr.DataArray] = {}
-    for i, v in enumerate(variables):
-        units = prep.hr(v).attrs.get("units", "")
-        desc = "fitted on the train split: bicubic-of-LR"
-        tables[f"qm_source_{v}"] = xr.DataArray(
-            src_q[i],
-            {"quantile": levels},
-            ("quantile",),
-            {"units": units, "long_name": f"{v} quantiles {desc}"},
-        )
-        tables[f"qm_target_{v}"] = xr.DataArray(
-            tgt_q[i],
-            {"quantile": levels},
-            ("quantile",),
-            {"units": units, "long_name": f"{v} quantiles of the HR truth on the train split"},
-        )
-    return values, tables
-
-
 def _infer_baseline(ctx: StageContext, prep: PreparedDataset, method: str, split: str) -> None:
-    """Baselines on the split (LR fields are 1/scale² of the HR: held in memory)."""
+    """A baseline on the split: its method type's ``predict`` (LR fields are 1/scale² of the HR:
+    held in memory)."""
     variables = ctx.cfg.variable_names
     sub = prep.split(split)
-    tables: dict[str, xr.DataArray] = {}
-    kind = ctx.cfg.methods.type_of(method)
-    if kind == "quantile-mapping":
-        values, tables = _quantile_mapping(ctx, prep, sub, variables, method)
-    else:
-        lr = sub.lr_stack(variables)
-        kinds = [v.kind for v in ctx.cfg.variables]
-        values = bicubic_prediction(lr, ctx.cfg.scale, kinds, BASELINES[kind])
+    predict = method_type(ctx.cfg.methods.type_of(method)).predictor()
+    values, tables = predict(prep, split, ctx.cfg, method)
     attrs = {v: {**prep.cf_attrs(v), "grid_mapping": "crs"} for v in variables}
     out = prediction_dataset(values, sub.ds, variables, attrs).assign(tables)
     out = ctx.stamp(out.assign_attrs(method=method, split=split))

@@ -21,7 +21,5 @@ def run(ctx: StageContext, methods: list[str]) -> None:
 
 
 def main(ctx: StageContext, args: argparse.Namespace) -> None:
-    """``climai lineage [--methods ...]``: the given methods, else every emulator of the campaign."""
-    from climai.registry import EMULATORS
-
-    run(ctx, args.methods or ctx.cfg.methods.of_type(*EMULATORS))
+    """``climai lineage [--methods ...]``: the given methods, else every emulator of the campaign (plugins included)."""
+    run(ctx, args.methods or ctx.cfg.methods.of_kind("emulator"))

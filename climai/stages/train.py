@@ -27,7 +27,7 @@ import torch
 import xarray as xr
 
 import climai
-from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
+from climai.config import ConfigError, EmulatorConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
 from climai.data.prepared import PreparedDataset, split_code
@@ -36,6 +36,7 @@ from climai.io.checkpoints import save_model
 from climai.io.provenance import git_commit
 from climai.launch import relaunched_on_every_gpu
 from climai.parents import parent_model
+from climai.registry import method_kind, method_type
 from climai.stages import StageContext, log
 from climai.training.distributed import DistContext, barrier, setup_distributed, teardown
 from climai.training.finetune import (
@@ -103,34 +104,17 @@ def model_card(
     }
 
 
-def architecture(mcfg: Any, groups: dict[str, list[str]]) -> dict[str, Any]:
-    """How to rebuild the networks: the U-Net's own keys, or a plugin type and its config."""
-    if not isinstance(mcfg, UNetConfig):
-        return {
-            "name": "plugin",
-            "type": mcfg.type,
-            "method_config": mcfg.model_dump(mode="json"),
-            "groups": groups,
-            "constraint": mcfg.constraint,
-            "members": 1,
-        }
-    ensemble = isinstance(mcfg, UNetCRPSConfig)
+def architecture(mcfg: EmulatorConfig, groups: dict[str, list[str]]) -> dict[str, Any]:
+    """How to rebuild the networks: the method type and its config, the type's weight layout
+    (fine-tunable types, e.g. the U-Net's channels), the constraint and the members drawn."""
+    mtype = method_type(mcfg.type)
+    layout = mtype.layout_of(mcfg, groups) or {"name": "plugin", "groups": groups}
     return {
-        "name": "ResidualUNet",
-        "norm": "channel",
-        **weight_layout(mcfg, groups),
+        **layout,
+        "type": mcfg.type,
+        "method_config": mcfg.model_dump(mode="json"),
         "constraint": mcfg.constraint,
-        "members": mcfg.members if ensemble else 1,
-    }
-
-
-def weight_layout(mcfg: UNetConfig, groups: dict[str, list[str]]) -> dict[str, Any]:
-    """The architecture facts that decide the shapes and names of the weights."""
-    ensemble = isinstance(mcfg, UNetCRPSConfig)
-    return {
-        "channels": list(mcfg.channels),
-        "noise_channels": mcfg.noise_channels if ensemble else 0,
-        "groups": groups,
+        "members": mcfg.members if mtype.stochastic else 1,  # type: ignore[attr-defined]
     }
 
 
@@ -145,7 +129,11 @@ def fine_tuning_parent(
     parent = load_parent(path, key)
     mcfg = ctx.cfg.methods.get(method)
     units = {v.name: v.units for v in ctx.cfg.variables}
-    arch = {"name": "ResidualUNet", **weight_layout(mcfg, groups)}
+    arch = method_type(mcfg.type).layout_of(mcfg, groups)
+    if arch is None:
+        raise ConfigError(
+            f"{key}: method type {mcfg.type!r} cannot be fine-tuned (no weight layout)"
+        )
     check_compatible(parent, key, spec, units, arch)
     return parent
 
@@ -159,19 +147,19 @@ def describe_parent(method: str, parent: Parent, ds: xr.Dataset) -> str:
     return text
 
 
-def lineage_card(mcfg: UNetConfig, parent: Parent | None, frozen: list[str]) -> dict[str, Any]:
+def lineage_card(mcfg: EmulatorConfig, parent: Parent | None, frozen: list[str]) -> dict[str, Any]:
     """The model card's fine-tuning record: parent chain (nearest first) and what was frozen."""
     if parent is None:
         return {"lineage": []}
     return {
         "lineage": lineage(parent),
-        "fine_tuning": {"freeze": list(mcfg.freeze), "frozen_parameters": frozen},
+        "fine_tuning": {"freeze": list(getattr(mcfg, "freeze", [])), "frozen_parameters": frozen},
     }
 
 
 def validation_record(
     method: str,
-    mcfg: UNetConfig,
+    mcfg: EmulatorConfig,
     scores: dict[str, dict[str, float]],
     history: list[dict[str, Any]],
     parent: Parent | None,
@@ -261,9 +249,9 @@ def run(ctx: StageContext, method: str) -> None:
     Launched by ``torchrun`` with several processes, trains with DDP; only rank 0 writes. An
     interrupted run (SIGTERM, pre-emption) resumes from its latest checkpoint when rerun.
     """
-    mcfg = ctx.cfg.methods.get(method)
-    if not isinstance(mcfg, EmulatorConfig):
+    if method_kind(ctx.cfg.methods.type_of(method)) != "emulator":
         raise ValueError(f"method {method!r} is not trainable")
+    mcfg: EmulatorConfig = ctx.cfg.methods.get(method)  # type: ignore[assignment]
     dist = setup_distributed(mcfg.threads or ctx.threads)
     try:
         _train(ctx, method, mcfg, dist)

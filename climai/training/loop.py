@@ -22,11 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from climai.config import EmulatorConfig, UNetConfig, UNetCRPSConfig
+from climai.config import EmulatorConfig
 from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
 from climai.data.features import FeatureSpec, SplitTensors
 from climai.models.constraints import conserve
-from climai.models.unet import ResidualUNet
 from climai.registry import method_type
 from climai.stages import TrainingInterrupted
 from climai.training.checkpoint import (
@@ -62,20 +61,14 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
-    """The registry's network for ``cfg``: a residual U-Net (stochastic for a CRPS config), or
-    what a plugin type's ``build(cfg, in_channels, out_channels)`` returns."""
-    if isinstance(cfg, UNetConfig):
-        noise = cfg.noise_channels if isinstance(cfg, UNetCRPSConfig) else 0
-        model: nn.Module = ResidualUNet(
-            spec.in_channels, spec.out_channels, list(cfg.channels), noise
+    """The network of ``cfg``'s method type: what its registry ``build(cfg, in_channels,
+    out_channels)`` returns (the U-Net types: :func:`climai.models.unet.build_unet`)."""
+    model = method_type(cfg.type).builder()(cfg, spec.in_channels, spec.out_channels)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"method type {cfg.type!r}: build() returned {type(model).__name__}, "
+            "not a torch.nn.Module"
         )
-    else:
-        model = method_type(cfg.type).builder()(cfg, spec.in_channels, spec.out_channels)
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"method type {cfg.type!r}: build() returned {type(model).__name__}, "
-                "not a torch.nn.Module"
-            )
     multiple = int(getattr(model, "multiple", 1))
     if cfg.patch % multiple:
         raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {multiple}")
@@ -132,8 +125,8 @@ class Objective:
 
 def make_objective(cfg: EmulatorConfig, spec: FeatureSpec, device: torch.device) -> Objective:
     autocast = cfg.bf16 and bf16_supported(device)
-    if isinstance(cfg, UNetCRPSConfig):
-        return Objective(spec, cfg.train_members, cfg.constraint, autocast)
+    if method_type(cfg.type).stochastic:  # the fair CRPS over train_members draws
+        return Objective(spec, cfg.train_members, cfg.constraint, autocast)  # type: ignore[attr-defined]
     return Objective(spec, 1, cfg.constraint, autocast, cfg.loss)
 
 
@@ -327,13 +320,14 @@ def start_model(
 ) -> tuple[nn.Module, list[str]]:
     """A new model, loaded with ``init`` (fine-tuning) and with ``cfg.freeze`` parts frozen.
 
-    Fine-tuning and freezing are U-Net features; a plugin emulator starts from its own init."""
+    Fine-tuning and freezing need a weight layout (the U-Net types have one, registry ``layout``);
+    a type without one starts from its own init."""
     model = build_model(cfg, spec)
-    if not isinstance(cfg, UNetConfig):
+    if method_type(cfg.type).layout is None:
         return model, []
     if init is not None:
         load_parent_weights(model, init)
-    return model, freeze(model, len(cfg.channels), list(cfg.freeze))
+    return model, freeze(model, len(cfg.channels), list(cfg.freeze))  # type: ignore[attr-defined]
 
 
 def fit(

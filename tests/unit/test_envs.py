@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climai import registry
 from tests.conftest import REPO
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -68,17 +67,3 @@ def test_the_slurm_plugin_is_a_pinned_dependency():
     assert any(d.startswith("snakemake-executor-plugin-slurm") for d in project["dependencies"])
     assert "snakemake-executor-plugin-slurm" in lock()
     assert "snakemake-executor-plugin-slurm-jobstep" in lock()
-
-
-def test_each_builtin_method_type_is_named_by_its_config_and_says_how_it_runs():
-    for name, mtype in registry.BUILTIN_METHOD_TYPES.items():
-        assert mtype.config.model_fields["type"].default == name
-        assert (mtype.upsample in ("bicubic", "nearest")) == (mtype.kind == "baseline"), name
-        if mtype.kind == "emulator":
-            import torch
-
-            cfg = mtype.config()
-            net = mtype.builder()(cfg, 5, 2)
-            assert net(torch.zeros(1, 5, 16, 16), torch.zeros(1, 2, 16, 16)).shape == (1, 2, 16, 16)
-            assert net.noise_channels == getattr(cfg, "noise_channels", 0), name
-    assert {*registry.EMULATORS, *registry.BASELINES} == set(registry.BUILTIN_METHOD_TYPES)

@@ -93,8 +93,10 @@ def test_plugin_config_errors_name_the_method_key(tinyconv):
         validate_config({"methods": {"conv": {"type": "tinycon"}}})
 
 
-def test_a_plugin_that_is_not_an_emulator_is_refused(tinyconv):
-    with pytest.raises(KeyError, match=r"method plugin 'notemu' .* is not a valid method: kind"):
+def test_a_baseline_plugin_without_predict_is_refused(tinyconv):
+    with pytest.raises(
+        KeyError, match=r"method plugin 'notemu' .* is not a valid method: a baseline needs predict"
+    ):
         method_type("notemu")
 
 

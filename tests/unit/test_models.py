@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from climai.models import method_kind, upsample
+from climai.models.interpolate import upsample
 from climai.models.unet import ResidualUNet
+from climai.registry import method_kind
 
 
 def test_bicubic_keeps_a_constant_field_constant():

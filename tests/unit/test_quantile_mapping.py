@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from climai.inference.predict import quantile_mapped_prediction
-from climai.models import method_kind
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
+from climai.registry import method_kind
 
 
 def test_quantile_mapping_recovers_a_known_monotone_transform():

@@ -2,7 +2,6 @@
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
 from climai.parents import parent_model, training_waves
-from climai.registry import method_kind
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ PATHS = CampaignPaths(CFG.campaign_dir, CFG.prepared_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
 METHODS = CFG.methods.enabled()
-EMULATORS = [m for m in METHODS if method_kind(CFG.methods.type_of(m)) == "emulator"]
+EMULATORS = CFG.methods.of_kind("emulator")
 ENSEMBLES = CFG.methods.ensembles()
 # Extra rule files of the campaign (config key `rules`), included by the Snakefile after climai's
 # own; they may append files to EXTRA_TARGETS for `rule all` (docs/add-a-rule.md).
