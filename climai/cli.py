@@ -29,7 +29,8 @@ from climai.config import (
     stage_slice,
 )
 from climai.launch import LaunchError
-from climai.stages import STAGES, StageContext, TrainingInterrupted
+from climai.stages import STAGES, StageContext
+from climai.training import TrainingInterrupted
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -61,7 +62,7 @@ def _context(args: argparse.Namespace, stage: str) -> StageContext:
         cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
         raw = stage_slice(cfg, stage, method)
         if stage in ("train", "infer", "evaluate", "compare"):
-            from climai.prepared import check_reused_dataset
+            from climai.reuse import check_reused_dataset
 
             check_reused_dataset(cfg)  # the whole config is here (a stage slice lacks preprocess)
     if method is not None and method not in cfg.methods.enabled():

@@ -1,5 +1,7 @@
-"""Inference: applying a method to LR fields to get HR fields."""
+"""Inference: applying a method to LR fields to get HR fields.
 
-from climai.inference.predict import bicubic_prediction, load_emulator, unet_prediction
-
-__all__ = ["bicubic_prediction", "load_emulator", "unet_prediction"]
+:mod:`~climai.inference.predict` loads emulators and predicts in memory,
+:mod:`~climai.inference.tiling` and :mod:`~climai.inference.downscale` are the tiled streaming
+engine (and ``climai downscale``), :mod:`~climai.inference.baselines` the baselines' predictions,
+:mod:`~climai.inference.distributed` the split of the work over GPUs.
+"""

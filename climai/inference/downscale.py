@@ -9,6 +9,7 @@ or file.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -37,11 +38,11 @@ from climai.inference.predict import (
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs, shared_streamed_store
-from climai.io.cf import CF_KEYS as CF_KEYS  # re-exported from its former home
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.io.regions import RegionWriter
-from climai.stages import log
+
+log = logging.getLogger("climai")
 
 
 def _spacing(coord: xr.DataArray) -> float:

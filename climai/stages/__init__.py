@@ -40,14 +40,6 @@ class StageContext:
         return ds.assign_attrs(provenance_attrs(self.config_sha256, self.rule))
 
 
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGTERM after writing a checkpoint; rerunning ``train`` resumes.
-
-    Defined here, not in climai.training: the CLI catches it for every subcommand, and importing
-    climai.training would import torch (~1.5 s of CPU) in every Snakemake job, also those that
-    never train."""
-
-
 #: Extra command-line arguments a stage takes: ``--method M`` (one method), ``--methods ...``
 #: (a list, default: the campaign's), ``--name N`` (a sweep's name).
 Option = Literal["method", "methods", "name"]

@@ -27,7 +27,7 @@ from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batc
 from climai.data.features import FeatureSpec, SplitTensors
 from climai.models.constraints import conserve
 from climai.registry import method_type
-from climai.stages import TrainingInterrupted
+from climai.training import TrainingInterrupted
 from climai.training.checkpoint import (
     SignalFlags,
     load_latest,

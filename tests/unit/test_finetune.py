@@ -27,7 +27,6 @@ from climai.parents import parent_method, parent_model, training_waves
 from climai.preprocess.splits import SPLITS
 from climai.stages import StageContext
 from climai.testing import prepare_campaign, tiny_sources
-from climai.training import fit
 from climai.training.distributed import DistContext
 from climai.training.finetune import (
     NEW_NOISE_GAIN,
@@ -37,6 +36,7 @@ from climai.training.finetune import (
     load_parent_weights,
     part_prefixes,
 )
+from climai.training.loop import fit
 from climai.training.losses import masked_mae
 from tests.unit.test_training import _loaders
 

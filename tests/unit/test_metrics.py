@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from climai.config import ConfigError, validate_config
-from climai.evaluation import compute_metrics, radial_power_spectrum, spectral_ratio
 from climai.evaluation.metrics import (
     METRICS,
     MetricInput,
     bias,
     block_mean,
+    compute_metrics,
     conservation_error,
     corr,
     crps_ensemble,
@@ -16,8 +16,10 @@ from climai.evaluation.metrics import (
     largest_valid_rectangle,
     mae,
     quantiles,
+    radial_power_spectrum,
     rank_histogram,
     rmse,
+    spectral_ratio,
     spectral_region,
     spread_skill,
     wet_fraction,

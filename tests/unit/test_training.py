@@ -7,9 +7,9 @@ from climai.config import UNetConfig, UNetCRPSConfig
 from climai.data.dataset import Collate, EpochSampler, PatchDataset
 from climai.data.features import build_split, to_physical
 from climai.testing import tiny_sources
-from climai.training import fair_crps, fit, masked_mse
 from climai.training.distributed import DistContext
-from climai.training.loop import Loaders, warmup_cosine
+from climai.training.loop import Loaders, fit, warmup_cosine
+from climai.training.losses import fair_crps, masked_mse
 
 
 def _loaders(train, val, spec, batch=4, seed=0, workers=0, patch=16):

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from climai.paths import CampaignPaths
-from climai.prepared import check_reused_dataset
+from climai.reuse import check_reused_dataset
 
 try:
     CFG = validate_config(config)
