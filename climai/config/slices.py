@@ -14,59 +14,21 @@ from climai.config.base import ConfigError
 from climai.config.campaign import DEFAULT_METHODS, CampaignConfig
 from climai.config.loading import validate_config
 
+_DATA_KEYS = ("campaign", "results", "seed", "scale", "variables", "data", "domain")
+"""What the ingested data depend on; every stage that reads them depends on these too."""
+_WHOLE = tuple(CampaignConfig.model_fields)
+
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("campaign", "results", "seed", "scale", "variables", "data", "domain"),
-    "preprocess": (
-        "campaign",
-        "results",
-        "seed",
-        "scale",
-        "variables",
-        "data",
-        "domain",
-        "split",
-        "preprocess",
-    ),
-    "train": (
-        "campaign",
-        "results",
-        "seed",
-        "scale",
-        "variables",
-        "data",
-        "domain",
-        "split",
-        "prepared",
-    ),
-    "infer": (
-        "campaign",
-        "results",
-        "seed",
-        "scale",
-        "variables",
-        "data",
-        "domain",
-        "split",
-        "infer",
-        "prepared",
-    ),
+    "ingest": _DATA_KEYS,
+    "preprocess": (*_DATA_KEYS, "split", "preprocess"),
+    "train": (*_DATA_KEYS, "split", "prepared"),
+    "infer": (*_DATA_KEYS, "split", "infer", "prepared"),
     # data: the target source decides which variables are valid (validators need it)
     "export": ("campaign", "results", "variables", "data", "export"),
-    "evaluate": (
-        "campaign",
-        "results",
-        "seed",
-        "scale",
-        "variables",
-        "data",
-        "domain",
-        "split",
-        "evaluate",
-        "prepared",
-    ),
-    "manifest": tuple(CampaignConfig.model_fields),
+    "evaluate": (*_DATA_KEYS, "split", "evaluate", "prepared"),
+    "manifest": _WHOLE,
     # compare shows the whole campaign config in the report, so it reads every key
-    "compare": tuple(CampaignConfig.model_fields),
+    "compare": _WHOLE,
     "sweep": ("campaign", "results", "variables", "data", "methods"),
     "lineage": ("campaign", "results", "variables", "data", "methods"),
 }
