@@ -274,8 +274,9 @@ class CampaignConfig(StrictModel):
         return self
 
     def _check_parent(self, name: str, whole: bool) -> None:
-        """A parent in this same campaign must be another configured, trained method (checked
-        on a ``whole`` config: a stage slice holds only the method itself)."""
+        """A parent in this same campaign must be another configured, trained method whose
+        type has a weight layout (registry ``layout``: its weights can start another), checked
+        on a ``whole`` config (a stage slice holds only the method itself)."""
         parent = parent_in(self.methods.get(name), self.campaign)
         if parent is None:
             return
@@ -284,10 +285,9 @@ class CampaignConfig(StrictModel):
         if not whole:
             return
         enabled = self.methods.enabled()
-        if parent not in enabled or not isinstance(self.methods.get(parent), UNetConfig):
-            trained = [
-                m for m in enabled if m != name and isinstance(self.methods.get(m), UNetConfig)
-            ]
+        tunable = [m for m in enabled if method_type(self.methods.type_of(m)).layout is not None]
+        if parent not in tunable:
+            trained = [m for m in tunable if m != name]
             raise ValueError(
                 f"methods.{name}.init_from.method={parent!r} is not a trained method of "
                 f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'} "
