@@ -102,8 +102,14 @@ def _function(spec: Callable[..., Any] | str | None, what: str) -> Callable[...,
     return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
-BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
-    "bicubic": MethodType(
+def _named(*types: MethodType) -> dict[str, MethodType]:
+    """climai's own types by name: the ``type`` of each one's config model, where the name is
+    written once (the config's schema needs it there)."""
+    return {t.config.model_fields["type"].default: t for t in types}
+
+
+BUILTIN_METHOD_TYPES: dict[str, MethodType] = _named(
+    MethodType(
         "baseline",
         BicubicConfig,
         upsample="bicubic",
@@ -111,7 +117,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         default=True,
         description="Bicubic interpolation of the LR field.",
     ),
-    "nearest": MethodType(
+    MethodType(
         "baseline",
         NearestConfig,
         upsample="nearest",
@@ -119,7 +125,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         default=True,
         description="Nearest-neighbour upsampling of the LR field.",
     ),
-    "quantile-mapping": MethodType(
+    MethodType(
         "baseline",
         QuantileMappingConfig,
         upsample="bicubic",
@@ -127,7 +133,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         default=True,
         description="Bicubic interpolation, then empirical quantile mapping.",
     ),
-    "unet": MethodType(
+    MethodType(
         "emulator",
         UNetConfig,
         build="climai.models.unet:build_unet",
@@ -135,7 +141,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         default=True,
         description="Residual U-Net.",
     ),
-    "unet-crps": MethodType(
+    MethodType(
         "emulator",
         UNetCRPSConfig,
         build="climai.models.unet:build_unet",
@@ -143,7 +149,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = {
         stochastic=True,
         description="Stochastic residual U-Net trained with the fair CRPS.",
     ),
-}
+)
 """climai's own method types by name: the one list of them (each config model's ``type`` key
 spells its name too, as the schema needs; tests/unit/test_envs.py checks that the two agree)."""
 

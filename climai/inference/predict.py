@@ -17,7 +17,7 @@ from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
 from climai.models.unet import ResidualUNet
-from climai.registry import MethodType, method_type
+from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
 from climai.training.loop import bf16_supported, predict_normalised
 from climai.variables import is_non_negative
 
@@ -76,7 +76,9 @@ def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType,
     """
     if "type" not in arch and arch.get("name") == "ResidualUNet" and arch.get("norm") == "channel":
         noise = int(arch.get("noise_channels", 0))
-        name = "unet-crps" if noise else "unet"
+        name = next(  # climai's U-Net type that draws noise iff the card's network does
+            n for n, t in BUILTIN_METHOD_TYPES.items() if t.layout and t.stochastic == bool(noise)
+        )
         arch = {**arch, "type": name, "method_config": {"type": name, "channels": arch["channels"]}}
         if noise:
             arch["method_config"]["noise_channels"] = noise
