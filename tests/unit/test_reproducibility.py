@@ -212,3 +212,14 @@ def test_cpu_features_name_the_instruction_sets_that_change_results():
     assert got["cpu_flags"]["avx512_bf16"] and got["cpu_flags"]["amx_tile"]
     assert not got["cpu_flags"]["amx_bf16"]
     assert set(cpu_features("")["cpu_flags"].values()) == {None}
+
+
+def test_verify_reruns_the_workflow_checkouts_snakefile(tmp_path, monkeypatch):
+    """A non-editable install has no Snakefile beside the package: verify takes the checkout's."""
+    from climai.verify import snakefile
+
+    (tmp_path / "Snakefile").write_text("# a checkout\n")
+    monkeypatch.setenv(WORKFLOW_DIR_ENV, str(tmp_path))
+    assert snakefile() == tmp_path.resolve() / "Snakefile"
+    monkeypatch.setenv(WORKFLOW_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert snakefile() == Path(__file__).resolve().parents[2] / "Snakefile"
