@@ -11,6 +11,7 @@ names the items that differ between two runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -18,15 +19,33 @@ from typing import Any
 
 import torch
 
+log = logging.getLogger("climai")
+
 #: cuBLAS's workspace setting that makes its GEMMs deterministic (CUDA >= 10.2).
 CUBLAS_WORKSPACE = ":4096:8"
 #: CPU flags (``/proc/cpuinfo``) that select other kernels, hence other float results.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a SLURM or cgroup allocation)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_torch(threads: int, deterministic: bool) -> None:
     """Torch's intra-op ``threads`` and, when ``deterministic``, deterministic kernels only
-    (``torch.use_deterministic_algorithms``, the cuBLAS workspace, no cuDNN autotuning)."""
+    (``torch.use_deterministic_algorithms``, the cuBLAS workspace, no cuDNN autotuning).
+
+    The thread count is kept on fewer CPUs too (the numbers depend on it), with a warning: threads
+    waiting for a busy core are slow."""
+    if threads > available_cpus():
+        log.warning(
+            "compute.threads=%d but this process may use %d CPU(s): the same numbers, more slowly "
+            "(compute.threads: %d would be faster here, and change the numbers)",
+            threads,
+            available_cpus(),
+            available_cpus(),
+        )
     torch.set_num_threads(max(1, threads))
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)

@@ -223,3 +223,16 @@ def test_verify_reruns_the_workflow_checkouts_snakefile(tmp_path, monkeypatch):
     assert snakefile() == tmp_path.resolve() / "Snakefile"
     monkeypatch.setenv(WORKFLOW_DIR_ENV, str(tmp_path / "elsewhere"))
     assert snakefile() == Path(__file__).resolve().parents[2] / "Snakefile"
+
+
+def test_more_threads_than_cpus_keep_the_count_and_warn(caplog, monkeypatch):
+    import climai.runtime
+
+    monkeypatch.setattr(climai.runtime, "available_cpus", lambda: 1)
+    try:
+        with caplog.at_level("WARNING", logger="climai"):
+            configure_torch(2, deterministic=False)
+        assert torch.get_num_threads() == 2  # the numbers depend on it: never lowered
+        assert "compute.threads=2 but this process may use 1 CPU(s)" in caplog.text
+    finally:
+        configure_torch(2, deterministic=False)
