@@ -80,7 +80,7 @@ def library_versions(device: torch.device) -> dict[str, str]:
         "torch": str(torch.__version__),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "onednn": _build_version(r"(?:MKL-DNN|oneDNN) (v[\d.]+)"),
-        "mkl": _build_version(r"Math Kernel Library Version ([\w.-]+)"),
+        "mkl": _build_version(r"Math Kernel Library Version ([\d.]+)"),
         "cuda": str(torch.version.cuda) if on_gpu else "none",
         "cudnn": str(cudnn) if cudnn else "none",
         "gpu": torch.cuda.get_device_name(device) if on_gpu else "none",

@@ -236,3 +236,12 @@ def test_more_threads_than_cpus_keep_the_count_and_warn(caplog, monkeypatch):
         assert "compute.threads=2 but this process may use 1 CPU(s)" in caplog.text
     finally:
         configure_torch(2, deterministic=False)
+
+
+def test_library_versions_name_torch_onednn_and_mkl():
+    from climai.runtime import library_versions
+
+    got = library_versions(torch.device("cpu"))
+    assert got["torch"] == torch.__version__ and got["cuda"] == got["gpu"] == "none"
+    assert re.fullmatch(r"v\d+\.\d+(\.\d+)?|none", got["onednn"])
+    assert re.fullmatch(r"\d{4}\.\d+(\.\d+)?|none", got["mkl"])
