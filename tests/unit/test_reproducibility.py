@@ -245,3 +245,29 @@ def test_library_versions_name_torch_onednn_and_mkl():
     assert got["torch"] == torch.__version__ and got["cuda"] == got["gpu"] == "none"
     assert re.fullmatch(r"v\d+\.\d+(\.\d+)?|none", got["onednn"])
     assert re.fullmatch(r"\d{4}\.\d+(\.\d+)?|none", got["mkl"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_deterministic_gpu_training_reruns_bitwise(tmp_path):
+    """compute.deterministic on a GPU: two trainings of the tiny unet give the same weights."""
+    config = prepare_campaign(
+        tmp_path,
+        methods={"bicubic": None, "unet": SMALL_UNET},
+        infer=INFER,
+        compute={"threads": 2, "deterministic": True},
+    )
+    root = tmp_path / "results/tiny"
+    sums = []
+    try:
+        for _ in range(2):
+            shutil.rmtree(root / "models", ignore_errors=True)
+            argv = ["train", "--configfile", str(config), "--method", "unet", "--threads", "2"]
+            assert cli.main(argv) == 0
+            sums.append(artifact_checksum(root / "models/unet/model.pt"))
+    finally:
+        configure_torch(2, deterministic=False)
+    record = json.loads((root / "runtime/train_unet.json").read_text())
+    assert record["device"] == "cuda" and record["gpu"] != "none" and record["deterministic"]
+    assert record["cublas_workspace_config"] == ":4096:8" and record["cudnn"] != "none"
+    assert sums[0] == sums[1]
