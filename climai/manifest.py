@@ -2,7 +2,9 @@
 
 The manifest (``results/<campaign>/manifest.json``) records the validated config and its sha256,
 the identity of every input (checksums, or sizes and metadata hashes for large stores), package
-versions, the git commit, seeds, the platform, and a checksum of every output artifact. Output
+versions, the code (the workflow checkout's commit and dirty flag, the installed climai's version
+and commit), seeds, the platform, what each train and infer ran with (``runtime``: threads,
+library versions, CPU flags, GPU, precision, determinism) and a checksum of every output artifact. Output
 checksums are taken over *values* (decoded zarr arrays, model tensors, JSON numbers), not bytes on
 disk, so they do not depend on compression or attribute order, and provenance attributes that
 legitimately differ between runs (git commit, climai version) are left out of them.
@@ -39,18 +41,20 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def platform_info() -> dict[str, Any]:
-    """The machine and runtime: results on another platform may differ in the last bits."""
-    import torch
-
+    """The machine the manifest was written on (what train and infer ran on and with is in
+    ``runtime``: their threads, libraries, CPU flags, GPU)."""
     return {
         "python": platform.python_version(),
         "system": platform.system(),
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda or "none",
     }
+
+
+def collect_runtime(root: Path) -> dict[str, Any]:
+    """Every rule's runtime record of the campaign folder ``root``, by ``<rule>_<method>``."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(root.glob("runtime/*.json"))}
 
 
 def _sha256_file(path: Path, limit: int | None = None) -> str:
@@ -95,7 +99,7 @@ def path_identity(path: str | Path) -> dict[str, Any]:
     return {"path": str(p), "files": len(files), "identity_sha256": h.hexdigest()}
 
 
-_VOLATILE_ATTRS = {"climai_version", "git_commit", "created_by_rule"}
+_VOLATILE_ATTRS = {"climai_version", "climai_commit", "git_commit", "created_by_rule"}
 
 
 def _hash_array(h: Any, name: str, values: np.ndarray) -> None:
@@ -148,7 +152,7 @@ def build_manifest(
     config: dict[str, Any], config_sha256: str, root: str | Path, inputs: list[str]
 ) -> dict[str, Any]:
     """The manifest of a finished campaign in ``root``."""
-    from climai.io.provenance import git_commit
+    from climai.io.provenance import git_commit, package_code, workflow_code
 
     root = Path(root)
     return {
@@ -157,8 +161,10 @@ def build_manifest(
         "config_sha256": config_sha256,
         "seed": config["seed"],
         "git_commit": git_commit(),
+        "code": {"workflow": workflow_code(), "package": package_code()},
         "packages": package_versions(),
         "platform": platform_info(),
+        "runtime": collect_runtime(root),
         "inputs": [path_identity(p) for p in inputs],
         "artifacts": {
             a.relative_to(root).as_posix(): artifact_checksum(a) for a in campaign_artifacts(root)
@@ -175,16 +181,17 @@ class Comparison:
     detail: str
 
 
-def _max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    same_nan = np.array_equal(np.isnan(a), np.isnan(b))
-    if not same_nan:
-        return math.inf
-    ok = np.isfinite(a)
+def _max_diffs(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Largest absolute difference, and that relative to the largest magnitude of ``a``
+    (``inf`` both when the arrays differ in shape or where they are NaN)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+        return math.inf, math.inf
+    ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
-        return 0.0
-    scale = max(np.abs(a[ok]).max(), 1e-30)
-    return float(np.abs(a[ok] - b[ok]).max() / scale)
+        return 0.0, 0.0
+    worst = float(np.abs(a[ok] - b[ok]).max())
+    return worst, worst / max(float(np.abs(a[ok]).max()), 1e-30)
 
 
 def _metric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -196,61 +203,125 @@ def _metric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
     return {prefix.rstrip("."): float(obj)} if isinstance(obj, int | float) else {}
 
 
-def compare_artifact(name: str, a: Path, b: Path, rtol: float) -> Comparison:
-    """Compare artifact ``name``: bitwise when ``rtol`` is 0, else within ``rtol`` (relative)."""
-    if not b.exists():
-        return Comparison(name, False, f"missing in the rerun: {b}")
-    if rtol == 0.0:
-        same = artifact_checksum(a) == artifact_checksum(b)
-        return Comparison(name, same, "bitwise identical" if same else "values differ")
+def value_differences(a: Path, b: Path) -> tuple[float, float]:
+    """The largest absolute and relative difference between the values of two artifacts (metric
+    leaves of JSON files, model tensors, float variables of zarr stores)."""
+    pairs: list[tuple[np.ndarray, np.ndarray]]
     if a.suffix == ".json":
-        la, lb = (
-            _metric_leaves(json.loads(a.read_text())),
-            _metric_leaves(json.loads(b.read_text())),
-        )
+        la = _metric_leaves(json.loads(a.read_text()))
+        lb = _metric_leaves(json.loads(b.read_text()))
         if la.keys() != lb.keys():
-            return Comparison(name, False, "different metric keys")
-        worst = max((abs(la[k] - lb[k]) / max(abs(la[k]), 1e-12) for k in la), default=0.0)
+            return math.inf, math.inf
+        pairs = [(np.array([la[k] for k in la]), np.array([lb[k] for k in la]))]
     elif a.suffix == ".pt":
         from climai.io.checkpoints import load_model_file
 
         sa, sb = load_model_file(a)[0], load_model_file(b)[0]
-        worst = max(_max_rel_diff(sa[k].float().numpy(), sb[k].float().numpy()) for k in sa)
-    else:
+        if sa.keys() != sb.keys():
+            return math.inf, math.inf
+        pairs = [(sa[k].float().numpy(), sb[k].float().numpy()) for k in sa]
+    elif a.suffix == ".zarr":
         from climai.io import open_store
 
         da, db = open_store(a), open_store(b)
-        worst = max(
-            _max_rel_diff(da[v].values, db[v].values)
-            for v in da.data_vars
-            if da[v].dtype.kind == "f"
-        )
-    return Comparison(
-        name, worst <= rtol, f"max relative difference {worst:.3g} (tolerance {rtol:g})"
-    )
+        names = [v for v in da.data_vars if da[v].dtype.kind == "f"]
+        if any(v not in db for v in names):
+            return math.inf, math.inf
+        pairs = [(da[v].values, db[v].values) for v in names]
+    else:
+        return (0.0, 0.0) if a.read_bytes() == b.read_bytes() else (math.inf, math.inf)
+    diffs = [_max_diffs(x, y) for x, y in pairs] or [(0.0, 0.0)]
+    return max(d[0] for d in diffs), max(d[1] for d in diffs)
 
 
-# Tolerances per artifact kind. CPU reruns are bitwise; GPU kernels (cuDNN, atomics in reductions)
-# are not deterministic, so trained weights and everything downstream get a relative tolerance.
+# Tolerances (relative) per artifact kind. Reruns whose recorded runtime items (climai.runtime:
+# library versions, threads, CPU flags, GPU, precision, determinism) all match are bitwise. Where
+# they differ (another CPU model, another torch, bf16 on one machine only, a GPU), trained
+# weights and everything downstream get a relative tolerance; ingest and preprocess do not
+# depend on them (numpy on the same data), so they stay bitwise.
 TOLERANCES = {
-    "cpu": {"ingest": 0.0, "prep": 0.0, "models": 0.0, "downscaled": 0.0, "evaluation": 0.0},
-    "gpu": {"ingest": 0.0, "prep": 0.0, "models": 5e-2, "downscaled": 5e-2, "evaluation": 5e-2},
+    "same": {"ingest": 0.0, "prep": 0.0, "models": 0.0, "downscaled": 0.0, "evaluation": 0.0},
+    "other": {"ingest": 0.0, "prep": 0.0, "models": 5e-2, "downscaled": 5e-2, "evaluation": 5e-2},
 }
+#: Record items that say what ran, not what it depended on.
+_NOT_COMPARED = {"rule", "method"}
+
+
+def runtime_records(root: Path, artifact: str) -> dict[str, dict[str, Any]]:
+    """The runtime records (``runtime/<rule>_<method>.json``) of the rules an artifact of the
+    campaign folder ``root`` depends on, by file name: a model its training; a downscaled store
+    or metrics file its training and inference."""
+    parts = artifact.split("/")
+    if parts[0] not in ("models", "downscaled", "evaluation") or len(parts) < 3:
+        return {}
+    rules = ("train",) if parts[0] == "models" else ("train", "infer")
+    found = {}
+    for rule in rules:
+        path = root / "runtime" / f"{rule}_{parts[1]}.json"
+        if path.exists():
+            found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def record_differences(
+    reference: dict[str, dict[str, Any]], rerun: dict[str, dict[str, Any]]
+) -> list[str]:
+    """``"train_unet.threads: 2 → 1"`` for each recorded item that differs between two runs."""
+    from climai.runtime import flatten
+
+    out = []
+    for name in sorted(reference.keys() | rerun.keys()):
+        if name not in reference or name not in rerun:
+            out.append(f"{name}: recorded in {'the rerun' if name in rerun else 'the reference'}")
+            continue
+        fa, fb = flatten(reference[name]), flatten(rerun[name])
+        for key in sorted((fa.keys() | fb.keys()) - _NOT_COMPARED):
+            if fa.get(key) != fb.get(key):
+                out.append(f"{name}.{key}: {fa.get(key)} → {fb.get(key)}")
+    return out
+
+
+def compare_artifact(name: str, a: Path, b: Path, rtol: float, items: list[str]) -> Comparison:
+    """Compare artifact ``name``: bitwise when ``rtol`` is 0, else within ``rtol`` (relative);
+    a difference is reported with its largest absolute and relative size and the recorded
+    runtime ``items`` that differ between the runs."""
+    if not b.exists():
+        return Comparison(name, False, f"missing in the rerun: {b}")
+    if artifact_checksum(a) == artifact_checksum(b):
+        return Comparison(name, True, "bitwise identical")
+    worst_abs, worst_rel = value_differences(a, b)
+    ok = rtol > 0 and worst_rel <= rtol
+    size = (
+        f"max abs difference {worst_abs:.3g}, max relative {worst_rel:.3g}"
+        if worst_abs
+        else "equal values, other attributes or metadata"
+    )
+    why = (
+        f"recorded items that differ: {'; '.join(items)}"
+        if items
+        else "no recorded item differs (a nondeterministic kernel, or a change not recorded)"
+    )
+    tolerance = f"tolerance {rtol:g}" if rtol else "bitwise expected"
+    return Comparison(name, ok, f"values differ: {size} ({tolerance}); {why}")
 
 
 def compare_campaigns(
     reference: str | Path, rerun: str | Path, device: str = "cpu"
 ) -> list[Comparison]:
-    """Compare every artifact of ``reference`` with the same artifact in ``rerun``."""
+    """Compare every artifact of ``reference`` with the same artifact in ``rerun``: bitwise where
+    the runtime records of the rules it depends on match, else within :data:`TOLERANCES`
+    (``device="gpu"``: the tolerances whatever the records say)."""
     reference, rerun = Path(reference), Path(rerun)
     artifacts = campaign_artifacts(reference)
     if not artifacts:
         raise FileNotFoundError(f"no campaign artifacts under {str(reference)!r}")
-    tol = TOLERANCES[device]
     out = []
     for a in artifacts:
-        rel = a.relative_to(reference)
-        out.append(compare_artifact(rel.as_posix(), a, rerun / rel, tol[rel.parts[0]]))
+        rel = a.relative_to(reference).as_posix()
+        items = record_differences(runtime_records(reference, rel), runtime_records(rerun, rel))
+        kind = "other" if items or device == "gpu" else "same"
+        tol = TOLERANCES[kind][rel.split("/")[0]]
+        out.append(compare_artifact(rel, a, rerun / rel, tol, items))
     return out
 
 

@@ -65,6 +65,11 @@ class CampaignPaths:
         """Validation scores of the trained model (physical units, val split): sweeps rank on them."""
         return self.root / "models" / method / "validation.json"
 
+    def runtime(self, rule: str, method: str) -> Path:
+        """What ``rule``'s numbers for ``method`` depended on (library versions, threads, CPU
+        flags, GPU, precision): written by train and infer, collected by the manifest."""
+        return self.root / "runtime" / f"{rule}_{method}.json"
+
     def downscaled(self, method: str, split: str = "test") -> Path:
         return self.root / "downscaled" / method / f"{split}.zarr"
 

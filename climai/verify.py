@@ -12,8 +12,17 @@ from climai.manifest import Comparison, compare_campaigns
 
 
 def snakefile() -> Path:
-    """The Snakefile of this climai checkout."""
-    return Path(__file__).resolve().parents[1] / "Snakefile"
+    """The workflow's Snakefile: the workflow checkout's (``$CLIMAI_WORKFLOW_DIR`` or the working
+    folder, as for provenance), else the one beside the climai package (a source tree)."""
+    from climai.io.provenance import workflow_dir
+
+    for folder in (workflow_dir(), Path(__file__).resolve().parents[1]):
+        if (folder / "Snakefile").is_file():
+            return folder / "Snakefile"
+    raise FileNotFoundError(
+        f"no Snakefile in {workflow_dir()} nor beside the climai package: run climai verify "
+        "in the workflow checkout"
+    )
 
 
 def rerun_campaign(configfiles: list[str], results: Path, cores: int) -> None:

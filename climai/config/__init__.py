@@ -11,6 +11,7 @@ One module per concern:
 - :mod:`~climai.config.methods`: the config models of climai's own method types;
 - :mod:`~climai.config.sweeps`: ``methods.<name>.sweep`` expansion;
 - :mod:`~climai.config.stages`: ``infer``, ``export``, ``evaluate``;
+- :mod:`~climai.config.compute`: ``compute`` (threads and determinism of train and infer);
 - :mod:`~climai.config.campaign`: ``methods`` and the whole campaign with its cross-checks;
 - :mod:`~climai.config.loading`: YAML files, merging, validation, the JSON schema;
 - :mod:`~climai.config.slices`: the slice of the config each stage reads, and its hash;
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         MethodConfig,
         MethodsConfig,
     )
+    from climai.config.compute import ComputeConfig
     from climai.config.grid import (
         DistributedConfig,
         DomainConfig,
@@ -120,6 +122,7 @@ _MODULES: dict[str, str] = {
     "StaticSource": "sources",
     "InputSource": "sources",
     "DataConfig": "sources",
+    "ComputeConfig": "compute",
     "DomainConfig": "grid",
     "SplitBound": "grid",
     "SplitConfig": "grid",
@@ -164,6 +167,7 @@ __all__ = [
     "TOY_VARIABLES",
     "BicubicConfig",
     "CampaignConfig",
+    "ComputeConfig",
     "ConfigError",
     "ConverterConfig",
     "DataConfig",

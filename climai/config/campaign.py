@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from climai.config.base import ConfigError, StrictModel, suggest
+from climai.config.compute import ComputeConfig
 from climai.config.grid import DomainConfig, PreparedConfig, PreprocessConfig, SplitConfig
 from climai.config.methods import EmulatorConfig, UNetConfig, parent_in
 from climai.config.sources import TOY_VARIABLES, DataConfig, SyntheticConfig, VariableConfig
@@ -193,6 +194,7 @@ class CampaignConfig(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     prepared: PreparedConfig = Field(default_factory=PreparedConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     rules: list[str] = Field(
         [],
         description="Extra Snakemake rule files (.smk), included after climai's own; paths "
@@ -333,6 +335,11 @@ class CampaignConfig(StrictModel):
             if var.name == name:
                 return var
         raise ConfigError(f"variable {name!r} is not configured; configured: {self.variable_names}")
+
+    def torch_threads(self, method: str) -> int:
+        """Torch CPU threads of ``method``'s train and infer: its own ``threads``, else
+        ``compute.threads`` (never the scheduler's cores)."""
+        return int(getattr(self.methods.get(method), "threads", 0) or self.compute.threads)
 
     @property
     def variable_names(self) -> list[str]:

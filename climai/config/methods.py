@@ -106,7 +106,9 @@ class EmulatorConfig(StrictModel):
     checkpoint_every: int = Field(
         200, ge=1, description="Optimiser steps between checkpoints (also on SIGTERM/SIGUSR1)."
     )
-    threads: int = Field(0, ge=0, description="Torch CPU threads (0: the rule's threads).")
+    threads: int = Field(
+        0, ge=0, description="Torch CPU threads of its train and infer (0: compute.threads)."
+    )
     loss: Literal["mse", "mae"] = Field(
         "mse",
         description="Training loss in normalised transformed space: mse | mae (masked). "

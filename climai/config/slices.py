@@ -21,8 +21,8 @@ _WHOLE = tuple(CampaignConfig.model_fields)
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": _DATA_KEYS,
     "preprocess": (*_DATA_KEYS, "split", "preprocess"),
-    "train": (*_DATA_KEYS, "split", "prepared"),
-    "infer": (*_DATA_KEYS, "split", "infer", "prepared"),
+    "train": (*_DATA_KEYS, "split", "prepared", "compute"),
+    "infer": (*_DATA_KEYS, "split", "infer", "prepared", "compute"),
     # data: the target source decides which variables are valid (validators need it)
     "export": ("campaign", "results", "variables", "data", "export"),
     "evaluate": (*_DATA_KEYS, "split", "evaluate", "prepared"),

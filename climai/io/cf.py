@@ -15,7 +15,13 @@ import xarray as xr
 
 FILL_VALUE = np.float32(1.0e20)
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
-PROVENANCE = ("climai_version", "config_sha256", "git_commit", "created_by_rule")
+PROVENANCE = (
+    "climai_version",
+    "climai_commit",
+    "config_sha256",
+    "git_commit",
+    "created_by_rule",
+)
 #: The CF attributes a data variable carries over to every field derived from it (LR inputs,
 #: predictions, exports), in the order they are written.
 CF_KEYS = ("standard_name", "long_name", "units")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import xarray as xr
 
@@ -34,6 +34,26 @@ class StageContext:
     @property
     def paths(self) -> CampaignPaths:
         return CampaignPaths(self.cfg.campaign_dir, self.cfg.prepared_dir)
+
+    def compute(self, method: str, device: str, bf16: bool) -> dict[str, Any]:
+        """Apply the campaign's ``compute`` settings for ``method`` (torch threads, determinism:
+        the same for any ``--cores``) and record what the numbers depend on, in
+        ``runtime/<rule>_<method>.json`` (written by rank 0). Returns the record."""
+        import os
+
+        import torch
+
+        from climai.io import write_json
+        from climai.runtime import configure_torch, runtime_record
+
+        deterministic = self.cfg.compute.deterministic
+        configure_torch(self.cfg.torch_threads(method), deterministic)
+        use_gpu = device != "cpu" and torch.cuda.is_available()
+        where = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        record = runtime_record(self.rule, method, where, bf16, deterministic)
+        if os.environ.get("RANK", "0") == "0":
+            write_json(self.paths.runtime(self.rule, method), record)
+        return record
 
     def stamp(self, ds: xr.Dataset) -> xr.Dataset:
         """``ds`` with the provenance attributes of this stage (architecture contract 4)."""

@@ -16,7 +16,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 
 from climai.data.features import FeatureSpec, load_split
@@ -138,9 +137,11 @@ def run(ctx: StageContext, method: str, split: str = "test") -> None:
     Under ``torchrun`` (world size above 1) each rank downscales its share of the time chunks on
     its own device into the one output store; baselines run on rank 0 alone.
     """
-    torch.set_num_threads(ctx.threads)
+    baseline = method_kind(ctx.cfg.methods.type_of(method)) == "baseline"
+    # threads and determinism from the config (compute), not --threads; runtime/infer_<m>.json
+    ctx.compute(method, "cpu" if baseline else ctx.cfg.infer.device, ctx.cfg.infer.bf16)
     prep = PreparedDataset(open_store(ctx.paths.dataset))
-    if method_kind(ctx.cfg.methods.type_of(method)) == "baseline":
+    if baseline:
         if int(os.environ.get("RANK", "0")) == 0:
             _infer_baseline(ctx, prep, method, split)
         return

@@ -26,14 +26,13 @@ import pandas as pd
 import torch
 import xarray as xr
 
-import climai
 from climai.config import ConfigError, EmulatorConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
 from climai.data.prepared import PreparedDataset, split_code
 from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
-from climai.io.provenance import git_commit
+from climai.io.provenance import code_provenance
 from climai.launch import relaunched_on_every_gpu
 from climai.parents import parent_model
 from climai.registry import method_kind, method_type
@@ -94,8 +93,7 @@ def model_card(
             "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),
         },
         "provenance": {
-            "climai_version": climai.__version__,
-            "git_commit": git_commit(),
+            **code_provenance(),
             "torch": str(torch.__version__),
             "python": platform.python_version(),
             "seed": ctx.cfg.seed,
@@ -252,14 +250,21 @@ def run(ctx: StageContext, method: str) -> None:
     if method_kind(ctx.cfg.methods.type_of(method)) != "emulator":
         raise ValueError(f"method {method!r} is not trainable")
     mcfg: EmulatorConfig = ctx.cfg.methods.get(method)  # type: ignore[assignment]
-    dist = setup_distributed(mcfg.threads or ctx.threads)
+    runtime = ctx.compute(method, "auto", mcfg.bf16)  # threads: compute.threads, not --threads
+    dist = setup_distributed()
     try:
-        _train(ctx, method, mcfg, dist)
+        _train(ctx, method, mcfg, dist, runtime)
     finally:
         teardown(dist)
 
 
-def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistContext) -> None:
+def _train(
+    ctx: StageContext,
+    method: str,
+    mcfg: EmulatorConfig,
+    dist: DistContext,
+    runtime: dict[str, Any],
+) -> None:
     ds = open_store(ctx.paths.dataset)
     stats = json.loads(ctx.paths.stats.read_text())
     kinds = [v.kind for v in ctx.cfg.variables]
@@ -293,6 +298,7 @@ def _train(ctx: StageContext, method: str, mcfg: EmulatorConfig, dist: DistConte
     if dist.is_main:
         write_history(ctx.paths.history(method), history)
         card = model_card(ctx, method, spec, ds, groups)
+        card["runtime"] = runtime
         card.update(lineage_card(mcfg, parent, frozen))
         card["validation"] = scores
         record = validation_record(method, mcfg, scores, history, parent)

@@ -1,7 +1,8 @@
 """One process or many: DDP when launched by ``torchrun`` with a world size above 1.
 
 gloo on CPU, NCCL on GPU; each process uses ``cuda:<local rank>`` when GPUs are present. Only rank 0
-writes files. ``torchrun`` sets ``OMP_NUM_THREADS=1``: on CPU the threads are set here explicitly.
+writes files. Each process's torch threads are the campaign's ``compute.threads`` (set by the stage
+before :func:`setup_distributed`; ``torchrun``'s ``OMP_NUM_THREADS=1`` does not apply).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class DistContext:
         return self.world > 1
 
 
-def setup_distributed(threads: int) -> DistContext:
+def setup_distributed() -> DistContext:
     """Initialise the process group from the ``torchrun`` environment (or run alone)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -43,7 +44,6 @@ def setup_distributed(threads: int) -> DistContext:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    torch.set_num_threads(max(1, threads // local_world if world > 1 else threads))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistContext(rank, world, local_rank, local_world, device)

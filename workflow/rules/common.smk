@@ -1,7 +1,7 @@
 # Validation of the config and the input functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.manifest import input_paths
-from climai.parents import parent_model, training_waves
+from climai.parents import parent_model
 import re
 from pathlib import Path
 
@@ -30,21 +30,26 @@ for _path in EXTRA_RULES:
         raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
 SWEEPS = CFG.sweeps  # swept method → its variants (each a method of its own)
 FINE_TUNED = [m for m in EMULATORS if parent_model(CFG, m) is not None]
+# The workflow checkout, for the provenance of every output (climai/io/provenance.py): the
+# commit of the code that ran, however climai itself is installed.
+os.environ.update(CLIMAI_WORKFLOW_DIR=str(workflow.basedir))
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
 # given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
 ALL_CORES = workflow.resource_settings.cores or 1
-# Emulators train side by side, sharing the cores: small CPU models scale sub-linearly with
-# threads (the toy U-Net: 1.45x from 1 to 2 threads, BENCHMARKS.md), so two 1-thread trainings
-# finish sooner than two 2-thread trainings in a row. One fine-tuned from another of the campaign
-# trains after it (the next wave), so the cores are shared by the widest wave only.
-TRAIN_WAVES = training_waves(CFG, EMULATORS)
-TRAIN_THREADS = max(1, ALL_CORES // max([1, *map(len, TRAIN_WAVES)]))
+
+
+def torch_threads(wildcards):
+    """The cores a train or infer job of an emulator is scheduled with: the torch threads the
+    campaign fixes (compute.threads, or the method's threads), at most --cores. These only
+    schedule: the job computes with the campaign's thread count whatever it is given, so the
+    numbers do not depend on --cores (README "Reproducibility")."""
+    return min(CFG.torch_threads(wildcards.method), ALL_CORES)
 
 
 def infer_threads(wildcards):
-    """Emulators infer with their training's share of the cores; baselines (numpy on a few LR
-    fields) with one thread, so they run beside a training instead of waiting for every core."""
-    return TRAIN_THREADS if wildcards.method in EMULATORS else 1
+    """Emulators infer with their torch threads; baselines (numpy on a few LR fields) with one
+    thread, so they run beside a training instead of waiting for every core."""
+    return torch_threads(wildcards) if wildcards.method in EMULATORS else 1
 
 
 wildcard_constraints:
@@ -75,12 +80,6 @@ def train_inputs(wildcards):
     if parent is not None:
         inputs["parent"] = parent
     return inputs
-
-
-def train_threads(wildcards):
-    """The method's ``threads`` when set, else the emulators' share of the cores (TRAIN_THREADS):
-    sweep variants with 1 thread each train two at a time on ``--cores 2``."""
-    return min(CFG.methods.get(wildcards.method).threads or TRAIN_THREADS, ALL_CORES)
 
 
 def sweep_inputs(wildcards):

@@ -3,6 +3,7 @@ rule infer:
         unpack(infer_inputs),
     output:
         downscaled=directory(PATHS.downscaled("{method}")),
+        runtime=PATHS.runtime("infer", "{method}"),
     log:
         PATHS.log("infer_{method}"),
     conda:

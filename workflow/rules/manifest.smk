@@ -2,6 +2,8 @@ rule manifest:
     input:
         metrics=[PATHS.metrics(m) for m in METHODS],
         models=[PATHS.model(m) for m in EMULATORS],
+        runtime=[PATHS.runtime(r, m) for r in ("train", "infer") for m in EMULATORS]
+        + [PATHS.runtime("infer", m) for m in METHODS if m not in EMULATORS],
         summary=PATHS.summary,
     output:
         manifest=PATHS.manifest,

@@ -5,13 +5,14 @@ rule train:
         model=PATHS.model("{method}"),
         history=PATHS.history("{method}"),
         validation=PATHS.validation("{method}"),
+        runtime=PATHS.runtime("train", "{method}"),
     log:
         PATHS.log("train_{method}"),
     benchmark:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: train_threads
+    threads: torch_threads
     params:
         config=stage_config("train"),
     shell:
