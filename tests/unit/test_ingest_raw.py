@@ -12,13 +12,16 @@ from typing import Any
 import netCDF4
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
 
+from climai.config import deep_merge, validate_config
 from tests.conftest import REPO, shared_data
 from tests.unit.test_ingest import assert_fails_without_output, ingest
 
 MRMS = "mrms_conus_preciprate_1km_20190610"
 BOM = "bom_melbourne_precip6min_500m_20180616"
-MRMS_KEYS = {"discipline": 209, "parameterCategory": 6, "parameterNumber": 1}
+CAMPAIGNS = REPO / "config" / "campaigns"
 # a 2°×2° box over the upper Midwest with rain and no-coverage cells at 00:00 UTC (given in 0–360)
 MRMS_DOMAIN = {"x": [267.5, 269.5], "y": [50.5, 52.5]}
 PR = {"name": "pr", "units": "mm h-1", "kind": "precipitation"}
@@ -28,22 +31,31 @@ def mrms_files(n: int) -> list[str]:
     return [str(p) for p in sorted((shared_data() / MRMS).glob("*.grib2"))[:n]]
 
 
+def campaign(name: str) -> dict[str, Any]:
+    """config.yaml + config/campaigns/<name>.yaml merged as Snakemake does."""
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return deep_merge(raw, yaml.safe_load((CAMPAIGNS / f"{name}.yaml").read_text()))
+
+
 def mrms_config(n: int = 2, **source: Any) -> dict[str, Any]:
-    target = {
-        "source": "grib",
-        "path": mrms_files(n),
-        "filter_by_keys": MRMS_KEYS,
-        "units_override": "mm h-1",
-        "missing_value": -3,
-        **source,
-    }
+    """The mrms-conus campaign's source keys on the first ``n`` files, cut to MRMS_DOMAIN."""
+    target = {**campaign("mrms-conus")["data"]["target"], "path": mrms_files(n), **source}
     return {
         "campaign": "mrms-test",
         "scale": 8,
-        "variables": [{**PR, "source_name": "PrecipRate"}],
+        "variables": campaign("mrms-conus")["variables"],
         "data": {"target": target, "static": {"lon": {"source": "derived", "field": "x"}}},
         "domain": MRMS_DOMAIN,
     }
+
+
+@pytest.mark.parametrize("name", ["mrms-conus", "bom-melbourne"])
+def test_campaigns_validate_with_the_issue_settings(name):
+    cfg = validate_config(campaign(name))
+    assert cfg.scale == 8 and cfg.split.train == 0.7 and cfg.split.test == 0.2
+    methods = {k for k, v in cfg.methods.root.items() if v is not None}
+    assert methods == {"bicubic", "quantile-mapping", "unet"}
+    assert cfg.domain is None  # the whole mosaic / radar domain
 
 
 def eccodes_step(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Timestamp]:
