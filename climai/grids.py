@@ -9,6 +9,8 @@ import xarray as xr
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from climai.units import UnitsError, lookup, normalise
+
 _X_NAMES = ("x", "lon", "longitude", "rlon", "projection_x_coordinate", "easting")
 _Y_NAMES = ("y", "lat", "latitude", "rlat", "projection_y_coordinate", "northing")
 _X_STANDARD = ("projection_x_coordinate", "longitude", "grid_longitude")
@@ -117,6 +119,39 @@ class Grid:
             self.y.reshape(-1, scale).mean(axis=1),
             self.crs_wkt,
         )
+
+
+def normalise_longitudes(lon: np.ndarray) -> np.ndarray:
+    """Longitudes in −180…180 (e.g. MRMS's 230…300°E → −130…−60) when that keeps the axis
+    monotonic; an axis that crosses the antimeridian is returned unchanged (continuous)."""
+    lon = np.asarray(lon, dtype=np.float64)
+    wrapped = (lon + 180.0) % 360.0 - 180.0
+    step = np.diff(wrapped)
+    return wrapped if (step > 0).all() or (step < 0).all() else lon
+
+
+def axes_in_crs_units(ds: xr.Dataset, crs: CRS) -> xr.Dataset:
+    """``ds`` with its ``x``/``y`` in the CRS's units: longitudes in −180…180
+    (:func:`normalise_longitudes`) on a lat/lon grid; projected coordinates in metres, converted
+    from their ``units`` (e.g. km). :class:`GridError` for units that are not a length."""
+    if crs.is_geographic:
+        return ds.assign_coords(x=("x", normalise_longitudes(ds["x"].values), ds["x"].attrs))
+    for c in ("x", "y"):
+        units = normalise(str(ds[c].attrs.get("units", "m")))
+        if units == "m":
+            continue
+        try:
+            unit = lookup(units, c, " (coordinate)")
+        except UnitsError as err:
+            raise GridError(f"{err}; expected a length (m, km)") from None
+        if unit.dimension != "length":
+            raise GridError(
+                f"coordinate {c!r} has units {units!r} ({unit.dimension}); a projected grid "
+                "needs a length (m, km)"
+            )
+        metres = np.asarray(ds[c].values, dtype=np.float64) * unit.factor
+        ds = ds.assign_coords({c: (c, metres, {**ds[c].attrs, "units": "m"})})
+    return ds
 
 
 def find_xy(ds: xr.Dataset, variable: str) -> tuple[str, str]:

@@ -74,6 +74,10 @@ class _FileSource(StrictModel):
         None,
         description="CRS of the grid when the files have no CF grid_mapping (e.g. EPSG:3067).",
     )
+    missing_value: float | list[float] | None = Field(
+        None,
+        description="Value(s) in the files that mean no data (e.g. -3 for MRMS); read as NaN.",
+    )
 
 
 class NetCDFSource(_FileSource):
@@ -94,12 +98,20 @@ class ZarrSource(_FileSource):
 
 
 class GribSource(_FileSource):
-    """GRIB files through cfgrib/ecCodes (optional extra: pip install 'climai[grib]')."""
+    """GRIB files through cfgrib/ecCodes: one field per source, selected by its GRIB keys."""
 
     source: Literal["grib"]
     path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
     filter_by_keys: dict[str, str | int] = Field(
-        default_factory=dict, description="cfgrib filter_by_keys, e.g. {typeOfLevel: surface}."
+        default_factory=dict,
+        description="GRIB keys that select the field, e.g. {typeOfLevel: surface} or, for a "
+        "local parameter, {discipline: 209, parameterCategory: 6, parameterNumber: 1}; a single "
+        "selected field is renamed to the variable's source_name.",
+    )
+    units_override: str | None = Field(
+        None,
+        description="Units of the selected field where the file says 'unknown' (a local "
+        "parameter), e.g. 'mm h-1' for MRMS PrecipRate.",
     )
 
 

@@ -157,8 +157,44 @@ def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:
                 f"{key}: cannot read NetCDF file {path!r} (truncated or not NetCDF?): {msg}"
             ) from None
         _check_variables(ds, names, repr(path), key)
-        parts.append((repr(path), _keep(ds, names)))
+        parts.append((repr(path), _keep(scalar_time_to_axis(ds, names), names)))
     return combine_in_time(parts, names[0], key)
+
+
+def _is_start(ds: xr.Dataset, name: str) -> bool:
+    return "start" in name.lower() or "start" in str(ds[name].attrs.get("long_name", "")).lower()
+
+
+def scalar_time_to_axis(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
+    """A file that holds one step without a time dimension, as a length-1 time axis.
+
+    Its time is the scalar datetime variable with CF ``standard_name: time`` (else one called
+    ``valid_time`` or ``time``); a scalar datetime whose name or ``long_name`` says *start*
+    (e.g. ``start_time``) becomes the step's bounds ``time_bnds`` = [start, time]. Datasets with
+    a time dimension, or without a scalar time (static fields), are returned unchanged.
+    """
+    if _time_dim(ds, names[0]) is not None:
+        return ds
+    scalars = [
+        str(v)
+        for v in ds.variables
+        if ds[v].ndim == 0 and np.issubdtype(ds[v].dtype, np.datetime64)
+    ]
+    end = next((v for v in scalars if ds[v].attrs.get("standard_name") == "time"), None)
+    end = end or next((v for v in ("valid_time", "time") if v in scalars), None)
+    if end is None:
+        return ds
+    start = next((v for v in scalars if v != end and _is_start(ds, v)), None)
+    t_end = ds[end].values
+    out = ds.drop_vars(scalars)
+    for name in names:
+        out[name] = out[name].expand_dims(time=[t_end])
+    out["time"].attrs = {"standard_name": "time", "source_variable": end}
+    if start is not None:
+        bounds = np.array([[ds[start].values, t_end]], dtype="datetime64[ns]")
+        out["time_bnds"] = (("time", "nv"), bounds)
+        out["time"].attrs["bounds"] = "time_bnds"
+    return out
 
 
 def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset:
@@ -178,8 +214,112 @@ def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset
     return ds
 
 
+_GRIB_KEYS = ("discipline", "parameterCategory", "parameterNumber", "shortName", "typeOfLevel")
+
+
+def grib_fields(path: str) -> list[dict[str, Any]]:
+    """The identifying keys and units of each message in a GRIB file (headers only, ecCodes)."""
+    import eccodes
+
+    out: list[dict[str, Any]] = []
+    with open(path, "rb") as f:
+        while (handle := eccodes.codes_grib_new_from_file(f)) is not None:
+            try:
+                field = {}
+                for k in (*_GRIB_KEYS, "units"):
+                    try:
+                        field[k] = eccodes.codes_get(handle, k)
+                    except eccodes.KeyValueNotFoundError:
+                        continue
+                out.append(field)
+            finally:
+                eccodes.codes_release(handle)
+    return out
+
+
+def _describe_fields(path: str) -> str:
+    fields = grib_fields(path)
+    unique = list(dict.fromkeys(str({k: f[k] for k in _GRIB_KEYS if k in f}) for f in fields))
+    return "; ".join(unique) or "no GRIB messages"
+
+
+def _grib_field(
+    ds: xr.Dataset, spec: GribSource, names: list[str], path: str, key: str
+) -> xr.Dataset:
+    """The selected field(s) of one GRIB file named as configured, with known units."""
+    present = [str(v) for v in ds.data_vars]
+    if not present:
+        raise SourceError(
+            f"{key}.filter_by_keys: {dict(spec.filter_by_keys)} selects no field in {path!r}; "
+            f"its fields: {_describe_fields(path)}; set {key}.filter_by_keys to the keys of one "
+            "of them"
+        )
+    if not set(names) <= set(present):
+        if len(names) != 1 or len(present) != 1:
+            raise SourceError(
+                f"{key}.filter_by_keys: {dict(spec.filter_by_keys)} selects the field(s) "
+                f"{present} in {path!r}, not {names}; narrow {key}.filter_by_keys to one field "
+                "(it is then named after variables[].source_name)"
+            )
+        ds = ds.rename({present[0]: names[0]})
+        ds[names[0]].attrs["grib_name"] = present[0]
+    for name in names:
+        units = str(ds[name].attrs.get("units", "unknown")).strip()
+        if units.lower() in ("unknown", "", "~"):
+            if spec.units_override is None:
+                attrs = ds[name].attrs
+                ident = ", ".join(
+                    f"{k} {attrs.get('GRIB_' + k, '?')}" for k in ("paramId", "shortName")
+                )
+                raise SourceError(
+                    f"{key}.units_override: field {name!r} ({ident}) in {path!r} has units "
+                    f"{units or 'none'!r}; set {key}.units_override to its units "
+                    "(e.g. units_override: mm h-1 for MRMS PrecipRate)"
+                )
+            ds[name].attrs["units"] = spec.units_override
+        elif spec.units_override is not None and units != spec.units_override:
+            raise SourceError(
+                f"{key}.units_override: {spec.units_override!r} but field {name!r} in {path!r} "
+                f"says {units!r}; units_override is only for fields whose units are 'unknown'"
+            )
+    return ds
+
+
+def _regular_ll_axes(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """Latitudes/longitudes of a ``regular_ll`` GRIB grid rebuilt from its first point and
+    increments (cfgrib's are rounded to ~1e-6°, which makes 0.01° steps look irregular)."""
+    a = ds[name].attrs
+    if a.get("GRIB_gridType") != "regular_ll" or not {"latitude", "longitude"} <= set(ds.dims):
+        return ds
+    dlat = float(a["GRIB_jDirectionIncrementInDegrees"]) * (
+        -1 if a["GRIB_jScansPositively"] == 0 else 1
+    )
+    dlon = float(a["GRIB_iDirectionIncrementInDegrees"]) * (-1 if a["GRIB_iScansNegatively"] else 1)
+    lat = float(a["GRIB_latitudeOfFirstGridPointInDegrees"]) + dlat * np.arange(
+        ds.sizes["latitude"]
+    )
+    lon = float(a["GRIB_longitudeOfFirstGridPointInDegrees"]) + dlon * np.arange(
+        ds.sizes["longitude"]
+    )
+    return ds.assign_coords(
+        latitude=("latitude", lat, ds["latitude"].attrs),
+        longitude=("longitude", lon, ds["longitude"].attrs),
+    )
+
+
+def _grib_time(ds: xr.Dataset) -> xr.Dataset:
+    """The valid time as the ``time`` dimension (one message per file: a length-1 axis)."""
+    if "valid_time" in ds.coords and ds["valid_time"].ndim == 0:
+        ds = ds.drop_vars([c for c in ("time", "step") if c in ds.coords])
+        return ds.rename({"valid_time": "time"}).expand_dims("time")
+    if "valid_time" in ds.coords and "time" in ds.dims and "step" not in ds.dims:
+        return ds.drop_vars("time").rename({"valid_time": "time"})
+    return ds
+
+
 def open_grib(spec: GribSource, names: list[str], key: str) -> xr.Dataset:
-    """GRIB file(s) through cfgrib; needs the optional extra ``climai[grib]``."""
+    """GRIB file(s) through cfgrib, one field selected by ``filter_by_keys``; the first file is
+    checked (field, units) before the others are opened."""
     if importlib.util.find_spec("cfgrib") is None:
         raise SourceError(
             f"{key}: source 'grib' needs cfgrib and ecCodes, which are not installed; "
@@ -196,12 +336,7 @@ def open_grib(spec: GribSource, names: list[str], key: str) -> xr.Dataset:
             )
         except Exception as err:
             raise SourceError(f"{key}: cannot read GRIB file {path!r}: {err}") from None
-        if "valid_time" in ds.coords and ds["valid_time"].ndim == 0:
-            ds = ds.drop_vars([c for c in ("time", "step") if c in ds.coords])
-            ds = ds.rename({"valid_time": "time"}).expand_dims("time")
-        elif "valid_time" in ds.coords and "time" in ds.dims and "step" not in ds.dims:
-            ds = ds.drop_vars("time").rename({"valid_time": "time"})
-        _check_variables(ds, names, repr(path), key)
+        ds = _grib_time(_regular_ll_axes(_grib_field(ds, spec, names, path, key), names[0]))
         parts.append((repr(path), _keep(ds, names)))
     return combine_in_time(parts, names[0], key)
 
@@ -240,4 +375,20 @@ def open_source(spec: FileSource | PluginSource, names: list[str], key: str) -> 
             "xarray.Dataset"
         )
     _check_variables(ds, names, f"what reader {spec.source!r} returned", key)
-    return ds
+    return mask_missing(ds, names, spec.missing_value)
+
+
+def mask_missing(
+    ds: xr.Dataset, names: list[str], missing: float | list[float] | None
+) -> xr.Dataset:
+    """``ds`` with the sentinel value(s) ``missing`` of the variables ``names`` as NaN (lazy)."""
+    if missing is None:
+        return ds
+    values = [missing] if isinstance(missing, int | float) else list(missing)
+    out = ds.copy()
+    for name in names:
+        da = ds[name]
+        out[name] = da.where(~da.isin(values)).assign_attrs(
+            {**da.attrs, "missing_sentinel": str(values)}
+        )
+    return out

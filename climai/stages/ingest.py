@@ -32,7 +32,14 @@ from climai.config import (
     VariableConfig,
 )
 from climai.converters import apply_converter
-from climai.grids import Grid, GridError, crs_from_dataset, crs_variable, find_xy
+from climai.grids import (
+    Grid,
+    GridError,
+    axes_in_crs_units,
+    crs_from_dataset,
+    crs_variable,
+    find_xy,
+)
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.dataset import with_hr_layout
@@ -92,6 +99,10 @@ def standardise(
     except GridError as err:
         raise IngestError(f"{key}: {err}") from None
     ds = ds.rename({d: n for d, n in ((x, "x"), (y, "y")) if d != n})
+    try:
+        ds = axes_in_crs_units(ds, crs)
+    except GridError as err:
+        raise IngestError(f"{key}: {err}") from None
     gm = [str(ds[n].attrs.get("grid_mapping", "")).split(":")[0] for n in names]
     ds = ds.drop_vars([g for g in set(gm) if g and g in ds.variables])
     for name in names:
@@ -114,13 +125,22 @@ def standardise(
     return ds, grid
 
 
+def _domain_x(cfg: CampaignConfig, grid: Grid) -> tuple[float, float]:
+    """The domain's x range; on a lat/lon grid normalised to −180…180 like the grid."""
+    assert cfg.domain is not None
+    lo, hi = cfg.domain.x
+    if grid.crs.is_geographic and grid.x.max() <= 180.0 and min(lo, hi) > 180.0:
+        return lo - 360.0, hi - 360.0
+    return lo, hi
+
+
 def subset_and_trim(
     ds: xr.Dataset, grid: Grid, cfg: CampaignConfig
 ) -> tuple[xr.Dataset, Grid, str]:
     """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
     if cfg.domain is not None:
         try:
-            ys, xs = grid.domain_slices(cfg.domain.x, cfg.domain.y)
+            ys, xs = grid.domain_slices(_domain_x(cfg, grid), cfg.domain.y)
         except GridError as err:
             raise IngestError(f"domain is outside the data: {err}") from None
         ds = ds.isel(y=ys, x=xs)
@@ -249,11 +269,14 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     first = cfg.variable_names[0]
     per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
     per_cell = out[first].notnull().sum("time")
+    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
+    minima = {n: out[n].min() for n in precip}
     try:
-        per_step, per_cell = dask.compute(per_step, per_cell)
+        per_step, per_cell, minima = dask.compute(per_step, per_cell, minima)
     except (OSError, RuntimeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
+    _check_not_negative(minima, cfg, where)
     cells = grid.shape[0] * grid.shape[1]
     keep = np.ones(out.sizes["time"], dtype=bool)
     for name, counts in per_step.items():
@@ -288,6 +311,19 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
     out.attrs["ingest_report"] = "; ".join(report)
     return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
+
+
+def _check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, where: str) -> None:
+    """Precipitation left negative after conversion is a no-data sentinel the config missed."""
+    for name, low in minima.items():
+        if float(low) < 0:
+            var = next(v for v in cfg.variables if v.name == name)
+            raise IngestError(
+                f"variable {name!r} in {where} has negative precipitation (minimum "
+                f"{float(low):g} {var.units}) after conversion; if that is a no-data value, set "
+                "data.target.missing_value to it as the file has it (e.g. missing_value: -3 "
+                "for MRMS) so it is read as NaN"
+            )
 
 
 def _coord_attrs(crs: CRS, axis: str) -> dict[str, str]:

@@ -233,7 +233,7 @@ def test_file_target_inherits_no_toy_keys_but_rejects_changed_ones():
     with pytest.raises(
         ConfigError,
         match=r"'data.target.netcdf.pth' is not known \(did you mean "
-        r"'path'\?\); allowed here: variable, units, crs, source, path",
+        r"'path'\?\); allowed here: variable, units, crs, missing_value, source, path",
     ):
         validate_config(campaign({"source": "netcdf", "path": "a.nc", "pth": "b.nc"}))
     with pytest.raises(

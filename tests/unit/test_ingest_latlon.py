@@ -1,0 +1,66 @@
+"""Regular lat/lon targets: longitudes normalised to −180…180, either axis direction, the domain
+in lon/lat, and block means with equal weights per lat/lon cell (checked by hand)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from climai.grids import Grid, normalise_longitudes
+from climai.preprocess.coarsen import coarsen_block_mean
+from climai.testing import write_cf_netcdf
+from tests.unit.test_ingest import campaign, ingest
+
+
+def test_longitudes_0_360_become_minus_180_180():
+    np.testing.assert_allclose(
+        normalise_longitudes(np.array([230.0, 250.0, 299.5])), [-130, -110, -60.5]
+    )
+    np.testing.assert_allclose(normalise_longitudes(np.array([300.0, 250.0])), [-60.0, -110.0])
+    np.testing.assert_allclose(normalise_longitudes(np.array([-10.0, 0.0, 10.0])), [-10, 0, 10])
+    across = np.array([170.0, 175.0, 180.0, 185.0, 190.0])  # the antimeridian: kept continuous
+    np.testing.assert_array_equal(normalise_longitudes(across), across)
+    np.testing.assert_allclose(normalise_longitudes(np.array([0.5, 90.5])), [0.5, 90.5])
+
+
+@pytest.mark.parametrize("lat_step", [0.5, -0.5], ids=["lat-increasing", "lat-decreasing"])
+def test_latlon_target_block_means_by_hand(in_tmp, lat_step):
+    lon = 350.25 + 0.5 * np.arange(8)  # 350.25…353.75 °E
+    lat = (40.25 if lat_step > 0 else 43.75) + lat_step * np.arange(8)
+    values = np.arange(2 * 8 * 8, dtype=np.float64).reshape(2, 8, 8) % 7
+    write_cf_netcdf(
+        in_tmp / "ll.nc",
+        {"pr": (values, "mm h-1")},
+        lon,
+        lat,
+        times=pd.date_range("2021-07-01", periods=2, freq="h"),
+        x_name="lon",
+        y_name="lat",
+    )
+    raw = campaign(
+        {"source": "netcdf", "path": str(in_tmp / "ll.nc")},
+        scale=2,
+        domain={"x": [351.0, 353.9], "y": [40.5, 43.6]},  # in 0–360 like the file
+    )
+    target, static = ingest(raw)
+    x, y = target["x"].values, target["y"].values
+    np.testing.assert_allclose(x, [-8.75, -8.25, -7.75, -7.25, -6.75, -6.25])
+    expect_y = (
+        [40.75, 41.25, 41.75, 42.25, 42.75, 43.25]
+        if lat_step > 0
+        else [43.25, 42.75, 42.25, 41.75, 41.25, 40.75]
+    )
+    np.testing.assert_allclose(y, expect_y)
+    rows = np.flatnonzero((lat >= 40.5) & (lat <= 43.6))[:6]
+    cols = np.arange(2, 8)
+    hr = values[:, rows][:, :, cols]
+    np.testing.assert_allclose(target["pr"].values, hr)
+    lr = coarsen_block_mean(target["pr"], 2)
+    by_hand = (hr[:, 0::2, 0::2] + hr[:, 1::2, 0::2] + hr[:, 0::2, 1::2] + hr[:, 1::2, 1::2]) / 4
+    np.testing.assert_allclose(lr.values, by_hand, rtol=1e-6)  # equal weights, not cos(lat)
+    np.testing.assert_allclose(lr["x"].values, [-8.5, -7.5, -6.5])
+    grid = Grid(x, y, target["crs"].attrs["crs_wkt"])
+    np.testing.assert_allclose(grid.coarsen(2).x, lr["x"].values)
+    np.testing.assert_allclose(static["xk"].values[0], x - x.mean(), atol=1e-6)
+    assert static["xk"].attrs["units"] == "degree"
