@@ -27,7 +27,7 @@ RUN_TIME_ONLY = {
     # xarray's engine for the NetCDF export (climai/io/netcdf.py: engine="netcdf4") and its
     # default for the netCDF sources that climai/io/readers.py opens.
     "netcdf4": "xarray engine",
-    # xarray's engine for GRIB sources (climai/io/readers.py: engine="cfgrib"); extra `grib`.
+    # xarray's engine for GRIB sources (climai/io/readers.py: engine="cfgrib"); a core dependency.
     "cfgrib": "xarray engine",
 }
 # Extras of developer tools (pytest, ruff, mypy): run on climai, never imported by it.
