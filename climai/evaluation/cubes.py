@@ -1,15 +1,16 @@
-"""What the evaluate and compare stages draw and write: prediction cubes, map panels, spectra
-tables, the steps shown."""
+"""What the evaluate and compare stages draw and write: map panels (read step by step), spectra
+tables, the steps shown, the settings every metric block gets."""
 
 from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from climai.config import VariableConfig
+from climai.config import CampaignConfig, VariableConfig
 from climai.data.prepared import PreparedDataset
 from climai.evaluation.metrics import SpectraPair
 
@@ -19,16 +20,15 @@ def test_split(ds: xr.Dataset) -> xr.Dataset:
     return PreparedDataset(ds).split("test").ds
 
 
-def prediction_cube(pred: xr.Dataset, var: str) -> np.ndarray:
-    """(T, H, W), or (M, T, H, W) when the store has a ``member`` dimension."""
-    da = pred[var]
-    dims = ("member", "time", "y", "x") if "member" in da.dims else ("time", "y", "x")
-    if set(da.dims) != set(dims):
-        raise ValueError(
-            f"downscaled variable {var!r} has dimensions {da.dims}; expected {dims} "
-            "(member optional)"
-        )
-    return da.transpose(*dims).values
+def metric_context(cfg: CampaignConfig, var: VariableConfig) -> dict[str, Any]:
+    """The :class:`~climai.evaluation.metrics.MetricInput` settings of ``var`` in ``cfg``."""
+    return {
+        "kind": var.kind,
+        "scale": cfg.scale,
+        "bands": cfg.evaluate.bands,
+        "wet_threshold": cfg.evaluate.wet_threshold,
+        "seed": cfg.seed,
+    }
 
 
 def spectra_csv(spectra: dict[str, SpectraPair]) -> str:
@@ -67,30 +67,32 @@ def wet_variable(variables: list[VariableConfig]) -> str | None:
 
 def map_panels(
     truth: xr.Dataset,
-    cubes: dict[str, dict[str, np.ndarray]],
+    arrays: dict[str, dict[str, xr.DataArray]],
     steps: list[int],
     scale: int,
 ) -> list[dict[str, dict[str, np.ndarray]]]:
     """Per shown step and variable: the LR input (blocks), the truth and every method's map
-    (ensembles: their mean and member 0)."""
+    (ensembles: their mean and member 0). ``arrays[var][label]`` are lazy (time on axis -3,
+    ``"truth"`` among them); only the shown steps are read."""
     prep = PreparedDataset(truth)
     out = []
     for t in steps:
         per_var = {}
-        for v, series in cubes.items():
+        for v, series in arrays.items():
             panels = {
-                "LR input": np.kron(prep.lr(v).values[t], np.ones((scale,) * 2)),
-                "truth": series["truth"][t],
+                "LR input": np.kron(prep.lr(v).isel(time=t).values, np.ones((scale,) * 2)),
+                "truth": series["truth"].isel(time=t).values,
             }
-            for label, cube in series.items():
+            for label, da in series.items():
                 if label == "truth":
                     continue
-                if cube.ndim == 4:
+                field = da.isel(time=t).values
+                if field.ndim == 3:
                     with np.errstate(invalid="ignore"):
-                        panels[f"{label} mean"] = cube[:, t].mean(axis=0)
-                    panels[f"{label} member 0"] = cube[0, t]
+                        panels[f"{label} mean"] = field.mean(axis=0)
+                    panels[f"{label} member 0"] = field[0]
                 else:
-                    panels[label] = cube[t]
+                    panels[label] = field
             per_var[v] = panels
         out.append(per_var)
     return out

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from climai.evaluation.metrics import SpectralRegion, radial_power_spectrum, spectral_region
+from climai.evaluation.metrics import SpectralRegion
 from climai.io.atomic import atomic_path
 
 QQ_LEVELS = np.concatenate([np.linspace(0.01, 0.99, 99), [0.995, 0.999, 0.9995]])
@@ -107,31 +107,19 @@ def spectra_figure(
     save_figure(fig, path)
 
 
-def cube_spectra(
-    cubes: dict[str, dict[str, np.ndarray]],
-) -> tuple[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict[str, SpectralRegion]]:
-    """Spectra of every (T, H, W) or (M, T, H, W) cube, one common region per variable."""
-    spectra: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    regions: dict[str, SpectralRegion] = {}
-    for var, series in cubes.items():
-        regions[var] = spectral_region(*series.values())
-        spectra[var] = {k: radial_power_spectrum(c, regions[var]) for k, c in series.items()}
-    return spectra, regions
-
-
 def qq_figure(
-    cubes: dict[str, dict[str, np.ndarray]], units: dict[str, str], title: str, path: str | Path
+    qq: dict[str, dict[str, np.ndarray]], units: dict[str, str], title: str, path: str | Path
 ) -> None:
-    """Quantile–quantile plots: quantiles of each method against those of the truth (1 % to
-    99.95 %), one panel per variable, with the 1:1 line."""
-    fig, axes = plt.subplots(1, len(cubes), figsize=(4.4 * len(cubes), 4.2), squeeze=False)
-    for ax, (var, series) in zip(axes[0], cubes.items(), strict=True):
-        truth = series["truth"]
-        qt = np.nanquantile(truth, QQ_LEVELS)
-        for label, cube in series.items():
+    """Quantile–quantile plots: quantiles of each method against those of the truth at
+    :data:`QQ_LEVELS` (1 % to 99.95 %; ``qq[var][label]``, ``"truth"`` among the labels), one
+    panel per variable, with the 1:1 line."""
+    fig, axes = plt.subplots(1, len(qq), figsize=(4.4 * len(qq), 4.2), squeeze=False)
+    for ax, (var, series) in zip(axes[0], qq.items(), strict=True):
+        qt = series["truth"]
+        for label, q in series.items():
             if label == "truth":
                 continue
-            ax.plot(qt, np.nanquantile(cube, QQ_LEVELS), ".-", ms=3, lw=1, label=label)
+            ax.plot(qt, q, ".-", ms=3, lw=1, label=label)
         lo, hi = float(qt.min()), float(qt.max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
         ax.set_xlabel(f"truth quantile ({units[var]})")

@@ -160,6 +160,43 @@ def _detrend_window(fields: np.ndarray) -> np.ndarray:
     return resid * np.outer(np.hanning(ny), np.hanning(nx))
 
 
+def radial_power_sums(
+    fields: np.ndarray, region: SpectralRegion, chunk: int = 32
+) -> tuple[np.ndarray, int]:
+    """Summed radial power per integer wavenumber (0 to n/2, n the region's shorter side) of the
+    region's steps of (T, H, W) fields (or (M, T, H, W)), and the number of fields summed: the
+    part of :func:`radial_power_spectrum` that adds up over time blocks."""
+    if fields.ndim == 3:
+        fields = fields[None]
+    ny, nx = region.shape
+    n = min(ny, nx)
+    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
+    bins = np.rint(k * n).astype(int).ravel()  # integer wavenumber per (shorter) side length
+    nbins = n // 2 + 1
+    power = np.zeros(nbins)
+    cut = fields[:, region.steps][:, :, region.rows, region.cols].reshape(-1, ny, nx)
+    for start in range(0, cut.shape[0], chunk):
+        block = _detrend_window(cut[start : start + chunk].astype(np.float64))
+        spec = (np.abs(np.fft.fft2(block)) ** 2).sum(axis=0)
+        power += np.bincount(bins, spec.ravel(), minlength=bins.max() + 1)[:nbins]
+    return power, int(cut.shape[0])
+
+
+def radial_spectrum_of_sums(
+    power: np.ndarray, used: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(wavelength_cells, power)`` from :func:`radial_power_sums` over ``used`` fields of a
+    region of ``shape``: the mean power per field and per Fourier cell of each wavenumber."""
+    ny, nx = shape
+    n = min(ny, nx)
+    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
+    bins = np.rint(k * n).astype(int).ravel()
+    nbins = n // 2 + 1
+    counts = np.bincount(bins, minlength=bins.max() + 1)[:nbins]
+    mean = power / max(used, 1) / np.maximum(counts, 1)
+    return n / np.arange(1, nbins), mean[1:]
+
+
 def radial_power_spectrum(
     fields: np.ndarray, region: SpectralRegion | None = None, chunk: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -183,25 +220,8 @@ def radial_power_spectrum(
         fields = fields[None]
     if region is None:
         region = spectral_region(fields)
-    if fields.ndim == 3:
-        fields = fields[None]
-    ny, nx = region.shape
-    n = min(ny, nx)
-    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
-    bins = np.rint(k * n).astype(int).ravel()  # integer wavenumber per (shorter) side length
-    nbins = n // 2 + 1
-    power = np.zeros(nbins)
-    used = 0
-    cut = fields[:, region.steps][:, :, region.rows, region.cols].reshape(-1, ny, nx)
-    for start in range(0, cut.shape[0], chunk):
-        block = _detrend_window(cut[start : start + chunk].astype(np.float64))
-        spec = (np.abs(np.fft.fft2(block)) ** 2).sum(axis=0)
-        power += np.bincount(bins, spec.ravel(), minlength=bins.max() + 1)[:nbins]
-        used += block.shape[0]
-    counts = np.bincount(bins, minlength=bins.max() + 1)[:nbins]
-    power = power / max(used, 1) / np.maximum(counts, 1)
-    wavenumber = np.arange(1, nbins)
-    return n / wavenumber, power[1:]
+    power, used = radial_power_sums(fields, region, chunk)
+    return radial_spectrum_of_sums(power, used, region.shape)
 
 
 @dataclass(frozen=True)
@@ -214,8 +234,11 @@ class SpectraPair:
     truth: np.ndarray
 
     @classmethod
-    def of(cls, pred: np.ndarray, truth: np.ndarray) -> SpectraPair:
-        region = spectral_region(pred, truth)
+    def of(
+        cls, pred: np.ndarray, truth: np.ndarray, region: SpectralRegion | None = None
+    ) -> SpectraPair:
+        """Both spectra on ``region`` (default: the common :func:`spectral_region`)."""
+        region = region if region is not None else spectral_region(pred, truth)
         wl, p = radial_power_spectrum(pred, region)
         _, t = radial_power_spectrum(truth, region)
         return cls(region, wl, p, t)
@@ -380,10 +403,14 @@ def rank_histogram(ens: np.ndarray, truth: np.ndarray, seed: int = 0) -> list[in
 
 @dataclass
 class MetricInput:
-    """Everything a metric may need for one variable on the test split.
+    """Everything a metric may need for one variable on the test split, or on a block of its
+    time steps (a streamed evaluation, :mod:`climai.evaluation.stream`).
 
     ``pred`` is (T, H, W) or, for ensembles, (M, T, H, W); ``truth`` is (T, H, W) and ``lr`` the
-    LR input (T, h, w) in the same units.
+    LR input (T, h, w) in the same units. A block also carries ``start`` (its first step in the
+    split), ``region`` (the split's spectral region, its steps those of the block, counted from
+    the block's start) and ``value_range`` (``(lo, hi)`` of every prediction and truth value of
+    the split, for histograms).
     """
 
     pred: np.ndarray
@@ -394,6 +421,9 @@ class MetricInput:
     bands: list[list[float]] = field(default_factory=lambda: [[2, 4], [4, 8], [8, 16], [16, 32]])
     wet_threshold: float = 0.1
     seed: int = 0
+    start: int = 0
+    region: SpectralRegion | None = None
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.pred.shape[-self.truth.ndim :] != self.truth.shape or self.pred.ndim not in (
@@ -410,7 +440,7 @@ class MetricInput:
     def spectra(self) -> SpectraPair:
         """Spectra of the prediction (members pooled) and the truth, computed once."""
         if self._spectra is None:
-            self._spectra = SpectraPair.of(self.pred, self.truth)
+            self._spectra = SpectraPair.of(self.pred, self.truth, self.region)
         return self._spectra
 
     @property

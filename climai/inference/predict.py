@@ -15,7 +15,7 @@ from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
 from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
-from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
+from climai.models.quantile_mapping import apply_quantile_mapping
 from climai.models.unet import ResidualUNet
 from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
 from climai.training.loop import bf16_supported, predict_normalised
@@ -224,32 +224,16 @@ def bicubic_prediction(
 
 
 def quantile_mapped_prediction(
-    lr_train: np.ndarray,
-    hr_train: np.ndarray,
-    lr: np.ndarray,
-    scale: int,
-    kinds: list[str],
-    n_quantiles: int,
-    max_samples: int,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bicubic + empirical quantile mapping fitted on the train split, per variable.
-
-    ``lr_train`` (T, V, h, w) and ``hr_train`` (T, V, H, W) fit the tables; ``lr`` (T', V, h, w)
-    is downscaled. Returns ``(prediction (T', V, H, W), source_q (V, Q), target_q (V, Q))``.
-    """
-    fit_src = bicubic_prediction(lr_train, scale, kinds)
+    lr: np.ndarray, scale: int, kinds: list[str], source_q: np.ndarray, target_q: np.ndarray
+) -> np.ndarray:
+    """Bicubic of (T, V, h, w) LR fields mapped through each variable's fitted quantile table
+    (``source_q``, ``target_q``: (V, Q)); non-negative kinds clipped. Returns (T, V, H, W)."""
     pred = bicubic_prediction(lr, scale, kinds)
-    src_q = np.empty((len(kinds), n_quantiles))
-    tgt_q = np.empty_like(src_q)
     for i, kind in enumerate(kinds):
-        src_q[i], tgt_q[i] = fit_quantile_mapping(
-            fit_src[:, i], hr_train[:, i], n_quantiles, max_samples, seed + i
-        )
-        pred[:, i] = apply_quantile_mapping(pred[:, i], src_q[i], tgt_q[i])
+        pred[:, i] = apply_quantile_mapping(pred[:, i], source_q[i], target_q[i])
         if is_non_negative(kind):
             np.clip(pred[:, i], 0, None, out=pred[:, i])
-    return pred, src_q, tgt_q
+    return pred
 
 
 def prediction_dataset(

@@ -14,68 +14,93 @@ import argparse
 import json
 from typing import Any
 
+import numpy as np
 import yaml
 
 from climai.data.prepared import PreparedDataset
+from climai.evaluation.accumulators import histograms, spectra
 from climai.evaluation.cubes import (
     map_panels,
-    prediction_cube,
+    metric_context,
     show_steps,
     step_labels,
     test_split,
     wet_variable,
 )
 from climai.evaluation.figures import (
-    cube_spectra,
+    QQ_LEVELS,
     maps_figure,
     qq_figure,
     rank_histogram_figure,
     spectra_figure,
 )
-from climai.evaluation.metrics import rank_histogram
+from climai.evaluation.metrics import SpectralRegion
+from climai.evaluation.stream import cube, stream_scores
 from climai.evaluation.summary import markdown_table, rows_to_csv, summary_html, summary_rows
 from climai.io import open_store, write_text
 from climai.stages import StageContext, log
 
+Series = dict[str, tuple[np.ndarray, np.ndarray]]
+
 
 def run(ctx: StageContext, methods: list[str]) -> None:
-    """Every method on the test split: maps, spectra, QQ and (ensembles) rank-histogram
-    figures, and the tables summary.csv, summary.md and summary.html."""
+    """Every method on the test split: maps (read step by step), spectra on one common region,
+    QQ and (ensembles) rank-histogram figures, streamed block by block; the tables summary.csv,
+    summary.md and summary.html from every method's metrics.json."""
     truth = test_split(open_store(ctx.paths.dataset))
     prep = PreparedDataset(truth)
     variables = ctx.cfg.variable_names
     units = {v.name: v.units for v in ctx.cfg.variables}
     preds = {m: open_store(ctx.paths.downscaled(m)) for m in methods}
-    cubes = {
-        v: {"truth": prep.hr(v).values, **{m: prediction_cube(preds[m], v) for m in methods}}
-        for v in variables
+    metrics: dict[str, dict[str, dict[str, Any]]] = {
+        m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
     }
+    ensembles = [m for m in methods if "member" in preds[m].dims]
+    spectra_: dict[str, Series] = {}
+    regions: dict[str, SpectralRegion] = {}
+    qq: dict[str, dict[str, np.ndarray]] = {}
+    ranks: dict[str, dict[str, list[int]]] = {m: {} for m in ensembles}
+    for var in ctx.cfg.variables:
+        v = var.name
+        # every method with a member dimension gets a rank histogram, whatever evaluate.metrics held
+        need = {m: ["rank_histogram"] for m in ensembles if "rank_histogram" not in metrics[m][v]}
+        scores = stream_scores(
+            prep.hr(v),
+            {m: cube(preds[m][v], v) for m in methods},
+            None,
+            need,
+            metric_context(ctx.cfg, var),
+        )
+        pairs = {m: spectra(s.streams).result() for m, s in scores.items()}
+        first = pairs[methods[0]]
+        regions[v] = first.region
+        spectra_[v] = {
+            "truth": (first.wavelength, first.truth),
+            **{m: (p.wavelength, p.pred) for m, p in pairs.items()},
+        }
+        hists = {m: histograms(s.streams).result() for m, s in scores.items()}
+        qq[v] = {
+            "truth": hists[methods[0]][1].quantiles(QQ_LEVELS),
+            **{m: h[0].quantiles(QQ_LEVELS) for m, h in hists.items()},
+        }
+        for m in ensembles:
+            ranks[m][v] = metrics[m][v].get("rank_histogram") or scores[m].metrics["rank_histogram"]
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ctx.cfg.evaluate.figure_steps)
     name = f"{ctx.cfg.campaign}: test split"
+    arrays = {
+        v: {"truth": prep.hr(v), **{m: cube(preds[m][v], v) for m in methods}} for v in variables
+    }
     maps_figure(
-        map_panels(truth, cubes, steps, ctx.cfg.scale),
+        map_panels(truth, arrays, steps, ctx.cfg.scale),
         step_labels(truth, steps),
         units,
         name,
         ctx.paths.comparison,
     )
-    spectra, regions = cube_spectra(cubes)
-    spectra_figure(spectra, regions, units, f"{name}: power spectra", ctx.paths.comparison_spectra)
-    qq_figure(cubes, units, f"{name}: quantiles", ctx.paths.comparison_qq)
-    metrics: dict[str, dict[str, dict[str, Any]]] = {
-        m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
-    }
-    ensembles = {  # every method with a member dimension, whatever evaluate.metrics holds
-        m: {
-            v: metrics[m][v].get("rank_histogram")
-            or rank_histogram(cubes[v][m], cubes[v]["truth"], ctx.cfg.seed)
-            for v in variables
-        }
-        for m in methods
-        if "member" in preds[m].dims
-    }
+    spectra_figure(spectra_, regions, units, f"{name}: power spectra", ctx.paths.comparison_spectra)
+    qq_figure(qq, units, f"{name}: quantiles", ctx.paths.comparison_qq)
     if ensembles:
-        rank_histogram_figure(ensembles, f"{name}: rank histograms", ctx.paths.rank_histograms)
+        rank_histogram_figure(ranks, f"{name}: rank histograms", ctx.paths.rank_histograms)
     rows = summary_rows(metrics, variables)
     write_text(ctx.paths.summary, rows_to_csv(rows))
     write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units))
@@ -84,7 +109,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         ctx.paths.summary_html,
         summary_html(f"climai campaign {ctx.cfg.campaign}", config_yaml, rows),
     )
-    log.info("compare: %d methods, ensembles: %s", len(methods), sorted(ensembles) or "none")
+    log.info("compare: %d methods, ensembles: %s", len(methods), ensembles or "none")
 
 
 def main(ctx: StageContext, args: argparse.Namespace) -> None:

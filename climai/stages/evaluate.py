@@ -13,54 +13,54 @@ from __future__ import annotations
 import argparse
 
 from climai.data.prepared import PreparedDataset
+from climai.evaluation.accumulators import histograms, spectra
 from climai.evaluation.cubes import (
     map_panels,
-    prediction_cube,
+    metric_context,
     show_steps,
     spectra_csv,
     step_labels,
     test_split,
     wet_variable,
 )
-from climai.evaluation.figures import maps_figure, qq_figure, spectra_figure
-from climai.evaluation.metrics import MetricInput, SpectraPair, compute_metrics
+from climai.evaluation.figures import QQ_LEVELS, maps_figure, qq_figure, spectra_figure
+from climai.evaluation.metrics import SpectraPair
+from climai.evaluation.stream import cube, stream_scores
 from climai.io import open_store, write_json, write_text
 from climai.stages import StageContext, log
 
 
 def run(ctx: StageContext, method: str) -> None:
-    """Score ``method`` on the test split; write metrics.json, spectra.csv and its figures."""
+    """Score ``method`` on the test split, reading it block by block (:mod:`climai.evaluation.
+    stream`); write metrics.json, spectra.csv and its figures (maps read only their steps)."""
     truth = test_split(open_store(ctx.paths.dataset))
     prep = PreparedDataset(truth)
     pred = open_store(ctx.paths.downscaled(method))
-    variables = ctx.cfg.variable_names
     ecfg = ctx.cfg.evaluate
-    pv = {v: prediction_cube(pred, v) for v in variables}
-    tv = {v: prep.hr(v).values for v in variables}
     metrics = {}
-    spectra: dict[str, SpectraPair] = {}
+    pairs: dict[str, SpectraPair] = {}
+    qq = {}
     for var in ctx.cfg.variables:
         v = var.name
-        inp = MetricInput(
-            pred=pv[v],
-            truth=tv[v],
-            kind=var.kind,
-            lr=prep.lr(v).values,
-            scale=ctx.cfg.scale,
-            bands=ecfg.bands,
-            wet_threshold=ecfg.wet_threshold,
-            seed=ctx.cfg.seed,
-        )
-        metrics[v] = compute_metrics(inp, names=ecfg.metrics)
-        spectra[v] = inp.spectra()
+        scores = stream_scores(
+            prep.hr(v),
+            {method: cube(pred[v], v)},
+            prep.lr(v),
+            {method: ecfg.metrics},
+            metric_context(ctx.cfg, var),
+        )[method]
+        metrics[v] = scores.metrics
+        pairs[v] = spectra(scores.streams).result()
+        hist_pred, hist_truth = histograms(scores.streams).result()
+        qq[v] = {"truth": hist_truth.quantiles(QQ_LEVELS), method: hist_pred.quantiles(QQ_LEVELS)}
     write_json(ctx.paths.metrics(method), metrics)
-    write_text(ctx.paths.spectra(method), spectra_csv(spectra))
+    write_text(ctx.paths.spectra(method), spectra_csv(pairs))
     units = {v.name: v.units for v in ctx.cfg.variables}
-    cubes = {v: {"truth": tv[v], method: pv[v]} for v in variables}
+    arrays = {v: {"truth": prep.hr(v), method: cube(pred[v], v)} for v in ctx.cfg.variable_names}
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ecfg.figure_steps)
     name = f"{ctx.cfg.campaign}: {method}, test split"
     maps_figure(
-        map_panels(truth, cubes, steps, ctx.cfg.scale),
+        map_panels(truth, arrays, steps, ctx.cfg.scale),
         step_labels(truth, steps),
         units,
         name,
@@ -69,14 +69,14 @@ def run(ctx: StageContext, method: str) -> None:
     spectra_figure(
         {
             v: {"truth": (s.wavelength, s.truth), method: (s.wavelength, s.pred)}
-            for v, s in spectra.items()
+            for v, s in pairs.items()
         },
-        {v: s.region for v, s in spectra.items()},
+        {v: s.region for v, s in pairs.items()},
         units,
         f"{name}: power spectra",
         ctx.paths.spectra_figure(method),
     )
-    qq_figure(cubes, units, f"{name}: quantiles", ctx.paths.qq(method))
+    qq_figure(qq, units, f"{name}: quantiles", ctx.paths.qq(method))
     log.info("evaluate %s: %s", method, {v: round(m["rmse"], 4) for v, m in metrics.items()})
 
 

@@ -10,7 +10,11 @@ import pytest
 from PIL import Image
 
 from climai.config import deep_merge, validate_config
-from climai.evaluation.cubes import show_steps
+from climai.data.prepared import PreparedDataset
+from climai.evaluation import stream
+from climai.evaluation.cubes import metric_context, show_steps
+from climai.evaluation.metrics import MetricInput, compute_metrics
+from climai.evaluation.sketch import NBINS
 from climai.evaluation.summary import markdown_table
 from climai.io import open_store, write_store
 from climai.preprocess.splits import SPLITS
@@ -21,6 +25,7 @@ from climai.stages.infer import run as run_infer
 from climai.stages.ingest import run as run_ingest
 from climai.stages.preprocess import run as run_preprocess
 from climai.testing import TINY_CAMPAIGN, synthetic_ensemble_store
+from tests.unit.test_streamed_metrics import QUANTILE_METRICS, assert_close
 
 # the module's campaign fixture takes ~35 s on the shared 2-core machine
 pytestmark = pytest.mark.slow
@@ -41,9 +46,11 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
         synthetic_ensemble_store(test, ctx.cfg.variable_names, members=5, noise=0.3),
         ctx.paths.downscaled("unet-crps"),
     )
-    for method in ("bicubic", "quantile-mapping", "unet-crps"):
-        run_evaluate(ctx, method)
-    run_compare(ctx, ["bicubic", "quantile-mapping", "unet-crps"])
+    with pytest.MonkeyPatch.context() as mp:  # blocks of one time step: the most merging
+        mp.setattr(stream, "BLOCK_BYTES", 1)
+        for method in ("bicubic", "quantile-mapping", "unet-crps"):
+            run_evaluate(ctx, method)
+        run_compare(ctx, ["bicubic", "quantile-mapping", "unet-crps"])
     return ctx
 
 
@@ -72,6 +79,31 @@ def test_quantile_mapping_is_stored_and_fixes_the_precipitation_tail(campaign):
     assert abs(qm["pr"]["wet_fraction"] - qm["pr"]["wet_fraction_truth"]) < abs(
         bic["pr"]["wet_fraction"] - bic["pr"]["wet_fraction_truth"]
     )
+
+
+@pytest.mark.parametrize("method", ["bicubic", "quantile-mapping", "unet-crps"])
+def test_streamed_metrics_json_equals_the_in_memory_metrics(campaign, method):
+    """evaluate read the stores one time step at a time; its metrics.json equals the in-memory
+    metrics of the whole test split within the stated tolerances."""
+    cfg = campaign.cfg
+    prep = PreparedDataset(open_store(campaign.paths.dataset)).split("test")
+    pred = open_store(campaign.paths.downscaled(method))
+    streamed = _metrics(campaign, method)
+    for var in cfg.variables:
+        v = var.name
+        inp = MetricInput(
+            stream.cube(pred[v], v).values,
+            prep.hr(v).values,
+            lr=prep.lr(v).values,
+            **metric_context(cfg, var),
+        )
+        in_memory = compute_metrics(inp, names=cfg.evaluate.metrics)
+        values = np.concatenate([inp.pred.ravel(), inp.truth.ravel()])
+        bin_width = float(np.nanmax(values) - np.nanmin(values)) / NBINS
+        assert set(streamed[v]) == set(in_memory)
+        for name, value in in_memory.items():
+            atol = 2 * bin_width if name in QUANTILE_METRICS else 1e-12
+            assert_close(streamed[v][name], value, atol, f"{method}.{v}.{name}")
 
 
 def test_ensemble_metrics_from_a_member_dimension(campaign):

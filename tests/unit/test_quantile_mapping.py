@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from climai.inference.predict import quantile_mapped_prediction
-from climai.models.quantile_mapping import apply_quantile_mapping, fit_quantile_mapping
+from climai.config import validate_config
+from climai.data.prepared import PreparedDataset
+from climai.inference import baselines
+from climai.inference.predict import bicubic_prediction, quantile_mapped_prediction
+from climai.models.quantile_mapping import (
+    PairSample,
+    apply_quantile_mapping,
+    fit_quantile_mapping,
+)
 from climai.registry import method_kind
+from climai.testing import TINY_CAMPAIGN, create_prepared_test_data
 
 
 def test_quantile_mapping_recovers_a_known_monotone_transform():
@@ -49,16 +57,65 @@ def test_quantile_mapped_prediction_corrects_a_biased_smooth_field():
     rng = np.random.default_rng(2)
     hr = np.clip(rng.gamma(0.4, 2.0, size=(40, 1, 16, 16)) - 0.3, 0, None)
     lr = hr.reshape(40, 1, 4, 4, 4, 4).mean(axis=(3, 5))
-    pred, src_q, tgt_q = quantile_mapped_prediction(
-        lr[:30], hr[:30], lr[30:], 4, ["precipitation"], 201, 10_000, 0
-    )
+    source = bicubic_prediction(lr[:30], 4, ["precipitation"])[:, 0]
+    sample = PairSample(PairSample.valid_pairs(source, hr[:30, 0]), 10_000, seed=0)
+    for t in range(30):  # the train steps one by one
+        sample.add(source[t : t + 1], hr[t : t + 1, 0])
+    src_q, tgt_q = (q[None] for q in sample.fit(201))
+    pred = quantile_mapped_prediction(lr[30:], 4, ["precipitation"], src_q, tgt_q)
     assert pred.shape == (10, 1, 16, 16) and src_q.shape == tgt_q.shape == (1, 201)
     assert (pred >= 0).all()
-    from climai.inference.predict import bicubic_prediction
-
     bic = bicubic_prediction(lr[30:], 4, ["precipitation"])
     truth_p99 = np.quantile(hr[30:], 0.99)
     assert abs(np.quantile(pred, 0.99) - truth_p99) < abs(np.quantile(bic, 0.99) - truth_p99)
+
+
+@pytest.mark.parametrize("max_samples", [None, 300])
+def test_streamed_sample_equals_the_in_memory_fit_exactly(max_samples):
+    """All pairs, or the same seeded subsample as the in-memory fit, from blocks of 5, 5, 2."""
+    rng = np.random.default_rng(4)
+    source = rng.standard_normal((12, 8, 8))
+    target = np.exp(source) + 0.1 * rng.standard_normal(source.shape)
+    source[3, 2, :4] = np.nan
+    target[5, 0, 0] = np.nan
+    blocks = [slice(a, a + 5) for a in range(0, 12, 5)]
+    n_valid = sum(PairSample.valid_pairs(source[b], target[b]) for b in blocks)
+    sample = PairSample(n_valid, max_samples, seed=3)
+    for b in blocks:
+        sample.add(source[b], target[b])
+    want = fit_quantile_mapping(source, target, 101, max_samples, seed=3)
+    for got, expected in zip(sample.fit(101), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert sum(part.size for part in sample.source) == min(n_valid, max_samples or n_valid)
+    with pytest.raises(ValueError, match="first pass counted"):
+        PairSample(n_valid + 1, max_samples).fit(11)
+
+
+def test_quantile_tables_stream_the_train_split_and_equal_the_in_memory_fit(monkeypatch):
+    """Blocks of one step each (the block budget below one step's bytes), read twice: the tables
+    are those of the in-memory fit of the whole train split, with the same seeded subsample."""
+    qm = {"quantiles": 101, "max_samples": 5000}  # fewer than the train split's 12288 pairs
+    cfg = validate_config({**TINY_CAMPAIGN, "methods": {"quantile-mapping": qm, "unet": None}})
+    prep = PreparedDataset(create_prepared_test_data(scale=cfg.scale))
+    monkeypatch.setattr(baselines, "FIT_BLOCK_BYTES", 1)
+    reads = []
+    original = PreparedDataset.hr_stack
+    monkeypatch.setattr(
+        PreparedDataset,
+        "hr_stack",
+        lambda self, v: reads.append(self.sizes["time"]) or original(self, v),
+    )
+    src_q, tgt_q = baselines.quantile_tables(prep, cfg, "quantile-mapping")
+    train = prep.split("train")
+    assert reads == [1] * (2 * train.sizes["time"])
+    variables = cfg.variable_names
+    kinds = [v.kind for v in cfg.variables]
+    fit_src = bicubic_prediction(train.lr_stack(variables), cfg.scale, kinds)
+    hr = original(train, variables)
+    for i in range(len(variables)):
+        want = fit_quantile_mapping(fit_src[:, i], hr[:, i], 101, 5000, cfg.seed + i)
+        np.testing.assert_array_equal(src_q[i], want[0])
+        np.testing.assert_array_equal(tgt_q[i], want[1])
 
 
 def test_baselines_are_registered_methods():
