@@ -143,8 +143,8 @@ def emulator_predictor(
     back in the order of ``variables``. A deterministic emulator gives ``(N, V, h, w)``; a
     stochastic one ``(N, M, V, h, w)``, ``M = members`` (default the emulator's), member ``m``
     drawn after seeding torch with ``chunk_seed(seed, m)`` (its own draw whatever ``M``; one
-    member: ``(N, V, h, w)``, that seeded draw). bf16
-    autocast where supported; inputs in channels-last layout.
+    member: ``(N, V, h, w)``, that seeded draw). bf16 autocast where supported; inputs in
+    channels-last layout.
     """
     nets = {g: net.to(device).eval() for g, net in emulator.nets.items()}
     autocast = bf16 and bf16_supported(device)

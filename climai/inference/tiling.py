@@ -326,10 +326,16 @@ class TiledPredictor:
         phys = torch.stack(
             [self.spec.denormalise(v, flat[:, i]) for i, v in enumerate(self.spec.variables)], 1
         )
-        if self.conserving:
+        if self.conserving:  # sample by sample: float64 temporaries of one band, not T × M
             lr_rows = lr[..., band.y0 // s : end // s, :]
-            lr_rows = lr_rows.repeat_interleave(flat.shape[0] // steps, 0)  # members of a step
-            phys = conserve(phys, lr_rows, s, self.spec.non_negative)
+            per_step = flat.shape[0] // steps  # members of a step
+            nonneg = self.spec.non_negative
+            phys = torch.cat(
+                [
+                    conserve(phys[i : i + 1], lr_rows[i // per_step][None], s, nonneg)
+                    for i in range(phys.shape[0])
+                ]
+            )
         phys = phys.reshape(*lead, *z.shape[-3:])
         rows = missing[..., band.y0 // s : end // s, :]
         hole = rows.repeat_interleave(s, -2).repeat_interleave(s, -1)
