@@ -1,16 +1,21 @@
-"""Tiled inference in bounded memory: peak RSS and throughput on 1× and 16× the domain area.
+"""The inference engine in bounded memory: peak RSS, throughput and FLOP/s on 1× and 16× the area.
 
 Each size runs ``climai downscale`` end to end (zarr in, zarr out) in a fresh subprocess, which
 reports its peak RSS and wall time; in the same subprocess the bare model forward is then timed on
-the same tile batches (same shapes, same count, same threads and autocast). Printed: medians over
-``--repeats`` runs and the ratios the acceptance asks for.
+the same tile batches (same shapes, same count, same members, threads and autocast), and a large
+channels_last 3×3 conv2d in the same precision gives this machine's attainable peak
+(:func:`climai.training.perf.conv_peak_flops`, as benchmarks/train.py). Printed: medians over
+``--repeats`` runs, the engine / bare-forward ratio and achieved FLOP/s (conv and matmul FLOPs of
+the forward passes the run made, counted by torch's FlopCounterMode) over the peak.
 
     python benchmarks/infer.py          # 512² and 2048² HR cells, tile 256, 4 steps, 3 repeats
     python benchmarks/infer.py --sizes 256 1024 --tile 128 --overlap 32 --steps 1
+    python benchmarks/infer.py --members 4 --conserve   # a conserving ensemble (unet-crps-like)
 
 The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
-real work) on the toy campaign's features; the LR input and the DEM are synthetic fields written to
-zarr stores before any timing.
+real work) on the toy campaign's features, with noise channels and ``--members`` members when
+``--members`` > 1; the LR input and the DEM are synthetic fields written to zarr stores before any
+timing.
 """
 
 from __future__ import annotations
@@ -32,8 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def make_inputs(root: Path, size: int, steps: int, channels: list[int], scale: int = 8) -> None:
-    """Model file, LR store and static store for a ``size``² HR domain (not timed)."""
+def make_inputs(
+    root: Path,
+    size: int,
+    steps: int,
+    channels: list[int],
+    members: int = 1,
+    conserve: bool = False,
+    scale: int = 8,
+) -> None:
+    """Model file, LR store and static store for a ``size``² HR domain (not timed); with
+    ``members`` > 1 the model draws noise (2 channels per level) and that many members."""
     import pandas as pd
     import torch
     import xarray as xr
@@ -42,12 +56,21 @@ def make_inputs(root: Path, size: int, steps: int, channels: list[int], scale: i
     from climai.io import write_store
     from climai.io.checkpoints import save_model
     from climai.models.interpolate import upsample
+    from climai.models.unet import ResidualUNet
     from climai.synthetic import TOY_CRS
     from climai.testing import model_card_for, toy_feature_spec, trained_like_unet
 
     spec = toy_feature_spec(scale)
     model = trained_like_unet(spec, channels)
-    save_model(root / "model.pt", model.state_dict(), model_card_for(spec, channels))
+    card = model_card_for(spec, channels)
+    if members > 1:
+        noisy = ResidualUNet(spec.in_channels, spec.out_channels, channels, noise_channels=2)
+        noisy.load_state_dict(model.state_dict(), strict=False)  # noise projections: fresh
+        model = noisy
+        card["architecture"].update(noise_channels=2, members=members)
+    if conserve:
+        card["architecture"]["constraint"] = "conserve"
+    save_model(root / "model.pt", model.state_dict(), card)
     rng = np.random.default_rng(size)
     n = size // scale
     dx = 500.0
@@ -82,29 +105,34 @@ def make_inputs(root: Path, size: int, steps: int, channels: list[int], scale: i
 
 
 def child(args: argparse.Namespace) -> None:
-    """One measured run: downscale, then the bare forward on the recorded batch shapes."""
+    """One measured run: downscale, then the bare forward on the recorded batch shapes and the
+    conv2d peak."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     import climai.inference.downscale as stage
     from climai.config import InferConfig
-    from climai.inference.predict import load_emulator, model_predictor
+    from climai.inference.predict import emulator_predictor, load_emulator, resolve_device
+    from climai.training.perf import conv_peak_flops
 
     torch.set_num_threads(args.threads)
     shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    real = stage.model_predictor
+    real = stage.emulator_predictor
 
     def recording(*a, **k):  # the predictor the run uses, noting each batch's shapes
         predict = real(*a, **k)
 
-        def wrapped(x, base):
+        def wrapped(x, base, seed):
             shapes.append((tuple(x.shape), tuple(base.shape)))
-            return predict(x, base)
+            return predict(x, base, seed)
 
         return wrapped
 
-    stage.model_predictor = recording
+    stage.emulator_predictor = recording
     root = Path(args.root)
-    cfg = InferConfig(tile=args.tile, overlap=args.overlap, batch=args.batch, progress=False)
+    cfg = InferConfig(
+        tile=args.tile, overlap=args.overlap, batch=args.batch, device=args.device, progress=False
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     stage.run_downscale(
         root / "model.pt",
@@ -116,19 +144,35 @@ def child(args: argparse.Namespace) -> None:
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model, _, _ = load_emulator(root / "model.pt")
-    predict = model_predictor(model, torch.device("cpu"), cfg.bf16)
+    emulator, spec, _ = load_emulator(root / "model.pt")
+    device = resolve_device(args.device)
+    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16)
     gen = torch.Generator().manual_seed(0)
-    predict(torch.randn(shapes[0][0]), torch.randn(shapes[0][1]))  # warm-up
+    predict(torch.randn(shapes[0][0]), torch.randn(shapes[0][1]), 0)  # warm-up
     batches = [(torch.randn(s, generator=gen), torch.randn(b, generator=gen)) for s, b in shapes]
     t0, c0 = time.perf_counter(), time.process_time()
-    for x, base in batches:
-        predict(x, base)
+    for i, (x, base) in enumerate(batches):
+        predict(x, base, i)
     bare, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
+    net = next(iter(emulator.nets.values()))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, *shapes[0][0][1:]), torch.zeros(1, *shapes[0][1][1:]))
+    flop_per_cell = counter.get_total_flops() / (shapes[0][0][-2] * shapes[0][0][-1])
+    members = emulator.members if emulator.stochastic else 1
+    tile_cells = sum(s[0] * s[-2] * s[-1] for s, _ in shapes) * members
+    peak = conv_peak_flops(device, cfg.bf16 and stage_bf16(device))
     steps = len(__import__("xarray").open_zarr(root / "lr.zarr")["time"])
     print(json.dumps({"wall_s": wall, "bare_s": bare, "cpu_s": cpu, "bare_cpu_s": bare_cpu,
-                      "rss_mb": rss_mb, "batches": len(shapes),
-                      "hr_mpix": args.size**2 * steps / 1e6}))  # fmt: skip
+                      "rss_mb": rss_mb, "batches": len(shapes), "members": members,
+                      "hr_mpix": args.size**2 * steps / 1e6,
+                      "gflop": flop_per_cell * tile_cells / 1e9, "peak_gflops": peak / 1e9}))  # fmt: skip
+
+
+def stage_bf16(device) -> bool:
+    """Whether the engine runs bf16 autocast on ``device`` (as the peak must)."""
+    from climai.training.loop import bf16_supported
+
+    return bool(bf16_supported(device))
 
 
 def main() -> None:
@@ -140,6 +184,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="engine and forward")
+    p.add_argument("--members", type=int, default=1, help="ensemble members (noise channels)")
+    p.add_argument("--conserve", action="store_true", help="constraint: conserve")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -153,13 +200,14 @@ def main() -> None:
         for size in args.sizes:
             root = Path(tmp) / str(size)
             root.mkdir()
-            make_inputs(root, size, args.steps, args.channels)
+            make_inputs(root, size, args.steps, args.channels, args.members, args.conserve)
             results[size] = []
         for rep in range(args.repeats):
             for size in args.sizes:
                 cmd = [sys.executable, __file__, "--child", "--root", str(Path(tmp) / str(size)),
                        "--size", str(size), "--tile", str(args.tile), "--overlap", str(args.overlap),
-                       "--batch", str(args.batch), "--threads", str(args.threads)]  # fmt: skip
+                       "--batch", str(args.batch), "--threads", str(args.threads),
+                       "--device", args.device]  # fmt: skip
                 shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode:
@@ -173,7 +221,8 @@ def main() -> None:
     }
     small, big = args.sizes
     print(f"\nmedians over {args.repeats} runs (tile {args.tile}, overlap {args.overlap}, batch "
-          f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads):")  # fmt: skip
+          f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads, "
+          f"{args.members} member(s){', conserving' if args.conserve else ''}):")  # fmt: skip
     for s in args.sizes:
         m = med[s]
         print(f"  {s}²: peak RSS {m['rss_mb']:.0f} MiB, {m['hr_mpix'] / m['wall_s']:.3f} HR Mpix/s "
@@ -189,8 +238,13 @@ def main() -> None:
     print(f"  output area ratio {big**2 / small**2:.0f}×; peak RSS ratio "
           f"{med[big]['rss_mb'] / med[small]['rss_mb']:.3f} (acceptance ≤ 1.3)")  # fmt: skip
     for s in args.sizes:
+        m = med[s]
         print(f"  {s}²: throughput / bare forward: wall {ratios[s]:.3f}, CPU time "
               f"{cpu_ratios[s]:.3f} (acceptance ≥ 0.8)")  # fmt: skip
+        print(f"  {s}²: achieved {m['gflop'] / m['wall_s']:.2f} GFLOP/s engine, "
+              f"{m['gflop'] / m['bare_s']:.2f} bare forward, conv2d peak "
+              f"{m['peak_gflops']:.1f} GFLOP/s: engine/peak {m['gflop'] / m['wall_s'] / m['peak_gflops']:.3f}"
+              f" ({m['members']:.0f} member(s))")  # fmt: skip
 
 
 if __name__ == "__main__":

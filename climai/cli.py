@@ -84,12 +84,14 @@ def _downscale(args: argparse.Namespace) -> None:
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
     infer = cfg.infer if cfg is not None else InferConfig()
-    updates = {k: getattr(args, k) for k in ("tile", "overlap", "batch", "device", "members")}
+    updates = {k: getattr(args, k) for k in ("tile", "overlap", "batch", "device")}
     infer = infer.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if args.no_progress:
         infer = infer.model_copy(update={"progress": False})
     InferConfig.model_validate(infer.model_dump())
-    run_downscale(args.model, args.input, args.output, args.static, infer, max(1, args.threads))
+    run_downscale(
+        args.model, args.input, args.output, args.static, infer, max(1, args.threads), args.members
+    )
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -171,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help="HR tile edge (overrides infer.tile)")
     p.add_argument("--overlap", type=int, default=None, help="HR tile overlap (infer.overlap)")
     p.add_argument("--batch", type=int, default=None, help="samples per forward (infer.batch)")
-    p.add_argument("--members", type=int, default=None, help="ensemble members (infer.members)")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="ensemble members (default: the model's, methods.<name>.members)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads to use")

@@ -38,9 +38,6 @@ class InferConfig(StrictModel):
         "auto", description="Where the model runs; auto: cuda when available, else cpu."
     )
     bf16: bool = Field(True, description="bf16 autocast where the device supports it.")
-    members: int = Field(
-        8, ge=1, description="Ensemble members drawn from a stochastic model (dim 'member')."
-    )
     ensemble_mean: bool = Field(
         False, description="Also write <var>_mean, the mean over members (stochastic models)."
     )

@@ -1,10 +1,15 @@
-"""The tiled inference engine and ``climai downscale``: LR fields → HR fields, tile by tile,
-streamed to zarr.
+"""The inference engine and ``climai downscale``: LR fields → HR fields, tile by tile, streamed
+to zarr by time blocks.
 
-The rule ``infer`` (climai/stages/infer.py) runs single deterministic networks through
-:func:`downscale_to_store`; ``climai downscale`` applies a model file to any LR dataset with the
-model's variables, units, spacing and CRS, with static fields for the new domain from a DEM store
-or file.
+Every emulator (one network or one per variable group, deterministic or an ensemble, conserving
+or not) runs through :func:`downscale_emulator`: the rule ``infer`` (climai/stages/infer.py) on the
+campaign's split, ``climai downscale`` (:func:`run_downscale`) on any LR dataset with the model's
+variables, units, spacing and CRS, with static fields for the new domain from a DEM store or file.
+Given the same LR input, static fields and ``infer`` settings both write the same values.
+
+Output: ``<var>`` on ``(time, y, x)``, or ``(member, time, y, x)`` for an ensemble (the order the
+evaluate stage reads), chunked by one member, one time block and one tile stride; ensembles may add
+``<var>_mean`` ``(time, y, x)`` and ``<var>_quantile`` ``(quantile, time, y, x)``.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from climai.data.prepared import lr_key
 from climai.inference.distributed import (
     SINGLE,
     InferRanks,
+    chunk_seed,
     chunk_share,
+    rank_device,
 )
 from climai.inference.predict import (
+    Emulator,
+    card_seed,
+    emulator_predictor,
     load_emulator,
-    model_predictor,
     resolve_device,
-    size_multiple,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs, shared_streamed_store
@@ -151,7 +159,7 @@ def _template(
     cfg: InferConfig,
     chunks: tuple[int, int, int],
 ) -> xr.Dataset:
-    """An empty (dask) output dataset: ``<var>`` on (time, [member,] y, x), ensemble summaries."""
+    """An empty (dask) output dataset: ``<var>`` on ([member,] time, y, x), ensemble summaries."""
     import dask.array as da
 
     nt, ny, nx = lr.sizes["time"], y.size, x.size
@@ -173,9 +181,9 @@ def _template(
         if members > 1:
             ds.coords["member"] = ("member", np.arange(members), {"long_name": "ensemble member"})
             dims, shape, chunk = (
-                ("time", "member", "y", "x"),
-                (nt, members, ny, nx),
-                (ct, 1, cy, cx),
+                ("member", "time", "y", "x"),
+                (members, nt, ny, nx),
+                (1, ct, cy, cx),
             )
         else:
             dims, shape, chunk = ("time", "y", "x"), (nt, ny, nx), (ct, cy, cx)
@@ -203,11 +211,15 @@ def _write_band(
     variables: list[str],
     cfg: InferConfig,
 ) -> None:
-    """Write one band ``(T, [M,] V, h, W)`` of every variable (and its ensemble summaries)."""
+    """Write one band ``(T, [M,] V, h, W)`` of every variable (members first in the store) and
+    its ensemble summaries."""
     ensemble = values.ndim == 5
     for i, v in enumerate(variables):
         field = values[:, :, i] if ensemble else values[:, i]
-        writer.write(v, (times, *([slice(None)] if ensemble else []), rows), field)
+        if ensemble:
+            writer.write(v, (slice(None), times, rows), np.moveaxis(field, 1, 0))
+        else:
+            writer.write(v, (times, rows), field)
         if ensemble and cfg.ensemble_mean:
             writer.write(f"{v}_mean", (times, rows), field.mean(axis=1))
         if ensemble and cfg.quantiles:
@@ -226,13 +238,17 @@ def downscale_to_store(
     members: int,
     attrs: dict[str, Any],
     ranks: InferRanks = SINGLE,
+    seed: int = 0,
+    conserving: bool = False,
 ) -> None:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
     ``static`` holds the model's static fields on exactly the HR grid of ``lr``. Memory depends on
     the tile, the batch and one band of tile rows, never on the whole domain. Time blocks are the
-    store's time chunks; with several ``ranks`` each downscales its share of the blocks into the
-    one store (the same blocks as one process, so the same values).
+    store's time chunks; block ``k`` is drawn with ``chunk_seed(seed, k)``; with several ``ranks``
+    each downscales its share of the blocks into the one store (the same blocks with the same
+    seeds as one process, so the same values). ``conserving``: every HR block mean equals its LR
+    value (applied to the blended bands).
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -244,7 +260,7 @@ def downscale_to_store(
     var_attrs = {v: {**cf_attrs(lr[v].attrs), "grid_mapping": "crs"} for v in spec.variables}
     template = _template(lr, y, x, spec.variables, var_attrs, members, cfg, chunks)
     template = template.assign_attrs(attrs)
-    tiled = TiledPredictor(predict, spec, layout, cfg.batch)
+    tiled = TiledPredictor(predict, spec, layout, cfg.batch, conserving)
 
     static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
 
@@ -273,11 +289,12 @@ def downscale_to_store(
         mininterval=2.0, desc="downscale",
     )  # fmt: skip
     with bar, shared_streamed_store(output, template, ranks) as writer:
-        for _, times in share:
+        for k, times in share:
             block = lr.isel(time=times)
             values = np.stack([block[v].values for v in spec.variables], axis=1)
             index = pd.DatetimeIndex(block["time"].values)
-            for r0, r1, band in tiled.run(values, static_tile, index, bar.update):
+            bands = tiled.run(values, static_tile, index, bar.update, chunk_seed(seed, k))
+            for r0, r1, band in bands:
                 _write_band(writer, band, times, slice(r0, r1), spec.variables, cfg)
 
 
@@ -294,6 +311,36 @@ def open_input(path: str | Path) -> xr.Dataset:
         raise ValueError(f"cannot open {str(path)!r} as NetCDF: {err}") from err
 
 
+def downscale_emulator(
+    emulator: Emulator,
+    spec: FeatureSpec,
+    card: dict[str, Any],
+    lr: xr.Dataset,
+    static: xr.Dataset,
+    output: Path,
+    cfg: InferConfig,
+    attrs: dict[str, Any],
+    ranks: InferRanks = SINGLE,
+    members: int | None = None,
+) -> None:
+    """The engine for a trained emulator: the one path of the ``infer`` rule and of
+    ``climai downscale``.
+
+    ``lr`` must fit the model (:func:`check_input`); ``static`` holds its static fields on the HR
+    grid of ``lr``. An ensemble draws ``members`` (default the model card's, i.e. the method's
+    ``members`` key) from the seed the model was trained with; ``constraint: conserve`` makes every
+    HR block mean equal its LR value. Each rank runs on its own device.
+    """
+    device = rank_device(resolve_device(cfg.device), ranks)
+    count = (members or emulator.members) if emulator.stochastic else 1
+    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count)
+    conserving = emulator.constraint == "conserve"
+    downscale_to_store(
+        predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
+        card_seed(card), conserving,
+    )  # fmt: skip
+
+
 def run_downscale(
     model_file: str | Path,
     input_path: str | Path,
@@ -301,17 +348,12 @@ def run_downscale(
     static_path: str | Path | None,
     cfg: InferConfig,
     threads: int,
+    members: int | None = None,
 ) -> None:
-    """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path``."""
+    """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path`` (``members``:
+    ensemble members instead of the model's own count)."""
     torch.set_num_threads(threads)
     emulator, spec, card = load_emulator(model_file)
-    if emulator.single_net is None:
-        raise ValueError(
-            f"model {str(model_file)!r} is an ensemble, conserving or multi-network emulator; "
-            "climai downscale streams single deterministic networks only: run such models "
-            "through the campaign's infer rule"
-        )
-    model = emulator.single_net
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))
@@ -324,8 +366,6 @@ def run_downscale(
     static = xr.Dataset()
     if spec.statics:
         static = static_window(open_input(static_path), spec, y, x, str(static_path))  # type: ignore[arg-type]
-    predict = model_predictor(model, resolve_device(cfg.device), cfg.bf16, cfg.members)
-    members = cfg.members if hasattr(model, "sample") else 1
     attrs = {
         **provenance_attrs(str(card.get("config_sha256", "")), "downscale"),
         "method": str(card.get("method", "")),
@@ -333,16 +373,12 @@ def run_downscale(
     }
     output = Path(output)
     if output.suffix != ".nc":
-        downscale_to_store(
-            predict, spec, lr, static, output, cfg, size_multiple(model), members, attrs
-        )
+        downscale_emulator(emulator, spec, card, lr, static, output, cfg, attrs, members=members)
         return
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
         store = Path(tmp) / "hr.zarr"
-        downscale_to_store(
-            predict, spec, lr, static, store, cfg, size_multiple(model), members, attrs
-        )
+        downscale_emulator(emulator, spec, card, lr, static, store, cfg, attrs, members=members)
         hr = open_store(store)
         write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))

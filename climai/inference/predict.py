@@ -1,7 +1,8 @@
-"""Predictions of each method on a split, as physical HR fields with CF metadata."""
+"""Emulators as predict callables of the tiled engine, and the baselines' in-memory predictions."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,21 +11,25 @@ import numpy as np
 import torch
 import xarray as xr
 
-from climai.data.features import FeatureSpec, SplitTensors, to_physical
+from climai.data.features import FeatureSpec
+from climai.inference.distributed import chunk_seed
 from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
-from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
-from climai.models.unet import ResidualUNet
 from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
-from climai.training.loop import bf16_supported, predict_normalised
+from climai.training.loop import bf16_supported
 from climai.variables import is_non_negative
 
 
 @dataclass
 class Emulator:
-    """The trained networks of a method: one per variable group, with how to apply them."""
+    """The trained networks of a method: one per variable group, with how to apply them.
+
+    ``members``: the ensemble members a stochastic emulator draws (the method's ``members`` key,
+    recorded in the model card; the one member count, overridden only by ``climai downscale
+    --members``).
+    """
 
     nets: dict[str, torch.nn.Module]  # ResidualUNet, or a plugin type's network
     groups: dict[str, list[str]]
@@ -33,14 +38,12 @@ class Emulator:
 
     @property
     def stochastic(self) -> bool:
-        return any(getattr(net, "stochastic", False) for net in self.nets.values())
+        return any(is_stochastic(net) for net in self.nets.values())
 
     @property
-    def single_net(self) -> torch.nn.Module | None:
-        """The one deterministic network, unconstrained: what tiled streaming inference runs."""
-        if len(self.nets) != 1 or self.constraint != "none" or self.stochastic:
-            return None
-        return next(iter(self.nets.values()))
+    def multiple(self) -> int:
+        """Input sizes must be multiples of this, for every network."""
+        return math.lcm(*(size_multiple(net) for net in self.nets.values()))
 
 
 def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
@@ -65,6 +68,11 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
         nets[group] = net.eval()
     emulator = Emulator(nets, groups, arch.get("constraint", "none"), arch.get("members", 1))
     return emulator, spec, card
+
+
+def card_seed(card: dict[str, Any]) -> int:
+    """The seed an emulator's ensembles are drawn from: the campaign seed it was trained with."""
+    return int(card.get("provenance", {}).get("seed", 0))
 
 
 def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType, Any]:
@@ -96,20 +104,6 @@ def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType,
     return mtype, mtype.config.model_validate(arch["method_config"])
 
 
-def select_variables(split: SplitTensors, spec: FeatureSpec, variables: list[str]) -> SplitTensors:
-    """The inputs of a model that sees only ``variables`` (channels: base, nearest, static, time)."""
-    nv = len(spec.variables)
-    idx = [spec.variables.index(v) for v in variables]
-    rest = list(range(2 * nv, split.x.shape[1]))
-    channels = idx + [nv + i for i in idx] + rest
-    return SplitTensors(
-        split.x[:, channels],
-        split.base[:, idx],
-        None if split.target is None else split.target[:, idx],
-        None if split.lr is None else split.lr[:, idx],
-    )
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
     if name == "auto":
@@ -125,90 +119,80 @@ def size_multiple(model: torch.nn.Module) -> int:
 
 
 def is_stochastic(model: torch.nn.Module) -> bool:
-    """Whether ``model`` draws ensemble members: it has ``sample(x, base, members)``."""
-    return callable(getattr(model, "sample", None))
+    """Whether ``model`` draws ensemble members: it draws noise in its forward pass
+    (``stochastic`` true) or has ``sample(x, base, members)``."""
+    return bool(getattr(model, "stochastic", False)) or callable(getattr(model, "sample", None))
+
+
+def _group_channels(variables: list[str], group: list[str], in_channels: int) -> list[int]:
+    """The input channels of a network that sees only ``group``: its variables' base and nearest
+    channels, then every static and time channel."""
+    nv = len(variables)
+    idx = [variables.index(v) for v in group]
+    return idx + [nv + i for i in idx] + list(range(2 * nv, in_channels))
+
+
+def emulator_predictor(
+    emulator: Emulator,
+    variables: list[str],
+    device: torch.device,
+    bf16: bool = True,
+    members: int | None = None,
+) -> Predict:
+    """A :data:`~climai.inference.tiling.Predict` callable running ``emulator`` on ``device``.
+
+    Each variable group's network sees its variables' channels and predicts them; outputs come
+    back in the order of ``variables``. A deterministic emulator gives ``(N, V, h, w)``; a
+    stochastic one ``(N, M, V, h, w)``, ``M = members`` (default the emulator's), member ``m``
+    drawn after seeding torch with ``chunk_seed(seed, m)`` (its own draw whatever ``M``; one
+    member: ``(N, V, h, w)``, that seeded draw). bf16 autocast where supported; inputs in
+    channels-last layout.
+    """
+    nets = {g: net.to(device).eval() for g, net in emulator.nets.items()}
+    autocast = bf16 and bf16_supported(device)
+    count = (members or emulator.members) if emulator.stochastic else 0
+    whole = len(nets) == 1 and next(iter(emulator.groups.values())) == variables
+    index = {g: [variables.index(v) for v in vs] for g, vs in emulator.groups.items()}
+
+    def run(net: torch.nn.Module, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        if callable(getattr(net, "sample", None)):
+            return net.sample(x, base, 1)[:, 0]  # type: ignore[operator]
+        return net(x, base)  # type: ignore[no-any-return]
+
+    def forward(x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            if whole:
+                return run(next(iter(nets.values())), x, base).float()
+            out = torch.empty(base.shape, dtype=torch.float32, device=device)
+            for g, net in nets.items():
+                channels = _group_channels(variables, emulator.groups[g], x.shape[1])
+                sub = x[:, channels].contiguous(memory_format=torch.channels_last)
+                out[:, index[g]] = run(net, sub, base[:, index[g]]).float()
+            return out
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor, base: torch.Tensor, seed: int) -> torch.Tensor:
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        base = base.to(device)
+        if not count:
+            return forward(x, base).cpu()
+        draws = []
+        for m in range(count):
+            torch.manual_seed(chunk_seed(seed, m))
+            draws.append(forward(x, base))
+        return (torch.stack(draws, 1) if count > 1 else draws[0]).cpu()
+
+    return predict
 
 
 def model_predictor(
     model: torch.nn.Module, device: torch.device, bf16: bool = True, members: int = 1
 ) -> Predict:
-    """A :data:`~climai.inference.tiling.Predict` callable running ``model`` on ``device``.
-
-    A deterministic model gives ``(N, V, h, w)``; a stochastic one (``model.sample(x, base, M)``
-    → ``(N, M, V, h, w)``) gives ``members`` members. bf16 autocast is used where supported.
-    """
-    model = model.to(device).eval()
-    autocast = bf16 and bf16_supported(device)
-    sample = getattr(model, "sample", None) if is_stochastic(model) else None
-
-    @torch.no_grad()
-    def predict(x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        base = base.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = sample(x, base, members) if sample is not None else model(x, base)
-        return out.float().cpu()
-
-    return predict
-
-
-def _normalised_on(
-    net: ResidualUNet, split: SplitTensors, batch: int, device: torch.device, bf16: bool
-) -> torch.Tensor:
-    """:func:`~climai.training.loop.predict_normalised` with the network on ``device``: inputs
-    go there batch by batch, predictions come back to the CPU (NaN where the base is)."""
-    if device.type == "cpu":
-        return predict_normalised(net, split, batch, bf16 and bf16_supported(device))
-    autocast = bf16 and bf16_supported(device)
-    net = net.to(device).eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, split.x.shape[0], batch):
-            x = split.x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
-            base = split.base[i : i + batch].nan_to_num(0.0).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out.append(net(x, base).float().cpu())
-    return torch.cat(out).masked_fill(torch.isnan(split.base), float("nan"))
-
-
-def unet_prediction(
-    emulator: Emulator,
-    spec: FeatureSpec,
-    split: SplitTensors,
-    batch: int = 8,
-    members: int | None = None,
-    seed: int = 0,
-    device: torch.device | None = None,
-    bf16: bool = True,
-) -> np.ndarray:
-    """Physical predictions, NaN where the LR input is missing.
-
-    ``(T, V, H, W)`` for a deterministic emulator, ``(M, T, V, H, W)`` for a stochastic one
-    (``members`` draws, default the card's). With ``constraint: conserve`` each block mean equals
-    the LR input (applied in physical units, last). The networks run on ``device`` (default the
-    CPU), with bf16 autocast where ``bf16`` and the device supports it.
-    """
-    device = device or torch.device("cpu")
-    n = (members or emulator.members) if emulator.stochastic else 1
-    torch.manual_seed(seed)
-    draws = []
-    for _ in range(n):
-        parts = []
-        for group, variables in emulator.groups.items():
-            sub = select_variables(split, spec, variables)
-            z = _normalised_on(emulator.nets[group], sub, batch, device, bf16)
-            phys = to_physical(spec.subset(variables), z)
-            if emulator.constraint == "conserve":
-                if sub.lr is None:
-                    raise ValueError("the conservation constraint needs the LR fields")
-                nonneg = spec.subset(variables).non_negative
-                phys = conserve(phys, sub.lr, spec.scale, nonneg)
-                phys = phys.masked_fill(torch.isnan(sub.base), float("nan"))
-            parts.append((variables, phys))
-        order = {v: (p, variables.index(v)) for variables, p in parts for v in variables}
-        draws.append(torch.stack([order[v][0][:, order[v][1]] for v in spec.variables], 1))
-    out = torch.stack(draws).numpy()
-    return out if emulator.stochastic else out[0]
+    """:func:`emulator_predictor` of one network predicting every variable (``members`` draws
+    when it is stochastic)."""
+    return emulator_predictor(
+        Emulator({"all": model}, {"all": []}, members=members), [], device, bf16
+    )
 
 
 def bicubic_prediction(

@@ -10,6 +10,14 @@ zero-padded tile edge never count, and a model whose receptive radius is at most
 gives the same field as one forward pass over the whole domain. Tiles are processed one row after
 another; a row's HR band is final once the next row starts, so memory is one band of the domain
 width, never the domain.
+
+Ensembles are drawn tile batch by tile batch: batch ``b`` of time block ``k`` gets the seed
+``batch_seed(block_seed, b)`` and member ``m`` of it ``batch_seed(that, m)``
+(:func:`climai.inference.distributed.chunk_seed` mixing), so a block's members are the same
+whichever rank draws it and whatever the other blocks; they depend on the tile layout and the batch
+size (the noise is drawn per tile). A conserving model's constraint is applied to each finished
+band after blending: bands start and end on tile-row starts, which are multiples of ``scale``, so
+every band holds whole LR blocks and every block mean equals its LR value also across tile seams.
 """
 
 from __future__ import annotations
@@ -24,11 +32,14 @@ import pandas as pd
 import torch
 
 from climai.data.features import FeatureSpec, model_inputs
+from climai.inference.distributed import chunk_seed
+from climai.models.constraints import conserve
 from climai.models.interpolate import nan_fill
 
-#: ``predict(x, base)``: normalised inputs ``(N, C, h, w)`` and bicubic base ``(N, V, h, w)`` →
-#: normalised predictions ``(N, V, h, w)``, or ``(N, M, V, h, w)`` for an ensemble of M members.
-Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``predict(x, base, seed)``: normalised inputs ``(N, C, h, w)`` and bicubic base
+#: ``(N, V, h, w)`` → normalised predictions ``(N, V, h, w)``, or ``(N, M, V, h, w)`` for an
+#: ensemble of M members drawn from ``seed`` (a deterministic model ignores it).
+Predict = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 #: LR cells of context around each tile: the reach of the bicubic kernel.
 LR_MARGIN = 2
@@ -184,10 +195,21 @@ class TiledPredictor:
         The tiles.
     batch:
         Tile × time samples per call of ``predict``.
+    conserving:
+        Correct each finished band so that every HR block mean equals its LR value
+        (:func:`climai.models.constraints.conserve`, after blending, in physical units).
     """
 
-    def __init__(self, predict: Predict, spec: FeatureSpec, layout: TileLayout, batch: int) -> None:
-        self.predict, self.spec, self.layout, self.batch = predict, spec, layout, max(1, batch)
+    def __init__(
+        self,
+        predict: Predict,
+        spec: FeatureSpec,
+        layout: TileLayout,
+        batch: int,
+        conserving: bool = False,
+    ) -> None:
+        self.predict, self.spec, self.layout = predict, spec, layout
+        self.batch, self.conserving = max(1, batch), conserving
 
     def run(
         self,
@@ -195,13 +217,16 @@ class TiledPredictor:
         static: Callable[[Tile], torch.Tensor],
         times: pd.DatetimeIndex,
         progress: Callable[[int], None] = lambda n: None,
+        seed: int = 0,
     ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(y0, y1, values)`` for consecutive HR bands of the domain.
 
         ``lr`` is ``(T, V, h, w)`` physical LR; ``static(tile)`` the tile's normalised static
         fields ``(S, th, tw)``; ``values`` is ``(T, [M,] V, y1 - y0, W)`` physical, NaN over the HR
-        footprint of missing LR cells. ``progress(n)`` is called after every ``n`` samples.
+        footprint of missing LR cells. ``progress(n)`` is called after every ``n`` samples;
+        ``seed`` is the time block's: batch ``b`` is drawn with ``chunk_seed(seed, b)``.
         """
+        self._seed, self._batches = seed, 0
         lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
         fill = nan_fill(lr_t)
         missing = torch.isnan(lr_t)
@@ -217,7 +242,7 @@ class TiledPredictor:
                 band.total = self._accumulate(band.total, out, w, tile, t0, lr_t.shape[0])
                 progress(out.shape[0])
             end = self.layout.band_end(row)
-            yield band.y0, end, self._finish(band, end, missing)
+            yield band.y0, end, self._finish(band, end, lr_t, missing)
 
     def _shift(self, band: _Band, y0: int) -> _Band:
         """The band moved down to start at HR row ``y0``, keeping the sums below it."""
@@ -282,14 +307,16 @@ class TiledPredictor:
             n += k
         x = torch.cat([p[2] for p in taken])
         base = torch.cat([p[3] for p in taken])
-        out = self.predict(x, base.nan_to_num(0.0)).float()
+        out = self.predict(x, base.nan_to_num(0.0), chunk_seed(self._seed, self._batches)).float()
+        self._batches += 1
         i = 0
         for tile, t, xs, _ in taken:
             yield tile, t, out[i : i + xs.shape[0]]
             i += xs.shape[0]
 
-    def _finish(self, band: _Band, end: int, missing: torch.Tensor) -> np.ndarray:
-        """Physical values of the band's final rows ``[band.y0, end)``, NaN where LR is missing."""
+    def _finish(self, band: _Band, end: int, lr: torch.Tensor, missing: torch.Tensor) -> np.ndarray:
+        """Physical values of the band's final rows ``[band.y0, end)`` (conserving the LR block
+        means when asked), NaN where LR is missing."""
         assert band.total is not None
         k, s = end - band.y0, self.layout.scale
         z = band.total[..., :k, :] / band.weight[:k]
@@ -298,7 +325,18 @@ class TiledPredictor:
         steps = z.shape[0]
         phys = torch.stack(
             [self.spec.denormalise(v, flat[:, i]) for i, v in enumerate(self.spec.variables)], 1
-        ).reshape(*lead, *z.shape[-3:])
+        )
+        if self.conserving:  # sample by sample: float64 temporaries of one band, not T × M
+            lr_rows = lr[..., band.y0 // s : end // s, :]
+            per_step = flat.shape[0] // steps  # members of a step
+            nonneg = self.spec.non_negative
+            phys = torch.cat(
+                [
+                    conserve(phys[i : i + 1], lr_rows[i // per_step][None], s, nonneg)
+                    for i in range(phys.shape[0])
+                ]
+            )
+        phys = phys.reshape(*lead, *z.shape[-3:])
         rows = missing[..., band.y0 // s : end // s, :]
         hole = rows.repeat_interleave(s, -2).repeat_interleave(s, -1)
         if phys.dim() == 5:

@@ -6,17 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from climai.config import ConfigError, validate_config
-from climai.data.features import build_split
 from climai.evaluation.metrics import block_mean_error, crps_ensemble, crps_fair, spread_skill
-from climai.inference.predict import Emulator, prediction_dataset, unet_prediction
 from climai.models.constraints import block_mean, conserve
 from climai.models.unet import ResidualUNet
-from climai.testing import random_field, tiny_sources
+from climai.testing import random_field
 from tests.conftest import REPO
 
 
@@ -92,28 +89,6 @@ def test_block_mean_error_is_zero_for_a_conservative_field():
     assert block_mean_error(hr * 1.1, lr, 8) == pytest.approx(
         0.1 * np.abs(lr).max() / np.abs(lr).mean()
     )
-
-
-def test_ensemble_prediction_has_a_member_dimension_and_conserves():
-    spec, train, _, _ = tiny_sources(steps=12)
-    times = pd.date_range("2020", periods=train.shape[0], freq="h")
-    split = build_split(spec, train.lr, train.static, times)
-    nets = {v: ResidualUNet(spec.subset([v]).in_channels, 1, [8, 16], 2) for v in spec.variables}
-    for net in nets.values():
-        torch.nn.init.normal_(net.head.weight, std=0.1)
-    emulator = Emulator(nets, {v: [v] for v in spec.variables}, "conserve", members=3)
-    values = unet_prediction(emulator, spec, split, seed=1)
-    assert values.shape == (3, train.shape[0], 2, 32, 32)
-    assert not np.allclose(values[0], values[1])
-    np.testing.assert_array_equal(values, unet_prediction(emulator, spec, split, seed=1))
-    for v in range(2):
-        assert block_mean_error(values[0][:, v], train.lr[:, v], 8) < 1e-5
-    assert (values[:, :, 1] >= 0).all()
-    import xarray as xr
-
-    like = xr.Dataset(coords={"time": times, "y": np.arange(32.0), "x": np.arange(32.0)})
-    ds = prediction_dataset(values, like, spec.variables, {})
-    assert ds["tas"].dims == ("member", "time", "y", "x") and ds.sizes["member"] == 3
 
 
 @pytest.mark.slow

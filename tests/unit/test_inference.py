@@ -10,12 +10,13 @@ import xarray as xr
 
 from climai.cli import main
 from climai.config import InferConfig
-from climai.inference.downscale import downscale_to_store
-from climai.inference.predict import model_predictor
+from climai.inference.downscale import downscale_emulator, downscale_to_store
+from climai.inference.predict import Emulator, model_predictor
 from climai.io import open_store, provenance_attrs, streamed_store, write_store
 from climai.io.cf import cf_dataset, cf_encoding
 from climai.io.checkpoints import save_model
 from climai.io.netcdf import write_netcdf
+from climai.models.unet import ResidualUNet
 from climai.testing import (
     NoisyUNet,
     lr_inputs,
@@ -180,10 +181,10 @@ def ensemble_store(tmp_path_factory: pytest.TempPathFactory):
 
 def test_ensembles_have_members_mean_and_quantiles(ensemble_store):
     hr = open_store(ensemble_store).load()
-    assert hr["tas"].dims == ("time", "member", "y", "x") and hr.sizes["member"] == 4
+    assert hr["tas"].dims == ("member", "time", "y", "x") and hr.sizes["member"] == 4
     assert hr["tas_quantile"].dims == ("quantile", "time", "y", "x")
     np.testing.assert_allclose(hr["tas_mean"], hr["tas"].mean("member"), rtol=1e-6)
-    q = np.quantile(hr["pr"].values, [0.1, 0.9], axis=1)
+    q = np.quantile(hr["pr"].values, [0.1, 0.9], axis=0)
     np.testing.assert_allclose(hr["pr_quantile"].values, q, rtol=1e-6)
     assert float(hr["tas"].std("member").mean()) > 0.1
 
@@ -224,3 +225,151 @@ def test_export_round_trips_with_identical_values(ensemble_store, tmp_path):
     for name in ("tas", "tas_mean", "tas_quantile"):
         np.testing.assert_array_equal(back[name].values, hr[name].values)
     np.testing.assert_array_equal(back["time"].values, hr["time"].values)
+
+
+# --- every emulator through the one engine ---------------------------------------------------
+
+
+def _grouped_ensemble(spec, constraint: str = "conserve") -> Emulator:
+    """Per-variable stochastic U-Nets (noise at every level), heads non-zero."""
+    torch.manual_seed(0)
+    nets = {v: ResidualUNet(spec.subset([v]).in_channels, 1, [8, 16], 2) for v in spec.variables}
+    for net in nets.values():
+        torch.nn.init.normal_(net.head.weight, std=0.1)
+    return Emulator(nets, {v: [v] for v in spec.variables}, constraint, members=3)
+
+
+def _relative_block_error(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """Largest |HR block mean − LR| / |LR| over finite LR cells (``hr`` (…, T, H, W))."""
+    *lead, t, h, w = hr.shape
+    blocks = hr.astype(np.float64).reshape(*lead, t, h // scale, scale, w // scale, scale)
+    mean = blocks.mean(axis=(-3, -1))
+    ok = np.isfinite(lr) & (np.abs(lr) > 1e-6)
+    return float((np.abs(mean[..., ok] - lr[ok]) / np.abs(lr[ok])).max())
+
+
+@pytest.mark.parametrize("tile", [32, 48])
+def test_a_grouped_conserving_ensemble_streams_with_exact_block_means(tmp_path, tile):
+    """Per-variable networks, members and conservation after blending, across tile seams."""
+    spec = toy_feature_spec()
+    emulator = _grouped_ensemble(spec)
+    lr, static = lr_inputs(64, 48, 3)
+    lr["pr"][1, 2, 3] = np.nan
+    cfg = InferConfig(tile=tile, overlap=16, batch=2, time_block=2, progress=False)
+    card = {"provenance": {"seed": 7}}
+    runs = []
+    for name in ("a.zarr", "b.zarr"):
+        downscale_emulator(emulator, spec, card, lr, static, tmp_path / name, cfg, {})
+        runs.append(open_store(tmp_path / name).load())
+    hr = runs[0]
+    assert hr["tas"].dims == ("member", "time", "y", "x") and hr.sizes["member"] == 3
+    xr.testing.assert_identical(runs[0], runs[1])  # seeded: the same members every run
+    assert float(hr["tas"].std("member").mean()) > 0.01
+    for v in spec.variables:
+        assert _relative_block_error(hr[v].values, lr[v].values, 8) < 1e-5
+    assert (hr["pr"].fillna(0) >= 0).all()
+    hole = np.isnan(hr["pr"].values)
+    assert hole[:, 1, 16:24, 24:32].all() and hole.sum() == 3 * 64
+    free = _grouped_ensemble(spec, "none")  # the same networks unconstrained: means drift
+    downscale_emulator(free, spec, card, lr, static, tmp_path / "free.zarr", cfg, {})
+    assert (
+        _relative_block_error(open_store(tmp_path / "free.zarr")["tas"].values, lr["tas"].values, 8)
+        > 1e-4
+    )
+
+
+def test_an_ensemble_block_is_the_same_whoever_draws_it(tmp_path):
+    """Time block k is seeded by (seed, k), not by what was drawn before: the first block of a
+    4-step run equals a 2-step run of the same steps, and the blocks differ from each other."""
+    spec = toy_feature_spec()
+    emulator = _grouped_ensemble(spec, "none")
+    lr, static = lr_inputs(32, 32, 4)
+    cfg = InferConfig(tile=32, overlap=16, batch=2, time_block=2, progress=False)
+    card = {"provenance": {"seed": 3}}
+    downscale_emulator(emulator, spec, card, lr, static, tmp_path / "all.zarr", cfg, {})
+    short = lr.isel(time=slice(0, 2))
+    downscale_emulator(emulator, spec, card, short, static, tmp_path / "first.zarr", cfg, {})
+    full, first = open_store(tmp_path / "all.zarr"), open_store(tmp_path / "first.zarr")
+    np.testing.assert_array_equal(full["tas"][:, :2].values, first["tas"].values)
+    assert not np.array_equal(full["tas"][:, :2].values, full["tas"][:, 2:].values)
+
+
+# --- the campaign's infer rule and climai downscale are one engine ---------------------------
+
+TINY_NET = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16]}
+ENSEMBLE = {**TINY_NET, "members": 3, "constraint": "conserve", "joint": False}
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny campaign with ``unet`` and a conserving, per-variable ``unet-crps`` trained and
+    inferred; the test split's LR fields and the static fields as stores ``climai downscale``
+    reads."""
+    from climai.data.prepared import PreparedDataset
+    from climai.testing import prepare_campaign
+
+    root = tmp_path_factory.mktemp("campaign")
+    config = prepare_campaign(
+        root,
+        methods={"unet": TINY_NET, "unet-crps": ENSEMBLE},
+        infer={"time_block": 4, "tile": 16, "overlap": 8, "device": "cpu", "progress": False},
+    )
+    for method in ("unet", "unet-crps"):
+        for rule in ("train", "infer"):
+            argv = [rule, "--configfile", str(config), "--method", method, "--threads", "1"]
+            assert main(argv) == 0
+    results = root / "results" / "tiny"
+    prep = PreparedDataset(open_store(results / "prep" / "dataset.zarr"))
+    write_store(prep.split("test").lr_dataset(["tas", "pr"]).load(), root / "test_lr.zarr")
+    write_store(prep.statics_dataset(["lsm", "orography"]).load(), root / "static.zarr")
+    return config, results
+
+
+@pytest.mark.parametrize("method", ["unet", "unet-crps"])
+def test_downscale_of_the_test_split_writes_what_infer_wrote(campaign, tmp_path, method):
+    """Bitwise on the CPU: the same engine, settings, seed and inputs."""
+    config, results = campaign
+    root = config.parent
+    code = main(
+        [
+            "downscale", "--configfile", str(config),
+            "--model", str(results / "models" / method / "model.pt"),
+            "--input", str(root / "test_lr.zarr"), "--static", str(root / "static.zarr"),
+            "--output", str(tmp_path / "hr.zarr"), "--threads", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    infer, down = (
+        open_store(results / "downscaled" / method / "test.zarr"),
+        open_store(tmp_path / "hr.zarr"),
+    )
+    for v in ("tas", "pr"):
+        assert down[v].dims == infer[v].dims
+        np.testing.assert_array_equal(down[v].values, infer[v].values)
+    if method == "unet-crps":
+        assert infer["tas"].dims == ("member", "time", "y", "x") and infer.sizes["member"] == 3
+
+
+def test_downscale_of_a_conserving_ensemble_on_new_data(campaign, tmp_path):
+    """Acceptance: the toy unet-crps (constraint: conserve) on a new 64 × 48 domain writes
+    members first, and every HR block mean equals its LR value to 1e-5 relative."""
+    _, results = campaign
+    lr, static = lr_inputs(64, 48, 5, seed=4)
+    write_store(lr, tmp_path / "lr.zarr")
+    write_store(static, tmp_path / "static.zarr")
+    code = main(
+        [
+            "downscale",
+            "--model", str(results / "models" / "unet-crps" / "model.pt"),
+            "--input", str(tmp_path / "lr.zarr"), "--static", str(tmp_path / "static.zarr"),
+            "--output", str(tmp_path / "hr.zarr"), "--tile", "32", "--overlap", "16",
+            "--members", "4", "--no-progress", "--threads", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    hr = open_store(tmp_path / "hr.zarr").load()
+    assert hr["tas"].dims == ("member", "time", "y", "x")
+    assert dict(hr["tas"].sizes) == {"member": 4, "time": 5, "y": 64, "x": 48}
+    for v in ("tas", "pr"):
+        assert _relative_block_error(hr[v].values, lr[v].values, 8) < 1e-5
+    assert float(hr["tas"].std("member").mean()) > 0

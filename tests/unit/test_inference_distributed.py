@@ -221,9 +221,9 @@ def test_two_ranks_write_the_same_store_as_one_process(trained, method):
     xr.testing.assert_identical(single, both.load())
     assert _store_bytes(out) == single_files
     assert sorted(p.name for p in out.parent.iterdir()) == ["test.zarr"]
-    if method == "unet-crps":  # the ensemble path, chunked by time_block
+    if method == "unet-crps":  # members first, chunked by member, time_block and tile stride
         assert both["tas"].dims == ("member", "time", "y", "x") and both.sizes["member"] == 3
-        assert zarr.open_array(str(out / "tas"), mode="r").chunks == (1, 2, 32, 32)
+        assert zarr.open_array(str(out / "tas"), mode="r").chunks == (1, 2, 8, 8)
         # members differ from each other, and chunks are not copies of each other
         assert not np.array_equal(both["tas"][0].values, both["tas"][1].values)
 
