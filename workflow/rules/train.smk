@@ -11,7 +11,9 @@ rule train:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: train_threads
+    threads: job_threads("train", train_threads)
+    resources:
+        **job_resources("train"),
     params:
         config=stage_config("train"),
     shell:
