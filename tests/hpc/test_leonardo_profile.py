@@ -1,7 +1,10 @@
 """The toy campaign through ``profiles/leonardo`` on the real test SLURM cluster.
 
-Every rule becomes a SLURM job submitted by snakemake-executor-plugin-slurm; ``sacct`` shows where
-each one ran and what it got, and the outputs equal those of a local run of the same campaign.
+Every rule becomes a SLURM job submitted by snakemake-executor-plugin-slurm, which picks each
+job's partition from ``profiles/leonardo/partitions.yaml`` by the resources its rule asks (per
+method: bicubic infers on a CPU partition without GPUs, the U-Net on the Booster with 4);
+``sacct`` shows where each one ran and what it got, and the outputs equal those of a local run of
+the same campaign.
 The cluster's node has 2 real cores: jobs asking for 32 or 112 CPUs run oversubscribed, and the
 job's Snakemake caps each rule's threads at the node's real cores (2), as a local
 ``snakemake --cores 2`` does: that is why the outputs are bit-identical (see test below). With
@@ -24,6 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
+from climai.hpc import job_size
 from climai.io import open_store
 from climai.testing import write_config
 from tests.conftest import REPO
@@ -35,24 +39,34 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 PROFILE = REPO / "profiles" / "leonardo"
-RULES = ("ingest", "preprocess", "train", "infer", "evaluate", "export", "compare", "manifest")
-# A smaller grid than the unit tests' tiny campaign, and only the U-Net (each baseline would add
-# jobs that wait for the one node's 4 GPUs and its memory): every rule still runs once.
+# One baseline and the U-Net: every rule runs, and infer/evaluate/export once per kind of method.
+# (Each further method would add jobs that wait for the one node's memory.)
 CAMPAIGN = {
     "campaign": "hpc",
     "data": {"target": {"nx": 32, "ny": 32, "steps": 32}},
     "methods": {
-        "bicubic": None,
+        "bicubic": {},
         "nearest": None,
         "quantile-mapping": None,
         "unet": {"epochs": 1, "patch": 16, "batch": 8},
     },
 }
+METHOD_KINDS = {"bicubic": "baseline", "unet": "emulator"}
+# Job → (rule, method or None): the jobs of one run.
+JOBS = [("ingest", None), ("preprocess", None), ("train", "unet"), ("compare", None),
+        ("manifest", None)] + [(rule, m) for rule in ("infer", "evaluate", "export")
+                               for m in METHOD_KINDS]  # fmt: skip
+# Where the plugin puts each job, from partitions.yaml (tests/workflow/test_profiles.py checks the
+# same choice without a cluster).
+PARTITION = {"ingest": "lrd_all_serial", "preprocess": "dcgp_usr_prod", "train": "boost_usr_prod",
+             "evaluate": "dcgp_usr_prod", "export": "lrd_all_serial",
+             "compare": "lrd_all_serial", "manifest": "lrd_all_serial"}  # fmt: skip
 STORES = (
     "ingest/target.zarr",
     "ingest/static.zarr",
     "prep/dataset.zarr",
     "downscaled/unet/test.zarr",
+    "downscaled/bicubic/test.zarr",
 )
 
 
@@ -78,11 +92,29 @@ def job_env(cluster: SlurmCluster) -> dict[str, str]:
     return env
 
 
-def profile_resources() -> dict[str, dict[str, object]]:
-    """Each rule's SLURM resources from the profile (defaults, then the rule's own)."""
-    profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
-    defaults = {k: v for k, v in profile["default-resources"].items() if k != "slurm_account"}
-    return {rule: {**defaults, **profile["set-resources"][rule]} for rule in RULES}
+def expected_job(rule: str, method: str | None) -> dict[str, object]:
+    """What a job asks (its rule's resources: climai.hpc.job_size) and where it should run."""
+    kind = METHOD_KINDS[method] if rule == "infer" and method else None
+    size = job_size(rule, kind)
+    partition = PARTITION.get(rule) or ("boost_usr_prod" if size.gpus else "dcgp_usr_prod")
+    return {"partition": partition, "cpus": size.cpus, "mem_mb": size.mem_mb, "gpus": size.gpus}
+
+
+def sacct_jobs(runs: dict) -> dict[tuple[str, str | None], list[list[str]]]:
+    """(rule, method) → sacct rows (JobID, JobName, Partition, AllocTRES, Comment, State, QOS)
+    of this run's jobs (the plugin's comment is rule_<rule>[_wildcards_<method>])."""
+    res = runs["cluster"].run(
+        "sacct", "-X", "-n", "-P", "-S", runs["start"],
+        "--format=JobID,JobName,Partition,AllocTRES,Comment,State,QOS",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    jobs: dict[tuple[str, str | None], list[list[str]]] = {}
+    for line in res.stdout.splitlines():
+        row = line.split("|")
+        if row[1] == runs["run_id"] and row[4].startswith("rule_"):
+            rule, _, method = row[4].removeprefix("rule_").partition("_wildcards_")
+            jobs.setdefault((rule, method or None), []).append(row)
+    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -129,30 +161,31 @@ def runs(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) 
     }  # fmt: skip
 
 
-def test_each_rule_ran_in_its_partition_with_its_cpus_gpus_and_memory(runs):
-    cluster = runs["cluster"]
-    res = cluster.run(
-        "sacct", "-X", "-n", "-P", "-S", runs["start"],
-        "--format=JobID,JobName,Partition,AllocTRES,Comment,State,QOS",
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    jobs: dict[str, list[list[str]]] = {}
-    for line in res.stdout.splitlines():
-        row = line.split("|")
-        if row[1] == runs["run_id"] and row[4].startswith("rule_"):
-            jobs.setdefault(row[4].removeprefix("rule_").split("_wildcards")[0], []).append(row)
-    assert sorted(jobs) == sorted(RULES), res.stdout
-    for rule, want in profile_resources().items():
-        assert len(jobs[rule]) == 1, jobs[rule]  # one job each: nothing was retried
-        _id, _name, partition, tres, _comment, state, qos = jobs[rule][0]
+def test_each_job_ran_in_its_partition_with_its_cpus_gpus_and_memory(runs):
+    jobs = sacct_jobs(runs)
+    assert sorted(jobs, key=str) == sorted(JOBS, key=str), jobs
+    for (rule, method), rows in jobs.items():
+        want = expected_job(rule, method)
+        assert len(rows) == 1, rows  # one job each: nothing was retried
+        _id, _name, partition, tres, _comment, state, qos = rows[0]
         alloc = dict(item.split("=", 1) for item in tres.split(","))
-        assert (partition, state) == (want["slurm_partition"], "COMPLETED"), (rule, jobs[rule])
-        assert alloc["cpu"] == str(want["cpus_per_task"]), (rule, tres)
-        assert alloc["mem"] == f"{want['mem_mb']}M", (rule, tres)
-        gpus = int(str(want.get("gres", "gpu:0")).split(":")[-1])
-        assert alloc.get("gres/gpu", "0") == str(gpus), (rule, tres)
-        assert qos == want.get("qos", "normal"), (rule, qos)
-    assert profile_resources()["train"]["gres"] == "gpu:4"
+        assert (partition, state) == (want["partition"], "COMPLETED"), (rule, method, rows)
+        assert alloc["cpu"] == str(want["cpus"]), (rule, method, tres)
+        assert alloc["mem"] == f"{want['mem_mb']}M", (rule, method, tres)
+        assert alloc.get("gres/gpu", "0") == str(want["gpus"]), (rule, method, tres)
+        assert qos == "normal", (rule, method, qos)  # the default QOS: the profile sets none
+
+
+def test_bicubic_inferred_on_a_cpu_partition_without_gpu_and_unet_with_gpus(runs):
+    jobs = sacct_jobs(runs)
+    (bicubic,) = jobs[("infer", "bicubic")]
+    (unet,) = jobs[("infer", "unet")]
+    bicubic_tres = dict(item.split("=", 1) for item in bicubic[3].split(","))
+    unet_tres = dict(item.split("=", 1) for item in unet[3].split(","))
+    assert bicubic[2] == "dcgp_usr_prod" and "gres/gpu" not in bicubic_tres, bicubic
+    assert unet[2] == "boost_usr_prod" and unet_tres["gres/gpu"] == "4", unet
+    # every evaluate on CPU nodes, whatever the method
+    assert {jobs[("evaluate", m)][0][2] for m in METHOD_KINDS} == {"dcgp_usr_prod"}
 
 
 def test_outputs_match_a_local_run_exactly(runs):
@@ -181,9 +214,12 @@ def test_infer_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
 
 
 def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
+    """A user's profile that sends train to a CPU partition (set-resources beats the rule's
+    resources and the plugin's choice): SLURM refuses its GPUs there, as Leonardo does."""
     profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
-    profile["set-resources"]["train"]["slurm_partition"] = "dcgp_usr_prod"
+    profile["set-resources"] = {"train": {"slurm_partition": "dcgp_usr_prod"}}
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    (tmp_path / "partitions.yaml").write_text((PROFILE / "partitions.yaml").read_text())
     res = snakemake(
         runs["slurm"],
         runs["env"],

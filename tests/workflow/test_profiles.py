@@ -1,10 +1,13 @@
 """The site profiles (profiles/leonardo, profiles/leonardo-debug) without a cluster.
 
-Dry runs only: what Snakemake would submit, the errors of bad set-ups, the installed profile.
+Dry runs only: what Snakemake would submit (each job's resources come from its rule, per method),
+where the SLURM plugin would put each job (its partition selection, run here on Leonardo's
+partitions.yaml), the errors of bad set-ups, a user's overrides, the installed profile.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import resource
@@ -15,16 +18,40 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 
-from climai.hpc import install_profile
+from climai.hpc import JOB_SIZES, JobSize, install_profile, job_size
+from climai.testing import write_config
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.workflow]
 
 PROFILES = REPO / "profiles"
 ITALY = REPO / "config" / "campaigns" / "italy-500m.yaml"
-GPU_RULES = {"train", "infer"}
-CPU_PARTITIONS = {"lrd_all_serial", "dcgp_usr_prod"}
+PARTITIONS = PROFILES / "leonardo" / "partitions.yaml"
+# Where each job goes on Leonardo: rule, or rule/where for infer (climai.hpc.JOB_SIZES keys).
+EXPECTED_PARTITION = {
+    "ingest": "lrd_all_serial",
+    "preprocess": "dcgp_usr_prod",
+    "train": "boost_usr_prod",
+    "infer/gpu": "boost_usr_prod",
+    "infer/cpu": "dcgp_usr_prod",
+    "infer/baseline": "dcgp_usr_prod",
+    "evaluate": "dcgp_usr_prod",
+    "compare": "lrd_all_serial",
+    "export": "lrd_all_serial",
+    "manifest": "lrd_all_serial",
+    "sweep": "lrd_all_serial",
+    "lineage": "lrd_all_serial",
+}
+# Every default method, and nearest: baselines and emulators (one stochastic).
+ALL_METHODS = {  # a non-empty mapping each: an empty one does not override config.yaml's null
+    "bicubic": {"type": "bicubic"},
+    "nearest": {"type": "nearest"},
+    "quantile-mapping": {"type": "quantile-mapping"},
+    "unet": {"type": "unet"},
+    "unet-crps": {"patch": 32},
+}
 
 
 def snakemake(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO):
@@ -52,54 +79,101 @@ def workflow_rules() -> set[str]:
     return {line.strip() for line in res.stdout.splitlines() if re.fullmatch(r"\s*\w+", line)}
 
 
-def dry_run_jobs(stdout: str) -> dict[str, dict[str, str]]:
-    """Rule → {"threads": ..., resource: value} from a dry run's job listing."""
-    jobs: dict[str, dict[str, str]] = {}
+def dry_run_job_list(stdout: str) -> list[dict[str, str]]:
+    """Each job of a dry run: {"rule", "method" (if any), "threads", resource: value, ...}."""
+    jobs = []
     for block in re.split(r"\n(?=rule \w+:)", stdout):
         head = re.match(r"rule (\w+):", block)
         if head is None or head[1] == "all":
             continue
-        info = jobs.setdefault(head[1], {})
+        info = {"rule": head[1], "threads": "1"}
+        if m := re.search(r"^\s+wildcards: method=(\S+)", block, re.MULTILINE):
+            info["method"] = m[1]
         if m := re.search(r"^\s+threads: (\d+)", block, re.MULTILINE):
             info["threads"] = m[1]
         if m := re.search(r"^\s+resources: (.*)$", block, re.MULTILINE):
             info.update(item.split("=", 1) for item in m[1].split(", "))
+        jobs.append(info)
     return jobs
 
 
-@pytest.mark.parametrize("name", ["leonardo", "leonardo-debug"])
-def test_profile_names_only_rules_of_the_workflow_and_maps_them_all(name, workflow_rules):
-    profile = load(name)
-    assert "all" in workflow_rules and "train" in workflow_rules
-    for key in ("set-resources", "set-threads"):
-        unknown = set(profile[key]) - workflow_rules
-        assert not unknown, f"profiles/{name}: {key} names rules the workflow lacks: {unknown}"
-    # ...and a new rule must get its partition in the profile (`all` runs on the controller).
-    unmapped = workflow_rules - {"all"} - set(profile["set-resources"])
-    assert not unmapped, f"profiles/{name}: rules without set-resources: {unmapped}"
+def dry_run_jobs(stdout: str) -> dict[str, dict[str, str]]:
+    """Rule → its (last) job of a dry run, as :func:`dry_run_job_list` gives it."""
+    return {job["rule"]: job for job in dry_run_job_list(stdout)}
+
+
+class FakeJob:
+    """What the SLURM plugin's partition selection reads of a job: name, threads, resources."""
+
+    def __init__(self, name: str, threads: int, resources: dict[str, object]):
+        self.name, self.threads = name, threads
+        self.resources = type("Resources", (dict,), {"__getattr__": dict.__getitem__})(resources)
+
+
+def plugin_partition(name: str, resources: dict[str, object], threads: int = 1) -> str | None:
+    """The partition snakemake-executor-plugin-slurm picks for these resources from Leonardo's
+    partitions.yaml (the profiles' `slurm-partition-config`): its own code, no cluster."""
+    partitions = read_partition_file(PARTITIONS)
+    return get_best_partition(partitions, FakeJob(name, threads, resources), logging.getLogger())
+
+
+@pytest.mark.parametrize("key", sorted(JOB_SIZES))
+def test_the_plugin_puts_each_job_size_in_its_leonardo_partition(key):
+    size = JOB_SIZES[key]
+    partition = plugin_partition(key, size.resources(), threads=size.cpus)
+    assert partition == EXPECTED_PARTITION[key], (key, size)
+    assert (size.gpus > 0) == (partition == "boost_usr_prod"), key
+
+
+def test_only_emulators_on_a_gpu_ask_for_gpus():
+    assert job_size("infer", "emulator", "auto").gpus == job_size("infer", "emulator", "cuda").gpus
+    assert job_size("infer", "emulator", "auto").resources()["gres"] == "gpu:4"
+    for kind, device in (("emulator", "cpu"), ("baseline", "auto"), ("baseline", "cuda")):
+        assert "gres" not in job_size("infer", kind, device).resources(), (kind, device)
+    assert "gres" not in job_size("evaluate").resources()
+    with pytest.raises(KeyError, match="no job size for rule 'infer' without a method kind"):
+        job_size("infer")
+
+
+def test_a_job_that_fits_no_partition_gets_none_from_the_plugin():
+    huge = JobSize(cpus=200, mem_mb=1000, runtime=60).resources()
+    assert plugin_partition("huge", huge, threads=200) is None  # the plugin then warns
 
 
 @pytest.mark.parametrize("name", ["leonardo", "leonardo-debug"])
-def test_gpu_rules_ask_gres_on_the_booster_and_cpu_rules_no_gpu(name):
+def test_profile_keeps_site_policy_only(name, workflow_rules):
+    """Account, partitions and defaults; what a job asks is the workflow's (its rules)."""
     profile = load(name)
-    assert profile["executor"] == "slurm" and profile["jobs"] >= 1
-    for rule, res in profile["set-resources"].items():
-        assert "gpus" not in res and "gpu" not in res, f"{rule}: the plugin ignores gpus:"
-        if rule in GPU_RULES:
-            assert res["slurm_partition"] == "boost_usr_prod", rule
-            assert res["gres"] == "gpu:4" and res["cpus_per_task"] == 32, rule
-            assert res["qos"] in {"normal", "boost_qos_dbg"}, rule
-        else:
-            assert res["slurm_partition"] in CPU_PARTITIONS and "gres" not in res, rule
-        assert profile["set-threads"][rule] == res["cpus_per_task"], rule
-    assert profile["set-resources"]["ingest"]["slurm_partition"] == "lrd_all_serial"
-    for rule in ("preprocess", "evaluate"):
-        assert profile["set-resources"][rule]["slurm_partition"] == "dcgp_usr_prod"
+    assert profile["slurm-partition-config"] == "partitions.yaml"
+    assert (PROFILES / name / "partitions.yaml").resolve() == PARTITIONS.resolve()
+    assert set(profile["default-resources"]) == {"slurm_account", "runtime", "mem_mb",
+                                                 "cpus_per_task"}  # fmt: skip
+    assert "slurm_partition" not in profile["default-resources"]  # the plugin picks it
+    assert "set-threads" not in profile
+    # Only the debug profile sets resources: the debug limits and QOSes, of rules that exist.
+    overrides = profile.get("set-resources", {})
+    assert not set(overrides) - workflow_rules, set(overrides) - workflow_rules
+    assert all(set(res) <= {"runtime", "qos"} for res in overrides.values()), overrides
+    if name == "leonardo":
+        assert not overrides
+    else:
+        assert set(overrides) == workflow_rules - {"all"}
+        assert all(r["runtime"] <= 30 for r in overrides.values())
+
+
+def test_partitions_file_has_leonardos_partitions_and_limits():
+    parts = {p.name: p.limits for p in read_partition_file(PARTITIONS)}
+    assert set(parts) == {"lrd_all_serial", "dcgp_usr_prod", "boost_usr_prod"}
+    assert (parts["lrd_all_serial"].max_threads, parts["lrd_all_serial"].max_mem_mb) == (4, 30800)
+    assert parts["dcgp_usr_prod"].max_threads == 112 and parts["dcgp_usr_prod"].max_gpu == 0
+    assert (parts["boost_usr_prod"].max_threads, parts["boost_usr_prod"].max_gpu) == (32, 4)
+    assert parts["lrd_all_serial"].max_runtime == 240
 
 
 @pytest.mark.parametrize("name", ["leonardo", "leonardo-debug"])
 def test_every_key_of_the_profile_is_commented(name):
     lines = (PROFILES / name / "profile.yaml").read_text().splitlines()
+    lines += PARTITIONS.read_text().splitlines()
     in_code = False
     for line in lines:
         if re.match(r"^\S", line):
@@ -115,16 +189,78 @@ def test_debug_profile_differs_only_in_lines_marked_debug():
     debug = (PROFILES / "leonardo-debug" / "profile.yaml").read_text().splitlines()
 
     def body(lines):
-        keep = [ln for ln in lines if "debug" not in ln and not ln.startswith("#")]
+        keep = [ln for ln in lines if "debug" not in ln and not ln.startswith("#") and ln]
         return [ln.split(" #")[0].rstrip() for ln in keep]
 
     changed = {ln.split(":")[0].strip() for ln in set(body(prod)) - set(body(debug))}
-    assert changed <= {"jobs", "retries", "runtime", "qos", "slurm-init-seconds-before-status-checks",
+    assert changed <= {"jobs", "retries", "runtime", "slurm-init-seconds-before-status-checks",
                        "slurm-keep-successful-logs"}, changed  # fmt: skip
     assert body(debug) == [ln for ln in body(prod) if ln.split(":")[0].strip() not in changed]
     res = load("leonardo-debug")["set-resources"]
-    assert res["train"]["qos"] == res["infer"]["qos"] == "boost_qos_dbg"
-    assert all(r["runtime"] <= 30 for r in res.values())
+    assert res["train"]["qos"] == "boost_qos_dbg"
+    assert res["preprocess"]["qos"] == res["evaluate"]["qos"] == "dcgp_qos_dbg"
+    assert "qos" not in res["infer"]  # GPU or CPU partition by method: the default QOS
+
+
+def campaign_dry_run(tmp_path: Path, profile: str | Path, **overrides) -> list[dict[str, str]]:
+    """The jobs of a dry run of a tiny campaign (every method) with ``profile``."""
+    write_config(tmp_path / "c.yaml", methods=ALL_METHODS, **overrides)
+    res = snakemake("--profile", str(profile), "-n", "--cores", "64", "--configfile",
+                    str(tmp_path / "c.yaml"), cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return dry_run_job_list(res.stdout)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu"])
+def test_each_job_asks_its_methods_resources_and_lands_in_its_partition(tmp_path, device):
+    """Baselines (and emulators with infer.device cpu) infer on a CPU partition without GPUs;
+    emulators on a GPU get the Booster and 4 GPUs; every evaluate runs on CPU nodes."""
+    jobs = campaign_dry_run(tmp_path, PROFILES / "leonardo", infer={"device": device})
+    infer = {j["method"]: j for j in jobs if j["rule"] == "infer"}
+    assert set(infer) == set(ALL_METHODS)
+    for job in jobs:
+        kind = {"unet": "emulator", "unet-crps": "emulator"}.get(job.get("method"), "baseline")
+        size = job_size(job["rule"], kind if job["rule"] == "infer" else None, device)
+        want = {k: str(v) for k, v in size.resources().items()}
+        assert {k: job.get(k) for k in want} == want, job
+        assert ("gres" in job) == (size.gpus > 0), job
+        assert job["slurm_account"] == "IscrB_TEST"
+        resources = {k: int(v) if v.isdigit() else v for k, v in job.items()}
+        partition = plugin_partition(job["rule"], resources, int(job["threads"]))
+        where = "gpu" if size.gpus else "cpu" if kind == "emulator" else "baseline"
+        key = f"infer/{where}" if job["rule"] == "infer" else job["rule"]
+        assert partition == EXPECTED_PARTITION[key], job
+    gpu_infer = {m for m, j in infer.items() if j.get("gres") == "gpu:4"}
+    assert gpu_infer == ({"unet", "unet-crps"} if device == "auto" else set())
+    assert all(
+        j["cpus_per_task"] == "8" for m, j in infer.items() if m not in {"unet", "unet-crps"}
+    )
+
+
+def test_a_users_profile_overrides_the_rules_resources(tmp_path):
+    """A user's profile: `set-resources` beats the rule's `resources:` (Snakemake 9 applies
+    default-resources, then the rule's, then set-resources), for every job of the rule."""
+    profile = tmp_path / "mine"
+    profile.mkdir()
+    text = (PROFILES / "leonardo" / "profile.yaml").read_text()
+    (profile / "partitions.yaml").write_text(PARTITIONS.read_text())
+    (profile / "profile.yaml").write_text(text + (
+        "set-resources:\n"
+        "  infer: {slurm_partition: my_gpus, cpus_per_task: 8, mem_mb: 64000, runtime: 30}\n"
+        "  evaluate: {qos: my_qos}\n"
+        "set-threads:\n"
+        "  infer: 3\n"
+    ))  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    jobs = campaign_dry_run(run, profile)
+    for job in (j for j in jobs if j["rule"] == "infer"):
+        assert (job["slurm_partition"], job["cpus_per_task"], job["mem_mb"], job["runtime"],
+                job["threads"]) == ("my_gpus", "8", "64000", "30", "3"), job  # fmt: skip
+        # keys the user did not set keep the rule's value: unet still asks its GPUs
+        assert ("gres" in job) == (job["method"] in {"unet", "unet-crps"}), job
+    evaluate = [j for j in jobs if j["rule"] == "evaluate"]
+    assert evaluate and all(j["qos"] == "my_qos" and j["cpus_per_task"] == "56" for j in evaluate)
 
 
 def test_no_workflow_profile_overrides_the_site_profile():
@@ -187,23 +323,13 @@ def test_dry_run_of_the_italy_campaign_shows_leonardo_resources_quickly():
     }
     assert all(j["slurm_account"] == "IscrB_TEST" for j in jobs.values())
     train = jobs["train"]
-    assert (train["slurm_partition"], train["gres"], train["cpus_per_task"]) == (
-        "boost_usr_prod", "gpu:4", "32",
-    )  # fmt: skip
-    assert (train["qos"], train["runtime"], train["mem_mb"], train["threads"]) == (
-        "normal", "1440", "480000", "32",
-    )  # fmt: skip
-    assert jobs["infer"]["gres"] == "gpu:4"
+    assert (train["gres"], train["cpus_per_task"], train["threads"]) == ("gpu:4", "32", "32")
+    assert (train["runtime"], train["mem_mb"]) == ("1440", "480000")
+    infer = {j["method"]: j for j in dry_run_job_list(res.stdout) if j["rule"] == "infer"}
+    assert infer["unet"]["gres"] == "gpu:4" and "gres" not in infer["bicubic"]
     # Dry runs cap threads at --cores: preprocess asks 112 cores, shows 64.
     pre = jobs["preprocess"]
-    assert (pre["slurm_partition"], pre["cpus_per_task"], pre["threads"]) == (
-        "dcgp_usr_prod", "112", "64",
-    )  # fmt: skip
-    assert (
-        jobs["ingest"]["slurm_partition"]
-        == jobs["compare"]["slurm_partition"]
-        == ("lrd_all_serial")
-    )
+    assert (pre["cpus_per_task"], pre["threads"]) == ("112", "64")
     assert "italy-500m/prep/dataset.zarr" in res.stdout
     assert not (REPO / "results" / "italy-500m").exists(), "a dry run wrote outputs"
 
@@ -217,7 +343,7 @@ def test_install_profile_makes_profile_name_work(tmp_path):
     res = snakemake("--profile", "leonardo", "-n", "--cores", "64", cwd=tmp_path,
                     env={"XDG_CONFIG_HOME": str(config_home)})  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "slurm_partition=boost_usr_prod" in res.stdout
+    assert "slurm_account=IscrB_TEST" in res.stdout and "gres=gpu:4" in res.stdout
     assert "Using profile leonardo for" in res.stderr  # found by name, not as a path
 
 

@@ -1,11 +1,13 @@
-# Validation of the config and the input functions of every rule.
+# Validation of the config, and the input, threads and resources functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
+from climai.hpc import job_size
 from climai.manifest import input_paths
 from climai.parents import parent_model
 import re
 from pathlib import Path
 
 from climai.paths import CampaignPaths
+from climai.registry import method_type
 from climai.reuse import check_reused_dataset
 
 try:
@@ -34,8 +36,11 @@ FINE_TUNED = [m for m in EMULATORS if parent_model(CFG, m) is not None]
 # commit of the code that ran, however climai itself is installed.
 os.environ.update(CLIMAI_WORKFLOW_DIR=str(workflow.basedir))
 # Threads of the parallel rules: every core of a local run (`--cores N`); 1 when no --cores is
-# given (cluster executors), where a site profile sets them per rule (profiles/*/ `set-threads`).
+# given (a dry run, a cluster run's controller). Inside a cluster job its own Snakemake runs with
+# `--mode remote` and `--cores all`: ALL_CORES is then the job's allocation, which the job uses
+# whole (job_threads).
 ALL_CORES = workflow.resource_settings.cores or 1
+IN_CLUSTER_JOB = workflow.remote_exec
 
 
 def torch_threads(wildcards):
@@ -50,6 +55,53 @@ def infer_threads(wildcards):
     """Emulators infer with their torch threads; baselines (numpy on a few LR fields) with one
     thread, so they run beside a training instead of waiting for every core."""
     return torch_threads(wildcards) if wildcards.method in EMULATORS else 1
+
+
+def one_core(wildcards):
+    """Serial stages of a local run (and a dry run's threads without --cores)."""
+    return 1
+
+
+def all_cores(wildcards):
+    """Every core of a local run (preprocess: dask sized from them)."""
+    return ALL_CORES
+
+
+def job_size_of(rule_name, wildcards):
+    """The size of a job of ``rule_name`` (climai.hpc.JOB_SIZES): infer's follows the method's
+    kind (the method registry's) and infer.device, so only emulators on a GPU ask for GPUs."""
+    method = wildcards.get("method")
+    if rule_name != "infer" or method is None:
+        return job_size(rule_name)
+    kind = method_type(CFG.methods.type_of(method)).kind
+    return job_size(rule_name, kind, CFG.infer.device)
+
+
+def job_resources(rule):
+    """A rule's ``resources:`` per job: cores, memory, minutes and GPUs (``gres``, GPU jobs only).
+    The SLURM plugin picks the partition that fits them from the site profile's partitions.yaml;
+    a profile's ``set-resources`` overrides any of them, ``slurm_partition`` included."""
+
+    def resource(name):
+        def value(wildcards):
+            return job_size_of(rule, wildcards).resources().get(name)  # None: not asked
+
+        value.__name__ = f"{rule}_{name}"
+        return value
+
+    return {name: resource(name) for name in ("cpus_per_task", "mem_mb", "runtime", "gres")}
+
+
+def job_threads(rule, local):
+    """A rule's threads: ``local(wildcards)`` cores in a local run (its share of --cores), every
+    core of the allocation inside a cluster job; never more than the job asks (cpus_per_task)."""
+
+    def threads(wildcards):
+        cores = ALL_CORES if IN_CLUSTER_JOB else local(wildcards)
+        return max(1, min(cores, job_size_of(rule, wildcards).cpus))
+
+    threads.__name__ = f"{rule}_threads"
+    return threads
 
 
 wildcard_constraints:

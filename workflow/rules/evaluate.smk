@@ -32,7 +32,9 @@ rule evaluate:
         PATHS.root / "benchmarks" / "evaluate_{method}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("evaluate", one_core)
+    resources:
+        **job_resources("evaluate"),
     params:
         config=stage_config("evaluate"),
     shell:
@@ -90,7 +92,9 @@ rule compare:
         PATHS.root / "benchmarks" / "compare.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("compare", one_core)
+    resources:
+        **job_resources("compare"),
     params:
         config=stage_config("compare"),
         methods=METHODS,

@@ -20,9 +20,13 @@ rule sweep:
         ),
     log:
         PATHS.log("sweep_{sweep}"),
+    benchmark:
+        PATHS.root / "benchmarks" / "sweep_{sweep}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("sweep", one_core)
+    resources:
+        **job_resources("sweep"),
     params:
         config=stage_config("sweep"),
         methods=sweep_variants,
@@ -43,9 +47,13 @@ rule lineage:
         ),
     log:
         PATHS.log("lineage"),
+    benchmark:
+        PATHS.root / "benchmarks" / "lineage.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("lineage", one_core)
+    resources:
+        **job_resources("lineage"),
     params:
         config=stage_config("lineage"),
         methods=FINE_TUNED,

@@ -9,7 +9,9 @@ rule export:
         PATHS.root / "benchmarks" / "export_{method}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("export", one_core)
+    resources:
+        **job_resources("export"),
     params:
         config=stage_config("export"),
     shell:

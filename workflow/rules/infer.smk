@@ -6,9 +6,13 @@ rule infer:
         runtime=PATHS.runtime("infer", "{method}"),
     log:
         PATHS.log("infer_{method}"),
+    benchmark:
+        PATHS.root / "benchmarks" / "infer_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: infer_threads
+    threads: job_threads("infer", infer_threads)
+    resources:
+        **job_resources("infer"),
     params:
         config=stage_config("infer"),
     shell:

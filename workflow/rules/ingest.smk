@@ -11,7 +11,9 @@ rule ingest:
         PATHS.root / "benchmarks" / "ingest.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("ingest", one_core)
+    resources:
+        **job_resources("ingest"),
     params:
         config=stage_config("ingest"),
     shell:

@@ -9,9 +9,13 @@ rule manifest:
         manifest=PATHS.manifest,
     log:
         PATHS.log("manifest"),
+    benchmark:
+        PATHS.root / "benchmarks" / "manifest.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: job_threads("manifest", one_core)
+    resources:
+        **job_resources("manifest"),
     params:
         config=stage_config("manifest"),
     shell:

@@ -12,7 +12,9 @@ rule preprocess:
         PATHS.root / "benchmarks" / "preprocess.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: ALL_CORES
+    threads: job_threads("preprocess", all_cores)
+    resources:
+        **job_resources("preprocess"),
     params:
         config=stage_config("preprocess"),
     shell:

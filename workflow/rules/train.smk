@@ -12,7 +12,9 @@ rule train:
         PATHS.root / "benchmarks" / "train_{method}.tsv"
     conda:
         "../../envs/gpu.yaml"
-    threads: torch_threads
+    threads: job_threads("train", torch_threads)
+    resources:
+        **job_resources("train"),
     params:
         config=stage_config("train"),
     shell:
