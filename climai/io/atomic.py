@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,22 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             _remove(target)
         os.replace(tmp, target)
     except BaseException:
-        _remove(tmp)
+        _remove_settled(tmp)
         raise
+
+
+def _remove_settled(path: Path, tries: int = 50) -> None:
+    """Remove the temporary ``path`` of a failed write. The writer's other threads (dask tasks
+    already running when one of them failed) may still add a chunk for a moment, which makes a
+    single ``rmtree`` fail with "directory not empty": retry until the folder is gone."""
+    for attempt in range(tries):
+        try:
+            _remove(path)
+            return
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1)
 
 
 def write_text(target: str | Path, text: str) -> None:

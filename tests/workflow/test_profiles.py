@@ -323,7 +323,8 @@ def test_dry_run_of_the_italy_campaign_shows_leonardo_resources_quickly():
     }
     assert all(j["slurm_account"] == "IscrB_TEST" for j in jobs.values())
     train = jobs["train"]
-    assert (train["gres"], train["cpus_per_task"], train["threads"]) == ("gpu:4", "32", "32")
+    # a dry run shows the local threads: the campaign's compute.threads (8), at most --cores
+    assert (train["gres"], train["cpus_per_task"], train["threads"]) == ("gpu:4", "32", "8")
     assert (train["runtime"], train["mem_mb"]) == ("1440", "480000")
     infer = {j["method"]: j for j in dry_run_job_list(res.stdout) if j["rule"] == "infer"}
     assert infer["unet"]["gres"] == "gpu:4" and "gres" not in infer["bicubic"]
