@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-PACKAGES = ("climai", "numpy", "xarray", "dask", "zarr", "torch", "snakemake", "scipy", "pandas")
+PACKAGES = ("climai", "numpy", "xarray", "dask", "zarr", "torch", "snakemake", "pandas")
 _LARGE = 256 * 2**20  # files above this size are identified by size, mtime and edge hashes
 
 
