@@ -197,6 +197,8 @@ def campaign_config(work):
         },
         "infer": {"device": SIZES["device"], "progress": False},
         "preprocess": {"progress": False},
+        # GPU training is reproducible (and verify can pass) only with deterministic kernels
+        "compute": {"deterministic": True},
     }
     path = work / "gpu_check.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
