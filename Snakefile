@@ -12,6 +12,16 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 report: "workflow/report/workflow.rst"
 
 
+# Seconds of work on small files: run beside Snakemake (on a cluster, on the node that runs it)
+# instead of queueing each as a SLURM job.
+localrules:
+    all,
+    compare,
+    manifest,
+    lineage,
+    sweep,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"

@@ -13,11 +13,11 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from climai import __version__
 from climai.config import (
     CampaignConfig,
     ConfigError,
@@ -28,7 +28,7 @@ from climai.config import (
     load_config,
     stage_slice,
 )
-from climai.launch import LaunchError
+from climai.launch import LaunchError, available_cpus
 from climai.stages import STAGES, StageContext
 from climai.training import TrainingInterrupted
 
@@ -48,7 +48,12 @@ def _add_common(p: argparse.ArgumentParser, method: bool = False) -> None:
         help="the stage's config slice as JSON (what the Snakemake rules pass)",
     )
     p.add_argument("--rule", default=None, help="name recorded as created_by_rule")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads to use")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=available_cpus(),
+        help="CPU threads (default: the allocation's)",
+    )
     if method:
         p.add_argument("--method", required=True, help="method name, e.g. unet or bicubic")
 
@@ -144,7 +149,12 @@ def _schema(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="climai", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="climai",
+        description="AI downscaling of km-scale fields: one subcommand per campaign stage "
+        "(what each Snakemake rule runs), usable without Snakemake.",
+    )
+    parser.add_argument("--version", action="version", version=f"climai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES.values():
         p = sub.add_parser(stage.name, help=stage.help)
@@ -157,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="rerun the campaign in a fresh folder and compare outputs")
     p.add_argument("--configfile", action="append", default=None)
     p.add_argument("--reference", default=None, help="campaign folder to compare with")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=available_cpus(),
+        help="CPU threads (default: the allocation's)",
+    )
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="tolerance set")
     p.set_defaults(func=_verify)
     p = sub.add_parser(
@@ -181,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads to use")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=available_cpus(),
+        help="CPU threads (default: the allocation's)",
+    )
     p.set_defaults(func=_downscale)
     p = sub.add_parser("validate", help="validate a config and exit")
     p.add_argument("--configfile", action="append", default=None)

@@ -43,10 +43,10 @@ def install_profile(
     (then a link is replaced; a real folder or file is never deleted).
     """
     source = (profiles_dir or repo_profiles_dir()) / name
-    if not (source / "profile.yaml").is_file() and not (source / "config.yaml").is_file():
+    if not (source / "config.yaml").is_file():
         raise FileNotFoundError(
-            f"profile {name!r}: no profile.yaml in {str(source)!r} (profiles here: "
-            f"{', '.join(sorted(p.name for p in source.parent.glob('*/profile.yaml'))) or 'none'}; "
+            f"profile {name!r}: no config.yaml in {str(source)!r} (profiles here: "
+            f"{', '.join(sorted(p.parent.name for p in source.parent.glob('*/config.yaml'))) or 'none'}; "
             "install climai from a checkout with `pip install -e .` or pass --profiles-dir)"
         )
     target = (config_dir or snakemake_config_dir()) / name

@@ -32,6 +32,12 @@ class LaunchError(RuntimeError):
     """The distributed launch failed (torchrun or srun exited with an error)."""
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a SLURM job's or a cgroup's allocation),
+    not every core of the node."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _count_devices(value: str) -> int:
     """Number of devices in a ``CUDA_VISIBLE_DEVICES``-style list (``"0,1,2,3"``)."""
     items = [v for v in value.replace(" ", "").split(",") if v]

@@ -25,6 +25,7 @@ from climai.config.methods import (
     BicubicConfig,
     EmulatorConfig,
     NearestConfig,
+    QDMConfig,
     QuantileMappingConfig,
     UNetConfig,
     UNetCRPSConfig,
@@ -132,6 +133,14 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = _named(
         predict="climai.inference.baselines:quantile_mapping",
         default=True,
         description="Bicubic interpolation, then empirical quantile mapping.",
+    ),
+    MethodType(
+        "baseline",
+        QDMConfig,
+        upsample="bicubic",
+        predict="climai.inference.qdm:predict",
+        description="Bicubic interpolation, then xsdba's quantile delta mapping per cell, by "
+        "month or season.",
     ),
     MethodType(
         "emulator",

@@ -19,17 +19,14 @@ from typing import Any
 
 import torch
 
+from climai.launch import available_cpus
+
 log = logging.getLogger("climai")
 
 #: cuBLAS's workspace setting that makes its GEMMs deterministic (CUDA >= 10.2).
 CUBLAS_WORKSPACE = ":4096:8"
 #: CPU flags (``/proc/cpuinfo``) that select other kernels, hence other float results.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity: a SLURM or cgroup allocation)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def configure_torch(threads: int, deterministic: bool) -> None:

@@ -6,9 +6,10 @@ Pure pydantic: :mod:`climai.registry` pairs each model with its kind and impleme
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from climai.config.base import StrictModel
 
@@ -40,6 +41,54 @@ class QuantileMappingConfig(StrictModel):
         2_000_000,
         ge=1000,
         description="Train cells drawn (seeded) per variable to fit the table; all if fewer.",
+    )
+
+
+class QDMConfig(StrictModel):
+    """The field's statistical downscaling baseline, per cell: bicubic interpolation, then at every
+    HR cell xsdba's quantile delta mapping (Cannon et al. 2015) from the bicubic-of-LR distribution
+    on the train split to the HR truth's, fitted by calendar month or season where the train split
+    spans them, keeping the quantile deltas (trends) of the predicted period."""
+
+    type: Literal["qdm"] = Field("qdm", description="Method type (registry name).")
+
+    @field_validator("type")
+    @classmethod
+    def _xsdba_installed(cls, value: str) -> str:
+        if importlib.util.find_spec("xsdba") is None:
+            raise ValueError(
+                "method type 'qdm' needs xsdba, which is not installed here: "
+                "pip install -c requirements/lock.txt -e '.[sdba]' (or set this method to null)"
+            )
+        return value
+
+    quantiles: int = Field(
+        50, ge=5, le=1000, description="Quantile nodes per cell and group (xsdba nquantiles)."
+    )
+    group: Literal["auto", "month", "season", "none"] = Field(
+        "auto",
+        description="Fit groups: by calendar month, by season or one group; auto: months when "
+        "the train split has at least min_group_steps steps of every month it predicts, else "
+        "seasons on the same rule, else one group.",
+    )
+    min_group_steps: int = Field(
+        48, ge=2, description="Train steps a month or season needs for group: auto to use it."
+    )
+    dry_threshold: float = Field(
+        0.01,
+        ge=0,
+        description="Precipitation below this (in the variable's units) is jittered (seeded, "
+        "uniform below it) for the multiplicative fit and set to 0 after adjustment, as xsdba "
+        "recommends for zero-inflated variables.",
+    )
+    interp: Literal["nearest", "linear"] = Field(
+        "linear", description="Interpolation of the adjustment factors between quantile nodes."
+    )
+    band_cells: int = Field(
+        16_000_000,
+        ge=10_000,
+        description="Cells (train steps × HR cells) fitted at once: the band of HR rows "
+        "processed together, which bounds memory.",
     )
 
 

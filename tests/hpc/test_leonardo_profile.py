@@ -216,9 +216,9 @@ def test_infer_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
 def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
     """A user's profile that sends train to a CPU partition (set-resources beats the rule's
     resources and the plugin's choice): SLURM refuses its GPUs there, as Leonardo does."""
-    profile = yaml.safe_load((PROFILE / "profile.yaml").read_text())
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     profile["set-resources"] = {"train": {"slurm_partition": "dcgp_usr_prod"}}
-    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     (tmp_path / "partitions.yaml").write_text((PROFILE / "partitions.yaml").read_text())
     res = snakemake(
         runs["slurm"],

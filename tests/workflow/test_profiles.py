@@ -69,7 +69,7 @@ def snakemake(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO):
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((PROFILES / name / "profile.yaml").read_text())
+    return yaml.safe_load((PROFILES / name / "config.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_partitions_file_has_leonardos_partitions_and_limits():
 
 @pytest.mark.parametrize("name", ["leonardo", "leonardo-debug"])
 def test_every_key_of_the_profile_is_commented(name):
-    lines = (PROFILES / name / "profile.yaml").read_text().splitlines()
+    lines = (PROFILES / name / "config.yaml").read_text().splitlines()
     lines += PARTITIONS.read_text().splitlines()
     in_code = False
     for line in lines:
@@ -185,8 +185,8 @@ def test_every_key_of_the_profile_is_commented(name):
 
 
 def test_debug_profile_differs_only_in_lines_marked_debug():
-    prod = (PROFILES / "leonardo" / "profile.yaml").read_text().splitlines()
-    debug = (PROFILES / "leonardo-debug" / "profile.yaml").read_text().splitlines()
+    prod = (PROFILES / "leonardo" / "config.yaml").read_text().splitlines()
+    debug = (PROFILES / "leonardo-debug" / "config.yaml").read_text().splitlines()
 
     def body(lines):
         keep = [ln for ln in lines if "debug" not in ln and not ln.startswith("#") and ln]
@@ -242,9 +242,9 @@ def test_a_users_profile_overrides_the_rules_resources(tmp_path):
     default-resources, then the rule's, then set-resources), for every job of the rule."""
     profile = tmp_path / "mine"
     profile.mkdir()
-    text = (PROFILES / "leonardo" / "profile.yaml").read_text()
+    text = (PROFILES / "leonardo" / "config.yaml").read_text()
     (profile / "partitions.yaml").write_text(PARTITIONS.read_text())
-    (profile / "profile.yaml").write_text(text + (
+    (profile / "config.yaml").write_text(text + (
         "set-resources:\n"
         "  infer: {slurm_partition: my_gpus, cpus_per_task: 8, mem_mb: 64000, runtime: 30}\n"
         "  evaluate: {qos: my_qos}\n"
@@ -354,3 +354,68 @@ def test_install_profile_refuses_to_replace_a_folder(tmp_path):
         install_profile("leonardo", config_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="profile 'nope'"):
         install_profile("nope", config_dir=tmp_path)
+
+
+def _floor(requirement: str) -> str:
+    """The lowest version a ``name>=X,<Y`` requirement of pyproject.toml allows, as X.0.0."""
+    low = re.search(r">=\s*([0-9.]+)", requirement)
+    assert low, f"no lower bound in {requirement!r}"
+    parts = ([*low.group(1).split("."), "0", "0"])[:3]
+    return ".".join(parts)
+
+
+@pytest.mark.slow
+def test_site_profiles_plan_the_campaign_on_the_lowest_allowed_snakemake(tmp_path):
+    """pyproject.toml's floor on Snakemake (and the lock's SLURM plugin) in a fresh venv: it finds
+    the profiles by their file name (``config.yaml``: ``profile.yaml`` is read only by recent
+    releases) and plans the toy campaign for Leonardo."""
+    import sysconfig
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = _floor(next(d for d in deps if re.match(r"snakemake\s*[>=<]", d)))
+    lock = (REPO / "requirements" / "lock.txt").read_text()
+    plugin = re.search(r"^snakemake-executor-plugin-slurm==\S+", lock, re.M)
+    assert plugin, "the lock pins no SLURM executor plugin"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", f"snakemake=={floor}", plugin.group(0)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    # climai and its other dependencies from this interpreter, after the venv's own snakemake
+    site = Path(sysconfig.get_paths()["purelib"])
+    venv_site = next((venv / "lib").glob("python3*/site-packages"))
+    (venv_site / "zz_climai.pth").write_text(f"import site; site.addsitedir({str(site)!r})\n")
+    version = subprocess.run(
+        [str(py), "-m", "snakemake", "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == floor
+    for profile in ("leonardo", "leonardo-debug", "local"):
+        run = subprocess.run(
+            [
+                str(py),
+                "-m",
+                "snakemake",
+                "-n",
+                "--profile",
+                str(PROFILES / profile),
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(tmp_path / profile),
+            ],
+            cwd=REPO,
+            env=dict(os.environ, SLURM_ACCOUNT="IscrB_TEST"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, (profile, run.stdout[-1500:], run.stderr[-1500:])
+        assert re.search(r"^total\s+\d+", run.stdout + run.stderr, re.M), profile
