@@ -58,6 +58,25 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def restore_empty_mappings(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (in place, and returned) with every empty mapping of ``overrides`` restored
+    where ``config`` holds None at its path.
+
+    Snakemake merges ``--configfile`` files into the workflow's ``config/config.yaml`` with a
+    recursion that keeps None when the override is ``{}``: ``methods: {nearest: {}}`` would not
+    switch on a method that config.yaml sets to null. The Snakefile repairs its ``config`` with
+    the command line's overrides.
+    """
+    for key, value in overrides.items():
+        if not isinstance(value, dict):
+            continue
+        if not value and config.get(key) is None:
+            config[key] = {}
+        elif isinstance(config.get(key), dict):
+            restore_empty_mappings(config[key], value)
+    return config
+
+
 def load_config(*paths: str | Path) -> CampaignConfig:
     """Read YAML config files (later ones override earlier ones) and validate them."""
     raw: dict[str, Any] = {}

@@ -85,7 +85,7 @@ class QDMConfig(StrictModel):
         "linear", description="Interpolation of the adjustment factors between quantile nodes."
     )
     band_cells: int = Field(
-        16_000_000,
+        4_000_000,
         ge=10_000,
         description="Cells (train steps × HR cells) fitted at once: the band of HR rows "
         "processed together, which bounds memory.",

@@ -211,3 +211,23 @@ def test_methods_are_named_instances_of_a_type():
         validate_config({"methods": {"unet-big": {"type": "unett"}}})
     with pytest.raises(ConfigError, match=r"method name 'U Net'"):
         validate_config({"methods": {"U Net": {"type": "unet"}}})
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "want"),
+    [
+        ({"methods": {"nearest": None}}, {"methods": {"nearest": {}}}, {"nearest": {}}),
+        ({"methods": {"nearest": None}}, {"methods": {"qdm": {}}}, {"nearest": None, "qdm": {}}),
+        ({"methods": {"unet": {"epochs": 2}}}, {"methods": {"unet": {}}}, {"unet": {"epochs": 2}}),
+        ({"methods": {"unet": None}}, {"methods": {"unet": None}}, {"unet": None}),
+    ],
+)
+def test_empty_mappings_of_a_configfile_switch_on_what_config_yaml_sets_to_null(
+    config, overrides, want
+):
+    """Snakemake's merge keeps config.yaml's null under a --configfile's `{}`; the Snakefile
+    restores the `{}` (and climai's own loader agrees)."""
+    from climai.config.loading import deep_merge, restore_empty_mappings
+
+    merged = deep_merge(config, overrides)
+    assert restore_empty_mappings(config, overrides)["methods"] == want == merged["methods"]

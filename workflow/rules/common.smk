@@ -1,5 +1,6 @@
 # Validation of the config, and the input, threads and resources functions of every rule.
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
+from climai.config.loading import restore_empty_mappings
 from climai.hpc import job_size
 from climai.manifest import input_paths
 from climai.parents import parent_model
@@ -10,6 +11,8 @@ from climai.paths import CampaignPaths
 from climai.registry import method_type
 from climai.reuse import check_reused_dataset
 
+# `{}` in a --configfile must switch on what config.yaml sets to null (Snakemake keeps the null)
+restore_empty_mappings(config, workflow.config_settings.overwrite_config or {})
 try:
     CFG = validate_config(config)
     check_reused_dataset(CFG)
