@@ -113,7 +113,7 @@ class MapGrid:
         """What one cell is in km, and where that holds (lat/lon grids: the mean latitude)."""
         dx, dy = self.cell_km_xy
         if not self.geographic:
-            size = f"{dx:.3g} km" if math.isclose(dx, dy, rel_tol=1e-6) else f"{dx:.3g}×{dy:.3g} km"
+            size = f"{dx:.3g} km" if math.isclose(dx, dy, rel_tol=1e-3) else f"{dx:.3g}×{dy:.3g} km"
             return f"1 cell = {size}"
         return (
             f"1 cell ≈ {dx:.3g}×{dy:.3g} km at the mean latitude {self.mean_latitude:.1f}°; "

@@ -87,9 +87,9 @@ def overview_figure(
     path: str | Path,
 ) -> None:
     """``whole`` (the truth on ``grid``) with the zoom ``box`` outlined, beside the ``zooms``
-    (label → the box's field) on one shared colour scale."""
+    (label → the box's field) on one shared colour scale, set by the zooms."""
     zgrid = grid.subset(*box)
-    vmin, vmax = colour_limits([whole, *zooms.values()])
+    vmin, vmax = colour_limits(list(zooms.values()))  # the zoom's values: not a dry domain's
     cmap = "Blues" if units.startswith("mm") else "RdYlBu_r"
     ncols = math.ceil(len(zooms) / 2)
     ny, nx = grid.shape
