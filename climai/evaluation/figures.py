@@ -84,13 +84,13 @@ def maps_figure(
     ncols = max(len(p) for s in steps for p in s.values())
     ny, nx = grid.shape
     ratio = min(max(ny * grid.aspect / nx, 0.4), 1.5)  # panel height / width
-    height = (2.6 * ratio + 0.9) * len(rows) + 0.6
+    height = (1.9 * ratio + 0.9) * len(rows) + 0.6
     fig, axes = plt.subplots(
         len(rows),
         ncols,
         figsize=(2.8 * ncols + 1, height),
         squeeze=False,
-        gridspec_kw={"hspace": 0.55, "wspace": 0.3, "top": 1 - 0.7 / height},
+        gridspec_kw={"hspace": 0.6, "wspace": 0.3, "top": 1 - 0.9 / height},
     )
     for r, (i, var, is_error) in enumerate(rows):
         panels = steps[i][var]
@@ -115,7 +115,7 @@ def maps_figure(
             axes[r, c].axis("off")
         if im is not None:
             fig.colorbar(im, ax=axes[r, : len(fields)].tolist(), shrink=0.85, label=label)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1 - 0.25 / height)
     save_figure(fig, path)
 
 
