@@ -50,7 +50,6 @@ from climai.evaluation.summary import (
     summary_rows,
 )
 from climai.io import open_store, write_text
-from climai.registry import method_kind
 from climai.stages import StageContext, log
 
 Series = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -127,7 +126,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     rows = summary_rows(metrics, variables)
     write_text(ctx.paths.summary, rows_to_csv(rows))
     write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units))
-    emulators = [m for m in methods if method_kind(ctx.cfg.methods.type_of(m)) == "emulator"]
+    emulators = [m for m in methods if m in ctx.cfg.methods.of_kind("emulator")]
     histories = {
         m: list(csv.DictReader(ctx.paths.history(m).read_text().splitlines()))
         for m in emulators
