@@ -136,11 +136,15 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         learning_curves_figure(
             histories, f"{ctx.cfg.campaign}: learning curves", ctx.paths.learning_curves
         )
+    drawn = {  # this run's figures (never a stale one of an earlier run)
+        ctx.paths.rank_histograms: bool(ensembles),
+        ctx.paths.learning_curves: bool(histories),
+    }
     config_yaml = yaml.safe_dump(ctx.cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
     figures = [
         PageFigure(path.name, caption, path.read_bytes())
         for path, caption in page_figures(ctx.paths)
-        if path.exists()
+        if drawn.get(path, True)
     ]
     write_text(
         ctx.paths.summary_html,
