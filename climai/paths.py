@@ -105,6 +105,16 @@ class CampaignPaths:
         return self.root / "evaluation" / "qq.png"
 
     @property
+    def overview(self) -> Path:
+        """The truth over the whole domain at one test step with a zoom on every method."""
+        return self.root / "evaluation" / "overview.png"
+
+    @property
+    def learning_curves(self) -> Path:
+        """Every emulator's training history (losses, learning rate, samples/s) per epoch."""
+        return self.root / "evaluation" / "learning_curves.png"
+
+    @property
     def rank_histograms(self) -> Path:
         return self.root / "evaluation" / "rank_histograms.png"
 

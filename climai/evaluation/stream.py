@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
 from climai.evaluation.accumulators import WholeSplit, histograms, spectra
 from climai.evaluation.metrics import (
@@ -168,7 +169,9 @@ def stream_scores(
     rows, cols = extent.rectangle()
     streams = {label: Streams() for label in preds}
     accs: dict[str, dict[str, Any]] = {}
-    for sl in blocks:
+    # a bar on stderr when it is a terminal (off in Snakemake's job logs)
+    bar = tqdm(blocks, desc=f"scoring {truth.name or ''}", unit="block", disable=None, leave=False)
+    for sl in bar:
         t = _read(truth, sl)
         arrays = {label: _read(da, sl) for label, da in preds.items()}
         region = block_region([t, *arrays.values()], rows, cols)

@@ -1,12 +1,19 @@
-"""Tables of every method's metrics: CSV rows, a Markdown methods table, an HTML page."""
+"""Tables of every method's metrics: CSV rows, a Markdown methods table, the campaign page."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from climai.paths import CampaignPaths
 
 # The scalar columns of summary.csv, in order (absent metrics are left empty).
 _SCALARS = ("rmse", "mae", "bias", "corr", "crps", "crps_fair", "conservation_error")
@@ -104,23 +111,153 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def summary_html(title: str, config_yaml: str, rows: list[dict[str, str]]) -> str:
-    """A self-contained HTML page: the campaign's metrics table and its config."""
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(r.get(f, ''))}</td>" for f in fields) + "</tr>"
-        for r in rows
+def sig3(x: Any) -> str:
+    """``x`` to 3 significant digits, in positional notation from 0.001 to 10⁶ (``1230``,
+    ``0.0457``), else scientific; empty for a missing or non-finite value."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    v = float(f"{float(x):.3g}")
+    if v == 0 or 1e-3 <= abs(v) < 1e6:
+        return np.format_float_positional(v, trim="-")
+    return f"{v:.2e}"
+
+
+def page_figures(paths: CampaignPaths) -> list[tuple[Path, str]]:
+    """The comparison figures of the campaign page, in order, with their captions."""
+    return [
+        (
+            paths.overview,
+            "The truth over the whole domain at the shown test step with the largest values (block "
+            "means on large domains), the red box around its largest-value region, and that box at "
+            "full resolution for the LR input, the truth and every method (ensembles: member 0).",
+        ),
+        (
+            paths.comparison,
+            "Maps of the shown test steps: LR input, truth and every method on one colour scale, "
+            "and every method's error (method − truth) on one symmetric scale; north up, in the "
+            "data's coordinates.",
+        ),
+        (
+            paths.comparison_spectra,
+            "Radially averaged power spectra against wavelength in km (on a lat/lon grid at the "
+            "domain's mean latitude), the truth in black: below it at short wavelengths means too "
+            "smooth.",
+        ),
+        (
+            paths.comparison_qq,
+            "Quantiles (1 % to 99.95 %) of every method against the truth's; on the 1:1 line the "
+            "distribution, extremes included, is right.",
+        ),
+        (
+            paths.rank_histograms,
+            "Rank histograms of the ensembles: flat is reliable, U-shaped under-dispersed.",
+        ),
+        (
+            paths.learning_curves,
+            "Learning curves of the emulators (history.csv): training and validation loss, "
+            "learning rate and training samples/s per epoch.",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class PageFigure:
+    """A figure of the campaign page: its file name, caption and PNG bytes (embedded)."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+def _variable_table(
+    var: str,
+    metrics: dict[str, dict[str, dict[str, Any]]],
+    units: str,
+    baseline: str,
+    cell_km: float | None,
+) -> str:
+    """One variable's table: a row per method, 3 significant digits."""
+    first = next(iter(metrics.values()))[var]
+    bands = band_order(first["spectral_ratio"])
+    base = metrics.get(baseline, {}).get(var, {}).get("rmse")
+    u = html.escape(units)
+    heads = [f"RMSE ({u})", *([f"RMSE / {html.escape(baseline)}"] if base else [])]
+    heads += [f"MAE ({u})", f"bias ({u})", "corr", f"CRPS ({u})", f"p99 error ({u})"]
+    for b in bands:
+        lo, hi = (float(e) for e in b.split("-"))
+        km = f"<br>{sig3(lo * cell_km)}–{sig3(hi * cell_km)} km" if cell_km else ""
+        heads.append(f"spectral ratio<br>{sig3(lo)}–{sig3(hi)} cells{km}")
+    wet = "wet_fraction" in first
+    heads += ["wet fraction (truth)"] if wet else []
+    heads += [f"conservation error ({u})"] if "conservation_error" in first else []
+    body = []
+    for method, per_var in metrics.items():
+        m = per_var[var]
+        values = [sig3(m.get("rmse")), *([f"{m['rmse'] / base:.2f}×"] if base else [])]
+        values += [sig3(m.get(k)) for k in ("mae", "bias", "corr")]
+        values += [sig3(crps_or_mae(m)[0]), sig3(m.get("quantile_error", {}).get("p99"))]
+        values += [sig3(m["spectral_ratio"].get(b)) for b in bands]
+        if wet:
+            values.append(f"{sig3(m.get('wet_fraction'))} ({sig3(m.get('wet_fraction_truth'))})")
+        if "conservation_error" in first:
+            values.append(sig3(m.get("conservation_error")))
+        cells = "".join(f"<td>{v}</td>" for v in values)
+        body.append(f"<tr><th>{html.escape(method)}</th>{cells}</tr>")
+    head = "<th>method</th>" + "".join(f"<th>{h}</th>" for h in heads)
+    return (
+        f"<h3>{html.escape(var)} ({u})</h3>"
+        f"<table class='metrics' id='metrics-{html.escape(var)}'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+_STYLE = (
+    "body{font-family:sans-serif;font-size:14px;max-width:1400px;margin:1em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+    "thead th{background:#eee;text-align:center;font-weight:normal}tbody th{text-align:left}"
+    "figure{margin:1em 0 2em}figure img{max-width:100%;height:auto;border:1px solid #ddd}"
+    "figcaption{color:#444;max-width:60em}details{margin:2em 0}summary{cursor:pointer}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto}p.note{color:#444;max-width:60em}"
+)
+
+
+def summary_html(
+    title: str,
+    config_yaml: str,
+    metrics: dict[str, dict[str, dict[str, Any]]],
+    variables: list[str],
+    units: dict[str, str],
+    figures: list[PageFigure],
+    cell_km: float | None = None,
+    baseline: str = "bicubic",
+) -> str:
+    """The campaign page: per variable a table of every method's test-split metrics to 3
+    significant digits (RMSE also as a ratio to ``baseline``; spectral bands in cells and, with
+    ``cell_km``, in km), the ``figures`` inline (embedded PNG, so the page works alone, from disk
+    or in the Snakemake report), and the configuration folded away. All digits: summary.csv."""
+    tables = "".join(_variable_table(v, metrics, units[v], baseline, cell_km) for v in variables)
+    figs = "".join(
+        f"<figure id='{html.escape(f.name)}'>"
+        f"<img alt='{html.escape(f.name)}' src='data:image/png;base64,"
+        f"{base64.b64encode(f.png).decode()}'>"
+        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+        for f in figures
+    )
+    note = (
+        "Every method scored the same way against the HR truth on the test split (time steps "
+        "never seen in training), NaN-masked, in each variable's units; rounded to 3 significant "
+        "digits (all digits: <a href='summary.csv'>summary.csv</a>). Lower is better for RMSE, "
+        "MAE, CRPS and |bias| (a deterministic method's CRPS is its MAE); a spectral ratio (method power / truth power in a wavelength band) "
+        "of 1 is right, below 1 too smooth. The wet fraction is the method's, the truth's in "
+        "brackets."
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #999;padding:2px 6px;text-align:right}</style></head><body>"
-        f"<h2>{html.escape(title)}</h2><h3>Metrics on the test split</h3>"
-        f"<table id='metrics'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<h3>Configuration</h3><pre id='config'>{html.escape(config_yaml)}</pre>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h2>{html.escape(title)}</h2><p class='note'>{note}</p>{tables}"
+        f"<h2>Figures</h2>{figs}"
+        "<details><summary>Configuration (the validated config of this campaign)</summary>"
+        f"<pre id='config'>{html.escape(config_yaml)}</pre></details>"
         "</body></html>\n"
     )

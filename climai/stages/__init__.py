@@ -9,7 +9,10 @@ name, threads, paths. Importing this package imports no stage (nor torch).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +23,19 @@ from climai.io.provenance import provenance_attrs
 from climai.paths import CampaignPaths
 
 log = logging.getLogger("climai")
+
+
+@contextlib.contextmanager
+def dask_progress() -> Iterator[None]:
+    """A progress bar on stderr for every dask computation over 2 s inside the block, when
+    stderr is a terminal (none in Snakemake's job logs)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=2.0, dt=1.0, out=sys.stderr):
+        yield
 
 
 @dataclass(frozen=True)

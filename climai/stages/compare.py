@@ -4,13 +4,15 @@ Relevant settings: ``methods`` (which ran), ``variables``, ``evaluate.figure_ste
 whole validated config is written into ``summary.html``.
 Inputs: ``prep/dataset.zarr``, ``downscaled/<method>/test.zarr`` and
 ``evaluation/<method>/metrics.json`` of every method.
-Outputs: ``evaluation/comparison.png``, ``spectra.png``, ``qq.png``, ``rank_histograms.png``
-(ensembles only), ``summary.csv``, ``summary.md``, ``summary.html``.
+Outputs: ``evaluation/comparison.png``, ``overview.png`` (the whole domain with a zoom),
+``spectra.png``, ``qq.png``, ``rank_histograms.png`` (ensembles only), ``learning_curves.png``
+(emulators only), ``summary.csv``, ``summary.md``, ``summary.html``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from typing import Any
 
@@ -29,14 +31,24 @@ from climai.evaluation.cubes import (
 )
 from climai.evaluation.figures import (
     QQ_LEVELS,
+    learning_curves_figure,
     maps_figure,
     qq_figure,
     rank_histogram_figure,
     spectra_figure,
 )
+from climai.evaluation.mapgrid import MapGrid
 from climai.evaluation.metrics import SpectralRegion
+from climai.evaluation.overview import overview_figure, zoom_box, zoom_panels, zoom_size
 from climai.evaluation.stream import cube, stream_scores
-from climai.evaluation.summary import markdown_table, rows_to_csv, summary_html, summary_rows
+from climai.evaluation.summary import (
+    PageFigure,
+    markdown_table,
+    page_figures,
+    rows_to_csv,
+    summary_html,
+    summary_rows,
+)
 from climai.io import open_store, write_text
 from climai.stages import StageContext, log
 
@@ -87,27 +99,64 @@ def run(ctx: StageContext, methods: list[str]) -> None:
             ranks[m][v] = metrics[m][v].get("rank_histogram") or scores[m].metrics["rank_histogram"]
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ctx.cfg.evaluate.figure_steps)
     name = f"{ctx.cfg.campaign}: test split"
+    grid = MapGrid.of(truth)
     arrays = {
         v: {"truth": prep.hr(v), **{m: cube(preds[m][v], v) for m in methods}} for v in variables
     }
-    maps_figure(
-        map_panels(truth, arrays, steps, ctx.cfg.scale),
-        step_labels(truth, steps),
-        units,
-        name,
-        ctx.paths.comparison,
+    shown = map_panels(truth, arrays, steps, ctx.cfg.scale)
+    when = step_labels(truth, steps)
+    maps_figure(shown, when, units, name, ctx.paths.comparison, grid)
+    # the whole domain at the shown step whose truth is largest, zoomed on its largest region
+    v = wet_variable(ctx.cfg.variables) or variables[0]
+    i = max(range(len(steps)), key=lambda i: float(np.nan_to_num(shown[i][v]["truth"]).mean()))
+    whole = shown[i][v]["truth"]
+    box = zoom_box(whole, zoom_size(whole.shape, ctx.cfg.scale), ctx.cfg.scale)
+    zooms = zoom_panels(
+        prep.lr(v), whole, {m: arrays[v][m] for m in methods}, steps[i], box, ctx.cfg.scale
     )
-    spectra_figure(spectra_, regions, units, f"{name}: power spectra", ctx.paths.comparison_spectra)
+    overview_figure(
+        whole, grid, box, zooms, units[v], f"{name}: {v} at {when[i]}", ctx.paths.overview
+    )
+    spectra_figure(
+        spectra_, regions, units, f"{name}: power spectra", ctx.paths.comparison_spectra, grid
+    )
     qq_figure(qq, units, f"{name}: quantiles", ctx.paths.comparison_qq)
     if ensembles:
         rank_histogram_figure(ranks, f"{name}: rank histograms", ctx.paths.rank_histograms)
     rows = summary_rows(metrics, variables)
     write_text(ctx.paths.summary, rows_to_csv(rows))
     write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units))
+    emulators = [m for m in methods if m in ctx.cfg.methods.of_kind("emulator")]
+    histories = {
+        m: list(csv.DictReader(ctx.paths.history(m).read_text().splitlines()))
+        for m in emulators
+        if ctx.paths.history(m).exists()
+    }
+    if histories:
+        learning_curves_figure(
+            histories, f"{ctx.cfg.campaign}: learning curves", ctx.paths.learning_curves
+        )
+    drawn = {  # this run's figures (never a stale one of an earlier run)
+        ctx.paths.rank_histograms: bool(ensembles),
+        ctx.paths.learning_curves: bool(histories),
+    }
     config_yaml = yaml.safe_dump(ctx.cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+    figures = [
+        PageFigure(path.name, caption, path.read_bytes())
+        for path, caption in page_figures(ctx.paths)
+        if drawn.get(path, True)
+    ]
     write_text(
         ctx.paths.summary_html,
-        summary_html(f"climai campaign {ctx.cfg.campaign}", config_yaml, rows),
+        summary_html(
+            f"climai campaign {ctx.cfg.campaign}",
+            config_yaml,
+            metrics,
+            variables,
+            units,
+            figures,
+            grid.cell_km,
+        ),
     )
     log.info("compare: %d methods, ensembles: %s", len(methods), ensembles or "none")
 

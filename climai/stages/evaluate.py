@@ -24,6 +24,7 @@ from climai.evaluation.cubes import (
     wet_variable,
 )
 from climai.evaluation.figures import QQ_LEVELS, maps_figure, qq_figure, spectra_figure
+from climai.evaluation.mapgrid import MapGrid
 from climai.evaluation.metrics import SpectraPair
 from climai.evaluation.stream import cube, stream_scores
 from climai.io import open_store, write_json, write_text
@@ -65,6 +66,7 @@ def run(ctx: StageContext, method: str) -> None:
         units,
         name,
         ctx.paths.maps(method),
+        MapGrid.of(truth),
     )
     spectra_figure(
         {
@@ -75,6 +77,7 @@ def run(ctx: StageContext, method: str) -> None:
         units,
         f"{name}: power spectra",
         ctx.paths.spectra_figure(method),
+        MapGrid.of(truth),
     )
     qq_figure(qq, units, f"{name}: quantiles", ctx.paths.qq(method))
     log.info("evaluate %s: %s", method, {v: round(m["rmse"], 4) for v, m in metrics.items()})

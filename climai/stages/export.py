@@ -13,7 +13,7 @@ import argparse
 from climai.io import open_store
 from climai.io.cf import cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
-from climai.stages import StageContext, log
+from climai.stages import StageContext, dask_progress, log
 
 
 def run(ctx: StageContext, method: str, split: str = "test") -> None:
@@ -24,7 +24,8 @@ def run(ctx: StageContext, method: str, split: str = "test") -> None:
     for var in ctx.cfg.variable_names:
         ds = cf_dataset(hr, [var], kinds, exported_by)
         enc = cf_encoding(ds, [var], ctx.cfg.export.compression_level, ctx.cfg.export.chunk_xy)
-        write_netcdf(ds, ctx.paths.export(method, var), enc)
+        with dask_progress():
+            write_netcdf(ds, ctx.paths.export(method, var), enc)
         log.info("export %s %s → %s", method, var, ctx.paths.export(method, var))
 
 

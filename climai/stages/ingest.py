@@ -44,7 +44,7 @@ from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
-from climai.stages import StageContext, log
+from climai.stages import StageContext, dask_progress, log
 from climai.synthetic import toy_world
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
 
@@ -455,7 +455,7 @@ def _crs_label(crs: CRS) -> str:
 def run(ctx: StageContext) -> None:
     """Build the target and static stores of the campaign; all checks before any write."""
     cfg = ctx.cfg
-    with dask.config.set(scheduler="threads", num_workers=ctx.threads):
+    with dask.config.set(scheduler="threads", num_workers=ctx.threads), dask_progress():
         ing = load_target(cfg)
         static = build_static(cfg, ing)
         inputs = load_input(cfg, ing)

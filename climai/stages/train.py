@@ -5,16 +5,15 @@ channels, init_from, freeze, loader, workers, ...), ``variables``, ``scale``, ``
 Inputs: ``prep/dataset.zarr``, ``prep/stats.json``; the parent's ``model.pt`` when fine-tuned
 (``init_from``).
 Outputs: ``models/<method>/model.pt`` (weights + model card), ``history.csv`` (per-epoch losses,
-lr, samples/s), ``validation.json`` (RMSE/MAE on the validation patches, bicubic's on the same
-cells); checkpoints under ``models/<method>/checkpoints/`` while it runs.
+lr, samples/s, time; one line appended after every epoch), ``validation.json`` (RMSE/MAE on the
+validation patches, bicubic's on the same cells); checkpoints under ``models/<method>/checkpoints/``
+while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import platform
 import shutil
@@ -45,6 +44,7 @@ from climai.training.finetune import (
     lineage,
     load_parent,
 )
+from climai.training.history import EpochLog
 from climai.training.loop import Loaders, fit
 
 
@@ -227,15 +227,6 @@ def make_loaders(
     )
 
 
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def variable_groups(mcfg: EmulatorConfig, variables: list[str]) -> dict[str, list[str]]:
     """``{"all": variables}`` when trained jointly, else one group per variable."""
     return {"all": list(variables)} if mcfg.joint else {v: [v] for v in variables}
@@ -279,6 +270,7 @@ def _train(
         say(describe_parent(method, parent, ds))
     scores: dict[str, dict[str, float]] = {}
     frozen: list[str] = []
+    epochs = EpochLog(ctx.paths.history(method)) if dist.is_main else None
     for group, variables in groups.items():
         gspec = spec.subset(variables)
         loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
@@ -289,14 +281,23 @@ def _train(
         )
         init = group_weights(parent, group) if parent is not None else None
         result = fit(
-            mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say, init=init
+            mcfg,
+            gspec,
+            loaders,
+            dist,
+            ckpt_root / group,
+            ctx.config_sha256,
+            log=say,
+            init=init,
+            on_epoch=(lambda rows, g=group: epochs.record(g, rows)) if epochs else None,
         )
+        if epochs is not None:
+            epochs.finish_group(group, result.history)
         state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
         history += [{**row, "group": group} for row in result.history]
         scores.update(result.scores)
         frozen += [f"{group}.{name}" for name in result.frozen]
     if dist.is_main:
-        write_history(ctx.paths.history(method), history)
         card = model_card(ctx, method, spec, ds, groups)
         card["runtime"] = runtime
         card.update(lineage_card(mcfg, parent, frozen))

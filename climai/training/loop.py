@@ -38,6 +38,7 @@ from climai.training.checkpoint import (
 from climai.training.distributed import DistContext, all_gather_scalar, all_reduce_sum
 from climai.training.ema import EMA
 from climai.training.finetune import freeze, load_parent_weights
+from climai.training.history import epoch_row
 from climai.training.losses import LOSSES, fair_crps
 
 
@@ -339,9 +340,11 @@ def fit(
     config_sha256: str = "",
     log: Callable[[str], None] = print,
     init: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> FitResult:
     """Train from scratch, from ``init`` weights (fine-tuning) or from the latest checkpoint;
-    return the best EMA weights, the history and the validation scores of those weights."""
+    return the best EMA weights, the history and the validation scores of those weights.
+    ``on_epoch(history)`` is called on the main process after each epoch."""
     torch.manual_seed(loaders.seed)
     spe = batches_per_epoch(len(loaders.train), loaders.batch, ctx.world)
     if spe == 0:
@@ -373,6 +376,8 @@ def fit(
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             run_epoch(net, state, loaders, objective, cfg, ctx, flags, checkpoint, spe)
             end_epoch(state, loaders, objective, ctx, log, cfg.epochs)
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(state.history)
             state.epoch += 1
             state.batch = 0
             save, stop = _stop_requested(flags, ctx)
@@ -408,7 +413,7 @@ def run_epoch(
         initial=start,
         desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
         file=sys.stderr,
-        disable=not ctx.is_main,
+        disable=None if ctx.is_main else True,  # None: off when stderr is not a terminal
         mininterval=10.0,
         ascii=True,
         dynamic_ncols=False,
@@ -429,15 +434,8 @@ def run_epoch(
     seconds = time.perf_counter() - t0
     done = (state.batch - start) * loaders.batch * ctx.world
     losses, state.epoch_losses = state.epoch_losses, []
-    state.history.append(
-        {
-            "epoch": state.epoch + 1,
-            "train_loss": float(sum(losses) / len(losses)) if losses else math.nan,
-            "lr": state.sched.get_last_lr()[0],
-            "samples_per_s": done / seconds if seconds > 0 else math.nan,
-            "seconds": seconds,
-        }
-    )
+    lr = state.sched.get_last_lr()[0]
+    state.history.append(epoch_row(state.epoch + 1, losses, lr, done, seconds))
 
 
 def end_epoch(

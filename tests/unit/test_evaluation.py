@@ -120,6 +120,7 @@ def test_compare_writes_figures_and_tables(campaign):
     p = campaign.paths
     for fig in (
         p.comparison,
+        p.overview,
         p.comparison_spectra,
         p.comparison_qq,
         p.rank_histograms,
@@ -135,9 +136,10 @@ def test_compare_writes_figures_and_tables(campaign):
     md = p.summary_md.read_text()
     assert "| unet-crps |" in md and "| quantile-mapping |" in md and "p99 error" in md
     html = p.summary_html.read_text()
-    assert (
-        "<table id='metrics'>" in html and "quantile-mapping" in html and "campaign: tiny" in html
-    )
+    assert "<table class='metrics' id='metrics-pr'>" in html and "quantile-mapping" in html
+    # the figures inline (no learning curves: unet-crps here was written, not trained)
+    assert html.count("src='data:image/png;base64,") == 5
+    assert html.index("<details>") < html.index("campaign: tiny") < html.index("</details>")
 
 
 def test_markdown_table_by_hand():

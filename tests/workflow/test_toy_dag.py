@@ -74,7 +74,14 @@ def test_every_method_has_contract_metrics(campaign):
     _, card = load_model_file(campaign / "results/tiny/models/unet-crps/model.pt")
     assert [p["method"] for p in card["lineage"]] == ["unet"]
     evaluation = campaign / "results/tiny/evaluation"
-    for fig in ("comparison.png", "spectra.png", "qq.png", "rank_histograms.png"):
+    for fig in (
+        "comparison.png",
+        "overview.png",
+        "spectra.png",
+        "qq.png",
+        "rank_histograms.png",
+        "learning_curves.png",
+    ):
         assert (evaluation / fig).stat().st_size > 10_000, fig
     for method in METHODS:
         for fig in ("maps.png", "spectra.png", "qq.png"):
@@ -167,14 +174,22 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         )
         images = sorted(k for k, mime in results.items() if mime == "image/png")
         names = {Path(k).name for k in images}
-        assert {"comparison.png", "spectra.png", "qq.png", "maps.png"} <= names
+        assert {
+            "comparison.png",
+            "overview.png",
+            "spectra.png",
+            "qq.png",
+            "learning_curves.png",
+            "maps.png",
+        } <= names
         assert sum(k.endswith("/maps.png") for k in images) == len(METHODS)
         assert any(k.endswith("summary.html") for k in results)
         # click through the navigation as a reader would: a category (and a subcategory), then
         # the view (eye) button of every result; each figure must appear as a decoded image
         shown = []
-        # the campaign: comparison, spectra, QQ, rank histograms and the summary table
-        for clicks, expected in ((["1. Campaign"], 5), (["Results", "2. Methods", "unet"], 3)):
+        # the campaign: comparison, overview, spectra, QQ, rank histograms, learning curves and
+        # the summary page
+        for clicks, expected in ((["1. Campaign"], 7), (["Results", "2. Methods", "unet"], 3)):
             for text in clicks:  # each waits until the previous click has rendered it
                 browser.wait_for(CLICK_TEXT % json.dumps(text))
             eyes = browser.wait_for(
@@ -193,9 +208,9 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
                     )
                 )
         images = [s for s in shown if s[0] == "img"]
-        assert len(images) == 7 and len({s[1] for s in images}) == 7  # seven different figures
+        assert len(images) == 9 and len({s[1] for s in images}) == 9  # nine different figures
         assert all(min(s[2], s[3]) > 200 for s in images), images
-        assert [s[0] for s in shown].count("iframe") == 1  # the metrics table and config
+        assert [s[0] for s in shown].count("iframe") == 1  # the campaign page
         browser.screenshot(tmp_path / "report.png")
         # self-contained: nothing but the file itself and inline data was requested
         external = [

@@ -47,6 +47,7 @@ rule compare:
         dataset=PATHS.dataset,
         metrics=[PATHS.metrics(m) for m in METHODS],
         downscaled=[PATHS.downscaled(m) for m in METHODS],
+        histories=[PATHS.history(m) for m in EMULATORS],
     output:
         summary=PATHS.summary,
         summary_md=PATHS.summary_md,
@@ -61,6 +62,12 @@ rule compare:
             caption="../report/comparison.rst",
             category="1. Campaign",
             labels={"name": "maps of all methods"},
+        ),
+        overview=report(
+            PATHS.overview,
+            caption="../report/overview.rst",
+            category="1. Campaign",
+            labels={"name": "whole domain with a zoom"},
         ),
         spectra=report(
             PATHS.comparison_spectra,
@@ -84,6 +91,18 @@ rule compare:
                 )
             }
             if ENSEMBLES
+            else {}
+        ),
+        **(
+            {
+                "learning_curves": report(
+                    PATHS.learning_curves,
+                    caption="../report/learning_curves.rst",
+                    category="1. Campaign",
+                    labels={"name": "learning curves"},
+                )
+            }
+            if EMULATORS
             else {}
         ),
     log:
