@@ -381,4 +381,5 @@ def run_downscale(
         store = Path(tmp) / "hr.zarr"
         downscale_emulator(emulator, spec, card, lr, static, store, cfg, attrs, members=members)
         hr = open_store(store)
-        write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))
+        ds = cf_dataset(hr, spec.variables, kinds)
+        write_netcdf(ds, output, cf_encoding(ds, spec.variables))
