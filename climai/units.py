@@ -78,12 +78,21 @@ def registry() -> Any:
 
     if WATER not in units._contexts:
         ctx = pint.Context(WATER)
-        rho = units.Quantity(WATER_DENSITY)
         for mass, length in _WATER_PAIRS:
-            ctx.add_transformation(mass, length, lambda ureg, q: q / rho)
-            ctx.add_transformation(length, mass, lambda ureg, q: q * rho)
+            ctx.add_transformation(mass, length, _over_density)
+            ctx.add_transformation(length, mass, _times_density)
         units.add_context(ctx)
     return units
+
+
+def _over_density(ureg: Any, value: Any, **_: Any) -> Any:
+    """Mass per area (per time) → depth of liquid water (per time)."""
+    return value / ureg.Quantity(WATER_DENSITY)
+
+
+def _times_density(ureg: Any, value: Any, **_: Any) -> Any:
+    """Depth of liquid water (per time) → mass per area (per time)."""
+    return value * ureg.Quantity(WATER_DENSITY)
 
 
 def normalise(units: str) -> str:

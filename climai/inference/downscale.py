@@ -381,5 +381,9 @@ def run_downscale(
         store = Path(tmp) / "hr.zarr"
         downscale_emulator(emulator, spec, card, lr, static, store, cfg, attrs, members=members)
         hr = open_store(store)
-        ds = cf_dataset(hr, spec.variables, kinds)
+        export = card["config"].get("export", {})
+        meta = {
+            k: str(export[k]) for k in ("institution", "references", "comment") if export.get(k)
+        }
+        ds = cf_dataset(hr, spec.variables, kinds, meta)
         write_netcdf(ds, output, cf_encoding(ds, spec.variables))

@@ -124,11 +124,11 @@ def cf_dataset(
     ds.attrs = {
         "Conventions": "CF-1.10",
         "title": f"climai downscaled {', '.join(variables)} ({hr.attrs.get('method', 'unknown')})",
-        "institution": "climai",
+        "institution": "unspecified (config export.institution)",
         "source": f"climai {hr.attrs.get('climai_version', '')} method "
         f"{hr.attrs.get('method', 'unknown')}",
         "history": f"{now} exported by climai from a downscaled zarr store",
-        "references": "https://github.com/climai (README.md)",
+        "references": "climai (README.md)",
         **{k: str(hr.attrs[k]) for k in PROVENANCE if k in hr.attrs},
         **{f"downscaled_{k}": str(hr.attrs[k]) for k in ("method", "split") if k in hr.attrs},
         **(attrs or {}),
