@@ -10,7 +10,10 @@ rerun gives the same bytes. The fields are built the way the real ones behave:
   + weather noise with a red spectrum advected by the wind;
 * ``pr`` (mm h-1): intermittent rain areas advected by the wind, enhanced where the wind blows up
   the slope (wind · terrain gradient), plus moving convective cells triggered over high terrain;
-  never negative, zero over most of the domain most of the time.
+  never negative, zero over most of the domain most of the time;
+* ``sfcWind`` (m s-1, only on request: :data:`OPTIONAL_FIELDS`): 10 m wind speed, the prevailing
+  wind sped up over ridges and slowed in the lee and in valleys, with advected gusts; drawn after
+  the other fields, so asking for it leaves ``tas`` and ``pr`` unchanged.
 """
 
 from __future__ import annotations
@@ -192,6 +195,41 @@ def _pr(
     return out
 
 
+def _sfc_wind(
+    rng: np.random.Generator,
+    height: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    dx: float,
+) -> np.ndarray:
+    """10 m wind speed (m s-1, ≥ 0): the prevailing speed, faster with height and on windward
+    slopes, slower in the lee, times advected gusts."""
+    steps = u.size
+    ny, nx = height.shape
+    smooth = _smooth(height, 2.0)
+    gy, gx = np.gradient(smooth, dx)
+    exposure = 1.0 + 0.3 * smooth / max(float(smooth.max()), 1.0)  # ridges and peaks: faster
+    gusts = spectral_field(rng, ny, nx, slope=3.0)
+    gust_amp = 0.1 + 0.1 * (0.5 + 0.5 * np.tanh(_red_series(rng, steps, tau=12.0)))
+    out = np.empty((steps, ny, nx), np.float32)
+    drift_y = drift_x = 0.0
+    for t in range(steps):
+        drift_y += v[t] * 3600.0 / dx
+        drift_x += u[t] * 3600.0 / dx
+        speed = np.hypot(u[t], v[t])
+        slope = (u[t] * gx + v[t] * gy) / speed  # along-wind terrain slope, m/m
+        terrain = exposure * np.clip(1.0 + 2.0 * slope, 0.5, 1.5)  # windward up, lee down
+        gust = 1.0 + gust_amp[t] * _shift(gusts, drift_y, drift_x)
+        out[t] = np.clip(speed * terrain * gust, 0.0, None)
+    return out
+
+
+#: Fields the toy world draws only when asked (``toy_world(extra=...)``): name → CF attributes.
+OPTIONAL_FIELDS: dict[str, tuple[str, str, str]] = {
+    "sfcWind": ("wind_speed", "m s-1", "10 m wind speed"),
+}
+
+
 def toy_world(
     seed: int = 0,
     nx: int = 128,
@@ -199,11 +237,14 @@ def toy_world(
     dx: float = 500.0,
     steps: int = 480,
     start: str = "2020-06-01T00:00",
+    extra: tuple[str, ...] = (),
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """Build the toy world: ``(target, static)`` datasets on one projected HR grid.
 
-    ``target`` holds ``tas`` (K) and ``pr`` (mm h-1) on ``(time, y, x)``; ``static`` holds
-    ``orography`` (m) and ``lsm`` (1 = land). The same arguments always give the same values.
+    ``target`` holds ``tas`` (K) and ``pr`` (mm h-1) on ``(time, y, x)``, and the
+    :data:`OPTIONAL_FIELDS` named in ``extra`` (drawn after the others: ``tas`` and ``pr`` are
+    the same with or without them); ``static`` holds ``orography`` (m) and ``lsm`` (1 = land).
+    The same arguments always give the same values.
 
     Examples
     --------
@@ -217,6 +258,13 @@ def toy_world(
     u, v = _wind(rng, steps)
     tas = _tas(rng, height, lsm, times, u, v, dx)
     pr = _pr(rng, height, times, u, v, dx)
+    unknown = sorted(set(extra) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"toy_world: no optional field(s) {unknown}; optional fields: "
+            f"{', '.join(OPTIONAL_FIELDS)}"
+        )
+    optional = {"sfcWind": _sfc_wind(rng, height, u, v, dx)} if "sfcWind" in extra else {}
 
     x = _ORIGIN[0] + dx * (np.arange(nx) + 0.5)
     y = _ORIGIN[1] + dx * (np.arange(ny) + 0.5)
@@ -234,6 +282,10 @@ def toy_world(
                 pr,
                 _attrs("lwe_precipitation_rate", "mm h-1", "precipitation rate"),
             ),
+            **{
+                name: (("time", "y", "x"), values, _attrs(*OPTIONAL_FIELDS[name]))
+                for name, values in optional.items()
+            },
             "crs": crs,
         },
         coords=coords,

@@ -64,3 +64,39 @@ def transform_for(kind: str) -> Transform:
 def is_non_negative(kind: str) -> bool:
     """Whether values of this kind can never be negative (clipped after interpolation)."""
     return kind == "precipitation"
+
+
+@dataclass(frozen=True)
+class KnownVariable:
+    """What climai knows of a CMIP short name: its CF standard name, canonical units (those of
+    the CF standard-name table, or ones convertible to them) and kind."""
+
+    standard_name: str
+    units: str
+    long_name: str
+    kind: str = "generic"
+
+
+#: CMIP short names → CF metadata. An exported variable without a ``standard_name`` gets the one
+#: here; a campaign may use any units convertible to ``units`` (:mod:`climai.units`).
+KNOWN_VARIABLES: dict[str, KnownVariable] = {
+    "pr": KnownVariable("lwe_precipitation_rate", "mm h-1", "precipitation rate", "precipitation"),
+    "tas": KnownVariable("air_temperature", "K", "near-surface air temperature", "temperature"),
+    "tasmax": KnownVariable("air_temperature", "K", "daily maximum temperature", "temperature"),
+    "tasmin": KnownVariable("air_temperature", "K", "daily minimum temperature", "temperature"),
+    "sfcWind": KnownVariable("wind_speed", "m s-1", "near-surface (10 m) wind speed"),
+    "uas": KnownVariable("eastward_wind", "m s-1", "eastward near-surface wind"),
+    "vas": KnownVariable("northward_wind", "m s-1", "northward near-surface wind"),
+    "ps": KnownVariable("surface_air_pressure", "Pa", "surface air pressure"),
+    "psl": KnownVariable("air_pressure_at_mean_sea_level", "Pa", "sea-level pressure"),
+    "rsds": KnownVariable(
+        "surface_downwelling_shortwave_flux_in_air", "W m-2", "surface downwelling shortwave"
+    ),
+    "huss": KnownVariable("specific_humidity", "1", "near-surface specific humidity"),
+    "hurs": KnownVariable("relative_humidity", "%", "near-surface relative humidity"),
+}
+
+
+def known_variable(name: str) -> KnownVariable | None:
+    """The :data:`KNOWN_VARIABLES` entry of ``name`` (a CMIP short name), or ``None``."""
+    return KNOWN_VARIABLES.get(name)

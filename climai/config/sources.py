@@ -11,8 +11,8 @@ from climai.config.base import StrictModel
 from climai.plugins import plugin_names
 
 VariableKind = Literal["precipitation", "temperature", "generic"]
-TOY_VARIABLES = ("tas", "pr")
-"""The variables of the synthetic toy world."""
+TOY_VARIABLES = ("tas", "pr", "sfcWind")
+"""The variables of the synthetic toy world (``sfcWind`` drawn only for campaigns that ask)."""
 
 
 class ConverterConfig(StrictModel):

@@ -66,6 +66,16 @@ class ExportConfig(StrictModel):
 
     compression_level: int = Field(4, ge=0, le=9, description="zlib level (0: uncompressed).")
     chunk_xy: int = Field(256, ge=16, description="NetCDF chunk edge along y and x, in cells.")
+    institution: str = Field(
+        "unspecified (set export.institution)",
+        description="CF global attribute institution: who produced the downscaled data.",
+    )
+    references: str = Field(
+        "climai (README.md); the campaign's manifest.json records its configuration, inputs "
+        "and software",
+        description="CF global attribute references: how to cite or where to read more.",
+    )
+    comment: str | None = Field(None, description="CF global attribute comment, if set.")
 
 
 class EvaluateConfig(StrictModel):

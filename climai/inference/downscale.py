@@ -381,4 +381,9 @@ def run_downscale(
         store = Path(tmp) / "hr.zarr"
         downscale_emulator(emulator, spec, card, lr, static, store, cfg, attrs, members=members)
         hr = open_store(store)
-        write_netcdf(cf_dataset(hr, spec.variables, kinds), output, cf_encoding(hr, spec.variables))
+        export = card["config"].get("export", {})
+        meta = {
+            k: str(export[k]) for k in ("institution", "references", "comment") if export.get(k)
+        }
+        ds = cf_dataset(hr, spec.variables, kinds, meta)
+        write_netcdf(ds, output, cf_encoding(ds, spec.variables))

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from climai.grids import is_geographic_axis
+from climai.variables import known_variable
+
 FILL_VALUE = np.float32(1.0e20)
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
 PROVENANCE = (
@@ -39,6 +42,46 @@ def time_bounds(time: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(np.stack([values - step, values], axis=1), dims=("time", "nv"))
 
 
+#: CF attributes of the horizontal axes: lat/lon grids, then projected grids (metres).
+_GEOGRAPHIC_AXES = {
+    "x": {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"},
+    "y": {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"},
+}
+_PROJECTED_AXES = {
+    axis: {
+        "standard_name": f"projection_{axis}_coordinate",
+        "long_name": f"{axis} coordinate of projection",
+        "units": "m",
+    }
+    for axis in ("x", "y")
+}
+
+
+def is_geographic(hr: xr.Dataset) -> bool:
+    """Whether ``hr`` is on a lat/lon grid (by its grid mapping, else by its x axis)."""
+    if "crs" in hr.variables and "grid_mapping_name" in hr["crs"].attrs:
+        return hr["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+    return is_geographic_axis(hr["x"])
+
+
+def axis_attrs(hr: xr.Dataset) -> dict[str, dict[str, str]]:
+    """CF attributes of ``x`` and ``y``: longitude/latitude in degrees on a lat/lon grid,
+    ``projection_x/y_coordinate`` in metres (climai's canonical unit) on a projected one."""
+    table = _GEOGRAPHIC_AXES if is_geographic(hr) else _PROJECTED_AXES
+    return {axis: {**table[axis], "axis": axis.upper()} for axis in ("x", "y")}
+
+
+def _variable_attrs(hr: xr.Dataset, name: str, base: str) -> dict[str, Any]:
+    """The CF attributes of a data variable: its own, completed from the variable registry."""
+    attrs = cf_attrs(hr[name].attrs)
+    known = known_variable(base)
+    if known is not None and "standard_name" not in attrs:
+        attrs = {"standard_name": known.standard_name, **attrs}
+    if known is not None and "long_name" not in attrs:
+        attrs["long_name"] = known.long_name
+    return attrs
+
+
 def _cell_methods(kind: str, name: str) -> str:
     time_part = "time: mean" if kind == "precipitation" else "time: point"
     return f"{time_part} realization: mean" if name.endswith("_mean") else time_part
@@ -56,7 +99,7 @@ def cf_dataset(
     for name in names:
         base = name.removesuffix("_mean").removesuffix("_quantile")
         ds[name].attrs = {
-            **cf_attrs(hr[name].attrs),
+            **_variable_attrs(hr, name, base),
             "grid_mapping": "crs",
             "cell_methods": _cell_methods(kinds.get(base, "generic"), name),
         }
@@ -70,13 +113,8 @@ def cf_dataset(
         "bounds": "time_bnds",
     }
     ds["time_bnds"] = time_bounds(ds["time"])
-    for axis in ("x", "y"):
-        ds[axis].attrs = {
-            "standard_name": f"projection_{axis}_coordinate",
-            "long_name": f"{axis} coordinate of projection",
-            "units": hr[axis].attrs.get("units", "m"),
-            "axis": axis.upper(),
-        }
+    for axis, axis_cf in axis_attrs(hr).items():
+        ds[axis].attrs = axis_cf
     if "member" in ds.coords:
         ds["member"].attrs = {"standard_name": "realization", "long_name": "ensemble member"}
     if "quantile" in ds.coords:
@@ -86,11 +124,11 @@ def cf_dataset(
     ds.attrs = {
         "Conventions": "CF-1.10",
         "title": f"climai downscaled {', '.join(variables)} ({hr.attrs.get('method', 'unknown')})",
-        "institution": "climai",
+        "institution": "unspecified (config export.institution)",
         "source": f"climai {hr.attrs.get('climai_version', '')} method "
         f"{hr.attrs.get('method', 'unknown')}",
         "history": f"{now} exported by climai from a downscaled zarr store",
-        "references": "https://github.com/climai (README.md)",
+        "references": "climai (README.md)",
         **{k: str(hr.attrs[k]) for k in PROVENANCE if k in hr.attrs},
         **{f"downscaled_{k}": str(hr.attrs[k]) for k in ("method", "split") if k in hr.attrs},
         **(attrs or {}),
@@ -102,10 +140,16 @@ def cf_encoding(
     ds: xr.Dataset, variables: list[str], level: int = 4, chunk_xy: int = 256
 ) -> dict[str, dict[str, Any]]:
     """zlib-compressed, chunked (one time step × ``chunk_xy``² cells) float32 data variables."""
+    time = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
+    # CF: coordinates, bounds and the grid mapping carry no _FillValue (xarray adds NaN to floats)
     enc: dict[str, dict[str, Any]] = {
-        "time": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"},
-        "time_bnds": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"},
+        str(n): {"_FillValue": None}
+        for n in ds.variables
+        if "y" not in ds[n].dims or n in ("x", "y")
     }
+    for name in ("time", "time_bnds"):
+        if name in ds.variables:
+            enc[name] = {**time, "_FillValue": None}
     for name in ds.data_vars:
         var = ds[name]
         if "y" not in var.dims:

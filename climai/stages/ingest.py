@@ -45,8 +45,8 @@ from climai.io.stores import write_store
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
 from climai.stages import StageContext, dask_progress, log
-from climai.synthetic import toy_world
-from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
+from climai.synthetic import OPTIONAL_FIELDS, toy_world
+from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
 
 CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
 
@@ -189,10 +189,10 @@ def canonical_variable(
             f"convertible to {var.units!r}"
         )
     try:
-        dst = lookup(var.units, var.name, " (config 'variables')")
+        lookup(var.units, var.name, " (config 'variables')")
         unit = str(da.attrs["units"])
         lookup(unit, src_name, f" in {where}")
-        if dst.dimension == "precipitation_rate" and is_amount(unit) and "time" in da.dims:
+        if is_rate(var.units) and is_amount(unit) and "time" in da.dims:
             da = amount_to_rate(da, _step_seconds(ds, times, src_name), src_name)
             da.attrs["long_name"] = f"rate from {da.attrs.get('long_name', src_name)}"
         da = convert(da, var.units, src_name, f" in {where}")
@@ -206,7 +206,7 @@ def canonical_variable(
     attrs.update(units=var.units, grid_mapping="crs", source_variable=src_name)
     if src_units is not None:
         attrs["source_units"] = str(src_units)
-    if dst.dimension == "precipitation_rate" and var.converter is None:
+    if var.kind == "precipitation" and is_rate(var.units) and var.converter is None:
         attrs["standard_name"] = "lwe_precipitation_rate"
     out = da.astype(np.float32).rename(var.name)
     out.attrs = attrs
@@ -237,13 +237,21 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     report: list[str] = []
     toy_static = None
     if isinstance(src, SyntheticConfig):
+        extra = tuple(n for n in cfg.variable_names if n in OPTIONAL_FIELDS)
         target, toy_static = toy_world(
-            seed=cfg.seed, nx=src.nx, ny=src.ny, dx=src.dx, steps=src.steps, start=src.start
+            seed=cfg.seed,
+            nx=src.nx,
+            ny=src.ny,
+            dx=src.dx,
+            steps=src.steps,
+            start=src.start,
+            extra=extra,
         )
         missing = [n for n in cfg.variable_names if n not in target]
         if missing:
             raise IngestError(
                 f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
+                f" and, on request, {', '.join(OPTIONAL_FIELDS)}"
             )
         target = target.chunk({"time": 24})
         where = "the toy world"

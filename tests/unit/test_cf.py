@@ -1,0 +1,150 @@
+"""Exports pass the IOOS compliance checker's CF-1.10 suite, on a projected and a lat/lon campaign."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+from climai.config import config_sha256, load_config, stage_slice
+from climai.stages import StageContext
+from climai.stages.export import run as run_export
+from climai.stages.infer import run as run_infer
+from climai.stages.ingest import run as run_ingest
+from climai.stages.preprocess import run as run_preprocess
+from climai.synthetic import toy_world
+from climai.testing import write_cf_netcdf, write_config
+
+# loading every checker suite warns that the (unused) ioos_sos one is deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:The ioos_sos checker:DeprecationWarning")
+BASELINES = {"bicubic": {}, "unet": None, "unet-crps": None}
+WIND = [
+    {"name": "tas", "units": "K", "kind": "temperature"},
+    {"name": "pr", "units": "mm h-1", "kind": "precipitation"},
+    {"name": "sfcWind", "units": "km h-1", "kind": "generic"},
+]
+META = {"institution": "Test Institute", "references": "doi:10.0000/test", "comment": "a test"}
+
+
+def cf_failures(path: Path, out: Path) -> dict[str, list[str]]:
+    """The checks of the CF-1.10 suite that ``path`` fails, by priority (high: errors)."""
+    suite = CheckSuite()
+    suite.load_all_available_checkers()
+    ComplianceChecker.run_checker(
+        str(path), ["cf:1.10"], 1, "normal", output_filename=str(out), output_format="json"
+    )
+    report = json.loads(out.read_text())["cf:1.10"]
+    return {
+        priority: [
+            f"{item['name']}: {item['msgs']}"
+            for item in report[f"{priority}_priorities"]
+            if item["value"][0] < item["value"][1]
+        ]
+        for priority in ("high", "medium", "low")
+    }
+
+
+def _export(config: Path) -> Path:
+    """Run ingest, preprocess, infer and export (bicubic) of ``config``; the export folder."""
+    cfg = load_config(config)
+
+    def ctx(rule: str) -> StageContext:
+        return StageContext(cfg, config_sha256(stage_slice(cfg, rule)), rule, 1)
+
+    run_ingest(ctx("ingest"))
+    run_preprocess(ctx("preprocess"))
+    run_infer(ctx("infer"), "bicubic")
+    run_export(ctx("export"), "bicubic")
+    return cfg.campaign_dir / "export"
+
+
+@pytest.fixture(scope="module")
+def projected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy world (ETRS89-LAEA, metres) with wind speed in km h-1: bicubic, exported."""
+    root = tmp_path_factory.mktemp("projected")
+    config = write_config(
+        root / "tiny.yaml", results=str(root), methods=BASELINES, variables=WIND, export=META
+    )
+    return _export(config)
+
+
+@pytest.fixture(scope="module")
+def latlon(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lat/lon file (0.01°, north to south, temperature in degC): bicubic, exported."""
+    root = tmp_path_factory.mktemp("latlon")
+    target, _ = toy_world(nx=32, ny=32, steps=48)
+    write_cf_netcdf(
+        root / "ll.nc",
+        {"pr": (target["pr"].values, "mm h-1"), "t2m": (target["tas"].values - 273.15, "degC")},
+        10.0 + 0.01 * np.arange(32),
+        47.0 - 0.01 * np.arange(32),
+        times=pd.DatetimeIndex(target["time"].values),
+        x_name="lon",
+        y_name="lat",
+    )
+    raw = {
+        "campaign": "latlon",
+        "results": str(root),
+        "scale": 8,
+        "methods": BASELINES,
+        "data": {
+            "target": {"source": "netcdf", "path": str(root / "ll.nc")},
+            "static": {"x_deg": {"source": "derived", "field": "x"}},
+        },
+        "variables": [
+            {"name": "tas", "source_name": "t2m", "units": "K", "kind": "temperature"},
+            {"name": "pr", "units": "mm h-1", "kind": "precipitation"},
+        ],
+    }
+    (root / "latlon.yaml").write_text(yaml.safe_dump(raw))
+    return _export(root / "latlon.yaml")
+
+
+EXPORTS = [("projected", "tas"), ("projected", "pr"), ("projected", "sfcWind")]
+EXPORTS += [("latlon", "tas"), ("latlon", "pr")]
+
+
+@pytest.mark.parametrize(("campaign", "variable"), EXPORTS)
+def test_exports_pass_the_cf_checker(campaign, variable, request, tmp_path):
+    """Acceptance: the IOOS compliance checker (CF 1.10) finds no errors and no warnings."""
+    path = request.getfixturevalue(campaign) / f"bicubic_{variable}.nc"
+    failures = cf_failures(path, tmp_path / "report.json")
+    assert failures["high"] == [] and failures["medium"] == [], failures
+
+
+@pytest.mark.parametrize(
+    ("campaign", "x", "y"),
+    [
+        ("projected", ("projection_x_coordinate", "m"), ("projection_y_coordinate", "m")),
+        ("latlon", ("longitude", "degrees_east"), ("latitude", "degrees_north")),
+    ],
+)
+def test_axes_carry_their_real_attributes(campaign, x, y, request):
+    with netCDF4.Dataset(request.getfixturevalue(campaign) / "bicubic_pr.nc") as nc:
+        for name, (standard_name, units) in (("x", x), ("y", y)):
+            assert (nc[name].standard_name, nc[name].units) == (standard_name, units)
+            assert nc[name].axis == name.upper() and "_FillValue" not in nc[name].ncattrs()
+        assert nc["pr"].grid_mapping == "crs"
+        mapping = "latitude_longitude" if campaign == "latlon" else "lambert_azimuthal_equal_area"
+        assert nc["crs"].grid_mapping_name == mapping
+
+
+def test_global_attributes_come_from_the_config_and_the_run(projected, latlon):
+    with netCDF4.Dataset(projected / "bicubic_sfcWind.nc") as nc:
+        assert (nc.institution, nc.references, nc.comment) == tuple(META.values())
+        assert "method bicubic" in nc.source and "synthetic toy world (seed 0" in nc.source
+        created, exported = nc.history.splitlines()
+        assert "rule infer downscaled the test split with method bicubic" in created
+        assert "climai export --method bicubic" in exported and nc.campaign == "tiny"
+        wind = nc["sfcWind"]
+        assert (wind.units, wind.standard_name) == ("km h-1", "wind_speed")
+        assert 10.0 < float(np.mean(wind[:])) < 60.0  # the toy world's ~9 m s-1 in km h-1
+    with netCDF4.Dataset(latlon / "bicubic_tas.nc") as nc:
+        assert nc.institution.startswith("unspecified") and "ll.nc" in nc.source
+        assert nc["tas"].units == "K" and 250.0 < float(np.mean(nc["tas"][:])) < 320.0
