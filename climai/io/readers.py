@@ -97,6 +97,11 @@ def _time_dim(ds: xr.Dataset, name: str) -> str | None:
 def _check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeIndex:
     """The times of one file; duplicated or decreasing times are errors."""
     times = pd.DatetimeIndex(ds[time].values)
+    if times.size == 0:
+        raise SourceError(
+            f"{key}: the time axis {time!r} of {where} is empty (0 steps); expected at least one "
+            "time step"
+        )
     if times.has_duplicates:
         dup = times[times.duplicated()][0]
         raise SourceError(f"{key}: time {dup.isoformat()} appears more than once in {where}")

@@ -50,13 +50,12 @@ def check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, key: str, wh
             )
 
 
-def check_input_values(cfg: CampaignConfig, inputs: xr.Dataset) -> None:
-    """The driving data hold no ±inf and no negative precipitation (one pass over the LR data,
-    before anything is written)."""
-    where = str(inputs.attrs.get("source", "data.input"))
+def check_input_values(cfg: CampaignConfig, inputs: dict[str, xr.DataArray], where: str) -> None:
+    """The driving data ``inputs`` (canonical variables on their own grid, before regridding
+    could hide an inf) hold no ±inf and no negative precipitation; one pass, before any write."""
     precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
-    infinite = {n: np.isinf(inputs[n]).sum() for n in cfg.variable_names}
-    minima = {n: inputs[n].min() for n in precip}
+    infinite = {n: np.isinf(da).sum() for n, da in inputs.items()}
+    minima = {n: inputs[n].min() for n in precip if n in inputs}
     infinite, minima = dask.compute(infinite, minima)
     check_finite(infinite, "data.input", where)
     check_not_negative(minima, cfg, "data.input", where)

@@ -420,14 +420,17 @@ def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
     lr = ing.grid.coarsen(cfg.scale)
     where = f"{key} {spec.path!r}" if isinstance(spec.path, str) else key
     out = xr.Dataset(coords={"time": ds["time"], "y": lr.y, "x": lr.x})
+    source: dict[str, xr.DataArray] = {}
     for var, name in zip(cfg.variables, names, strict=True):
         as_input = var.model_copy(update={"source_name": name, "converter": None})
         da = canonical_variable(ds, as_input, times, where)
+        source[var.name] = da
         try:
             out[var.name] = reproject_series(da, src_grid, lr, f"{key} ({name!r})")
         except ValueError as err:
             raise IngestError(str(err)) from None
         out[var.name].encoding = {}
+    check_input_values(cfg, source, where)
     out["crs"] = crs_variable(lr.crs)
     for c in ("x", "y"):
         out[c].attrs = _coord_attrs(lr.crs, c)
@@ -453,8 +456,6 @@ def run(ctx: StageContext) -> None:
         ing = load_target(cfg)
         static = build_static(cfg, ing)
         inputs = load_input(cfg, ing)
-        if inputs is not None:
-            check_input_values(cfg, inputs)
         for line in ing.report:
             log.info("ingest: %s", line)
         log.info(
