@@ -120,8 +120,13 @@ class VerificationError(ValueError):
 
 
 def _validate(args: argparse.Namespace) -> None:
+    from climai.config import rule_files
+
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
+    rules = rule_files(cfg)
     print(f"config OK: campaign {cfg.campaign!r}, outputs under {cfg.campaign_dir}/")
+    for path in rules:
+        print(f"rules: Snakemake will include and run the code of {path}")
 
 
 def _install_profile(args: argparse.Namespace) -> None:

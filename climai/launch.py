@@ -6,7 +6,9 @@ through ``CUDA_VISIBLE_DEVICES`` (set by SLURM for the job's GPUs) or ``SLURM_GP
 more than one usable GPU, or more than one node, the command starts itself again under
 ``torch.distributed.run`` (torchrun): one process per GPU, each training one DDP rank or
 downscaling its share of the time chunks (:mod:`climai.inference.distributed`). Across nodes,
-``srun`` starts one torchrun per node, which meet at the first node of the job (c10d rendezvous).
+``srun`` starts one torchrun per node, which meet at the first node of the job (c10d rendezvous)
+on a port of the job's own (:func:`rendezvous_port`); on one node torchrun's ``--standalone``
+picks a free port itself.
 Where torch sees no CUDA device (a CPU-only allocation, a CPU build of torch), it stays one process.
 
 Commands are argument lists, never shell strings: config values are passed through unchanged.
@@ -25,7 +27,10 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("climai")
 
-RDZV_PORT = 29500  # c10d rendezvous port on the job's first node
+RDZV_PORTS = (20000, 29999)
+"""The c10d rendezvous port on the job's first node is taken from this range by the job's id
+(:func:`rendezvous_port`), below Linux's ephemeral ports: two jobs sharing a node do not meet
+at one fixed port (a fixed 29500 would let one job's ranks join another's rendezvous)."""
 
 
 class LaunchError(RuntimeError):
@@ -90,6 +95,17 @@ def job_nodes(env: Mapping[str, str]) -> int:
     if env.get("SLURM_NNODES", "").isdigit():
         return max(1, int(env["SLURM_NNODES"]))
     return 1
+
+
+def rendezvous_port(job_id: str) -> int:
+    """The rendezvous port of the SLURM job ``job_id``: one per job, the same on its every node
+    (they all compute it), in :data:`RDZV_PORTS`."""
+    if not job_id.isdigit():
+        raise LaunchError(
+            f"SLURM_JOB_ID={job_id!r} is not a job number: cannot choose the job's rendezvous port"
+        )
+    lo, hi = RDZV_PORTS
+    return lo + int(job_id) % (hi - lo + 1)
 
 
 def with_threads(cli_args: Sequence[str], threads: int) -> list[str]:
@@ -159,7 +175,12 @@ def plan_launch(
                 "cannot find the rendezvous node"
             )
         master_addr = expand_hostlist(env["SLURM_JOB_NODELIST"])[0]
-    job_id = env.get("SLURM_JOB_ID", "climai")
+    if not env.get("SLURM_JOB_ID"):
+        raise LaunchError(
+            f"the job has {nodes} nodes but SLURM_JOB_ID is not set: cannot choose the job's "
+            "rendezvous port and id"
+        )
+    job_id = env["SLURM_JOB_ID"]
     argv = [
         "srun",
         f"--nodes={nodes}",
@@ -170,7 +191,7 @@ def plan_launch(
         *module,
         f"--nnodes={nodes}",
         "--rdzv_backend=c10d",
-        f"--rdzv_endpoint={master_addr}:{RDZV_PORT}",
+        f"--rdzv_endpoint={master_addr}:{rendezvous_port(job_id)}",
         f"--rdzv_id={job_id}",
         *target,
     ]

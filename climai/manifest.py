@@ -157,7 +157,7 @@ def build_manifest(
     root = Path(root)
     return {
         "campaign": config["campaign"],
-        "config": config,
+        "config": redact(config),
         "config_sha256": config_sha256,
         "seed": config["seed"],
         "git_commit": git_commit(),
@@ -170,6 +170,42 @@ def build_manifest(
             a.relative_to(root).as_posix(): artifact_checksum(a) for a in campaign_artifacts(root)
         },
     }
+
+
+REDACTED = "<redacted>"
+_OPTION_KEYS = ("storage_options", "options")
+"""The options mappings of a data source (fsspec's, a reader plugin's), where secrets could be."""
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the values of secret-looking keys (``SECRET_KEY``) inside the options of
+    every data source replaced by ``<redacted>``. Validation refuses such keys in
+    ``storage_options`` (secrets come from the environment or a credentials file), so this
+    guards plugin options and configs written by hand into a manifest."""
+    from climai.config.sources import SECRET_KEY
+
+    def scrub(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: REDACTED
+            if SECRET_KEY.search(str(k)) and not isinstance(v, dict | bool | None)
+            else scrub(v)
+            for k, v in value.items()
+        }
+
+    def source(spec: Any) -> Any:
+        if not isinstance(spec, dict):
+            return spec
+        return {k: scrub(v) if k in _OPTION_KEYS else v for k, v in spec.items()}
+
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return config
+    clean = {k: source(v) for k, v in data.items() if k != "static"}
+    if isinstance(data.get("static"), dict):
+        clean["static"] = {k: source(v) for k, v in data["static"].items()}
+    return {**config, "data": {**data, **clean}}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ One module per concern:
 - :mod:`~climai.config.compute`: ``compute`` (threads and determinism of train and infer);
 - :mod:`~climai.config.campaign`: ``methods`` and the whole campaign with its cross-checks;
 - :mod:`~climai.config.loading`: YAML files, merging, validation, the JSON schema;
+- :mod:`~climai.config.rules`: the campaign's own rule files, confined to the working folder;
 - :mod:`~climai.config.slices`: the slice of the config each stage reads, and its hash;
 - :mod:`~climai.config.docs`: ``config/README.md`` generated from the models.
 
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
         UNetCRPSConfig,
         parent_in,
     )
+    from climai.config.rules import rule_files
     from climai.config.slices import (
         STAGE_KEYS,
         canonical_json,
@@ -153,6 +155,7 @@ _MODULES: dict[str, str] = {
     "deep_merge": "loading",
     "load_config": "loading",
     "json_schema": "loading",
+    "rule_files": "rules",
     "STAGE_KEYS": "slices",
     "stage_slice": "slices",
     "canonical_json": "slices",
@@ -214,6 +217,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "parent_in",
+    "rule_files",
     "stage_slice",
     "suggest",
     "validate_config",

@@ -166,6 +166,8 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
 
 
 _METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_PATH_BREAKING = re.compile(r"[^\w/.+@:~,\- ]|\s(?<! )")
+"""A character of a ``results`` path that breaks Snakemake (wildcards, globs) or a shell line."""
 
 
 class CampaignConfig(StrictModel):
@@ -240,6 +242,15 @@ class CampaignConfig(StrictModel):
     def _relative_results(cls, v: str) -> str:
         if ".." in Path(v).parts:
             raise ValueError(f"results folder {v!r} must not contain '..'")
+        if not v.strip():
+            raise ValueError("results folder must not be empty (default: results)")
+        bad = sorted(set(_PATH_BREAKING.findall(v)))
+        if bad:
+            raise ValueError(
+                f"results folder {v!r} must be a plain path without {bad} (Snakemake reads "
+                "{ } as wildcards, * ? [ ] as globs); allowed: letters, digits, spaces and "
+                "/ . _ - + @ : ~ ,"
+            )
         return v
 
     @model_validator(mode="after")

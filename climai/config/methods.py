@@ -7,6 +7,7 @@ Pure pydantic: :mod:`climai.registry` pairs each model with its kind and impleme
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -105,6 +106,31 @@ class InitFromCampaign(StrictModel):
         None, description="Campaign that trained the parent model (null: this campaign)."
     )
     method: str = Field("unet", description="Method name of the parent in that campaign.")
+
+    @field_validator("campaign")
+    @classmethod
+    def _campaign_name(cls, v: str | None) -> str | None:
+        if v is not None and not _CAMPAIGN_NAME.fullmatch(v):
+            raise ValueError(
+                f"init_from.campaign {v!r} must be a campaign name (letters, digits, '_' or '-'; "
+                "no '/', '..' or absolute path): the parent is <results>/<campaign>/models/"
+                "<method>/model.pt; give a model file outside results/ as init_from: <path>"
+            )
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method_name(cls, v: str) -> str:
+        if not _METHOD_NAME.fullmatch(v):
+            raise ValueError(
+                f"init_from.method {v!r} must be a method name (lower-case letters, digits, '-' "
+                "or '_', starting with a letter or digit; no '/' or '..')"
+            )
+        return v
+
+
+_CAMPAIGN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 class EmulatorConfig(StrictModel):

@@ -3,6 +3,7 @@ the static fields (config keys ``variables`` and ``data``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
@@ -87,14 +88,78 @@ class NetCDFSource(_FileSource):
     path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
 
 
+SECRET_KEY = re.compile(
+    r"(key|secret|token|passw|credential|auth|signature|session|sas|private|cert)", re.IGNORECASE
+)
+"""Option names that hold secrets (fsspec/s3fs ``key``, ``secret``, ``token``, Azure
+``account_key``, ``sas_token``, ...): never written in a config (docs/security.md)."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def secret_keys(options: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the secret-looking keys in a (nested) options mapping."""
+    if not isinstance(options, dict):
+        return []
+    out = []
+    for name, value in options.items():
+        dotted = f"{prefix}{name}"
+        if SECRET_KEY.search(str(name)) and not isinstance(value, bool | None):
+            out.append(dotted)
+        out += secret_keys(value, f"{dotted}.")
+    return out
+
+
 class ZarrSource(_FileSource):
-    """A zarr store: a local folder or an fsspec URL (s3://, gs://, https://...)."""
+    """A zarr store: a local folder or an fsspec URL (s3://, gs://, https://...).
+
+    Secrets (keys, tokens) never appear in the config, which travels on job command lines and
+    into ``manifest.json``: they come from the environment (``storage_options_env``) or from a
+    credentials file (``credentials_file``), read when the store is opened (docs/security.md).
+    """
 
     source: Literal["zarr"]
     path: str = Field(description="Store folder or fsspec URL.")
     storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options of a remote store (e.g. anon: true)."
+        default_factory=dict,
+        description="fsspec options of a remote store without secrets (e.g. anon: true, "
+        "endpoint_url); a secret-looking key (key, secret, token, ...) is refused: use "
+        "storage_options_env or credentials_file.",
     )
+    storage_options_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Secret fsspec options from environment variables, option → variable name, "
+        "e.g. {key: AWS_ACCESS_KEY_ID, secret: AWS_SECRET_ACCESS_KEY}; read by the job, never "
+        "stored or hashed (rotating a key reruns nothing).",
+    )
+    credentials_file: str | None = Field(
+        None,
+        description="YAML file of further fsspec options (secrets), read by the job; its path is "
+        "recorded, never its contents (keep it outside results/, readable only by you).",
+    )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        found = secret_keys(v)
+        if found:
+            raise ValueError(
+                f"storage_options holds secret-looking option(s) {found}: a secret in the config "
+                "travels on job command lines and into manifest.json; give it as "
+                f"storage_options_env: {{{found[0].split('.')[-1]}: ENV_VARIABLE}} or in a "
+                "credentials_file"
+            )
+        return v
+
+    @field_validator("storage_options_env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in v.values() if not _ENV_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"storage_options_env values must be environment variable names "
+                f"(letters, digits, '_'), got {bad}"
+            )
+        return v
 
 
 class GribSource(_FileSource):

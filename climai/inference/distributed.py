@@ -5,7 +5,8 @@
 a contiguous share of the output's time chunks, and all ranks write into one zarr store
 (:func:`climai.io.shared_streamed_store`): a time chunk belongs to exactly one rank, so no two
 ranks ever write the same zarr chunk. The ranks only coordinate (store path, success or failure),
-never exchange tensors: a gloo process group on the CPU serves both CPU and GPU jobs.
+as UTF-8 bytes in uint8 tensors (never pickled objects): a gloo process group on the CPU serves
+both CPU and GPU jobs.
 """
 
 from __future__ import annotations
@@ -32,20 +33,53 @@ class InferRanks:
     local_rank: int = 0
 
     def broadcast(self, obj: str | None) -> str | None:
-        """Rank 0's ``obj``, on every rank."""
+        """Rank 0's ``obj``, on every rank (a tensor broadcast of its UTF-8 bytes)."""
         if self.world == 1:
             return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        data = _encode(obj) if self.rank == 0 else torch.zeros(0, dtype=torch.uint8)
+        size = torch.tensor([data.numel()], dtype=torch.int64)
+        dist.broadcast(size, src=0)
+        if self.rank != 0:
+            data = torch.zeros(int(size.item()), dtype=torch.uint8)
+        dist.broadcast(data, src=0)
+        return _decode(data)
 
     def gather(self, obj: str | None) -> list[str | None]:
-        """Every rank's ``obj`` in rank order, on every rank."""
+        """Every rank's ``obj`` in rank order, on every rank (tensors, padded to the longest)."""
         if self.world == 1:
             return [obj]
-        out: list[str | None] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
+        data = _encode(obj)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64))
+        longest = max(int(s.item()) for s in sizes)
+        padded = torch.zeros(longest, dtype=torch.uint8)
+        padded[: data.numel()] = data
+        parts = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return [_decode(p[: int(s.item())]) for p, s in zip(parts, sizes, strict=True)]
+
+
+MAX_MESSAGE = 1 << 16
+"""The most bytes a rank sends (a store path or an error message; longer ones are cut)."""
+
+
+def _encode(obj: str | None) -> torch.Tensor:
+    """``obj`` as a uint8 tensor: a flag byte (0: None, 1: a string), then its UTF-8 bytes.
+
+    The ranks exchange only such tensors, never pickled objects: a peer on the rendezvous
+    cannot make another rank unpickle (run) anything.
+    """
+    if obj is None:
+        return torch.zeros(1, dtype=torch.uint8)
+    raw = str(obj).encode("utf-8", errors="replace")[:MAX_MESSAGE]
+    return torch.tensor([1, *raw], dtype=torch.uint8)
+
+
+def _decode(data: torch.Tensor) -> str | None:
+    """The string (or None) that :func:`_encode` turned into ``data``."""
+    if data.numel() == 0 or int(data[0]) == 0:
+        return None
+    return bytes(data[1:].tolist()).decode("utf-8", errors="replace")
 
 
 SINGLE = InferRanks()

@@ -50,6 +50,24 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     """The emulator, its feature spec and its card from a ``model.pt``: each network rebuilt by
     its method type's registry ``build`` from the config stored in the card, then loaded."""
     state, card = load_model_file(path)
+    try:
+        return _emulator_of(path, state, card)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        what = f"missing key {lines[0]}" if isinstance(err, KeyError) else lines[0]
+        extra = f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else ""
+        raise ValueError(
+            f"model file {str(path)!r}: its model card does not match its weights: "
+            f"{type(err).__name__}: {what}{extra}; expected a card (architecture, features) that "
+            "rebuilds exactly the saved networks: the file was edited or damaged, use the model "
+            "file that training wrote"
+        ) from None
+
+
+def _emulator_of(
+    path: str | Path, state: dict[str, Any], card: dict[str, Any]
+) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
+    """The emulator of a loaded model file (see :func:`load_emulator`)."""
     arch = card.get("architecture", {})
     mtype, cfg = _method_of_card(path, arch)
     spec = FeatureSpec(**card["features"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+import yaml
 
 from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
 from climai.plugins import PluginError, Registry
@@ -95,6 +97,11 @@ def _time_dim(ds: xr.Dataset, name: str) -> str | None:
 def _check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeIndex:
     """The times of one file; duplicated or decreasing times are errors."""
     times = pd.DatetimeIndex(ds[time].values)
+    if times.size == 0:
+        raise SourceError(
+            f"{key}: the time axis {time!r} of {where} is empty (0 steps); expected at least one "
+            "time step"
+        )
     if times.has_duplicates:
         dup = times[times.duplicated()][0]
         raise SourceError(f"{key}: time {dup.isoformat()} appears more than once in {where}")
@@ -197,14 +204,45 @@ def scalar_time_to_axis(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
     return out
 
 
+def storage_options(spec: ZarrSource, key: str) -> dict[str, Any]:
+    """The fsspec options of a store: ``storage_options``, then the credentials file's, then
+    the environment's (``storage_options_env``), read now; never written anywhere."""
+    options = dict(spec.storage_options)
+    if spec.credentials_file is not None:
+        path = Path(spec.credentials_file).expanduser()
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise SourceError(
+                f"{key}.credentials_file: cannot read {str(path)!r}: {type(err).__name__}"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise SourceError(
+                f"{key}.credentials_file: {str(path)!r} must hold a mapping of fsspec options "
+                "(e.g. key: ..., secret: ...)"
+            )
+        options.update(loaded)
+    for option, variable in spec.storage_options_env.items():
+        if variable not in os.environ:
+            raise SourceError(
+                f"{key}.storage_options_env.{option}: environment variable {variable!r} is not "
+                "set; export it where the jobs run"
+            )
+        options[option] = os.environ[variable]
+    return options
+
+
 def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset:
     """A zarr store, local or remote (fsspec URL), lazily."""
     if not _is_url(spec.path) and not Path(spec.path).exists():
         raise SourceError(f"{key}.path: store {spec.path!r} does not exist")
+    options = storage_options(spec, key)
     try:
-        ds = xr.open_zarr(spec.path, chunks={}, storage_options=spec.storage_options or None)
+        ds = xr.open_zarr(spec.path, chunks={}, storage_options=options or None)
     except Exception as err:
-        raise SourceError(f"{key}: cannot open zarr store {spec.path!r}: {err}") from None
+        # the error's text may quote the options (secrets): name its type only when there are any
+        detail = type(err).__name__ if options else str(err)
+        raise SourceError(f"{key}: cannot open zarr store {spec.path!r}: {detail}") from None
     _check_variables(ds, names, f"store {spec.path!r}", key)
     ds = _keep(ds, names)
     time = _time_dim(ds, names[0])

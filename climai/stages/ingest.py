@@ -42,6 +42,13 @@ from climai.grids import (
 )
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
+from climai.preprocess.checks import (
+    IngestError,
+    check_finite,
+    check_input_values,
+    check_not_negative,
+    check_time_axis,
+)
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
 from climai.stages import StageContext, dask_progress, log
@@ -49,10 +56,6 @@ from climai.synthetic import OPTIONAL_FIELDS, toy_world
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
 
 CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
-
-
-class IngestError(ValueError):
-    """Input that cannot be ingested; one line naming the key, file or variable and the problem."""
 
 
 @dataclass
@@ -269,6 +272,7 @@ def load_target(cfg: CampaignConfig) -> Ingested:
         raise IngestError(f"data.target: variable {names[0]!r} has no time dimension")
     ds, grid, trim = subset_and_trim(ds, grid, cfg)
     report.append(trim)
+    check_time_axis(ds, "data.target", where)
     times = describe_times(pd.DatetimeIndex(ds["time"].values))
     out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
     for var in cfg.variables:
@@ -279,12 +283,14 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     per_cell = out[first].notnull().sum("time")
     precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
     minima = {n: out[n].min() for n in precip}
+    infinite = {n: np.isinf(out[n]).sum() for n in cfg.variable_names}
     try:
-        per_step, per_cell, minima = dask.compute(per_step, per_cell, minima)
+        per_step, per_cell, minima, infinite = dask.compute(per_step, per_cell, minima, infinite)
     except (OSError, RuntimeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
-    _check_not_negative(minima, cfg, where)
+    check_finite(infinite, "data.target", where)
+    check_not_negative(minima, cfg, "data.target", where)
     cells = grid.shape[0] * grid.shape[1]
     keep = np.ones(out.sizes["time"], dtype=bool)
     for name, counts in per_step.items():
@@ -319,19 +325,6 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
     out.attrs["ingest_report"] = "; ".join(report)
     return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
-
-
-def _check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, where: str) -> None:
-    """Precipitation left negative after conversion is a no-data sentinel the config missed."""
-    for name, low in minima.items():
-        if float(low) < 0:
-            var = next(v for v in cfg.variables if v.name == name)
-            raise IngestError(
-                f"variable {name!r} in {where} has negative precipitation (minimum "
-                f"{float(low):g} {var.units}) after conversion; if that is a no-data value, set "
-                "data.target.missing_value to it as the file has it (e.g. missing_value: -3 "
-                "for MRMS) so it is read as NaN"
-            )
 
 
 def _coord_attrs(crs: CRS, axis: str) -> dict[str, str]:
@@ -430,18 +423,22 @@ def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
             f"(first {missing[0].isoformat()}); the input must hold every target time"
         )
     ds = ds.sel(time=wanted)
+    check_time_axis(ds, key, f"{key} {spec.path!r}")
     times = describe_times(wanted)
     lr = ing.grid.coarsen(cfg.scale)
     where = f"{key} {spec.path!r}" if isinstance(spec.path, str) else key
     out = xr.Dataset(coords={"time": ds["time"], "y": lr.y, "x": lr.x})
+    source: dict[str, xr.DataArray] = {}
     for var, name in zip(cfg.variables, names, strict=True):
         as_input = var.model_copy(update={"source_name": name, "converter": None})
         da = canonical_variable(ds, as_input, times, where)
+        source[var.name] = da
         try:
             out[var.name] = reproject_series(da, src_grid, lr, f"{key} ({name!r})")
         except ValueError as err:
             raise IngestError(str(err)) from None
         out[var.name].encoding = {}
+    check_input_values(cfg, source, where)
     out["crs"] = crs_variable(lr.crs)
     for c in ("x", "y"):
         out[c].attrs = _coord_attrs(lr.crs, c)

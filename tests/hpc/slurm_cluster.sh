@@ -8,8 +8,11 @@
 #   tests/hpc/slurm_cluster.sh env       # `eval "$(tests/hpc/slurm_cluster.sh env)"`
 #
 # Works as root on Debian 12 without systemd or cgroups. Everything the cluster writes (configs,
-# PID files, logs, spool, database) lives under one state folder:
-#   CLIMAI_SLURM_STATE (default /tmp/climai-slurm)
+# PID files, logs, spool, database, its generated database password) lives under one state folder:
+#   CLIMAI_SLURM_STATE (default /tmp/climai-slurm-<user>)
+# which must be a real folder (no link) owned by the user running this script and writable by no
+# one else: root acts on the PID files and configs found there, so a folder another user made
+# first is refused, never used.
 # The exceptions are munged's socket, which stays at its default /run/munge/munge.socket.2, and a
 # link /etc/slurm/slurm.conf -> $STATE/slurm.conf (made only where no such file exists), so that
 # every SLURM tool finds them without extra configuration (also `srun` inside a Snakemake job,
@@ -21,7 +24,7 @@
 # Account: climai_test (user root). Unknown accounts are rejected at submission.
 set -euo pipefail
 
-STATE="${CLIMAI_SLURM_STATE:-/tmp/climai-slurm}"
+STATE="${CLIMAI_SLURM_STATE:-/tmp/climai-slurm-$(id -un)}"
 CLUSTER="climai"
 ACCOUNT="climai_test"
 NODE="$(hostname -s)"
@@ -29,8 +32,9 @@ PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
 READY_TIMEOUT="${CLIMAI_SLURM_READY_TIMEOUT:-60}"   # seconds per daemon / readiness check
 
 # Database credentials for slurmdbd; the database only listens on 127.0.0.1 and lives in $STATE.
+# The password is generated for each cluster (state folder) and kept in $STATE/db_password (0600).
 DB_USER="slurm"
-DB_PASS="climai-slurm-test"
+DB_PASS=""
 
 LOG="$STATE/log"
 RUN="$STATE/run"
@@ -65,6 +69,33 @@ wait_for() {
         fi
         sleep 0.5
     done
+}
+
+# The state folder, made (0755: munged, running as user munge, must traverse it) or checked: a
+# real folder, owned by us, writable by no one else. Anything else is refused before it is used.
+secure_state() {
+    if [[ ! -e "$STATE" && ! -L "$STATE" ]]; then
+        mkdir -p "$(dirname "$STATE")"
+        mkdir -m 755 "$STATE" || die "cannot create the state folder $STATE"
+    fi
+    [[ -d "$STATE" && ! -L "$STATE" ]] || die "state folder $STATE is not a folder (or is a link)"
+    local owner mode
+    owner="$(stat -c %u "$STATE")"
+    mode="$(stat -c %a "$STATE")"
+    [[ "$owner" == "$(id -u)" ]] \
+        || die "state folder $STATE belongs to uid $owner, not to you ($(id -u)): refusing to use it; set CLIMAI_SLURM_STATE"
+    (( (8#$mode & 8#022) == 0 )) \
+        || die "state folder $STATE is writable by group or others (mode $mode): refusing to use it"
+}
+
+# The database password of this cluster: made once (random) and kept in $STATE, readable by us only.
+db_password() {
+    local f="$STATE/db_password"
+    if [[ ! -s "$f" ]]; then
+        (umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$f")
+    fi
+    chmod 600 "$f"
+    cat "$f"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on, preferring $1.
@@ -334,6 +365,7 @@ start_mariadb() {
     mariadb --no-defaults --socket="$RUN/mariadb.sock" -uroot <<EOF
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
 GRANT ALL ON slurm_acct_db.* TO '$DB_USER'@'127.0.0.1';
 FLUSH PRIVILEGES;
 EOF
@@ -437,6 +469,7 @@ export_env() {
 
 cmd_start() {
     need_root
+    secure_state
     packages_installed || die "packages missing; run: $0 install"
     local t0=$SECONDS
     export_env
@@ -446,7 +479,10 @@ cmd_start() {
         return 0
     fi
     cmd_stop   # leftovers of a half-started or crashed cluster
-    mkdir -p "$STATE" "$LOG" "$RUN"
+    secure_state
+    mkdir -p "$LOG" "$RUN"
+    DB_PASS="$(db_password)"
+    [[ -n "$DB_PASS" ]] || die "could not generate a database password in $STATE/db_password"
     DB_PORT="$(free_port 13306)"
     DBD_PORT="$(free_port 16819)"
     CTLD_PORT="$(free_port 16817)"
@@ -491,7 +527,8 @@ cancel_jobs() {
     export_env
     local active="PD,CF,R,S,CG"   # pending, configuring, running, suspended, completing
     local jobs
-    jobs="$(squeue -h -t "$active" -o %i 2>/dev/null | tr '\n' ' ')"
+    # squeue fails when munged or slurmctld is already gone: then there is nothing to cancel
+    jobs="$(squeue -h -t "$active" -o %i 2>/dev/null | tr '\n' ' ')" || return 0
     [[ -n "${jobs// /}" ]] || return 0
     log "cancelling jobs: $jobs"
     # shellcheck disable=SC2086
@@ -506,7 +543,10 @@ cancel_jobs() {
 
 cmd_stop() {
     need_root
-    cancel_jobs
+    # nothing to stop without a state folder; never act on PID files in a folder not ours
+    [[ -e "$STATE" || -L "$STATE" ]] || { unlink_system_conf; return 0; }
+    secure_state
+    cancel_jobs || true
     # Reverse order of start. Only processes recorded in our PID files are touched.
     stop_pidfile slurmd "$RUN/slurmd.pid"
     stop_pidfile slurmctld "$RUN/slurmctld.pid"

@@ -13,6 +13,7 @@ from climai.launch import (
     job_gpus,
     job_nodes,
     plan_launch,
+    rendezvous_port,
     with_threads,
 )
 
@@ -58,8 +59,24 @@ def test_expand_hostlist():
 
 def test_master_is_the_first_node_of_the_job():
     env = {"SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_NODELIST": "lrdn[0005,0009]", "SLURM_NNODES": "1"}
-    plan = plan_launch(ARGS_T, env, cuda_devices=4, threads=32)
-    assert plan.nodes == 2 and "--rdzv_endpoint=lrdn0005:29500" in plan.argv
+    plan = plan_launch(ARGS_T, {**env, "SLURM_JOB_ID": "1234567"}, cuda_devices=4, threads=32)
+    assert plan.nodes == 2 and "--rdzv_endpoint=lrdn0005:24567" in plan.argv
+
+
+def test_each_job_meets_on_its_own_port_and_needs_a_job_id():
+    env = {"SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_NODELIST": "n[1-2]"}
+    ports = {
+        next(
+            a
+            for a in plan_launch(ARGS_T, {**env, "SLURM_JOB_ID": j}, 4, 32).argv
+            if "rdzv_end" in a
+        )
+        for j in ("100", "101", "10100")
+    }
+    assert ports == {"--rdzv_endpoint=n1:20100", "--rdzv_endpoint=n1:20101"}  # 10100 wraps
+    assert all(20000 <= rendezvous_port(str(j)) <= 29999 for j in (0, 9999, 10**9 + 7))
+    with pytest.raises(LaunchError, match="SLURM_JOB_ID is not set"):
+        plan_launch(ARGS_T, env, 4, 32)
 
 
 def test_with_threads_replaces_both_spellings():
@@ -111,7 +128,7 @@ def test_several_nodes_use_srun_and_a_c10d_rendezvous_on_the_first_node():
     ]  # fmt: skip
     tail = plan.argv[6:]
     assert tail[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4"]
-    assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=lrdn0001:29500",
+    assert {"--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=lrdn0001:20077",
             "--rdzv_id=77"} <= set(tail)  # fmt: skip
     assert plan.nodes == 2 and plan.nproc_per_node == 4
 

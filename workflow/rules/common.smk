@@ -1,10 +1,18 @@
 # Validation of the config, and the input, threads and resources functions of every rule.
-from climai.config import ConfigError, canonical_json, stage_slice, validate_config
+from climai.config import (
+    ConfigError,
+    SyntheticConfig,
+    canonical_json,
+    rule_files,
+    stage_slice,
+    validate_config,
+)
 from climai.config.loading import restore_empty_mappings
 from climai.hpc import job_size
 from climai.manifest import input_paths
 from climai.parents import parent_model
 import re
+import sys
 from pathlib import Path
 
 from climai.paths import CampaignPaths
@@ -16,8 +24,20 @@ restore_empty_mappings(config, workflow.config_settings.overwrite_config or {})
 try:
     CFG = validate_config(config)
     check_reused_dataset(CFG)
+    # a campaign's own rule files, confined to the working folder (docs/security.md)
+    EXTRA_RULES = [str(p) for p in rule_files(CFG)]
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+# The source files' headers (variables, units, coordinates, GRIB keys), checked before any job so
+# that a bad config is named here, not in a job's log; once per file (climai/io/headers.py).
+if not workflow.remote_exec and not isinstance(CFG.data.target, SyntheticConfig):
+    from climai.io.headers import check_headers
+    from climai.io.readers import SourceError
+
+    try:
+        check_headers(CFG)
+    except SourceError as err:
+        raise WorkflowError(f"{err}\n(checked in the source files' headers before any job)") from None
 
 PATHS = CampaignPaths(CFG.campaign_dir, CFG.prepared_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
@@ -27,12 +47,8 @@ EMULATORS = CFG.methods.of_kind("emulator")
 ENSEMBLES = CFG.methods.ensembles()
 # Extra rule files of the campaign (config key `rules`), included by the Snakefile after climai's
 # own; they may append files to EXTRA_TARGETS for `rule all` (docs/add-a-rule.md).
-EXTRA_RULES = [os.path.abspath(p) for p in CFG.rules]
 EXTRA_TARGETS = []
 CLIMAI_ENVS = Path(workflow.basedir) / "envs"  # conda environments for extra rules
-for _path in EXTRA_RULES:
-    if not os.path.isfile(_path):
-        raise WorkflowError(f"config key 'rules': rule file {_path!r} does not exist")
 SWEEPS = CFG.sweeps  # swept method → its variants (each a method of its own)
 FINE_TUNED = [m for m in EMULATORS if parent_model(CFG, m) is not None]
 # The workflow checkout, for the provenance of every output (climai/io/provenance.py): the
@@ -162,3 +178,32 @@ def all_outputs(wildcards):
     outs += [PATHS.sweep_md(name) for name in SWEEPS]
     outs += [PATHS.lineage] if FINE_TUNED else []
     return outs + EXTRA_TARGETS
+
+
+def failed_job_errors(snakemake_logs, tail=5):
+    """The error of each failed job, from its own log: the ``climai <stage>: error:`` lines,
+    else the log's last lines. Snakemake's log (``snakemake_logs``) names the failed jobs' logs."""
+    job_logs = []
+    for name in snakemake_logs or []:
+        try:
+            text = Path(name).read_text(errors="replace")
+        except OSError:
+            continue
+        for block in text.split("Error in rule ")[1:]:
+            found = re.search(r"^\s+log: (.+?) \(check log file", block, re.MULTILINE)
+            job_logs += found.group(1).split(", ") if found else []
+    out = []
+    for job_log in dict.fromkeys(job_logs):
+        try:
+            lines = Path(job_log).read_text(errors="replace").rstrip().splitlines()
+        except OSError:
+            continue
+        errors = [ln for ln in lines if re.match(r"climai \S+: error: ", ln)] or lines[-tail:]
+        out.append(f"{job_log}:\n    " + "\n    ".join(errors))
+    return out
+
+
+onerror:
+    # a failed job's message where the user looks (its log holds the rest)
+    for _message in failed_job_errors(log):
+        print(_message, file=sys.stderr)

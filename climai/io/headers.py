@@ -1,0 +1,132 @@
+"""Checks of the source files' headers before any job runs (when the Snakefile loads the config).
+
+Whatever the headers tell is checked here, so that ``snakemake --configfile bad.yaml`` names the
+culprit in its own output instead of in a failed job's log: the files exist, the variables are
+in them, their units are known and convertible to the configured ones, the x/y coordinates and
+the CRS are found, and a GRIB field is selected by ``filter_by_keys`` with known units. Only the
+first file of a series is opened, lazily (headers and coordinates, no data values); passed
+checks are remembered by the file's size and modification time, so a rerun does not reopen it.
+Remote stores (URLs) and reader plugins are left to ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from climai.config import CampaignConfig, DerivedStatic, PluginSource, SyntheticConfig
+from climai.grids import GridError, crs_from_dataset, find_xy
+from climai.io.readers import SourceError, expand_paths, open_source
+from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
+
+CACHE = Path(".snakemake") / "climai-header-checks.json"
+"""Passed checks, by a hash of the source's config and its first file's size and mtime."""
+
+
+def _sources(cfg: CampaignConfig) -> Iterator[tuple[str, Any, list[tuple[str, str | None]]]]:
+    """``(key, spec, [(name in the file, units to convert to or None)])`` of each file source."""
+    data = cfg.data
+    if not isinstance(data.target, SyntheticConfig):
+        yield (
+            "data.target",
+            data.target,
+            [(v.source_name or v.name, None if v.converter else v.units) for v in cfg.variables],
+        )
+    if data.input is not None:
+        names = [(v.input_name or v.source_name or v.name, v.units) for v in cfg.variables]
+        yield "data.input", data.input, names
+    for name, spec in data.static.items():
+        if not isinstance(spec, DerivedStatic):
+            yield f"data.static.{name}", spec, [(str(spec.variable), spec.units)]
+
+
+def _check_units(ds: xr.Dataset, name: str, units: str, where: str) -> None:
+    """The units of ``ds[name]`` convert to ``units`` as ingest will convert them."""
+    attrs = ds[name].attrs
+    if "units" not in attrs:
+        raise UnitsError(
+            f"variable {name!r}{where} has no 'units' attribute; expected units convertible "
+            f"to {units!r}"
+        )
+    probe = xr.DataArray(np.zeros(1, np.float32), attrs={"units": str(attrs["units"])})
+    rate = lookup(units, name, " (config 'variables')").dimension == "precipitation_rate"
+    if rate and is_amount(str(attrs["units"])):
+        probe = amount_to_rate(probe, 1.0, name)
+    convert(probe, units, name, where)
+
+
+def check_source(key: str, spec: Any, names: list[tuple[str, str | None]]) -> None:
+    """Check one source's first file: variables, units, coordinates, CRS, GRIB selection."""
+    first = expand_paths(spec.path, key)[0]
+    where = f" in {first!r} ({key})"
+    variables = list(dict.fromkeys(n for n, _ in names))
+    ds = open_source(spec.model_copy(update={"path": first}), variables, key)
+    try:
+        for name, units in names:
+            if units is not None:
+                _check_units(ds, name, units, where)
+        x, _ = find_xy(ds, variables[0])
+        crs_from_dataset(ds, variables[0], x, spec.crs)
+    except (UnitsError, GridError) as err:
+        raise SourceError(f"{key}: {err}" if key not in str(err) else str(err)) from None
+    finally:
+        ds.close()
+
+
+def _fingerprint(key: str, spec: Any, names: list[tuple[str, str | None]]) -> str | None:
+    """What a passed check depends on: the config of the source and its first file's identity
+    (None: not checkable here, e.g. a URL)."""
+    paths = spec.path if isinstance(spec.path, list) else [spec.path]
+    if not paths or any("://" in str(p) for p in paths):
+        return None
+    first = Path(expand_paths(spec.path, key)[0])
+    stat = first.stat()
+    content = [key, spec.model_dump(mode="json"), names, str(first), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _load_cache(cache: Path) -> set[str]:
+    try:
+        return set(json.loads(cache.read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def check_headers(cfg: CampaignConfig, cache: Path | None = CACHE) -> int:
+    """Check every local file source of ``cfg`` (see the module); raises :class:`SourceError`
+    naming the config key, the file and the fix. Returns the number of sources opened (those
+    remembered as passed in ``cache`` are not)."""
+    if cfg.reuses_data:
+        return 0
+    passed = _load_cache(cache) if cache is not None else set()
+    opened = 0
+    for key, spec, names in _sources(cfg):
+        if isinstance(spec, PluginSource):
+            continue
+        fingerprint = _fingerprint(key, spec, names)
+        if fingerprint is None or fingerprint in passed:
+            continue
+        check_source(key, spec, names)
+        opened += 1
+        passed.add(fingerprint)
+    if cache is not None and opened:
+        _save_cache(cache, passed)
+    return opened
+
+
+def _save_cache(cache: Path, passed: set[str]) -> None:
+    """Remember passed checks (best effort: a read-only folder only costs a reopen)."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(sorted(passed)))
+        os.replace(tmp, cache)
+    except OSError:
+        return
