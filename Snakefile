@@ -44,3 +44,9 @@ rule all:
     input:
         all_outputs,
     default_target: True
+
+
+onerror:
+    # a failed job's message where the user looks (its log holds the rest)
+    for _message in failed_job_errors(log):
+        print(_message, file=sys.stderr)

@@ -189,7 +189,7 @@ def failed_job_errors(snakemake_logs, tail=5):
             text = Path(name).read_text(errors="replace")
         except OSError:
             continue
-        for block in text.split("Error in rule ")[1:]:
+        for block in re.split(r"Error in rule\s", text)[1:]:
             found = re.search(r"^\s+log: (.+?) \(check log file", block, re.MULTILINE)
             job_logs += found.group(1).split(", ") if found else []
     out = []
@@ -201,9 +201,3 @@ def failed_job_errors(snakemake_logs, tail=5):
         errors = [ln for ln in lines if re.match(r"climai \S+: error: ", ln)] or lines[-tail:]
         out.append(f"{job_log}:\n    " + "\n    ".join(errors))
     return out
-
-
-onerror:
-    # a failed job's message where the user looks (its log holds the rest)
-    for _message in failed_job_errors(log):
-        print(_message, file=sys.stderr)
