@@ -279,6 +279,11 @@ def _train(
         say(describe_parent(method, parent, ds))
     scores: dict[str, dict[str, float]] = {}
     frozen: list[str] = []
+    identity = {  # resume only a checkpoint of this data and parent
+        "dataset_sha256": store_checksum(ctx.paths.dataset),
+        "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),
+        "parent_sha256": parent.sha256 if parent is not None else "",
+    }
     for group, variables in groups.items():
         gspec = spec.subset(variables)
         loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
@@ -289,8 +294,9 @@ def _train(
         )
         init = group_weights(parent, group) if parent is not None else None
         result = fit(
-            mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say, init=init
-        )
+            mcfg, gspec, loaders, dist, ckpt_root / group, ctx.config_sha256, log=say, init=init,
+            identity=identity,
+        )  # fmt: skip
         state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
         history += [{**row, "group": group} for row in result.history]
         scores.update(result.scores)
