@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from climai.cli import main
 from climai.io import open_store, write_store
 from climai.io.checkpoints import save_model
 from climai.testing import lr_inputs, model_card_for, toy_feature_spec, trained_like_unet
+from tests.unit.test_inference import _downscale  # the command on model.pt, lr.zarr, static.zarr
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +38,6 @@ def domain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def work(domain: Path, tmp_path: Path) -> Path:
     shutil.copytree(domain, tmp_path / "w")
     return tmp_path / "w"
-
-
-def _downscale(root: Path, output: Path, *extra: str) -> int:
-    return main(
-        [
-            "downscale",
-            "--model", str(root / "model.pt"),
-            "--input", str(root / "lr.zarr"),
-            "--static", str(root / "static.zarr"),
-            "--output", str(output),
-            "--tile", "32", "--overlap", "8", "--no-progress", "--threads", "1",
-            *extra,
-        ]
-    )  # fmt: skip
 
 
 def _snapshot(root: Path) -> dict[str, str]:
