@@ -86,6 +86,10 @@ def _run_stage(args: argparse.Namespace) -> None:
 
 def _downscale(args: argparse.Namespace) -> None:
     from climai.inference.downscale import run_downscale
+    from climai.io.outputs import check_output
+
+    protected = {"model": args.model, "input": args.input, "static": args.static}
+    check_output(args.output, args.overwrite, {k: v for k, v in protected.items() if v})
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
     infer = cfg.infer if cfg is not None else InferConfig()
@@ -186,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (models/<method>/model.pt)")
     p.add_argument("--input", required=True, help="LR zarr store or NetCDF file")
     p.add_argument("--output", required=True, help="HR output: a .zarr store or a .nc file")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output that climai wrote (never the model, the input, or "
+        "files climai did not write)",
+    )
     p.add_argument("--static", default=None, help="static fields (DEM) on the HR grid or wider")
     p.add_argument(
         "--configfile", action="append", default=None, help="config whose 'infer' section applies"

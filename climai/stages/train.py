@@ -271,6 +271,11 @@ def _train(
     scores: dict[str, dict[str, float]] = {}
     frozen: list[str] = []
     epochs = EpochLog(ctx.paths.history(method)) if dist.is_main else None
+    identity = {  # resume only a checkpoint of this data and parent
+        "dataset_sha256": store_checksum(ctx.paths.dataset),
+        "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),
+        "parent_sha256": parent.sha256 if parent is not None else "",
+    }
     for group, variables in groups.items():
         gspec = spec.subset(variables)
         loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
@@ -290,6 +295,7 @@ def _train(
             log=say,
             init=init,
             on_epoch=(lambda rows, g=group: epochs.record(g, rows)) if epochs else None,
+            identity=identity,
         )
         if epochs is not None:
             epochs.finish_group(group, result.history)

@@ -341,8 +341,10 @@ def fit(
     log: Callable[[str], None] = print,
     init: dict[str, torch.Tensor] | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+    identity: dict[str, str] | None = None,
 ) -> FitResult:
-    """Train from scratch, from ``init`` weights (fine-tuning) or from the latest checkpoint;
+    """Train from scratch, from ``init`` weights (fine-tuning) or from the latest checkpoint of
+    the same config and ``identity`` (data and parent checksums, :func:`load_latest`);
     return the best EMA weights, the history and the validation scores of those weights.
     ``on_epoch(history)`` is called on the main process after each epoch."""
     torch.manual_seed(loaders.seed)
@@ -356,7 +358,8 @@ def fit(
     if frozen:
         log(f"frozen: {', '.join(cfg.freeze)} ({len(frozen)} parameter tensors)")
     state = init_state(cfg, model, spe, ctx.device)
-    if checkpoint_dir is not None and (ckpt := load_latest(checkpoint_dir, config_sha256)):
+    key = {"config_sha256": config_sha256, **(identity or {})}
+    if checkpoint_dir is not None and (ckpt := load_latest(checkpoint_dir, key, log)):
         state.load_state_dict(ckpt)
         log(f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
     net: nn.Module = state.model
@@ -370,7 +373,7 @@ def fit(
 
     def checkpoint() -> None:
         if checkpoint_dir is not None and ctx.is_main:
-            save_checkpoint(checkpoint_dir, state.state_dict(config_sha256))
+            save_checkpoint(checkpoint_dir, {**state.state_dict(config_sha256), "identity": key})
 
     with SignalFlags() as flags:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climai.manifest import compare_campaigns
+from climai.manifest import compare_artifact, compare_campaigns
 from climai.testing import write_config
 from tests.conftest import CORES, run_snakemake, snakemake_cmd, snakemake_env
 
@@ -38,18 +41,39 @@ FAULT_CAMPAIGN = {
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted run of the fault campaign."""
+    """An uninterrupted run of the fault campaign; ``job_seconds.json`` beside it holds each
+    job's log name and how long it ran, in the order the jobs started."""
     wd = tmp_path_factory.mktemp("reference")
     write_config(wd / "c.yaml", **FAULT_CAMPAIGN)
-    result = run_snakemake(wd, "--configfile", str(wd / "c.yaml"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    logs = wd / "results/tiny/logs"
+    proc = subprocess.Popen(
+        snakemake_cmd(wd, "--configfile", str(wd / "c.yaml")),
+        env=snakemake_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started: dict[str, float] = {}
+    while proc.poll() is None:
+        for log in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+            started.setdefault(log.name, time.time())
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
+    # a job ends at its log's last write, or (a job that logs nothing) when the next one starts
+    ends = [*list(started.values())[1:], time.time()]
+    seconds = {
+        name: max(0.0, (logs / name).stat().st_mtime - t, end - t)
+        for (name, t), end in zip(started.items(), ends, strict=True)
+    }
+    (wd / "job_seconds.json").write_text(json.dumps(seconds))
     return wd
 
 
-def _kill_when(wd: Path, ready, timeout: float = 300.0) -> None:
-    """Start the campaign in ``wd`` and SIGKILL the whole job tree as soon as ``ready()``."""
+def _kill_when(wd: Path, ready, timeout: float = 300.0, delay: float = 0.0) -> bool:
+    """Start the campaign in ``wd`` and SIGKILL the whole job tree ``delay`` seconds after
+    ``ready()``; False when the campaign finished first (only possible with a ``delay``)."""
     proc = subprocess.Popen(
-        snakemake_cmd(wd, "--configfile", str(wd / "c.yaml")),
+        snakemake_cmd(wd, "--configfile", str(wd / "c.yaml"), "--rerun-incomplete"),
         env=snakemake_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -61,8 +85,12 @@ def _kill_when(wd: Path, ready, timeout: float = 300.0) -> None:
             assert proc.poll() is None, "the campaign finished before the fault could be injected"
             assert time.monotonic() < deadline, "the fault point was never reached"
             time.sleep(0.01)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=delay)
+        return proc.poll() is None
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -88,6 +116,72 @@ def test_sigkill_during_training_then_rerun_gives_identical_outputs(tmp_path, re
     _kill_when(tmp_path, lambda: log.exists() and "epoch 1/3" in log.read_text())
     assert not (tmp_path / "results/tiny/models/unet/model.pt").exists()
     _rerun_and_compare(tmp_path, reference)
+
+
+def test_sigkill_at_a_random_point_of_every_job_then_rerun_gives_identical_outputs(
+    tmp_path, reference
+):
+    """Every job in turn is killed (with the whole Snakemake run) at a seeded random moment of
+    its run time in the reference; the campaign is rerun after each kill, then to the end."""
+    write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
+    seconds = json.loads((reference / "job_seconds.json").read_text())
+    assert {"ingest.log", "preprocess.log", "train_unet.log", "manifest.log"} <= set(seconds)
+    jobs = list(seconds)
+    logs = tmp_path / "results/tiny/logs"
+    rng = random.Random(20)
+    for i, job in enumerate(jobs):
+        launched = time.time()
+
+        def started(later: list[str] = jobs[i:], since: float = launched) -> bool:
+            # this job or a later one (this one was done by then) has started in this run
+            return any(
+                (logs / name).exists() and (logs / name).stat().st_mtime >= since for name in later
+            )
+
+        if not _kill_when(tmp_path, started, delay=rng.uniform(0.0, seconds[job])):
+            break  # the campaign finished before the fault
+        assert run_snakemake(tmp_path, "--unlock").returncode == 0
+    _rerun_and_compare(tmp_path, reference)
+    left = [*tmp_path.rglob("*.tmp-*"), *(tmp_path / "results").rglob(".*.lock")]
+    assert not left, "a killed writer's temporary or lock outlived the rerun"
+
+
+def test_two_writers_of_one_output_at_once(tmp_path, reference):
+    """A second ``climai preprocess`` (e.g. a requeued job) starts while the first is writing the
+    store: it fails naming the first, which finishes; the store equals the clean run's."""
+    write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
+    shutil.copytree(reference / "results/tiny/ingest", tmp_path / "results/tiny/ingest")
+    prep = tmp_path / "results/tiny/prep"
+    cmd = [sys.executable, "-m", "climai.cli", "preprocess", "--configfile", "c.yaml"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [*cmd, "--threads", "1"], cwd=tmp_path, env=snakemake_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = start()
+    deadline = time.monotonic() + 120
+    while not any(prep.glob(".dataset.zarr.tmp-*")):
+        assert first.poll() is None and time.monotonic() < deadline, "the first never wrote"
+        time.sleep(0.005)
+    os.kill(first.pid, signal.SIGSTOP)  # hold it mid-write while the second one runs
+    try:
+        second = start()
+        _, second_err = second.communicate(timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-3000:]
+    assert second.returncode == 1, second_err[-3000:]
+    assert "prep/dataset.zarr' is being written by host" in second_err
+    assert f"pid {first.pid}, writing since" in second_err
+    for name in ("prep/dataset.zarr", "prep/stats.json"):
+        same = compare_artifact(
+            name, reference / "results/tiny" / name, tmp_path / "results/tiny" / name, 0.0, []
+        )
+        assert same.ok, same
+    assert sorted(p.name for p in prep.iterdir()) == ["dataset.zarr", "stats.json"]
 
 
 def test_manifest_records_what_made_the_campaign(reference):

@@ -1,4 +1,10 @@
+import os
 import pickle
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +12,7 @@ import torch
 import xarray as xr
 
 from climai.io import atomic_path, open_store, write_json, write_store
+from climai.io.atomic import Writer, this_writer
 from climai.io.checkpoints import load_model_file, save_model
 from climai.io.provenance import provenance_attrs
 from climai.io.stores import StoreError
@@ -64,3 +71,107 @@ def test_provenance_attrs_name_rule_config_and_version():
     attrs = provenance_attrs("abc", "ingest")
     assert attrs["created_by_rule"] == "ingest" and attrs["config_sha256"] == "abc"
     assert {"climai_version", "git_commit"} <= set(attrs)
+
+
+# --- concurrent writers (issue 20, item 4) -----------------------------------------------------
+
+_WRITE_IN_ANOTHER_PROCESS = (
+    "import sys; from climai.io import write_text; write_text(sys.argv[1], 'second writer')"
+)
+
+
+def test_a_second_writer_of_the_same_output_fails_naming_the_first(tmp_path):
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("first writer")
+        other = subprocess.run(
+            [sys.executable, "-c", _WRITE_IN_ANOTHER_PROCESS, str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert tmp.exists(), "the second writer deleted the first one's live temporary"
+    assert other.returncode != 0
+    assert f"'{target}' is being written by host {socket.gethostname()}" in other.stderr
+    assert f"pid {os.getpid()}, writing since" in other.stderr
+    assert target.read_text() == "first writer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+# (case, writer identity of the temporary: host, pid, pid start, began, whether it is removed)
+STALE = [
+    ("owner gone", lambda me: (me.host, _dead_pid(), 1, me.began), True),
+    ("owner alive", lambda me: (me.host, me.pid, me.pid_start, me.began - 5), False),
+    ("pid reused by another process", lambda me: (me.host, me.pid, me.pid_start + 1, 0), True),
+    ("another host, recent", lambda me: ("elsewhere", me.pid, 1, me.began - 60), False),
+    ("another host, 2 days old", lambda me: ("elsewhere", 1, 1, me.began - 2 * 86400), True),
+]
+
+
+@pytest.mark.parametrize(("case", "owner", "removed"), STALE, ids=[s[0] for s in STALE])
+def test_only_temporaries_of_dead_or_old_writers_are_removed(tmp_path, case, owner, removed):
+    me = this_writer()
+    tag = Writer(*owner(me)).tag()
+    other = tmp_path / f".s.zarr.tmp-{tag}"
+    other.mkdir()
+    (other / "zarr.json").write_text("{}")
+    write_store(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "s.zarr")
+    assert other.exists() is not removed, case
+    assert (tmp_path / "s.zarr" / "zarr.json").is_file()
+
+
+def test_every_file_and_folder_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_store(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "s.zarr")
+    store = tmp_path / "s.zarr"
+    names = {p.relative_to(store).as_posix() for p in [store, *store.rglob("*")]}
+    tmp_names = {Path(s).name for s in synced if ".tmp-" in s}
+    assert tmp_names and all(".s.zarr.tmp-" in s for s in synced[:-1]), synced
+    assert {Path(n).name for n in names - {"."}} <= {Path(s).name for s in synced}
+    assert synced[-1] == str(tmp_path), "the folder holding the new name is fsynced last"
+
+
+def test_an_old_store_is_replaced_with_no_moment_without_it(tmp_path):
+    target = tmp_path / "s.zarr"
+    ds = xr.Dataset({"a": (("t", "x"), np.ones((40, 50)))}).chunk({"t": 1})
+    write_store(ds, target)
+    missing = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if not (target / "zarr.json").exists():
+                missing.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for k in range(5):
+            write_store(ds * k, target)
+    finally:
+        done.set()
+        watcher.join()
+    assert not missing.is_set(), "readers saw no store while it was replaced"
+    np.testing.assert_array_equal(open_store(target)["a"].values, 4.0)
+
+
+def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"'.*out' is a folder but not a zarr store"):
+        write_store(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
