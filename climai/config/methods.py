@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from climai.config.base import StrictModel
+from climai.config.transfer import TransferKeys
 
 
 class BicubicConfig(StrictModel):
@@ -58,7 +59,7 @@ class InitFromCampaign(StrictModel):
     method: str = Field("unet", description="Method name of the parent in that campaign.")
 
 
-class EmulatorConfig(StrictModel):
+class EmulatorConfig(TransferKeys):
     """What every trained method shares: the training loop's keys (patches, optimiser, EMA,
     early stopping, checkpoints). A method plugin's config subclasses it (docs/add-an-emulator.md).
     """

@@ -2,7 +2,7 @@
 from climai.config import ConfigError, canonical_json, stage_slice, validate_config
 from climai.hpc import job_size
 from climai.manifest import input_paths
-from climai.parents import parent_model
+from climai.parents import parent_model, pooled_datasets
 import re
 from pathlib import Path
 
@@ -131,6 +131,8 @@ def train_inputs(wildcards):
     parent = parent_model(CFG, wildcards.method)
     if parent is not None:
         inputs["parent"] = parent
+    for name, dataset in pooled_datasets(CFG, wildcards.method).items():
+        inputs["train_on_" + name.replace("-", "_")] = dataset  # train_on, validate_on
     return inputs
 
 
