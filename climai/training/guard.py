@@ -168,6 +168,12 @@ def guard(
     Returns the shipped model's validation scores and the model card's ``guard`` record:
     ``calibration``, ``worse_than_bicubic`` (variables), ``fallback`` (variables now bicubic)
     and the scores before the fallback."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(
+            f"training produced non-finite weights in {len(bad)} tensors (first: {bad[0]}); the "
+            "model is not shipped (check the train loss in history.csv for nan)"
+        )
     record: dict[str, Any] = {"calibration": None, "worse_than_bicubic": [], "fallback": []}
     if calibrate:
         cal = calibrate_noise(

@@ -265,3 +265,21 @@ def test_calibration_on_a_real_ensemble():
     )
     assert 0.8 <= record["calibration"]["spread_skill_val"] <= 1.2
     assert UNetCRPSConfig(calibrate=True).calibrate
+
+
+def test_a_model_with_nan_weights_is_not_shipped():
+    spec, train, val, _ = tiny_sources(steps=20)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16])
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite weights in 1 tensors"):
+        guard(
+            model,
+            _loaders(spec, train, val),
+            Objective(spec),
+            CPU,
+            calibrate=False,
+            fallback=True,
+            members=1,
+            seed=0,
+        )
