@@ -54,3 +54,11 @@ def parent_model(cfg: CampaignConfig, method: str) -> Path | None:
         campaign = parent.campaign or cfg.campaign
         return CampaignPaths(Path(cfg.results) / campaign).model(parent.method)
     return Path(parent)
+
+
+def pooled_datasets(cfg: CampaignConfig, method: str) -> dict[str, Path]:
+    """The prepared datasets of the campaigns ``method`` trains or validates on (``train_on``,
+    ``validate_on``), by campaign: DAG inputs of its train job (made by those campaigns' runs)."""
+    mcfg = cfg.methods.get(method)
+    names = [*(getattr(mcfg, "train_on", None) or []), *(getattr(mcfg, "validate_on", None) or [])]
+    return {n: CampaignPaths(Path(cfg.results) / n).dataset for n in dict.fromkeys(names)}

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from climai.config.base import StrictModel
+from climai.config.transfer import TransferKeys
 
 
 class BicubicConfig(StrictModel):
@@ -133,7 +134,7 @@ _CAMPAIGN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
-class EmulatorConfig(StrictModel):
+class EmulatorConfig(TransferKeys):
     """What every trained method shares: the training loop's keys (patches, optimiser, EMA,
     early stopping, checkpoints). A method plugin's config subclasses it (docs/add-an-emulator.md).
     """

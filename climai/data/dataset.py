@@ -28,6 +28,7 @@ from climai.data.prepared import hr_key, lr_key, static_key
 from climai.models.interpolate import upsample
 
 HALO = 2  # LR cells each side that the bicubic kernel reaches
+WET = 0.1  # a "wet" HR cell for min_wet: above 0.1 in the variable's units (mm h-1 for rain)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class MemorySource:
         self, lr: np.ndarray, hr: np.ndarray, static: np.ndarray, times: pd.DatetimeIndex
     ) -> None:
         self.lr, self.hr, self.static = lr, hr, static
+        self.times = times
         self.tfeat = time_features(times)
 
     @property
@@ -105,6 +107,8 @@ class ZarrSource:
         return np.stack([self.group[lr_key(v)][step, ys, xs] for v in self.variables])
 
     def static_window(self, ys: slice, xs: slice) -> np.ndarray:
+        if not self.statics:
+            return np.zeros((0, ys.stop - ys.start, xs.stop - xs.start), np.float32)
         return np.stack([self.group[static_key(s)][ys, xs] for s in self.statics])
 
 
@@ -127,6 +131,7 @@ class PatchDataset(Dataset):
         seed: int,
         min_valid: float = 0.5,
         max_tries: int = 20,
+        min_wet: float = 0.0,
     ) -> None:
         steps, height, width = source.shape
         if patch % scale:
@@ -137,6 +142,7 @@ class PatchDataset(Dataset):
             raise ValueError("the split has no time steps")
         self.source, self.patch, self.scale = source, patch, scale
         self.length, self.seed, self.min_valid, self.max_tries = length, seed, min_valid, max_tries
+        self.min_wet = min_wet  # fraction of HR cells above WET (any variable) a patch needs
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -154,10 +160,12 @@ class PatchDataset(Dataset):
             t = int(rng.integers(steps))
             y = int(rng.integers((height - self.patch) // self.scale + 1)) * self.scale
             x = int(rng.integers((width - self.patch) // self.scale + 1)) * self.scale
-            if self.min_valid <= 0:
+            if self.min_valid <= 0 and self.min_wet <= 0:
                 break
             hr = self.source.hr_window(t, slice(y, y + self.patch), slice(x, x + self.patch))
-            if np.isfinite(hr).mean() >= self.min_valid:
+            if np.isfinite(hr).mean() >= self.min_valid and (
+                self.min_wet <= 0 or (np.nan_to_num(hr) > WET).any(axis=0).mean() >= self.min_wet
+            ):
                 break
         return t, y, x
 
@@ -236,7 +244,7 @@ class Collate:
             ],
             1,
         )
-        tf = tfeat[:, :, None, None].expand(-1, -1, p, p)
+        tf = spec.times(tfeat)[:, :, None, None].expand(-1, -1, p, p)
         x = torch.cat([base, near, st, tf], 1).nan_to_num(0.0)
         return Batch(x.contiguous(), base.contiguous(), target.contiguous(), lr.contiguous())
 

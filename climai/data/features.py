@@ -36,6 +36,7 @@ class FeatureSpec:
     kinds: list[str] | None = (
         None  # variable kinds; None: non-negative where the transform is log1p
     )
+    time_features: bool = True  # False: the four time channels are zero (pooled models)
 
     @property
     def non_negative(self) -> list[bool]:
@@ -49,7 +50,9 @@ class FeatureSpec:
         kinds = None
         if self.kinds is not None:
             kinds = [self.kinds[self.variables.index(v)] for v in variables]
-        return FeatureSpec(variables, self.statics, self.scale, self.stats, kinds)
+        return FeatureSpec(
+            variables, self.statics, self.scale, self.stats, kinds, self.time_features
+        )
 
     @property
     def in_channels(self) -> int:
@@ -78,7 +81,12 @@ class FeatureSpec:
             "scale": self.scale,
             "stats": self.stats,
             "kinds": self.kinds,
+            "time_features": self.time_features,
         }
+
+    def times(self, tfeat: torch.Tensor) -> torch.Tensor:
+        """The time-feature channels as fed to the model (zero without time features)."""
+        return tfeat if self.time_features else torch.zeros_like(tfeat)
 
 
 @dataclass
@@ -141,7 +149,8 @@ def model_inputs(
     x[:, :nv] = base.nan_to_num(0.0)
     x[:, nv : 2 * nv] = near.nan_to_num(0.0)
     x[:, 2 * nv : 2 * nv + static.shape[0]] = static.nan_to_num(0.0)
-    x[:, 2 * nv + static.shape[0] :] = torch.from_numpy(time_features(times))[:, :, None, None]
+    tfeat = spec.times(torch.from_numpy(time_features(times)))
+    x[:, 2 * nv + static.shape[0] :] = tfeat[:, :, None, None]
     return x, base.contiguous()
 
 

@@ -46,6 +46,47 @@ def static_key(name: str) -> str:
 
 HR_PREFIX, LR_PREFIX, STATIC_PREFIX = hr_key(""), lr_key(""), static_key("")
 
+GRID_STATIC = "grid_log2_km"
+"""A static field every prepared dataset has without storing it: log2 of the HR grid spacing in
+km (0 at 1 km, -2 at 250 m), constant over the domain; the grid channel of pooled models."""
+
+KM_PER_DEGREE = 111.195  # mean Earth radius 6371.0 km × π / 180
+
+
+def grid_spacing_km(ds: xr.Dataset) -> float:
+    """The HR grid spacing of ``ds`` in km: the geometric mean of the x and y spacings, read from
+    the coordinates' units (m, km, or degrees: x scaled by the cosine of the mean latitude)."""
+    spacing = []
+    for axis in ("x", "y"):
+        coord = ds[axis]
+        if coord.size < 2:
+            raise ValueError(f"coordinate {axis!r} has {coord.size} value(s): no grid spacing")
+        step = abs(float(coord[1] - coord[0]))
+        units = str(coord.attrs.get("units", "m"))
+        if units in ("m", "metre", "meter", "metres", "meters"):
+            step /= 1000.0
+        elif units.startswith("degree"):
+            step *= KM_PER_DEGREE
+            if axis == "x":
+                step *= float(np.cos(np.deg2rad(np.mean(ds["y"].values))))
+        elif units != "km":
+            raise ValueError(f"coordinate {axis!r} has units {units!r}; expected m, km or degrees")
+        spacing.append(step)
+    return float(np.sqrt(spacing[0] * spacing[1]))
+
+
+def grid_static(ds: xr.Dataset) -> xr.DataArray:
+    """:data:`GRID_STATIC` on ``ds``'s HR grid."""
+    value = np.float32(np.log2(grid_spacing_km(ds)))
+    shape = (ds.sizes["y"], ds.sizes["x"])
+    return xr.DataArray(
+        np.full(shape, value, np.float32),
+        dims=("y", "x"),
+        coords={"y": ds["y"], "x": ds["x"]},
+        name=static_key(GRID_STATIC),
+        attrs={"units": "1", "long_name": "log2 of the HR grid spacing in km"},
+    )
+
 
 def split_code(name: str) -> int:
     """The ``split`` label of the split ``name`` (its index in ``SPLITS``)."""
@@ -129,7 +170,9 @@ class PreparedDataset:
         return self._get(lr_key(var), "LR variable", var, self.variables)
 
     def static(self, name: str) -> xr.DataArray:
-        """``static_<name>`` on ``(y, x)``."""
+        """``static_<name>`` on ``(y, x)`` (:data:`GRID_STATIC` derived when not stored)."""
+        if name == GRID_STATIC and static_key(name) not in self.ds.data_vars:
+            return grid_static(self.ds)
         return self._get(static_key(name), "static field", name, self.statics)
 
     def cf_attrs(self, var: str) -> dict[str, Any]:
@@ -173,12 +216,18 @@ class PreparedDataset:
 
     def static_stack(self, names: list[str]) -> np.ndarray:
         """``(static, y, x)``: the static fields ``names``, read into memory."""
+        if not names:
+            return np.zeros((0, self.ds.sizes["y"], self.ds.sizes["x"]), np.float32)
         return np.stack([self.static(s).values for s in names])
 
     def statics_dataset(self, names: list[str]) -> xr.Dataset:
         """The static fields ``names`` as ``<name>`` on ``(y, x)`` (lazy; the store's attrs kept)."""
-        keys = {self.static(s).name: s for s in names}
-        return self.ds[list(keys)].rename(keys)
+        stored = [s for s in names if static_key(s) in self.ds.data_vars]
+        out = self.ds[[static_key(s) for s in stored]].rename({static_key(s): s for s in stored})
+        for s in names:
+            if s not in stored:  # derived (GRID_STATIC), or a KeyError naming the field
+                out[s] = self.static(s).rename(s)
+        return out[names]
 
     def lr_dataset(self, variables: list[str]) -> xr.Dataset:
         """The LR fields as ``<var>`` on ``(time, y, x)``, the form ``climai downscale`` reads.

@@ -38,14 +38,19 @@ def crps_or_mae(m: dict[str, Any]) -> tuple[float | None, bool]:
 
 
 def summary_rows(
-    metrics: dict[str, dict[str, dict[str, Any]]], variables: list[str]
+    metrics: dict[str, dict[str, dict[str, Any]]],
+    variables: list[str],
+    flags: dict[str, list[str]] | None = None,
 ) -> list[dict[str, str]]:
-    """One row per method and variable from ``metrics[method][var]`` (metrics.json contents)."""
+    """One row per method and variable from ``metrics[method][var]`` (metrics.json contents);
+    ``flags[method]``: the variables whose validation RMSE was above bicubic's."""
     rows = []
     for method, per_var in metrics.items():
         for var in variables:
             m = per_var[var]
             row = {"method": method, "variable": var}
+            if flags and any(flags.values()):
+                row["val_worse_than_bicubic"] = "yes" if var in flags.get(method, []) else ""
             row.update({k: _fmt(m.get(k)) for k in _SCALARS})
             row["crps"] = _fmt(crps_or_mae(m)[0])
             sr = m["spectral_ratio"]
@@ -78,9 +83,12 @@ def markdown_table(
     variables: list[str],
     units: dict[str, str],
     baseline: str = "bicubic",
+    flags: dict[str, list[str]] | None = None,
 ) -> str:
-    """The methods table: per variable RMSE (and its ratio to ``baseline``), CRPS, spectral
-    ratio per band and p99 error, one row per method."""
+    """The methods table: per variable RMSE (and its ratio to ``baseline``), CRPS (and its ratio
+    to ``baseline``'s MAE), spectral ratio per band and p99 error, one row per method; a method
+    in ``flags`` for the variable (validation RMSE above bicubic's) is marked."""
+    flags = flags or {}
     lines = []
     for var in variables:
         u = units[var]
@@ -93,6 +101,7 @@ def markdown_table(
             "|---|---|---|---|---|",
         ]
         base = metrics.get(baseline, {}).get(var, {}).get("rmse")
+        base_mae = metrics.get(baseline, {}).get(var, {}).get("mae")
         for method, per_var in metrics.items():
             m = per_var[var]
             rmse = _fmt(m["rmse"], 3)
@@ -100,12 +109,16 @@ def markdown_table(
                 rmse += f" ({m['rmse'] / base:.2f}×)"
             crps, is_ens = crps_or_mae(m)
             crps_s = _fmt(crps, 3) + ("" if is_ens else "*")
+            if base_mae and crps is not None and method != baseline:
+                crps_s += f" ({crps / base_mae:.2f}×)"
             ratio = " / ".join(f"{m['spectral_ratio'][b]:.2f}" for b in bands)
             p99 = _fmt(m.get("quantile_error", {}).get("p99"), 3)
-            lines.append(f"| {method} | {rmse} | {crps_s} | {ratio} | {p99} |")
+            name = method + (" ⚠ val RMSE > bicubic" if var in flags.get(method, []) else "")
+            lines.append(f"| {name} | {rmse} | {crps_s} | {ratio} | {p99} |")
         lines.append("")
     lines.append(
-        f"\\* deterministic method: its CRPS equals its MAE. RMSE ratios are against {baseline}; "
+        f"\\* deterministic method: its CRPS equals its MAE. RMSE ratios are against {baseline}, "
+        f"CRPS ratios against {baseline}'s MAE; ⚠: validation RMSE above bicubic's (model card); "
         "spectral ratio is method power / truth power per wavelength band (1 is right)."
     )
     return "\n".join(lines) + "\n"

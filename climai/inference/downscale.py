@@ -84,6 +84,8 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
                 f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
             )
     grid = card["grid"]
+    if grid.get("hr_dx") is None:  # trained on several grids (train_on): any spacing and CRS
+        return
     for axis, key in (("x", "hr_dx"), ("y", "hr_dy")):
         want, found = grid[key] * spec.scale, _spacing(lr[axis])
         if not np.isclose(found, want, rtol=1e-3):

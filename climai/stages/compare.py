@@ -123,9 +123,14 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     qq_figure(qq, units, f"{name}: quantiles", ctx.paths.comparison_qq)
     if ensembles:
         rank_histogram_figure(ranks, f"{name}: rank histograms", ctx.paths.rank_histograms)
-    rows = summary_rows(metrics, variables)
+    flags = {
+        m: json.loads(f.read_text()).get("worse_than_bicubic", [])
+        for m in methods
+        if (f := ctx.paths.validation(m)).is_file()
+    }
+    rows = summary_rows(metrics, variables, flags)
     write_text(ctx.paths.summary, rows_to_csv(rows))
-    write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units))
+    write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units, flags=flags))
     emulators = [m for m in methods if m in ctx.cfg.methods.of_kind("emulator")]
     histories = {
         m: list(csv.DictReader(ctx.paths.history(m).read_text().splitlines()))

@@ -44,8 +44,18 @@ from climai.training.finetune import (
     lineage,
     load_parent,
 )
+from climai.training.guard import guard
 from climai.training.history import EpochLog
-from climai.training.loop import Loaders, fit
+from climai.training.loop import Loaders, build_model, fit, make_objective
+from climai.training.pooled import (
+    Source,
+    open_sources,
+    pooled_grid,
+    pooled_loaders,
+    pooled_spec,
+    source_paths,
+    source_record,
+)
 
 
 def store_checksum(path: Path) -> str:
@@ -257,9 +267,16 @@ def _train(
     runtime: dict[str, Any],
 ) -> None:
     ds = open_store(ctx.paths.dataset)
-    stats = json.loads(ctx.paths.stats.read_text())
     kinds = [v.kind for v in ctx.cfg.variables]
-    spec = feature_spec(ds, ctx.cfg.variable_names, ctx.cfg.scale, stats, kinds)
+    sources: dict[str, Source] = {}
+    if mcfg.normalisation == "physical":  # one fixed transform: several campaigns, or this one
+        spec = pooled_spec(mcfg, ctx.cfg.variable_names, kinds, ctx.cfg.scale)
+        paths = source_paths(mcfg, Path(ctx.cfg.results), ctx.cfg.campaign, ctx.paths.dataset)
+        units = {v.name: v.units for v in ctx.cfg.variables}
+        sources = open_sources(paths, ctx.cfg.variable_names, units, ctx.cfg.scale)
+    else:
+        stats = json.loads(ctx.paths.stats.read_text())
+        spec = feature_spec(ds, ctx.cfg.variable_names, ctx.cfg.scale, stats, kinds)
     groups = variable_groups(mcfg, spec.variables)
     state: dict[str, torch.Tensor] = {}
     history: list[dict[str, Any]] = []
@@ -276,9 +293,14 @@ def _train(
         "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),
         "parent_sha256": parent.sha256 if parent is not None else "",
     }
+    guarded: dict[str, dict[str, Any]] = {}
     for group, variables in groups.items():
         gspec = spec.subset(variables)
-        loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
+        if sources:
+            loaders = pooled_loaders(mcfg, gspec, sources, ctx.cfg.seed, dist.world)
+            say(f"train {method}/{group} on {sorted(sources)}: {loaders.train.counts()} patches")
+        else:
+            loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
         say(
             f"train {method}/{group}: {len(loaders.train)} train / {len(loaders.val)} val patches "
             f"per epoch, {gspec.in_channels} input channels, world size {dist.world}, "
@@ -299,16 +321,39 @@ def _train(
         )
         if epochs is not None:
             epochs.finish_group(group, result.history)
-        state.update({f"{group}.{k}": v for k, v in result.state_dict.items()})
+        net = build_model(mcfg, gspec)
+        net.load_state_dict(result.state_dict)
+        group_scores, guarded[group] = guard(
+            net,
+            loaders,
+            make_objective(mcfg, gspec, dist.device),
+            dist,
+            calibrate=mcfg.calibrate,
+            fallback=mcfg.fallback,
+            members=int(getattr(mcfg, "members", 1)),
+            seed=ctx.cfg.seed,
+            log=say,
+        )
+        state.update({f"{group}.{k}": v for k, v in net.state_dict().items()})
         history += [{**row, "group": group} for row in result.history]
-        scores.update(result.scores)
+        scores.update(group_scores)
         frozen += [f"{group}.{name}" for name in result.frozen]
     if dist.is_main:
         card = model_card(ctx, method, spec, ds, groups)
         card["runtime"] = runtime
         card.update(lineage_card(mcfg, parent, frozen))
         card["validation"] = scores
+        card["guard"] = guarded
+        if sources:
+            card["training_data"] = source_record(sources)
+            if mcfg.train_on:
+                card["grid"] = pooled_grid(sources, ctx.cfg.scale)
         record = validation_record(method, mcfg, scores, history, parent)
+        record["worse_than_bicubic"] = sorted(
+            {v for g in guarded.values() for v in g["worse_than_bicubic"]}
+        )
+        record["fallback"] = sorted({v for g in guarded.values() for v in g["fallback"]})
+        record["guard"] = guarded
         write_text(ctx.paths.validation(method), json.dumps(record, indent=2) + "\n")
         save_model(ctx.paths.model(method), state, card)
         shutil.rmtree(ckpt_root, ignore_errors=True)

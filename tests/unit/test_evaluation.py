@@ -164,7 +164,7 @@ def test_markdown_table_by_hand():
     }
     md = markdown_table(metrics, ["pr"], {"pr": "mm h-1"})
     assert "| bicubic | 0.5 | 0.2* | 0.01 / 0.50 | -1.25 |" in md
-    assert "| ens | 0.25 (0.50×) | 0.1 | 0.90 / 1.00 | 0.125 |" in md
+    assert "| ens | 0.25 (0.50×) | 0.1 (0.50×) | 0.90 / 1.00 | 0.125 |" in md  # CRPS / bicubic MAE
 
 
 def test_shown_steps_are_the_wettest_in_time_order(campaign):

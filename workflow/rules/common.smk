@@ -10,7 +10,7 @@ from climai.config import (
 from climai.config.loading import restore_empty_mappings
 from climai.hpc import job_size
 from climai.manifest import input_paths
-from climai.parents import parent_model
+from climai.parents import parent_model, pooled_datasets
 import re
 import sys
 from pathlib import Path
@@ -150,6 +150,8 @@ def train_inputs(wildcards):
     parent = parent_model(CFG, wildcards.method)
     if parent is not None:
         inputs["parent"] = parent
+    for name, dataset in pooled_datasets(CFG, wildcards.method).items():
+        inputs["train_on_" + name.replace("-", "_")] = dataset  # train_on, validate_on
     return inputs
 
 

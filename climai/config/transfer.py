@@ -1,0 +1,109 @@
+"""The keys of an emulator that trains on several campaigns' prepared data (issue 19):
+``train_on`` and its proportions, a physical normalisation that transfers between radars, the
+grid-spacing channel, augmentation, wet-patch sampling, the baseline fallback and the ensemble's
+spread calibration. :class:`~climai.config.methods.EmulatorConfig` inherits them.
+
+Pure pydantic, like every config module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from climai.config.base import StrictModel
+
+
+class TransferKeys(StrictModel):
+    """Pooled training across campaigns, and the guards that keep an emulator honest."""
+
+    train_on: list[str] | None = Field(
+        None,
+        description="Train on the prepared datasets (<results>/<campaign>/prep/dataset.zarr) of "
+        "these campaigns instead of this campaign's own (null: this campaign's). Each must have "
+        "been prepared first, with this campaign's variables, units and scale; the model card "
+        "records each dataset's config_sha256 and manifest checksum.",
+    )
+    train_weights: dict[str, float] | None = Field(
+        None,
+        description="Share of the training patches drawn from each train_on campaign, e.g. "
+        "{knmi: 1, fmi: 1} (normalised to sum to 1; null: equal shares).",
+    )
+    pooled_patches: int | None = Field(
+        None,
+        ge=1,
+        description="Training patches per epoch drawn from the train_on campaigns: with epochs, "
+        "a compute budget independent of how many campaigns are pooled (null: "
+        "patches_per_step × their train steps).",
+    )
+    validate_on: list[str] | None = Field(
+        None,
+        description="Campaigns whose val splits select the epoch and the early stop of a "
+        "train_on model (null: the train_on campaigns' val splits, later time steps than their "
+        "train splits). A campaign here that is not in train_on is an event never trained on.",
+    )
+    normalisation: Literal["campaign", "physical"] = Field(
+        "campaign",
+        description="campaign: standardise with this campaign's prep/stats.json; physical: a "
+        "fixed transform that is the same on every radar (precipitation: log1p(mm h-1) with "
+        "offset 1 mm h-1, mean 0, std 1; static fields: none but the grid channel). train_on "
+        "needs physical.",
+    )
+    grid_channel: bool = Field(
+        False,
+        description="Give the model the HR grid spacing as an input channel: log2 of the spacing "
+        "in km (0 at 1 km, -2 at 250 m), in place of the campaign's static fields.",
+    )
+    time_features: bool = Field(
+        True,
+        description="Feed hour-of-day and day-of-year (false: those four channels are zero, so "
+        "that a model pooled over single-day events cannot tell the events apart by date).",
+    )
+    augment: bool = Field(
+        False,
+        description="Random flips and 90° rotations of each training patch (LR, HR and static "
+        "fields together): for fields without a preferred direction, e.g. precipitation "
+        "without orography or wind as predictors.",
+    )
+    min_wet: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fraction of HR cells above 0.1 (variable units) below which a training "
+        "patch is redrawn (up to 20 tries; with normalisation: physical, whose variables are all "
+        "precipitation): mostly-dry radar domains still train on rain.",
+    )
+    fallback: bool = Field(
+        False,
+        description="When the trained model's validation RMSE of a variable is above bicubic's, "
+        "zero its output head for that variable so that it predicts exactly bicubic (always: "
+        "flagged in the model card, validation.json, the log and the summary table).",
+    )
+    calibrate: bool = Field(
+        False,
+        description="Ensembles: after training, scale the injected noise so that the spread/skill "
+        "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card).",
+    )
+
+    @model_validator(mode="after")
+    def _transfer_keys(self) -> TransferKeys:
+        if self.train_on is not None:
+            if not self.train_on or len(set(self.train_on)) != len(self.train_on):
+                raise ValueError(f"train_on={self.train_on} must name distinct campaigns")
+            if self.normalisation != "physical":
+                raise ValueError(
+                    "train_on needs normalisation: physical (one campaign's statistics do not "
+                    "fit another radar)"
+                )
+        for key in ("train_weights", "validate_on", "pooled_patches"):
+            if getattr(self, key) is not None and self.train_on is None:
+                raise ValueError(f"{key} needs train_on")
+        if self.train_weights is not None:
+            extra = sorted(set(self.train_weights) - set(self.train_on or []))
+            if extra or any(w <= 0 for w in self.train_weights.values()):
+                raise ValueError(
+                    f"train_weights={self.train_weights}: positive weights for campaigns of "
+                    f"train_on={self.train_on} only (unknown: {extra})"
+                )
+        return self

@@ -1,0 +1,199 @@
+"""What happens to a trained model before it is shipped: the ensemble's spread is calibrated on
+validation patches (``calibrate``), and a model worse than bicubic on validation is flagged and,
+with ``fallback``, made to predict exactly bicubic for that variable.
+
+The spread/skill ratio is the evaluation's (:func:`climai.evaluation.metrics.spread_skill`):
+root mean unbiased member variance × √((M + 1)/M) over the RMSE of the ensemble mean, in
+physical units on valid cells. It grows with the size of the injected noise, so the noise
+projections' weights (never their biases) are scaled by the factor that brings it to 1, found by
+bisection on the validation patches with the same noise draws at every trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from climai.training.distributed import DistContext
+from climai.training.loop import Loaders, Objective, validation_scores
+
+NOISE_PREFIXES = ("noise_down.", "noise_up.")
+
+
+def noise_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight tensors that scale the injected noise (the 1×1 noise projections)."""
+    return {
+        name: p
+        for name, p in model.named_parameters()
+        if name.startswith(NOISE_PREFIXES) and name.endswith("proj.weight")
+    }
+
+
+def scale_noise(model: nn.Module, original: dict[str, torch.Tensor], factor: float) -> None:
+    """Set every noise projection's weight to ``factor`` × its ``original`` value."""
+    with torch.no_grad():
+        for name, p in noise_weights(model).items():
+            p.copy_(original[name] * factor)
+
+
+@torch.no_grad()
+def spread_skill(
+    model: nn.Module,
+    loaders: Loaders,
+    objective: Objective,
+    ctx: DistContext,
+    members: int,
+    max_batches: int,
+    seed: int,
+) -> float:
+    """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches."""
+    model.eval()
+    spec = objective.spec
+    torch.manual_seed(seed)  # the same noise at every trial: a smooth function of the factor
+    var_sum = err_sum = cells = 0.0
+    for b, batch in enumerate(loaders.loader(loaders.val, 0, ctx)):
+        if b >= max_batches:
+            break
+        batch = batch.to(ctx.device)
+        z = objective.predict(model, batch, members)  # (B, M, V, p, p)
+        for i, v in enumerate(spec.variables):
+            ens = spec.denormalise(v, z[:, :, i]).double()
+            truth = spec.denormalise(v, batch.target[:, i].float()).double()
+            valid = torch.isfinite(truth)
+            var = ens.var(dim=1, unbiased=True)
+            err = (ens.mean(dim=1) - truth).square()
+            var_sum += float(var[valid].sum())
+            err_sum += float(err[valid].sum())
+            cells += float(valid.sum())
+    if cells == 0 or err_sum == 0:
+        return math.nan
+    spread = math.sqrt(var_sum / cells) * math.sqrt((members + 1) / members)
+    return spread / math.sqrt(err_sum / cells)
+
+
+@dataclass
+class Calibration:
+    """The factor applied to the noise and the spread/skill ratio at each trial."""
+
+    factor: float
+    ratio: float
+    trials: list[tuple[float, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "noise_factor": self.factor,
+            "spread_skill_val": self.ratio,
+            "trials": [{"factor": f, "spread_skill": r} for f, r in self.trials],
+        }
+
+
+def calibrate_noise(
+    model: nn.Module,
+    ratio_of: Callable[[nn.Module], float],
+    high: float = 128.0,
+    iterations: int = 8,
+    target: float = 1.0,
+) -> Calibration:
+    """Scale ``model``'s noise so that ``ratio_of(model)`` is ``target``: bisection on the factor
+    in [0, ``high``] (log-spaced once bracketed); the model keeps the best factor found."""
+    original = {k: v.detach().clone() for k, v in noise_weights(model).items()}
+    if not original:
+        raise ValueError("calibrate: the model injects no noise (not an ensemble)")
+    trials: list[tuple[float, float]] = []
+
+    def trial(f: float) -> float:
+        scale_noise(model, original, f)
+        r = ratio_of(model)
+        trials.append((f, r))
+        return r
+
+    lo, hi = 0.0, 1.0
+    r = trial(1.0)
+    while math.isfinite(r) and r < target and hi < high:  # widen until over-dispersive
+        lo, hi = hi, min(high, hi * 2.0)
+        r = trial(hi)
+    if r < target:
+        lo = hi  # even the largest factor is under-dispersive: keep it
+    for _ in range(iterations if lo < hi else 0):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
+        if trial(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    best = min(trials, key=lambda t: abs(math.log(max(t[1], 1e-9) / target)))
+    scale_noise(model, original, best[0])
+    return Calibration(best[0], best[1], trials)
+
+
+def head_fallback(model: nn.Module, channels: list[int]) -> None:
+    """Zero the output head for ``channels``: the residual U-Net then predicts its base (the
+    normalised bicubic) there, exactly, for every member."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Conv2d):
+        raise ValueError(
+            f"fallback: {type(model).__name__} has no output head 'head' to zero; "
+            "set fallback: false for this method type"
+        )
+    with torch.no_grad():
+        head.weight[channels] = 0.0
+        if head.bias is not None:
+            head.bias[channels] = 0.0
+
+
+def worse_than_bicubic(scores: dict[str, dict[str, float]]) -> list[str]:
+    """The variables whose validation RMSE is above bicubic's on the same cells."""
+    return [v for v, s in scores.items() if s["rmse"] > s["bicubic_rmse"]]
+
+
+def guard(
+    model: nn.Module,
+    loaders: Loaders,
+    objective: Objective,
+    ctx: DistContext,
+    *,
+    calibrate: bool,
+    fallback: bool,
+    members: int,
+    seed: int,
+    log: Callable[[str], None] = print,
+    max_batches: int = 8,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Calibrate (ensembles, ``calibrate``), score, flag and (``fallback``) fall back.
+
+    Returns the shipped model's validation scores and the model card's ``guard`` record:
+    ``calibration``, ``worse_than_bicubic`` (variables), ``fallback`` (variables now bicubic)
+    and the scores before the fallback."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(
+            f"training produced non-finite weights in {len(bad)} tensors (first: {bad[0]}); the "
+            "model is not shipped (check the train loss in history.csv for nan)"
+        )
+    record: dict[str, Any] = {"calibration": None, "worse_than_bicubic": [], "fallback": []}
+    if calibrate:
+        cal = calibrate_noise(
+            model, lambda m: spread_skill(m, loaders, objective, ctx, members, max_batches, seed)
+        )
+        record["calibration"] = cal.as_dict()
+        log(f"calibrated noise ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
+    shown = Objective(objective.spec, members, objective.constraint, objective.autocast)
+    scores = validation_scores(model, loaders, shown, ctx)
+    worse = worse_than_bicubic(scores)
+    record["worse_than_bicubic"] = worse
+    for v in worse:
+        s = scores[v]
+        log(
+            f"WARNING: {v}: validation RMSE {s['rmse']:.4g} is above bicubic's "
+            f"{s['bicubic_rmse']:.4g}" + ("; falling back to bicubic" if fallback else "")
+        )
+    if worse and fallback:
+        record["trained_scores"] = scores
+        head_fallback(model, [objective.spec.variables.index(v) for v in worse])
+        record["fallback"] = worse
+        scores = validation_scores(model, loaders, shown, ctx)
+    return scores, record

@@ -1,0 +1,285 @@
+"""Training on several campaigns (issue 19): patch shares, the physical transform, augmentation
+equivariance, the grid channel, the baseline flag and fallback, and the spread calibration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from climai.config.methods import UNetConfig, UNetCRPSConfig
+from climai.data.dataset import Collate, MemorySource, PatchDataset
+from climai.data.features import FeatureSpec
+from climai.data.pooled import Member, PooledPatches, augment, physical_stats, shares
+from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
+from climai.models.unet import ResidualUNet
+from climai.testing import create_prepared_test_data, tiny_sources
+from climai.training.distributed import DistContext
+from climai.training.guard import calibrate_noise, guard, head_fallback, worse_than_bicubic
+from climai.training.loop import Loaders, Objective
+
+CPU = DistContext()
+
+
+def two_members(length: int = 40) -> tuple[FeatureSpec, list[Member]]:
+    spec, train, val, _ = tiny_sources(steps=20)
+    members = [
+        Member("a", PatchDataset(train, 16, 8, length, seed=1), 0.0),
+        Member("b", PatchDataset(val, 16, 8, length, seed=2), -2.0),
+    ]
+    return spec, members
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [(None, [0.5, 0.5]), ({"a": 3.0, "b": 1.0}, [0.75, 0.25]), ({"a": 1, "b": 4}, [0.2, 0.8])],
+)
+def test_patches_are_drawn_in_the_stated_shares(weights, expected):
+    _, members = two_members()
+    pooled = PooledPatches(members, 4000, seed=0, weights=shares(["a", "b"], weights))
+    counts = pooled.counts()
+    got = np.array([counts["a"], counts["b"]]) / 4000
+    np.testing.assert_allclose(got, expected, atol=0.03)
+    assert pooled.counts() == counts  # seeded: the same draws every time
+    pooled.set_epoch(1)
+    assert pooled.counts() != counts  # another epoch, other draws
+
+
+def test_shares_need_every_campaign():
+    with pytest.raises(ValueError, match="needs a share"):
+        shares(["a", "b"], {"a": 1.0})
+
+
+def test_validation_patches_are_every_members_patches_in_order():
+    _, members = two_members(length=5)
+    pooled = PooledPatches(members, 10, seed=0, weights=None, grid=True)
+    assert [pooled.pick(i)[:2] for i in (0, 4, 5, 9)] == [(0, 0), (0, 4), (1, 0), (1, 4)]
+    assert pooled[7].static[-1, 0, 0] == -2.0  # the member's grid channel is appended
+    assert np.array_equal(pooled[7].hr, members[1].patches[2].hr)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0, 12.0, 150.0])
+def test_the_physical_transform_is_the_same_on_every_radar(rate):
+    stats = physical_stats(["pr"], ["precipitation"], grid=True)
+    spec = FeatureSpec(["pr"], [GRID_STATIC], 8, stats, ["precipitation"])
+    z = spec.normalise("pr", torch.tensor([rate]))
+    assert float(z) == pytest.approx(math.log1p(rate))  # log1p of mm h-1, mean 0, std 1
+    assert float(spec.denormalise("pr", z)) == pytest.approx(rate, rel=1e-5)
+    assert stats["static"] == {GRID_STATIC: {"mean": 0.0, "std": 1.0}}
+
+
+def test_the_physical_transform_is_for_precipitation_only():
+    with pytest.raises(ValueError, match=r"\['tas'\] are of other kinds"):
+        physical_stats(["tas", "pr"], ["temperature", "precipitation"], grid=False)
+
+
+@pytest.mark.parametrize("rotations", [0, 1, 2, 3])
+@pytest.mark.parametrize("flip", [False, True])
+def test_augmentation_is_equivariant(rotations, flip):
+    """Augmenting the raw patch (LR with its halo, HR, static) then building the model inputs
+    equals building them and then augmenting: the bicubic base and the target rotate together."""
+    spec, train, _, _ = tiny_sources(steps=10)
+    window = PatchDataset(train, 16, 8, 4, seed=5)[1]
+    collate = Collate(spec)
+    plain, turned = collate([window]), collate([augment(window, rotations, flip)])
+
+    def op(t: torch.Tensor) -> torch.Tensor:
+        t = torch.rot90(t, rotations, dims=(-2, -1))
+        return t.flip(-1) if flip else t
+
+    torch.testing.assert_close(
+        turned.base, op(plain.base), atol=1e-4, rtol=1e-4
+    )  # float32 rounding of the interpolation
+    torch.testing.assert_close(turned.target, op(plain.target), equal_nan=True)
+    torch.testing.assert_close(
+        turned.x, op(plain.x), atol=1e-4, rtol=1e-4
+    )  # float32 rounding of the interpolation
+
+
+def _grid(units: str, dx: float, dy: float, lat0: float = 0.0) -> xr.Dataset:
+    return xr.Dataset(
+        coords={
+            "x": ("x", np.arange(4) * dx, {"units": units}),
+            "y": ("y", lat0 + np.arange(4) * dy, {"units": units}),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("units", "dx", "dy", "lat0", "km"),
+    [
+        ("m", 1000.0, -1000.0, 0.0, 1.0),
+        ("m", 250.0, -250.0, 0.0, 0.25),
+        ("km", 0.5, -0.5, 0.0, 0.5),
+        ("degrees_east", 0.01, 0.01, 0.0, 1.112),  # at the equator
+        ("degrees_east", 0.01, -0.01, 60.0, 1.112 * math.sqrt(math.cos(math.radians(60.015)))),
+    ],
+)
+def test_grid_spacing_in_km(units, dx, dy, lat0, km):
+    assert grid_spacing_km(_grid(units, dx, dy, lat0)) == pytest.approx(km, rel=2e-3)
+
+
+def test_every_prepared_dataset_has_the_grid_channel():
+    prep = PreparedDataset(create_prepared_test_data())
+    spacing = grid_spacing_km(prep.ds)
+    field = prep.static(GRID_STATIC)
+    assert field.shape == (prep.sizes["y"], prep.sizes["x"])
+    assert float(field[0, 0]) == pytest.approx(math.log2(spacing))
+    both = prep.statics_dataset([GRID_STATIC, prep.statics[0]])
+    assert list(both.data_vars) == [GRID_STATIC, prep.statics[0]]
+
+
+def test_config_train_on_needs_the_physical_normalisation():
+    with pytest.raises(ValueError, match="train_on needs normalisation: physical"):
+        UNetConfig(train_on=["knmi", "fmi"])
+    with pytest.raises(ValueError, match="positive weights"):
+        UNetConfig(train_on=["knmi"], normalisation="physical", train_weights={"fmi": 1.0})
+    with pytest.raises(ValueError, match="validate_on needs train_on"):
+        UNetConfig(validate_on=["knmi"])
+    cfg = UNetConfig(train_on=["knmi", "fmi"], normalisation="physical", pooled_patches=64)
+    assert cfg.train_on == ["knmi", "fmi"]
+
+
+def test_patches_with_min_wet_hold_more_rain():
+    _, train, _, _ = tiny_sources(steps=10, size=64)
+    rain = MemorySource(train.lr[:, 1:], train.hr[:, 1:], train.static, train.times)
+
+    def wet(min_wet: float) -> float:
+        patches = PatchDataset(rain, 16, 8, 60, seed=2, min_wet=min_wet)
+        return float(np.mean([(patches[i].hr > 0.1).mean() for i in range(60)]))
+
+    assert wet(0.3) > wet(0.0) + 0.05
+
+
+@pytest.mark.parametrize(
+    ("scores", "worse"),
+    [
+        ({"pr": {"rmse": 1.1, "bicubic_rmse": 1.0}}, ["pr"]),
+        ({"pr": {"rmse": 0.8, "bicubic_rmse": 1.0}}, []),
+        (
+            {"pr": {"rmse": 0.8, "bicubic_rmse": 1.0}, "tas": {"rmse": 2, "bicubic_rmse": 1}},
+            ["tas"],
+        ),
+    ],
+)
+def test_worse_than_bicubic(scores, worse):
+    assert worse_than_bicubic(scores) == worse
+
+
+def _loaders(spec: FeatureSpec, train, val) -> Loaders:
+    return Loaders(
+        PatchDataset(train, 16, 8, 16, seed=0),
+        PatchDataset(val, 16, 8, 16, seed=1),
+        Collate(spec),
+        batch=8,
+        workers=0,
+        seed=0,
+    )
+
+
+def test_a_model_worse_than_bicubic_is_flagged_and_falls_back():
+    spec, train, val, _ = tiny_sources(steps=20)
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16])
+    with torch.no_grad():
+        model.head.bias.fill_(0.5)  # a constant offset: worse than its bicubic base
+    loaders = _loaders(spec, train, val)
+    objective = Objective(spec)
+    logged: list[str] = []
+    _, record = guard(
+        model,
+        loaders,
+        objective,
+        CPU,
+        calibrate=False,
+        fallback=False,
+        members=1,
+        seed=0,
+        log=logged.append,
+    )
+    assert record["worse_than_bicubic"] == ["tas", "pr"] and record["fallback"] == []
+    assert any("WARNING: pr" in line for line in logged)
+    scores, record = guard(
+        model,
+        loaders,
+        objective,
+        CPU,
+        calibrate=False,
+        fallback=True,
+        members=1,
+        seed=0,
+        log=logged.append,
+    )
+    assert record["fallback"] == ["tas", "pr"]
+    for v in ("tas", "pr"):
+        assert scores[v]["rmse"] == pytest.approx(scores[v]["bicubic_rmse"], rel=1e-4)
+        assert record["trained_scores"][v]["rmse"] > scores[v]["rmse"]
+
+
+def test_head_fallback_needs_a_head():
+    with pytest.raises(ValueError, match="no output head"):
+        head_fallback(torch.nn.Linear(2, 2), [0])
+
+
+@pytest.mark.parametrize("slope", [0.05, 0.3, 1.0, 4.0])
+def test_calibration_brings_spread_skill_to_one(slope):
+    """The spread/skill ratio grows with the noise factor: bisection finds the factor where it
+    is 1 (here ratio = slope × factor, so the factor is 1 / slope)."""
+    model = ResidualUNet(3, 1, [4, 8], noise_channels=2)
+    weights = {k: v.detach().clone() for k, v in model.named_parameters() if "proj.weight" in k}
+    first = next(iter(weights))
+
+    def ratio_of(m: torch.nn.Module) -> float:
+        factor = float(
+            dict(m.named_parameters())[first].detach().flatten()[0] / weights[first].flatten()[0]
+        )
+        return slope * factor
+
+    cal = calibrate_noise(model, ratio_of)
+    assert 0.8 <= cal.ratio <= 1.2
+    assert cal.factor == pytest.approx(1 / slope, rel=0.2)
+    assert ratio_of(model) == pytest.approx(cal.ratio)  # the model keeps the chosen factor
+
+
+def test_calibration_on_a_real_ensemble():
+    spec, train, val, _ = tiny_sources(steps=20)
+    spec = spec.subset(["pr"])
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)  # an untrained head: the noise reaches the output
+    loaders = _loaders(spec, train, val)
+    _, record = guard(
+        model,
+        loaders,
+        Objective(spec),
+        CPU,
+        calibrate=True,
+        fallback=False,
+        members=4,
+        seed=0,
+        log=lambda _m: None,
+    )
+    assert 0.8 <= record["calibration"]["spread_skill_val"] <= 1.2
+    assert UNetCRPSConfig(calibrate=True).calibrate
+
+
+def test_a_model_with_nan_weights_is_not_shipped():
+    spec, train, val, _ = tiny_sources(steps=20)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16])
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite weights in 1 tensors"):
+        guard(
+            model,
+            _loaders(spec, train, val),
+            Objective(spec),
+            CPU,
+            calibrate=False,
+            fallback=True,
+            members=1,
+            seed=0,
+        )
