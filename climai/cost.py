@@ -198,8 +198,12 @@ class MachineCosts:
                    str(data.get("source", "")))  # fmt: skip
 
 
-def load_coefficients(machine: str, folder: Path = COSTS_DIR) -> MachineCosts:
-    """``climai/costs/<machine>.json``."""
+def load_coefficients(machine: str, folder: Path | None = None) -> MachineCosts:
+    """``<folder>/<machine>.json``: by default ``$CLIMAI_COSTS_DIR`` (a site's own coefficients,
+    every machine kind's file) or else ``climai/costs/``."""
+    import os
+
+    folder = Path(folder or os.environ.get("CLIMAI_COSTS_DIR") or COSTS_DIR)
     path = folder / f"{machine}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.json"))) or "none"

@@ -78,6 +78,11 @@ class CampaignPaths:
         only that block's time chunks written; ``infer_gather`` joins them into ``downscaled``."""
         return self.root / "downscaled" / method / "blocks" / f"{split}_{block}.zarr"
 
+    @property
+    def jobs_html(self) -> Path:
+        """Each job's measured peak RSS and time against its predicted size (rule compare)."""
+        return self.root / "evaluation" / "jobs.html"
+
     def export(self, method: str, variable: str) -> Path:
         return self.root / "export" / f"{method}_{variable}.nc"
 

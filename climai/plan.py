@@ -215,3 +215,49 @@ def _mem(mb: int) -> str:
 
 def _hm(minutes: int) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def measured_jobs(cfg: CampaignConfig, benchmarks: Path) -> list[dict[str, Any]]:
+    """Predicted against measured for every job with a ``benchmark:`` file in ``benchmarks``
+    (``results/<campaign>/benchmarks/<rule>[_<method>].tsv``): peak RSS against the requested
+    memory, wall time against the estimate and the requested limit. Sized as the run sized them
+    (the partitions of ``$CLIMAI_PARTITIONS`` in a cluster job, none in a local run)."""
+    import csv
+
+    partitions = argv_partitions([])
+    plans = campaign_plans(cfg, Sizer.load(partitions, uses_gpus(partitions))) or {}
+    out = []
+    for tsv in sorted(benchmarks.glob("*.tsv")):
+        rule, _, method = tsv.stem.partition("_")
+        if rule == "infer" and method.startswith(("block_", "gather_")):
+            part, _, method = method.partition("_")
+            rule = f"infer_{part}"
+            method = method.rsplit("_", 1)[0] if part == "block" else method
+        plan = plans.get((rule, method or None)) or plans.get((rule, None))
+        with tsv.open() as f:
+            row = next(csv.DictReader(f, delimiter="\t"), None)
+        if plan is None or row is None:
+            continue
+        out.append({
+            "job": tsv.stem, "max_rss_mb": float(row["max_rss"]), "mem_mb": plan.size.mem_mb,
+            "seconds": float(row["s"]), "estimate_s": round(plan.estimate.seconds, 1),
+            "runtime_min": plan.size.runtime,
+        })  # fmt: skip
+    return out
+
+
+def jobs_html(title: str, rows: list[dict[str, Any]]) -> str:
+    """The predicted-against-measured table as a small HTML page (the campaign report's)."""
+    head = ("<tr><th>job</th><th>peak RSS MB</th><th>mem_mb asked</th><th>RSS / asked</th>"
+            "<th>seconds</th><th>estimate s</th><th>s / estimate</th><th>walltime asked</th></tr>")  # fmt: skip
+    body = "".join(
+        f"<tr><td>{r['job']}</td><td>{r['max_rss_mb']:.0f}</td><td>{r['mem_mb']}</td>"
+        f"<td>{r['max_rss_mb'] / r['mem_mb']:.2f}</td><td>{r['seconds']:.1f}</td>"
+        f"<td>{r['estimate_s']:.1f}</td><td>{r['seconds'] / max(r['estimate_s'], 1e-9):.2f}</td>"
+        f"<td>{r['runtime_min']} min</td></tr>"
+        for r in rows
+    )
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><p>Each job's measured peak RSS and wall time (Snakemake's "
+            "benchmark files) against what climai/sizing.py asked for it.</p>"
+            f"<table border='1'>{head}{body}</table></body></html>\n")  # fmt: skip

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 #: Requested memory = estimate × MEM_SAFETY (rounded up to 100 MB).
 MEM_SAFETY = 1.3
+#: A cluster job also holds its own Snakemake process (the SLURM plugin's job step), which
+#: the rule's ``benchmark:`` file does not count: this much is added to its memory (MB).
+CLUSTER_JOB_MB = 250
+#: A cluster job asks at least this many minutes (its start-up on a loaded node: the job's
+#: Snakemake, imports, a shared filesystem), whatever its estimate.
+CLUSTER_MIN_MINUTES = 10
 #: Requested run time = estimate × TIME_SAFETY (rounded up to whole minutes).
 TIME_SAFETY = 1.5
 #: A GPU job asks for one GPU when its single-GPU estimate is under this many seconds, else for
@@ -251,8 +257,10 @@ def _size(
     else:
         gpus = 0
         est = estimate(rule, kind, replace(w, threads=cpus), sizer.host, None, 1, mtype)
-    size = JobSize(cpus=cpus, mem_mb=request_mb(est.mem_mb),
-                   runtime=max(1, math.ceil(est.seconds * TIME_SAFETY / 60)), gpus=gpus)  # fmt: skip
+    extra = CLUSTER_JOB_MB if sizer.partitions is not None else 0
+    size = JobSize(cpus=cpus, mem_mb=request_mb(est.mem_mb) + extra,
+                   runtime=max(CLUSTER_MIN_MINUTES if extra else 1,
+                               math.ceil(est.seconds * TIME_SAFETY / 60)), gpus=gpus)  # fmt: skip
     return size, est
 
 

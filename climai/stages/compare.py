@@ -109,6 +109,10 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         ctx.paths.summary_html,
         summary_html(f"climai campaign {ctx.cfg.campaign}", config_yaml, rows),
     )
+    from climai.plan import jobs_html, measured_jobs
+
+    jobs = measured_jobs(ctx.cfg, ctx.paths.root / "benchmarks")
+    write_text(ctx.paths.jobs_html, jobs_html(f"climai campaign {ctx.cfg.campaign}: jobs", jobs))
     log.info("compare: %d methods, ensembles: %s", len(methods), ensembles or "none")
 
 
