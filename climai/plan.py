@@ -102,7 +102,7 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
     """Every rule and method of the campaign, sized. A job that fits no partition raises
     :class:`~climai.sizing.JobTooLarge` naming every such job, or with ``strict=False`` is listed
     with its ``problem`` and no partition."""
-    from climai.parents import parent_method
+    from climai.parents import parent_model
     from climai.registry import method_type
 
     base = campaign_workload(cfg)
@@ -122,7 +122,7 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
         todo += [(rule, m, kind, w) for rule in rules]
     todo += [("compare", None, None, base), ("manifest", None, None, base)]
     todo += [("sweep", None, None, base) for _ in cfg.sweeps]
-    if any(parent_method(cfg, m) for m in cfg.methods.of_kind("emulator")):
+    if any(parent_model(cfg, m) is not None for m in cfg.methods.of_kind("emulator")):
         todo.append(("lineage", None, None, base))
     jobs: list[JobPlan] = []
     problems = []

@@ -97,7 +97,8 @@ def planned() -> dict[tuple[str, str | None], object]:
     from climai.sizing import Sizer, read_partitions
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(write_config(Path(tmp) / "hpc.yaml", **CAMPAIGN))
+        config = write_config(Path(tmp) / "hpc.yaml", **CAMPAIGN)
+        cfg = load_config(REPO / "config" / "config.yaml", config)  # as the Snakefile merges
         plans = campaign_plans(cfg, Sizer.load(read_partitions(PROFILE / "partitions.yaml"), True))
     assert plans is not None
     return plans

@@ -218,7 +218,8 @@ def planned_jobs(config: Path) -> dict:
     from climai.plan import campaign_plans
     from climai.sizing import Sizer, read_partitions
 
-    plans = campaign_plans(load_config(config), Sizer.load(read_partitions(PARTITIONS), True))
+    cfg = load_config(REPO / "config" / "config.yaml", config)  # as the Snakefile merges them
+    plans = campaign_plans(cfg, Sizer.load(read_partitions(PARTITIONS), True))
     assert plans is not None
     return plans
 
