@@ -210,7 +210,7 @@ def test_blocks_gathered_equal_the_unsplit_infer_bitwise(tmp_path, method):
     )  # fmt: skip
     common = ["--configfile", str(config), "--method", method, "--threads", "1"]
     if method == "unet-crps":
-        assert cli.main(["train", *common[:4], "unet", "--threads", "1"]) == 0
+        assert cli.main(["train", *common[:3], "unet", "--threads", "1"]) == 0
     assert cli.main(["train", *common]) == 0
     root = tmp_path / "results" / "tiny" / "downscaled" / method
     assert cli.main(["infer", *common]) == 0

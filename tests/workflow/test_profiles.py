@@ -325,7 +325,8 @@ def test_dry_run_of_the_italy_campaign_shows_leonardo_resources_quickly():
     plan = campaign_jobs(cfg, Sizer.load(read_partitions(PARTITIONS), True), strict=False)
     problems = [j.problem for j in plan if j.problem]
     if problems:  # a job that fits no partition stops the run before any submission
-        assert res.returncode != 0 and problems[0] in res.stderr, res.stderr[-3000:]
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and problems[0] in out, out[-3000:]
         return
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = dry_run_jobs(res.stdout)
