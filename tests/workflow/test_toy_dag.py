@@ -173,8 +173,9 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         # click through the navigation as a reader would: a category (and a subcategory), then
         # the view (eye) button of every result; each figure must appear as a decoded image
         shown = []
-        # the campaign: comparison, spectra, QQ, rank histograms and the summary table
-        for clicks, expected in ((["1. Campaign"], 5), (["Results", "2. Methods", "unet"], 3)):
+        # the campaign: comparison, spectra, QQ, rank histograms, the summary table and the jobs'
+        # predicted-vs-measured table
+        for clicks, expected in ((["1. Campaign"], 6), (["Results", "2. Methods", "unet"], 3)):
             for text in clicks:  # each waits until the previous click has rendered it
                 browser.wait_for(CLICK_TEXT % json.dumps(text))
             eyes = browser.wait_for(
@@ -195,7 +196,7 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         images = [s for s in shown if s[0] == "img"]
         assert len(images) == 7 and len({s[1] for s in images}) == 7  # seven different figures
         assert all(min(s[2], s[3]) > 200 for s in images), images
-        assert [s[0] for s in shown].count("iframe") == 1  # the metrics table and config
+        assert [s[0] for s in shown].count("iframe") == 2  # metrics and config; the jobs table
         browser.screenshot(tmp_path / "report.png")
         # self-contained: nothing but the file itself and inline data was requested
         external = [
