@@ -81,7 +81,8 @@ def _context(args: argparse.Namespace, stage: str) -> StageContext:
 def _run_stage(args: argparse.Namespace) -> None:
     """Run the stage ``args.command`` (a rule): its module's ``main(ctx, args)``."""
     stage = STAGES[args.command]
-    importlib.import_module(stage.module).main(_context(args, stage.name), args)
+    ctx = _context(args, stage.config_of or stage.name)
+    importlib.import_module(stage.module).main(ctx, args)
 
 
 def _downscale(args: argparse.Namespace) -> None:
@@ -117,6 +118,18 @@ def _verify(args: argparse.Namespace) -> None:
             f"{len(failed)} of {len(results)} artifacts differ from {reference}"
         )
     print(f"verify OK: {len(results)} artifacts of {reference} reproduced")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from climai.plan import argv_partitions, campaign_jobs, plan_json, plan_table, uses_gpus
+    from climai.sizing import Sizer
+
+    cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
+    partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
+    jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
+    print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
+    if any(j.problem for j in jobs):
+        raise ValueError("jobs that fit no partition: a run with this profile would stop")
 
 
 class VerificationError(ValueError):
@@ -172,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--methods", nargs="*", default=None, help="methods (default: all)")
         if "name" in stage.options:
             p.add_argument("--name", required=True, help="the swept method's name")
+        for opt in ("block", "blocks"):
+            if opt in stage.options:
+                p.add_argument(
+                    f"--{opt}", type=int, required=True, help=f"time {opt} of a split infer"
+                )
         p.set_defaults(func=_run_stage)
     p = sub.add_parser("verify", help="rerun the campaign in a fresh folder and compare outputs")
     p.add_argument("--configfile", action="append", default=None)
@@ -218,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads (default: the allocation's)",
     )
     p.set_defaults(func=_downscale)
+    p = sub.add_parser(
+        "plan", help="every job's cores, GPUs, memory, time, partition and the node-hours"
+    )
+    p.add_argument("--configfile", action="append", default=None)
+    p.add_argument("--profile", default=None, help="Snakemake profile (its partitions.yaml)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="validate a config and exit")
     p.add_argument("--configfile", action="append", default=None)
     p.set_defaults(func=_validate)

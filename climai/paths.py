@@ -73,6 +73,16 @@ class CampaignPaths:
     def downscaled(self, method: str, split: str = "test") -> Path:
         return self.root / "downscaled" / method / f"{split}.zarr"
 
+    def downscaled_block(self, method: str, block: int, split: str = "test") -> Path:
+        """Block ``block`` of a split infer (rule ``infer_block``): the whole store's template,
+        only that block's time chunks written; ``infer_gather`` joins them into ``downscaled``."""
+        return self.root / "downscaled" / method / "blocks" / f"{split}_{block}.zarr"
+
+    @property
+    def jobs_html(self) -> Path:
+        """Each job's measured peak RSS and time against its predicted size (rule compare)."""
+        return self.root / "evaluation" / "jobs.html"
+
     def export(self, method: str, variable: str) -> Path:
         return self.root / "export" / f"{method}_{variable}.nc"
 

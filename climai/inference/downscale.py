@@ -242,6 +242,7 @@ def downscale_to_store(
     ranks: InferRanks = SINGLE,
     seed: int = 0,
     conserving: bool = False,
+    block: tuple[int, int] = (0, 1),
 ) -> None:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
@@ -250,7 +251,9 @@ def downscale_to_store(
     store's time chunks; block ``k`` is drawn with ``chunk_seed(seed, k)``; with several ``ranks``
     each downscales its share of the blocks into the one store (the same blocks with the same
     seeds as one process, so the same values). ``conserving``: every HR block mean equals its LR
-    value (applied to the blended bands).
+    value (applied to the blended bands). ``block = (i, n)``: only the time blocks of share ``i``
+    of ``n`` (contiguous, as :func:`chunk_share` deals them; the ``infer_block`` jobs of a split
+    infer), into a store with the whole template, gathered by ``infer_gather``.
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -278,7 +281,9 @@ def downscale_to_store(
         return static_rows[t.y0][:, :, t.x0 : t.x1]
 
     nt = lr.sizes["time"]
-    share = chunk_share(nt, tb, ranks)
+    share = chunk_share(
+        nt, tb, InferRanks(block[0] * ranks.world + ranks.rank, block[1] * ranks.world)
+    )
     mine = sum(times.stop - times.start for _, times in share)
     log.info(
         "downscale: %d×%d LR → %d×%d HR, %d steps, %d tiles of %s, %d steps per block",
@@ -324,6 +329,7 @@ def downscale_emulator(
     attrs: dict[str, Any],
     ranks: InferRanks = SINGLE,
     members: int | None = None,
+    block: tuple[int, int] = (0, 1),
 ) -> None:
     """The engine for a trained emulator: the one path of the ``infer`` rule and of
     ``climai downscale``.
@@ -339,7 +345,7 @@ def downscale_emulator(
     conserving = emulator.constraint == "conserve"
     downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
-        card_seed(card), conserving,
+        card_seed(card), conserving, block,
     )  # fmt: skip
 
 

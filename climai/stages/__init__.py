@@ -77,8 +77,9 @@ class StageContext:
 
 
 #: Extra command-line arguments a stage takes: ``--method M`` (one method), ``--methods ...``
-#: (a list, default: the campaign's), ``--name N`` (a sweep's name).
-Option = Literal["method", "methods", "name"]
+#: (a list, default: the campaign's), ``--name N`` (a sweep's name), ``--block I`` and
+#: ``--blocks N`` (a time block of a split infer).
+Option = Literal["method", "methods", "name", "block", "blocks"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Stage:
     name: str
     help: str
     options: tuple[Option, ...] = ()
+    config_of: str | None = None  # the stage whose config slice it reads (default: its own)
 
     @property
     def module(self) -> str:
@@ -103,6 +105,18 @@ STAGES: dict[str, Stage] = {
         Stage("preprocess", "coarsen, split, normalise → prep/dataset.zarr"),
         Stage("train", "train an emulator → models/<method>/model.pt", ("method",)),
         Stage("infer", "downscale the test split → downscaled/<method>/test.zarr", ("method",)),
+        Stage(
+            "infer_block",
+            "one time block of a split infer → downscaled/<method>/blocks/test_<i>.zarr",
+            ("method", "block", "blocks"),
+            "infer",
+        ),
+        Stage(
+            "infer_gather",
+            "join a split infer's blocks → downscaled/<method>/test.zarr",
+            ("method", "blocks"),
+            "infer",
+        ),
         Stage("evaluate", "score a method → evaluation/<method>/metrics.json", ("method",)),
         Stage("export", "CF NetCDF per variable → export/<method>_<var>.nc", ("method",)),
         Stage("compare", "compare methods → evaluation/comparison.png", ("methods",)),

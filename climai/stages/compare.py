@@ -163,6 +163,10 @@ def run(ctx: StageContext, methods: list[str]) -> None:
             grid.cell_km,
         ),
     )
+    from climai.plan import jobs_html, measured_jobs
+
+    jobs = measured_jobs(ctx.cfg, ctx.paths.root / "benchmarks")
+    write_text(ctx.paths.jobs_html, jobs_html(f"climai campaign {ctx.cfg.campaign}: jobs", jobs))
     log.info("compare: %d methods, ensembles: %s", len(methods), ensembles or "none")
 
 

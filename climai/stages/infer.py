@@ -41,29 +41,39 @@ def _infer_baseline(ctx: StageContext, prep: PreparedDataset, method: str, split
     log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
 
 
-def run(ctx: StageContext, method: str, split: str = "test") -> None:
+def run(
+    ctx: StageContext, method: str, split: str = "test", block: tuple[int, int] = (0, 1)
+) -> None:
     """Downscale the ``split`` time steps with ``method``.
 
     Under ``torchrun`` (world size above 1) each rank downscales its share of the time chunks on
-    its own device into the one output store; baselines run on rank 0 alone.
+    its own device into the one output store; baselines run on rank 0 alone. ``block = (i, n)``
+    (emulators only): only share ``i`` of ``n`` of the time chunks (rule ``infer_block``).
     """
     baseline = method_kind(ctx.cfg.methods.type_of(method)) == "baseline"
     # threads and determinism from the config (compute), not --threads; runtime/infer_<m>.json
     ctx.compute(method, "cpu" if baseline else ctx.cfg.infer.device, ctx.cfg.infer.bf16)
     prep = PreparedDataset(open_store(ctx.paths.dataset))
+    if baseline and block != (0, 1):
+        raise ValueError(f"infer of baseline {method!r} cannot be split into time blocks")
     if baseline:
         if int(os.environ.get("RANK", "0")) == 0:
             _infer_baseline(ctx, prep, method, split)
         return
     ranks = setup_ranks()
     try:
-        _infer_emulator(ctx, prep, method, split, ranks)
+        _infer_emulator(ctx, prep, method, split, ranks, block)
     finally:
         teardown_ranks(ranks)
 
 
 def _infer_emulator(
-    ctx: StageContext, prep: PreparedDataset, method: str, split: str, ranks: InferRanks
+    ctx: StageContext,
+    prep: PreparedDataset,
+    method: str,
+    split: str,
+    ranks: InferRanks,
+    block: tuple[int, int] = (0, 1),
 ) -> None:
     """A trained emulator on the split, through the engine ``climai downscale`` runs
     (:func:`~climai.inference.downscale.downscale_emulator`): the split's LR fields and the
@@ -81,7 +91,9 @@ def _infer_emulator(
     static = prep.statics_dataset(spec.statics)
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
     out_path = ctx.paths.downscaled(method, split)
-    downscale_emulator(emulator, spec, card, lr, static, out_path, ctx.cfg.infer, attrs, ranks)
+    downscale_emulator(
+        emulator, spec, card, lr, static, out_path, ctx.cfg.infer, attrs, ranks, block=block
+    )
     log.info(
         "infer %s: %d %s steps, %d member(s)%s",
         method,

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +29,6 @@ import numpy as np
 import pytest
 import yaml
 
-from climai.hpc import job_size
 from climai.io import open_store
 from climai.testing import write_config
 from tests.conftest import REPO
@@ -50,17 +51,13 @@ CAMPAIGN = {
         "quantile-mapping": None,
         "unet": {"epochs": 1, "patch": 16, "batch": 8},
     },
+    "infer": {"time_block": 2},  # 6 test steps in 3 time chunks: a split infer gets one each
 }
 METHOD_KINDS = {"bicubic": "baseline", "unet": "emulator"}
 # Job → (rule, method or None): the jobs of one run.
 JOBS = [("ingest", None), ("preprocess", None), ("train", "unet"), ("compare", None),
         ("manifest", None)] + [(rule, m) for rule in ("infer", "evaluate", "export")
                                for m in METHOD_KINDS]  # fmt: skip
-# Where the plugin puts each job, from partitions.yaml (tests/workflow/test_profiles.py checks the
-# same choice without a cluster).
-PARTITION = {"ingest": "lrd_all_serial", "preprocess": "dcgp_usr_prod", "train": "boost_usr_prod",
-             "evaluate": "dcgp_usr_prod", "export": "lrd_all_serial",
-             "compare": "lrd_all_serial", "manifest": "lrd_all_serial"}  # fmt: skip
 STORES = (
     "ingest/target.zarr",
     "ingest/static.zarr",
@@ -92,12 +89,27 @@ def job_env(cluster: SlurmCluster) -> dict[str, str]:
     return env
 
 
+def planned() -> dict[tuple[str, str | None], object]:
+    """Each job's plan (climai/sizing.py: the cost model on Leonardo's partitions), as the
+    workflow sizes it at DAG-build time."""
+    from climai.config import load_config
+    from climai.plan import campaign_plans
+    from climai.sizing import Sizer, read_partitions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp) / "hpc.yaml", **CAMPAIGN)
+        cfg = load_config(REPO / "config" / "config.yaml", config)  # as the Snakefile merges
+        plans = campaign_plans(cfg, Sizer.load(read_partitions(PROFILE / "partitions.yaml"), True))
+    assert plans is not None
+    return plans
+
+
 def expected_job(rule: str, method: str | None) -> dict[str, object]:
-    """What a job asks (its rule's resources: climai.hpc.job_size) and where it should run."""
-    kind = METHOD_KINDS[method] if rule == "infer" and method else None
-    size = job_size(rule, kind)
-    partition = PARTITION.get(rule) or ("boost_usr_prod" if size.gpus else "dcgp_usr_prod")
-    return {"partition": partition, "cpus": size.cpus, "mem_mb": size.mem_mb, "gpus": size.gpus}
+    """What a job asks (the cost model's size) and where it should run."""
+    plan = planned()[(rule, method)]
+    size = plan.size  # type: ignore[attr-defined]
+    return {"partition": plan.partition, "cpus": size.cpus, "mem_mb": size.mem_mb,  # type: ignore[attr-defined]
+            "gpus": size.gpus}  # fmt: skip
 
 
 def sacct_jobs(runs: dict) -> dict[tuple[str, str | None], list[list[str]]]:
@@ -182,10 +194,42 @@ def test_bicubic_inferred_on_a_cpu_partition_without_gpu_and_unet_with_gpus(runs
     (unet,) = jobs[("infer", "unet")]
     bicubic_tres = dict(item.split("=", 1) for item in bicubic[3].split(","))
     unet_tres = dict(item.split("=", 1) for item in unet[3].split(","))
-    assert bicubic[2] == "dcgp_usr_prod" and "gres/gpu" not in bicubic_tres, bicubic
-    assert unet[2] == "boost_usr_prod" and unet_tres["gres/gpu"] == "4", unet
-    # every evaluate on CPU nodes, whatever the method
-    assert {jobs[("evaluate", m)][0][2] for m in METHOD_KINDS} == {"dcgp_usr_prod"}
+    assert bicubic[2] != "boost_usr_prod" and "gres/gpu" not in bicubic_tres, bicubic
+    assert unet[2] == "boost_usr_prod" and int(unet_tres["gres/gpu"]) >= 1, unet
+    # a toy job never asks for a whole node
+    for (rule, method), rows in jobs.items():
+        alloc = dict(item.split("=", 1) for item in rows[0][3].split(","))
+        assert int(alloc["cpu"]) <= 4 and _mb(alloc["mem"]) < 30_000, (rule, method, alloc)
+
+
+def _mb(text: str) -> float:
+    """sacct's memory (``512K``, ``700M``, ``1.5G``) in MB (MiB)."""
+    if not text:
+        return 0.0
+    scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}
+    return float(text[:-1]) * scale[text[-1]] if text[-1] in scale else float(text) / 2**20
+
+
+def test_every_job_asked_at_least_the_memory_it_used(runs):
+    """sacct: each job's requested memory (the cost model's estimate × safety, plus the job's
+    own Snakemake) is at least the peak RSS of every step of the job (MaxRSS)."""
+    res = runs["cluster"].run(
+        "sacct", "-n", "-P", "-S", runs["start"], "--format=JobID,JobName,ReqMem,MaxRSS,Comment",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    asked: dict[str, tuple[str, float]] = {}
+    used: dict[str, float] = {}
+    for line in res.stdout.splitlines():
+        job, name, req, rss, comment = line.split("|")
+        base = job.split(".")[0]
+        if "." not in job and name == runs["run_id"]:
+            asked[base] = (comment, _mb(req))
+        used[base] = max(used.get(base, 0.0), _mb(rss))
+    assert len(asked) >= len(JOBS)
+    table = [(asked[j][0], asked[j][1], used.get(j, 0.0)) for j in sorted(asked)]
+    print("\n".join(f"{c}: asked {a:.0f} MB, MaxRSS {u:.0f} MB" for c, a, u in table))
+    assert all(u > 0 for _, _, u in table), table  # accounting measured every job
+    assert all(a >= u for _, a, u in table), table
 
 
 def test_outputs_match_a_local_run_exactly(runs):
@@ -205,12 +249,14 @@ def test_outputs_match_a_local_run_exactly(runs):
 
 def test_train_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
     log = (runs["slurm"] / "results/hpc/logs/train_unet.log").read_text()
-    assert "train launch: the job has 4 GPU(s) but torch sees no CUDA device" in log, log[-2000:]
+    gpus = expected_job("train", "unet")["gpus"]
+    assert f"train launch: the job has {gpus} GPU(s) but torch sees no CUDA" in log, log[-2000:]
 
 
 def test_infer_saw_the_jobs_gpus_and_stayed_one_process_without_cuda(runs):
     log = (runs["slurm"] / "results/hpc/logs/infer_unet.log").read_text()
-    assert "infer launch: the job has 4 GPU(s) but torch sees no CUDA device" in log, log[-2000:]
+    gpus = expected_job("infer", "unet")["gpus"]
+    assert f"infer launch: the job has {gpus} GPU(s) but torch sees no CUDA" in log, log[-2000:]
 
 
 def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
@@ -236,3 +282,41 @@ def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]
     assert "sbatch" in out and "QOS" in out, out[-3000:]
+
+
+def test_an_infer_too_long_for_its_partition_runs_as_blocks_gathered_bitwise(runs, tmp_path):
+    """Coefficients under which unet's infer would take days (``$CLIMAI_COSTS_DIR``): the DAG
+    splits it into infer_block jobs on the Booster and an infer_gather job, whose store equals
+    the unsplit infer's of the first run bit for bit."""
+    from climai.cost import COSTS_DIR, MACHINES
+
+    costs = tmp_path / "costs"
+    shutil.copytree(COSTS_DIR, costs)
+    gpu = json.loads((costs / f"{MACHINES['gpu']}.json").read_text())
+    gpu["coefficients"]["infer/unet"] = {"t0": 20.0, "t1": 40.0, "m0": 0.0, "m1": 0.0, "n": 0}
+    (costs / f"{MACHINES['gpu']}.json").write_text(json.dumps(gpu))
+    root = runs["slurm"] / "results/hpc/downscaled/unet"
+    shutil.copytree(root / "test.zarr", tmp_path / "unsplit.zarr")
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+    res = snakemake(
+        runs["slurm"], {**runs["env"], "CLIMAI_COSTS_DIR": str(costs)}, "--profile", str(PROFILE),
+        "--configfile", "hpc.yaml", "--forcerun", "infer_gather",
+        "--slurm-init-seconds-before-status-checks", "5", "results/hpc/downscaled/unet/test.zarr",
+    )  # fmt: skip
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    sacct = runs["cluster"].run("sacct", "-X", "-n", "-P", "-S", start,
+                                "--format=JobID,Partition,Comment,State")  # fmt: skip
+    blocks = [r.split("|") for r in sacct.stdout.splitlines() if "rule_infer_block" in r]
+    gathers = [r.split("|") for r in sacct.stdout.splitlines() if "rule_infer_gather" in r]
+    assert len(blocks) == 3 and len(gathers) == 1, sacct.stdout
+    assert {b[1] for b in blocks} == {"boost_usr_prod"} and gathers[0][1] != "boost_usr_prod"
+    assert {b[3] for b in blocks + gathers} == {"COMPLETED"}, sacct.stdout
+    whole, gathered = open_store(tmp_path / "unsplit.zarr"), open_store(root / "test.zarr")
+    code = {"climai_version", "climai_commit", "git_commit"}  # the code's, if it changed between
+    assert {k: v for k, v in whole.attrs.items() if k not in code} == {
+        k: v for k, v in gathered.attrs.items() if k not in code
+    }
+    assert set(whole.variables) == set(gathered.variables)
+    for var in whole.variables:
+        a, b = whole[var].values, gathered[var].values
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), var

@@ -187,9 +187,9 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         # click through the navigation as a reader would: a category (and a subcategory), then
         # the view (eye) button of every result; each figure must appear as a decoded image
         shown = []
-        # the campaign: comparison, overview, spectra, QQ, rank histograms, learning curves and
-        # the summary page
-        for clicks, expected in ((["1. Campaign"], 7), (["Results", "2. Methods", "unet"], 3)):
+        # the campaign: comparison, overview, spectra, QQ, rank histograms, learning curves, the
+        # summary page and the jobs' predicted-vs-measured table
+        for clicks, expected in ((["1. Campaign"], 8), (["Results", "2. Methods", "unet"], 3)):
             for text in clicks:  # each waits until the previous click has rendered it
                 browser.wait_for(CLICK_TEXT % json.dumps(text))
             eyes = browser.wait_for(
@@ -210,7 +210,7 @@ def test_report_is_one_self_contained_html_that_renders_in_headless_chromium(cam
         images = [s for s in shown if s[0] == "img"]
         assert len(images) == 9 and len({s[1] for s in images}) == 9  # nine different figures
         assert all(min(s[2], s[3]) > 200 for s in images), images
-        assert [s[0] for s in shown].count("iframe") == 1  # the campaign page
+        assert [s[0] for s in shown].count("iframe") == 2  # the campaign page; the jobs table
         browser.screenshot(tmp_path / "report.png")
         # self-contained: nothing but the file itself and inline data was requested
         external = [

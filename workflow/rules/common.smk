@@ -9,6 +9,8 @@ from climai.config import (
 )
 from climai.config.loading import restore_empty_mappings
 from climai.hpc import job_size
+from climai.plan import argv_partitions, campaign_plans, uses_gpus
+from climai.sizing import JobTooLarge, Sizer
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
 import re
@@ -60,6 +62,16 @@ os.environ.update(CLIMAI_WORKFLOW_DIR=str(workflow.basedir))
 # whole (job_threads).
 ALL_CORES = workflow.resource_settings.cores or 1
 IN_CLUSTER_JOB = workflow.remote_exec
+# Every job's size from the cost model (climai/sizing.py), checked against the partitions of the
+# site profile (--profile's slurm-partition-config, passed on to the jobs in $CLIMAI_PARTITIONS)
+# now, before any submission. None: the grid is unknown before ingest (fixed sizes, hpc.JOB_SIZES).
+PARTITIONS = argv_partitions(sys.argv)
+try:
+    PLANS = campaign_plans(CFG, Sizer.load(PARTITIONS, uses_gpus(PARTITIONS)))
+except (JobTooLarge, FileNotFoundError) as err:
+    raise WorkflowError(str(err)) from None
+# Emulators whose infer is split into time blocks (infer_block jobs, then infer_gather).
+SPLIT = {m: p.jobs for (rule, m), p in (PLANS or {}).items() if rule == "infer_block"}
 
 
 def torch_threads(wildcards):
@@ -87,9 +99,12 @@ def all_cores(wildcards):
 
 
 def job_size_of(rule_name, wildcards):
-    """The size of a job of ``rule_name`` (climai.hpc.JOB_SIZES): infer's follows the method's
-    kind (the method registry's) and infer.device, so only emulators on a GPU ask for GPUs."""
+    """The size of a job of ``rule_name``: the cost model's (PLANS), or before the grid is known
+    climai.hpc.JOB_SIZES (infer's by the method's kind and infer.device: only emulators on a GPU
+    ask for GPUs)."""
     method = wildcards.get("method")
+    if PLANS is not None and (rule_name, method) in PLANS:
+        return PLANS[(rule_name, method)].size
     if rule_name != "infer" or method is None:
         return job_size(rule_name)
     kind = method_type(CFG.methods.type_of(method)).kind
@@ -121,6 +136,11 @@ def job_threads(rule, local):
 
     threads.__name__ = f"{rule}_threads"
     return threads
+
+
+def method_regex(methods):
+    """A wildcard constraint matching exactly ``methods`` (nothing when empty)."""
+    return "|".join(re.escape(m) for m in methods) or "(?!)"
 
 
 wildcard_constraints:

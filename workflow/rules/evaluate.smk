@@ -57,6 +57,12 @@ rule compare:
             category="1. Campaign",
             labels={"name": "metrics table and config"},
         ),
+        jobs=report(
+            PATHS.jobs_html,
+            caption="../report/jobs.rst",
+            category="1. Campaign",
+            labels={"name": "jobs: predicted vs measured"},
+        ),
         figure=report(
             PATHS.comparison,
             caption="../report/comparison.rst",

@@ -1,0 +1,150 @@
+"""Measure every job of the toy campaign at small sizes: records for the cost model, and the check.
+
+    python benchmarks/costs.py                  # run the sizes (Snakemake, --cores 2), write records
+    python benchmarks/costs.py --no-run         # records from campaigns already run
+    python benchmarks/costs.py --check          # measured vs predicted per job (the acceptance)
+
+Each size is the default campaign (config/config.yaml) with another synthetic grid and length,
+run in ``results/cost-<ny>x<nx>x<steps>/``; every rule's Snakemake ``benchmark:`` file gives the
+job's wall time (``s``) and peak RSS (``max_rss``, MB). The records go to
+``benchmarks/results/toy_<machine>.json`` (a JSON list, the format ``benchmarks/fit_costs.py``
+reads). ``--check`` sizes each job with the committed coefficients (``climai/costs/``), exactly
+as the workflow does, and prints measured against predicted: the acceptance wants peak RSS in
+[½, 1] × the requested mem_mb, the time within 2× of the cost model's estimate and under
+the requested walltime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [(128, 128, 480), (128, 128, 240), (192, 192, 720)]  # (ny, nx, steps); the first: toy
+
+
+def campaign_name(ny: int, nx: int, steps: int) -> str:
+    return f"cost-{ny}x{nx}x{steps}"
+
+
+def run_size(ny: int, nx: int, steps: int, cores: int) -> None:
+    """The default campaign at this size through Snakemake."""
+    text = (f"campaign: {campaign_name(ny, nx, steps)}\n"
+            f"data:\n  target:\n    nx: {nx}\n    ny: {ny}\n    steps: {steps}\n")  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(text)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--snakefile",
+           str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "config.yaml"), f.name]  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run(cmd, cwd=REPO, env=env, check=True)
+
+
+def campaign_config(name: str):
+    from climai.config import load_config
+
+    ny, nx, steps = (int(v) for v in name.removeprefix("cost-").split("x"))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(
+            f"campaign: {name}\ndata:\n  target:\n    nx: {nx}\n    ny: {ny}\n    steps: {steps}\n"
+        )
+    return load_config(str(REPO / "config" / "config.yaml"), f.name)
+
+
+def job_threads(rule: str, kind: str | None, cfg, method: str | None, cores: int) -> int:
+    """The threads a job ran with in a local run of ``cores`` (common.smk's thread functions)."""
+    if rule == "preprocess":
+        return cores
+    if rule in ("train", "infer") and kind == "emulator":
+        return min(cfg.torch_threads(method), cores)
+    return 1
+
+
+def records(campaign_dir: Path, cores: int) -> list[dict]:
+    """One record per ``benchmarks/*.tsv`` of a campaign folder."""
+    from climai.registry import method_type
+    from climai.sizing import campaign_workload
+
+    cfg = campaign_config(campaign_dir.name)
+    out = []
+    for tsv in sorted((campaign_dir / "benchmarks").glob("*.tsv")):
+        rule, _, method = tsv.stem.partition("_")
+        method = method or None
+        if method is not None and method not in cfg.methods.enabled():
+            rule, method = tsv.stem, None  # sweep_<name>: no method
+        kind = method_type(cfg.methods.type_of(method)).kind if method else None
+        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+        w = campaign_workload(cfg, method)
+        assert w is not None
+        workload = {k: v for k, v in w.to_record().items()}
+        workload["threads"] = job_threads(rule, kind, cfg, method, cores)
+        mtype = cfg.methods.type_of(method) if method else None
+        out.append({"rule": rule, "method": method, "kind": kind, "type": mtype, "device": "cpu",
+                    "max_rss_mb": float(row["max_rss"]), "seconds": float(row["s"]),
+                    "mean_load": float(row["mean_load"]), "campaign": campaign_dir.name,
+                    "workload": workload})  # fmt: skip
+    return out
+
+
+def check(recs: list[dict]) -> tuple[str, bool]:
+    """Measured vs predicted per job, sized as the workflow sizes it (a local run, no GPU): peak
+    RSS against the requested mem_mb (in [½, 1] wanted), the time against the cost model's
+    estimate (within 2× wanted) and against the requested walltime (never above it)."""
+    from climai.cost import Workload
+    from climai.sizing import Sizer, size_rule
+
+    sizer = Sizer.load(None, False)
+    lines = ["| campaign | rule | method | peak RSS MB | mem_mb asked | RSS / asked | s | "
+             "estimate s | s / estimate | walltime asked |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    ok = True
+    for r in recs:
+        cfg = campaign_config(r["campaign"])
+        w = Workload.from_record(r["workload"])
+        plan = size_rule(cfg, r["rule"], r["method"], r["kind"], w, sizer)[0]
+        mem_ratio = r["max_rss_mb"] / plan.size.mem_mb
+        t_ratio = r["seconds"] / plan.estimate.seconds
+        good = 0.5 <= mem_ratio <= 1.0 and 0.5 <= t_ratio <= 2.0
+        good &= r["seconds"] <= plan.size.runtime * 60
+        ok &= good
+        lines.append(f"| {r['campaign']} | {r['rule']} | {r['method'] or '-'} | "
+                     f"{r['max_rss_mb']:.0f} | {plan.size.mem_mb} | {mem_ratio:.2f} | "
+                     f"{r['seconds']:.1f} | {plan.estimate.seconds:.1f} | {t_ratio:.2f} | "
+                     f"{plan.size.runtime} min{'' if good else ' ✗'} |")  # fmt: skip
+    return "\n".join(lines), ok
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--no-run", action="store_true", help="use campaigns already run")
+    p.add_argument("--check", action="store_true", help="measured vs predicted, exit 1 on a miss")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--machine", default=None, help="machine kind (default: the cost model's CPU)")
+    args = p.parse_args()
+    from climai.cost import MACHINES
+
+    machine = args.machine or MACHINES["cpu"]
+    out = REPO / "benchmarks" / "results" / f"toy_{machine}.json"
+    if args.check:
+        table, ok = check(json.loads(out.read_text()))
+        print(table)
+        return 0 if ok else 1
+    recs = []
+    for ny, nx, steps in SIZES:
+        folder = REPO / "results" / campaign_name(ny, nx, steps)
+        if not args.no_run:
+            run_size(ny, nx, steps, args.cores)
+        recs += records(folder, args.cores)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(recs, indent=1) + "\n")
+    print(f"{len(recs)} records → {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The cost model: peak memory and run time of each job, from the workload and measured coefficients.
+
+A job's cost depends on its rule, its method's class (``baseline`` or ``emulator``), the device
+it computes on and its :class:`Workload` (HR cells per step, time steps per split, variables,
+ensemble members, patch and batch size, epochs, threads). Each rule has one *time driver* and one
+*memory driver* (:func:`drivers`): the quantity its run time and its peak RSS grow with, e.g.
+train's patch cells seen (``epochs × steps_train × patches_per_step × patch²``, times the network's
+cost per cell relative to the default U-Net). The model is linear in each driver::
+
+    seconds = t0 + t1 × time driver / threads ** THREAD_EXPONENT   (parallel rules on CPU cores)
+    peak MB = m0 + m1 × memory driver
+
+with ``(t0, t1, m0, m1)`` per rule and class, stored per machine kind in ``climai/costs/<kind>.json``
+and regenerated from measurement records by ``benchmarks/fit_costs.py`` (:func:`fit`). Host memory
+always comes from the CPU kind's file (the same code runs on the host of a GPU job, once per GPU
+rank); run time of GPU jobs from the GPU kind's file. Pure functions, no I/O except
+:func:`load_coefficients`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+COSTS_DIR = Path(__file__).with_name("costs")
+#: Machine kind of each device class: what ``climai/costs/<kind>.json`` sizes it.
+MACHINES = {"cpu": "cpu-2core-epyc", "gpu": "a100"}
+#: Forward FLOPs per HR cell of the default U-Net (channels 16-32-64), the unit of the
+#: ``width`` factor (measured in issue 17: 67 kFLOP per HR cell).
+DEFAULT_FLOPS_PER_CELL = 67_000.0
+#: Parallel rules' compute time on CPU cores scales with ``1 / threads ** THREAD_EXPONENT``:
+#: 0.75 rather than 1 (speed-ups of torch and dask on many cores are below linear; a stated
+#: assumption, the records here ran with 1 and 2 threads).
+THREAD_EXPONENT = 0.75
+#: Rules whose compute uses the job's threads (torch, dask).
+PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer"})
+#: Rules whose cost depends on the method's class.
+METHOD_RULES = frozenset({"train", "infer", "evaluate", "export"})
+#: Loader ``auto`` loads the training store into RAM below this size (methods' memory_limit_gb).
+MEMORY_LOADER_BYTES = 2.0e9
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a job processes. The keys of a measurement record's ``workload``."""
+
+    ny: int
+    nx: int
+    scale: int
+    variables: int
+    steps_total: int
+    steps_train: int
+    steps_val: int
+    steps_test: int
+    members: int = 1  # ensemble members drawn at inference (1: deterministic)
+    epochs: int = 0
+    patch: int = 0
+    batch: int = 0
+    patches_per_step: int = 0
+    threads: int = 1
+    hr_bytes: int = 0  # HR float32 bytes of the whole series, every variable
+    train_members: int = 1  # members per sample in the training loss (fair CRPS: 2)
+    flops_per_cell: float = DEFAULT_FLOPS_PER_CELL  # network forward FLOPs per HR cell
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Workload:
+        """From a record's ``workload`` (missing optional keys take their defaults; a missing
+        ``train_members`` is 2 for ensembles, the fair CRPS's default)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known and v is not None}
+        values.setdefault("train_members", 2 if int(values.get("members", 1)) > 1 else 1)
+        return cls(**values)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def cells(self) -> int:
+        """HR cells of one step of one variable."""
+        return self.ny * self.nx
+
+    @property
+    def width(self) -> float:
+        """The network's cost per cell relative to the default U-Net."""
+        return self.flops_per_cell / DEFAULT_FLOPS_PER_CELL
+
+
+def unet_flops_per_cell(
+    channels: Iterable[int], in_channels: int = 8, out_channels: int = 2
+) -> float:
+    """Forward FLOPs per HR cell of a U-Net with ``channels`` per level (two 3×3 convolutions per
+    level in the encoder and two in the decoder, each level at a quarter of the cells of the one
+    above): 67 kFLOP for the default 16-32-64, as measured."""
+    chans = list(channels)
+    body = sum(4 * 2 * 9 * c * c / 4**i for i, c in enumerate(chans))
+    return body + 2 * 9 * chans[0] * (in_channels + out_channels)
+
+
+def method_class(rule: str, kind: str | None) -> str:
+    """The coefficient key of a job's class: ``rule/baseline``, ``rule/emulator`` or ``rule``."""
+    if rule in METHOD_RULES and kind in ("baseline", "emulator"):
+        return f"{rule}/{kind}"
+    return rule
+
+
+def coefficient_keys(rule: str, kind: str | None, mtype: str | None = None) -> list[str]:
+    """Where a job's coefficients are looked up, most specific first: its method type's
+    (``infer/bicubic``), its class's (``infer/baseline``), the rule's."""
+    keys = [f"{rule}/{mtype}"] if rule in METHOD_RULES and mtype else []
+    return [*keys, method_class(rule, kind), rule]
+
+
+def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
+    """``(time driver, memory driver)`` of a job of ``rule`` for a method of ``kind``."""
+    field = w.cells * w.variables  # one step of every variable
+    test = w.steps_test * field
+    if rule in ("ingest", "preprocess", "manifest"):
+        return w.steps_total * field, field
+    if rule == "train":
+        seen = w.epochs * w.steps_train * w.patches_per_step * w.patch**2 * w.train_members
+        loaded = (w.steps_train + w.steps_val) * field
+        held = loaded if loaded * 4 < MEMORY_LOADER_BYTES else w.batch * w.patch**2 * w.variables
+        return seen * w.width + w.steps_val * field * w.width, held
+    if rule == "infer" and kind == "emulator":
+        return test * w.members * w.width, field * w.members
+    if rule == "infer":  # baselines: numpy on the whole split
+        return test, test
+    if rule in ("evaluate", "export"):
+        return test * w.members, field * w.members
+    if rule == "compare":
+        return test, field
+    return 0.0, 0.0  # sweep, lineage: a few small files
+
+
+def cpu_time_driver(rule: str, x_time: float, threads: int) -> float:
+    """The time driver on CPU cores: a parallel rule's work shared by ``threads`` threads with
+    a speed-up of ``threads ** THREAD_EXPONENT`` (the slope ``t1`` is one thread's)."""
+    return x_time / max(1, threads) ** THREAD_EXPONENT if rule in PARALLEL_RULES else x_time
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """``seconds = t0 + t1·x_time``, ``MB = m0 + m1·x_mem`` for one rule and class."""
+
+    t0: float
+    t1: float
+    m0: float
+    m1: float
+    n: int = 0  # records fitted
+
+    def seconds(self, x_time: float) -> float:
+        return self.t0 + self.t1 * x_time
+
+    def mem_mb(self, x_mem: float) -> float:
+        return self.m0 + self.m1 * x_mem
+
+
+@dataclass(frozen=True)
+class MachineCosts:
+    """The coefficients of one machine kind (one ``climai/costs/<kind>.json``)."""
+
+    machine: str
+    threads: int  # threads of the runs the coefficients were fitted on
+    estimate: bool  # True: stated estimates, not fitted to measurements on this kind
+    coefficients: dict[str, Coefficients]
+    source: str = ""
+
+    def of(self, rule: str, kind: str | None, mtype: str | None = None) -> Coefficients:
+        """The coefficients of ``rule`` for a method of ``kind`` and type ``mtype``
+        (:func:`coefficient_keys`); a rule never measured on this kind (a sweep's ranking: a few
+        small files) gets the largest measured intercepts and no slope."""
+        keys = coefficient_keys(rule, kind, mtype)
+        found = next((self.coefficients[k] for k in keys if k in self.coefficients), None)
+        if found is None:
+            if not self.coefficients:
+                raise KeyError(f"climai/costs/{self.machine}.json has no coefficients")
+            every = self.coefficients.values()
+            return Coefficients(max(c.t0 for c in every), 0.0, max(c.m0 for c in every), 0.0)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "threads": self.threads,
+            "estimate": self.estimate,
+            "source": self.source,
+            "coefficients": {k: asdict(c) for k, c in sorted(self.coefficients.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MachineCosts:
+        coefs = {k: Coefficients(**v) for k, v in data["coefficients"].items()}
+        return cls(data["machine"], int(data["threads"]), bool(data["estimate"]), coefs,
+                   str(data.get("source", "")))  # fmt: skip
+
+
+def load_coefficients(machine: str, folder: Path | None = None) -> MachineCosts:
+    """``<folder>/<machine>.json``: by default ``$CLIMAI_COSTS_DIR`` (a site's own coefficients,
+    every machine kind's file) or else ``climai/costs/``."""
+    import os
+
+    folder = Path(folder or os.environ.get("CLIMAI_COSTS_DIR") or COSTS_DIR)
+    path = folder / f"{machine}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.json"))) or "none"
+        raise FileNotFoundError(f"no cost coefficients {str(path)!r} (machine kinds: {known})")
+    return MachineCosts.from_json(json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A job's predicted peak host memory (MB, per job) and run time (seconds), before safety."""
+
+    mem_mb: float
+    seconds: float
+
+
+def estimate(
+    rule: str,
+    kind: str | None,
+    w: Workload,
+    host: MachineCosts,
+    device: MachineCosts | None = None,
+    ranks: int = 1,
+    mtype: str | None = None,
+) -> Estimate:
+    """The cost of one job: host memory from ``host`` (times ``ranks``, one process per GPU),
+    run time from ``device`` (a GPU kind) when given, else from ``host``. With ``ranks`` > 1 the
+    compute part is shared by the ranks (time driver / ranks)."""
+    x_time, x_mem = drivers(rule, kind, w)
+    timing = device if device is not None else host
+    if device is None:
+        x_time = cpu_time_driver(rule, x_time, w.threads)
+    seconds = timing.of(rule, kind, mtype).seconds(x_time / ranks)
+    return Estimate(host.of(rule, kind, mtype).mem_mb(x_mem) * ranks, seconds)
+
+
+def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") -> MachineCosts:
+    """Coefficients of one machine kind from measurement records (``benchmarks/results/*.json``).
+
+    Per rule and method type, and per rule and class (:func:`coefficient_keys`): the time line by least squares (slope and intercept clipped at zero; one
+    record or one driver value: the mean time, no slope); the memory line with the least-squares
+    slope (clipped at zero) and the intercept of the upper envelope, so that the line lies on or
+    above every measurement.
+    """
+    groups: dict[str, list[tuple[float, float, float, float]]] = {}
+    threads: set[int] = set()
+    for r in records:
+        w = Workload.from_record(r["workload"])
+        threads.add(w.threads)
+        x_time, x_mem = drivers(r["rule"], r.get("kind"), w)
+        if r.get("device", "cpu") == "cpu":
+            x_time = cpu_time_driver(r["rule"], x_time, w.threads)
+        for key in coefficient_keys(r["rule"], r.get("kind"), r.get("type"))[:-1] or [r["rule"]]:
+            groups.setdefault(key, []).append(
+                (x_time, float(r["seconds"]), x_mem, float(r["max_rss_mb"]))
+            )
+    coefs = {}
+    for key, rows in groups.items():
+        t0, t1 = _line([(x, y) for x, y, _, _ in rows])
+        m1 = _line([(x, y) for _, _, x, y in rows])[1]
+        m0 = max(y - m1 * x for _, _, x, y in rows)
+        coefs[key] = Coefficients(t0, t1, m0, m1, len(rows))
+    return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``(intercept, slope)``, both ≥ 0."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return my, 0.0
+    slope = max(0.0, sum((x - mx) * (y - my) for x, y in points) / sxx)
+    intercept = my - slope * mx
+    if intercept < 0:  # through the origin instead
+        slope = sum(x * y for x, y in points) / sum(x * x for x, _ in points)
+        intercept = 0.0
+    return intercept, slope
+
+
+def ceil_to(value: float, step: int) -> int:
+    """``value`` rounded up to a multiple of ``step``."""
+    return int(math.ceil(value / step) * step)

@@ -1,0 +1,263 @@
+"""``climai plan``: every job of a campaign, its size and partition, the node-hours and the
+critical path, before anything is submitted (sizes from :mod:`climai.sizing`).
+
+The jobs are those the workflow builds (:func:`campaign_jobs`): ingest and preprocess (unless the
+campaign reuses another's prepared data), train per emulator, infer, evaluate and export per
+method, compare and manifest, a sweep's ranking and the lineage page. The critical path follows
+the workflow's dependencies: ingest → preprocess → a method's training chain (a fine-tuned
+method after its parent) → infer → evaluate → compare → manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from climai.cost import Workload
+from climai.sizing import (
+    JobPlan,
+    JobTooLarge,
+    Partition,
+    Sizer,
+    campaign_workload,
+    read_partitions,
+    size_rule,
+)
+
+if TYPE_CHECKING:
+    from climai.config.campaign import CampaignConfig
+
+#: The keys of ``climai plan --format json``, one object per rule and method.
+JSON_KEYS = ("rule", "method", "jobs", "partition", "cpus", "gpus", "mem_mb", "runtime_min",
+             "node_hours")  # fmt: skip
+
+
+def profile_dir(profile: str | Path) -> Path:
+    """A profile's folder, found as Snakemake finds it: the path, else the user folder's."""
+    folder = Path(profile)
+    if not folder.is_dir():
+        from climai.hpc import snakemake_config_dir
+
+        folder = snakemake_config_dir() / str(profile)
+    if not any((folder / n).is_file() for n in ("profile.yaml", "config.yaml")):
+        raise FileNotFoundError(f"profile {str(profile)!r}: no profile.yaml in {str(folder)!r}")
+    return folder
+
+
+def partitions_file(profile: str | Path) -> Path | None:
+    """The profile's ``slurm-partition-config`` file (None: a profile without partitions)."""
+    import yaml
+
+    folder = profile_dir(profile)
+    name = next(n for n in ("profile.yaml", "config.yaml") if (folder / n).is_file())
+    settings = yaml.safe_load((folder / name).read_text()) or {}
+    value = settings.get("slurm-partition-config")
+    return None if value is None else folder / str(value)
+
+
+def argv_partitions(argv: list[str]) -> list[Partition] | None:
+    """The site's partitions for a Snakemake run: ``--slurm-partition-config``, else the
+    ``--profile``'s, else ``$CLIMAI_PARTITIONS`` (a cluster job inherits it); None for a run
+    without (a local run). Sets ``$CLIMAI_PARTITIONS`` so that every job sizes alike."""
+    import os
+
+    def option(name: str) -> str | None:
+        for i, arg in enumerate(argv):
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    path: Path | str | None = option("--slurm-partition-config")
+    if path is None and (profile := option("--profile")) is not None:
+        path = partitions_file(profile)
+    if path is None:
+        path = os.environ.get("CLIMAI_PARTITIONS")
+    if not path:
+        return None
+    os.environ["CLIMAI_PARTITIONS"] = str(Path(path).resolve())
+    return read_partitions(path)
+
+
+def uses_gpus(partitions: list[Partition] | None) -> bool:
+    """Emulators compute on GPUs: where the site has GPU partitions, or this machine a GPU."""
+    if partitions is not None:
+        return any(p.max_gpu > 0 for p in partitions)
+    return Path("/dev/nvidia0").exists()
+
+
+def campaign_plans(
+    cfg: CampaignConfig, sizer: Sizer
+) -> dict[tuple[str, str | None], JobPlan] | None:
+    """:func:`campaign_jobs` by ``(rule, method)``; None when the grid is unknown before ingest."""
+    if campaign_workload(cfg) is None:
+        return None
+    return {(j.rule, j.method): j for j in campaign_jobs(cfg, sizer)}
+
+
+def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> list[JobPlan]:
+    """Every rule and method of the campaign, sized. A job that fits no partition raises
+    :class:`~climai.sizing.JobTooLarge` naming every such job, or with ``strict=False`` is listed
+    with its ``problem`` and no partition."""
+    from climai.parents import parent_model
+    from climai.registry import method_type
+
+    base = campaign_workload(cfg)
+    if base is None:
+        raise ValueError(
+            f"the size of campaign {cfg.campaign!r}'s target is unknown until it is ingested: "
+            f"run `snakemake ... {cfg.campaign_dir / 'ingest' / 'target.zarr'}` first"
+        )
+    todo: list[tuple[str, str | None, str | None, Workload]] = []
+    if not cfg.reuses_data:
+        todo += [("ingest", None, None, base), ("preprocess", None, None, base)]
+    for m in cfg.methods.enabled():
+        kind = method_type(cfg.methods.type_of(m)).kind
+        w = campaign_workload(cfg, m)
+        assert w is not None
+        rules = (("train",) if kind == "emulator" else ()) + ("infer", "evaluate", "export")
+        todo += [(rule, m, kind, w) for rule in rules]
+    todo += [("compare", None, None, base), ("manifest", None, None, base)]
+    todo += [("sweep", None, None, base) for _ in cfg.sweeps]
+    if any(parent_model(cfg, m) is not None for m in cfg.methods.of_kind("emulator")):
+        todo.append(("lineage", None, None, base))
+    jobs: list[JobPlan] = []
+    problems = []
+    for rule, m, kind, w in todo:
+        try:
+            jobs += size_rule(cfg, rule, m, kind, w, sizer)
+        except JobTooLarge as err:
+            problems.append(str(err.args[0]))
+            jobs.append(replace(err.args[1], problem=str(err.args[0])))
+    if strict and problems:
+        raise JobTooLarge("\n".join(problems))
+    return jobs
+
+
+def critical_path_minutes(cfg: CampaignConfig, jobs: list[JobPlan]) -> float:
+    """The longest chain of requested wall times through the workflow's dependencies (jobs of
+    one rule and method run side by side: a split infer's blocks, then its gather)."""
+    from climai.parents import parent_method
+
+    minutes: dict[tuple[str, str | None], float] = {}
+    for j in jobs:
+        minutes[(j.rule, j.method)] = float(j.size.runtime)
+    prep = minutes.get(("ingest", None), 0.0) + minutes.get(("preprocess", None), 0.0)
+
+    def trained(m: str) -> float:
+        parent = parent_method(cfg, m)
+        before = trained(parent) if parent and ("train", parent) in minutes else prep
+        return before + minutes.get(("train", m), 0.0)
+
+    def done(m: str) -> float:
+        infer = minutes.get(("infer", m)) or (
+            minutes.get(("infer_block", m), 0.0) + minutes.get(("infer_gather", m), 0.0)
+        )
+        after = max(minutes.get(("evaluate", m), 0.0), minutes.get(("export", m), 0.0))
+        return trained(m) + infer + after
+
+    methods = cfg.methods.enabled()
+    longest = max([done(m) for m in methods] or [prep])
+    return longest + minutes.get(("compare", None), 0.0) + minutes.get(("manifest", None), 0.0)
+
+
+def plan_rows(jobs: list[JobPlan]) -> list[dict[str, Any]]:
+    """One object per rule and method with exactly :data:`JSON_KEYS`."""
+    return [
+        {
+            "rule": j.rule,
+            "method": j.method,
+            "jobs": j.jobs,
+            "partition": j.partition,
+            "cpus": j.size.cpus,
+            "gpus": j.size.gpus,
+            "mem_mb": j.size.mem_mb,
+            "runtime_min": j.size.runtime,
+            "node_hours": round(j.node_hours, 3),
+        }
+        for j in jobs
+    ]
+
+
+def plan_table(cfg: CampaignConfig, jobs: list[JobPlan]) -> str:
+    """The plan as a text table, the total node-hours and the critical path's wall time."""
+    rows = plan_rows(jobs)
+    label = "NONE FITS" if any(j.problem for j in jobs) else "(local)"
+    head = ["rule", "method", "jobs", "partition", "cpus", "gpus", "mem", "walltime", "node-h"]
+    body = [
+        [r["rule"], r["method"] or "-", str(r["jobs"]), r["partition"] or label,
+         str(r["cpus"]), str(r["gpus"]), _mem(r["mem_mb"]), _hm(r["runtime_min"]),
+         f"{r['node_hours']:.2f}"]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+             for line in [head, *body]]  # fmt: skip
+    total = sum(r["node_hours"] for r in rows)
+    path = critical_path_minutes(cfg, jobs)
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"total: {sum(r['jobs'] for r in rows)} jobs, {total:.1f} node-hours; "
+                 f"critical path {_hm(round(path))} wall time (requested limits)")  # fmt: skip
+    lines += [f"does not fit: {j.problem}" for j in jobs if j.problem]
+    return "\n".join(lines)
+
+
+def plan_json(jobs: list[JobPlan]) -> str:
+    return json.dumps(plan_rows(jobs), indent=1)
+
+
+def _mem(mb: int) -> str:
+    return f"{mb / 1000:.1f} GB" if mb >= 1000 else f"{mb} MB"
+
+
+def _hm(minutes: int) -> str:
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def measured_jobs(cfg: CampaignConfig, benchmarks: Path) -> list[dict[str, Any]]:
+    """Predicted against measured for every job with a ``benchmark:`` file in ``benchmarks``
+    (``results/<campaign>/benchmarks/<rule>[_<method>].tsv``): peak RSS against the requested
+    memory, wall time against the estimate and the requested limit. Sized as the run sized them
+    (the partitions of ``$CLIMAI_PARTITIONS`` in a cluster job, none in a local run)."""
+    import csv
+
+    partitions = argv_partitions([])
+    plans = campaign_plans(cfg, Sizer.load(partitions, uses_gpus(partitions))) or {}
+    out = []
+    for tsv in sorted(benchmarks.glob("*.tsv")):
+        rule, _, method = tsv.stem.partition("_")
+        if rule == "infer" and method.startswith(("block_", "gather_")):
+            part, _, method = method.partition("_")
+            rule = f"infer_{part}"
+            method = method.rsplit("_", 1)[0] if part == "block" else method
+        plan = plans.get((rule, method or None)) or plans.get((rule, None))
+        with tsv.open() as f:
+            row = next(csv.DictReader(f, delimiter="\t"), None)
+        if plan is None or row is None:
+            continue
+        out.append({
+            "job": tsv.stem, "max_rss_mb": float(row["max_rss"]), "mem_mb": plan.size.mem_mb,
+            "seconds": float(row["s"]), "estimate_s": round(plan.estimate.seconds, 1),
+            "runtime_min": plan.size.runtime,
+        })  # fmt: skip
+    return out
+
+
+def jobs_html(title: str, rows: list[dict[str, Any]]) -> str:
+    """The predicted-against-measured table as a small HTML page (the campaign report's)."""
+    head = ("<tr><th>job</th><th>peak RSS MB</th><th>mem_mb asked</th><th>RSS / asked</th>"
+            "<th>seconds</th><th>estimate s</th><th>s / estimate</th><th>walltime asked</th></tr>")  # fmt: skip
+    body = "".join(
+        f"<tr><td>{r['job']}</td><td>{r['max_rss_mb']:.0f}</td><td>{r['mem_mb']}</td>"
+        f"<td>{r['max_rss_mb'] / r['mem_mb']:.2f}</td><td>{r['seconds']:.1f}</td>"
+        f"<td>{r['estimate_s']:.1f}</td><td>{r['seconds'] / max(r['estimate_s'], 1e-9):.2f}</td>"
+        f"<td>{r['runtime_min']} min</td></tr>"
+        for r in rows
+    )
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><p>Each job's measured peak RSS and wall time (Snakemake's "
+            "benchmark files) against what climai/sizing.py asked for it.</p>"
+            f"<table border='1'>{head}{body}</table></body></html>\n")  # fmt: skip

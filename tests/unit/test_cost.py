@@ -1,0 +1,240 @@
+"""The cost model (climai/cost.py), job sizing (climai/sizing.py) and `climai plan` (climai/plan.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from climai import cli
+from climai.config import load_config
+from climai.cost import (
+    Coefficients,
+    MachineCosts,
+    Workload,
+    cpu_time_driver,
+    drivers,
+    estimate,
+    fit,
+)
+from climai.plan import JSON_KEYS, campaign_jobs, critical_path_minutes, plan_rows
+from climai.preprocess.splits import split_labels
+from climai.sizing import (
+    JobTooLarge,
+    Partition,
+    Sizer,
+    campaign_workload,
+    choose_partition,
+    read_partitions,
+    size_rule,
+)
+from climai.testing import write_config
+from tests.conftest import REPO
+
+LEONARDO = read_partitions(REPO / "profiles" / "leonardo" / "partitions.yaml")
+ITALY = [
+    str(REPO / "config" / "config.yaml"),
+    str(REPO / "config" / "campaigns" / "italy-500m.yaml"),
+]
+TOY = [str(REPO / "config" / "config.yaml")]
+W = Workload(ny=128, nx=128, scale=8, variables=2, steps_total=480, steps_train=336,
+             steps_val=48, steps_test=96, epochs=6, patch=64, batch=16, patches_per_step=2,
+             threads=2)  # fmt: skip
+
+
+def record(rule: str, kind: str | None, w: Workload, seconds: float, rss: float) -> dict:
+    return {"rule": rule, "method": None, "kind": kind, "device": "cpu", "seconds": seconds,
+            "max_rss_mb": rss, "workload": w.to_record()}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule,kind", [("preprocess", None), ("train", "emulator"),
+                                       ("infer", "emulator"), ("evaluate", "baseline")])  # fmt: skip
+def test_fit_recovers_a_linear_cost_and_bounds_every_measured_memory(rule, kind):
+    sizes = [replace(W, ny=n, nx=n, steps_total=s, steps_train=s * 7 // 10, steps_test=s // 5)
+             for n, s in ((64, 240), (128, 480), (192, 960))]  # fmt: skip
+    true = Coefficients(t0=5.0, t1=2e-6, m0=300.0, m1=1e-3)
+    recs = []
+    for i, w in enumerate(sizes):
+        xt, xm = drivers(rule, kind, w)
+        xt = cpu_time_driver(rule, xt, w.threads)
+        noise = (-1, 1, 0)[i] * 10.0  # memory measurements off the line
+        recs.append(record(rule, kind, w, true.t0 + true.t1 * xt, true.m0 + true.m1 * xm + noise))
+    got = fit(recs, "test").of(rule, kind)
+    assert got.t0 == pytest.approx(true.t0, rel=1e-6) and got.t1 == pytest.approx(true.t1, rel=1e-6)
+    for r, w in zip(recs, sizes, strict=True):
+        assert got.mem_mb(drivers(rule, kind, w)[1]) >= r["max_rss_mb"] - 1e-9
+
+
+def test_a_fitted_file_round_trips_and_an_unmeasured_rule_gets_the_largest_intercepts():
+    costs = fit([record("ingest", None, W, 8.0, 230.0), record("compare", None, W, 11.0, 470.0)],
+                "test")  # fmt: skip
+    again = MachineCosts.from_json(json.loads(json.dumps(costs.to_json())))
+    assert again == costs
+    assert again.of("lineage", None) == Coefficients(11.0, 0.0, 470.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [{"train": 0.7, "val": 0.1, "test": 0.2}, {"train": 0.6, "val": 0.25, "test": 0.15, "gap": 3},
+     {"train": 0.5, "val": 0.25, "test": 0.25, "gap": 1}],
+)  # fmt: skip
+@pytest.mark.parametrize("steps", [480, 97, 175320])
+def test_workload_splits_are_the_preprocess_splits(tmp_path, split, steps):
+    cfg = load_config(write_config(tmp_path / "c.yaml", split=split,
+                                   data={"target": {"steps": steps}}))  # fmt: skip
+    labels = split_labels(
+        steps, {k: split[k] for k in ("train", "val", "test")}, split.get("gap", 0)
+    )
+    w = campaign_workload(cfg)
+    assert (w.steps_train, w.steps_val, w.steps_test) == tuple(
+        int((labels == code).sum()) for code in range(3)
+    )
+
+
+def test_workload_of_a_method_reads_its_config():
+    cfg = load_config(*ITALY)
+    w = campaign_workload(cfg, "unet")
+    assert (w.ny, w.nx, w.steps_total, w.epochs, w.patch, w.batch) == (
+        800,
+        1280,
+        175320,
+        40,
+        128,
+        64,
+    )
+    assert w.width > 3  # channels 32-256: several times the default U-Net's cost per cell
+    assert w.hr_bytes == 4 * 800 * 1280 * 175320 * 2
+
+
+def test_a_toy_job_never_asks_for_a_whole_node_and_a_baseline_never_for_a_gpu():
+    jobs = campaign_jobs(load_config(*TOY), Sizer.load(LEONARDO, True))
+    for j in jobs:
+        assert j.partition is not None and j.size.mem_mb < 30_000 and j.size.cpus <= 4, j
+        assert j.size.runtime <= 60, j
+        if j.method in ("bicubic", "quantile-mapping"):
+            assert j.size.gpus == 0 and j.partition != "boost_usr_prod", j
+    assert {j.partition for j in jobs if j.size.gpus} <= {"boost_usr_prod"}
+
+
+def test_italy_plans_gpus_for_emulators_only_and_counts_node_hours():
+    cfg = load_config(*ITALY)
+    jobs = campaign_jobs(cfg, Sizer.load(LEONARDO, True), strict=False)
+    rows = plan_rows(jobs)
+    assert all(tuple(r) == JSON_KEYS for r in rows)
+    by = {(r["rule"], r["method"]): r for r in rows}
+    assert by[("infer", "bicubic")]["gpus"] == 0
+    assert (
+        by[("train", "unet")]["gpus"] > 0 and by[("train", "unet")]["partition"] == "boost_usr_prod"
+    )
+    assert by[("ingest", None)]["method"] is None
+    assert critical_path_minutes(cfg, jobs) >= by[("train", "unet")]["runtime_min"]
+    for j in jobs:  # a job that fits nowhere says why, and counts no node-hours
+        assert (j.partition is None) == (j.problem is not None) and (j.node_hours == 0) >= (
+            j.partition is None
+        )
+    if any(j.problem for j in jobs):
+        with pytest.raises(JobTooLarge, match="exceeds max_"):
+            campaign_jobs(cfg, Sizer.load(LEONARDO, True))
+
+
+SMALL_PARTITIONS = [Partition("cpu", max_runtime=30, max_threads=8, max_mem_mb=8000),
+                    Partition("gpu", max_runtime=30, max_threads=8, max_mem_mb=8000, max_gpu=1)]  # fmt: skip
+
+
+def test_an_emulator_infer_too_long_for_every_partition_is_split_into_blocks_that_fit(tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"target": {"steps": 40000}}))
+    w = campaign_workload(cfg, "unet")
+    sizer = Sizer.load(SMALL_PARTITIONS, True)
+    slow = replace(sizer.gpu, coefficients={**sizer.gpu.coefficients,
+                   "infer/unet": Coefficients(20.0, 1e-3, 0.0, 0.0)})  # fmt: skip
+    block, gather = size_rule(cfg, "infer", "unet", "emulator", w, replace(sizer, gpu=slow))
+    assert (block.rule, gather.rule) == ("infer_block", "infer_gather") and block.jobs >= 2
+    assert block.size.runtime <= 30 and block.partition == "gpu" and gather.size.gpus == 0
+    one = estimate("infer", "emulator", w, sizer.host, slow, 1, "unet")
+    assert one.seconds * 1.5 / 60 > 30  # the unsplit job would not fit
+
+
+def test_a_job_that_cannot_be_split_stops_naming_limit_estimate_and_key(tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"target": {"steps": 40000}}))
+    sizer = Sizer.load(SMALL_PARTITIONS, True)
+    huge = replace(sizer.host, coefficients={**sizer.host.coefficients,
+                   "infer/bicubic": Coefficients(1.0, 0.0, 100.0, 1.0)})  # fmt: skip
+    with pytest.raises(JobTooLarge) as err:
+        size_rule(cfg, "infer", "bicubic", "baseline", campaign_workload(cfg, "bicubic"),
+                  replace(sizer, host=huge))  # fmt: skip
+    text = str(err.value)
+    assert "rule infer for method 'bicubic'" in text and "max_mem_mb 8000 MB of cpu" in text
+    assert "estimated memory" in text and "change domain" in text
+
+
+def test_the_partition_is_the_tightest_that_fits():
+    from climai.hpc import JobSize
+
+    assert choose_partition(JobSize(2, 1000, 10), LEONARDO).name == "lrd_all_serial"
+    assert choose_partition(JobSize(8, 1000, 10), LEONARDO).name == "dcgp_usr_prod"
+    assert choose_partition(JobSize(8, 1000, 10, gpus=1), LEONARDO).name == "boost_usr_prod"
+    assert choose_partition(JobSize(8, 1000, 5000), LEONARDO) is None
+
+
+def test_plan_json_has_exactly_the_documented_keys(capsys):
+    profile = str(REPO / "profiles" / "leonardo")
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", profile, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(list(r) == list(JSON_KEYS) for r in rows)
+    assert {r["method"] for r in rows if r["rule"] in ("ingest", "preprocess", "compare")} == {None}
+    assert {r["partition"] for r in rows} <= {"lrd_all_serial", "dcgp_usr_prod", "boost_usr_prod"}
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", profile]) == 0
+    assert "node-hours" in capsys.readouterr().out
+
+
+# --- a split infer: blocks gathered into the unsplit store ------------------------------------
+
+SMALL = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["unet", "unet-crps"])
+def test_blocks_gathered_equal_the_unsplit_infer_bitwise(tmp_path, method):
+    from climai.io import open_store
+    from climai.testing import prepare_campaign
+
+    config = prepare_campaign(
+        tmp_path, methods={"bicubic": {}, "unet": SMALL, "unet-crps": {**SMALL, "members": 3}},
+        infer={"time_block": 2, "tile": 16, "overlap": 8, "progress": False},
+    )  # fmt: skip
+    common = ["--configfile", str(config), "--method", method, "--threads", "1"]
+    if method == "unet-crps":
+        assert cli.main(["train", *common[:3], "unet", "--threads", "1"]) == 0
+    assert cli.main(["train", *common]) == 0
+    root = tmp_path / "results" / "tiny" / "downscaled" / method
+    assert cli.main(["infer", *common]) == 0
+    whole = open_store(root / "test.zarr").load()
+    (root / "test.zarr").rename(root / "whole.zarr")
+    for i in range(3):  # 10 test steps in 5 chunks of 2: blocks of 1, 2 and 2 chunks
+        assert cli.main(["infer_block", *common, "--block", str(i), "--blocks", "3"]) == 0
+    assert cli.main(["infer_gather", *common, "--blocks", "3"]) == 0
+    gathered = open_store(root / "test.zarr").load()
+    xr.testing.assert_identical(whole, gathered)
+    for v in gathered.data_vars:
+        assert whole[v].values.tobytes() == gathered[v].values.tobytes(), v  # bitwise, NaNs too
+    block1 = open_store(root / "blocks" / "test_1.zarr").load()
+    assert np.isnan(block1["tas"].isel(time=0).values).all() or not np.array_equal(
+        block1["tas"].isel(time=0).values, whole["tas"].isel(time=0).values
+    )  # a block holds only its own steps
+
+
+@pytest.mark.slow
+def test_plan_of_italy_runs_as_a_command():
+    res = subprocess.run(
+        [sys.executable, "-m", "climai.cli", "plan", "--configfile", ITALY[0], "--configfile",
+         ITALY[1], "--profile", str(Path(REPO / "profiles" / "leonardo"))],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "boost_usr_prod" in res.stdout and "critical path" in res.stdout, res.stderr
+    assert res.returncode == (1 if "does not fit:" in res.stdout else 0), res.stderr
