@@ -11,11 +11,12 @@ the forward passes the run made, counted by torch's FlopCounterMode) over the pe
     python benchmarks/infer.py          # 512² and 2048² HR cells, tile 256, 4 steps, 3 repeats
     python benchmarks/infer.py --sizes 256 1024 --tile 128 --overlap 32 --steps 1
     python benchmarks/infer.py --members 4 --conserve   # a conserving ensemble (unet-crps-like)
-    python benchmarks/infer.py --fp32 --sync-writes     # variants: fp32, writes in the loop
+    python benchmarks/infer.py --fp32 --writer-thread   # variants: fp32, writes on a thread
 
 Variants (each measured against its own bare forward and conv peak in the same subprocess):
 ``--batch`` (samples per forward), ``--fp32`` (no bf16 autocast: fp32 forward, fp32 peak),
-``--sync-writes`` (zarr writes in the compute loop instead of the writer thread),
+``--writer-thread`` (zarr writes on a thread of their own, overlapping the next band's compute,
+instead of in the compute loop),
 ``--compile`` (the networks wrapped in ``torch.compile``, the engine and the bare forward alike;
 the compilation happens in a warm-up run on a copy of the inputs, not timed).
 
@@ -146,7 +147,7 @@ def child(args: argparse.Namespace) -> None:
 
         stage.load_emulator = compiled_load
     stage.emulator_predictor = recording
-    engine.BACKGROUND_WRITES = not args.sync_writes
+    engine.BACKGROUND_WRITES = args.writer_thread
     root = Path(args.root)
     cfg = InferConfig(
         tile=args.tile, overlap=args.overlap, batch=args.batch, device=args.device,
@@ -215,7 +216,7 @@ def main() -> None:
     p.add_argument("--conserve", action="store_true", help="constraint: conserve")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast (fp32 forward and peak)")
-    p.add_argument("--sync-writes", action="store_true", help="no writer thread")
+    p.add_argument("--writer-thread", action="store_true", help="zarr writes on a thread")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -237,7 +238,7 @@ def main() -> None:
                        "--size", str(size), "--tile", str(args.tile), "--overlap", str(args.overlap),
                        "--batch", str(args.batch), "--threads", str(args.threads),
                        "--device", args.device]  # fmt: skip
-                cmd += [f"--{k.replace('_', '-')}" for k in ("fp32", "sync_writes", "compile")
+                cmd += [f"--{k.replace('_', '-')}" for k in ("fp32", "writer_thread", "compile")
                         if getattr(args, k)]  # fmt: skip
                 shutil.rmtree(Path(tmp) / str(size) / "warm.zarr", ignore_errors=True)
                 shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
@@ -255,7 +256,7 @@ def main() -> None:
     print(f"\nmedians over {args.repeats} runs (tile {args.tile}, overlap {args.overlap}, batch "
           f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads, "
           f"{args.members} member(s){', conserving' if args.conserve else ''}"
-          f"{', fp32' if args.fp32 else ', bf16 autocast'}{', sync writes' if args.sync_writes else ''}"
+          f"{', fp32' if args.fp32 else ', bf16 autocast'}{', writer thread' if args.writer_thread else ''}"
           f"{', torch.compile' if args.compile else ''}):")  # fmt: skip
     for s in args.sizes:
         m = med[s]

@@ -5,8 +5,9 @@ read one time block at a time, a :data:`BandSource` turns the block into consecu
 rows (an emulator: tiles blended by :class:`~climai.inference.tiling.TiledPredictor`; a baseline:
 its function applied band by band, :mod:`climai.inference.baselines`), and each band is written
 into the output store as soon as it is final. Memory is one time block of LR fields plus one band
-of the HR domain's width, never the domain or the split. A writer thread writes the previous
-band while the next one is computed (at most one band waits: bounded memory).
+of the HR domain's width, never the domain or the split. Optionally (:data:`BACKGROUND_WRITES`)
+a writer thread writes the previous band while the next one is computed (at most one band
+waits: bounded memory).
 
 Output: ``<var>`` on ``(time, y, x)``, or ``(member, time, y, x)`` for an ensemble (the order the
 evaluate stage reads), chunked by one member, one time block and one band height; ensembles may
@@ -36,9 +37,10 @@ from climai.io.regions import RegionWriter
 
 log = logging.getLogger("climai")
 
-#: Write bands on a thread of their own while the next band is computed (benchmarks/infer.py
-#: measures both ways).
-BACKGROUND_WRITES = True
+#: Write bands on a thread of their own while the next band is computed. Off by default: on the
+#: shared 2-core machine no gain could be shown (BENCHMARKS.md, infer); benchmarks/infer.py
+#: ``--writer-thread`` measures it. The values written are the same either way.
+BACKGROUND_WRITES = False
 
 #: ``bands(lr, times, seed, progress)``: one time block of physical LR fields ``(T, V, h, w)``
 #: and its times → consecutive HR bands ``(y0, y1, values)``, ``values`` ``(T, [M,] V, y1 - y0,

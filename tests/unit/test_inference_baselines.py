@@ -92,3 +92,16 @@ def test_a_baseline_of_the_wrong_shape_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"baseline function returned shape \(5, 2, 12, 10\)"):
         downscale_baseline(lambda a: a, ["tas", "pr"], 8, lr, tmp_path / "hr.zarr", cfg, {})
     assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_the_writer_thread_writes_the_same_store(tmp_path, monkeypatch):
+    import climai.inference.engine as engine
+
+    lr = _holed_lr()
+    cfg = InferConfig(tile=32, overlap=8, time_block=2, progress=False)
+    for name, background in (("loop.zarr", False), ("thread.zarr", True)):
+        monkeypatch.setattr(engine, "BACKGROUND_WRITES", background)
+        downscale_baseline(Interpolation(8, KINDS), ["tas", "pr"], 8, lr, tmp_path / name, cfg, {})
+    a, b = open_store(tmp_path / "loop.zarr"), open_store(tmp_path / "thread.zarr")
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
