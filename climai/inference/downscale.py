@@ -305,11 +305,11 @@ def campaign_baseline(
     if name not in campaign.methods.enabled() or method_kind(campaign.methods.type_of(name)) != (
         "baseline"
     ):
-        baselines = [
+        baselines = sorted(
             m
             for m in campaign.methods.enabled()
             if method_kind(campaign.methods.type_of(m)) == "baseline"
-        ]
+        )
         raise ValueError(
             f"--model {name!r} is neither a model file nor a baseline method of campaign "
             f"{campaign.campaign!r} (its baselines: {', '.join(baselines) or 'none'})"

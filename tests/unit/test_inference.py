@@ -391,4 +391,4 @@ def test_downscale_names_the_baselines_when_the_model_is_neither(campaign, tmp_p
     assert code == 1
     err = capsys.readouterr().err
     assert "'bicubc' is neither a model file nor a baseline method" in err
-    assert "bicubic, quantile-mapping" in err
+    assert "its baselines: bicubic, nearest, quantile-mapping" in err
