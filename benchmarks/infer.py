@@ -11,6 +11,14 @@ the forward passes the run made, counted by torch's FlopCounterMode) over the pe
     python benchmarks/infer.py          # 512² and 2048² HR cells, tile 256, 4 steps, 3 repeats
     python benchmarks/infer.py --sizes 256 1024 --tile 128 --overlap 32 --steps 1
     python benchmarks/infer.py --members 4 --conserve   # a conserving ensemble (unet-crps-like)
+    python benchmarks/infer.py --fp32 --writer-thread   # variants: fp32, writes on a thread
+
+Variants (each measured against its own bare forward and conv peak in the same subprocess):
+``--batch`` (samples per forward), ``--fp32`` (no bf16 autocast: fp32 forward, fp32 peak),
+``--writer-thread`` (zarr writes on a thread of their own, overlapping the next band's compute,
+instead of in the compute loop),
+``--compile`` (the networks wrapped in ``torch.compile``, the engine and the bare forward alike;
+the compilation happens in a warm-up run on a copy of the inputs, not timed).
 
 The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
 real work) on the toy campaign's features, with noise channels and ``--members`` members when
@@ -111,8 +119,9 @@ def child(args: argparse.Namespace) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     import climai.inference.downscale as stage
+    import climai.inference.engine as engine
     from climai.config import InferConfig
-    from climai.inference.predict import emulator_predictor, load_emulator, resolve_device
+    from climai.inference.predict import emulator_predictor, resolve_device
     from climai.training.perf import conv_peak_flops
 
     torch.set_num_threads(args.threads)
@@ -128,11 +137,28 @@ def child(args: argparse.Namespace) -> None:
 
         return wrapped
 
+    if args.compile:  # the networks compiled, in the engine and the bare forward alike
+        real_load = stage.load_emulator
+
+        def compiled_load(*a, **k):
+            emulator, spec, card = real_load(*a, **k)
+            emulator.nets = {g: torch.compile(n, dynamic=False) for g, n in emulator.nets.items()}
+            return emulator, spec, card
+
+        stage.load_emulator = compiled_load
     stage.emulator_predictor = recording
+    engine.BACKGROUND_WRITES = args.writer_thread
     root = Path(args.root)
     cfg = InferConfig(
-        tile=args.tile, overlap=args.overlap, batch=args.batch, device=args.device, progress=False
-    )
+        tile=args.tile, overlap=args.overlap, batch=args.batch, device=args.device,
+        progress=False, bf16=not args.fp32,
+    )  # fmt: skip
+    if args.compile:  # compile (and warm up) on a copy of the run, untimed
+        stage.run_downscale(
+            root / "model.pt", root / "lr.zarr", root / "warm.zarr", root / "static.zarr", cfg,
+            args.threads,
+        )  # fmt: skip
+        shapes.clear()
     t0, c0 = time.perf_counter(), time.process_time()
     stage.run_downscale(
         root / "model.pt",
@@ -144,7 +170,7 @@ def child(args: argparse.Namespace) -> None:
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    emulator, spec, _ = load_emulator(root / "model.pt")
+    emulator, spec, _ = stage.load_emulator(root / "model.pt")
     device = resolve_device(args.device)
     predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16)
     gen = torch.Generator().manual_seed(0)
@@ -155,6 +181,7 @@ def child(args: argparse.Namespace) -> None:
         predict(x, base, i)
     bare, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
     net = next(iter(emulator.nets.values()))
+    net = getattr(net, "_orig_mod", net)  # FLOPs of the eager network
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(torch.zeros(1, *shapes[0][0][1:]), torch.zeros(1, *shapes[0][1][1:]))
     flop_per_cell = counter.get_total_flops() / (shapes[0][0][-2] * shapes[0][0][-1])
@@ -188,6 +215,9 @@ def main() -> None:
     p.add_argument("--members", type=int, default=1, help="ensemble members (noise channels)")
     p.add_argument("--conserve", action="store_true", help="constraint: conserve")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast (fp32 forward and peak)")
+    p.add_argument("--writer-thread", action="store_true", help="zarr writes on a thread")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -208,6 +238,9 @@ def main() -> None:
                        "--size", str(size), "--tile", str(args.tile), "--overlap", str(args.overlap),
                        "--batch", str(args.batch), "--threads", str(args.threads),
                        "--device", args.device]  # fmt: skip
+                cmd += [f"--{k.replace('_', '-')}" for k in ("fp32", "writer_thread", "compile")
+                        if getattr(args, k)]  # fmt: skip
+                shutil.rmtree(Path(tmp) / str(size) / "warm.zarr", ignore_errors=True)
                 shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode:
@@ -222,7 +255,9 @@ def main() -> None:
     small, big = args.sizes
     print(f"\nmedians over {args.repeats} runs (tile {args.tile}, overlap {args.overlap}, batch "
           f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads, "
-          f"{args.members} member(s){', conserving' if args.conserve else ''}):")  # fmt: skip
+          f"{args.members} member(s){', conserving' if args.conserve else ''}"
+          f"{', fp32' if args.fp32 else ', bf16 autocast'}{', writer thread' if args.writer_thread else ''}"
+          f"{', torch.compile' if args.compile else ''}):")  # fmt: skip
     for s in args.sizes:
         m = med[s]
         print(f"  {s}²: peak RSS {m['rss_mb']:.0f} MiB, {m['hr_mpix'] / m['wall_s']:.3f} HR Mpix/s "

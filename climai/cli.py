@@ -100,8 +100,9 @@ def _downscale(args: argparse.Namespace) -> None:
         infer = infer.model_copy(update={"progress": False})
     InferConfig.model_validate(infer.model_dump())
     run_downscale(
-        args.model, args.input, args.output, args.static, infer, max(1, args.threads), args.members
-    )
+        args.model, args.input, args.output, args.static, infer, max(1, args.threads), args.members,
+        campaign=cfg,
+    )  # fmt: skip
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -205,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "downscale", help="apply a model file to new LR data → HR zarr store or NetCDF file"
     )
-    p.add_argument("--model", required=True, help="model file (models/<method>/model.pt)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model file (models/<method>/model.pt), or a baseline method of --configfile",
+    )
     p.add_argument("--input", required=True, help="LR zarr store or NetCDF file")
     p.add_argument("--output", required=True, help="HR output: a .zarr store or a .nc file")
     p.add_argument(

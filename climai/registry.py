@@ -60,9 +60,11 @@ class MethodType:
 
     Baselines (no training):
 
-    - ``predict(prep, split, cfg, method) -> (values, extra)`` (or ``"module:function"``): the
-      ``(T, V, H, W)`` prediction of the split from the prepared dataset, and extra variables
-      for the output store (see :mod:`climai.inference.baselines`);
+    - ``predict(prep, cfg, method) -> baseline`` (or ``"module:function"``): the baseline fitted
+      from the prepared dataset (streamed: never a whole split in memory), a function of
+      ``(T, V, h, w)`` LR fields → ``(T, V, H, W)`` HR fields that the inference engine applies
+      by time blocks (and bands, given its ``margin``), with optional ``extra`` variables for
+      the output store (see :mod:`climai.inference.baselines`);
     - ``upsample``: how the LR field is interpolated (``bicubic`` or ``nearest``).
 
     ``default``: a method of this type, named after it, runs in every campaign unless set to
@@ -185,7 +187,7 @@ def check_method_type(name: str, obj: object, builtin: bool = False) -> MethodTy
             raise TypeError(f"a stochastic emulator's config needs the keys {sorted(missing)}")
     elif obj.kind == "baseline":
         if obj.predict is None:
-            raise TypeError("a baseline needs predict(prep, split, cfg, method)")
+            raise TypeError("a baseline needs predict(prep, cfg, method)")
     else:
         raise TypeError(f"kind {obj.kind!r}: expected 'emulator' or 'baseline'")
     if obj.default and not builtin:

@@ -1,36 +1,127 @@
-"""The baselines' predictions: interpolation of the LR field, and quantile mapping on top of it.
+"""The baselines as the inference engine applies them: interpolation of the LR field, and
+quantile mapping on top of it.
 
-Each is the ``predict`` of a baseline method type (:mod:`climai.registry`), called by the ``infer``
-stage as ``predict(prep, split, cfg, method)`` with the prepared dataset, the split to predict, the
-campaign config and the method's name. It returns the ``(T, V, H, W)`` prediction of the split's
-steps and extra variables for the output store (e.g. fitted tables). Baselines see only LR fields
-(1/scale² of the HR) of one split, held in memory; quantile mapping's fit reads the train split
-block by block (:func:`quantile_tables`).
+A baseline method type's registry ``predict(prep, cfg, method)`` fits the baseline once (quantile
+mapping: its tables from the train split, read block by block, :func:`quantile_tables`; never the
+split in memory) and returns it as an object the engine applies (:class:`Interpolation` for
+climai's own; a plugin's needs only ``__call__``):
+
+- ``baseline(lr) -> hr``: ``(T, V, h, w)`` physical LR fields without NaN (the engine fills a
+  missing cell with the mean of its field's valid cells, as interpolation does) → ``(T, V,
+  h·scale, w·scale)`` physical HR fields;
+- ``margin`` (optional, default None): the LR cells of context one band of HR rows needs on
+  each side; the engine then applies the baseline band by band to LR windows of the band plus
+  ``margin`` cells, which gives the values of the whole domain exactly (interpolation: 2, the
+  bicubic kernel's reach, also for any pointwise map of it); None: the whole LR domain of each
+  time block at once;
+- ``extra`` (optional): variables added to the output store (e.g. fitted tables);
+- ``needs_times`` (optional): it is called as ``baseline(lr, times)`` with the steps' times;
+- ``whole_series`` (optional): it needs the whole predicted series at once (per-cell ranks:
+  qdm), so the engine gives it one time block.
+
+The engine (:func:`climai.inference.downscale.downscale_baseline`, :class:`BaselineBands`) reads
+the LR input one time block at a time, writes each band as it is done, and masks the HR footprint
+of missing LR cells with NaN; band steps whose LR cells are all missing are not computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
+import torch
 import xarray as xr
 
 from climai.config import CampaignConfig
 from climai.data.prepared import PreparedDataset
 from climai.inference.predict import bicubic_prediction, quantile_mapped_prediction
+from climai.inference.tiling import LR_MARGIN
+from climai.models.interpolate import nan_fill
 from climai.models.quantile_mapping import PairSample
 from climai.registry import method_type
 
-Prediction = tuple[np.ndarray, dict[str, xr.DataArray]]
+
+@dataclass
+class Interpolation:
+    """Interpolation of the LR field (``mode``: bicubic, bilinear or nearest), non-negative kinds
+    clipped at 0; with quantile tables ``source_q``, ``target_q`` ((V, Q)), then quantile
+    mapping (:func:`~climai.inference.predict.quantile_mapped_prediction`)."""
+
+    scale: int
+    kinds: list[str]
+    mode: str = "bicubic"
+    source_q: np.ndarray | None = None
+    target_q: np.ndarray | None = None
+    extra: dict[str, xr.DataArray] = field(default_factory=dict)
+    margin: int = LR_MARGIN
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        """``(T, V, h, w)`` LR → ``(T, V, H, W)`` HR."""
+        if self.source_q is None or self.target_q is None:
+            return bicubic_prediction(lr, self.scale, self.kinds, self.mode)
+        return quantile_mapped_prediction(lr, self.scale, self.kinds, self.source_q, self.target_q)
 
 
-def interpolate(prep: PreparedDataset, split: str, cfg: CampaignConfig, method: str) -> Prediction:
-    """The split's LR fields upsampled as the method type says (``upsample``: bicubic, nearest);
+class BaselineBands:
+    """A baseline as the engine's :data:`~climai.inference.engine.BandSource`: bands of ``rows``
+    HR rows (a multiple of ``scale``), each from its LR rows plus the baseline's ``margin``."""
+
+    def __init__(self, baseline: Callable[[np.ndarray], np.ndarray], scale: int, rows: int):
+        self.baseline, self.scale, self.rows = baseline, scale, rows
+        self.margin = getattr(baseline, "margin", None)
+        self.samples = self.skipped = 0
+
+    def __call__(
+        self,
+        lr: np.ndarray,
+        times: pd.DatetimeIndex,
+        seed: int = 0,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(y0, y1, (T, V, y1 - y0, W))`` bands of the physical HR field of ``lr`` (T, V, h, w)."""
+        s = self.scale
+        lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+        missing = torch.isnan(lr_t)
+        filled = torch.where(missing, nan_fill(lr_t).expand_as(lr_t), lr_t).numpy()
+        steps, nv, h, w = lr.shape
+        for r0 in range(0, h * s, self.rows):
+            r1 = min(h * s, r0 + self.rows)
+            a, b = r0 // s, r1 // s
+            hole = missing[:, :, a:b]
+            keep = ~hole.flatten(1).all(1).numpy()
+            self.samples += steps
+            self.skipped += int((~keep).sum())
+            band = np.full((steps, nv, r1 - r0, w * s), np.nan, np.float32)
+            if keep.any():
+                lo, hi = (0, h)
+                if self.margin is not None:
+                    lo, hi = max(0, a - self.margin), min(h, b + self.margin)
+                window = filled[keep, :, lo:hi]
+                pred = np.asarray(
+                    self.baseline(window, times[keep].values)
+                    if getattr(self.baseline, "needs_times", False)  # e.g. qdm's grouping
+                    else self.baseline(window)
+                )
+                want = (int(keep.sum()), nv, (hi - lo) * s, w * s)
+                if pred.shape != want:
+                    raise ValueError(
+                        f"baseline {type(self.baseline).__name__} returned shape {pred.shape} "
+                        f"for LR input {filled[keep, :, lo:hi].shape}; expected {want}"
+                    )
+                band[keep] = pred[:, :, (a - lo) * s : (b - lo) * s]
+            up = hole.repeat_interleave(s, -2).repeat_interleave(s, -1).numpy()
+            band[up] = np.nan
+            yield r0, r1, band
+        progress(steps)
+
+
+def interpolate(prep: PreparedDataset, cfg: CampaignConfig, method: str) -> Interpolation:
+    """The LR field upsampled as the method type says (``upsample``: bicubic, nearest);
     non-negative variables clipped at 0."""
     upsample = method_type(cfg.methods.type_of(method)).upsample or "bicubic"
-    lr = prep.split(split).lr_stack(cfg.variable_names)
-    kinds = [v.kind for v in cfg.variables]
-    return bicubic_prediction(lr, cfg.scale, kinds, upsample), {}
+    return Interpolation(cfg.scale, [v.kind for v in cfg.variables], upsample)
 
 
 FIT_BLOCK_BYTES = 64 << 20
@@ -78,22 +169,13 @@ def quantile_tables(
     return np.stack([t[0] for t in tables]), np.stack([t[1] for t in tables])
 
 
-def quantile_mapping(
-    prep: PreparedDataset, split: str, cfg: CampaignConfig, method: str
-) -> Prediction:
+def quantile_mapping(prep: PreparedDataset, cfg: CampaignConfig, method: str) -> Interpolation:
     """Bicubic + empirical quantile mapping fitted on the train split (streamed,
     :func:`quantile_tables`); the fitted tables ``qm_source_<var>`` and ``qm_target_<var>`` on a
-    ``quantile`` axis."""
+    ``quantile`` axis go into the output store."""
     qcfg = cfg.methods.get(method)
     variables = cfg.variable_names
     src_q, tgt_q = quantile_tables(prep, cfg, method)
-    values = quantile_mapped_prediction(
-        prep.split(split).lr_stack(variables),
-        cfg.scale,
-        [v.kind for v in cfg.variables],
-        src_q,
-        tgt_q,
-    )
     levels = np.linspace(0.0, 1.0, qcfg.quantiles)  # type: ignore[union-attr]
     tables: dict[str, xr.DataArray] = {}
     for i, v in enumerate(variables):
@@ -111,4 +193,5 @@ def quantile_mapping(
             ("quantile",),
             {"units": units, "long_name": f"{v} quantiles of the HR truth on the train split"},
         )
-    return values, tables
+    kinds = [v.kind for v in cfg.variables]
+    return Interpolation(cfg.scale, kinds, "bicubic", src_q, tgt_q, tables)

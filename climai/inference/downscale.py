@@ -1,11 +1,19 @@
-"""The inference engine and ``climai downscale``: LR fields → HR fields, tile by tile, streamed
-to zarr by time blocks.
+"""The inference engine and ``climai downscale``: LR fields → HR fields, streamed to zarr by
+time blocks (:func:`climai.inference.engine.stream_to_store`).
 
 Every emulator (one network or one per variable group, deterministic or an ensemble, conserving
-or not) runs through :func:`downscale_emulator`: the rule ``infer`` (climai/stages/infer.py) on the
-campaign's split, ``climai downscale`` (:func:`run_downscale`) on any LR dataset with the model's
-variables, units, spacing and CRS, with static fields for the new domain from a DEM store or file.
-Given the same LR input, static fields and ``infer`` settings both write the same values.
+or not) runs tile by tile through :func:`downscale_emulator`, every baseline (bicubic, nearest,
+quantile mapping, a plugin's) band by band through :func:`downscale_baseline`: the rule ``infer``
+(climai/stages/infer.py) on the campaign's split, ``climai downscale`` (:func:`run_downscale`) on
+any LR dataset with the method's variables, units, spacing and CRS, with static fields for the new
+domain from a DEM store or file. Given the same LR input, static fields and ``infer`` settings
+both write the same values.
+
+A baseline has no model file: bicubic and nearest are defined by the campaign's config alone
+(scale, variables), quantile mapping by tables fitted on the campaign's train split. So
+``climai downscale --model <baseline method> --configfile <campaign config>`` names the method
+instead of a file and rebuilds it from the campaign (quantile mapping refits its tables from the
+campaign's prepared dataset, seeded and streamed as ``infer`` fits them: the same tables).
 
 Output: ``<var>`` on ``(time, y, x)``, or ``(member, time, y, x)`` for an ensemble (the order the
 evaluate stage reads), chunked by one member, one time block and one tile stride; ensembles may add
@@ -15,7 +23,6 @@ evaluate stage reads), chunked by one member, one time block and one tile stride
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,18 +32,13 @@ import pandas as pd
 import torch
 import xarray as xr
 from pyproj import CRS
-from tqdm import tqdm
 
-from climai.config import InferConfig
+from climai.config import CampaignConfig, InferConfig
 from climai.data.features import FeatureSpec, normalised_static
 from climai.data.prepared import lr_key
-from climai.inference.distributed import (
-    SINGLE,
-    InferRanks,
-    chunk_seed,
-    chunk_share,
-    rank_device,
-)
+from climai.inference.baselines import BaselineBands
+from climai.inference.distributed import SINGLE, InferRanks, rank_device
+from climai.inference.engine import EngineStats, block_steps, stream_to_store, template
 from climai.inference.predict import (
     Emulator,
     card_seed,
@@ -45,10 +47,9 @@ from climai.inference.predict import (
     resolve_device,
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
-from climai.io import open_store, provenance_attrs, shared_streamed_store
+from climai.io import open_store, provenance_attrs
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
-from climai.io.regions import RegionWriter
 
 log = logging.getLogger("climai")
 
@@ -145,88 +146,12 @@ def static_window(
 
 def time_block(cfg: InferConfig, layout: TileLayout, variables: int, members: int) -> int:
     """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows."""
-    if cfg.time_block:
-        return cfg.time_block
     per_step = 3 * members * variables * layout.tile[0] * layout.shape[1] * 4
-    return max(1, int(cfg.memory_mb * 2**20 // per_step))
+    return block_steps(cfg, per_step)
 
 
-def _template(
-    lr: xr.Dataset,
-    y: np.ndarray,
-    x: np.ndarray,
-    variables: list[str],
-    attrs: dict[str, dict[str, Any]],
-    members: int,
-    cfg: InferConfig,
-    chunks: tuple[int, int, int],
-) -> xr.Dataset:
-    """An empty (dask) output dataset: ``<var>`` on ([member,] time, y, x), ensemble summaries."""
-    import dask.array as da
-
-    nt, ny, nx = lr.sizes["time"], y.size, x.size
-    coords: dict[str, Any] = {
-        "time": lr["time"],
-        "y": ("y", y, lr["y"].attrs),
-        "x": ("x", x, lr["x"].attrs),
-    }
-    ds = xr.Dataset(coords=coords)
-    ct, cy, cx = chunks
-
-    def empty(shape: tuple[int, ...], chunk: tuple[int, ...]) -> da.Array:
-        return da.zeros(shape, dtype=np.float32, chunks=chunk)
-
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    chunk: tuple[int, ...]
-    for v in variables:
-        if members > 1:
-            ds.coords["member"] = ("member", np.arange(members), {"long_name": "ensemble member"})
-            dims, shape, chunk = (
-                ("member", "time", "y", "x"),
-                (members, nt, ny, nx),
-                (1, ct, cy, cx),
-            )
-        else:
-            dims, shape, chunk = ("time", "y", "x"), (nt, ny, nx), (ct, cy, cx)
-        ds[v] = (dims, empty(shape, chunk), attrs[v])
-        if members > 1 and cfg.ensemble_mean:
-            ds[f"{v}_mean"] = (("time", "y", "x"), empty((nt, ny, nx), (ct, cy, cx)), attrs[v])
-        if members > 1 and cfg.quantiles:
-            nq = len(cfg.quantiles)
-            ds.coords["quantile"] = ("quantile", np.asarray(cfg.quantiles, np.float64))
-            ds[f"{v}_quantile"] = (
-                ("quantile", "time", "y", "x"),
-                empty((nq, nt, ny, nx), (nq, ct, cy, cx)),
-                attrs[v],
-            )
-    if "crs" in lr.variables:
-        ds["crs"] = lr["crs"].load()
-    return ds
-
-
-def _write_band(
-    writer: RegionWriter,
-    values: np.ndarray,
-    times: slice,
-    rows: slice,
-    variables: list[str],
-    cfg: InferConfig,
-) -> None:
-    """Write one band ``(T, [M,] V, h, W)`` of every variable (members first in the store) and
-    its ensemble summaries."""
-    ensemble = values.ndim == 5
-    for i, v in enumerate(variables):
-        field = values[:, :, i] if ensemble else values[:, i]
-        if ensemble:
-            writer.write(v, (slice(None), times, rows), np.moveaxis(field, 1, 0))
-        else:
-            writer.write(v, (times, rows), field)
-        if ensemble and cfg.ensemble_mean:
-            writer.write(f"{v}_mean", (times, rows), field.mean(axis=1))
-        if ensemble and cfg.quantiles:
-            q = np.quantile(field, cfg.quantiles, axis=1).astype(np.float32)
-            writer.write(f"{v}_quantile", (slice(None), times, rows), q)
+def _var_attrs(lr: xr.Dataset, variables: list[str]) -> dict[str, dict[str, Any]]:
+    return {v: {**cf_attrs(lr[v].attrs), "grid_mapping": "crs"} for v in variables}
 
 
 def downscale_to_store(
@@ -243,7 +168,7 @@ def downscale_to_store(
     seed: int = 0,
     conserving: bool = False,
     block: tuple[int, int] = (0, 1),
-) -> None:
+) -> EngineStats:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
     ``static`` holds the model's static fields on exactly the HR grid of ``lr``. Memory depends on
@@ -251,9 +176,11 @@ def downscale_to_store(
     store's time chunks; block ``k`` is drawn with ``chunk_seed(seed, k)``; with several ``ranks``
     each downscales its share of the blocks into the one store (the same blocks with the same
     seeds as one process, so the same values). ``conserving``: every HR block mean equals its LR
-    value (applied to the blended bands). ``block = (i, n)``: only the time blocks of share ``i``
-    of ``n`` (contiguous, as :func:`chunk_share` deals them; the ``infer_block`` jobs of a split
-    infer), into a store with the whole template, gathered by ``infer_gather``.
+    value (applied to the blended bands). Tile steps whose LR cells are all missing are not
+    computed (written as NaN): the returned counts say how many. ``block = (i, n)``: only the
+    time blocks of share ``i`` of ``n`` (contiguous, as :func:`chunk_share` deals them; the
+    ``infer_block`` jobs of a split infer), into a store with the whole template, gathered by
+    ``infer_gather``.
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -262,10 +189,8 @@ def downscale_to_store(
     tb = min(time_block(cfg, layout, len(spec.variables), members), lr.sizes["time"])
     stride = max(spec.scale, cfg.tile - cfg.overlap)
     chunks = (tb, min(y.size, stride), min(x.size, stride))
-    var_attrs = {v: {**cf_attrs(lr[v].attrs), "grid_mapping": "crs"} for v in spec.variables}
-    template = _template(lr, y, x, spec.variables, var_attrs, members, cfg, chunks)
-    template = template.assign_attrs(attrs)
-    tiled = TiledPredictor(predict, spec, layout, cfg.batch, conserving)
+    out = template(lr, y, x, spec.variables, _var_attrs(lr, spec.variables), members, cfg, chunks)
+    tiled = TiledPredictor(predict, spec, layout, cfg.batch, conserving, members)
 
     static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
 
@@ -280,29 +205,57 @@ def downscale_to_store(
             )
         return static_rows[t.y0][:, :, t.x0 : t.x1]
 
-    nt = lr.sizes["time"]
-    share = chunk_share(
-        nt, tb, InferRanks(block[0] * ranks.world + ranks.rank, block[1] * ranks.world)
-    )
-    mine = sum(times.stop - times.start for _, times in share)
+    def bands(values: np.ndarray, index: pd.DatetimeIndex, block_seed: int, progress: Any):
+        return tiled.run(values, static_tile, index, progress, block_seed)
+
     log.info(
         "downscale: %d×%d LR → %d×%d HR, %d steps, %d tiles of %s, %d steps per block",
-        lr.sizes["y"], lr.sizes["x"], y.size, x.size, nt, len(layout), layout.tile, tb,
+        lr.sizes["y"], lr.sizes["x"], y.size, x.size, lr.sizes["time"], len(layout),
+        layout.tile, tb,
     )  # fmt: skip
-    if ranks.world > 1:
-        log.info("rank %d of %d: %d of the %d steps", ranks.rank, ranks.world, mine, nt)
-    bar = tqdm(
-        total=mine * len(layout), unit="tile", file=sys.stderr, disable=not cfg.progress,
-        mininterval=2.0, desc="downscale",
+    stream_to_store(
+        bands, lr, spec.variables, out.assign_attrs(attrs), output, cfg, tb, ranks, seed,
+        len(layout), block,
     )  # fmt: skip
-    with bar, shared_streamed_store(output, template, ranks) as writer:
-        for k, times in share:
-            block = lr.isel(time=times)
-            values = np.stack([block[v].values for v in spec.variables], axis=1)
-            index = pd.DatetimeIndex(block["time"].values)
-            bands = tiled.run(values, static_tile, index, bar.update, chunk_seed(seed, k))
-            for r0, r1, band in bands:
-                _write_band(writer, band, times, slice(r0, r1), spec.variables, cfg)
+    stats = EngineStats(tiled.samples, tiled.skipped)
+    log.info(
+        "downscale: %d tile steps computed, %d skipped (LR input all missing)",
+        stats.samples - stats.skipped, stats.skipped,
+    )  # fmt: skip
+    return stats
+
+
+def downscale_baseline(
+    baseline: Any,
+    variables: list[str],
+    scale: int,
+    lr: xr.Dataset,
+    output: Path,
+    cfg: InferConfig,
+    attrs: dict[str, Any],
+) -> EngineStats:
+    """The engine for a baseline (a registry ``predict``'s result, :mod:`climai.inference.
+    baselines`): ``lr`` downscaled time block by time block and band by band (bands of the
+    emulators' chunk height, ``infer.tile - infer.overlap`` HR rows) into ``output``, with the
+    baseline's ``extra`` variables; the HR footprint of missing LR cells is NaN."""
+    y, x = hr_axis(lr["y"].values, scale), hr_axis(lr["x"].values, scale)
+    stride = max(scale, cfg.tile - cfg.overlap)
+    rows = min(y.size, stride - stride % scale)
+    if getattr(baseline, "margin", None) is None:  # it needs the whole domain at once
+        rows = y.size
+    tb = min(block_steps(cfg, 3 * len(variables) * rows * x.size * 4), lr.sizes["time"])
+    if getattr(baseline, "whole_series", False):  # per-cell ranks over the whole series (qdm)
+        tb = lr.sizes["time"]
+    chunks = (tb, rows, min(x.size, stride))
+    out = template(lr, y, x, variables, _var_attrs(lr, variables), 1, cfg, chunks)
+    out = out.assign(getattr(baseline, "extra", {})).assign_attrs(attrs)
+    runner = BaselineBands(baseline, scale, rows)
+    log.info(
+        "downscale: %d×%d LR → %d×%d HR, %d steps, bands of %d rows, %d steps per block",
+        lr.sizes["y"], lr.sizes["x"], y.size, x.size, lr.sizes["time"], rows, tb,
+    )  # fmt: skip
+    stream_to_store(runner, lr, variables, out, output, cfg, tb, SINGLE, 0, 1)
+    return EngineStats(runner.samples, runner.skipped)
 
 
 def open_input(path: str | Path) -> xr.Dataset:
@@ -330,7 +283,7 @@ def downscale_emulator(
     ranks: InferRanks = SINGLE,
     members: int | None = None,
     block: tuple[int, int] = (0, 1),
-) -> None:
+) -> EngineStats:
     """The engine for a trained emulator: the one path of the ``infer`` rule and of
     ``climai downscale``.
 
@@ -343,10 +296,56 @@ def downscale_emulator(
     count = (members or emulator.members) if emulator.stochastic else 1
     predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count)
     conserving = emulator.constraint == "conserve"
-    downscale_to_store(
+    return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
         card_seed(card), conserving, block,
     )  # fmt: skip
+
+
+def campaign_baseline(
+    name: str, campaign: CampaignConfig
+) -> tuple[Any, FeatureSpec, dict[str, Any]]:
+    """Baseline method ``name`` of ``campaign`` rebuilt as ``infer`` builds it (its registry
+    ``predict`` on the campaign's prepared dataset), with a spec and a card-like record of what
+    input it fits (variables, units, HR spacing, CRS) for :func:`check_input`."""
+    from climai.data.prepared import PreparedDataset
+    from climai.registry import method_kind, method_type
+
+    if name not in campaign.methods.enabled() or method_kind(campaign.methods.type_of(name)) != (
+        "baseline"
+    ):
+        baselines = sorted(
+            m
+            for m in campaign.methods.enabled()
+            if method_kind(campaign.methods.type_of(m)) == "baseline"
+        )
+        raise ValueError(
+            f"--model {name!r} is neither a model file nor a baseline method of campaign "
+            f"{campaign.campaign!r} (its baselines: {', '.join(baselines) or 'none'})"
+        )
+    path = campaign.prepared_dir / "dataset.zarr"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"baseline {name!r} is rebuilt from the campaign's prepared dataset {str(path)!r}, "
+            "which does not exist: run the campaign's preprocess rule first"
+        )
+    prep = PreparedDataset(open_store(path))
+    baseline = method_type(campaign.methods.type_of(name)).predictor()(prep, campaign, name)
+    variables = campaign.variable_names
+    spec = FeatureSpec(variables, [], campaign.scale, {}, [v.kind for v in campaign.variables])
+    ds = prep.ds
+    card = {
+        "method": name,
+        "units": {v.name: v.units for v in campaign.variables},
+        "grid": {
+            "hr_dx": float(ds["x"][1] - ds["x"][0]),
+            "hr_dy": float(ds["y"][1] - ds["y"][0]),
+            "crs_wkt": str(ds["crs"].attrs.get("crs_wkt", "")) if "crs" in ds else "",
+        },
+        "config_sha256": "",
+        "config": {"variables": [v.model_dump() for v in campaign.variables]},
+    }
+    return baseline, spec, card
 
 
 def run_downscale(
@@ -357,11 +356,17 @@ def run_downscale(
     cfg: InferConfig,
     threads: int,
     members: int | None = None,
-) -> None:
+    campaign: CampaignConfig | None = None,
+) -> EngineStats:
     """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path`` (``members``:
-    ensemble members instead of the model's own count)."""
+    ensemble members instead of the model's own count). ``model_file`` may instead name a
+    baseline method of ``campaign`` (:func:`campaign_baseline`): baselines have no model file."""
     torch.set_num_threads(threads)
-    emulator, spec, card = load_emulator(model_file)
+    baseline = None
+    if campaign is not None and not Path(model_file).exists():
+        baseline, spec, card = campaign_baseline(str(model_file), campaign)
+    else:
+        emulator, spec, card = load_emulator(model_file)
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))
@@ -379,15 +384,22 @@ def run_downscale(
         "method": str(card.get("method", "")),
         "source_input": str(input_path),
     }
+
+    def engine(store: Path) -> EngineStats:
+        if baseline is not None:
+            return downscale_baseline(baseline, spec.variables, spec.scale, lr, store, cfg, attrs)
+        return downscale_emulator(
+            emulator, spec, card, lr, static, store, cfg, attrs, members=members
+        )
+
     output = Path(output)
     if output.suffix != ".nc":
-        downscale_emulator(emulator, spec, card, lr, static, output, cfg, attrs, members=members)
-        return
+        return engine(output)
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
         store = Path(tmp) / "hr.zarr"
-        downscale_emulator(emulator, spec, card, lr, static, store, cfg, attrs, members=members)
+        stats = engine(store)
         hr = open_store(store)
         export = card["config"].get("export", {})
         meta = {
@@ -395,3 +407,4 @@ def run_downscale(
         }
         ds = cf_dataset(hr, spec.variables, kinds, meta)
         write_netcdf(ds, output, cf_encoding(ds, spec.variables))
+    return stats

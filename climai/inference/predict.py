@@ -1,4 +1,5 @@
-"""Emulators as predict callables of the tiled engine, and the baselines' in-memory predictions."""
+"""Emulators as predict callables of the tiled engine, and the interpolation and quantile-mapped
+predictions the baselines apply (to whole fields or bands of them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import xarray as xr
 
 from climai.data.features import FeatureSpec
 from climai.inference.distributed import chunk_seed
@@ -236,25 +236,3 @@ def quantile_mapped_prediction(
         if is_non_negative(kind):
             np.clip(pred[:, i], 0, None, out=pred[:, i])
     return pred
-
-
-def prediction_dataset(
-    values: np.ndarray, like: xr.Dataset, variables: list[str], attrs: dict[str, dict[str, Any]]
-) -> xr.Dataset:
-    """Wrap (T, V, H, W) predictions, or (M, T, V, H, W) ensembles (dimension ``member``), on the
-    HR grid of ``like`` (a dataset with time/y/x)."""
-    ds = xr.Dataset(coords={c: like[c] for c in ("time", "y", "x")})
-    if values.ndim == 5:
-        ds = ds.assign_coords(member=np.arange(values.shape[0]))
-        for i, var in enumerate(variables):
-            ds[var] = (
-                ("member", "time", "y", "x"),
-                values[:, :, i].astype(np.float32),
-                attrs.get(var, {}),
-            )
-    else:
-        for i, var in enumerate(variables):
-            ds[var] = (("time", "y", "x"), values[:, i].astype(np.float32), attrs.get(var, {}))
-    if "crs" in like:
-        ds["crs"] = like["crs"]
-    return ds

@@ -1,10 +1,11 @@
-"""The per-cell QDM baseline's prediction (method type ``qdm``, :mod:`climai.models.qdm`).
+"""The per-cell QDM baseline (method type ``qdm``, :mod:`climai.models.qdm`) as the engine applies it.
 
 QDM needs every time step of a cell at once (its quantiles over the train split and the ranks of
-the predicted split), so it streams by bands of HR rows, not by time blocks: for each band it
-reads the band's HR truth on the train split, interpolates the LR rows that cover the band (with
-a halo of LR rows, so the band's bicubic values equal the whole domain's), fits and adjusts, and
-holds only ``band_cells`` train cells (plus the band of the predicted split) at a time.
+the predicted split), so it takes the whole predicted split in one block and fits by bands of HR
+rows instead: for each band it reads the band's HR truth on the train split, interpolates the LR
+rows that cover the band (with a halo of LR rows, so the band's bicubic values equal the whole
+domain's), fits and adjusts, holding ``band_cells`` train cells at a time. Its output block is
+the predicted split's HR fields (the one baseline whose memory grows with the split).
 """
 
 from __future__ import annotations
@@ -48,37 +49,54 @@ def band_bicubic(lr: np.ndarray, scale: int, start: int, stop: int, kind: str) -
     return out.numpy()
 
 
-def predict(
-    prep: PreparedDataset, split: str, cfg: CampaignConfig, method: str
-) -> tuple[np.ndarray, dict[str, xr.DataArray]]:
-    """(T, V, H, W) QDM prediction of ``split`` (the ``predict`` of method type ``qdm``), fitted
-    per cell on the train split band by band; the fit groups as ``group_<var>`` attributes."""
-    qcfg = cfg.methods.get(method)
-    train, target = prep.split("train"), prep.split(split)
-    train_t, target_t = train.times, target.times
-    group = choose_group(train_t, target_t, qcfg.min_group_steps, qcfg.group)  # type: ignore[union-attr]
-    scale = cfg.scale
-    ny, nx = int(target.sizes["y"]), int(target.sizes["x"])
-    out = np.empty((len(target_t), len(cfg.variables), ny, nx), np.float32)
-    for i, var in enumerate(cfg.variables):
-        lr_train = train.lr(var.name).values
-        lr_target = target.lr(var.name).values
-        multiplicative = is_non_negative(var.kind)
+class QDM:
+    """Per-cell QDM of a campaign, fitted on its train split, as the inference engine applies a
+    baseline (:mod:`climai.inference.baselines`): ``qdm(lr, times)`` maps ``(T, V, h, w)`` LR
+    fields of the steps ``times`` to ``(T, V, H, W)`` HR fields. Each cell's ranks are taken over
+    the whole predicted series, so the engine hands it the whole split at once
+    (``whole_series``) and the whole domain (``margin`` None); it bounds its own memory by
+    fitting bands of HR rows (``band_cells``)."""
+
+    margin = None
+    whole_series = True
+    needs_times = True
+
+    def __init__(self, prep: PreparedDataset, cfg: CampaignConfig, method: str) -> None:
+        self.prep, self.cfg, self.method = prep, cfg, method
+        self.extra: dict[str, xr.DataArray] = {}
+
+    def __call__(self, lr: np.ndarray, times: np.ndarray) -> np.ndarray:
+        cfg, qcfg = self.cfg, self.cfg.methods.get(self.method)
+        train = self.prep.split("train")
+        train_t = train.times
+        group = choose_group(train_t, times, qcfg.min_group_steps, qcfg.group)  # type: ignore[union-attr]
+        scale = cfg.scale
+        steps, nv, h, w = lr.shape
+        ny, nx = h * scale, w * scale
+        out = np.empty((steps, nv, ny, nx), np.float32)
         budget = qcfg.band_cells // max(1, len(train_t))  # type: ignore[union-attr]
-        for start, stop in bands(ny, scale, nx, budget):
-            rows = slice(start * scale, stop * scale)
-            out[:, i, rows] = qdm_cells(
-                train.hr(var.name).isel(y=rows).values,
-                band_bicubic(lr_train, scale, start, stop, var.kind),
-                band_bicubic(lr_target, scale, start, stop, var.kind),
-                train_t,
-                target_t,
-                multiplicative=multiplicative,
-                group=group,
-                quantiles=qcfg.quantiles,  # type: ignore[union-attr]
-                interp=qcfg.interp,  # type: ignore[union-attr]
-                dry_threshold=qcfg.dry_threshold if multiplicative else 0.0,  # type: ignore[union-attr]
-                seed=cfg.seed + 3 * i,
-                row0=start * scale,
-            )
-    return out, {}
+        for i, var in enumerate(cfg.variables):
+            lr_train = train.lr(var.name).values
+            multiplicative = is_non_negative(var.kind)
+            for start, stop in bands(ny, scale, nx, budget):
+                rows = slice(start * scale, stop * scale)
+                out[:, i, rows] = qdm_cells(
+                    train.hr(var.name).isel(y=rows).values,
+                    band_bicubic(lr_train, scale, start, stop, var.kind),
+                    band_bicubic(lr[:, i], scale, start, stop, var.kind),
+                    train_t,
+                    np.asarray(times),
+                    multiplicative=multiplicative,
+                    group=group,
+                    quantiles=qcfg.quantiles,  # type: ignore[union-attr]
+                    interp=qcfg.interp,  # type: ignore[union-attr]
+                    dry_threshold=qcfg.dry_threshold if multiplicative else 0.0,  # type: ignore[union-attr]
+                    seed=cfg.seed + 3 * i,
+                    row0=start * scale,
+                )
+        return out
+
+
+def predict(prep: PreparedDataset, cfg: CampaignConfig, method: str) -> QDM:
+    """The ``predict`` of method type ``qdm``: the campaign's QDM, applied by the engine."""
+    return QDM(prep, cfg, method)

@@ -173,6 +173,17 @@ def _tile_weights(
     return torch.from_numpy(np.outer(wy, wx).astype(np.float32))
 
 
+def _runs(keep: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of consecutive true values of the 1-D ``keep``."""
+    runs: list[tuple[int, int]] = []
+    for t in torch.nonzero(keep).flatten().tolist():
+        if runs and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], t + 1)
+        else:
+            runs.append((t, t + 1))
+    return runs
+
+
 @dataclass
 class _Band:
     """Weighted sums of the predictions over one band of tile rows."""
@@ -198,6 +209,14 @@ class TiledPredictor:
     conserving:
         Correct each finished band so that every HR block mean equals its LR value
         (:func:`climai.models.constraints.conserve`, after blending, in physical units).
+    members:
+        Members ``predict`` draws (the shape of a band none of whose tiles was computed).
+    skip_missing:
+        Skip tile steps without LR values (below); False computes them too (the same values).
+
+    A tile step whose own LR cells are all missing (every variable) is not computed: its HR
+    cells are all NaN whatever the model says. ``samples`` counts the tile steps seen,
+    ``skipped`` those not computed.
     """
 
     def __init__(
@@ -207,9 +226,13 @@ class TiledPredictor:
         layout: TileLayout,
         batch: int,
         conserving: bool = False,
+        members: int = 1,
+        skip_missing: bool = True,
     ) -> None:
         self.predict, self.spec, self.layout = predict, spec, layout
-        self.batch, self.conserving = max(1, batch), conserving
+        self.batch, self.conserving, self.members = max(1, batch), conserving, members
+        self.skip_missing = skip_missing
+        self.samples = self.skipped = 0  # tile steps seen, and not computed (no LR value)
 
     def run(
         self,
@@ -226,7 +249,7 @@ class TiledPredictor:
         footprint of missing LR cells. ``progress(n)`` is called after every ``n`` samples;
         ``seed`` is the time block's: batch ``b`` is drawn with ``chunk_seed(seed, b)``.
         """
-        self._seed, self._batches = seed, 0
+        self._seed, self._batches, self._progress = seed, 0, progress
         lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
         fill = nan_fill(lr_t)
         missing = torch.isnan(lr_t)
@@ -282,12 +305,21 @@ class TiledPredictor:
     ) -> Iterator[tuple[Tile, int, torch.Tensor]]:
         """Predictions of a row's tiles as ``(tile, first time index, (n, [M,] V, th, tw))``."""
         queue: list[tuple[Tile, int, torch.Tensor, torch.Tensor]] = []
+        s = self.layout.scale
         for col in range(len(self.layout.cols)):
             tile = self.layout.tile_at(row, col)
+            own = lr[..., tile.y0 // s : tile.y1 // s, tile.x0 // s : tile.x1 // s]
+            empty = torch.isnan(own).flatten(1).all(1) & self.skip_missing  # no LR value
+            self.samples += lr.shape[0]
+            self.skipped += int(empty.sum())
+            self._progress(int(empty.sum()))
             window = lr[..., tile.ly0 : tile.ly1, tile.lx0 : tile.lx1]
-            x, base = model_inputs(self.spec, window, static(tile), times, fill, tile.crop)
-            for t in range(0, x.shape[0], self.batch):
-                queue.append((tile, t, x[t : t + self.batch], base[t : t + self.batch]))
+            for t0, t1 in _runs(~empty):  # runs of steps to compute; the others stay NaN
+                x, base = model_inputs(
+                    self.spec, window[t0:t1], static(tile), times[t0:t1], fill[t0:t1], tile.crop
+                )
+                for t in range(0, x.shape[0], self.batch):
+                    queue.append((tile, t0 + t, x[t : t + self.batch], base[t : t + self.batch]))
             while sum(q[2].shape[0] for q in queue) >= self.batch:
                 yield from self._flush(queue, self.batch)
         while queue:
@@ -317,8 +349,10 @@ class TiledPredictor:
     def _finish(self, band: _Band, end: int, lr: torch.Tensor, missing: torch.Tensor) -> np.ndarray:
         """Physical values of the band's final rows ``[band.y0, end)`` (conserving the LR block
         means when asked), NaN where LR is missing."""
-        assert band.total is not None
         k, s = end - band.y0, self.layout.scale
+        if band.total is None:  # no tile of the band had an LR value: all missing
+            lead = (lr.shape[0], self.members) if self.members > 1 else (lr.shape[0],)
+            return np.full((*lead, lr.shape[1], k, band.weight.shape[1]), np.nan, np.float32)
         z = band.total[..., :k, :] / band.weight[:k]
         lead = z.shape[:-3]
         flat = z.reshape(-1, *z.shape[-3:])

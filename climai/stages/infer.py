@@ -7,38 +7,47 @@ Inputs: ``prep/dataset.zarr`` (``lr_<var>``, ``static_<name>``, ``split``; quant
 reads the train split's ``hr_<var>``), ``prep/stats.json``, ``models/<method>/model.pt``
 (emulators).
 Outputs: ``downscaled/<method>/test.zarr``: ``<var>`` on ``(time, y, x)``, or on
-``(member, time, y, x)`` for ensembles; quantile mapping adds its fitted tables. Emulators run
-through the engine of ``climai downscale`` (climai/inference/downscale.py), which writes the same
-values from the same LR input.
+``(member, time, y, x)`` for ensembles; quantile mapping adds its fitted tables;
+``runtime/infer_<method>.json`` gets ``engine``: tile (or band) steps seen and skipped (no LR
+value). Every method runs through the engine of ``climai downscale``
+(climai/inference/downscale.py), streamed by time blocks, which writes the same values from the
+same LR input.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from typing import Any
 
 from climai.data.prepared import PreparedDataset
 from climai.inference.distributed import InferRanks, setup_ranks, teardown_ranks
-from climai.inference.downscale import check_input, downscale_emulator
-from climai.inference.predict import load_emulator, prediction_dataset
-from climai.io import open_store, provenance_attrs, write_store
+from climai.inference.downscale import check_input, downscale_baseline, downscale_emulator
+from climai.inference.engine import EngineStats
+from climai.inference.predict import load_emulator
+from climai.io import open_store, provenance_attrs, write_json
 from climai.launch import relaunched_on_every_gpu
 from climai.registry import method_kind, method_type
 from climai.stages import StageContext, log
 
 
-def _infer_baseline(ctx: StageContext, prep: PreparedDataset, method: str, split: str) -> None:
-    """A baseline on the split: its method type's ``predict`` (LR fields are 1/scale² of the HR:
-    held in memory)."""
+def _infer_baseline(
+    ctx: StageContext, prep: PreparedDataset, method: str, split: str
+) -> EngineStats:
+    """A baseline on the split: its method type's ``predict`` fits it (quantile mapping: from
+    the train split, streamed), the engine applies it by time blocks and bands
+    (:func:`~climai.inference.downscale.downscale_baseline`)."""
     variables = ctx.cfg.variable_names
-    sub = prep.split(split)
-    predict = method_type(ctx.cfg.methods.type_of(method)).predictor()
-    values, tables = predict(prep, split, ctx.cfg, method)
-    attrs = {v: {**prep.cf_attrs(v), "grid_mapping": "crs"} for v in variables}
-    out = prediction_dataset(values, sub.ds, variables, attrs).assign(tables)
-    out = ctx.stamp(out.assign_attrs(method=method, split=split))
-    write_store(out.chunk({"time": 24}), ctx.paths.downscaled(method, split))
-    log.info("infer %s: %d %s steps", method, out.sizes["time"], split)
+    baseline = method_type(ctx.cfg.methods.type_of(method)).predictor()(prep, ctx.cfg, method)
+    lr = prep.split(split).lr_dataset(variables)
+    attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
+    out_path = ctx.paths.downscaled(method, split)
+    stats = downscale_baseline(
+        baseline, variables, ctx.cfg.scale, lr, out_path, ctx.cfg.infer, attrs
+    )
+    log.info("infer %s: %d %s steps", method, lr.sizes["time"], split)
+    return stats
 
 
 def run(
@@ -52,19 +61,30 @@ def run(
     """
     baseline = method_kind(ctx.cfg.methods.type_of(method)) == "baseline"
     # threads and determinism from the config (compute), not --threads; runtime/infer_<m>.json
-    ctx.compute(method, "cpu" if baseline else ctx.cfg.infer.device, ctx.cfg.infer.bf16)
+    record = ctx.compute(method, "cpu" if baseline else ctx.cfg.infer.device, ctx.cfg.infer.bf16)
     prep = PreparedDataset(open_store(ctx.paths.dataset))
     if baseline and block != (0, 1):
         raise ValueError(f"infer of baseline {method!r} cannot be split into time blocks")
     if baseline:
         if int(os.environ.get("RANK", "0")) == 0:
-            _infer_baseline(ctx, prep, method, split)
+            _record(ctx, method, record, [_infer_baseline(ctx, prep, method, split)])
         return
     ranks = setup_ranks()
     try:
-        _infer_emulator(ctx, prep, method, split, ranks, block)
+        stats = _infer_emulator(ctx, prep, method, split, ranks, block)
+        shares = ranks.gather(json.dumps(stats.as_dict()))
+        if ranks.rank == 0:
+            _record(ctx, method, record, [EngineStats(**json.loads(s or "{}")) for s in shares])
     finally:
         teardown_ranks(ranks)
+
+
+def _record(
+    ctx: StageContext, method: str, record: dict[str, Any], stats: list[EngineStats]
+) -> None:
+    """Add the engine's counts (every rank's) to ``runtime/infer_<method>.json``."""
+    total = EngineStats(sum(s.samples for s in stats), sum(s.skipped for s in stats))
+    write_json(ctx.paths.runtime(ctx.rule, method), {**record, "engine": total.as_dict()})
 
 
 def _infer_emulator(
@@ -74,7 +94,7 @@ def _infer_emulator(
     split: str,
     ranks: InferRanks,
     block: tuple[int, int] = (0, 1),
-) -> None:
+) -> EngineStats:
     """A trained emulator on the split, through the engine ``climai downscale`` runs
     (:func:`~climai.inference.downscale.downscale_emulator`): the split's LR fields and the
     prepared static fields in, the same values out."""
@@ -91,7 +111,7 @@ def _infer_emulator(
     static = prep.statics_dataset(spec.statics)
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
     out_path = ctx.paths.downscaled(method, split)
-    downscale_emulator(
+    stats = downscale_emulator(
         emulator, spec, card, lr, static, out_path, ctx.cfg.infer, attrs, ranks, block=block
     )
     log.info(
@@ -102,6 +122,7 @@ def _infer_emulator(
         emulator.members if emulator.stochastic else 1,
         f", rank {ranks.rank} of {ranks.world}" if ranks.world > 1 else "",
     )
+    return stats
 
 
 def main(ctx: StageContext, args: argparse.Namespace) -> None:

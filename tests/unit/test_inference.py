@@ -296,6 +296,7 @@ def test_an_ensemble_block_is_the_same_whoever_draws_it(tmp_path):
 
 # --- the campaign's infer rule and climai downscale are one engine ---------------------------
 
+BASELINES = ("bicubic", "quantile-mapping")
 TINY_NET = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16]}
 ENSEMBLE = {**TINY_NET, "members": 3, "constraint": "conserve", "joint": False}
 
@@ -318,6 +319,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory):
         for rule in ("train", "infer"):
             argv = [rule, "--configfile", str(config), "--method", method, "--threads", "1"]
             assert main(argv) == 0
+    for method in BASELINES:
+        assert main(["infer", "--configfile", str(config), "--method", method]) == 0
     results = root / "results" / "tiny"
     prep = PreparedDataset(open_store(results / "prep" / "dataset.zarr"))
     write_store(prep.split("test").lr_dataset(["tas", "pr"]).load(), root / "test_lr.zarr")
@@ -325,15 +328,17 @@ def campaign(tmp_path_factory: pytest.TempPathFactory):
     return config, results
 
 
-@pytest.mark.parametrize("method", ["unet", "unet-crps"])
+@pytest.mark.parametrize("method", ["unet", "unet-crps", *BASELINES])
 def test_downscale_of_the_test_split_writes_what_infer_wrote(campaign, tmp_path, method):
-    """Bitwise on the CPU: the same engine, settings, seed and inputs."""
+    """Bitwise on the CPU: the same engine, settings, seed and inputs. A baseline is named by
+    its method (it has no model file) and rebuilt from the campaign."""
     config, results = campaign
     root = config.parent
+    model = method if method in BASELINES else str(results / "models" / method / "model.pt")
     code = main(
         [
             "downscale", "--configfile", str(config),
-            "--model", str(results / "models" / method / "model.pt"),
+            "--model", model,
             "--input", str(root / "test_lr.zarr"), "--static", str(root / "static.zarr"),
             "--output", str(tmp_path / "hr.zarr"), "--threads", "1",
         ]
@@ -373,3 +378,17 @@ def test_downscale_of_a_conserving_ensemble_on_new_data(campaign, tmp_path):
     for v in ("tas", "pr"):
         assert _relative_block_error(hr[v].values, lr[v].values, 8) < 1e-5
     assert float(hr["tas"].std("member").mean()) > 0
+
+
+def test_downscale_names_the_baselines_when_the_model_is_neither(campaign, tmp_path, capsys):
+    config, _ = campaign
+    code = main(
+        [
+            "downscale", "--configfile", str(config), "--model", "bicubc",
+            "--input", str(config.parent / "test_lr.zarr"), "--output", str(tmp_path / "hr.zarr"),
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "'bicubc' is neither a model file nor a baseline method" in err
+    assert "its baselines: bicubic, nearest, quantile-mapping" in err

@@ -104,17 +104,19 @@ def test_qdm_predict_in_bands_equals_one_band_and_beats_bicubic_bias():
     prediction, and QDM removes most of bicubic's mean bias on the test split."""
     cfg = validate_config({**TINY_CAMPAIGN, "methods": {"qdm": {"quantiles": 20}, "unet": None}})
     prep = PreparedDataset(create_prepared_test_data(scale=cfg.scale))
-    one, extra = qdm_predict.predict(prep, "test", cfg, "qdm")
-    assert extra == {}
+    test = prep.split("test")
+    names = cfg.variable_names
+    lr = test.lr_stack(names)
+    baseline = qdm_predict.predict(prep, cfg, "qdm")
+    assert baseline.whole_series and baseline.needs_times and baseline.margin is None
+    one = baseline(lr, test.times)
     small = validate_config(
         {**TINY_CAMPAIGN, "methods": {"qdm": {"quantiles": 20, "band_cells": 10_000}, "unet": None}}
     )
-    many, _ = qdm_predict.predict(prep, "test", small, "qdm")
-    test = prep.split("test")
+    many = qdm_predict.predict(prep, small, "qdm")(lr, test.times)
     assert one.shape == (test.sizes["time"], len(cfg.variables), test.sizes["y"], test.sizes["x"])
     np.testing.assert_array_equal(many, one)  # bands bound memory, not the result
     assert method_kind("qdm") == "baseline"
-    names = cfg.variable_names
     truth = test.hr_stack(names)
     bic = bicubic_prediction(test.lr_stack(names), cfg.scale, [v.kind for v in cfg.variables])
     for i in range(len(names)):

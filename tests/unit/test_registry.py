@@ -39,17 +39,14 @@ def test_builtin_baselines_predict_the_split_from_the_prepared_dataset():
         {**TINY_CAMPAIGN, "methods": {"nearest": {}, "quantile-mapping": {}, "unet": None}}
     )
     prep = PreparedDataset(create_prepared_test_data(scale=cfg.scale))
-    test = prep.split("test")
+    lr = prep.split("test").lr_stack(cfg.variable_names)
     for method in ("bicubic", "nearest", "quantile-mapping"):
-        values, extra = registry.method_type(method).predictor()(prep, "test", cfg, method)
-        assert values.shape == (
-            test.split_size("test"),
-            len(cfg.variable_names),
-            *test.hr(cfg.variable_names[0]).shape[1:],
-        )
+        baseline = registry.method_type(method).predictor()(prep, cfg, method)
+        values = baseline(lr)
+        assert values.shape == (*lr.shape[:2], lr.shape[2] * cfg.scale, lr.shape[3] * cfg.scale)
         assert np.isfinite(values).any()
-        assert bool(extra) == (method == "quantile-mapping")
-    nearest, _ = registry.method_type("nearest").predictor()(prep, "test", cfg, "nearest")
+        assert bool(baseline.extra) == (method == "quantile-mapping")
+    nearest = registry.method_type("nearest").predictor()(prep, cfg, "nearest")(lr)
     block = nearest[0, 0, : cfg.scale, : cfg.scale]
     np.testing.assert_array_equal(block, block[0, 0])  # nearest keeps the LR blocks
 

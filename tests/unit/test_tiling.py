@@ -154,3 +154,41 @@ def test_a_stochastic_model_gives_a_member_axis_reproducibly():
     np.testing.assert_array_equal(runs[0], runs[1])
     assert runs[0][:, 0, 0].std() > 0 and np.abs(runs[0][:, 0] - runs[0][:, 1]).max() > 0.1
     assert (runs[0][:, :, 1] >= 0).all()  # precipitation stays non-negative
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_tiles_without_lr_values_are_skipped_and_the_rest_is_unchanged(batch):
+    """Step 1 has no LR value in its first 6 LR rows (both variables): the two tile rows inside
+    them are not computed (the network is called fewer times), their cells are NaN, and every
+    other cell equals the run that computes every tile bitwise."""
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    lr, static = lr_inputs(96, 64, 2)
+    values = np.stack([lr[v].values for v in spec.variables], 1)
+    values[1, :, :6] = np.nan
+    st = np.stack([static[s].values for s in spec.statics])
+    layout = TileLayout.build((12, 8), 8, 32, 16, model.multiple)  # tile rows at 0, 16, ..., 64
+    runs, calls, skipped = [], [], []
+    for skip in (False, True):
+        predict = model_predictor(model, torch.device("cpu"), False)
+        seen: list[int] = []
+
+        def counting(x, base, seed, predict=predict, seen=seen):
+            seen.append(x.shape[0])
+            return predict(x, base, seed)
+
+        tiled = TiledPredictor(counting, spec, layout, batch, skip_missing=skip)
+        bands = tiled.run(
+            values,
+            lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]),
+            pd.DatetimeIndex(lr["time"].values),
+        )
+        runs.append(np.concatenate([b[2] for b in bands], axis=-2))
+        calls.append(sum(seen))
+        skipped.append((tiled.samples, tiled.skipped))
+    full, holey = runs
+    per_row = len(layout.cols)
+    assert skipped == [(2 * len(layout), 0), (2 * len(layout), 2 * per_row)]
+    assert calls[1] == calls[0] - 2 * per_row  # samples sent to the network
+    assert np.isnan(holey[1, :, :48]).all() and np.isfinite(holey[1, :, 48:]).all()
+    np.testing.assert_array_equal(holey, full)  # NaN where the skipped tiles are, in both
