@@ -45,7 +45,7 @@ from climai.io.stores import write_store
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
 from climai.stages import StageContext, log
-from climai.synthetic import toy_world
+from climai.synthetic import toy_world, toy_world_counts
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
 
 CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
@@ -238,14 +238,19 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     toy_static = None
     if isinstance(src, SyntheticConfig):
         target, toy_static = toy_world(
-            seed=cfg.seed, nx=src.nx, ny=src.ny, dx=src.dx, steps=src.steps, start=src.start
+            seed=cfg.seed,
+            nx=src.nx,
+            ny=src.ny,
+            dx=src.dx,
+            steps=src.steps,
+            start=src.start,
+            time_chunk=24,
         )
         missing = [n for n in cfg.variable_names if n not in target]
         if missing:
             raise IngestError(
                 f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
             )
-        target = target.chunk({"time": 24})
         where = "the toy world"
         names = cfg.variable_names
     else:
@@ -265,18 +270,10 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
     for var in cfg.variables:
         out[var.name] = canonical_variable(ds, var, times, where)
-    # one streaming pass: valid cells per step (all-NaN steps) and per cell (coverage)
-    first = cfg.variable_names[0]
-    per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
-    per_cell = out[first].notnull().sum("time")
-    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
-    minima = {n: out[n].min() for n in precip}
-    try:
-        per_step, per_cell, minima = dask.compute(per_step, per_cell, minima)
-    except (OSError, RuntimeError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
-    _check_not_negative(minima, cfg, where)
+    if isinstance(src, SyntheticConfig):
+        per_step, per_cell = toy_world_counts(out, cfg.variable_names)
+    else:
+        per_step, per_cell = _count_valid(out, cfg, where)
     cells = grid.shape[0] * grid.shape[1]
     keep = np.ones(out.sizes["time"], dtype=bool)
     for name, counts in per_step.items():
@@ -311,6 +308,25 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
     out.attrs["ingest_report"] = "; ".join(report)
     return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
+
+
+def _count_valid(
+    out: xr.Dataset, cfg: CampaignConfig, where: str
+) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
+    """One streaming pass: valid cells per step (all-NaN steps) and per cell (coverage) of every
+    variable; precipitation is checked not negative on the way."""
+    first = cfg.variable_names[0]
+    per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
+    per_cell = out[first].notnull().sum("time")
+    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
+    minima = {n: out[n].min() for n in precip}
+    try:
+        per_step, per_cell, minima = dask.compute(per_step, per_cell, minima)
+    except (OSError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
+    _check_not_negative(minima, cfg, where)
+    return per_step, per_cell
 
 
 def _check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, where: str) -> None:
