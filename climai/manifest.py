@@ -107,6 +107,37 @@ def _hash_array(h: Any, name: str, values: np.ndarray) -> None:
     h.update(np.ascontiguousarray(values).tobytes())
 
 
+_HASH_BLOCK = 64 * 2**20  # bytes of an array read at once by a checksum
+
+
+def _hash_variable(h: Any, name: str, var: Any) -> None:
+    """:func:`_hash_array` of a lazy (dask-backed) variable, read block by block: the same bytes
+    in the same (C) order, so the same checksum, in bounded memory."""
+    if var.nbytes <= _HASH_BLOCK or var.ndim == 0 or var.dtype.kind not in "biuf":
+        _hash_array(h, name, var.values)
+        return
+    h.update(f"{name}:{var.dtype}:{var.shape}\n".encode())
+    _hash_blocks(h, var)
+
+
+def _hash_blocks(h: Any, var: Any) -> None:
+    """The values of ``var`` in C order, by slices of its first axis that are whole storage
+    chunks (merged up to _HASH_BLOCK bytes), or element by element of it when one is too big."""
+    if var.nbytes <= _HASH_BLOCK or var.ndim == 1:
+        h.update(np.ascontiguousarray(var.values).tobytes())
+        return
+    n = var.shape[0]
+    per_index = var.nbytes // n
+    if per_index > _HASH_BLOCK:
+        for i in range(n):
+            _hash_blocks(h, var[i])
+        return
+    chunk = var.chunks[0][0] if var.chunks else 1
+    step = max(1, _HASH_BLOCK // (per_index * chunk)) * chunk
+    for start in range(0, n, step):
+        h.update(np.ascontiguousarray(var[start : start + step].values).tobytes())
+
+
 def artifact_checksum(path: str | Path) -> str:
     """sha256 over the values of an output (zarr store, model file, JSON/CSV/other file)."""
     p = Path(path)
@@ -116,7 +147,7 @@ def artifact_checksum(path: str | Path) -> str:
 
         ds = open_store(p)
         for name in sorted(map(str, ds.variables)):
-            _hash_array(h, name, ds[name].values)
+            _hash_variable(h, name, ds[name].variable)
             attrs = {k: v for k, v in ds[name].attrs.items() if k not in _VOLATILE_ATTRS}
             h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
         attrs = {k: v for k, v in ds.attrs.items() if k not in _VOLATILE_ATTRS}

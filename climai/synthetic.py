@@ -18,6 +18,8 @@ rerun gives the same bytes. The fields are built the way the real ones behave:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -110,89 +112,123 @@ def _wind(rng: np.random.Generator, steps: int) -> tuple[np.ndarray, np.ndarray]
     return -speed * np.sin(direction), -speed * np.cos(direction)
 
 
-def _tas(
-    rng: np.random.Generator,
-    height: np.ndarray,
-    lsm: np.ndarray,
-    times: pd.DatetimeIndex,
-    u: np.ndarray,
-    v: np.ndarray,
-    dx: float,
-) -> np.ndarray:
-    steps = times.size
-    ny, nx = height.shape
-    hour = times.hour.to_numpy() + times.minute.to_numpy() / 60.0
-    doy = times.day_of_year.to_numpy()
-    yy, xx = np.mgrid[0:ny, 0:nx] / max(ny, nx)
-    gradient = 288.0 - 2.0 * yy + 0.8 * xx
-    seasonal = 6.0 * np.cos(2 * np.pi * (doy - 200) / 365.25)
-    diurnal = np.cos(2 * np.pi * (hour - 15.0) / 24.0)
-    clear = 1.0 / (1.0 + np.exp(-1.5 * _red_series(rng, steps, tau=30.0)))  # 0 cloudy .. 1 clear
-    night = np.clip(-np.cos(2 * np.pi * (hour - 15.0) / 24.0), 0, None)
-    lapse = LAPSE_RATE_MEAN - 1.5e-3 * diurnal + 9.0e-3 * night * clear  # inversions: lapse > 0
-    noise = spectral_field(rng, ny, nx, slope=3.5, kmin=0.5 / max(ny, nx))
-    weather = 1.5 * _red_series(rng, steps, tau=72.0)
-    out = np.empty((steps, ny, nx), np.float32)
+def _drifts(u: np.ndarray, v: np.ndarray, dx: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative advection (cells) of a frozen pattern at every step, summed in step order."""
     drift_y = drift_x = 0.0
-    for t in range(steps):
+    ys, xs = np.empty(u.size), np.empty(u.size)
+    for t in range(u.size):
         drift_y += v[t] * 3600.0 / dx
         drift_x += u[t] * 3600.0 / dx
-        amp = (3.0 + 3.0 * clear[t]) * diurnal[t] * (0.4 + 0.6 * lsm)
-        out[t] = (
-            gradient
-            + seasonal[t]
-            + amp
-            + lapse[t] * height
-            + weather[t]
-            + 0.6 * _shift(noise, drift_y, drift_x)
-        )
-    return out
+        ys[t], xs[t] = drift_y, drift_x
+    return ys, xs
 
 
-def _pr(
-    rng: np.random.Generator,
-    height: np.ndarray,
-    times: pd.DatetimeIndex,
-    u: np.ndarray,
-    v: np.ndarray,
-    dx: float,
-) -> np.ndarray:
-    steps = times.size
-    ny, nx = height.shape
-    gy, gx = np.gradient(_smooth(height, 1.5), dx)  # m/m on a slightly smoothed terrain
-    moisture = 0.5 + 0.5 * np.tanh(_red_series(rng, steps, tau=24.0))  # wet and dry spells
-    areas = spectral_field(rng, 2 * ny, 2 * nx, slope=3.0)  # larger than the domain: advected
-    out = np.empty((steps, ny, nx), np.float32)
-    drift_y = drift_x = 0.0
-    cells: list[list[float]] = []  # y, x, radius (cells), peak (mm/h), age, life (h)
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
-    for t in range(steps):
-        drift_y += v[t] * 3600.0 / dx
-        drift_x += u[t] * 3600.0 / dx
-        field = _shift(areas, drift_y, drift_x)[:ny, :nx]
-        stratiform = np.clip(field - 0.7 + 1.2 * (moisture[t] - 0.5), 0, None) * 0.8
-        upslope = np.clip(u[t] * gx + v[t] * gy, 0, None)  # m/s of forced ascent
-        orographic = 1.5 * upslope * moisture[t] * (stratiform > 0)
-        rain = stratiform * (1.0 + 1.5 * upslope) + orographic
-        # convective cells: born over high terrain when moist, advected by the wind, live a few hours
-        n_new = rng.poisson(1.2 * moisture[t])
-        for _ in range(n_new):
-            y0, x0 = rng.integers(0, ny), rng.integers(0, nx)
-            if rng.uniform() < 0.3 + 0.7 * height[y0, x0] / height.max():
-                cells.append(
-                    [y0, x0, rng.uniform(4, 10), rng.gamma(2.0, 2.0), 0.0, rng.uniform(2, 6)]
-                )
-        for c in cells:
-            c[0] += v[t] * 3600.0 / dx
-            c[1] += u[t] * 3600.0 / dx
-            c[4] += 1.0
-            life = np.sin(np.pi * min(c[4] / c[5], 1.0))
-            r2 = ((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / c[2] ** 2
-            rain += c[3] * life * np.exp(-0.5 * r2)
-        cells = [c for c in cells if c[4] < c[5]]
-        rain[rain < 0.05] = 0.0  # below the rain gauge threshold: dry
-        out[t] = rain
-    return out
+class _Tas:
+    """``tas`` (K) of any block of steps: every random draw is made here, in the toy world's
+    order, so a block is a pure function of its steps."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        height: np.ndarray,
+        lsm: np.ndarray,
+        times: pd.DatetimeIndex,
+        u: np.ndarray,
+        v: np.ndarray,
+        dx: float,
+    ) -> None:
+        steps = times.size
+        ny, nx = height.shape
+        hour = times.hour.to_numpy() + times.minute.to_numpy() / 60.0
+        doy = times.day_of_year.to_numpy()
+        yy, xx = np.mgrid[0:ny, 0:nx] / max(ny, nx)
+        self.gradient = 288.0 - 2.0 * yy + 0.8 * xx
+        self.seasonal = 6.0 * np.cos(2 * np.pi * (doy - 200) / 365.25)
+        self.diurnal = np.cos(2 * np.pi * (hour - 15.0) / 24.0)
+        self.clear = 1.0 / (1.0 + np.exp(-1.5 * _red_series(rng, steps, tau=30.0)))  # 0..1 clear
+        night = np.clip(-np.cos(2 * np.pi * (hour - 15.0) / 24.0), 0, None)
+        # inversions: lapse > 0
+        self.lapse = LAPSE_RATE_MEAN - 1.5e-3 * self.diurnal + 9.0e-3 * night * self.clear
+        self.noise = spectral_field(rng, ny, nx, slope=3.5, kmin=0.5 / max(ny, nx))
+        self.weather = 1.5 * _red_series(rng, steps, tau=72.0)
+        self.height, self.lsm, self.shape = height, lsm, height.shape
+        self.drift = _drifts(u, v, dx)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.height.shape), np.float32)
+        for i, t in enumerate(range(start, stop)):
+            amp = (3.0 + 3.0 * self.clear[t]) * self.diurnal[t] * (0.4 + 0.6 * self.lsm)
+            out[i] = (
+                self.gradient
+                + self.seasonal[t]
+                + amp
+                + self.lapse[t] * self.height
+                + self.weather[t]
+                + 0.6 * _shift(self.noise, self.drift[0][t], self.drift[1][t])
+            )
+        return out
+
+
+class _Pr:
+    """``pr`` (mm h-1) of any block of steps. The convective cells' life cycles (every random
+    draw of every step, in the toy world's order) are traced here once, without any field:
+    a block then only evaluates the cells alive at its steps."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        height: np.ndarray,
+        times: pd.DatetimeIndex,
+        u: np.ndarray,
+        v: np.ndarray,
+        dx: float,
+    ) -> None:
+        steps = times.size
+        ny, nx = height.shape
+        self.gy, self.gx = np.gradient(_smooth(height, 1.5), dx)  # m/m, slightly smoothed
+        self.moisture = 0.5 + 0.5 * np.tanh(_red_series(rng, steps, tau=24.0))  # wet/dry spells
+        self.areas = spectral_field(rng, 2 * ny, 2 * nx, slope=3.0)  # larger than the domain
+        self.u, self.v, self.shape = u, v, (ny, nx)
+        self.drift = _drifts(u, v, dx)
+        # per step: (y, x, radius (cells), peak (mm/h), life factor) of every cell alive
+        self.alive: list[list[tuple[float, float, float, float, float]]] = []
+        cells: list[list[float]] = []  # y, x, radius, peak, age, life (h)
+        for t in range(steps):
+            n_new = rng.poisson(1.2 * self.moisture[t])
+            for _ in range(n_new):
+                y0, x0 = rng.integers(0, ny), rng.integers(0, nx)
+                if rng.uniform() < 0.3 + 0.7 * height[y0, x0] / height.max():
+                    cells.append(
+                        [y0, x0, rng.uniform(4, 10), rng.gamma(2.0, 2.0), 0.0, rng.uniform(2, 6)]
+                    )
+            now = []
+            for c in cells:
+                c[0] += v[t] * 3600.0 / dx
+                c[1] += u[t] * 3600.0 / dx
+                c[4] += 1.0
+                now.append((c[0], c[1], c[2], c[3], np.sin(np.pi * min(c[4] / c[5], 1.0))))
+            self.alive.append(now)
+            cells = [c for c in cells if c[4] < c[5]]
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        ny, nx = self.shape
+        u, v, gx, gy = self.u, self.v, self.gx, self.gy
+        out = np.empty((stop - start, ny, nx), np.float32)
+        yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+        for i, t in enumerate(range(start, stop)):
+            field = _shift(self.areas, self.drift[0][t], self.drift[1][t])[:ny, :nx]
+            moisture = self.moisture[t]
+            stratiform = np.clip(field - 0.7 + 1.2 * (moisture - 0.5), 0, None) * 0.8
+            upslope = np.clip(u[t] * gx + v[t] * gy, 0, None)  # m/s of forced ascent
+            orographic = 1.5 * upslope * moisture * (stratiform > 0)
+            rain = stratiform * (1.0 + 1.5 * upslope) + orographic
+            # convective cells: born over high terrain when moist, advected by the wind
+            for cy, cx, radius, peak, life in self.alive[t]:
+                r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2
+                rain += peak * life * np.exp(-0.5 * r2)
+            rain[rain < 0.05] = 0.0  # below the rain gauge threshold: dry
+            out[i] = rain
+        return out
 
 
 def _sfc_wind(
@@ -238,13 +274,16 @@ def toy_world(
     steps: int = 480,
     start: str = "2020-06-01T00:00",
     extra: tuple[str, ...] = (),
+    time_chunk: int | None = None,
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """Build the toy world: ``(target, static)`` datasets on one projected HR grid.
 
     ``target`` holds ``tas`` (K) and ``pr`` (mm h-1) on ``(time, y, x)``, and the
     :data:`OPTIONAL_FIELDS` named in ``extra`` (drawn after the others: ``tas`` and ``pr`` are
     the same with or without them); ``static`` holds ``orography`` (m) and ``lsm`` (1 = land).
-    The same arguments always give the same values.
+    The same arguments always give the same values. With ``time_chunk``, ``tas`` and ``pr`` are
+    lazy dask arrays of that many steps per chunk, each computed on demand (the same values;
+    memory bounded by the chunks, not the series).
 
     Examples
     --------
@@ -256,8 +295,8 @@ def toy_world(
     height, lsm = make_terrain(rng, ny, nx, dx)
     times = pd.date_range(start, periods=steps, freq="h")
     u, v = _wind(rng, steps)
-    tas = _tas(rng, height, lsm, times, u, v, dx)
-    pr = _pr(rng, height, times, u, v, dx)
+    tas = _fields(_Tas(rng, height, lsm, times, u, v, dx), steps, time_chunk)
+    pr = _fields(_Pr(rng, height, times, u, v, dx), steps, time_chunk)
     unknown = sorted(set(extra) - set(OPTIONAL_FIELDS))
     if unknown:
         raise ValueError(
@@ -301,6 +340,37 @@ def toy_world(
         attrs={"title": "climai toy world static fields"},
     )
     return target, static
+
+
+def toy_world_counts(
+    target: xr.Dataset, names: list[str]
+) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
+    """Valid cells per step of each of ``names`` and per cell, of the toy world ``target``
+    without reading it: every cell of every step is valid (and ``pr`` ≥ 0) by construction."""
+    steps, ny, nx = target.sizes["time"], target.sizes["y"], target.sizes["x"]
+    per_step = {
+        n: xr.DataArray(np.full(steps, ny * nx), coords={"time": target["time"]}, dims="time")
+        for n in names
+    }
+    cells = np.full((ny, nx), steps)
+    per_cell = xr.DataArray(cells, coords={"y": target["y"], "x": target["x"]}, dims=("y", "x"))
+    return per_step, per_cell
+
+
+def _fields(maker: _Tas | _Pr, steps: int, time_chunk: int | None) -> Any:
+    """All steps of ``maker``'s field: in memory, or lazily by chunks of ``time_chunk`` steps."""
+    if time_chunk is None:
+        return maker.block(0, steps)
+    import dask
+    import dask.array as da
+
+    blocks = []
+    for start in range(0, steps, time_chunk):
+        stop = min(steps, start + time_chunk)
+        block = dask.delayed(maker.block, pure=False)(start, stop)
+        shape = (stop - start, *maker.shape)
+        blocks.append(da.from_delayed(block, shape, dtype=np.float32))
+    return da.concatenate(blocks)
 
 
 def _attrs(standard_name: str, units: str, long_name: str) -> dict[str, str]:

@@ -52,7 +52,7 @@ from climai.preprocess.checks import (
 from climai.preprocess.dataset import with_hr_layout
 from climai.regrid import reproject_series, reproject_to_grid
 from climai.stages import StageContext, dask_progress, log
-from climai.synthetic import OPTIONAL_FIELDS, toy_world
+from climai.synthetic import OPTIONAL_FIELDS, toy_world, toy_world_counts
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
 
 CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
@@ -249,6 +249,7 @@ def load_target(cfg: CampaignConfig) -> Ingested:
             steps=src.steps,
             start=src.start,
             extra=extra,
+            time_chunk=24,
         )
         missing = [n for n in cfg.variable_names if n not in target]
         if missing:
@@ -256,7 +257,6 @@ def load_target(cfg: CampaignConfig) -> Ingested:
                 f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
                 f" and, on request, {', '.join(OPTIONAL_FIELDS)}"
             )
-        target = target.chunk({"time": 24})
         where = "the toy world"
         names = cfg.variable_names
     else:
@@ -277,20 +277,10 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
     for var in cfg.variables:
         out[var.name] = canonical_variable(ds, var, times, where)
-    # one streaming pass: valid cells per step (all-NaN steps) and per cell (coverage)
-    first = cfg.variable_names[0]
-    per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
-    per_cell = out[first].notnull().sum("time")
-    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
-    minima = {n: out[n].min() for n in precip}
-    infinite = {n: np.isinf(out[n]).sum() for n in cfg.variable_names}
-    try:
-        per_step, per_cell, minima, infinite = dask.compute(per_step, per_cell, minima, infinite)
-    except (OSError, RuntimeError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
-    check_finite(infinite, "data.target", where)
-    check_not_negative(minima, cfg, "data.target", where)
+    if isinstance(src, SyntheticConfig):
+        per_step, per_cell = toy_world_counts(out, cfg.variable_names)
+    else:
+        per_step, per_cell = _count_valid(out, cfg, where)
     cells = grid.shape[0] * grid.shape[1]
     keep = np.ones(out.sizes["time"], dtype=bool)
     for name, counts in per_step.items():
@@ -325,6 +315,27 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
     out.attrs["ingest_report"] = "; ".join(report)
     return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
+
+
+def _count_valid(
+    out: xr.Dataset, cfg: CampaignConfig, where: str
+) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
+    """One streaming pass: valid cells per step (all-NaN steps) and per cell (coverage) of every
+    variable; no infinity, and precipitation not negative, checked on the way."""
+    first = cfg.variable_names[0]
+    per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
+    per_cell = out[first].notnull().sum("time")
+    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
+    minima = {n: out[n].min() for n in precip}
+    infinite = {n: np.isinf(out[n]).sum() for n in cfg.variable_names}
+    try:
+        per_step, per_cell, minima, infinite = dask.compute(per_step, per_cell, minima, infinite)
+    except (OSError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IngestError(f"data.target: cannot read the data values ({where}): {msg}") from None
+    check_finite(infinite, "data.target", where)
+    check_not_negative(minima, cfg, "data.target", where)
+    return per_step, per_cell
 
 
 def _coord_attrs(crs: CRS, axis: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 from pyproj import CRS
 
+from climai import synthetic
 from climai.config import ConfigError, validate_config
 from climai.converters import dbz_to_rain_rate, get_converter
 from climai.grids import Grid, GridError
@@ -470,3 +471,22 @@ def test_input_missing_target_times(series, in_tmp):
         _input_campaign(in_tmp, "short.nc"),
         r"data.input: no data at 3 of the 8 target times \(first 2020-06-01T05:00:00\)",
     )
+
+
+def test_synthetic_ingest_computes_each_chunk_once_and_equals_the_toy_world(in_tmp, monkeypatch):
+    calls: list[tuple[str, int, int]] = []
+    for cls in (synthetic._Tas, synthetic._Pr):
+        original = cls.block
+
+        def counted(self, start, stop, original=original, name=cls.__name__):
+            calls.append((name, start, stop))
+            return original(self, start, stop)
+
+        monkeypatch.setattr(cls, "block", counted)
+    target = {"source": "synthetic", "nx": 64, "ny": 64, "steps": 30}
+    hr, _ = ingest(campaign(target, variables=[{"name": "tas", "units": "K"}, PR]))
+    assert sorted(calls) == sorted(set(calls))  # no chunk of the world computed twice
+    assert {(start, stop) for _, start, stop in calls} == {(0, 24), (24, 30)}
+    truth, _ = toy_world(seed=0, nx=64, ny=64, steps=30)
+    for name in ("tas", "pr"):
+        assert np.array_equal(hr[name].values, truth[name].values)

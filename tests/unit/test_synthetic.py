@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from climai.evaluation.metrics import radial_power_spectrum
-from climai.synthetic import LAPSE_RATE_MEAN, make_terrain, toy_world
+from climai.synthetic import LAPSE_RATE_MEAN, make_terrain, toy_world, toy_world_counts
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,21 @@ def test_outputs_carry_cf_metadata_and_crs(world):
     assert target["pr"].attrs["grid_mapping"] == "crs"
     assert "crs_wkt" in target["crs"].attrs
     assert float(target["x"][1] - target["x"][0]) == 500.0
+
+
+@pytest.mark.parametrize("time_chunk", [1, 5, 12])
+def test_lazy_world_equals_the_eager_one_bitwise(time_chunk):
+    eager, static = toy_world(seed=4, nx=40, ny=24, steps=12)
+    lazy, lazy_static = toy_world(seed=4, nx=40, ny=24, steps=12, time_chunk=time_chunk)
+    assert lazy["pr"].chunks[0][0] == time_chunk
+    assert lazy.compute().identical(eager) and lazy_static.identical(static)
+
+
+def test_toy_world_counts_match_the_values():
+    target, _ = toy_world(seed=1, nx=16, ny=24, steps=6)
+    per_step, per_cell = toy_world_counts(target, ["tas", "pr"])
+    for name in ("tas", "pr"):
+        assert (per_step[name] == target[name].notnull().sum(("y", "x"))).all()
+    assert float(target["pr"].min()) >= 0.0
+    assert per_cell.dims == ("y", "x")
+    assert (per_cell == target["tas"].notnull().sum("time")).all()

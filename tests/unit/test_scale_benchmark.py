@@ -1,0 +1,54 @@
+"""benchmarks/scale.py's records (issue 24's cost-model input) from Snakemake benchmark files:
+every job of the default campaign becomes one record with the agreed keys."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"rule", "method", "kind", "device", "max_rss_mb", "seconds", "workload"}
+WORKLOAD = {
+    "ny", "nx", "scale", "variables", "steps_total", "steps_train", "steps_val", "steps_test",
+    "members", "epochs", "patch", "batch", "patches_per_step", "threads", "hr_bytes",
+}  # fmt: skip
+JOBS = ["ingest", "preprocess", "compare", "lineage", "manifest"] + [
+    f"{rule}_{m}"
+    for rule in ("infer", "evaluate", "export")
+    for m in ("bicubic", "quantile-mapping", "unet", "unet-crps")
+] + ["train_unet", "train_unet-crps"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scale():
+    spec = importlib.util.spec_from_file_location("scale", ROOT / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_job_gives_one_record_with_the_agreed_keys(scale, tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for i, job in enumerate(JOBS):
+        (tmp_path / f"{job}.tsv").write_text(
+            header + f"{i + 1}.5\t0:00:01\t{100 + i}\t0\t0\t0\t0\t0\t0\t0\n"
+        )
+    args = type("Args", (), {"channels": [4, 8, 16], "patch": 16, "patches_per_step": 1})()
+    args.compression, args.cores, args.nx, args.ny = 1, 2, 64, 64
+    cfg = scale.campaign_config(args, 40, tmp_path / "results")
+    steps = {"train": 32, "val": 4, "test": 4}
+    records = scale.records_of(scale.read_benchmarks(tmp_path), cfg, steps, 2)
+    assert len(records) == len(JOBS)
+    for r in records:
+        assert set(r) == KEYS and set(r["workload"]) == WORKLOAD
+        assert r["device"] == "cpu" and r["workload"]["hr_bytes"] == 4 * 64 * 64 * 2 * 40
+    by = {(r["rule"], r["method"]): r for r in records}
+    assert by[("infer", "unet-crps")]["kind"] == "emulator"
+    assert by[("infer", "unet-crps")]["workload"]["members"] == 8
+    assert by[("infer", "bicubic")]["kind"] == "baseline"
+    assert by[("compare", None)]["kind"] is None
+    assert by[("train", "unet")]["workload"]["threads"] == 2
+    assert by[("ingest", None)]["max_rss_mb"] == 100.0
+    assert len(scale.table(records, records)) == len(JOBS) + 2
