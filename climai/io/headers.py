@@ -24,7 +24,7 @@ import xarray as xr
 from climai.config import CampaignConfig, DerivedStatic, PluginSource, SyntheticConfig
 from climai.grids import GridError, crs_from_dataset, find_xy
 from climai.io.readers import SourceError, expand_paths, open_source
-from climai.units import UnitsError, amount_to_rate, convert, is_amount, lookup
+from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
 
 CACHE = Path(".snakemake") / "climai-header-checks.json"
 """Passed checks, by a hash of the source's config and its first file's size and mtime."""
@@ -56,8 +56,8 @@ def _check_units(ds: xr.Dataset, name: str, units: str, where: str) -> None:
             f"to {units!r}"
         )
     probe = xr.DataArray(np.zeros(1, np.float32), attrs={"units": str(attrs["units"])})
-    rate = lookup(units, name, " (config 'variables')").dimension == "precipitation_rate"
-    if rate and is_amount(str(attrs["units"])):
+    lookup(units, name, " (config 'variables')")  # the configured units are known
+    if is_rate(units) and is_amount(str(attrs["units"])):  # an accumulation, as ingest sees it
         probe = amount_to_rate(probe, 1.0, name)
     convert(probe, units, name, where)
 

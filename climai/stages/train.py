@@ -321,7 +321,8 @@ def _train(
         )
         if epochs is not None:
             epochs.finish_group(group, result.history)
-        net = build_model(mcfg, gspec)
+        # the guard scores the kept weights where training ran (a GPU run's data are on the GPU)
+        net = build_model(mcfg, gspec).to(device=dist.device, memory_format=torch.channels_last)
         net.load_state_dict(result.state_dict)
         group_scores, guarded[group] = guard(
             net,
@@ -334,7 +335,7 @@ def _train(
             seed=ctx.cfg.seed,
             log=say,
         )
-        state.update({f"{group}.{k}": v for k, v in net.state_dict().items()})
+        state.update({f"{group}.{k}": v.detach().cpu() for k, v in net.state_dict().items()})
         history += [{**row, "group": group} for row in result.history]
         scores.update(group_scores)
         frozen += [f"{group}.{name}" for name in result.frozen]

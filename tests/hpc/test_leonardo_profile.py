@@ -55,9 +55,10 @@ CAMPAIGN = {
 }
 METHOD_KINDS = {"bicubic": "baseline", "unet": "emulator"}
 # Job → (rule, method or None): the jobs of one run.
-JOBS = [("ingest", None), ("preprocess", None), ("train", "unet"), ("compare", None),
-        ("manifest", None)] + [(rule, m) for rule in ("infer", "evaluate", "export")
-                               for m in METHOD_KINDS]  # fmt: skip
+# the SLURM jobs: compare and manifest are localrules (the Snakefile), run beside Snakemake
+JOBS = [("ingest", None), ("preprocess", None), ("train", "unet")] + [
+    (rule, m) for rule in ("infer", "evaluate", "export") for m in METHOD_KINDS
+]
 STORES = (
     "ingest/target.zarr",
     "ingest/static.zarr",

@@ -232,11 +232,17 @@ def test_verify_reruns_the_campaign_bitwise(reference):
 
 
 def test_config_values_never_reach_a_shell_unquoted(tmp_path):
-    write_config(tmp_path / "c.yaml", results="out; touch pwned")
+    """A results folder with spaces (which an unquoted shell word would split) works; one with
+    shell metacharacters is refused by validation before any job runs."""
+    write_config(tmp_path / "c.yaml", results="out dir, two+three")
     result = run_snakemake(tmp_path, "--configfile", str(tmp_path / "c.yaml"), "--until", "ingest")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not (tmp_path / "pwned").exists()
-    assert (tmp_path / "out; touch pwned/tiny/ingest/target.zarr").is_dir()
+    assert (tmp_path / "out dir, two+three/tiny/ingest/target.zarr").is_dir()
+    write_config(tmp_path / "bad.yaml", results="out; touch pwned")
+    refused = run_snakemake(tmp_path, "--configfile", str(tmp_path / "bad.yaml"), "-n")
+    assert refused.returncode != 0
+    assert "results folder 'out; touch pwned' must be a plain path" in refused.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out; touch pwned").exists()
 
 
 def test_changing_one_input_file_reruns_exactly_its_dependents(tmp_path):

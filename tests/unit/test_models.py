@@ -60,5 +60,7 @@ def test_unet_output_shape_and_multiple():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="valid methods: bicubic, nearest, quantile-mapping, unet"):
+    with pytest.raises(
+        KeyError, match="valid methods: bicubic, nearest, quantile-mapping, qdm, unet"
+    ):
         method_kind("unett")
