@@ -241,7 +241,9 @@ def test_config_values_never_reach_a_shell_unquoted(tmp_path):
     write_config(tmp_path / "bad.yaml", results="out; touch pwned")
     refused = run_snakemake(tmp_path, "--configfile", str(tmp_path / "bad.yaml"), "-n")
     assert refused.returncode != 0
-    assert "results folder 'out; touch pwned' must be a plain path" in refused.stderr
+    assert (
+        "results folder 'out; touch pwned' must be a plain path" in refused.stdout + refused.stderr
+    )
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "out; touch pwned").exists()
 
 
