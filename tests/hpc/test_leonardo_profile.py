@@ -214,18 +214,23 @@ def _mb(text: str) -> float:
 def test_every_job_asked_at_least_the_memory_it_used(runs):
     """sacct: each job's requested memory (the cost model's estimate × safety, plus the job's
     own Snakemake) is at least the peak RSS of every step of the job (MaxRSS)."""
-    res = runs["cluster"].run(
-        "sacct", "-n", "-P", "-S", runs["start"], "--format=JobID,JobName,ReqMem,MaxRSS,Comment",
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    asked: dict[str, tuple[str, float]] = {}
-    used: dict[str, float] = {}
-    for line in res.stdout.splitlines():
-        job, name, req, rss, comment = line.split("|")
-        base = job.split(".")[0]
-        if "." not in job and name == runs["run_id"]:
-            asked[base] = (comment, _mb(req))
-        used[base] = max(used.get(base, 0.0), _mb(rss))
+    deadline = time.monotonic() + 120  # the steps' usage reaches the database after the jobs end
+    while True:
+        res = runs["cluster"].run(
+            "sacct", "-n", "-P", "-S", runs["start"], "--format=JobID,JobName,ReqMem,MaxRSS,Comment",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        asked: dict[str, tuple[str, float]] = {}
+        used: dict[str, float] = {}
+        for line in res.stdout.splitlines():
+            job, name, req, rss, comment = line.split("|")
+            base = job.split(".")[0]
+            if "." not in job and name == runs["run_id"]:
+                asked[base] = (comment, _mb(req))
+            used[base] = max(used.get(base, 0.0), _mb(rss))
+        if all(used.get(j, 0.0) > 0 for j in asked) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert len(asked) >= len(JOBS)
     table = [(asked[j][0], asked[j][1], used.get(j, 0.0)) for j in sorted(asked)]
     print("\n".join(f"{c}: asked {a:.0f} MB, MaxRSS {u:.0f} MB" for c, a, u in table))
