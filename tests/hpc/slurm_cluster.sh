@@ -203,6 +203,9 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
+# Sample every task's memory each second: with the default (30 s) a step that ends sooner is
+# never sampled and sacct shows an empty MaxRSS (every toy job here runs 5-20 s).
+JobAcctGatherFrequency=task=1
 
 # Allocate CPUs and memory individually so several jobs share the node.
 SchedulerType=sched/backfill
