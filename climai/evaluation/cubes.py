@@ -12,6 +12,7 @@ import xarray as xr
 
 from climai.config import CampaignConfig, VariableConfig
 from climai.data.prepared import PreparedDataset
+from climai.evaluation.mapgrid import MAP_CELLS, MapGrid
 from climai.evaluation.metrics import SpectraPair
 
 
@@ -70,32 +71,46 @@ def map_panels(
     arrays: dict[str, dict[str, xr.DataArray]],
     steps: list[int],
     scale: int,
-) -> list[dict[str, dict[str, np.ndarray]]]:
+    grid: MapGrid | None = None,
+    max_cells: int = MAP_CELLS,
+) -> tuple[list[dict[str, dict[str, np.ndarray]]], MapGrid]:
     """Per shown step and variable: the LR input (blocks), the truth and every method's map
-    (ensembles: their mean and member 0). ``arrays[var][label]`` are lazy (time on axis -3,
-    ``"truth"`` among them); only the shown steps are read."""
+    (ensembles: their mean and member 0), and the grid they are on. ``arrays[var][label]`` are
+    lazy (time on axis -3, ``"truth"`` among them); only the shown steps are read, one field at a
+    time, and each is reduced at once to what a panel draws (:meth:`MapGrid.decimated`: NaN-aware
+    block means, at most ``max_cells`` per side), so a 3500×7000 domain keeps ~10⁶ values per
+    panel in memory instead of 24.5 M. ``grid``: the fields' grid (default: ``truth``'s)."""
+    grid = grid if grid is not None else MapGrid.of(truth)
     prep = PreparedDataset(truth)
     out = []
+    small = grid
     for t in steps:
         per_var = {}
         for v, series in arrays.items():
-            panels = {
-                "LR input": np.kron(prep.lr(v).isel(time=t).values, np.ones((scale,) * 2)),
-                "truth": series["truth"].isel(time=t).values,
-            }
-            for label, da in series.items():
-                if label == "truth":
-                    continue
-                field = da.isel(time=t).values
-                if field.ndim == 3:
-                    with np.errstate(invalid="ignore"):
-                        panels[f"{label} mean"] = field.mean(axis=0)
-                    panels[f"{label} member 0"] = field[0]
-                else:
-                    panels[label] = field
+            panels: dict[str, np.ndarray] = {}
+            lr = prep.lr(v).isel(time=t).values
+            small = _add_panel(panels, "LR input", np.kron(lr, np.ones((scale,) * 2, lr.dtype)),
+                               grid, max_cells)  # fmt: skip
+            for label in ["truth", *(k for k in series if k != "truth")]:
+                small = _add_panel(
+                    panels, label, series[label].isel(time=t).values, grid, max_cells
+                )
             per_var[v] = panels
         out.append(per_var)
-    return out
+    return out, small
+
+
+def _add_panel(
+    panels: dict[str, np.ndarray], label: str, field: np.ndarray, grid: MapGrid, max_cells: int
+) -> MapGrid:
+    """``field`` (an ensemble's (member, y, x): its mean and member 0) reduced for drawing."""
+    if field.ndim == 3:
+        with np.errstate(invalid="ignore"):
+            panels[f"{label} mean"], small = grid.decimated(field.mean(axis=0), max_cells)
+        panels[f"{label} member 0"], _ = grid.decimated(field[0], max_cells)
+        return small
+    panels[label], small = grid.decimated(field, max_cells)
+    return small
 
 
 def step_labels(truth: xr.Dataset, steps: list[int]) -> list[str]:

@@ -16,12 +16,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.image import AxesImage
 
-from climai.evaluation.mapgrid import MapGrid
+from climai.evaluation.mapgrid import MAP_CELLS, MapGrid
 from climai.evaluation.metrics import SpectralRegion
 from climai.io.atomic import atomic_path
 
 QQ_LEVELS = np.concatenate([np.linspace(0.01, 0.99, 99), [0.995, 0.999, 0.9995]])
-MAP_CELLS = 600  # the most values per side a map panel draws (larger fields: block means)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
@@ -76,7 +75,8 @@ def maps_figure(
     """Maps of each chosen time step: per variable one row of fields (LR input, truth, each
     method; one shared colour scale) and one row of errors (method − truth; one shared symmetric
     scale). ``steps[i][var]`` maps panel labels to 2-D fields on ``grid`` and must contain
-    ``"truth"``."""
+    ``"truth"``; on fields reduced for drawing (:func:`~climai.evaluation.cubes.map_panels`)
+    the errors are differences of block means."""
     rows: list[tuple[int, str, bool]] = []
     for i, panels in enumerate(steps):
         for var in panels:

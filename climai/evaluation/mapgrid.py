@@ -23,6 +23,9 @@ import xarray as xr
 KM_PER_DEGREE = 2 * math.pi * 6371.0088 / 360
 
 
+MAP_CELLS = 600  # the most values per side a map panel draws (larger fields: block means)
+
+
 @dataclass(frozen=True)
 class MapGrid:
     """Cell centres ``x``, ``y`` as the data holds them (metres, or degrees when ``geographic``),

@@ -23,7 +23,7 @@ import xarray as xr
 import zarr
 
 from climai.io.atomic import atomic_path
-from climai.io.stores import COMPRESSOR, StoreError
+from climai.io.stores import COMPRESSOR, StoreError, consolidate
 
 log = logging.getLogger("climai")
 
@@ -71,6 +71,7 @@ def _create(path: Path, template: xr.Dataset) -> None:
         compute=False,
         encoding=_template_encoding(template),
     )
+    consolidate(path)  # the metadata is final: regions only add data chunks
 
 
 class RankGroup(Protocol):

@@ -151,4 +151,19 @@ def write_store(
         _, *results = dask.compute(write, *compute_with)
         for name, (src, arr) in linked.items():
             _link_array(src / arr, tmp / name, linked_attrs[name])
+        consolidate(tmp)
     return results
+
+
+def consolidate(path: str | Path) -> None:
+    """Write the consolidated metadata of the store at ``path`` (its root ``zarr.json`` lists
+    every array), so that a user's plain ``xr.open_zarr(path)`` reads one file, silently, and
+    never lists the folder, where Snakemake puts its ``.snakemake_timestamp``. Call it once the
+    metadata is final (data chunks may still be written after it)."""
+    import zarr
+
+    (Path(path) / ".snakemake_timestamp").unlink(missing_ok=True)  # copied from another store
+    with warnings.catch_warnings():
+        # zarr-python's consolidated metadata for format 3 (read by xarray and zarr-python)
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path), zarr_format=3)

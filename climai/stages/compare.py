@@ -103,13 +103,15 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     arrays = {
         v: {"truth": prep.hr(v), **{m: cube(preds[m][v], v) for m in methods}} for v in variables
     }
-    shown = map_panels(truth, arrays, steps, ctx.cfg.scale)
+    shown, shown_grid = map_panels(truth, arrays, steps, ctx.cfg.scale, grid)
     when = step_labels(truth, steps)
-    maps_figure(shown, when, units, name, ctx.paths.comparison, grid)
+    maps_figure(shown, when, units, name, ctx.paths.comparison, shown_grid)
+    del shown
     # the whole domain at the shown step whose truth is largest, zoomed on its largest region
     v = wet_variable(ctx.cfg.variables) or variables[0]
-    i = max(range(len(steps)), key=lambda i: float(np.nan_to_num(shown[i][v]["truth"]).mean()))
-    whole = shown[i][v]["truth"]
+    means = [float(np.nan_to_num(prep.hr(v).isel(time=t).values).mean()) for t in steps]
+    i = max(range(len(steps)), key=lambda i: means[i])
+    whole = prep.hr(v).isel(time=steps[i]).values
     box = zoom_box(whole, zoom_size(whole.shape, ctx.cfg.scale), ctx.cfg.scale)
     zooms = zoom_panels(
         prep.lr(v), whole, {m: arrays[v][m] for m in methods}, steps[i], box, ctx.cfg.scale

@@ -60,14 +60,8 @@ def run(ctx: StageContext, method: str) -> None:
     arrays = {v: {"truth": prep.hr(v), method: cube(pred[v], v)} for v in ctx.cfg.variable_names}
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ecfg.figure_steps)
     name = f"{ctx.cfg.campaign}: {method}, test split"
-    maps_figure(
-        map_panels(truth, arrays, steps, ctx.cfg.scale),
-        step_labels(truth, steps),
-        units,
-        name,
-        ctx.paths.maps(method),
-        MapGrid.of(truth),
-    )
+    shown, shown_grid = map_panels(truth, arrays, steps, ctx.cfg.scale)
+    maps_figure(shown, step_labels(truth, steps), units, name, ctx.paths.maps(method), shown_grid)
     spectra_figure(
         {
             v: {"truth": (s.wavelength, s.truth), method: (s.wavelength, s.pred)}

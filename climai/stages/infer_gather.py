@@ -32,6 +32,7 @@ def gather(blocks: list[Path], target: Path) -> None:
     import zarr
 
     from climai.io.atomic import atomic_path
+    from climai.io.stores import consolidate
 
     with atomic_path(target) as tmp:
         shutil.copytree(blocks[0], tmp)
@@ -51,6 +52,7 @@ def gather(blocks: list[Path], target: Path) -> None:
                         for d in range(arr.ndim)
                     )
                     dst[name][index] = arr[index]
+        consolidate(tmp)
     log.info("infer_gather: %d blocks → %s", len(blocks), target)
 
 

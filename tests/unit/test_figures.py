@@ -16,6 +16,7 @@ from climai.evaluation.figures import draw_map, learning_curves_figure, spectra_
 from climai.evaluation.mapgrid import KM_PER_DEGREE, MapGrid
 from climai.evaluation.metrics import SpectralRegion
 from climai.evaluation.overview import overview_figure, zoom_box, zoom_size
+from climai.testing import create_prepared_test_data
 
 
 def _grid(ny: int, nx: int, y_increasing: bool, geographic: bool) -> MapGrid:
@@ -196,3 +197,30 @@ def test_learning_curves_figure_draws_every_method_and_group(monkeypatch):
     assert list(loss.lines[0].get_xdata()) == [1, 2, 3] and loss.get_yscale() == "log"
     assert speed.get_ylabel() == "training samples / s" and len(lr.lines) == 2
     plt.close(drawn[0])
+
+
+@pytest.mark.parametrize("max_cells", [600, 20])
+def test_map_panels_are_read_step_by_step_and_reduced_to_what_a_panel_draws(max_cells):
+    """map_panels keeps each panel at most ``max_cells`` per side (block means of the full field,
+    NaN-aware) and gives the grid they are on; a field that already fits is kept as read."""
+    from climai.data.prepared import PreparedDataset
+    from climai.evaluation.cubes import map_panels
+
+    ds = create_prepared_test_data(nx=64, ny=48, steps=10, scale=4)
+    prep = PreparedDataset(ds)
+    ens = xr.concat([prep.hr("pr"), prep.hr("pr") * 2], dim="member")  # a 2-member "ensemble"
+    arrays = {"pr": {"truth": prep.hr("pr"), "ens": ens}}
+    shown, grid = map_panels(ds, arrays, [1, 3], scale=4, max_cells=max_cells)
+    full = MapGrid.of(ds)
+    k = max(1, math.ceil(64 / max_cells))
+    assert grid.shape == (48 // k, 64 // k)
+    for i, t in enumerate([1, 3]):
+        panels = shown[i]["pr"]
+        assert list(panels) == ["LR input", "truth", "ens mean", "ens member 0"]
+        truth = prep.hr("pr").isel(time=t).values
+        np.testing.assert_allclose(panels["truth"], full.decimated(truth, max_cells)[0], rtol=1e-6)
+        np.testing.assert_allclose(panels["ens mean"], 1.5 * panels["truth"], rtol=1e-5)
+        np.testing.assert_allclose(panels["ens member 0"], panels["truth"], rtol=1e-6)
+        lr = np.kron(prep.lr("pr").isel(time=t).values, np.ones((4, 4)))
+        np.testing.assert_allclose(panels["LR input"], full.decimated(lr, max_cells)[0], rtol=1e-6)
+        assert all(p.shape == grid.shape for p in panels.values())

@@ -111,6 +111,22 @@ def test_stores_carry_provenance_and_cf_metadata(campaign, store, rule):
             assert "units" in ds[var].attrs and ds[var].attrs["grid_mapping"] == "crs", var
 
 
+def test_every_store_opens_silently_with_plain_open_zarr(campaign):
+    """A user's ``xr.open_zarr(path)`` reads the consolidated metadata: no warning about the
+    folder's ``.snakemake_timestamp`` or a missing consolidation, and every array is there."""
+    import warnings
+
+    stores = sorted((campaign / "results").rglob("*.zarr"))
+    assert len(stores) >= 7, stores  # ingest target and static, prep, 4 methods' downscaled
+    for path in stores:
+        names = {p.name for p in path.iterdir() if (p / "zarr.json").is_file()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = xr.open_zarr(path)
+        assert names == set(map(str, ds.variables)), path
+        assert json.loads((path / "zarr.json").read_text()).get("consolidated_metadata"), path
+
+
 @pytest.mark.parametrize("method", ["unet", "bicubic"])
 def test_export_writes_cf_netcdf_equal_to_the_zarr(campaign, method):
     hr = open_store(campaign / f"results/tiny/downscaled/{method}/test.zarr")
