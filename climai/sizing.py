@@ -156,7 +156,8 @@ def _split_steps(cfg: CampaignConfig, steps: int) -> tuple[int, int, int]:
 
 def grid_shape(cfg: CampaignConfig) -> tuple[int, int, int] | None:
     """``(steps, ny, nx)`` of the HR target: the synthetic world's, else the ingested store's
-    (``ingest/target.zarr``), else None (unknown before ingest)."""
+    (``ingest/target.zarr``), else as the source files' headers tell before ingest
+    (:func:`climai.io.headers.target_shape`), else None (a URL or a reader plugin)."""
     target = cfg.data.target
     if getattr(target, "source", "") == "synthetic" and cfg.domain is None:
         return target.steps, target.ny, target.nx  # type: ignore[union-attr]
@@ -164,7 +165,9 @@ def grid_shape(cfg: CampaignConfig) -> tuple[int, int, int] | None:
     if meta.is_file():
         t, y, x = json.loads(meta.read_text())["shape"][-3:]
         return int(t), int(y), int(x)
-    return None
+    from climai.io.headers import target_shape
+
+    return target_shape(cfg)
 
 
 def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workload | None:

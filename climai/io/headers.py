@@ -7,6 +7,9 @@ the CRS are found, and a GRIB field is selected by ``filter_by_keys`` with known
 first file of a series is opened, lazily (headers and coordinates, no data values); passed
 checks are remembered by the file's size and modification time, so a rerun does not reopen it.
 Remote stores (URLs) and reader plugins are left to ingest.
+
+:func:`target_shape` reads the HR grid and the number of steps ingest will write from the same
+headers, so that the cost model sizes a fresh campaign's jobs before ingest has run.
 """
 
 from __future__ import annotations
@@ -62,18 +65,24 @@ def _check_units(ds: xr.Dataset, name: str, units: str, where: str) -> None:
     convert(probe, units, name, where)
 
 
-def check_source(key: str, spec: Any, names: list[tuple[str, str | None]]) -> None:
-    """Check one source's first file: variables, units, coordinates, CRS, GRIB selection."""
-    first = expand_paths(spec.path, key)[0]
-    where = f" in {first!r} ({key})"
+def check_source(
+    key: str, spec: Any, names: list[tuple[str, str | None]], cfg: CampaignConfig | None = None
+) -> None:
+    """Check one source's first file: variables, units, coordinates, CRS, GRIB selection. With
+    ``cfg`` (the target's check), also remember the target's shape (:func:`target_shape`) from
+    the same open file: a GRIB2 header costs seconds."""
+    paths = expand_paths(spec.path, key)
+    where = f" in {paths[0]!r} ({key})"
     variables = list(dict.fromkeys(n for n, _ in names))
-    ds = open_source(spec.model_copy(update={"path": first}), variables, key)
+    ds = open_source(spec.model_copy(update={"path": paths[0]}), variables, key)
     try:
         for name, units in names:
             if units is not None:
                 _check_units(ds, name, units, where)
         x, _ = find_xy(ds, variables[0])
         crs_from_dataset(ds, variables[0], x, spec.crs)
+        if cfg is not None:
+            _remember_shape(cfg, _shape_of(ds, cfg, len(paths)))
     except (UnitsError, GridError) as err:
         raise SourceError(f"{key}: {err}" if key not in str(err) else str(err)) from None
     finally:
@@ -113,7 +122,8 @@ def check_headers(cfg: CampaignConfig, cache: Path | None = CACHE) -> int:
         fingerprint = _fingerprint(key, spec, names)
         if fingerprint is None or fingerprint in passed:
             continue
-        check_source(key, spec, names)
+        remember = key == "data.target" and cache is not None
+        check_source(key, spec, names, cfg if remember else None)
         opened += 1
         passed.add(fingerprint)
     if cache is not None and opened:
@@ -123,10 +133,87 @@ def check_headers(cfg: CampaignConfig, cache: Path | None = CACHE) -> int:
 
 def _save_cache(cache: Path, passed: set[str]) -> None:
     """Remember passed checks (best effort: a read-only folder only costs a reopen)."""
+    _save_json(cache, sorted(passed))
+
+
+def _save_json(cache: Path, data: Any) -> None:
+    """Write ``data`` to ``cache`` atomically, best effort (a read-only folder: no cache)."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(sorted(passed)))
+        tmp.write_text(json.dumps(data))
         os.replace(tmp, cache)
     except OSError:
         return
+
+
+SHAPES = Path(".snakemake") / "climai-target-shapes.json"
+"""Target shapes already read, by the same fingerprint as the header checks."""
+
+
+def target_shape(cfg: CampaignConfig, cache: Path | None = SHAPES) -> tuple[int, int, int] | None:
+    """``(steps, ny, nx)`` of the HR target that ingest will write, read from the headers before
+    it has run (so that a fresh campaign's jobs are sized by the cost model, not by fixed sizes):
+    the first file's grid cut to ``domain`` and trimmed to a multiple of ``scale`` as ingest
+    does, and the series' steps as the first file's times the number of files (exact for series
+    of equal files: one step per GRIB2 or Rainfields file, a year per NetCDF file give or take a
+    leap day). None for a synthetic target, a URL or a reader plugin (ingest tells)."""
+    key = _shape_key(cfg)
+    if key is None:
+        return None
+    known = _load_shapes(cache)
+    if key in known:
+        return known[key]
+    src = cfg.data.target
+    paths = expand_paths(src.path, "data.target")
+    ds = open_source(src.model_copy(update={"path": paths[0]}), _target_names(cfg), "data.target")
+    try:
+        shape = _shape_of(ds, cfg, len(paths))
+    finally:
+        ds.close()
+    if cache is not None:
+        _remember_shape(cfg, shape, cache)
+    return shape
+
+
+def _target_names(cfg: CampaignConfig) -> list[str]:
+    return list(dict.fromkeys(v.source_name or v.name for v in cfg.variables))
+
+
+def _shape_key(cfg: CampaignConfig) -> str | None:
+    """What the target's shape depends on: its files (as the header checks' fingerprint), the
+    domain and the scale; None where the headers are not read here."""
+    src = cfg.data.target
+    if cfg.reuses_data or isinstance(src, SyntheticConfig | PluginSource):
+        return None  # another campaign's prepared data (its files may be gone), or not read here
+    fingerprint = _fingerprint("data.target", src, [(n, None) for n in _target_names(cfg)])
+    if fingerprint is None:
+        return None
+    return hashlib.sha256(f"{fingerprint}{cfg.domain}{cfg.scale}".encode()).hexdigest()
+
+
+def _shape_of(ds: xr.Dataset, cfg: CampaignConfig, files: int) -> tuple[int, int, int]:
+    """The shape ingest writes from the open first file ``ds`` of ``files``."""
+    from climai.stages.ingest import IngestError, standardise, subset_and_trim
+
+    try:
+        std, grid = standardise(ds, _target_names(cfg), "data.target", cfg.data.target.crs)
+        _, grid, _ = subset_and_trim(std, grid, cfg)
+    except IngestError as err:
+        raise SourceError(str(err)) from None
+    ny, nx = grid.shape
+    return int(std.sizes.get("time", 1)) * files, int(ny), int(nx)
+
+
+def _remember_shape(cfg: CampaignConfig, shape: tuple[int, int, int], cache: Path = SHAPES) -> None:
+    key = _shape_key(cfg)
+    if key is not None:
+        _save_json(cache, {**_load_shapes(cache), key: list(shape)})
+
+
+def _load_shapes(cache: Path | None) -> dict[str, tuple[int, int, int]]:
+    try:
+        data = json.loads(cache.read_text()) if cache is not None else {}
+        return {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data.items()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}

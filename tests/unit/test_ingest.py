@@ -157,6 +157,37 @@ def test_multifile_glob_is_sorted_and_equals_the_toy_world(in_tmp):
     np.testing.assert_array_equal(again["pr"].values, target["pr"].values)
 
 
+@pytest.mark.parametrize(
+    "domain, scale, expected",
+    [
+        (None, 8, (24, 24, 32)),  # 3 files of 8 steps, 24×32 cells, a multiple of 8
+        (None, 16, (24, 16, 32)),  # trimmed to a multiple of 16 as ingest does
+        ({"x": [4303000.0, 4313000.0], "y": [2601000.0, 2609000.0]}, 2, None),  # cut, trimmed
+    ],
+)
+def test_target_shape_before_ingest_is_what_ingest_writes(in_tmp, domain, scale, expected):
+    """The cost model sizes a fresh campaign from the headers (climai.io.headers.target_shape):
+    the first file's grid cut and trimmed, the first file's steps times the number of files."""
+    from climai.io.headers import SHAPES, check_headers, target_shape
+    from climai.sizing import grid_shape
+
+    write_toy_series(in_tmp / "in", n_files=3, steps_per_file=8, nx=32, ny=24)
+    raw = campaign({"source": "netcdf", "path": str(in_tmp / "in" / "toy_*.nc")}, scale=scale)
+    if domain is not None:
+        raw["domain"] = domain
+    cfg = validate_config(raw)
+    assert not SHAPES.exists()
+    check_headers(cfg)  # the header check opens the first file once and remembers the shape
+    assert SHAPES.is_file()
+    before = target_shape(cfg)
+    assert grid_shape(cfg) == before
+    if expected is not None:
+        assert before == expected
+    target, _ = ingest(raw)
+    assert before == target["pr"].shape
+    assert target_shape(cfg, cache=None) == before  # read again from the file, not the cache
+
+
 def test_zarr_source_and_celsius_conversion(in_tmp):
     truth, _ = toy_world(seed=2, nx=16, ny=16, steps=8)
     store = truth.copy()
