@@ -42,9 +42,10 @@ THREAD_EXPONENT = 0.75
 PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer", "evaluate", "compare",
                             "export"})  # fmt: skip
 #: Host MB each thread beyond the first adds (its own block of input, float64 working copies and
-#: accumulators: 16 MiB of quantile histograms per prediction), measured by
-#: benchmarks/stream_threads.py and benchmarks/export_threads.py (BENCHMARKS.md, issue 24).
-THREAD_MB = {"evaluate": 100.0, "compare": 150.0, "export": 50.0}
+#: accumulators: 16 MiB of quantile histograms per prediction): benchmarks/threads.py measured
+#: +161 MB (evaluate) and +206 MB (compare, 4 predictions) for a second thread, rounded up here;
+#: export's threads hold at most 2 tasks of 16 MiB each (+3 MB measured). BENCHMARKS.md, issue 24.
+THREAD_MB = {"evaluate": 200.0, "compare": 250.0, "export": 50.0}
 #: Rules whose cost depends on the method's class.
 METHOD_RULES = frozenset({"train", "infer", "evaluate", "export"})
 #: Loader ``auto`` loads the training store into RAM below this size (methods' memory_limit_gb).

@@ -76,6 +76,9 @@ def _write_chunkwise(
     chunks = tuple(int(c) for c in enc["chunksizes"])
     level = int(enc.get("complevel", 4))
     with netCDF4.Dataset(path, "a") as nc:
+        for dim, size in zip(var.dims, var.shape, strict=True):
+            if dim not in nc.dimensions:  # a dimension without a coordinate variable
+                nc.createDimension(dim, size)
         out = nc.createVariable(name, var.dtype, var.dims, zlib=True, complevel=level,
                                 shuffle=bool(enc.get("shuffle", False)), chunksizes=chunks,
                                 fill_value=fill)  # fmt: skip
