@@ -113,7 +113,8 @@ def _write_chunkwise(
 
 
 def _values(var: xr.Variable, index: tuple) -> np.ndarray:
-    data = var.data[index]
+    """``var[index]`` read (dask: in this thread; a lazily indexed file: only that part)."""
+    data = var[index].data
     if hasattr(data, "compute"):
         data = data.compute(scheduler="synchronous")
     return np.asarray(data)
