@@ -71,7 +71,23 @@ def job_threads(rule: str, kind: str | None, cfg, method: str | None, cores: int
         return cores
     if rule in ("train", "infer") and kind == "emulator":
         return min(cfg.torch_threads(method), cores)
+    if rule in SCORING_RULES:  # every core, at most the sized cores (common.smk's all_cores)
+        return min(cores, planned_cpus(cfg, rule, method))
     return 1
+
+
+#: Rules whose local threads are the run's cores, at most the cores the cost model sizes.
+SCORING_RULES = ("evaluate", "compare", "export", "infer_gather")
+
+
+def planned_cpus(cfg, rule: str, method: str | None) -> int:
+    """The cores the workflow sizes a local run's job of ``rule`` with (climai/sizing.py)."""
+    from climai.plan import campaign_plans
+    from climai.sizing import Sizer
+
+    plans = campaign_plans(cfg, Sizer.load(None, False)) or {}
+    plan = plans.get((rule, method))
+    return plan.size.cpus if plan is not None else 1
 
 
 def records(campaign_dir: Path, cores: int, config: str | None = None) -> list[dict]:

@@ -117,6 +117,12 @@ def records_of(
         threads = cores if rule == "preprocess" else 1
         if emulator and rule in ("train", "infer"):
             threads = min(valid.torch_threads(method), cores)
+        if rule in ("evaluate", "compare", "export"):  # every core, at most the sized cores
+            from climai.plan import campaign_plans
+            from climai.sizing import Sizer
+
+            plan = (campaign_plans(valid, Sizer.load(None, False)) or {}).get((rule, method))
+            threads = min(cores, plan.size.cpus) if plan is not None else 1
         workload = {
             "ny": target["ny"],
             "nx": target["nx"],

@@ -8,7 +8,7 @@ train's patch cells seen (``epochs × steps_train × patches_per_step × patch²
 cost per cell relative to the default U-Net). The model is linear in each driver::
 
     seconds = t0 + t1 × time driver / threads ** THREAD_EXPONENT   (parallel rules on CPU cores)
-    peak MB = m0 + m1 × memory driver
+    peak MB = m0 + m1 × memory driver (+ THREAD_MB × (threads − 1) for rules with per-thread state)
 
 with ``(t0, t1, m0, m1)`` per rule and class, stored per machine kind in ``climai/costs/<kind>.json``
 and regenerated from measurement records by ``benchmarks/fit_costs.py`` (:func:`fit`). Host memory
@@ -36,8 +36,18 @@ DEFAULT_FLOPS_PER_CELL = 67_000.0
 #: 0.75 rather than 1 (speed-ups of torch and dask on many cores are below linear; a stated
 #: assumption, the records here ran with 1 and 2 threads).
 THREAD_EXPONENT = 0.75
-#: Rules whose compute uses the job's threads (torch, dask).
-PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer"})
+#: Rules whose compute uses the job's threads (torch, dask; evaluate and compare's streamed
+#: scoring: runs of time blocks in threads, climai/evaluation/stream.py; export: chunks
+#: compressed in threads, climai/io/netcdf.py).
+PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer", "evaluate", "compare",
+                            "export"})  # fmt: skip
+#: Host MB each thread beyond the first adds (its own block of input, float64 working copies and
+#: accumulators: 16 MiB of quantile histograms per prediction), the largest a second thread
+#: added in BENCHMARKS.md ("Threads", issue 24), rounded up: evaluate +161 MB (benchmarks/
+#: threads.py) and +237 MB (the toy campaign's 8-member unet-crps), compare +206 MB (4
+#: predictions) and +288 MB (the toy campaign's 4 methods); export's threads hold at most 2
+#: tasks of 16 MiB each (+3 MB measured).
+THREAD_MB = {"evaluate": 250.0, "compare": 300.0, "export": 50.0}
 #: Rules whose cost depends on the method's class.
 METHOD_RULES = frozenset({"train", "infer", "evaluate", "export"})
 #: Loader ``auto`` loads the training store into RAM below this size (methods' memory_limit_gb).
@@ -236,7 +246,13 @@ def estimate(
     if device is None:
         x_time = cpu_time_driver(rule, x_time, w.threads)
     seconds = timing.of(rule, kind, mtype).seconds(x_time / ranks)
-    return Estimate(host.of(rule, kind, mtype).mem_mb(x_mem) * ranks, seconds)
+    mem = host.of(rule, kind, mtype).mem_mb(x_mem) * ranks + thread_mb(rule, w.threads)
+    return Estimate(mem, seconds)
+
+
+def thread_mb(rule: str, threads: int) -> float:
+    """Host memory the threads beyond the first add to a job of ``rule`` (:data:`THREAD_MB`)."""
+    return THREAD_MB.get(rule, 0.0) * max(0, threads - 1)
 
 
 def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") -> MachineCosts:
@@ -256,9 +272,8 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
         if r.get("device", "cpu") == "cpu":
             x_time = cpu_time_driver(r["rule"], x_time, w.threads)
         for key in coefficient_keys(r["rule"], r.get("kind"), r.get("type"))[:-1] or [r["rule"]]:
-            groups.setdefault(key, []).append(
-                (x_time, float(r["seconds"]), x_mem, float(r["max_rss_mb"]))
-            )
+            rss = float(r["max_rss_mb"]) - thread_mb(r["rule"], w.threads)
+            groups.setdefault(key, []).append((x_time, float(r["seconds"]), x_mem, rss))
     coefs = {}
     for key, rows in groups.items():
         t0, t1 = _line([(x, y) for x, y, _, _ in rows])

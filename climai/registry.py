@@ -66,6 +66,9 @@ class MethodType:
       by time blocks (and bands, given its ``margin``), with optional ``extra`` variables for
       the output store (see :mod:`climai.inference.baselines`);
     - ``upsample``: how the LR field is interpolated (``bicubic`` or ``nearest``).
+    - ``whole_series``: the baseline needs the whole predicted series at once (per-cell ranks:
+      qdm), so its infer is never split into time-block jobs (every other method's is, when too
+      long for a partition: climai/sizing.py).
 
     ``default``: a method of this type, named after it, runs in every campaign unless set to
     null (climai's own types only).
@@ -80,6 +83,7 @@ class MethodType:
     stochastic: bool = False
     layout: Callable[..., dict[str, Any]] | str | None = None
     predict: Callable[..., Any] | str | None = None
+    whole_series: bool = False
 
     def builder(self) -> Callable[..., Any]:
         """The ``build`` function, imported on first use when given as ``"module:function"``."""
@@ -141,6 +145,7 @@ BUILTIN_METHOD_TYPES: dict[str, MethodType] = _named(
         QDMConfig,
         upsample="bicubic",
         predict="climai.inference.qdm:predict",
+        whole_series=True,
         description="Bicubic interpolation, then xsdba's quantile delta mapping per cell, by "
         "month or season.",
     ),

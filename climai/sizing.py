@@ -6,8 +6,10 @@ ingested store's shape) with a safety factor on the cost model's estimate:
 :data:`MEM_SAFETY` on memory, :data:`TIME_SAFETY` on run time. Where the jobs may run is site
 policy: a profile's ``partitions.yaml`` (:func:`read_partitions`); a job goes to the partition that
 fits it most tightly (a GPU job only where there are GPUs, a CPU job only where there are none).
-An emulator's ``infer`` whose run time exceeds every partition's limit is split into time blocks
-(``infer_block`` jobs gathered by ``infer_gather``); any other job that fits no partition stops
+An ``infer`` (an emulator's or a baseline's, not a whole-series one) whose run time exceeds every
+partition's limit is split into time blocks (``infer_block`` jobs gathered by ``infer_gather``);
+jobs whose work threads share (evaluate, compare, export, ingest, preprocess) get the cores
+that bring their estimate near an hour (:func:`scaled_cores`); any other job that fits no partition stops
 the run before submission (:class:`JobTooLarge`), naming the limit, the estimate and the config key.
 """
 
@@ -47,13 +49,19 @@ TIME_SAFETY = 1.5
 #: A GPU job asks for one GPU when its single-GPU estimate is under this many seconds, else for
 #: every GPU of a node (the partition's ``max_gpu``, 4 when no partitions are known).
 ONE_GPU_SECONDS = 2 * 3600
-#: ingest and preprocess get enough cores for about this many seconds of their one-thread
-#: estimate (1 to 32).
+#: ingest, preprocess, evaluate, export and compare (:data:`SCALED_RULES`) get enough cores for
+#: about this many seconds of their one-thread estimate (ingest and preprocess: 1 to 32; the
+#: others up to the largest CPU partition's max_threads, 32 without partitions).
 PREPROCESS_TARGET_SECONDS = 3600
 #: A block of a split infer is sized to this fraction of the partition's time limit.
 BLOCK_FILL = 0.8
-#: Rules whose jobs use one core; the others' cores: train/infer (torch threads), preprocess.
-SERIAL_RULES = ("evaluate", "export", "compare", "manifest", "sweep", "lineage")
+#: Rules whose jobs use one core; train/infer use the torch threads, SCALED_RULES' cores come
+#: from their estimate (:func:`scaled_cores`).
+SERIAL_RULES = ("manifest", "sweep", "lineage")
+#: Rules whose work is shared by threads (cost.PARALLEL_RULES) and whose cores are chosen for a
+#: target time: dask (ingest, preprocess), runs of time blocks (evaluate, compare's scoring),
+#: chunks compressed in threads (export; a split infer's gather copies chunks in threads).
+SCALED_RULES = ("ingest", "preprocess", "evaluate", "export", "compare")
 #: The config key that shrinks each rule's run time (memory: the domain, ``domain``).
 TIME_KEYS = {
     "ingest": "data.target.steps (or fewer source files)",
@@ -270,15 +278,13 @@ def _size(
 def size_rule(
     cfg: CampaignConfig, rule: str, method: str | None, kind: str | None, w: Workload, sizer: Sizer
 ) -> list[JobPlan]:
-    """The jobs of ``rule`` (for ``method`` of ``kind``): one, or for an emulator's ``infer``
-    too long for any partition, ``infer_block`` jobs and their ``infer_gather``."""
+    """The jobs of ``rule`` (for ``method`` of ``kind``): one, or for an ``infer`` too long for
+    any partition (:func:`splittable`), ``infer_block`` jobs and their ``infer_gather``."""
     gpu = _gpu_job(cfg, rule, kind, sizer)
     mtype = cfg.methods.type_of(method) if method else None
     cpus = 1 if rule in SERIAL_RULES or (rule == "infer" and kind == "baseline") else w.threads
-    if rule in ("ingest", "preprocess"):  # dask threads: enough cores for about an hour
-        serial = estimate(rule, kind, replace(w, threads=1), sizer.host).seconds
-        wanted = 2 ** math.ceil(math.log2(max(1.0, serial / PREPROCESS_TARGET_SECONDS)))
-        cpus = min(32, max(1 if rule == "ingest" else 2, wanted))  # as local runs thread them
+    if rule in SCALED_RULES:
+        cpus = scaled_cores(rule, kind, w, sizer, mtype)
     size, est = _size(rule, kind, w, sizer, gpu, cpus, mtype)
     if sizer.partitions is None:
         return [JobPlan(rule, method, 1, size, None, est)]
@@ -288,11 +294,34 @@ def size_rule(
     kin = [p for p in sizer.partitions if (p.max_gpu > 0) == gpu]
     longest = max(kin, key=lambda p: p.max_runtime) if kin else None
     too_long = longest is not None and size.runtime > longest.max_runtime
-    if rule == "infer" and kind == "emulator" and too_long and longest is not None:
+    if rule == "infer" and splittable(mtype) and too_long and longest is not None:
         return _split_infer(method, kind, mtype, w, sizer, gpu, cpus, size, longest)
     raise JobTooLarge(
         _why(rule, method, size, est, kin, gpu), JobPlan(rule, method, 1, size, None, est)
     )
+
+
+def scaled_cores(
+    rule: str, kind: str | None, w: Workload, sizer: Sizer, mtype: str | None = None
+) -> int:
+    """Cores of a job of :data:`SCALED_RULES`: a power of two giving about
+    :data:`PREPROCESS_TARGET_SECONDS` of its one-thread estimate, at most 32 for ingest and
+    preprocess (at least 2 for preprocess, as local runs thread it), else at most the largest
+    CPU partition's ``max_threads`` (32 without partitions)."""
+    serial = estimate(rule, kind, replace(w, threads=1), sizer.host, None, 1, mtype).seconds
+    wanted = 2 ** math.ceil(math.log2(max(1.0, serial / PREPROCESS_TARGET_SECONDS)))
+    if rule in ("ingest", "preprocess"):
+        return min(32, max(1 if rule == "ingest" else 2, wanted))
+    cpu = [p.max_threads for p in sizer.partitions or [] if p.max_gpu == 0]
+    return min(max(cpu) if cpu else 32, wanted)
+
+
+def splittable(mtype: str | None) -> bool:
+    """Whether an infer of method type ``mtype`` may be split into time blocks: every type but
+    a whole-series baseline (qdm: per-cell ranks over the whole series)."""
+    from climai.registry import method_type
+
+    return mtype is None or not method_type(mtype).whole_series
 
 
 def _plan(
@@ -318,9 +347,9 @@ def _split_infer(
         if bsize.runtime <= longest.max_runtime or blocks >= w.steps_test:
             raise JobTooLarge(_why("infer", method, bsize, best, [longest], gpu))
         blocks *= 2
-    gsize, gest = _size(
-        "export", kind, w, sizer, False, 1, mtype
-    )  # the gather copies the store once
+    # the gather copies the store once, chunks in threads: sized as an export (an upper bound)
+    gcpus = scaled_cores("export", kind, w, sizer, mtype)
+    gsize, gest = _size("export", kind, w, sizer, False, gcpus, mtype)
     gpart = choose_partition(gsize, sizer.partitions or [])
     if gpart is None:
         raise JobTooLarge(_why("infer_gather", method, gsize, gest, sizer.partitions or [], False))

@@ -16,6 +16,12 @@ consecutive time steps, in time order) and gives what its in-memory twin in
   ((hi − lo) / 2**18 of the split's value range; twice that for the error) of the exact value.
 
 Several metrics share one accumulator through :class:`~climai.evaluation.registry.Streams`.
+
+Every accumulator here also has a ``merge`` of another one of the same metric that saw the
+*following* blocks (a thread's contiguous run of them, :func:`climai.evaluation.stream.
+stream_scores`): sums and counts add, co-moments merge with Chan et al.'s formula, histograms and summed spectra add.
+The merged result equals the one-pass result up to float rounding, the rank counts exactly (each
+run's generator skips the draws of the cells before it, ``MetricInput.draws_before``).
 """
 
 from __future__ import annotations
@@ -72,6 +78,23 @@ class PointSums:
         self.mean_t += et * nb / n
         self.n = n
 
+    def merge(self, other: PointSums) -> None:
+        """Add the sums of ``other`` (Chan et al.'s pairwise update of the co-moments)."""
+        if not other.n:
+            return
+        n = self.n + other.n
+        ep, et = other.mean_p - self.mean_p, other.mean_t - self.mean_t
+        w = self.n * other.n / n
+        self.sum_d += other.sum_d
+        self.sum_d2 += other.sum_d2
+        self.sum_abs += other.sum_abs
+        self.cpp += other.cpp + ep * ep * w
+        self.ctt += other.ctt + et * et * w
+        self.cpt += other.cpt + ep * et * w
+        self.mean_p += ep * other.n / n
+        self.mean_t += et * other.n / n
+        self.n = n
+
     def result(self) -> dict[str, float]:
         if not self.n:
             raise ValueError("prediction and truth share no valid cell")
@@ -110,6 +133,18 @@ class SpectraSums:
         self.used_truth += used_t
         self.steps.append(block.start + region.steps)
 
+    def merge(self, other: SpectraSums) -> None:
+        """Add the power sums of ``other`` (its steps follow these)."""
+        if self.rows is None:
+            self.rows, self.cols, self.bands = other.rows, other.cols, other.bands
+        if other.pred is None or other.truth is None:
+            return
+        self.pred = other.pred if self.pred is None else self.pred + other.pred
+        self.truth = other.truth if self.truth is None else self.truth + other.truth
+        self.used_pred += other.used_pred
+        self.used_truth += other.used_truth
+        self.steps += other.steps
+
     def result(self) -> SpectraPair:
         if self.pred is None or self.truth is None or self.rows is None or self.cols is None:
             raise ValueError("no time step is complete inside the spectral region: no spectrum")
@@ -140,6 +175,16 @@ class Histograms:
         self.pred.add(block.pred)
         self.truth.add(block.truth)
 
+    def merge(self, other: Histograms) -> None:
+        """Add the counts of ``other`` (exact, :meth:`QuantileHistogram.merge`)."""
+        if other.pred is None or other.truth is None:
+            return
+        if self.pred is None or self.truth is None:
+            self.pred, self.truth = other.pred, other.truth
+            return
+        self.pred.merge(other.pred)
+        self.truth.merge(other.truth)
+
     def result(self) -> tuple[QuantileHistogram, QuantileHistogram]:
         if self.pred is None or self.truth is None:
             raise ValueError("no block was given to the quantile histograms")
@@ -167,6 +212,10 @@ class WetSums:
             s[0] += v.size
             s[1] += wet.size
             s[2] += float(wet.sum(dtype=np.float64))
+
+    def merge(self, other: WetSums) -> None:
+        for key, s in self.sums.items():
+            self.sums[key] = [a + b for a, b in zip(s, other.sums[key], strict=True)]
 
     def fraction(self, key: str) -> float:
         valid, wet, _ = self.sums[key]
@@ -198,6 +247,10 @@ class ConservationSums:
         self.n += d.size
         self.sum_sq += float(np.dot(d, d))
 
+    def merge(self, other: ConservationSums) -> None:
+        self.n += other.n
+        self.sum_sq += other.sum_sq
+
     def result(self) -> float:
         if not self.n:
             raise ValueError("prediction and truth share no valid cell")
@@ -206,7 +259,9 @@ class ConservationSums:
 
 class EnsembleSums:
     """CRPS (plain and fair), spread and skill sums and rank counts of an ensemble (members on
-    axis 0); ties in the ranks broken by one generator seeded with ``MetricInput.seed``."""
+    axis 0); ties in the ranks broken by one generator seeded with ``MetricInput.seed``, one draw
+    per valid cell in time order: a run of blocks that starts later skips the draws before it
+    (``MetricInput.draws_before``), so its counts are those of one pass whatever the runs."""
 
     def __init__(self) -> None:
         self.n, self.crps, self.fair, self.var, self.sq = 0, 0.0, 0.0, 0.0, 0.0
@@ -221,6 +276,7 @@ class EnsembleSums:
             raise ValueError(f"an ensemble needs at least 2 members, got {m}")
         if self.rng is None:
             self.rng, self.members = np.random.default_rng(block.seed), m
+            self.rng.bit_generator.advance(block.draws_before)
             self.ranks = np.zeros(m + 1, np.int64)
         ok = np.isfinite(truth) & np.isfinite(ens).all(axis=0)
         x, y = ens[:, ok].astype(np.float64), truth[ok].astype(np.float64)
@@ -239,6 +295,19 @@ class EnsembleSums:
         assert self.ranks is not None
         self.ranks += np.bincount(ranks, minlength=m + 1)
         self.n += y.size
+
+    def merge(self, other: EnsembleSums) -> None:
+        """Add the sums and rank counts of ``other`` (the following blocks' run)."""
+        if other.ranks is None:
+            return
+        if self.ranks is None:
+            self.ranks, self.members = np.zeros_like(other.ranks), other.members
+        self.n += other.n
+        self.crps += other.crps
+        self.fair += other.fair
+        self.var += other.var
+        self.sq += other.sq
+        self.ranks += other.ranks
 
     def result(self) -> dict[str, Any]:
         if not self.n:

@@ -409,8 +409,9 @@ class MetricInput:
     ``pred`` is (T, H, W) or, for ensembles, (M, T, H, W); ``truth`` is (T, H, W) and ``lr`` the
     LR input (T, h, w) in the same units. A block also carries ``start`` (its first step in the
     split), ``region`` (the split's spectral region, its steps those of the block, counted from
-    the block's start) and ``value_range`` (``(lo, hi)`` of every prediction and truth value of
-    the split, for histograms).
+    the block's start), ``value_range`` (``(lo, hi)`` of every prediction and truth value of
+    the split, for histograms) and ``draws_before`` (the cells valid in the truth and every member
+    in the split's steps before the block: the rank histogram's tie-breaking draws before it).
     """
 
     pred: np.ndarray
@@ -424,6 +425,7 @@ class MetricInput:
     start: int = 0
     region: SpectralRegion | None = None
     value_range: tuple[float, float] | None = None
+    draws_before: int = 0
 
     def __post_init__(self) -> None:
         if self.pred.shape[-self.truth.ndim :] != self.truth.shape or self.pred.ndim not in (

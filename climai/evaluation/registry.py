@@ -32,6 +32,10 @@ class Accumulator(Protocol):
 
     ``update`` is called once per block, in time order, with the block's ``MetricInput``;
     ``result`` returns the metric's value (a number or a small mapping) after the last block.
+    Optional ``merge(other)``: add what ``other`` (a new accumulator of the same metric given the
+    *following* blocks) kept, so that threads can score runs of blocks side by side
+    (:func:`climai.evaluation.stream.stream_scores`); without it the blocks are scored in one
+    thread.
     """
 
     def update(self, block: MetricInput) -> None: ...
@@ -63,6 +67,17 @@ class Streams:
         for acc in self._items.values():
             acc.update(block)
 
+    def mergeable(self) -> bool:
+        """Whether every shared accumulator has a ``merge``."""
+        return all(hasattr(acc, "merge") for acc in self._items.values())
+
+    def merge(self, other: Streams) -> None:
+        """Merge each shared accumulator of ``other`` (which saw the following blocks) into
+        this one's of the same key."""
+        for key, acc in self._items.items():
+            if key in other._items:
+                acc.merge(other._items[key])  # type: ignore[attr-defined]
+
 
 class View:
     """An accumulator that only reads others: ``result`` is ``finish(*their results)``."""
@@ -72,6 +87,9 @@ class View:
 
     def update(self, block: MetricInput) -> None:
         """Nothing: the sources are updated by their owner (a :class:`Streams`)."""
+
+    def merge(self, other: View) -> None:
+        """Nothing: the sources are merged by their owner (a :class:`Streams`)."""
 
     def result(self) -> Any:
         return self.finish(*(s.result() for s in self.sources))

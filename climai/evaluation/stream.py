@@ -11,14 +11,25 @@ Two passes over the stores, each one block of time steps at a time (:func:`time_
    accumulator (:mod:`climai.evaluation.registry`) and to the shared streams the figures read
    (summed spectra, quantile histograms).
 
-Memory: a block of ``block_bytes`` of float32 input (all cubes together), its float64 working
-copies, and the accumulators (fixed size: 6 MiB per quantile histogram); never the split.
+Both passes use ``threads`` threads (NumPy and the zarr codecs release the GIL): the blocks are
+cut into ``threads`` contiguous runs (:func:`runs`), each scored by its own accumulators, merged in
+time order afterwards (each accumulator's ``merge``, :mod:`climai.evaluation.accumulators`). The
+results equal one thread's up to float rounding, the rank histogram's counts exactly (each run's
+tie-breaking generator skips the draws before it: ``MetricInput.draws_before``, counted in pass
+1). Where a metric's accumulator has no ``merge`` (a plugin's, or a metric without an accumulator,
+:class:`~climai.evaluation.accumulators.WholeSplit`), pass 2 runs in one thread.
+
+Memory: per thread, a block of ``block_bytes`` of float32 input (all cubes together), its float64
+working copies, and the accumulators (fixed size: 16 MiB for a prediction's two quantile
+histograms); never the split.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -32,6 +43,8 @@ from climai.evaluation.metrics import (
     largest_valid_rectangle,
 )
 from climai.evaluation.registry import Streams, get_metric
+
+T = TypeVar("T")
 
 BLOCK_BYTES = 16 << 20
 """Float32 bytes of all cubes read per block (prediction members, truth and LR together)."""
@@ -67,6 +80,21 @@ def split_blocks(cubes: list[xr.DataArray], block_bytes: int) -> list[slice]:
     return time_blocks(cubes[0].sizes["time"], per_step, block_bytes, _time_chunk(cubes[0]))
 
 
+def runs(n: int, threads: int) -> list[range]:
+    """``range(n)`` cut into ``min(threads, n)`` contiguous runs whose lengths differ by at most
+    one (at least one run, empty when ``n`` is 0)."""
+    k = max(1, min(threads, n))
+    return [range(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def _each_run(work: Callable[[range], T], groups: Sequence[range]) -> list[T]:
+    """``work`` of every run, in their order: one thread per run (none for one run)."""
+    if len(groups) == 1:
+        return [work(groups[0])]
+    with ThreadPoolExecutor(len(groups)) as pool:
+        return list(pool.map(work, groups))
+
+
 def _read(da: xr.DataArray, sl: slice) -> np.ndarray:
     return np.asarray(da.isel(time=sl).values)
 
@@ -78,12 +106,21 @@ def _valid(c: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Extent:
-    """What the first pass finds: per cell the steps valid in every cube, the value range."""
+    """What the first pass finds: per cell the steps valid in every cube, the value range, and
+    per prediction and block the cells valid in it (every member) and the truth."""
 
     valid_steps: np.ndarray
     steps: int
     lo: float
     hi: float
+    valid_cells: np.ndarray | None = None  # (predictions, blocks)
+
+    def draws_before(self, pred: int) -> np.ndarray:
+        """Per block, the cells valid in prediction ``pred`` and the truth in the blocks before
+        it (the rank histogram's tie-breaking draws before the block)."""
+        assert self.valid_cells is not None
+        cells = self.valid_cells[pred]
+        return np.concatenate([[0], np.cumsum(cells)[:-1]]).astype(np.int64)
 
     def rectangle(self) -> tuple[slice, slice]:
         """The spectral rectangle: the largest one of cells valid in at least half the steps."""
@@ -100,23 +137,37 @@ class Extent:
         return rows, cols
 
 
-def scan_extent(cubes: list[xr.DataArray], blocks: list[slice]) -> Extent:
-    """Pass 1 over ``cubes`` (time on axis -3): common validity per cell, range of values."""
-    count = np.zeros(cubes[0].shape[-2:], np.int64)
-    lo, hi = np.inf, -np.inf
-    for sl in blocks:
-        valid = None
-        for da in cubes:
-            c = _read(da, sl)
-            ok = _valid(c)
-            valid = ok if valid is None else valid & ok
-            if np.isfinite(c).any():
-                lo, hi = min(lo, float(np.nanmin(c))), max(hi, float(np.nanmax(c)))
-        assert valid is not None
-        count += valid.sum(axis=0)
+def scan_extent(cubes: list[xr.DataArray], blocks: list[slice], threads: int = 1) -> Extent:
+    """Pass 1 over ``cubes`` (truth first, time on axis -3) in ``threads`` threads: common
+    validity per cell, range of values, cells valid per prediction and block."""
+
+    def scan(run: range) -> Extent:
+        count = np.zeros(cubes[0].shape[-2:], np.int64)
+        cells = np.zeros((len(cubes) - 1, len(run)), np.int64)
+        lo, hi = np.inf, -np.inf
+        for j, b in enumerate(run):
+            valid = truth_ok = None
+            for i, da in enumerate(cubes):
+                c = _read(da, blocks[b])
+                ok = _valid(c)
+                if truth_ok is None:
+                    truth_ok = ok
+                else:
+                    cells[i - 1, j] = int((truth_ok & ok).sum())
+                valid = ok if valid is None else valid & ok
+                if np.isfinite(c).any():
+                    lo, hi = min(lo, float(np.nanmin(c))), max(hi, float(np.nanmax(c)))
+            assert valid is not None
+            count += valid.sum(axis=0)
+        return Extent(count, len(run), lo, hi, cells)
+
+    parts = _each_run(scan, runs(len(blocks), threads))
+    lo, hi = min(p.lo for p in parts), max(p.hi for p in parts)
     if not np.isfinite(lo):
         raise ValueError("prediction and truth share no valid cell")
-    return Extent(count, cubes[0].sizes["time"], lo, hi)
+    count = np.sum([p.valid_steps for p in parts], axis=0)
+    cells = np.concatenate([p.valid_cells for p in parts if p.valid_cells is not None], axis=1)
+    return Extent(count, cubes[0].sizes["time"], lo, hi, cells)
 
 
 def block_region(arrays: list[np.ndarray], rows: slice, cols: slice) -> SpectralRegion:
@@ -154,47 +205,95 @@ def stream_scores(
     names: dict[str, list[str]],
     context: dict[str, Any],
     block_bytes: int | None = None,
+    threads: int = 1,
 ) -> dict[str, Scores]:
     """The metrics ``names[label]`` of every prediction ``preds[label]`` against ``truth``, on
     one common spectral region and value range, reading every store block by block.
 
     ``context`` holds the other :class:`MetricInput` fields (kind, scale, bands, wet_threshold,
     seed); ``block_bytes`` defaults to :data:`BLOCK_BYTES`. Each label's streams always hold
-    the spectra and the quantile histograms.
+    the spectra and the quantile histograms. ``threads`` threads score contiguous runs of blocks
+    side by side (the same values as one thread, up to float rounding).
     """
     cubes = [truth, *preds.values()]
     lr_list = [lr] if lr is not None else []
     blocks = split_blocks(cubes + lr_list, block_bytes or BLOCK_BYTES)
-    extent = scan_extent(cubes, blocks)
+    extent = scan_extent(cubes, blocks, threads)
     rows, cols = extent.rectangle()
-    streams = {label: Streams() for label in preds}
-    accs: dict[str, dict[str, Any]] = {}
+    before = {label: extent.draws_before(i) for i, label in enumerate(preds)}
     # a bar on stderr when it is a terminal (off in Snakemake's job logs)
-    bar = tqdm(blocks, desc=f"scoring {truth.name or ''}", unit="block", disable=None, leave=False)
-    for sl in bar:
-        t = _read(truth, sl)
-        arrays = {label: _read(da, sl) for label, da in preds.items()}
-        region = block_region([t, *arrays.values()], rows, cols)
-        lr_block = _read(lr, sl) if lr is not None else None
-        for label, p in arrays.items():
-            block = MetricInput(
-                p,
-                t,
-                lr=lr_block,
-                start=sl.start,
-                region=region,
-                value_range=(extent.lo, extent.hi),
-                **context,
-            )
-            if label not in accs:
-                spectra(streams[label])
-                histograms(streams[label])
-                accs[label] = _accumulators(names.get(label, []), block, streams[label])
-            _update(block, streams[label], accs[label].values())
+    bar = tqdm(
+        total=len(blocks), desc=f"scoring {truth.name or ''}", unit="block", disable=None,
+        leave=False,
+    )  # fmt: skip
+
+    def score(run: range) -> tuple[dict[str, Streams], dict[str, dict[str, Any]]]:
+        streams = {label: Streams() for label in preds}
+        accs: dict[str, dict[str, Any]] = {}
+        for b in run:
+            sl = blocks[b]
+            t = _read(truth, sl)
+            arrays = {label: _read(da, sl) for label, da in preds.items()}
+            region = block_region([t, *arrays.values()], rows, cols)
+            lr_block = _read(lr, sl) if lr is not None else None
+            for label, p in arrays.items():
+                block = MetricInput(
+                    p,
+                    t,
+                    lr=lr_block,
+                    start=sl.start,
+                    region=region,
+                    value_range=(extent.lo, extent.hi),
+                    draws_before=int(before[label][b]),
+                    **context,
+                )
+                if label not in accs:
+                    accs[label] = _made(names.get(label, []), block, streams[label])
+                _update(block, streams[label], accs[label].values())
+            bar.update(1)
+        return streams, accs
+
+    mergeable = all(_mergeable(names.get(label, []), _probe(truth, da, lr, context))
+                    for label, da in preds.items())  # fmt: skip
+    with bar:
+        parts = _each_run(score, runs(len(blocks), threads if mergeable else 1))
+    streams, accs = parts[0]
+    for other_streams, other_accs in parts[1:]:
+        for label in preds:
+            streams[label].merge(other_streams[label])
+            for name, acc in accs[label].items():
+                if not streams[label].holds(acc):
+                    acc.merge(other_accs[label][name])
     return {
         label: Scores({n: a.result() for n, a in accs[label].items()}, streams[label])
         for label in preds
     }
+
+
+def _made(names: list[str], block: MetricInput, streams: Streams) -> dict[str, Any]:
+    """The accumulators of ``names`` for a run of blocks starting with ``block``, and the shared
+    spectra and quantile histograms the figures read."""
+    spectra(streams)
+    histograms(streams)
+    return _accumulators(names, block, streams)
+
+
+def _probe(
+    truth: xr.DataArray, pred: xr.DataArray, lr: xr.DataArray | None, context: dict[str, Any]
+) -> MetricInput:
+    """A block of no time step: which metrics apply, and their accumulators' kinds."""
+    none = slice(0, 0)
+    return MetricInput(_read(pred, none), _read(truth, none),
+                       lr=None if lr is None else _read(lr, none), **context)  # fmt: skip
+
+
+def _mergeable(names: list[str], probe: MetricInput) -> bool:
+    """Whether every accumulator of ``names`` (and the shared streams) has a ``merge``."""
+    streams = Streams()
+    accs = _made(names, probe, streams)
+    return streams.mergeable() and all(
+        streams.holds(a) or hasattr(a, "merge") for a in accs.values()
+    )
 
 
 def _update(block: MetricInput, streams: Streams, accs: Any) -> None:
@@ -211,10 +310,11 @@ def as_time_array(values: np.ndarray, name: str = "values") -> xr.DataArray:
 
 
 def streamed_metrics(
-    inp: MetricInput, names: list[str] | None = None, block_steps: int = 1
+    inp: MetricInput, names: list[str] | None = None, block_steps: int = 1, threads: int = 1
 ) -> dict[str, Any]:
     """The metrics of an in-memory :class:`MetricInput` computed block by block (``block_steps``
-    per block): the streamed twin of :func:`~climai.evaluation.metrics.compute_metrics`."""
+    per block, in ``threads`` threads): the streamed twin of
+    :func:`~climai.evaluation.metrics.compute_metrics`."""
     from climai.evaluation.registry import METRICS
 
     pred, truth = as_time_array(inp.pred, "pred"), as_time_array(inp.truth, "truth")
@@ -229,5 +329,7 @@ def streamed_metrics(
         "seed": inp.seed,
     }
     names = names if names is not None else list(METRICS.builtins)
-    out = stream_scores(truth, {"pred": pred}, lr, {"pred": names}, context, block_steps * per_step)
+    out = stream_scores(
+        truth, {"pred": pred}, lr, {"pred": names}, context, block_steps * per_step, threads
+    )
     return out["pred"].metrics

@@ -233,11 +233,14 @@ def downscale_baseline(
     output: Path,
     cfg: InferConfig,
     attrs: dict[str, Any],
+    block: tuple[int, int] = (0, 1),
 ) -> EngineStats:
     """The engine for a baseline (a registry ``predict``'s result, :mod:`climai.inference.
     baselines`): ``lr`` downscaled time block by time block and band by band (bands of the
     emulators' chunk height, ``infer.tile - infer.overlap`` HR rows) into ``output``, with the
-    baseline's ``extra`` variables; the HR footprint of missing LR cells is NaN."""
+    baseline's ``extra`` variables; the HR footprint of missing LR cells is NaN. ``block = (i,
+    n)``: only share ``i`` of ``n`` of the time blocks (an ``infer_block`` job), as for emulators
+    (:func:`downscale_to_store`); a ``whole_series`` baseline has one time block, never split."""
     y, x = hr_axis(lr["y"].values, scale), hr_axis(lr["x"].values, scale)
     stride = max(scale, cfg.tile - cfg.overlap)
     rows = min(y.size, stride - stride % scale)
@@ -246,6 +249,8 @@ def downscale_baseline(
     tb = min(block_steps(cfg, 3 * len(variables) * rows * x.size * 4), lr.sizes["time"])
     if getattr(baseline, "whole_series", False):  # per-cell ranks over the whole series (qdm)
         tb = lr.sizes["time"]
+        if block != (0, 1):
+            raise ValueError("a whole-series baseline (qdm) cannot be split into time blocks")
     chunks = (tb, rows, min(x.size, stride))
     out = template(lr, y, x, variables, _var_attrs(lr, variables), 1, cfg, chunks)
     out = out.assign(getattr(baseline, "extra", {})).assign_attrs(attrs)
@@ -254,7 +259,7 @@ def downscale_baseline(
         "downscale: %d×%d LR → %d×%d HR, %d steps, bands of %d rows, %d steps per block",
         lr.sizes["y"], lr.sizes["x"], y.size, x.size, lr.sizes["time"], rows, tb,
     )  # fmt: skip
-    stream_to_store(runner, lr, variables, out, output, cfg, tb, SINGLE, 0, 1)
+    stream_to_store(runner, lr, variables, out, output, cfg, tb, SINGLE, 0, 1, block)
     return EngineStats(runner.samples, runner.skipped)
 
 

@@ -82,6 +82,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
             None,
             need,
             metric_context(ctx.cfg, var),
+            threads=ctx.threads,
         )
         pairs = {m: spectra(s.streams).result() for m, s in scores.items()}
         first = pairs[methods[0]]

@@ -49,6 +49,7 @@ def run(ctx: StageContext, method: str) -> None:
             prep.lr(v),
             {method: ecfg.metrics},
             metric_context(ctx.cfg, var),
+            threads=ctx.threads,
         )[method]
         metrics[v] = scores.metrics
         pairs[v] = spectra(scores.streams).result()

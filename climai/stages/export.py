@@ -5,7 +5,8 @@ Relevant settings: ``export`` (compression_level, chunk_xy, institution, referen
 Inputs: ``downscaled/<method>/test.zarr``.
 Outputs: ``export/<method>_<var>.nc`` for every variable (compressed, chunked, ``grid_mapping``,
 time bounds, ``cell_methods``, the run's provenance), passing the CF-1.10 checks of the IOOS
-compliance checker (``tests/unit/test_cf.py``).
+compliance checker (``tests/unit/test_cf.py``). With ``--threads`` > 1 the fields' chunks are
+compressed in threads (:func:`climai.io.netcdf.write_netcdf`: the same variables and values).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run(ctx: StageContext, method: str, split: str = "test") -> None:
         ds = cf_dataset(hr, [var], kinds, attrs)
         enc = cf_encoding(ds, [var], ctx.cfg.export.compression_level, ctx.cfg.export.chunk_xy)
         with dask_progress():
-            write_netcdf(ds, ctx.paths.export(method, var), enc)
+            write_netcdf(ds, ctx.paths.export(method, var), enc, threads=ctx.threads)
         log.info("export %s %s → %s", method, var, ctx.paths.export(method, var))
 
 

@@ -33,7 +33,7 @@ from climai.stages import StageContext, log
 
 
 def _infer_baseline(
-    ctx: StageContext, prep: PreparedDataset, method: str, split: str
+    ctx: StageContext, prep: PreparedDataset, method: str, split: str, block: tuple[int, int]
 ) -> EngineStats:
     """A baseline on the split: its method type's ``predict`` fits it (quantile mapping: from
     the train split, streamed), the engine applies it by time blocks and bands
@@ -44,7 +44,7 @@ def _infer_baseline(
     attrs = {**provenance_attrs(ctx.config_sha256, ctx.rule), "method": method, "split": split}
     out_path = ctx.paths.downscaled(method, split)
     stats = downscale_baseline(
-        baseline, variables, ctx.cfg.scale, lr, out_path, ctx.cfg.infer, attrs
+        baseline, variables, ctx.cfg.scale, lr, out_path, ctx.cfg.infer, attrs, block
     )
     log.info("infer %s: %d %s steps", method, lr.sizes["time"], split)
     return stats
@@ -57,17 +57,21 @@ def run(
 
     Under ``torchrun`` (world size above 1) each rank downscales its share of the time chunks on
     its own device into the one output store; baselines run on rank 0 alone. ``block = (i, n)``
-    (emulators only): only share ``i`` of ``n`` of the time chunks (rule ``infer_block``).
+    (every method but a whole-series baseline): only share ``i`` of ``n`` of the time chunks
+    (rule ``infer_block``).
     """
     baseline = method_kind(ctx.cfg.methods.type_of(method)) == "baseline"
     # threads and determinism from the config (compute), not --threads; runtime/infer_<m>.json
     record = ctx.compute(method, "cpu" if baseline else ctx.cfg.infer.device, ctx.cfg.infer.bf16)
     prep = PreparedDataset(open_store(ctx.paths.dataset))
-    if baseline and block != (0, 1):
-        raise ValueError(f"infer of baseline {method!r} cannot be split into time blocks")
+    if baseline and block != (0, 1) and method_type(ctx.cfg.methods.type_of(method)).whole_series:
+        raise ValueError(
+            f"infer of baseline {method!r} (type {ctx.cfg.methods.type_of(method)!r}) needs the "
+            "whole series at once: it cannot be split into time blocks"
+        )
     if baseline:
         if int(os.environ.get("RANK", "0")) == 0:
-            _record(ctx, method, record, [_infer_baseline(ctx, prep, method, split)])
+            _record(ctx, method, record, [_infer_baseline(ctx, prep, method, split, block)])
         return
     ranks = setup_ranks()
     try:

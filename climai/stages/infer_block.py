@@ -1,5 +1,6 @@
 """Rule ``infer_block`` (``climai infer_block --method M --block I --blocks N``): block ``I`` of ``N``
-of an emulator's infer that is too long for one job of its partition (climai/sizing.py).
+of a method's infer that is too long for one job of its partition (climai/sizing.py): an
+emulator's or a baseline's (not a whole-series one, qdm).
 
 Relevant settings: those of ``infer`` (the same config slice, so the same values and provenance).
 Inputs: those of ``infer``.
@@ -45,7 +46,7 @@ class BlockContext(StageContext):
 
 
 def run(ctx: StageContext, method: str, block: int, blocks: int) -> None:
-    """Downscale block ``block`` of ``blocks`` of the test split with the emulator ``method``."""
+    """Downscale block ``block`` of ``blocks`` of the test split with ``method``."""
     from climai.stages import infer
 
     if not 0 <= block < blocks:

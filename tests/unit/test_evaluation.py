@@ -4,6 +4,7 @@ synthetic ensemble (a ``member`` dimension, as an ensemble emulator writes it)."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -46,11 +47,13 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
         synthetic_ensemble_store(test, ctx.cfg.variable_names, members=5, noise=0.3),
         ctx.paths.downscaled("unet-crps"),
     )
-    with pytest.MonkeyPatch.context() as mp:  # blocks of one time step: the most merging
+    # blocks of one time step, scored in 3 threads (runs of blocks merged): the most merging
+    threaded = replace(ctx, threads=3)
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(stream, "BLOCK_BYTES", 1)
         for method in ("bicubic", "quantile-mapping", "unet-crps"):
-            run_evaluate(ctx, method)
-        run_compare(ctx, ["bicubic", "quantile-mapping", "unet-crps"])
+            run_evaluate(threaded, method)
+        run_compare(threaded, ["bicubic", "quantile-mapping", "unet-crps"])
     return ctx
 
 

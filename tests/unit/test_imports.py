@@ -24,9 +24,6 @@ RUN_TIME_ONLY = {
     "snakemake": "workflow engine",
     # profiles/leonardo sets `executor: slurm`; Snakemake loads the plugin by entry point.
     "snakemake-executor-plugin-slurm": "Snakemake executor plugin",
-    # xarray's engine for the NetCDF export (climai/io/netcdf.py: engine="netcdf4") and its
-    # default for the netCDF sources that climai/io/readers.py opens.
-    "netcdf4": "xarray engine",
     # xarray's engine for GRIB sources (climai/io/readers.py: engine="cfgrib"); a core dependency.
     "cfgrib": "xarray engine",
 }

@@ -32,9 +32,9 @@ def assert_close(streamed, in_memory, atol: float, where: str = "") -> None:
         assert streamed == pytest.approx(in_memory, rel=1e-9, abs=atol), where
 
 
-def assert_streamed_equals_in_memory(inp: MetricInput, block_steps: int) -> dict:
+def assert_streamed_equals_in_memory(inp: MetricInput, block_steps: int, threads: int = 1) -> dict:
     in_memory = compute_metrics(inp)
-    streamed = streamed_metrics(inp, block_steps=block_steps)
+    streamed = streamed_metrics(inp, block_steps=block_steps, threads=threads)
     assert set(streamed) == set(in_memory)
     values = np.concatenate([inp.pred.ravel(), inp.truth.ravel()])
     bin_width = float(np.nanmax(values) - np.nanmin(values)) / NBINS
@@ -64,14 +64,18 @@ def _fields(kind: str, members: int, nan_fraction: float) -> MetricInput:
     )
 
 
-@pytest.mark.parametrize("block_steps", [1, 3, 20])
+@pytest.mark.parametrize(("block_steps", "threads"), [(1, 1), (3, 1), (20, 1), (1, 3), (3, 2)])
 @pytest.mark.parametrize(
     ("kind", "members", "nan_fraction"),
     [("precipitation", 0, 0.0), ("temperature", 0, 0.001), ("precipitation", 5, 0.0005)],
 )
-def test_every_builtin_metric_streamed_equals_in_memory(kind, members, nan_fraction, block_steps):
+def test_every_builtin_metric_streamed_equals_in_memory(
+    kind, members, nan_fraction, block_steps, threads
+):
+    """In one thread or in runs of blocks scored side by side and merged: the in-memory values
+    (sums to 1e-9, the seeded rank histogram exactly)."""
     inp = _fields(kind, members, nan_fraction)
-    streamed = assert_streamed_equals_in_memory(inp, block_steps)
+    streamed = assert_streamed_equals_in_memory(inp, block_steps, threads)
     expected = {n for n, m in METRICS.builtins.items() if m.applies(inp)}
     assert set(streamed) == expected
 
@@ -129,14 +133,16 @@ def _exceedance(inp: MetricInput) -> float:
     return float(np.mean(inp.point[ok] > inp.truth[ok]))
 
 
-def test_plugin_metrics_with_and_without_an_accumulator(monkeypatch, caplog):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_plugin_metrics_with_and_without_an_accumulator(monkeypatch, caplog, threads):
+    """Accumulators without ``merge`` (a plugin's, WholeSplit) are scored in one thread."""
     streamed_plugin = Metric(_exceedance, accumulator=lambda streams: _ExceedanceSums())
     whole_split_plugin = Metric(_exceedance)
     monkeypatch.setitem(METRICS._loaded, "exceedance", streamed_plugin)
     monkeypatch.setitem(METRICS._loaded, "exceedance_whole", whole_split_plugin)
     inp = _fields("temperature", 0, 0.0)
     names = ["rmse", "exceedance", "exceedance_whole"]
-    out = streamed_metrics(inp, names, block_steps=2)
+    out = streamed_metrics(inp, names, block_steps=2, threads=threads)
     expected = _exceedance(inp)
     assert out["exceedance"] == pytest.approx(expected, rel=1e-12)
     assert out["exceedance_whole"] == pytest.approx(expected, rel=1e-12)

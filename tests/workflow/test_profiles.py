@@ -87,7 +87,7 @@ def dry_run_job_list(stdout: str) -> list[dict[str, str]]:
         if head is None or head[1] == "all":
             continue
         info = {"rule": head[1], "threads": "1"}
-        if m := re.search(r"^\s+wildcards: method=(\S+)", block, re.MULTILINE):
+        if m := re.search(r"^\s+wildcards: method=([^\s,]+)", block, re.MULTILINE):
             info["method"] = m[1]
         if m := re.search(r"^\s+threads: (\d+)", block, re.MULTILINE):
             info["threads"] = m[1]
@@ -334,10 +334,19 @@ def test_dry_run_of_the_italy_campaign_shows_leonardo_resources_quickly():
     sizes = {(j.rule, j.method): j.size for j in plan}
     train = jobs["train"]
     assert train["mem_mb"] == str(sizes[("train", "unet")].mem_mb)
-    infer = {j["method"]: j for j in dry_run_job_list(res.stdout) if j["rule"] == "infer"}
+    listed = dry_run_job_list(res.stdout)
+    infer = {j["method"]: j for j in listed if j["rule"] in ("infer", "infer_block")}
     assert "gres" in infer["unet"] and "gres" not in infer["bicubic"]
+    blocks = [j for j in listed if j["rule"] == "infer_block" and j["method"] == "bicubic"]
+    assert len(blocks) == plan_jobs(plan, "infer_block", "bicubic") > 1  # split into time blocks
+    scoring = [j for j in listed if j["rule"] in ("evaluate", "compare", "export")]
+    assert scoring and all(int(j["cpus_per_task"]) > 1 for j in scoring)
     assert "italy-500m/prep/dataset.zarr" in res.stdout
     assert not (REPO / "results" / "italy-500m").exists(), "a dry run wrote outputs"
+
+
+def plan_jobs(plan: list, rule: str, method: str) -> int:
+    return next(j.jobs for j in plan if (j.rule, j.method) == (rule, method))
 
 
 def test_install_profile_makes_profile_name_work(tmp_path):

@@ -94,7 +94,8 @@ def one_core(wildcards):
 
 
 def all_cores(wildcards):
-    """Every core of a local run (preprocess: dask sized from them)."""
+    """Every core of a local run, at most the job's sized cores (preprocess: dask; evaluate,
+    compare: streamed scoring; export and infer_gather: chunks in threads)."""
     return ALL_CORES
 
 

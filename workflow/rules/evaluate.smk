@@ -32,7 +32,7 @@ rule evaluate:
         PATHS.root / "benchmarks" / "evaluate_{method}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: job_threads("evaluate", one_core)
+    threads: job_threads("evaluate", all_cores)
     resources:
         **job_resources("evaluate"),
     params:
@@ -117,7 +117,7 @@ rule compare:
         PATHS.root / "benchmarks" / "compare.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: job_threads("compare", one_core)
+    threads: job_threads("compare", all_cores)
     resources:
         **job_resources("compare"),
     params:

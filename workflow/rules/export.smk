@@ -9,7 +9,7 @@ rule export:
         PATHS.root / "benchmarks" / "export_{method}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: job_threads("export", one_core)
+    threads: job_threads("export", all_cores)
     resources:
         **job_resources("export"),
     params:

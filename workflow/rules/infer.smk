@@ -22,9 +22,10 @@ rule infer:
         "--threads {threads} > {log:q} 2>&1"
 
 
-# An emulator's infer too long for any partition (climai/sizing.py): SPLIT[method] jobs over
-# contiguous time blocks of the test split, each writing its own store, joined by infer_gather
-# into the one downscaled/<method>/test.zarr (equal, bit for bit, to an unsplit infer's).
+# An infer too long for any partition (an emulator's, or a baseline's but a whole-series one,
+# qdm; climai/sizing.py): SPLIT[method] jobs over contiguous time blocks of the test split, each
+# writing its own store, joined by infer_gather into the one downscaled/<method>/test.zarr
+# (equal, bit for bit, to an unsplit infer's).
 rule infer_block:
     wildcard_constraints:
         method=method_regex(SPLIT),
@@ -68,7 +69,7 @@ rule infer_gather:
         PATHS.root / "benchmarks" / "infer_gather_{method}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: job_threads("infer_gather", one_core)
+    threads: job_threads("infer_gather", all_cores)
     resources:
         **job_resources("infer_gather"),
     params:
