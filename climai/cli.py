@@ -125,7 +125,11 @@ def _plan(args: argparse.Namespace) -> None:
     from climai.plan import argv_partitions, campaign_jobs, plan_json, plan_table, uses_gpus
     from climai.sizing import Sizer
 
-    cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
+    # as a run reads them: the Snakefile's config/config.yaml first, then each --configfile
+    files = list(args.configfile or [])
+    if Path(DEFAULT_CONFIG).is_file() and DEFAULT_CONFIG not in files:
+        files.insert(0, DEFAULT_CONFIG)
+    cfg = load_config(*(files or [DEFAULT_CONFIG]))
     partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
