@@ -113,7 +113,8 @@ def records(campaign_dir: Path, cores: int, config: str | None = None) -> list[d
         out.append({"rule": rule, "method": method, "kind": kind, "type": mtype, "device": "cpu",
                     "max_rss_mb": float(row["max_rss"]), "seconds": float(row["s"]),
                     "mean_load": float(row["mean_load"]), "campaign": campaign_dir.name,
-                    **({"config": config} if config else {}), "workload": workload})  # fmt: skip
+                    **({"config": config, "fit": "memory"} if config else {}),
+                    "workload": workload})  # fmt: skip
     return out
 
 

@@ -137,8 +137,8 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":
         return test * w.members * w.width, field * w.members
-    if rule == "infer":  # baselines: numpy on the whole split
-        return test, test
+    if rule == "infer":  # baselines: through the engine, by time blocks and bands of rows
+        return test, field
     if rule in ("evaluate", "export"):
         return test * w.members, field * w.members
     if rule == "compare":
@@ -261,9 +261,11 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     Per rule and method type, and per rule and class (:func:`coefficient_keys`): the time line by least squares (slope and intercept clipped at zero; one
     record or one driver value: the mean time, no slope); the memory line with the least-squares
     slope (clipped at zero) and the intercept of the upper envelope, so that the line lies on or
-    above every measurement.
+    above every measurement. A record with ``"fit": "memory"`` (a real campaign's run: its
+    per-cell times depend on its source format and on the load of the machine it shared)
+    enters the memory lines only.
     """
-    groups: dict[str, list[tuple[float, float, float, float]]] = {}
+    groups: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     threads: set[int] = set()
     for r in records:
         w = Workload.from_record(r["workload"])
@@ -273,12 +275,14 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
             x_time = cpu_time_driver(r["rule"], x_time, w.threads)
         for key in coefficient_keys(r["rule"], r.get("kind"), r.get("type"))[:-1] or [r["rule"]]:
             rss = float(r["max_rss_mb"]) - thread_mb(r["rule"], w.threads)
-            groups.setdefault(key, []).append((x_time, float(r["seconds"]), x_mem, rss))
+            timed = r.get("fit", "all") != "memory"
+            groups.setdefault(key, []).append((x_time, float(r["seconds"]), x_mem, rss, timed))
     coefs = {}
     for key, rows in groups.items():
-        t0, t1 = _line([(x, y) for x, y, _, _ in rows])
-        m1 = _line([(x, y) for _, _, x, y in rows])[1]
-        m0 = max(y - m1 * x for _, _, x, y in rows)
+        timed = [(x, y) for x, y, _, _, t in rows if t]
+        t0, t1 = _line(timed or [(x, y) for x, y, _, _, _ in rows])
+        m1 = _line([(x, y) for _, _, x, y, _ in rows])[1]
+        m0 = max(y - m1 * x for _, _, x, y, _ in rows)
         coefs[key] = Coefficients(t0, t1, m0, m1, len(rows))
     return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)
 
