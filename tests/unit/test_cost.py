@@ -191,7 +191,7 @@ def test_a_job_that_cannot_be_split_stops_naming_limit_estimate_and_key(tmp_path
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"target": {"steps": 40000}}))
     sizer = Sizer.load(SMALL_PARTITIONS, True)
     huge = replace(sizer.host, coefficients={**sizer.host.coefficients,
-                   "infer/bicubic": Coefficients(1.0, 0.0, 100.0, 1.0)})  # fmt: skip
+                   "infer/bicubic": Coefficients(1.0, 0.0, 100.0, 10.0)})  # fmt: skip
     with pytest.raises(JobTooLarge) as err:
         size_rule(cfg, "infer", "bicubic", "baseline", campaign_workload(cfg, "bicubic"),
                   replace(sizer, host=huge))  # fmt: skip
