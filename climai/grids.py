@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -10,6 +11,9 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from climai.units import UnitsError, lookup, normalise
+
+if TYPE_CHECKING:
+    from climai.config import CampaignConfig
 
 _X_NAMES = ("x", "lon", "longitude", "rlon", "projection_x_coordinate", "easting")
 _Y_NAMES = ("y", "lat", "latitude", "rlat", "projection_y_coordinate", "northing")
@@ -227,3 +231,69 @@ def crs_variable(crs: CRS) -> xr.DataArray:
     attrs = crs.to_cf()
     attrs["spatial_ref"] = attrs.get("crs_wkt", crs.to_wkt())
     return xr.DataArray(np.int32(0), attrs=attrs)
+
+
+def standardise(
+    ds: xr.Dataset, names: list[str], key: str, crs_override: str | None
+) -> tuple[xr.Dataset, Grid]:
+    """``ds`` on dims ``(time, y, x)``/``(y, x)`` with its :class:`Grid` (CRS from CF metadata);
+    :class:`GridError` naming ``key`` otherwise."""
+    try:
+        x, y = find_xy(ds, names[0])
+        crs = crs_from_dataset(ds, names[0], x, crs_override)
+    except GridError as err:
+        raise GridError(f"{key}: {err}") from None
+    ds = ds.rename({d: n for d, n in ((x, "x"), (y, "y")) if d != n})
+    try:
+        ds = axes_in_crs_units(ds, crs)
+    except GridError as err:
+        raise GridError(f"{key}: {err}") from None
+    gm = [str(ds[n].attrs.get("grid_mapping", "")).split(":")[0] for n in names]
+    ds = ds.drop_vars([g for g in set(gm) if g and g in ds.variables])
+    for name in names:
+        extra = [d for d in ds[name].dims if d not in ("time", "y", "x")]
+        if extra:
+            raise GridError(
+                f"{key}: variable {name!r} has dimensions {ds[name].dims}; expected (time, y, x) "
+                f"or (y, x) — select the extra dimension(s) {extra} beforehand"
+            )
+        if "time" in ds[name].dims and not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise GridError(
+                f"{key}: the time of {name!r} does not decode to UTC datetimes "
+                f"(dtype {ds['time'].dtype}); use a standard calendar"
+            )
+    try:
+        grid = Grid(np.asarray(ds["x"].values), np.asarray(ds["y"].values), crs.to_wkt())
+        grid.check_regular()
+    except GridError as err:
+        raise GridError(f"{key}: {err}") from None
+    return ds, grid
+
+
+def _domain_x(cfg: CampaignConfig, grid: Grid) -> tuple[float, float]:
+    """The domain's x range; on a lat/lon grid normalised to −180…180 like the grid."""
+    assert cfg.domain is not None
+    lo, hi = cfg.domain.x
+    if grid.crs.is_geographic and grid.x.max() <= 180.0 and min(lo, hi) > 180.0:
+        return lo - 360.0, hi - 360.0
+    return lo, hi
+
+
+def subset_and_trim(
+    ds: xr.Dataset, grid: Grid, cfg: CampaignConfig
+) -> tuple[xr.Dataset, Grid, str]:
+    """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
+    if cfg.domain is not None:
+        try:
+            ys, xs = grid.domain_slices(_domain_x(cfg, grid), cfg.domain.y)
+        except GridError as err:
+            raise GridError(f"domain is outside the data: {err}") from None
+        ds = ds.isel(y=ys, x=xs)
+        grid = Grid(grid.x[xs], grid.y[ys], grid.crs_wkt)
+    ny, nx = grid.shape
+    trimmed, (cut_y, cut_x) = grid.trim_to_multiple(cfg.scale)
+    report = (
+        f"HR grid {ny}×{nx}: trimmed {cut_y} row(s) and {cut_x} column(s) at the end to "
+        f"{trimmed.shape[0]}×{trimmed.shape[1]}, a multiple of scale={cfg.scale}"
+    )
+    return ds.isel(y=slice(0, trimmed.shape[0]), x=slice(0, trimmed.shape[1])), trimmed, report

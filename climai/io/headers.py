@@ -194,12 +194,12 @@ def _shape_key(cfg: CampaignConfig) -> str | None:
 
 def _shape_of(ds: xr.Dataset, cfg: CampaignConfig, files: int) -> tuple[int, int, int]:
     """The shape ingest writes from the open first file ``ds`` of ``files``."""
-    from climai.stages.ingest import IngestError, standardise, subset_and_trim
+    from climai.grids import standardise, subset_and_trim
 
     try:
         std, grid = standardise(ds, _target_names(cfg), "data.target", cfg.data.target.crs)
         _, grid, _ = subset_and_trim(std, grid, cfg)
-    except IngestError as err:
+    except GridError as err:
         raise SourceError(str(err)) from None
     ny, nx = grid.shape
     return int(std.sizes.get("time", 1)) * files, int(ny), int(nx)

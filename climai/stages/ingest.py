@@ -24,6 +24,7 @@ import pandas as pd
 import xarray as xr
 from pyproj import CRS
 
+from climai import grids
 from climai.config import (
     CampaignConfig,
     DerivedStatic,
@@ -32,14 +33,7 @@ from climai.config import (
     VariableConfig,
 )
 from climai.converters import apply_converter
-from climai.grids import (
-    Grid,
-    GridError,
-    axes_in_crs_units,
-    crs_from_dataset,
-    crs_variable,
-    find_xy,
-)
+from climai.grids import Grid, GridError, crs_variable
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.checks import (
@@ -95,66 +89,21 @@ def describe_times(times: pd.DatetimeIndex) -> TimeInfo:
 def standardise(
     ds: xr.Dataset, names: list[str], key: str, crs_override: str | None
 ) -> tuple[xr.Dataset, Grid]:
-    """``ds`` on dims ``(time, y, x)``/``(y, x)`` with its :class:`Grid` (CRS from CF metadata)."""
+    """:func:`climai.grids.standardise`, its errors as :class:`IngestError`."""
     try:
-        x, y = find_xy(ds, names[0])
-        crs = crs_from_dataset(ds, names[0], x, crs_override)
+        return grids.standardise(ds, names, key, crs_override)
     except GridError as err:
-        raise IngestError(f"{key}: {err}") from None
-    ds = ds.rename({d: n for d, n in ((x, "x"), (y, "y")) if d != n})
-    try:
-        ds = axes_in_crs_units(ds, crs)
-    except GridError as err:
-        raise IngestError(f"{key}: {err}") from None
-    gm = [str(ds[n].attrs.get("grid_mapping", "")).split(":")[0] for n in names]
-    ds = ds.drop_vars([g for g in set(gm) if g and g in ds.variables])
-    for name in names:
-        extra = [d for d in ds[name].dims if d not in ("time", "y", "x")]
-        if extra:
-            raise IngestError(
-                f"{key}: variable {name!r} has dimensions {ds[name].dims}; expected (time, y, x) "
-                f"or (y, x) — select the extra dimension(s) {extra} beforehand"
-            )
-        if "time" in ds[name].dims and not np.issubdtype(ds["time"].dtype, np.datetime64):
-            raise IngestError(
-                f"{key}: the time of {name!r} does not decode to UTC datetimes "
-                f"(dtype {ds['time'].dtype}); use a standard calendar"
-            )
-    try:
-        grid = Grid(np.asarray(ds["x"].values), np.asarray(ds["y"].values), crs.to_wkt())
-        grid.check_regular()
-    except GridError as err:
-        raise IngestError(f"{key}: {err}") from None
-    return ds, grid
-
-
-def _domain_x(cfg: CampaignConfig, grid: Grid) -> tuple[float, float]:
-    """The domain's x range; on a lat/lon grid normalised to −180…180 like the grid."""
-    assert cfg.domain is not None
-    lo, hi = cfg.domain.x
-    if grid.crs.is_geographic and grid.x.max() <= 180.0 and min(lo, hi) > 180.0:
-        return lo - 360.0, hi - 360.0
-    return lo, hi
+        raise IngestError(str(err)) from None
 
 
 def subset_and_trim(
     ds: xr.Dataset, grid: Grid, cfg: CampaignConfig
 ) -> tuple[xr.Dataset, Grid, str]:
-    """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
-    if cfg.domain is not None:
-        try:
-            ys, xs = grid.domain_slices(_domain_x(cfg, grid), cfg.domain.y)
-        except GridError as err:
-            raise IngestError(f"domain is outside the data: {err}") from None
-        ds = ds.isel(y=ys, x=xs)
-        grid = Grid(grid.x[xs], grid.y[ys], grid.crs_wkt)
-    ny, nx = grid.shape
-    trimmed, (cut_y, cut_x) = grid.trim_to_multiple(cfg.scale)
-    report = (
-        f"HR grid {ny}×{nx}: trimmed {cut_y} row(s) and {cut_x} column(s) at the end to "
-        f"{trimmed.shape[0]}×{trimmed.shape[1]}, a multiple of scale={cfg.scale}"
-    )
-    return ds.isel(y=slice(0, trimmed.shape[0]), x=slice(0, trimmed.shape[1])), trimmed, report
+    """:func:`climai.grids.subset_and_trim`, its errors as :class:`IngestError`."""
+    try:
+        return grids.subset_and_trim(ds, grid, cfg)
+    except GridError as err:
+        raise IngestError(str(err)) from None
 
 
 def _step_seconds(ds: xr.Dataset, times: TimeInfo, name: str) -> xr.DataArray | float:
