@@ -3,12 +3,23 @@
 Additive for unbounded variables (``y + up(lr - blockmean(y))``), multiplicative for non-negative
 ones (``y * up(lr / blockmean(y))``, so precipitation stays ≥ 0; a block whose prediction is all
 zero takes the LR value uniformly). Works in physical units on ``(N, V, H, W)`` tensors.
+
+Gradients stay finite for every input the training loop meets (issue 19: a real-radar fine-tune
+trained to NaN). A missing (NaN) LR block leaves its cells as predicted, and its NaN never enters
+the arithmetic: behind ``torch.where`` the unselected branch still gets a zero gradient, and
+``0 × NaN`` in the product's backward made every weight NaN. The multiplicative gain
+``lr / blockmean(y)`` is capped at :data:`MAX_GAIN`: its gradient grows like the gain, without
+bound as a wet LR block's predicted mean goes to 0 (a float32 overflow below ~1e-38 mm h-1);
+beyond the cap the rest of the LR mean is added uniformly, so every block still conserves
+exactly, and the correction is continuous at the cap and at an all-dry prediction.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+MAX_GAIN = 1.0e4  # largest factor the multiplicative correction scales a prediction by
 
 
 def block_mean(y: torch.Tensor, scale: int) -> torch.Tensor:
@@ -25,7 +36,14 @@ def block_mean(y: torch.Tensor, scale: int) -> torch.Tensor:
 def conserve(
     y: torch.Tensor, lr: torch.Tensor, scale: int, non_negative: list[bool]
 ) -> torch.Tensor:
-    """``y`` corrected so that every block mean equals ``lr``; NaN LR blocks are left unchanged."""
+    """``y`` corrected so that every block mean equals ``lr``; NaN LR blocks are left unchanged.
+
+    Non-negative variables (``y`` ≥ 0): ``y * g + up(lr - g * blockmean(y))`` with the gain
+    ``g = min(lr / blockmean(y), MAX_GAIN)``, i.e. the multiplicative correction wherever the
+    prediction's block mean is more than ``lr / MAX_GAIN``, else the pattern scaled by the cap
+    plus the remaining mean spread uniformly (an all-zero block takes ``lr`` uniformly, a dry LR
+    block becomes exactly 0). The output and its gradient are finite wherever ``y`` is; a
+    non-finite prediction stays non-finite (never replaced by the LR value)."""
     if y.shape[1] != len(non_negative) or lr.shape[1] != y.shape[1]:
         raise ValueError(
             f"conserve: prediction has {y.shape[1]} variables, LR {lr.shape[1]}, "
@@ -38,13 +56,13 @@ def conserve(
     for v, nonneg in enumerate(non_negative):
         yv, mv, lv = y64[:, v : v + 1], mean[:, v : v + 1], lr64[:, v : v + 1]
         ok = torch.isfinite(lv)
+        lv = torch.where(ok, lv, 0.0)  # no NaN behind the final where: 0 × NaN in backward
         if nonneg:
             lv = lv.clamp(min=0)
-            positive = mv > 0
-            ratio = torch.where(positive, lv / torch.where(positive, mv, 1.0), 1.0)
-            fixed = torch.where(
-                _up(positive, scale), yv * _up(ratio, scale), _up(lv, scale).expand_as(yv)
-            )
+            scaled = mv * MAX_GAIN > lv  # gain below the cap (False for a NaN prediction)
+            gain = torch.where(scaled, lv / torch.where(scaled, mv, 1.0), MAX_GAIN)
+            rest = torch.where(scaled, 0.0, lv - mv * MAX_GAIN)  # ≥ 0: spread uniformly
+            fixed = yv * _up(gain, scale) + _up(rest, scale)
         else:
             fixed = yv + _up(lv - mv, scale)
         out.append(torch.where(_up(ok, scale), fixed, yv))
