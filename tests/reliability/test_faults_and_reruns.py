@@ -71,7 +71,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _kill_when(wd: Path, ready, timeout: float = 300.0, delay: float = 0.0) -> bool:
     """Start the campaign in ``wd`` and SIGKILL the whole job tree ``delay`` seconds after
-    ``ready()``; False when the campaign finished first (only possible with a ``delay``)."""
+    ``ready()``; False when the campaign finished first: during the ``delay``, or before
+    ``ready()`` when the jobs still to come had all finished before an earlier kill."""
     proc = subprocess.Popen(
         snakemake_cmd(wd, "--configfile", str(wd / "c.yaml"), "--rerun-incomplete"),
         env=snakemake_env(),
@@ -82,7 +83,9 @@ def _kill_when(wd: Path, ready, timeout: float = 300.0, delay: float = 0.0) -> b
     deadline = time.monotonic() + timeout
     try:
         while not ready():
-            assert proc.poll() is None, "the campaign finished before the fault could be injected"
+            if proc.poll() is not None:
+                assert proc.returncode == 0, "the rerun after a kill failed"
+                return False
             assert time.monotonic() < deadline, "the fault point was never reached"
             time.sleep(0.01)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -105,7 +108,7 @@ def _rerun_and_compare(wd: Path, reference: Path) -> None:
 def test_sigkill_during_preprocess_then_rerun_gives_identical_outputs(tmp_path, reference):
     write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
     prep = tmp_path / "results/tiny/prep"
-    _kill_when(tmp_path, lambda: any(prep.glob(".dataset.zarr.tmp-*")))
+    assert _kill_when(tmp_path, lambda: any(prep.glob(".dataset.zarr.tmp-*")))
     assert not (prep / "dataset.zarr").exists(), "a killed preprocess left a complete-looking store"
     _rerun_and_compare(tmp_path, reference)
 
@@ -113,7 +116,7 @@ def test_sigkill_during_preprocess_then_rerun_gives_identical_outputs(tmp_path, 
 def test_sigkill_during_training_then_rerun_gives_identical_outputs(tmp_path, reference):
     write_config(tmp_path / "c.yaml", **FAULT_CAMPAIGN)
     log = tmp_path / "results/tiny/logs/train_unet.log"
-    _kill_when(tmp_path, lambda: log.exists() and "epoch 1/3" in log.read_text())
+    assert _kill_when(tmp_path, lambda: log.exists() and "epoch 1/3" in log.read_text())
     assert not (tmp_path / "results/tiny/models/unet/model.pt").exists()
     _rerun_and_compare(tmp_path, reference)
 
