@@ -16,9 +16,8 @@ SINGLE = {
     "mrms-conus": "knmi",
     "bom-melbourne": "mrms-conus",
 }
-METHOD = """  unet:                   # pooled U-Net: the other three radars, never this one
-    train_on: [{others}]
-    normalisation: physical   # log1p(mm h-1), offset 1, mean 0, std 1: the same on every radar
+# The U-Net's keys after train_on, shared by the pooled unet and unet-single (same budget).
+UNET = """    normalisation: physical   # log1p(mm h-1), offset 1, mean 0, std 1: the same on every radar
     grid_channel: true        # log2 of the HR spacing in km as an input channel
     time_features: false      # single-day events: the date would name the radar
     augment: true             # flips and 90° rotations (rain only, no orography or wind)
@@ -34,7 +33,13 @@ METHOD = """  unet:                   # pooled U-Net: the other three radars, ne
     patch: {patch}
     batch: 16
     patches_per_step: 16      # validation: 16 patches per val step of each train_on radar
-  unet-crps:              # fine-tuned from the pooled U-Net, noise calibrated on validation
+"""
+METHOD = (
+    """  unet:                   # pooled U-Net: the other three radars, never this one
+    train_on: [{others}]
+"""
+    + UNET
+    + """  unet-crps:              # fine-tuned from the pooled U-Net, noise calibrated on validation
     train_on: [{others}]
     init_from: {{method: unet}}
     normalisation: physical
@@ -56,23 +61,9 @@ METHOD = """  unet:                   # pooled U-Net: the other three radars, ne
   unet-single:            # the same U-Net and budget, trained on one radar only ({single})
     type: unet
     train_on: [{single}]
-    normalisation: physical
-    grid_channel: true
-    time_features: false
-    augment: true
-    min_wet: {min_wet}
-    fallback: true
-    channels: {channels}
-    loss: {loss}
-    lr: {lr}
-    warmup_steps: 30
-    epochs: {epochs}
-    patience: {epochs}
-    pooled_patches: {patches}
-    patch: {patch}
-    batch: 16
-    patches_per_step: 16      # validation: 16 patches per val step of each train_on radar
 """
+    + UNET
+)
 
 P = dict(
     min_wet=0.05,
