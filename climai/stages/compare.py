@@ -110,9 +110,14 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     del shown
     # the whole domain at the shown step whose truth is largest, zoomed on its largest region
     v = wet_variable(ctx.cfg.variables) or variables[0]
-    means = [float(np.nan_to_num(prep.hr(v).isel(time=t).values).mean()) for t in steps]
-    i = max(range(len(steps)), key=lambda i: means[i])
-    whole = prep.hr(v).isel(time=steps[i]).values
+    best: tuple[float, int, np.ndarray] | None = None  # (mean, index, field): each step read once
+    for i, t in enumerate(steps):
+        field = prep.hr(v).isel(time=t).values
+        mean = float(np.nan_to_num(field).mean())
+        if best is None or mean > best[0]:
+            best = (mean, i, field)
+    assert best is not None
+    _, i, whole = best
     box = zoom_box(whole, zoom_size(whole.shape, ctx.cfg.scale), ctx.cfg.scale)
     zooms = zoom_panels(
         prep.lr(v), whole, {m: arrays[v][m] for m in methods}, steps[i], box, ctx.cfg.scale
