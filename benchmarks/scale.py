@@ -68,13 +68,22 @@ def campaign_config(args: argparse.Namespace, steps: int, results: Path) -> dict
     return base
 
 
-def read_benchmarks(folder: Path) -> dict[str, dict[str, float]]:
-    """``{job name: {max_rss_mb, seconds}}`` from Snakemake's ``benchmark:`` TSV files."""
+def read_benchmarks(campaign: Path) -> dict[str, dict[str, float]]:
+    """``{job name: {max_rss_mb, sampled_rss_mb, seconds}}`` of a campaign folder: wall time from
+    Snakemake's ``benchmark:`` TSV files; peak RSS from the job's log (the exact high-water mark
+    every ``climai`` command logs as it ends, ``climai.launch.PEAK_RSS_LINE``), or else the
+    TSV's sampled ``max_rss`` (sampled every 30 s after the first 15 s: it misses short peaks)."""
+    from climai.launch import logged_peak_rss_mb
+
     out = {}
-    for tsv in sorted(folder.glob("*.tsv")):
+    for tsv in sorted((campaign / "benchmarks").glob("*.tsv")):
         with tsv.open() as f:
             row = next(csv.DictReader(f, delimiter="\t"))
-        out[tsv.stem] = {"max_rss_mb": float(row["max_rss"]), "seconds": float(row["s"])}
+        sampled = float(row["max_rss"])
+        log = campaign / "logs" / f"{tsv.stem}.log"
+        exact = logged_peak_rss_mb(log.read_text()) if log.is_file() else None
+        out[tsv.stem] = {"max_rss_mb": max(sampled, exact or 0.0), "sampled_rss_mb": sampled,
+                         "seconds": float(row["s"])}  # fmt: skip
     return out
 
 
@@ -179,11 +188,17 @@ def run_size(args: argparse.Namespace, steps: int) -> list[dict[str, Any]]:
         raise SystemExit(f"snakemake failed at {steps} steps (logs under {results})")
     campaign = results / cfg["campaign"]
     steps_per_split = split_steps(campaign / "prep" / "dataset.zarr")
-    records = records_of(read_benchmarks(campaign / "benchmarks"), cfg, steps_per_split, args.cores)
+    records = records_of(read_benchmarks(campaign), cfg, steps_per_split, args.cores)
     print(f"{steps} steps: campaign wall {wall:.0f} s, {len(records)} jobs", flush=True)
     if not args.keep:
         shutil.rmtree(results)
     return records
+
+
+def size_of(record: dict[str, Any]) -> tuple[int, int, int]:
+    """``(ny, nx, steps)`` of the campaign a record was measured in."""
+    w = record["workload"]
+    return w["ny"], w["nx"], w["steps_total"]
 
 
 def table(small: list[dict[str, Any]], large: list[dict[str, Any]]) -> list[str]:
@@ -231,12 +246,17 @@ def main() -> None:
     os.environ.setdefault("PYTHONPATH", str(REPO))
     out = args.records or REPO / "benchmarks" / "results" / f"scale_{args.machine}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    # records of other grids and lengths stay; this run's sizes replace theirs
+    sizes = {(args.ny, args.nx, args.steps), (args.ny, args.nx, 4 * args.steps)}
+    kept = (
+        [r for r in json.loads(out.read_text()) if size_of(r) not in sizes] if out.is_file() else []
+    )
     small = run_size(args, args.steps)  # a failed run keeps its work folder (logs)
-    out.write_text(json.dumps(small, indent=1) + "\n")  # kept if the larger run fails
+    out.write_text(json.dumps(kept + small, indent=1) + "\n")  # kept if the larger run fails
     large = run_size(args, 4 * args.steps)
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    out.write_text(json.dumps(small + large, indent=1) + "\n")
+    out.write_text(json.dumps(kept + small + large, indent=1) + "\n")
     hr_gb = large[0]["workload"]["hr_bytes"] / 1e9
     print(f"HR data at 4N: {hr_gb:.2f} GB float32; records: {out}")
     print("\n".join(table(small, large)))

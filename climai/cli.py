@@ -28,7 +28,7 @@ from climai.config import (
     load_config,
     stage_slice,
 )
-from climai.launch import LaunchError, available_cpus
+from climai.launch import PEAK_RSS_LINE, LaunchError, available_cpus, peak_rss_mb
 from climai.stages import STAGES, StageContext
 from climai.training import TrainingInterrupted
 
@@ -292,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"climai {args.command}: {err}; checkpoint written, rerun to resume", file=sys.stderr)
         return 143
+    logging.getLogger("climai").info(PEAK_RSS_LINE.format(mb=peak_rss_mb()))
     return 0
 
 

@@ -43,6 +43,30 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+#: The line every ``climai`` command logs as it ends: the kernel's high-water mark of resident
+#: memory (``getrusage``, exact), not a sample. Snakemake's ``benchmark:`` files sample RSS every
+#: 0.5 s for 15 s, then every 30 s, and miss short peaks; the benchmarks read this line instead.
+PEAK_RSS_LINE = "peak RSS {mb:.0f} MB"
+_PEAK_RSS_RE = re.compile(r"peak RSS (\d+) MB")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory plus the largest of its finished children's (a
+    ``torchrun`` or dask worker), in MB: an upper bound of the job's peak (children and parent
+    need not peak together)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kb += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return kb / 1024
+
+
+def logged_peak_rss_mb(text: str) -> float | None:
+    """The last :data:`PEAK_RSS_LINE` in a job's log, or ``None`` when there is none."""
+    found = _PEAK_RSS_RE.findall(text)
+    return float(found[-1]) if found else None
+
+
 def _count_devices(value: str) -> int:
     """Number of devices in a ``CUDA_VISIBLE_DEVICES``-style list (``"0,1,2,3"``)."""
     items = [v for v in value.replace(" ", "").split(",") if v]

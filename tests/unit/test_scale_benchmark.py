@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"rule", "method", "kind", "device", "max_rss_mb", "seconds", "workload"}
+KEYS = {"rule", "method", "kind", "device", "max_rss_mb", "sampled_rss_mb", "seconds", "workload"}
 WORKLOAD = {
     "ny", "nx", "scale", "variables", "steps_total", "steps_train", "steps_val", "steps_test",
     "members", "epochs", "patch", "batch", "patches_per_step", "threads", "hr_bytes",
@@ -31,10 +31,16 @@ def scale():
 
 def test_every_job_gives_one_record_with_the_agreed_keys(scale, tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "logs").mkdir()
     for i, job in enumerate(JOBS):
-        (tmp_path / f"{job}.tsv").write_text(
+        (tmp_path / "benchmarks" / f"{job}.tsv").write_text(
             header + f"{i + 1}.5\t0:00:01\t{100 + i}\t0\t0\t0\t0\t0\t0\t0\n"
         )
+    # the exact peak each climai command logs wins over the sampled one, if larger
+    log = "2026-12-04 INFO climai: peak RSS 90 MB\n2026-12-04 INFO climai: peak RSS {} MB\n"
+    (tmp_path / "logs" / "train_unet.log").write_text(log.format(999))
+    (tmp_path / "logs" / "lineage.log").write_text(log.format(1))
     args = type("Args", (), {"channels": [4, 8, 16], "patch": 16, "patches_per_step": 1})()
     args.compression, args.cores, args.nx, args.ny = 1, 2, 64, 64
     cfg = scale.campaign_config(args, 40, tmp_path / "results")
@@ -50,5 +56,8 @@ def test_every_job_gives_one_record_with_the_agreed_keys(scale, tmp_path):
     assert by[("infer", "bicubic")]["kind"] == "baseline"
     assert by[("compare", None)]["kind"] is None
     assert by[("train", "unet")]["workload"]["threads"] == 2
-    assert by[("ingest", None)]["max_rss_mb"] == 100.0
+    assert by[("ingest", None)]["max_rss_mb"] == 100.0  # no log: the sampled peak
+    assert by[("train", "unet")]["max_rss_mb"] == 999.0  # the last logged peak
+    assert by[("train", "unet")]["sampled_rss_mb"] == 100.0 + JOBS.index("train_unet")
+    assert by[("lineage", None)]["max_rss_mb"] == 100.0 + JOBS.index("lineage")
     assert len(scale.table(records, records)) == len(JOBS) + 2
