@@ -90,30 +90,57 @@ def planned_cpus(cfg, rule: str, method: str | None) -> int:
     return plan.size.cpus if plan is not None else 1
 
 
-def records(campaign_dir: Path, cores: int, config: str | None = None) -> list[dict]:
-    """One record per ``benchmarks/*.tsv`` of a campaign folder (``config``: a real campaign's
-    config file, relative to the repository)."""
+def read_jobs(campaign_dir: Path) -> dict[str, dict[str, float]]:
+    """``{job: {max_rss_mb, sampled_rss_mb, seconds, mean_load}}`` of a campaign folder: wall
+    time from Snakemake's ``benchmark:`` files; peak RSS from the job's log, the exact
+    high-water mark every ``climai`` stage logs as it ends (``climai.launch.PEAK_RSS_LINE``), or
+    else the benchmark file's ``max_rss``, sampled every 0.5 s for 15 s and then every 30 s (it
+    misses short peaks: the larger of the two is kept)."""
+    from climai.launch import logged_peak_rss_mb
+
+    out = {}
+    for tsv in sorted((campaign_dir / "benchmarks").glob("*.tsv")):
+        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+        log = campaign_dir / "logs" / f"{tsv.stem}.log"
+        exact = logged_peak_rss_mb(log.read_text()) if log.is_file() else None
+        sampled = float(row["max_rss"])
+        out[tsv.stem] = {"max_rss_mb": max(sampled, exact or 0.0), "sampled_rss_mb": sampled,
+                         "seconds": float(row["s"]), "mean_load": float(row["mean_load"])}  # fmt: skip
+    return out
+
+
+def records(
+    campaign_dir: Path,
+    cores: int,
+    config: str | None = None,
+    memory_only: bool | None = None,
+    jobs: dict[str, dict[str, float]] | None = None,
+) -> list[dict]:
+    """One record per job of a campaign folder (``jobs``: :func:`read_jobs` of it). ``config``:
+    the campaign's config file, relative to the repository (read over config/config.yaml);
+    ``memory_only`` (default: whenever ``config`` is given, a real campaign) marks records whose
+    run times the cost model's time lines do not fit."""
     from climai.registry import method_type
     from climai.sizing import campaign_workload
 
     cfg = campaign_config(campaign_dir.name, config)
+    memory_only = bool(config) if memory_only is None else memory_only
     out = []
-    for tsv in sorted((campaign_dir / "benchmarks").glob("*.tsv")):
-        rule, _, method = tsv.stem.partition("_")
+    for stem, meas in (jobs if jobs is not None else read_jobs(campaign_dir)).items():
+        rule, _, method = stem.partition("_")
         method = method or None
         if method is not None and method not in cfg.methods.enabled():
-            rule, method = tsv.stem, None  # sweep_<name>: no method
+            rule, method = stem, None  # sweep_<name>: no method
         kind = method_type(cfg.methods.type_of(method)).kind if method else None
-        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
         w = campaign_workload(cfg, method)
         assert w is not None
         workload = {k: v for k, v in w.to_record().items()}
         workload["threads"] = job_threads(rule, kind, cfg, method, cores)
         mtype = cfg.methods.type_of(method) if method else None
         out.append({"rule": rule, "method": method, "kind": kind, "type": mtype, "device": "cpu",
-                    "max_rss_mb": float(row["max_rss"]), "seconds": float(row["s"]),
-                    "mean_load": float(row["mean_load"]), "campaign": campaign_dir.name,
-                    **({"config": config, "fit": "memory"} if config else {}),
+                    **meas, "campaign": campaign_dir.name,
+                    **({"config": config} if config else {}),
+                    **({"fit": "memory"} if memory_only else {}),
                     "workload": workload})  # fmt: skip
     return out
 

@@ -23,7 +23,7 @@ share of the wall time) and writes one record per (size, rule, method) job to
 from __future__ import annotations
 
 import argparse
-import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -68,92 +68,25 @@ def campaign_config(args: argparse.Namespace, steps: int, results: Path) -> dict
     return base
 
 
-def read_benchmarks(campaign: Path) -> dict[str, dict[str, float]]:
-    """``{job name: {max_rss_mb, sampled_rss_mb, seconds}}`` of a campaign folder: wall time from
-    Snakemake's ``benchmark:`` TSV files; peak RSS from the job's log (the exact high-water mark
-    every ``climai`` command logs as it ends, ``climai.launch.PEAK_RSS_LINE``), or else the
-    TSV's sampled ``max_rss`` (sampled every 30 s after the first 15 s: it misses short peaks)."""
-    from climai.launch import logged_peak_rss_mb
-
-    out = {}
-    for tsv in sorted((campaign / "benchmarks").glob("*.tsv")):
-        with tsv.open() as f:
-            row = next(csv.DictReader(f, delimiter="\t"))
-        sampled = float(row["max_rss"])
-        log = campaign / "logs" / f"{tsv.stem}.log"
-        exact = logged_peak_rss_mb(log.read_text()) if log.is_file() else None
-        out[tsv.stem] = {"max_rss_mb": max(sampled, exact or 0.0), "sampled_rss_mb": sampled,
-                         "seconds": float(row["s"])}  # fmt: skip
-    return out
+def costs_module():
+    """benchmarks/costs.py (the toy sizes' records and the check), which reads the jobs."""
+    spec = importlib.util.spec_from_file_location("costs", REPO / "benchmarks" / "costs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def split_steps(dataset: Path) -> dict[str, int]:
-    """Time steps per split of the prepared dataset."""
-    from climai.data.prepared import PreparedDataset
-    from climai.io import open_store
-
-    prep = PreparedDataset(open_store(dataset))
-    return {name: prep.split_size(name) for name in ("train", "val", "test")}
+def config_file(args: argparse.Namespace, steps: int) -> Path:
+    """Where a size's config is kept with the records (``costs.py --check`` sizes from it)."""
+    return REPO / "benchmarks" / "results" / f"scale-{args.ny}x{args.nx}x{steps}.yaml"
 
 
-def job_key(name: str, methods: list[str]) -> tuple[str, str | None]:
-    """``evaluate_unet-crps`` → ``("evaluate", "unet-crps")``; ``compare`` → ``("compare", None)``."""
-    for rule in METHOD_RULES:
-        if name.startswith(rule + "_") and name[len(rule) + 1 :] in methods:
-            return rule, name[len(rule) + 1 :]
-    return name, None
-
-
-def records_of(
-    jobs: dict[str, dict[str, float]], cfg: dict[str, Any], steps: dict[str, int], cores: int
-) -> list[dict[str, Any]]:
-    """One cost-model record per job (issue 24's format)."""
-    from climai.config import validate_config
-    from climai.registry import method_type
-
-    valid = validate_config(cfg)
-    methods = list(valid.methods.enabled())
-    target = cfg["data"]["target"]
-    n_vars = len(cfg["variables"])
-    hr_bytes = 4 * target["ny"] * target["nx"] * n_vars * sum(steps.values())
-    records = []
-    for name, meas in sorted(jobs.items()):
-        rule, method = job_key(name, methods)
-        kind = method_type(valid.methods.type_of(method)).kind if method else None
-        mcfg = valid.methods.get(method) if method else None
-        emulator = kind == "emulator"
-        members = getattr(mcfg, "members", 1) if method else None
-        threads = cores if rule == "preprocess" else 1
-        if emulator and rule in ("train", "infer"):
-            threads = min(valid.torch_threads(method), cores)
-        if rule in ("evaluate", "compare", "export"):  # every core, at most the sized cores
-            from climai.plan import campaign_plans
-            from climai.sizing import Sizer
-
-            plan = (campaign_plans(valid, Sizer.load(None, False)) or {}).get((rule, method))
-            threads = min(cores, plan.size.cpus) if plan is not None else 1
-        workload = {
-            "ny": target["ny"],
-            "nx": target["nx"],
-            "scale": cfg["scale"],
-            "variables": n_vars,
-            "steps_total": sum(steps.values()),
-            "steps_train": steps["train"],
-            "steps_val": steps["val"],
-            "steps_test": steps["test"],
-            "members": members,
-            "epochs": mcfg.epochs if emulator else None,
-            "patch": mcfg.patch if emulator else None,
-            "batch": mcfg.batch if emulator else None,
-            "patches_per_step": mcfg.patches_per_step if emulator else None,
-            "threads": threads,
-            "hr_bytes": hr_bytes,
-        }
-        records.append(
-            {"rule": rule, "method": method, "kind": kind, "device": "cpu", **meas}
-            | {"workload": workload}
-        )
-    return records
+def size_records(campaign: Path, config: Path, cores: int) -> list[dict[str, Any]]:
+    """One cost-model record per job of a finished size (issue 24's format, as
+    ``benchmarks/costs.py`` writes for the toy sizes: run times fitted too)."""
+    costs = costs_module()
+    name = config.relative_to(REPO) if config.is_relative_to(REPO) else config
+    return costs.records(campaign, cores, str(name), memory_only=False)
 
 
 def hr_cells(record: dict[str, Any]) -> int:
@@ -176,7 +109,7 @@ def run_size(args: argparse.Namespace, steps: int) -> list[dict[str, Any]]:
     results = work / "results"
     cfg = campaign_config(args, steps, results)
     work.mkdir(parents=True, exist_ok=True)
-    cfg_path = work / "config.yaml"
+    cfg_path = config_file(args, steps)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--cores", str(args.cores)]
     cmd += ["--configfile", str(cfg_path), "--directory", str(work), "--quiet", "rules"]
@@ -186,9 +119,7 @@ def run_size(args: argparse.Namespace, steps: int) -> list[dict[str, Any]]:
     if done.returncode:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
         raise SystemExit(f"snakemake failed at {steps} steps (logs under {results})")
-    campaign = results / cfg["campaign"]
-    steps_per_split = split_steps(campaign / "prep" / "dataset.zarr")
-    records = records_of(read_benchmarks(campaign), cfg, steps_per_split, args.cores)
+    records = size_records(results / cfg["campaign"], cfg_path, args.cores)
     print(f"{steps} steps: campaign wall {wall:.0f} s, {len(records)} jobs", flush=True)
     if not args.keep:
         shutil.rmtree(results)

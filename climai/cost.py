@@ -75,6 +75,9 @@ class Workload:
     hr_bytes: int = 0  # HR float32 bytes of the whole series, every variable
     train_members: int = 1  # members per sample in the training loss (fair CRPS: 2)
     flops_per_cell: float = DEFAULT_FLOPS_PER_CELL  # network forward FLOPs per HR cell
+    tile: int = 512  # infer.tile: HR rows of the engine's bands
+    time_block: int = 0  # infer.time_block (0: as many steps as infer_memory_mb allows)
+    infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Workload:
@@ -92,6 +95,16 @@ class Workload:
     def cells(self) -> int:
         """HR cells of one step of one variable."""
         return self.ny * self.nx
+
+    @property
+    def band_mb(self) -> float:
+        """MB of the inference engine's band buffers for one time block: the steps of a block
+        (``infer.time_block`` or as many as ``infer.memory_mb`` allows, at most the test split) ×
+        3 float32 copies × members × variables × one band of ``tile`` rows × the domain width,
+        the quantity ``climai.inference.downscale.time_block`` budgets."""
+        per_step = 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4
+        block = self.time_block or max(1, self.infer_memory_mb * 2**20 // per_step)
+        return min(max(1, self.steps_test), block) * per_step / 1e6
 
     @property
     def width(self) -> float:
@@ -135,10 +148,10 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         loaded = (w.steps_train + w.steps_val) * field
         held = loaded if loaded * 4 < MEMORY_LOADER_BYTES else w.batch * w.patch**2 * w.variables
         return seen * w.width + w.steps_val * field * w.width, held
-    if rule == "infer" and kind == "emulator":
-        return test * w.members * w.width, field * w.members
+    if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
+        return test * w.members * w.width, w.band_mb
     if rule == "infer":  # baselines: through the engine, by time blocks and bands of rows
-        return test, field
+        return test, w.band_mb
     if rule in ("evaluate", "export"):
         return test * w.members, field * w.members
     if rule == "compare":

@@ -51,14 +51,14 @@ _PEAK_RSS_RE = re.compile(r"peak RSS (\d+) MB")
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory plus the largest of its finished children's (a
-    ``torchrun`` or dask worker), in MB: an upper bound of the job's peak (children and parent
-    need not peak together)."""
+    """Peak resident memory in MB: this process's, or its largest finished child's when larger
+    (a ``torchrun`` relaunch computes in its children: then one rank's peak). Not the sum: a
+    forked helper (``git`` for provenance) reports the parent's pages at the fork as its own."""
     import resource
 
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kb += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return kb / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, child) / 1024
 
 
 def logged_peak_rss_mb(text: str) -> float | None:

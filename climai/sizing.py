@@ -188,8 +188,9 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
     train, val, test = _split_steps(cfg, steps)
     nvar = len(cfg.variables)
     w = Workload(
-        ny, nx, cfg.scale, nvar, steps, train, val, test, hr_bytes=4 * steps * ny * nx * nvar
-    )
+        ny, nx, cfg.scale, nvar, steps, train, val, test, hr_bytes=4 * steps * ny * nx * nvar,
+        tile=cfg.infer.tile, time_block=cfg.infer.time_block, infer_memory_mb=cfg.infer.memory_mb,
+    )  # fmt: skip
     if method is None:
         return w
     m = cfg.methods.get(method)

@@ -64,6 +64,12 @@ class Interpolation:
         return quantile_mapped_prediction(lr, self.scale, self.kinds, self.source_q, self.target_q)
 
 
+#: HR float32 bytes one baseline call computes at most: the engine's band of a time block is
+#: computed in runs of steps, so that the baseline's temporaries (bicubic's padded input, quantile
+#: mapping's float64 copies) stay this size whatever the block (pointwise in time: same values).
+CALL_BYTES = 32 << 20
+
+
 class BaselineBands:
     """A baseline as the engine's :data:`~climai.inference.engine.BandSource`: bands of ``rows``
     HR rows (a multiple of ``scale``), each from its LR rows plus the baseline's ``margin``."""
@@ -72,6 +78,16 @@ class BaselineBands:
         self.baseline, self.scale, self.rows = baseline, scale, rows
         self.margin = getattr(baseline, "margin", None)
         self.samples = self.skipped = 0
+
+    def _parts(self, steps: np.ndarray, cells_per_step: int) -> list[np.ndarray]:
+        """``steps`` in runs whose HR output is at most :data:`CALL_BYTES` of float32 (the
+        baseline's float32/float64 temporaries scale with one call's output), or in one run for
+        a baseline that needs the whole series or the steps' times (qdm's per-cell ranks)."""
+        whole = getattr(self.baseline, "whole_series", False)
+        if whole or getattr(self.baseline, "needs_times", False):
+            return [steps] if steps.size else []
+        per_call = max(1, CALL_BYTES // (4 * cells_per_step))
+        return [steps[i : i + per_call] for i in range(0, steps.size, per_call)]
 
     def __call__(
         self,
@@ -94,23 +110,24 @@ class BaselineBands:
             self.samples += steps
             self.skipped += int((~keep).sum())
             band = np.full((steps, nv, r1 - r0, w * s), np.nan, np.float32)
-            if keep.any():
-                lo, hi = (0, h)
-                if self.margin is not None:
-                    lo, hi = max(0, a - self.margin), min(h, b + self.margin)
-                window = filled[keep, :, lo:hi]
+            lo, hi = (0, h)
+            if self.margin is not None:
+                lo, hi = max(0, a - self.margin), min(h, b + self.margin)
+            kept = np.flatnonzero(keep)
+            for part in self._parts(kept, nv * (hi - lo) * s * w * s):
+                window = filled[part, :, lo:hi]
                 pred = np.asarray(
-                    self.baseline(window, times[keep].values)
+                    self.baseline(window, times[part].values)
                     if getattr(self.baseline, "needs_times", False)  # e.g. qdm's grouping
                     else self.baseline(window)
                 )
-                want = (int(keep.sum()), nv, (hi - lo) * s, w * s)
+                want = (part.size, nv, (hi - lo) * s, w * s)
                 if pred.shape != want:
                     raise ValueError(
                         f"baseline {type(self.baseline).__name__} returned shape {pred.shape} "
-                        f"for LR input {filled[keep, :, lo:hi].shape}; expected {want}"
+                        f"for LR input {window.shape}; expected {want}"
                     )
-                band[keep] = pred[:, :, (a - lo) * s : (b - lo) * s]
+                band[part] = pred[:, :, (a - lo) * s : (b - lo) * s]
             up = hole.repeat_interleave(s, -2).repeat_interleave(s, -1).numpy()
             band[up] = np.nan
             yield r0, r1, band

@@ -314,14 +314,17 @@ class TiledPredictor:
             self.skipped += int(empty.sum())
             self._progress(int(empty.sum()))
             window = lr[..., tile.ly0 : tile.ly1, tile.lx0 : tile.lx1]
+            fields = static(tile)
             for t0, t1 in _runs(~empty):  # runs of steps to compute; the others stay NaN
-                x, base = model_inputs(
-                    self.spec, window[t0:t1], static(tile), times[t0:t1], fill[t0:t1], tile.crop
-                )
-                for t in range(0, x.shape[0], self.batch):
-                    queue.append((tile, t0 + t, x[t : t + self.batch], base[t : t + self.batch]))
-            while sum(q[2].shape[0] for q in queue) >= self.batch:
-                yield from self._flush(queue, self.batch)
+                # inputs built one batch of steps at a time (never the whole time block's)
+                for t in range(t0, t1, self.batch):
+                    u = min(t1, t + self.batch)
+                    x, base = model_inputs(
+                        self.spec, window[t:u], fields, times[t:u], fill[t:u], tile.crop
+                    )
+                    queue.append((tile, t, x, base))
+                    while sum(q[2].shape[0] for q in queue) >= self.batch:
+                        yield from self._flush(queue, self.batch)
         while queue:
             yield from self._flush(queue, self.batch)
 
@@ -353,26 +356,20 @@ class TiledPredictor:
         if band.total is None:  # no tile of the band had an LR value: all missing
             lead = (lr.shape[0], self.members) if self.members > 1 else (lr.shape[0],)
             return np.full((*lead, lr.shape[1], k, band.weight.shape[1]), np.nan, np.float32)
-        z = band.total[..., :k, :] / band.weight[:k]
-        lead = z.shape[:-3]
-        flat = z.reshape(-1, *z.shape[-3:])
-        steps = z.shape[0]
-        phys = torch.stack(
-            [self.spec.denormalise(v, flat[:, i]) for i, v in enumerate(self.spec.variables)], 1
-        )
-        if self.conserving:  # sample by sample: float64 temporaries of one band, not T × M
-            lr_rows = lr[..., band.y0 // s : end // s, :]
-            per_step = flat.shape[0] // steps  # members of a step
-            nonneg = self.spec.non_negative
-            phys = torch.cat(
-                [
-                    conserve(phys[i : i + 1], lr_rows[i // per_step][None], s, nonneg)
-                    for i in range(phys.shape[0])
-                ]
-            )
-        phys = phys.reshape(*lead, *z.shape[-3:])
+        total, weight = band.total, band.weight[:k]
+        lead = tuple(total.shape[:-3])  # (T,) or (T, M)
+        out = np.empty((*lead, total.shape[-3], k, total.shape[-1]), np.float32)
         rows = missing[..., band.y0 // s : end // s, :]
-        hole = rows.repeat_interleave(s, -2).repeat_interleave(s, -1)
-        if phys.dim() == 5:
-            hole = hole[:, None].expand(steps, phys.shape[1], *hole.shape[1:])
-        return phys.masked_fill(hole, math.nan).numpy()
+        lr_rows = lr[..., band.y0 // s : end // s, :]
+        nonneg = self.spec.non_negative
+        # sample by sample (a step, or a step's member): the temporaries are one sample's
+        for idx in np.ndindex(*lead):
+            z = total[idx][..., :k, :] / weight
+            phys = torch.stack(
+                [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
+            )
+            if self.conserving:
+                phys = conserve(phys[None], lr_rows[idx[0]][None], s, nonneg)[0]
+            hole = rows[idx[0]].repeat_interleave(s, -2).repeat_interleave(s, -1)
+            out[idx] = phys.masked_fill(hole, math.nan).numpy()
+        return out

@@ -59,7 +59,9 @@ def record(rule: str, kind: str | None, w: Workload, seconds: float, rss: float)
 def test_fit_recovers_a_linear_cost_and_bounds_every_measured_memory(rule, kind):
     sizes = [replace(W, ny=n, nx=n, steps_total=s, steps_train=s * 7 // 10, steps_test=s // 5)
              for n, s in ((64, 240), (128, 480), (192, 960))]  # fmt: skip
-    true = Coefficients(t0=5.0, t1=2e-6, m0=300.0, m1=1e-3)
+    # the memory slope: 300 MB over the sizes, whatever the driver's unit (cells, MB)
+    top = max(drivers(rule, kind, w)[1] for w in sizes)
+    true = Coefficients(t0=5.0, t1=2e-6, m0=300.0, m1=300.0 / top)
     recs = []
     for i, w in enumerate(sizes):
         xt, xm = drivers(rule, kind, w)
@@ -191,7 +193,7 @@ def test_a_job_that_cannot_be_split_stops_naming_limit_estimate_and_key(tmp_path
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"target": {"steps": 40000}}))
     sizer = Sizer.load(SMALL_PARTITIONS, True)
     huge = replace(sizer.host, coefficients={**sizer.host.coefficients,
-                   "infer/bicubic": Coefficients(1.0, 0.0, 100.0, 10.0)})  # fmt: skip
+                   "infer/bicubic": Coefficients(1.0, 0.0, 100.0, 1000.0)})  # fmt: skip
     with pytest.raises(JobTooLarge) as err:
         size_rule(cfg, "infer", "bicubic", "baseline", campaign_workload(cfg, "bicubic"),
                   replace(sizer, host=huge))  # fmt: skip

@@ -42,9 +42,16 @@ def _holed_lr():
     ],
     ids=["bicubic", "nearest", "quantile-mapping"],
 )  # fmt: skip
-def test_a_baseline_streamed_by_blocks_and_bands_equals_the_whole_field(tmp_path, baseline, whole):
+@pytest.mark.parametrize("call_bytes", [32 << 20, 1], ids=["one-call-per-band", "step-by-step"])
+def test_a_baseline_streamed_by_blocks_and_bands_equals_the_whole_field(
+    tmp_path, monkeypatch, baseline, whole, call_bytes
+):
     """Blocks of 2 steps and bands of 24 rows give the whole split's values bitwise, NaN over
-    missing LR cells; band steps without any LR value are not computed."""
+    missing LR cells; band steps without any LR value are not computed. A band computed in runs
+    of steps (``CALL_BYTES``: the bound of the baseline's temporaries) gives the same values."""
+    import climai.inference.baselines as baselines
+
+    monkeypatch.setattr(baselines, "CALL_BYTES", call_bytes)
     lr = _holed_lr()
     cfg = InferConfig(tile=32, overlap=8, time_block=2, progress=False)
     stats = downscale_baseline(baseline, ["tas", "pr"], 8, lr, tmp_path / "hr.zarr", cfg, {"a": 1})
@@ -81,6 +88,19 @@ def test_a_baseline_without_margin_gets_whole_blocks_and_keeps_its_extra(tmp_pat
     hr = open_store(tmp_path / "hr.zarr")
     assert baseline.calls == [(3, 2, 12, 10), (2, 2, 12, 10)]  # NaN-free, the whole LR domain
     np.testing.assert_array_equal(hr["note"].values, [0.0, 1.0, 2.0])
+    # calls bounded by CALL_BYTES: one step's HR output each, the same store
+    import climai.inference.baselines as baselines
+
+    one_step = 4 * 2 * 96 * 80
+    for call_bytes, shapes in ((one_step, [(1, 2, 12, 10)] * 5), (2 * one_step, [(2, 2, 12, 10),
+                               (1, 2, 12, 10), (2, 2, 12, 10)])):  # fmt: skip
+        monkeypatch_calls = Doubled()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(baselines, "CALL_BYTES", call_bytes)
+            out = tmp_path / f"hr{call_bytes}.zarr"
+            downscale_baseline(monkeypatch_calls, ["tas", "pr"], 8, lr, out, cfg, {})
+        assert monkeypatch_calls.calls == shapes
+        np.testing.assert_array_equal(open_store(out)["tas"].values, hr["tas"].values)
     tas = lr["tas"].values
     np.testing.assert_array_equal(hr["tas"].values[0, ::8, ::8], 2 * tas[0])
     assert np.isnan(hr["pr"].values[1, 32:40, 16:24]).all()

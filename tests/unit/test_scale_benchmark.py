@@ -7,13 +7,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"rule", "method", "kind", "device", "max_rss_mb", "sampled_rss_mb", "seconds", "workload"}
-WORKLOAD = {
-    "ny", "nx", "scale", "variables", "steps_total", "steps_train", "steps_val", "steps_test",
-    "members", "epochs", "patch", "batch", "patches_per_step", "threads", "hr_bytes",
-}  # fmt: skip
+KEYS = {"rule", "method", "kind", "type", "device", "max_rss_mb", "sampled_rss_mb", "seconds",
+        "mean_load", "campaign", "config", "workload"}  # fmt: skip
 JOBS = ["ingest", "preprocess", "compare", "lineage", "manifest"] + [
     f"{rule}_{m}"
     for rule in ("infer", "evaluate", "export")
@@ -44,18 +42,22 @@ def test_every_job_gives_one_record_with_the_agreed_keys(scale, tmp_path):
     args = type("Args", (), {"channels": [4, 8, 16], "patch": 16, "patches_per_step": 1})()
     args.compression, args.cores, args.nx, args.ny = 1, 2, 64, 64
     cfg = scale.campaign_config(args, 40, tmp_path / "results")
-    steps = {"train": 32, "val": 4, "test": 4}
-    records = scale.records_of(scale.read_benchmarks(tmp_path), cfg, steps, 2)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    records = scale.size_records(tmp_path, config, 2)
     assert len(records) == len(JOBS)
     for r in records:
-        assert set(r) == KEYS and set(r["workload"]) == WORKLOAD
+        assert set(r) == KEYS and "fit" not in r  # run times fitted too
         assert r["device"] == "cpu" and r["workload"]["hr_bytes"] == 4 * 64 * 64 * 2 * 40
+        assert (r["workload"]["steps_train"], r["workload"]["steps_test"]) == (32, 4)
     by = {(r["rule"], r["method"]): r for r in records}
     assert by[("infer", "unet-crps")]["kind"] == "emulator"
     assert by[("infer", "unet-crps")]["workload"]["members"] == 8
     assert by[("infer", "bicubic")]["kind"] == "baseline"
     assert by[("compare", None)]["kind"] is None
     assert by[("train", "unet")]["workload"]["threads"] == 2
+    # the shrunk U-Net's cost per cell (channels 4-8-16), not the default's
+    assert by[("train", "unet")]["workload"]["flops_per_cell"] < 0.1 * 58176
     assert by[("ingest", None)]["max_rss_mb"] == 100.0  # no log: the sampled peak
     assert by[("train", "unet")]["max_rss_mb"] == 999.0  # the last logged peak
     assert by[("train", "unet")]["sampled_rss_mb"] == 100.0 + JOBS.index("train_unet")
