@@ -271,10 +271,10 @@ def thread_mb(rule: str, threads: int) -> float:
 def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") -> MachineCosts:
     """Coefficients of one machine kind from measurement records (``benchmarks/results/*.json``).
 
-    Per rule and method type, and per rule and class (:func:`coefficient_keys`): the time line by least squares (slope and intercept clipped at zero; one
-    record or one driver value: the mean time, no slope); the memory line with the least-squares
-    slope (clipped at zero) and the intercept of the upper envelope, so that the line lies on or
-    above every measurement. A record with ``"fit": "memory"`` (a real campaign's run: its
+    Per rule and method type, and per rule and class (:func:`coefficient_keys`): the time line by
+    least squares of the relative error (:func:`_line`; slope and intercept clipped at zero; one
+    driver value: the mean time, no slope); the memory line with that fit's slope and the
+    intercept of the upper envelope, so that the line lies on or above every measurement. A record with ``"fit": "memory"`` (a real campaign's run: its
     per-cell times depend on its source format and on the load of the machine it shared)
     enters the memory lines only.
     """
@@ -301,18 +301,23 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares ``(intercept, slope)``, both ≥ 0."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        return my, 0.0
-    slope = max(0.0, sum((x - mx) * (y - my) for x, y in points) / sxx)
-    intercept = my - slope * mx
+    """``(intercept, slope)``, both ≥ 0, minimising the squared *relative* error
+    ``Σ ((a + b·x − y) / y)²`` (least squares weighted by ``1 / y²``): a job of 5 s and one of
+    5,000 s count alike, as the ratio predicted / measured is what sizing needs."""
+    pts = [(x, y) for x, y in points if y > 0] or [(x, max(y, 1e-9)) for x, y in points]
+    w = [1.0 / (y * y) for _, y in pts]
+    sw = sum(w)
+    swx = sum(wi * x for wi, (x, _) in zip(w, pts, strict=True))
+    swy = sum(wi * y for wi, (_, y) in zip(w, pts, strict=True))
+    swxx = sum(wi * x * x for wi, (x, _) in zip(w, pts, strict=True))
+    swxy = sum(wi * x * y for wi, (x, y) in zip(w, pts, strict=True))
+    det = sw * swxx - swx * swx
+    if det <= 1e-12 * max(sw * swxx, 1e-300):  # one driver value: the weighted mean
+        return swy / sw, 0.0
+    slope = max(0.0, (sw * swxy - swx * swy) / det)
+    intercept = (swy - slope * swx) / sw
     if intercept < 0:  # through the origin instead
-        slope = sum(x * y for x, y in points) / sum(x * x for x, _ in points)
-        intercept = 0.0
+        slope, intercept = swxy / swxx, 0.0
     return intercept, slope
 
 

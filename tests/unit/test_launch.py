@@ -12,6 +12,7 @@ from climai.launch import (
     expand_hostlist,
     job_gpus,
     job_nodes,
+    logged_peak_rss_mb,
     plan_launch,
     rendezvous_port,
     with_threads,
@@ -252,3 +253,19 @@ def test_climai_infer_stays_one_process_without_gpu_work(monkeypatch, tmp_path, 
     monkeypatch.setattr("climai.stages.infer.run", lambda ctx, m: ran.append(m))
     assert cli.main(["infer", "--configfile", str(cfg), "--method", method]) == 0
     assert ran == [method]
+
+
+def test_the_peak_rss_a_stage_logs_is_the_exact_high_water_mark_and_is_read_back():
+    """A short 400 MB peak, freed at once, that a sampler would miss: the logged figure holds it
+    (getrusage), and the benchmarks read the last such line of a job's log."""
+    import subprocess
+
+    code = (
+        "import numpy as np; from climai.launch import peak_rss_mb, PEAK_RSS_LINE\n"
+        "a = np.ones(400 * 2**20 // 8); del a\n"
+        "print(PEAK_RSS_LINE.format(mb=peak_rss_mb()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak = logged_peak_rss_mb("INFO climai: peak RSS 12 MB\n" + out.stdout)
+    assert peak is not None and 400 < peak < 400 + 600  # the array plus the interpreter
+    assert logged_peak_rss_mb("no such line") is None
