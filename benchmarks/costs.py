@@ -4,6 +4,7 @@
     python benchmarks/costs.py --no-run         # records from campaigns already run
     python benchmarks/costs.py --check          # measured vs predicted per job (the acceptance)
     python benchmarks/costs.py --campaign config/campaigns/mrms-conus.yaml   # a real campaign
+    python benchmarks/costs.py --refresh        # every record's workload from its config, anew
 
 ``--campaign CONFIG`` (repeatable) takes the records of a campaign already run with that config
 (``snakemake --cores 2 --configfile CONFIG``, from the repository root) instead, and writes them
@@ -145,6 +146,17 @@ def records(
     return out
 
 
+def refreshed(record: dict, cores: int) -> dict:
+    """``record`` with its workload recomputed by the current code from its campaign's config
+    (the toy sizes' from their names), its threads and measurements kept."""
+    from climai.sizing import campaign_workload
+
+    cfg = campaign_config(record["campaign"], record.get("config"))
+    w = campaign_workload(cfg, record["method"])
+    assert w is not None
+    return record | {"workload": w.to_record() | {"threads": record["workload"]["threads"]}}
+
+
 def check(recs: list[dict]) -> tuple[str, bool]:
     """Measured vs predicted per job, sized as the workflow sizes it (a local run, no GPU): peak
     RSS against the requested mem_mb (in [½, 1] wanted), the time against the cost model's
@@ -181,6 +193,9 @@ def main() -> int:
     p.add_argument("--check", action="store_true", help="measured vs predicted, exit 1 on a miss")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--machine", default=None, help="machine kind (default: the cost model's CPU)")
+    p.add_argument("--refresh", action="store_true",
+                   help="recompute every record's workload from its campaign's config (after "
+                        "climai.cost.Workload gains a field); the measurements are kept")  # fmt: skip
     p.add_argument("--campaign", action="append", default=[], metavar="CONFIG",
                    help="records of a real campaign already run with this config file")  # fmt: skip
     args = p.parse_args()
@@ -195,6 +210,12 @@ def main() -> int:
         table, ok = check(recs)
         print(table)
         return 0 if ok else 1
+    if args.refresh:
+        for path in sorted(results.glob(f"*_{machine}.json")):
+            recs = json.loads(path.read_text())
+            path.write_text(json.dumps([refreshed(r, args.cores) for r in recs], indent=1) + "\n")
+            print(f"{len(recs)} records refreshed → {path}")
+        return 0
     if args.campaign:
         recs = []
         for config in args.campaign:

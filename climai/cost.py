@@ -50,8 +50,6 @@ PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer", "evaluate"
 THREAD_MB = {"evaluate": 250.0, "compare": 300.0, "export": 50.0}
 #: Rules whose cost depends on the method's class.
 METHOD_RULES = frozenset({"train", "infer", "evaluate", "export"})
-#: Loader ``auto`` loads the training store into RAM below this size (methods' memory_limit_gb).
-MEMORY_LOADER_BYTES = 2.0e9
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,8 @@ class Workload:
     hr_bytes: int = 0  # HR float32 bytes of the whole series, every variable
     train_members: int = 1  # members per sample in the training loss (fair CRPS: 2)
     flops_per_cell: float = DEFAULT_FLOPS_PER_CELL  # network forward FLOPs per HR cell
+    loader: str = "auto"  # the emulator's loader: memory, stream, or auto (memory_limit_gb)
+    memory_limit_gb: float = 2.0  # loader auto: the store's largest size loaded into RAM
     tile: int = 512  # infer.tile: HR rows of the engine's bands
     time_block: int = 0  # infer.time_block (0: as many steps as infer_memory_mb allows)
     infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
@@ -95,6 +95,14 @@ class Workload:
     def cells(self) -> int:
         """HR cells of one step of one variable."""
         return self.ny * self.nx
+
+    @property
+    def loads_into_memory(self) -> bool:
+        """Whether training holds the prepared store in RAM (``climai.stages.train.use_memory``:
+        loader memory, or auto with the store's HR + LR bytes under ``memory_limit_gb``)."""
+        if self.loader != "auto":
+            return self.loader == "memory"
+        return self.hr_bytes * (1 + 1 / self.scale**2) < self.memory_limit_gb * 1e9
 
     @property
     def band_mb(self) -> float:
@@ -146,7 +154,7 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
     if rule == "train":
         seen = w.epochs * w.steps_train * w.patches_per_step * w.patch**2 * w.train_members
         loaded = (w.steps_train + w.steps_val) * field
-        held = loaded if loaded * 4 < MEMORY_LOADER_BYTES else w.batch * w.patch**2 * w.variables
+        held = loaded if w.loads_into_memory else w.batch * w.patch**2 * w.variables
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
         return test * w.members * w.width, w.band_mb

@@ -206,6 +206,8 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
         patches_per_step=int(getattr(m, "patches_per_step", 0)),
         threads=cfg.torch_threads(method),
         flops_per_cell=unet_flops_per_cell(channels) if channels else w.flops_per_cell,
+        loader=str(getattr(m, "loader", "auto")),
+        memory_limit_gb=float(getattr(m, "memory_limit_gb", 2.0)),
     )
 
 
