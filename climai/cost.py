@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 COSTS_DIR = Path(__file__).with_name("costs")
+#: The inference engine's cap on a store chunk (``climai.inference.engine.CHUNK_BYTES``).
+CHUNK_BYTES = 16 << 20
 #: Machine kind of each device class: what ``climai/costs/<kind>.json`` sizes it.
 MACHINES = {"cpu": "cpu-2core-epyc", "gpu": "a100"}
 #: Forward FLOPs per HR cell of the default U-Net (channels 16-32-64), the unit of the
@@ -76,6 +78,7 @@ class Workload:
     loader: str = "auto"  # the emulator's loader: memory, stream, or auto (memory_limit_gb)
     memory_limit_gb: float = 2.0  # loader auto: the store's largest size loaded into RAM
     tile: int = 512  # infer.tile: HR rows of the engine's bands
+    overlap: int = 128  # infer.overlap (the store's chunks: tile - overlap)
     time_block: int = 0  # infer.time_block (0: as many steps as infer_memory_mb allows)
     infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
 
@@ -107,11 +110,16 @@ class Workload:
     @property
     def band_mb(self) -> float:
         """MB of the inference engine's band buffers for one time block: the steps of a block
-        (``infer.time_block`` or as many as ``infer.memory_mb`` allows, at most the test split) ×
+        (``infer.time_block``, or as many as ``infer.memory_mb`` and the store's chunk cap allow,
+        ``climai.inference.engine.block_steps``; at most the test split) ×
         3 float32 copies × members × variables × one band of ``tile`` rows × the domain width,
         the quantity ``climai.inference.downscale.time_block`` budgets."""
         per_step = 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4
-        block = self.time_block or max(1, self.infer_memory_mb * 2**20 // per_step)
+        stride = max(self.scale, self.tile - self.overlap)
+        chunk = min(self.ny, stride) * min(self.nx, stride)  # the store's chunk cap
+        block = self.time_block or max(
+            1, min(self.infer_memory_mb * 2**20 // per_step, CHUNK_BYTES // (4 * chunk))
+        )
         return min(max(1, self.steps_test), block) * per_step / 1e6
 
     @property

@@ -189,7 +189,8 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
     nvar = len(cfg.variables)
     w = Workload(
         ny, nx, cfg.scale, nvar, steps, train, val, test, hr_bytes=4 * steps * ny * nx * nvar,
-        tile=cfg.infer.tile, time_block=cfg.infer.time_block, infer_memory_mb=cfg.infer.memory_mb,
+        tile=cfg.infer.tile, overlap=cfg.infer.overlap, time_block=cfg.infer.time_block,
+        infer_memory_mb=cfg.infer.memory_mb,
     )  # fmt: skip
     if method is None:
         return w

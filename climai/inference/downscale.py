@@ -144,10 +144,13 @@ def static_window(
     return static[spec.statics].isel(index)
 
 
-def time_block(cfg: InferConfig, layout: TileLayout, variables: int, members: int) -> int:
-    """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows."""
+def time_block(
+    cfg: InferConfig, layout: TileLayout, variables: int, members: int, chunk_cells: int = 1
+) -> int:
+    """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows (and
+    :data:`~climai.inference.engine.CHUNK_BYTES` for chunks of ``chunk_cells`` cells a step)."""
     per_step = 3 * members * variables * layout.tile[0] * layout.shape[1] * 4
-    return block_steps(cfg, per_step)
+    return block_steps(cfg, per_step, chunk_cells)
 
 
 def _var_attrs(lr: xr.Dataset, variables: list[str]) -> dict[str, dict[str, Any]]:
@@ -186,8 +189,9 @@ def downscale_to_store(
     layout = TileLayout.build(
         (lr.sizes["y"], lr.sizes["x"]), spec.scale, cfg.tile, cfg.overlap, multiple
     )
-    tb = min(time_block(cfg, layout, len(spec.variables), members), lr.sizes["time"])
     stride = max(spec.scale, cfg.tile - cfg.overlap)
+    chunk_cells = min(y.size, stride) * min(x.size, stride)
+    tb = min(time_block(cfg, layout, len(spec.variables), members, chunk_cells), lr.sizes["time"])
     chunks = (tb, min(y.size, stride), min(x.size, stride))
     out = template(lr, y, x, spec.variables, _var_attrs(lr, spec.variables), members, cfg, chunks)
     tiled = TiledPredictor(predict, spec, layout, cfg.batch, conserving, members)
@@ -246,7 +250,9 @@ def downscale_baseline(
     rows = min(y.size, stride - stride % scale)
     if getattr(baseline, "margin", None) is None:  # it needs the whole domain at once
         rows = y.size
-    tb = min(block_steps(cfg, 3 * len(variables) * rows * x.size * 4), lr.sizes["time"])
+    chunk_cells = rows * min(x.size, stride)
+    tb = block_steps(cfg, 3 * len(variables) * rows * x.size * 4, chunk_cells)
+    tb = min(tb, lr.sizes["time"])
     if getattr(baseline, "whole_series", False):  # per-cell ranks over the whole series (qdm)
         tb = lr.sizes["time"]
         if block != (0, 1):

@@ -64,12 +64,21 @@ class EngineStats:
         return {"samples": self.samples, "skipped": self.skipped}
 
 
-def block_steps(cfg: InferConfig, bytes_per_step: int) -> int:
+#: Float32 bytes of one chunk of a downscaled store at most (with ``infer.time_block`` 0): the
+#: time block is cut so that a chunk (steps × chunk rows × chunk columns) stays this size, so
+#: that readers of the store (evaluate, export, a user's dask) hold bounded chunks whatever the
+#: series' length or the memory budget.
+CHUNK_BYTES = 16 << 20
+
+
+def block_steps(cfg: InferConfig, bytes_per_step: int, chunk_cells: int = 1) -> int:
     """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows when one
-    step's band buffers take ``bytes_per_step`` (at least one)."""
+    step's band buffers take ``bytes_per_step`` and a chunk of ``chunk_cells`` cells per step
+    stays within :data:`CHUNK_BYTES` (at least one)."""
     if cfg.time_block:
         return cfg.time_block
-    return max(1, int(cfg.memory_mb * 2**20 // max(1, bytes_per_step)))
+    budget = int(cfg.memory_mb * 2**20 // max(1, bytes_per_step))
+    return max(1, min(budget, CHUNK_BYTES // (4 * max(1, chunk_cells))))
 
 
 def template(

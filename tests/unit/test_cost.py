@@ -15,6 +15,7 @@ import xarray as xr
 from climai import cli
 from climai.config import load_config
 from climai.cost import (
+    CHUNK_BYTES,
     Coefficients,
     MachineCosts,
     Workload,
@@ -271,3 +272,19 @@ def test_plan_of_italy_runs_as_a_command():
     assert "boost_usr_prod" in res.stdout and "critical path" in res.stdout, res.stderr
     assert res.returncode == 0 and "does not fit" not in res.stdout, res.stdout + res.stderr
     assert "infer_block" in res.stdout and "node-hours" in res.stdout
+
+
+def test_the_band_buffers_of_the_cost_model_are_the_engines_time_block():
+    """``Workload.band_mb`` counts the steps the engine puts in a block (memory budget, chunk cap,
+    test split), so the infer memory driver follows the engine's own sizing."""
+    from climai.config import InferConfig
+    from climai.inference.engine import CHUNK_BYTES as ENGINE_CHUNK
+    from climai.inference.engine import block_steps
+
+    assert ENGINE_CHUNK == CHUNK_BYTES
+    for ny, nx, members, test in ((128, 128, 1, 96), (512, 512, 1, 384), (512, 512, 8, 384),
+                                  (1280, 800, 1, 17532), (3496, 7000, 1, 7)):  # fmt: skip
+        w = replace(W, ny=ny, nx=nx, members=members, steps_test=test)
+        per_step = 3 * members * 2 * min(512, ny) * nx * 4
+        steps = block_steps(InferConfig(), per_step, min(ny, 384) * min(nx, 384))
+        assert w.band_mb == pytest.approx(min(test, steps) * per_step / 1e6)
