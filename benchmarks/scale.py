@@ -3,9 +3,13 @@
 The default campaign (``config/config.yaml``: bicubic, quantile-mapping, unet, unet-crps, then
 evaluate, export, compare, lineage and manifest) runs through Snakemake on the synthetic toy world
 at ``--steps`` (N) and 4 × ``--steps`` hourly steps of ``--nx`` × ``--ny`` HR cells, each size in a
-fresh results folder under ``--workdir``. Every rule's peak RSS (``max_rss``) and wall time come
-from its Snakemake ``benchmark:`` file. Goals per rule: RSS at 4N ≤ 1.3 × RSS at N, and ≤ 25 % of
-the HR data size (float32, every variable) at 4N.
+fresh results folder under ``--workdir``. Every rule's wall time comes from its Snakemake
+``benchmark:`` file, its peak RSS from the exact high-water mark the job logs as it ends
+(``climai.launch.PEAK_RSS_LINE``; the benchmark file's ``max_rss`` is sampled every 30 s after
+the first 15 s and misses short peaks: kept as ``sampled_rss_mb``). Goals per rule: RSS at 4N ≤
+1.3 × RSS at N, and ≤ 25 % of the HR data size (float32, every variable) at 4N. Each size's
+config is kept beside the records (``benchmarks/results/scale-<ny>x<nx>x<steps>.yaml``), from
+which ``benchmarks/costs.py --check`` sizes the jobs.
 
 Only the emulators' cost is shrunk (this measures memory, not skill): ``--channels`` per U-Net
 level, one epoch, ``--patches-per-step`` patches per step, ``loader: stream``; unet-crps keeps its

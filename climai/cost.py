@@ -75,6 +75,7 @@ class Workload:
     hr_bytes: int = 0  # HR float32 bytes of the whole series, every variable
     train_members: int = 1  # members per sample in the training loss (fair CRPS: 2)
     flops_per_cell: float = DEFAULT_FLOPS_PER_CELL  # network forward FLOPs per HR cell
+    act_bytes_per_cell: float = 0.0  # training's activation bytes per patch cell (0: default)
     loader: str = "auto"  # the emulator's loader: memory, stream, or auto (memory_limit_gb)
     memory_limit_gb: float = 2.0  # loader auto: the store's largest size loaded into RAM
     tile: int = 512  # infer.tile: HR rows of the engine's bands
@@ -139,6 +140,17 @@ def unet_flops_per_cell(
     return body + 2 * 9 * chans[0] * (in_channels + out_channels)
 
 
+def unet_activation_bytes(channels: Iterable[int]) -> float:
+    """Bytes a U-Net's training step holds per patch cell: float32 activations kept for the
+    backward pass and their gradients (× 2), about 8 tensors of ``c`` channels per level (two
+    convolutions, their activations, in encoder and decoder), each level at a quarter of the
+    cells of the one above: 896 bytes for the default 16-32-64."""
+    return 4 * 2 * sum(8 * c / 4**i for i, c in enumerate(channels))
+
+
+DEFAULT_ACT_BYTES = unet_activation_bytes([16, 32, 64])
+
+
 def method_class(rule: str, kind: str | None) -> str:
     """The coefficient key of a job's class: ``rule/baseline``, ``rule/emulator`` or ``rule``."""
     if rule in METHOD_RULES and kind in ("baseline", "emulator"):
@@ -161,8 +173,11 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         return w.steps_total * field, field
     if rule == "train":
         seen = w.epochs * w.steps_train * w.patches_per_step * w.patch**2 * w.train_members
-        loaded = (w.steps_train + w.steps_val) * field
-        held = loaded if w.loads_into_memory else w.batch * w.patch**2 * w.variables
+        # memory (MB): the splits loaded into RAM (memory loader) + one batch's activations
+        loaded = (w.steps_train + w.steps_val) * field * 4 * (1 + 1 / w.scale**2)
+        act = w.act_bytes_per_cell or DEFAULT_ACT_BYTES
+        batch = w.batch * w.patch**2 * w.train_members * act
+        held = ((loaded if w.loads_into_memory else 0.0) + batch) / 1e6
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
         return test * w.members * w.width, w.band_mb

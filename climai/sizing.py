@@ -29,6 +29,7 @@ from climai.cost import (
     ceil_to,
     estimate,
     load_coefficients,
+    unet_activation_bytes,
     unet_flops_per_cell,
 )
 from climai.hpc import JobSize
@@ -207,6 +208,7 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
         patches_per_step=int(getattr(m, "patches_per_step", 0)),
         threads=cfg.torch_threads(method),
         flops_per_cell=unet_flops_per_cell(channels) if channels else w.flops_per_cell,
+        act_bytes_per_cell=unet_activation_bytes(channels) if channels else 0.0,
         loader=str(getattr(m, "loader", "auto")),
         memory_limit_gb=float(getattr(m, "memory_limit_gb", 2.0)),
     )
