@@ -34,6 +34,11 @@ MACHINES = {"cpu": "cpu-2core-epyc", "gpu": "a100"}
 #: Forward FLOPs per HR cell of the default U-Net (channels 16-32-64), the unit of the
 #: ``width`` factor (measured in issue 17: 67 kFLOP per HR cell).
 DEFAULT_FLOPS_PER_CELL = 67_000.0
+#: The inference engine's work per HR cell outside the network (input building, blending,
+#: denormalising, writing), in units of the default U-Net's forward: the engine ran at about
+#: 0.8 of its bare forward's speed with that network (BENCHMARKS.md, "infer"), i.e. ~0.2 more.
+#: Without it a narrow network's inference would be estimated at its few FLOPs alone.
+ENGINE_CELL_COST = 0.2
 #: Parallel rules' compute time on CPU cores scales with ``1 / threads ** THREAD_EXPONENT``:
 #: 0.75 rather than 1 (speed-ups of torch and dask on many cores are below linear; a stated
 #: assumption, the records here ran with 1 and 2 threads).
@@ -180,7 +185,7 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         held = ((loaded if w.loads_into_memory else 0.0) + batch) / 1e6
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
-        return test * w.members * w.width, w.band_mb
+        return test * w.members * (w.width + ENGINE_CELL_COST), w.band_mb
     if rule == "infer":  # baselines: through the engine, by time blocks and bands of rows
         return test, w.band_mb
     if rule in ("evaluate", "export"):
@@ -325,7 +330,12 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     for key, rows in groups.items():
         timed = [(x, y) for x, y, _, _, t in rows if t]
         t0, t1 = _line(timed or [(x, y) for x, y, _, _, _ in rows])
-        m1 = _line([(x, y) for _, _, x, y, _ in rows])[1]
+        # the memory slope from the synthetic sizes when they span two driver values (a real
+        # campaign's record, measured once per source, then only bounds the intercept)
+        fitted = [(x, y) for _, _, x, y, t in rows if t]
+        if len({x for x, _ in fitted}) < 2:
+            fitted = [(x, y) for _, _, x, y, _ in rows]
+        m1 = _line(fitted)[1]
         m0 = max(y - m1 * x for _, _, x, y, _ in rows)
         coefs[key] = Coefficients(t0, t1, m0, m1, len(rows))
     return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)
