@@ -51,12 +51,18 @@ _PEAK_RSS_RE = re.compile(r"peak RSS (\d+) MB")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory in MB: this process's, or its largest finished child's when larger
-    (a ``torchrun`` relaunch computes in its children: then one rank's peak). Not the sum: a
-    forked helper (``git`` for provenance) reports the parent's pages at the fork as its own."""
+    """Peak resident memory in MB: this process's (``VmHWM`` of ``/proc/self/status``, which
+    starts afresh at ``exec``; ``getrusage`` elsewhere, which also keeps the forking parent's
+    pages), or its largest finished child's when larger (a ``torchrun`` relaunch computes in its
+    children: then one rank's peak). Not the sum: a forked ``git`` reports the parent's pages."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as f:
+            own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, child) / 1024
 
