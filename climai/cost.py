@@ -27,17 +27,16 @@ from pathlib import Path
 from typing import Any
 
 COSTS_DIR = Path(__file__).with_name("costs")
-#: The inference engine's cap on a store chunk (``climai.inference.engine.CHUNK_BYTES``).
-CHUNK_BYTES = 16 << 20
 #: Machine kind of each device class: what ``climai/costs/<kind>.json`` sizes it.
 MACHINES = {"cpu": "cpu-2core-epyc", "gpu": "a100"}
 #: Forward FLOPs per HR cell of the default U-Net (channels 16-32-64), the unit of the
 #: ``width`` factor (measured in issue 17: 67 kFLOP per HR cell).
 DEFAULT_FLOPS_PER_CELL = 67_000.0
 #: The inference engine's work per HR cell outside the network (input building, blending,
-#: denormalising, writing), in units of the default U-Net's forward: the engine ran at about
-#: 0.8 of its bare forward's speed with that network (BENCHMARKS.md, "infer"), i.e. ~0.2 more.
-#: Without it a narrow network's inference would be estimated at its few FLOPs alone.
+#: denormalising, writing), in units of the default U-Net's forward: a stated constant, not
+#: fitted. With that network the engine ran at 0.83–1.0 of its bare forward's speed at 2048²
+#: (BENCHMARKS.md, "infer"), i.e. up to ~0.2 more work; without the term a narrow network's
+#: inference (the scale benchmark's 4-8-16 U-Net) would be estimated at its few FLOPs alone.
 ENGINE_CELL_COST = 0.2
 #: Parallel rules' compute time on CPU cores scales with ``1 / threads ** THREAD_EXPONENT``:
 #: 0.75 rather than 1 (speed-ups of torch and dask on many cores are below linear; a stated
@@ -120,12 +119,12 @@ class Workload:
         ``climai.inference.engine.block_steps``; at most the test split) ×
         3 float32 copies × members × variables × one band of ``tile`` rows × the domain width,
         the quantity ``climai.inference.downscale.time_block`` budgets."""
+        from climai.inference.blocks import steps_per_block
+
         per_step = 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4
         stride = max(self.scale, self.tile - self.overlap)
-        chunk = min(self.ny, stride) * min(self.nx, stride)  # the store's chunk cap
-        block = self.time_block or max(
-            1, min(self.infer_memory_mb * 2**20 // per_step, CHUNK_BYTES // (4 * chunk))
-        )
+        chunk = min(self.ny, stride) * min(self.nx, stride)  # the store's chunk
+        block = steps_per_block(self.time_block, self.infer_memory_mb, per_step, chunk)
         return min(max(1, self.steps_test), block) * per_step / 1e6
 
     @property
@@ -149,7 +148,7 @@ def unet_activation_bytes(channels: Iterable[int]) -> float:
     """Bytes a U-Net's training step holds per patch cell: float32 activations kept for the
     backward pass and their gradients (× 2), about 8 tensors of ``c`` channels per level (two
     convolutions, their activations, in encoder and decoder), each level at a quarter of the
-    cells of the one above: 896 bytes for the default 16-32-64."""
+    cells of the one above: 1,792 bytes for the default 16-32-64."""
     return 4 * 2 * sum(8 * c / 4**i for i, c in enumerate(channels))
 
 
@@ -309,10 +308,11 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
 
     Per rule and method type, and per rule and class (:func:`coefficient_keys`): the time line by
     least squares of the relative error (:func:`_line`; slope and intercept clipped at zero; one
-    driver value: the mean time, no slope); the memory line with that fit's slope and the
-    intercept of the upper envelope, so that the line lies on or above every measurement. A record with ``"fit": "memory"`` (a real campaign's run: its
-    per-cell times depend on its source format and on the load of the machine it shared)
-    enters the memory lines only.
+    driver value: the mean time, no slope); the memory line with the slope of the same fit and
+    the intercept of the upper envelope, so that it lies on or above every measurement. A record
+    with ``"fit": "memory"`` (a real campaign's run: its per-cell times depend on its source
+    format and on the load of the machine it shared) enters the memory lines only, and there
+    only the intercept when the other records span two driver values.
     """
     groups: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     threads: set[int] = set()

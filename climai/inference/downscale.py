@@ -148,7 +148,7 @@ def time_block(
     cfg: InferConfig, layout: TileLayout, variables: int, members: int, chunk_cells: int = 1
 ) -> int:
     """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows (and
-    :data:`~climai.inference.engine.CHUNK_BYTES` for chunks of ``chunk_cells`` cells a step)."""
+    :data:`~climai.inference.blocks.CHUNK_BYTES` for chunks of ``chunk_cells`` cells a step)."""
     per_step = 3 * members * variables * layout.tile[0] * layout.shape[1] * 4
     return block_steps(cfg, per_step, chunk_cells)
 

@@ -31,6 +31,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from climai.config import InferConfig
+from climai.inference.blocks import steps_per_block
 from climai.inference.distributed import SINGLE, InferRanks, chunk_seed, chunk_share
 from climai.io import shared_streamed_store
 from climai.io.regions import RegionWriter
@@ -64,21 +65,11 @@ class EngineStats:
         return {"samples": self.samples, "skipped": self.skipped}
 
 
-#: Float32 bytes of one chunk of a downscaled store at most (with ``infer.time_block`` 0): the
-#: time block is cut so that a chunk (steps × chunk rows × chunk columns) stays this size, so
-#: that readers of the store (evaluate, export, a user's dask) hold bounded chunks whatever the
-#: series' length or the memory budget.
-CHUNK_BYTES = 16 << 20
-
-
 def block_steps(cfg: InferConfig, bytes_per_step: int, chunk_cells: int = 1) -> int:
     """Time steps per block: ``cfg.time_block``, or as many as ``cfg.memory_mb`` allows when one
     step's band buffers take ``bytes_per_step`` and a chunk of ``chunk_cells`` cells per step
-    stays within :data:`CHUNK_BYTES` (at least one)."""
-    if cfg.time_block:
-        return cfg.time_block
-    budget = int(cfg.memory_mb * 2**20 // max(1, bytes_per_step))
-    return max(1, min(budget, CHUNK_BYTES // (4 * max(1, chunk_cells))))
+    stays within :data:`~climai.inference.blocks.CHUNK_BYTES` (at least one)."""
+    return steps_per_block(cfg.time_block, cfg.memory_mb, bytes_per_step, chunk_cells)
 
 
 def template(

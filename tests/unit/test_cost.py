@@ -15,7 +15,6 @@ import xarray as xr
 from climai import cli
 from climai.config import load_config
 from climai.cost import (
-    CHUNK_BYTES,
     Coefficients,
     MachineCosts,
     Workload,
@@ -279,10 +278,8 @@ def test_the_band_buffers_of_the_cost_model_are_the_engines_time_block():
     """``Workload.band_mb`` counts the steps the engine puts in a block (memory budget, chunk cap,
     test split), so the infer memory driver follows the engine's own sizing."""
     from climai.config import InferConfig
-    from climai.inference.engine import CHUNK_BYTES as ENGINE_CHUNK
     from climai.inference.engine import block_steps
 
-    assert ENGINE_CHUNK == CHUNK_BYTES
     for ny, nx, members, test in ((128, 128, 1, 96), (512, 512, 1, 384), (512, 512, 8, 384),
                                   (1280, 800, 1, 17532), (3496, 7000, 1, 7)):  # fmt: skip
         w = replace(W, ny=ny, nx=nx, members=members, steps_test=test)
