@@ -115,9 +115,8 @@ def records(
     cores: int,
     config: str | None = None,
     memory_only: bool | None = None,
-    jobs: dict[str, dict[str, float]] | None = None,
 ) -> list[dict]:
-    """One record per job of a campaign folder (``jobs``: :func:`read_jobs` of it). ``config``:
+    """One record per job of a campaign folder (:func:`read_jobs`). ``config``:
     the campaign's config file, relative to the repository (read over config/config.yaml);
     ``memory_only`` (default: whenever ``config`` is given, a real campaign) marks records whose
     run times the cost model's time lines do not fit."""
@@ -127,7 +126,7 @@ def records(
     cfg = campaign_config(campaign_dir.name, config)
     memory_only = bool(config) if memory_only is None else memory_only
     out = []
-    for stem, meas in (jobs if jobs is not None else read_jobs(campaign_dir)).items():
+    for stem, meas in read_jobs(campaign_dir).items():
         rule, _, method = stem.partition("_")
         method = method or None
         if method is not None and method not in cfg.methods.enabled():

@@ -43,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1, "gap": 0}
 RSS_RATIO_GOAL = 1.3
 RSS_SHARE_GOAL = 0.25
-METHOD_RULES = ("train", "infer", "evaluate", "export")
 
 
 def campaign_config(args: argparse.Namespace, steps: int, results: Path) -> dict[str, Any]:

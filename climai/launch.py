@@ -43,8 +43,8 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-#: The line every ``climai`` command logs as it ends: the kernel's high-water mark of resident
-#: memory (``getrusage``, exact), not a sample. Snakemake's ``benchmark:`` files sample RSS every
+#: The line every ``climai`` stage logs as it ends: the kernel's high-water mark of resident
+#: memory (:func:`peak_rss_mb`, exact), not a sample. Snakemake's ``benchmark:`` files sample RSS every
 #: 0.5 s for 15 s, then every 30 s, and miss short peaks; the benchmarks read this line instead.
 PEAK_RSS_LINE = "peak RSS {mb:.0f} MB"
 _PEAK_RSS_RE = re.compile(r"peak RSS (\d+) MB")
@@ -57,12 +57,11 @@ def peak_rss_mb() -> float:
     children: then one rank's peak). Not the sum: a forked ``git`` reports the parent's pages."""
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         with open("/proc/self/status") as f:
             own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        pass
+    except (OSError, StopIteration, ValueError, IndexError):  # not Linux
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, child) / 1024
 
