@@ -23,8 +23,10 @@ UNET = """    normalisation: physical   # log1p(mm h-1), offset 1, mean 0, std 1
     augment: true             # flips and 90° rotations (rain only, no orography or wind)
     min_wet: {min_wet}
     fallback: true            # val RMSE above bicubic's: ship bicubic (flagged either way)
+    constraint: {constraint}      # every LR block's mean is kept (the truth's, exactly)
     channels: {channels}
     loss: {loss}
+    loss_space: {loss_space}  # log1p space; physical (mm h-1) transferred worse
     lr: {lr}
     warmup_steps: 30
     epochs: {epochs}
@@ -69,9 +71,11 @@ P = dict(
     min_wet=0.05,
     channels="[16, 32, 64, 128]",
     loss="mse",
+    loss_space="transformed",
+    constraint="conserve",
     lr=0.0007,
-    epochs=2,
-    patches=1200,
+    epochs=3,
+    patches=3200,
     patch=64,
     crps_lr=0.0003,
     crps_epochs=1,

@@ -190,6 +190,12 @@ class EmulatorConfig(TransferKeys):
         description="Training loss in normalised transformed space: mse | mae (masked). "
         "unet-crps always trains with the fair CRPS.",
     )
+    loss_space: Literal["transformed", "physical"] = Field(
+        "transformed",
+        description="Where the loss compares prediction and target: transformed (normalised "
+        "transformed space, e.g. log1p of rain) or physical (the variable's units, the space the "
+        "RMSE is scored in; each variable divided by its train-split std).",
+    )
 
 
 class UNetConfig(EmulatorConfig):
@@ -246,6 +252,9 @@ class UNetCRPSConfig(UNetConfig):
     )
     loss: Literal["crps"] = Field(  # type: ignore[assignment]
         "crps", description="Always the fair ensemble CRPS over train_members draws."
+    )
+    loss_space: Literal["transformed"] = Field(  # type: ignore[assignment]
+        "transformed", description="The fair CRPS is taken in normalised transformed space."
     )
 
 

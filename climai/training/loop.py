@@ -39,7 +39,7 @@ from climai.training.distributed import DistContext, all_gather_scalar, all_redu
 from climai.training.ema import EMA
 from climai.training.finetune import freeze, load_parent_weights
 from climai.training.history import epoch_row
-from climai.training.losses import LOSSES, fair_crps
+from climai.training.losses import LOSSES, fair_crps, in_units
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -98,6 +98,7 @@ class Objective:
     constraint: str = "none"
     autocast: bool = False
     loss: str = "mse"
+    space: str = "transformed"
 
     def predict(self, model: nn.Module, batch: Batch, members: int = 1) -> torch.Tensor:
         """``(B, M, V, p, p)`` normalised predictions (``M = members``)."""
@@ -120,7 +121,10 @@ class Objective:
         if self.members > 1:
             loss = fair_crps(pred, batch.target)
         else:
-            loss = LOSSES[self.loss](pred[:, 0], batch.target)
+            p, t = pred[:, 0], batch.target
+            if self.space == "physical":
+                p, t = in_units(p, self.spec), in_units(t, self.spec)
+            loss = LOSSES[self.loss](p, t)
         return loss * count.clamp(min=1), count
 
 
@@ -128,7 +132,7 @@ def make_objective(cfg: EmulatorConfig, spec: FeatureSpec, device: torch.device)
     autocast = cfg.bf16 and bf16_supported(device)
     if method_type(cfg.type).stochastic:  # the fair CRPS over train_members draws
         return Objective(spec, cfg.train_members, cfg.constraint, autocast)  # type: ignore[attr-defined]
-    return Objective(spec, 1, cfg.constraint, autocast, cfg.loss)
+    return Objective(spec, 1, cfg.constraint, autocast, cfg.loss, cfg.loss_space)
 
 
 # ---------------------------------------------------------------------------- data

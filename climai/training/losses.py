@@ -6,6 +6,12 @@ from collections.abc import Callable
 
 import torch
 
+from climai.data.features import FeatureSpec
+
+#: ``loss_space: physical``: transformed values are clipped here before the inverse (log1p of
+#: 2,980 offsets: 2,980 mm h-1 for rain), so an early wild prediction cannot overflow the loss.
+PHYSICAL_LOG_MAX = 8.0
+
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the finite cells of ``target`` (missing data never counts)."""
@@ -23,6 +29,22 @@ def masked_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid, pred.float() - target.nan_to_num(0.0), torch.zeros((), device=pred.device)
     )
     return diff.abs().sum() / valid.sum().clamp(min=1)
+
+
+def in_units(z: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
+    """``(..., V, p, p)`` normalised values back in each variable's units over its scale: the
+    transform's offset (1 mm h-1 for rain's log1p) or, untransformed, its std
+    (``loss_space: physical``: the loss then weighs errors as the RMSE that scores them)."""
+    out = []
+    for i, v in enumerate(spec.variables):
+        zi, t = z[..., i, :, :], spec.transform(v)
+        if t.name == "identity":
+            out.append(zi)  # (x - mean) / std: already in units of its std
+            continue
+        s = spec.stats[v]
+        zi = zi.clamp(max=(PHYSICAL_LOG_MAX - s["mean"]) / s["std"])
+        out.append(spec.denormalise(v, zi) / t.offset)
+    return torch.stack(out, -3)
 
 
 # Deterministic losses by config name (``methods.<name>.loss``).

@@ -206,3 +206,45 @@ def test_training_is_bitwise_reproducible():
     b = fit(cfg, spec, _loaders(train, val, spec, seed=7), DistContext(), log=lambda _: None)
     for k, v in a.state_dict.items():
         assert torch.equal(v, b.state_dict[k]), k
+
+
+def test_physical_loss_space_scores_the_variables_in_their_units():
+    """``loss_space: physical``: the masked MSE of rain in mm h-1 (over its 1 mm h-1 offset)
+    and of temperature in units of its std; missing cells never count; huge values clipped."""
+    from climai.data.dataset import Batch
+    from climai.testing import toy_feature_spec
+    from climai.training.loop import Objective
+    from climai.training.losses import PHYSICAL_LOG_MAX, in_units
+
+    spec = toy_feature_spec(8)
+    assert spec.variables == ["tas", "pr"] and spec.transform("pr").name == "log1p"
+    rng = np.random.default_rng(3)
+    phys = {"tas": 280 + 5 * rng.random((2, 16, 16)), "pr": 4 * rng.random((2, 16, 16)) ** 3}
+    pred = {"tas": phys["tas"] + rng.normal(size=(2, 16, 16)), "pr": phys["pr"] * 1.5}
+    truth = {k: torch.tensor(v, dtype=torch.float32) for k, v in phys.items()}
+    truth["pr"][0, 0, 0] = float("nan")
+    z = {k: torch.tensor(v, dtype=torch.float32) for k, v in pred.items()}
+    target = torch.stack([spec.normalise(v, truth[v]) for v in spec.variables], 1)
+    out = torch.stack([spec.normalise(v, z[v]) for v in spec.variables], 1)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, base):
+            return out
+
+    x = torch.zeros(2, spec.in_channels, 16, 16)
+    batch = Batch(x, torch.zeros_like(target), target, torch.zeros(2, 2, 2, 2))
+    total, count = Objective(spec, space="physical").sums(Fixed(), batch)
+    std = spec.stats["tas"]["std"]
+    err = np.concatenate(
+        [((pred["tas"] - phys["tas"]) / std).ravel(), ((pred["pr"] - phys["pr"]) / 1.0).ravel()[1:]]
+    )
+    assert int(count) == err.size
+    assert (total / count).item() == pytest.approx(np.mean(err**2), rel=1e-4)
+    # the transformed space scores something else
+    other, _ = Objective(spec).sums(Fixed(), batch)
+    assert abs(other.item() - total.item()) > 0.1 * total.item()
+    # a wild prediction cannot overflow: log1p(rain) is clipped at PHYSICAL_LOG_MAX
+    wild = in_units(torch.full((1, 2, 2, 2), 1e4), spec)
+    assert torch.isfinite(wild).all() and wild[0, 1].max().item() == pytest.approx(
+        np.expm1(PHYSICAL_LOG_MAX), rel=1e-5
+    )
