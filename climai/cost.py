@@ -86,6 +86,7 @@ class Workload:
     overlap: int = 128  # infer.overlap (the store's chunks: tile - overlap)
     time_block: int = 0  # infer.time_block (0: as many steps as infer_memory_mb allows)
     infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
+    pooled_patches: int = 0  # train_on: patches per epoch from the pooled campaigns (0: own split)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Workload:
@@ -176,7 +177,8 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
     if rule in ("ingest", "preprocess", "manifest"):
         return w.steps_total * field, field
     if rule == "train":
-        seen = w.epochs * w.steps_train * w.patches_per_step * w.patch**2 * w.train_members
+        patches = w.pooled_patches or w.steps_train * w.patches_per_step  # per epoch
+        seen = w.epochs * patches * w.patch**2 * w.train_members
         # memory (MB): the splits loaded into RAM (memory loader) + one batch's activations
         loaded = (w.steps_train + w.steps_val) * field * 4 * (1 + 1 / w.scale**2)
         act = w.act_bytes_per_cell or DEFAULT_ACT_BYTES

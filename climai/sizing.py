@@ -165,15 +165,22 @@ def _split_steps(cfg: CampaignConfig, steps: int) -> tuple[int, int, int]:
 
 def grid_shape(cfg: CampaignConfig) -> tuple[int, int, int] | None:
     """``(steps, ny, nx)`` of the HR target: the synthetic world's, else the ingested store's
-    (``ingest/target.zarr``), else as the source files' headers tell before ingest
+    (``ingest/target.zarr``) or, for a campaign that reuses another's prepared data
+    (``prepared:``), that prepared store's, else as the source files' headers tell before ingest
     (:func:`climai.io.headers.target_shape`), else None (a URL or a reader plugin)."""
     target = cfg.data.target
-    if getattr(target, "source", "") == "synthetic" and cfg.domain is None:
-        return target.steps, target.ny, target.nx  # type: ignore[union-attr]
     meta = cfg.campaign_dir / "ingest" / "target.zarr" / cfg.variable_names[0] / "zarr.json"
+    if cfg.reuses_data:
+        from climai.data.prepared import hr_key
+
+        meta = cfg.prepared_dir / "dataset.zarr" / hr_key(cfg.variable_names[0]) / "zarr.json"
     if meta.is_file():
         t, y, x = json.loads(meta.read_text())["shape"][-3:]
         return int(t), int(y), int(x)
+    if getattr(target, "source", "") == "synthetic" and cfg.domain is None:
+        return target.steps, target.ny, target.nx  # type: ignore[union-attr]
+    if cfg.reuses_data:
+        return None  # its data keys are the other campaign's: sized once that one is prepared
     from climai.io.headers import target_shape
 
     return target_shape(cfg)
@@ -206,6 +213,9 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
         patch=int(getattr(m, "patch", 0)),
         batch=int(getattr(m, "batch", 0)),
         patches_per_step=int(getattr(m, "patches_per_step", 0)),
+        pooled_patches=int(getattr(m, "pooled_patches", None) or 0)
+        if getattr(m, "train_on", None)
+        else 0,
         threads=cfg.torch_threads(method),
         flops_per_cell=unet_flops_per_cell(channels) if channels else w.flops_per_cell,
         act_bytes_per_cell=unet_activation_bytes(channels) if channels else 0.0,

@@ -286,3 +286,28 @@ def test_the_band_buffers_of_the_cost_model_are_the_engines_time_block():
         per_step = 3 * members * 2 * min(512, ny) * nx * 4
         steps = block_steps(InferConfig(), per_step, min(ny, 384) * min(nx, 384))
         assert w.band_mb == pytest.approx(min(test, steps) * per_step / 1e6)
+
+
+def test_a_campaign_on_another_campaigns_prepared_data_is_sized_from_that_store(tmp_path):
+    """``prepared: {campaign: src}`` (the transfer campaigns): no ingest of its own, so the grid
+    is that prepared store's once it exists (a real source's reused data keys are not read: the
+    transfer campaign was sized as a whole node before); a pooled emulator's training budget is
+    its ``pooled_patches``."""
+    results = tmp_path / "results"
+    cfg = load_config(write_config(
+        tmp_path / "c.yaml", results=str(results), prepared={"campaign": "src"},
+        variables=[{"name": "pr", "kind": "precipitation", "units": "mm h-1"}],
+        methods={"unet": {"train_on": ["src", "other"], "pooled_patches": 320, "epochs": 2,
+                          "normalisation": "physical"}},
+    ))  # fmt: skip
+    w = campaign_workload(cfg)  # src not prepared yet: the (synthetic) data keys' size
+    assert (w.steps_total, w.ny, w.nx) == (48, 32, 32)
+    meta = results / "src" / "prep" / "dataset.zarr" / f"hr_{cfg.variable_names[0]}" / "zarr.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"shape": [40, 96, 64]}))
+    w = campaign_workload(cfg, "unet")
+    assert (w.steps_total, w.ny, w.nx, w.pooled_patches) == (40, 96, 64, 320)
+    own = replace(w, pooled_patches=0)
+    extra = drivers("train", "emulator", w)[0] - drivers("train", "emulator", own)[0]
+    per_epoch = 320 - w.steps_train * w.patches_per_step
+    assert extra == pytest.approx(2 * per_epoch * w.patch**2 * w.width)
