@@ -194,7 +194,8 @@ class EmulatorConfig(TransferKeys):
         "transformed",
         description="Where the loss compares prediction and target: transformed (normalised "
         "transformed space, e.g. log1p of rain) or physical (the variable's units, the space the "
-        "RMSE is scored in; each variable divided by its train-split std).",
+        "RMSE is scored in: a transformed variable over its transform's offset, e.g. rain in mm "
+        "h-1, an untransformed one over its train-split std).",
     )
 
 
