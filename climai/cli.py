@@ -99,9 +99,8 @@ def _downscale(args: argparse.Namespace) -> None:
     if args.no_progress:
         infer = infer.model_copy(update={"progress": False})
     InferConfig.model_validate(infer.model_dump())
-    threads = args.threads or (cfg.compute.threads if cfg is not None else available_cpus())
     run_downscale(
-        args.model, args.input, args.output, args.static, infer, max(1, threads), args.members,
+        args.model, args.input, args.output, args.static, infer, args.threads, args.members,
         campaign=cfg,
     )  # fmt: skip
 
@@ -243,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads (default: with --configfile the campaign's compute.threads, as its "
-        "infer used: on some CPUs the numbers depend on it; else the allocation's)",
+        help="CPU threads (default: with --configfile the threads the campaign's infer used for "
+        "this method, methods.<name>.threads or compute.threads: on some CPUs the numbers "
+        "depend on them; else the allocation's)",
     )
     p.set_defaults(func=_downscale)
     p = sub.add_parser(

@@ -50,6 +50,7 @@ from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
+from climai.launch import available_cpus
 
 log = logging.getLogger("climai")
 
@@ -365,19 +366,25 @@ def run_downscale(
     output: str | Path,
     static_path: str | Path | None,
     cfg: InferConfig,
-    threads: int,
+    threads: int | None = None,
     members: int | None = None,
     campaign: CampaignConfig | None = None,
 ) -> EngineStats:
     """``climai downscale``: apply ``model_file`` to the LR dataset at ``input_path`` (``members``:
     ensemble members instead of the model's own count). ``model_file`` may instead name a
-    baseline method of ``campaign`` (:func:`campaign_baseline`): baselines have no model file."""
-    torch.set_num_threads(threads)
+    baseline method of ``campaign`` (:func:`campaign_baseline`): baselines have no model file.
+    ``threads`` None: with ``campaign``, the torch threads its infer used for the card's method
+    (:meth:`~climai.config.CampaignConfig.torch_threads`: a convolution's last bits can depend on
+    the count), else the CPUs this process may use."""
     baseline = None
     if campaign is not None and not Path(model_file).exists():
         baseline, spec, card = campaign_baseline(str(model_file), campaign)
     else:
         emulator, spec, card = load_emulator(model_file)
+    if threads is None:
+        method = str(card.get("method", ""))
+        threads = campaign.torch_threads(method) if campaign is not None else available_cpus()
+    torch.set_num_threads(max(1, threads))
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))
