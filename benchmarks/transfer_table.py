@@ -18,10 +18,18 @@ SOURCES = ["knmi", "fmi", "mrms-conus", "bom-melbourne"]
 METHODS = ["bicubic", "quantile-mapping", "unet", "unet-single", "unet-crps"]
 
 
-def rows(root: Path, held: str, var: str = "pr") -> list[str]:
-    camp = root / f"transfer-{held}"
+def rows(
+    root: Path,
+    held: str,
+    var: str = "pr",
+    campaign: str | None = None,
+    methods: list[str] = METHODS,
+) -> list[str]:
+    """The rows of ``held`` from ``campaign``'s results (default ``transfer-<held>``), one per
+    method of ``methods`` that has metrics."""
+    camp = root / (campaign or f"transfer-{held}")
     metrics = {}
-    for m in METHODS:
+    for m in methods:
         f = camp / "evaluation" / m / "metrics.json"
         if f.is_file():
             metrics[m] = json.loads(f.read_text())[var]

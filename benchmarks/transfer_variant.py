@@ -6,17 +6,19 @@ source's test split against bicubic in the same run.
 
 Writes ``results/variants/x-TAG-HELD.yaml``: ``config/campaigns/transfer-HELD.yaml`` with only
 ``bicubic`` and the method (its keys updated from the JSON; ``"seed"`` sets the campaign's seed),
-runs that campaign's evaluation of both with Snakemake, and prints one tab-separated row: test
-RMSE / bicubic, MAE (or CRPS) / bicubic MAE, the training radars' validation RMSE / bicubic,
-spread/skill and the calibration's noise factor (ensembles), p99 error, spectral ratio per band,
-wall seconds. ``--method unet-crps`` fine-tunes from ``results/transfer-HELD/models/unet`` (run
-``benchmarks/transfer_protocol.sh HELD`` first), so only the ensemble's keys vary.
+runs that campaign's evaluation of both with Snakemake, and prints their rows of
+``benchmarks/transfer_table.py``'s table (test split) and one line: the training radars'
+validation RMSE / bicubic, the calibration (ensembles: spread/skill before it and the noise
+factor) and the wall seconds. ``--method unet-crps`` fine-tunes from
+``results/transfer-HELD/models/unet`` (run ``benchmarks/transfer_protocol.sh HELD`` first), so only
+the ensemble's keys vary. Run from anywhere: it works in the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,23 +26,30 @@ from pathlib import Path
 
 import yaml
 
-SOURCES = ["knmi", "fmi", "mrms-conus", "bom-melbourne"]
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGNS = ROOT / "config" / "campaigns"
+
+
+def sources() -> list[str]:
+    """The held-out sources that have a transfer campaign (``config/campaigns/transfer-*.yaml``)."""
+    return sorted(p.stem.removeprefix("transfer-") for p in CAMPAIGNS.glob("transfer-*.yaml"))
 
 
 def variant_config(held: str, tag: str, method: str, over: dict) -> tuple[str, str]:
-    """(campaign name, YAML text) of the variant."""
-    text = Path(f"config/campaigns/transfer-{held}.yaml").read_text()
+    """(campaign name, YAML text) of the variant: the transfer campaign's data keys, this
+    method with ``over`` applied, bicubic, and every other method of the defaults switched off."""
+    text = (CAMPAIGNS / f"transfer-{held}.yaml").read_text()
     head = text.partition("\nmethods:\n")[0]
-    cfg = yaml.safe_load(text)
+    defaults = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
     over = dict(over)
     seed = over.pop("seed", None)
-    m = dict(cfg["methods"][method])
+    m = dict(yaml.safe_load(text)["methods"][method])
     if method == "unet-crps":
         m["init_from"] = {"campaign": f"transfer-{held}", "method": "unet"}
     m.update(over)
     name = f"x-{tag}-{held}"
     keep = {"bicubic": {}, method: m}
-    skip = {k: None for k in ("nearest", "quantile-mapping", "unet", "unet-crps") if k not in keep}
+    skip = {k: None for k in defaults if k not in keep}
     cfg_text = "\n".join(
         f"campaign: {name}" if line.startswith("campaign:") else line for line in head.splitlines()
     )
@@ -49,38 +58,21 @@ def variant_config(held: str, tag: str, method: str, over: dict) -> tuple[str, s
     return name, cfg_text + "\n" + body
 
 
-def row(results: Path, name: str, tag: str, held: str, method: str, seconds: float) -> str:
-    camp = results / name
-    s = json.loads((camp / "evaluation" / method / "metrics.json").read_text())["pr"]
-    b = json.loads((camp / "evaluation" / "bicubic" / "metrics.json").read_text())["pr"]
-    card = json.loads((camp / "models" / method / "validation.json").read_text())
+def validation_line(card_file: Path, seconds: float) -> str:
+    """The training radars' validation RMSE / bicubic, the calibration (ensembles), the time."""
+    card = json.loads(card_file.read_text())
     v = card["variables"]["pr"]
-    cal = (card.get("guard") or {}).get("all", {}).get("calibration") or {}
-    bands = sorted(s["spectral_ratio"], key=lambda k: float(k.split("-")[0]))
-    spectral = "/".join(f"{s['spectral_ratio'][k]:.2f}" for k in bands)
-    ss = s.get("spread_skill", {}).get("ratio")
-    native = cal.get("trials", [{}])[0].get("spread_skill")
-    ens = "" if ss is None else f"ss {ss:.2f} (native {native:.2f}, x{cal['noise_factor']:.3g})"
-    p99 = s.get("quantile_error", {}).get("p99", float("nan"))
-    return "\t".join(
-        [
-            tag,
-            held,
-            method,
-            f"test {s['rmse'] / b['rmse']:.3f}",
-            f"crps {s.get('crps', s['mae']) / b['mae']:.3f}",
-            f"val {v['rmse'] / v['bicubic_rmse']:.3f}",
-            ens,
-            f"p99 {p99:.3g}",
-            f"spec {spectral}",
-            f"{seconds:.0f} s",
-        ]
-    )
+    line = f"val RMSE / bicubic {v['rmse'] / v['bicubic_rmse']:.3f}"
+    cal = (card.get("guard") or {}).get("all", {}).get("calibration")
+    if cal:
+        before = cal["trials"][0]["spread_skill"]
+        line += f"; spread/skill {before:.2f} before calibration, noise x{cal['noise_factor']:.3g}"
+    return f"{line}; {seconds:.0f} s"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("held", choices=SOURCES)
+    ap.add_argument("held", choices=sources())
     ap.add_argument("tag", help="letters, digits and '-' (the campaign is x-TAG-HELD)")
     ap.add_argument("overrides", nargs="?", default="{}", help="JSON object of method keys")
     ap.add_argument("--method", choices=["unet", "unet-crps"], default="unet")
@@ -92,6 +84,7 @@ def main() -> int:
     if not isinstance(over, dict):
         ap.error(f"overrides {args.overrides!r}: a JSON object of method keys")
     name, text = variant_config(args.held, args.tag, args.method, over)
+    os.chdir(ROOT)  # the configs' data paths and results/ are relative to the repository root
     results = Path("results")
     cfg = results / "variants" / f"{name}.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +98,11 @@ def main() -> int:
     if done.returncode:
         print(f"snakemake failed ({done.returncode}) for {cfg}", file=sys.stderr)
         return done.returncode
-    print(row(results, name, args.tag, args.held, args.method, time.monotonic() - start))
+    seconds = time.monotonic() - start
+    from transfer_table import rows  # beside this script (its folder is on sys.path when run)
+
+    print("\n".join(rows(results, args.held, campaign=name, methods=["bicubic", args.method])))
+    print(validation_line(results / name / "models" / args.method / "validation.json", seconds))
     return 0
 
 

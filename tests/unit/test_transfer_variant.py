@@ -22,8 +22,7 @@ def variant():
 
 
 @pytest.mark.parametrize("held", ["knmi", "fmi", "mrms-conus", "bom-melbourne"])
-def test_a_unet_variant_changes_only_its_keys_and_validates(variant, held, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_a_unet_variant_changes_only_its_keys_and_validates(variant, held, tmp_path):
     name, text = variant.variant_config(held, "p128", "unet", {"patch": 128, "seed": 3})
     assert name == f"x-p128-{held}"
     raw = yaml.safe_load(text)
@@ -39,8 +38,7 @@ def test_a_unet_variant_changes_only_its_keys_and_validates(variant, held, tmp_p
     assert cfg.methods.root["unet"].patch == 128 and cfg.seed == 3
 
 
-def test_an_ensemble_variant_fine_tunes_from_the_protocols_unet(variant, monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_an_ensemble_variant_fine_tunes_from_the_protocols_unet(variant):
     _, text = variant.variant_config("knmi", "long", "unet-crps", {"pooled_patches": 1600})
     m = yaml.safe_load(text)["methods"]
     assert m["unet"] is None and m["unet-crps"]["pooled_patches"] == 1600
