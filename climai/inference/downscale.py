@@ -181,7 +181,9 @@ def downscale_to_store(
     each downscales its share of the blocks into the one store (the same blocks with the same
     seeds as one process, so the same values). ``conserving``: every HR block mean equals its LR
     value (applied to the blended bands). Tile steps whose LR cells are all missing are not
-    computed (written as NaN): the returned counts say how many. ``block = (i, n)``: only the
+    computed (written as NaN), nor, conserving precipitation, those whose LR cells are all 0
+    (written as 0; :class:`~climai.inference.tiling.TiledPredictor`): the returned counts say
+    how many. ``block = (i, n)``: only the
     time blocks of share ``i`` of ``n`` (contiguous, as :func:`chunk_share` deals them; the
     ``infer_block`` jobs of a split infer), into a store with the whole template, gathered by
     ``infer_gather``.
@@ -224,8 +226,9 @@ def downscale_to_store(
     )  # fmt: skip
     stats = EngineStats(tiled.samples, tiled.skipped)
     log.info(
-        "downscale: %d tile steps computed, %d skipped (LR input all missing)",
-        stats.samples - stats.skipped, stats.skipped,
+        "downscale: %d tile steps computed, %d skipped (LR input all missing, or all 0 under "
+        "multiplicative conservation: %d)",
+        stats.samples - stats.skipped, stats.skipped, tiled.dry,
     )  # fmt: skip
     return stats
 

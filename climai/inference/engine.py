@@ -55,7 +55,9 @@ BandSource = Callable[
 @dataclass
 class EngineStats:
     """What a run computed: ``samples`` (tile × step, or band × step) and those ``skipped``
-    because their whole LR input was missing (written as NaN without computing)."""
+    because their whole LR input was missing (written as NaN without computing) or, for a
+    conserving emulator of precipitation only, all 0 (written as 0: the conservation makes them
+    exactly 0 whatever is predicted)."""
 
     samples: int = 0
     skipped: int = 0

@@ -193,6 +193,12 @@ class _Band:
     weight: torch.Tensor  # (th, W)
 
 
+def dry_is_exact(spec: FeatureSpec) -> bool:
+    """Whether a conserving prediction is exactly 0 wherever the LR is 0: every variable is
+    non-negative and its inverse transform clamps at 0 (no negative value to offset a block)."""
+    return all(spec.non_negative) and all(spec.transform(v).name == "log1p" for v in spec.variables)
+
+
 class TiledPredictor:
     """Applies ``predict`` tile by tile and yields the blended HR field band by band.
 
@@ -212,11 +218,17 @@ class TiledPredictor:
     members:
         Members ``predict`` draws (the shape of a band none of whose tiles was computed).
     skip_missing:
-        Skip tile steps without LR values (below); False computes them too (the same values).
+        Skip tile steps without LR values or, where exact, dry ones (below); False computes them
+        too (the same values).
 
     A tile step whose own LR cells are all missing (every variable) is not computed: its HR
-    cells are all NaN whatever the model says. ``samples`` counts the tile steps seen,
-    ``skipped`` those not computed.
+    cells are all NaN whatever the model says. When ``conserving`` and every variable is
+    non-negative with a clamped inverse transform (precipitation: ``log1p``), a tile step whose
+    own LR cells are all 0 or missing is not computed either: the conservation makes every HR
+    block of an LR 0 exactly 0 (gain 0, or an all-zero block kept) whatever is predicted there,
+    so the tile's prediction never reaches the output (``dry``: dry continental rain fields are
+    a third of the tile steps). ``samples`` counts the tile steps seen, ``skipped`` those not
+    computed, ``dry`` those of them that had LR values (all 0).
     """
 
     def __init__(
@@ -232,7 +244,8 @@ class TiledPredictor:
         self.predict, self.spec, self.layout = predict, spec, layout
         self.batch, self.conserving, self.members = max(1, batch), conserving, members
         self.skip_missing = skip_missing
-        self.samples = self.skipped = 0  # tile steps seen, and not computed (no LR value)
+        self.skip_dry = skip_missing and conserving and dry_is_exact(spec)
+        self.samples = self.skipped = self.dry = 0  # tile steps seen, not computed, dry of those
 
     def run(
         self,
@@ -309,7 +322,11 @@ class TiledPredictor:
         for col in range(len(self.layout.cols)):
             tile = self.layout.tile_at(row, col)
             own = lr[..., tile.y0 // s : tile.y1 // s, tile.x0 // s : tile.x1 // s]
-            empty = torch.isnan(own).flatten(1).all(1) & self.skip_missing  # no LR value
+            missing = torch.isnan(own).flatten(1).all(1) & self.skip_missing  # no LR value
+            empty = missing
+            if self.skip_dry:  # all 0 or missing: conserved to exactly 0 (NaN where missing)
+                empty = missing | (own.nan_to_num(0.0) == 0).flatten(1).all(1)
+                self.dry += int((empty & ~missing).sum())
             self.samples += lr.shape[0]
             self.skipped += int(empty.sum())
             self._progress(int(empty.sum()))
@@ -353,13 +370,16 @@ class TiledPredictor:
         """Physical values of the band's final rows ``[band.y0, end)`` (conserving the LR block
         means when asked), NaN where LR is missing."""
         k, s = end - band.y0, self.layout.scale
-        if band.total is None:  # no tile of the band had an LR value: all missing
-            lead = (lr.shape[0], self.members) if self.members > 1 else (lr.shape[0],)
-            return np.full((*lead, lr.shape[1], k, band.weight.shape[1]), np.nan, np.float32)
+        rows = missing[..., band.y0 // s : end // s, :]
+        if band.total is None:  # no tile of the band was computed: LR all missing (or dry)
+            holes = rows.repeat_interleave(s, -2).repeat_interleave(s, -1).numpy()
+            zero = np.where(holes, np.float32(np.nan), np.float32(0.0))  # (T, V, k, W)
+            if self.members > 1:
+                return np.repeat(zero[:, None], self.members, axis=1)
+            return zero
         total, weight = band.total, band.weight[:k]
         lead = tuple(total.shape[:-3])  # (T,) or (T, M)
         out = np.empty((*lead, total.shape[-3], k, total.shape[-1]), np.float32)
-        rows = missing[..., band.y0 // s : end // s, :]
         lr_rows = lr[..., band.y0 // s : end // s, :]
         nonneg = self.spec.non_negative
         # sample by sample (a step, or a step's member): the temporaries are one sample's

@@ -192,3 +192,89 @@ def test_tiles_without_lr_values_are_skipped_and_the_rest_is_unchanged(batch):
     assert calls[1] == calls[0] - 2 * per_row  # samples sent to the network
     assert np.isnan(holey[1, :, :48]).all() and np.isfinite(holey[1, :, 48:]).all()
     np.testing.assert_array_equal(holey, full)  # NaN where the skipped tiles are, in both
+
+
+def _dry_run(spec, model, values, st, times, skip, batch=3, members=1):
+    """Conserving tiled prediction of ``values``; (output, tile steps seen, skipped, dry, samples
+    sent to the network)."""
+    layout = TileLayout.build(values.shape[-2:], 8, 32, 16, model.multiple)
+    predict = model_predictor(model, torch.device("cpu"), False, members)
+    seen: list[int] = []
+
+    def counting(x, base, seed):
+        seen.append(x.shape[0])
+        return predict(x, base, seed)
+
+    tiled = TiledPredictor(counting, spec, layout, batch, True, members, skip_missing=skip)
+    bands = tiled.run(
+        values, lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]), times
+    )
+    out = np.concatenate([b[2] for b in bands], axis=-2)
+    return out, tiled.samples, tiled.skipped, tiled.dry, sum(seen), len(layout.cols)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dry_tiles_of_a_conserving_rain_model_are_skipped_with_the_same_values(batch):
+    """Rain alone, conserved: step 1 is dry (LR 0) in its first 6 LR rows and has no LR value in
+    the next 2, step 0 is dry in one LR cell only. The tile steps whose own LR cells are all 0 or
+    missing are not computed; the output equals the run that computes every tile bitwise: 0
+    where the LR is 0, NaN where it is missing, the conserved prediction elsewhere."""
+    spec = toy_feature_spec().subset(["pr"])
+    model = trained_like_unet(spec, [8, 16])
+    lr, static = lr_inputs(96, 64, 2)
+    values = lr["pr"].values[:, None].copy()  # (T, 1, 12, 8)
+    values += 0.5  # wet everywhere...
+    values[1, :, :6] = 0.0  # ...but the top of step 1, dry
+    values[1, :, 6:8] = np.nan
+    values[0, :, 3, 3] = 0.0  # one dry LR cell: its tile is still computed
+    st = np.stack([static[s].values for s in spec.statics])
+    times = pd.DatetimeIndex(lr["time"].values)
+    full, n_full, skip_full, dry_full, calls_full, cols = _dry_run(
+        spec, model, values, st, times, False, batch
+    )
+    part, n, skipped, dry, calls, _ = _dry_run(spec, model, values, st, times, True, batch)
+    # tile rows start at HR rows 0, 16, 32, 48, 64: the first three are in the dry rows (LR
+    # 0-5), the fourth (LR 6-9) is half missing, half wet
+    assert (n_full, skip_full, dry_full) == (n, 0, 0)
+    assert (skipped, dry) == (3 * cols, 3 * cols)
+    assert calls == calls_full - 3 * cols
+    np.testing.assert_array_equal(part, full)
+    assert (part[1, 0, :48] == 0).all() and np.isnan(part[1, 0, 48:64]).all()
+    assert (part[0, 0, 24:32, 24:32] == 0).all()
+    means = part.reshape(2, 1, 12, 8, 8, 8).mean(axis=(3, 5))
+    np.testing.assert_allclose(means, values, rtol=1e-5)  # every block conserved, NaN kept
+
+
+def test_a_band_of_dry_tiles_is_zero_for_every_member_and_not_computed():
+    spec = toy_feature_spec().subset(["pr"])
+    model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=3).eval()
+    lr, static = lr_inputs(96, 64, 2)
+    values = lr["pr"].values[:, None].copy() + 0.5
+    values[:, :, :4] = 0.0  # the first tile row (LR rows 0-3) of both steps is dry
+    st = np.stack([static[s].values for s in spec.statics])
+    times = pd.DatetimeIndex(lr["time"].values)
+    out, n, skipped, dry, calls, cols = _dry_run(spec, model, values, st, times, True, 3, 4)
+    assert out.shape == (2, 4, 1, 96, 64)
+    assert (skipped, dry, calls) == (2 * cols, 2 * cols, n - 2 * cols)
+    assert (out[:, :, :, :32] == 0).all()
+    means = out.reshape(2, 4, 1, 12, 8, 8, 8).mean(axis=(4, 6))
+    np.testing.assert_allclose(means, np.repeat(values[:, None], 4, 1), rtol=1e-5)
+    assert out[:, :, 0, 32:].std(axis=1).mean() > 0.01  # members differ where it rains
+
+
+def test_dry_tiles_are_computed_where_skipping_would_not_be_exact():
+    """With temperature in the model (identity transform, additive conservation) or without the
+    constraint, an LR 0 does not make the output 0: no tile is skipped for being dry."""
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    lr, static = lr_inputs(96, 64, 1)
+    values = np.stack([lr[v].values for v in spec.variables], 1)
+    values[:, 1] = 0.0  # dry everywhere
+    st = np.stack([static[s].values for s in spec.statics])
+    times = pd.DatetimeIndex(lr["time"].values)
+    _, n, skipped, dry, calls, _ = _dry_run(spec, model, values, st, times, True)
+    assert (skipped, dry, calls) == (0, 0, n)
+    layout = TileLayout.build((12, 8), 8, 32, 16, model.multiple)
+    rain = toy_feature_spec().subset(["pr"])
+    tiled = TiledPredictor(lambda x, b, s: b, rain, layout, 3, conserving=False)
+    assert not tiled.skip_dry
