@@ -200,6 +200,8 @@ def campaign_config(work):
         # GPU training is reproducible (and verify can pass) only with deterministic kernels
         "compute": {"deterministic": True},
     }
+    if SMOKE:  # one test step in the maps: the figures were half of a 32² evaluate's time
+        cfg["evaluate"] = {"figure_steps": 1}
     path = work / "gpu_check.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return [str(REPO / "config" / "config.yaml"), str(path)]

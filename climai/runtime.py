@@ -46,7 +46,9 @@ def configure_torch(threads: int, deterministic: bool) -> None:
     torch.set_num_threads(max(1, threads))
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        # the call imports torch._inductor (~2.5 s) even to keep the default off
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = deterministic
 

@@ -72,6 +72,9 @@ def random_field(shape: tuple[int, ...], seed: int = 0, nan_fraction: float = 0.
 TINY_CAMPAIGN: dict[str, Any] = {
     "campaign": "tiny",
     "data": {"target": {"source": "synthetic", "nx": 32, "ny": 32, "steps": 48}},
+    # one test step in the maps (the default, 2, doubles the evaluate and compare figures' rows:
+    # matplotlib's ~0.1 s per panel made them a fifth of a tiny campaign's time)
+    "evaluate": {"figure_steps": 1},
     # the default ensemble (config/config.yaml) off: tests that want it switch it on
     "methods": {"bicubic": {}, "unet": {"epochs": 1, "patch": 32, "batch": 8}, "unet-crps": None},
 }

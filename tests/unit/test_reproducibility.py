@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,20 @@ def test_deterministic_mode_sets_torch_and_cublas(monkeypatch):
     finally:
         configure_torch(2, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_default_non_deterministic_mode_does_not_load_the_compiler():
+    """``torch.use_deterministic_algorithms`` imports torch._inductor (~2.5 s of every train and
+    infer job on a 2-core AMD EPYC); keeping the default (off) must not call it."""
+    code = (
+        "import sys; from climai.runtime import configure_torch; configure_torch(1, False); "
+        "import torch; assert not torch.are_deterministic_algorithms_enabled(); "
+        "print('torch._inductor' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert run.stdout.strip() == "False", run.stdout + run.stderr
 
 
 @pytest.mark.slow
