@@ -3,10 +3,11 @@
 A conserving emulator of precipitation alone writes exactly 0 wherever the LR is 0 (the
 multiplicative constraint), so :class:`climai.inference.tiling.TiledPredictor` does not compute a
 tile step whose own LR cells are all 0 or missing. This times the tiled prediction of the toy
-world's rain (block means at ``--scale``), with a share of its wettest-first LR cells set to 0 so
-that a chosen fraction of the field is dry, computing every tile (the baseline) and skipping the
-dry ones, alternately, ``--repeats`` times; it prints the tile steps skipped, the medians and their
-ratio, and checks that a deterministic model writes the same values both ways (bitwise).
+world's rain (block means at ``--scale``, plus 0.1 mm h-1 so that every cell is wet) with its
+first ``--dry`` fraction of LR rows set to 0, computing every tile (the baseline) and skipping
+the dry ones, alternately, ``--repeats`` times; it prints the tile steps skipped, the medians
+and their ratio, and checks that a deterministic model writes the same values both ways
+(bitwise).
 
     python benchmarks/dry_tiles.py                    # 512² HR, 4 steps, 4 members, dry 0.5
     python benchmarks/dry_tiles.py --dry 0.3 --members 1

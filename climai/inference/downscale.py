@@ -183,10 +183,9 @@ def downscale_to_store(
     value (applied to the blended bands). Tile steps whose LR cells are all missing are not
     computed (written as NaN), nor, conserving precipitation, those whose LR cells are all 0
     (written as 0; :class:`~climai.inference.tiling.TiledPredictor`): the returned counts say
-    how many. ``block = (i, n)``: only the
-    time blocks of share ``i`` of ``n`` (contiguous, as :func:`chunk_share` deals them; the
-    ``infer_block`` jobs of a split infer), into a store with the whole template, gathered by
-    ``infer_gather``.
+    how many. ``block = (i, n)``: only the time blocks of share ``i`` of ``n`` (contiguous, as
+    :func:`chunk_share` deals them; the ``infer_block`` jobs of a split infer), into a store with
+    the whole template, gathered by ``infer_gather``.
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(

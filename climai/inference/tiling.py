@@ -226,8 +226,8 @@ class TiledPredictor:
     non-negative with a clamped inverse transform (precipitation: ``log1p``), a tile step whose
     own LR cells are all 0 or missing is not computed either: the conservation makes every HR
     block of an LR 0 exactly 0 (gain 0, or an all-zero block kept) whatever is predicted there,
-    so the tile's prediction never reaches the output (``dry``: dry continental rain fields are
-    a third of the tile steps). ``samples`` counts the tile steps seen, ``skipped`` those not
+    so the tile's prediction never reaches the output (``dry``: 335 of the 1134 tile steps of
+    the MRMS CONUS test split). ``samples`` counts the tile steps seen, ``skipped`` those not
     computed, ``dry`` those of them that had LR values (all 0).
     """
 
@@ -327,9 +327,10 @@ class TiledPredictor:
             if self.skip_dry:  # all 0 or missing: conserved to exactly 0 (NaN where missing)
                 empty = missing | (own.nan_to_num(0.0) == 0).flatten(1).all(1)
                 self.dry += int((empty & ~missing).sum())
+            n_empty = int(empty.sum())
             self.samples += lr.shape[0]
-            self.skipped += int(empty.sum())
-            self._progress(int(empty.sum()))
+            self.skipped += n_empty
+            self._progress(n_empty)
             window = lr[..., tile.ly0 : tile.ly1, tile.lx0 : tile.lx1]
             fields = static(tile)
             for t0, t1 in _runs(~empty):  # runs of steps to compute; the others stay NaN

@@ -9,9 +9,9 @@ reads the train split's ``hr_<var>``), ``prep/stats.json``, ``models/<method>/mo
 Outputs: ``downscaled/<method>/test.zarr``: ``<var>`` on ``(time, y, x)``, or on
 ``(member, time, y, x)`` for ensembles; quantile mapping adds its fitted tables;
 ``runtime/infer_<method>.json`` gets ``engine``: tile (or band) steps seen and skipped (no LR
-value; conserving precipitation, also LR all 0). Every method runs through the engine of ``climai downscale``
-(climai/inference/downscale.py), streamed by time blocks, which writes the same values from the
-same LR input.
+value; conserving precipitation, also LR all 0). Every method runs through the engine of
+``climai downscale`` (climai/inference/downscale.py), streamed by time blocks, which writes the
+same values from the same LR input.
 """
 
 from __future__ import annotations
