@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.patches import Rectangle
 
-from climai.evaluation.figures import colour_limits, draw_map, save_figure
+from climai.evaluation.figures import colour_limits, draw_map, figure_style, save_figure
 from climai.evaluation.mapgrid import MapGrid
 
 ZOOM_CELLS = 256  # the zoom box's side at most, in HR cells
@@ -77,6 +77,7 @@ def zoom_panels(
     return panels
 
 
+@figure_style
 def overview_figure(
     whole: np.ndarray,
     grid: MapGrid,

@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from climai.evaluation.figures import figure_style
+
 # Settings that never define a variant (bookkeeping, or differ only by how a run was launched).
 _NOT_SETTINGS = ("type", "sweep", "threads", "workers", "progress")
 
@@ -133,6 +135,7 @@ def _fixed_columns(variables: list[str]) -> set[str]:
     return cols | {f"{v}_val_rmse" for v in variables} | {f"{v}_val_rmse_ratio" for v in variables}
 
 
+@figure_style
 def sweep_figure(table: pd.DataFrame, name: str, variables: list[str]) -> plt.Figure:
     """Horizontal bars of the score per variant (best at the top), one marker per variable."""
     n = len(table)
