@@ -154,7 +154,7 @@ def runs(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) 
             "--configfile",
             "hpc.yaml",
             "--slurm-init-seconds-before-status-checks",
-            "5",
+            "1",
         )
         t_slurm = time.monotonic() - t0
         local_out, _ = local_run.communicate(timeout=900)
@@ -282,7 +282,7 @@ def test_a_gpu_rule_mapped_to_a_cpu_partition_is_refused(runs, tmp_path):
         "--forcerun",
         "train",
         "--slurm-init-seconds-before-status-checks",
-        "5",
+        "1",
         timeout=300,
     )
     out = res.stdout + res.stderr
@@ -307,7 +307,7 @@ def test_an_infer_too_long_for_its_partition_runs_as_blocks_gathered_bitwise(run
     res = snakemake(
         runs["slurm"], {**runs["env"], "CLIMAI_COSTS_DIR": str(costs)}, "--profile", str(PROFILE),
         "--configfile", "hpc.yaml", "--forcerun", "infer_gather",
-        "--slurm-init-seconds-before-status-checks", "5", "results/hpc/downscaled/unet/test.zarr",
+        "--slurm-init-seconds-before-status-checks", "1", "results/hpc/downscaled/unet/test.zarr",
     )  # fmt: skip
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     sacct = runs["cluster"].run("sacct", "-X", "-n", "-P", "-S", start,

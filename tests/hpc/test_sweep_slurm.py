@@ -48,7 +48,7 @@ def test_each_sweep_variant_trains_in_its_own_slurm_job(slurm_cluster: SlurmClus
         "--profile",
         str(PROFILE),
         "--slurm-init-seconds-before-status-checks",
-        "5",
+        "1",
         "--configfile",
         "hpc.yaml",
     )
