@@ -3,10 +3,17 @@
 decreasing), timed against the same panel drawn at full resolution (no block means) in the same run.
 
     python benchmarks/figures.py [--dataset results/mrms-conus/prep/dataset.zarr] [--out DIR]
+    python benchmarks/figures.py --maps [--repeats 7]
 
 Without ``--dataset`` (or when it does not exist) a synthetic field on the MRMS grid is used.
 Prints seconds per part, the ratio to the full-resolution panel, and the peak RSS (MB) before
 and after that baseline.
+
+``--maps`` times the figure every campaign draws most of, compare's comparison maps of a small
+grid (one test step, tas and pr, LR input + truth + 3 methods: 20 panels, 32² cells), drawn
+with climai's figure settings (``FIGURE_RC``, ``MAP_TICKS``) and, alternately in the same run,
+with matplotlib's defaults (automatic title heights and tick counts, the baseline); prints the
+median seconds of each and their ratio.
 """
 
 from __future__ import annotations
@@ -46,13 +53,59 @@ def _synthetic(scale: int = 8) -> xr.Dataset:
     ).chunk({"time": 1, "y": 256, "x": 256})
 
 
+def small_maps(out: Path, repeats: int) -> None:
+    """Median seconds of compare's comparison maps on a 32² grid, climai's settings against
+    matplotlib's defaults (alternating, so that both see the same machine load)."""
+    from climai.evaluation import figures
+
+    rng = np.random.default_rng(0)
+    coords = {c: (c, 4300.0 + 0.5 * np.arange(32), {"units": "km"}) for c in ("y", "x")}
+    grid = MapGrid.of(xr.Dataset(coords=coords))
+    labels = ["LR input", "truth", "bicubic", "quantile-mapping", "unet"]
+    steps = [{v: {k: rng.random((32, 32)) for k in labels} for v in ("tas", "pr")}]
+    units = {"tas": "K", "pr": "mm h-1"}
+    ours = (dict(figures.FIGURE_RC), figures.MAP_TICKS)
+    defaults = ({"axes.titley": None}, "auto")  # matplotlib's: auto title height, auto ticks
+    times: dict[str, list[float]] = {"climai": [], "matplotlib defaults": []}
+    for i in range(repeats + 1):  # the first pair warms the caches (fonts, colormaps)
+        for name, (rc, ticks) in (("climai", ours), ("matplotlib defaults", defaults)):
+            figures.FIGURE_RC.update(rc)  # read by figure_style at each call
+            figures.MAP_TICKS = ticks
+            t0 = time.perf_counter()
+            figures.maps_figure(steps, ["t"], units, "maps", out / f"maps_{i}.png", grid)
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    figures.FIGURE_RC.update(ours[0])
+    figures.MAP_TICKS = ours[1]
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    print(
+        json.dumps(
+            {
+                "figure": "comparison maps, 20 panels of 32² cells",
+                "repeats": repeats,
+                "median_seconds": {k: round(v, 3) for k, v in median.items()},
+                "ratio climai / matplotlib defaults": round(
+                    median["climai"] / median["matplotlib defaults"], 3
+                ),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="results/mrms-conus/prep/dataset.zarr")
     parser.add_argument("--out", default=None, help="folder for the PNGs (default: a temp one)")
+    parser.add_argument("--maps", action="store_true", help="time the small comparison maps")
+    parser.add_argument("--repeats", type=int, default=7, help="--maps: draws of each")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="climai-figures-"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.maps:
+        small_maps(out, args.repeats)
+        return
     real = Path(args.dataset).exists()
     ds = open_store(args.dataset) if real else _synthetic()
     prep = PreparedDataset(ds)

@@ -224,3 +224,30 @@ def test_map_panels_are_read_step_by_step_and_reduced_to_what_a_panel_draws(max_
         lr = np.kron(prep.lr("pr").isel(time=t).values, np.ones((4, 4)))
         np.testing.assert_allclose(panels["LR input"], full.decimated(lr, max_cells)[0], rtol=1e-6)
         assert all(p.shape == grid.shape for p in panels.values())
+
+
+def test_figures_fix_title_heights_and_map_ticks_without_changing_the_users_settings(monkeypatch):
+    """maps_figure draws under FIGURE_RC (titles at the top of their axes, not measured against
+    every tick label at each draw) with at most MAP_TICKS intervals per map axis, titles above
+    their panels; matplotlib's settings outside the call are the user's own."""
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig))
+    grid = _grid(32, 48, True, False)
+    rng = np.random.default_rng(0)
+    steps = [{"pr": {k: rng.random(grid.shape) for k in ("LR input", "truth", "unet")}}]
+    with plt.rc_context({"axes.titley": None}):  # a user's setting: matplotlib's automatic
+        figures.maps_figure(steps, ["t"], {"pr": "mm h-1"}, "maps", "unused.png", grid)
+        assert plt.rcParams["axes.titley"] is None
+        _, user_ax = plt.subplots()
+        assert user_ax._autotitlepos  # the user's own axes keep the automatic title height
+    fig = drawn[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 4  # LR input, truth, unet; then the error of unet
+    for ax in panels:
+        assert ax.title.get_position()[1] == 1.0 and not ax._autotitlepos
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert 2 <= len(ticks) <= figures.MAP_TICKS + 1
+        assert ax.title.get_window_extent(renderer).y0 >= ax.get_window_extent(renderer).y1
+    plt.close("all")
