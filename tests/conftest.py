@@ -18,23 +18,29 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = max(1, (os.cpu_count() or 2) // WORKERS)
 
 
-# The test files that take longest (seconds of one xdist worker on a 2-core machine, measured
-# with this order: faults 266, the SLURM files 157 + 154, docs 205, toy DAG 83, then 35-75 each),
-# longest first. `--dist loadfile` hands whole files to the workers in collection order;
-# pytest-xdist would otherwise sort the files by their number of tests, which puts these few-test,
-# long files last, where one of them alone was the tail of the run (faults: 590 s). Longest
-# first, the short files fill the other worker's time (longest-processing-time scheduling).
-# Files not listed keep their order after these.
+# The test files that take longest (seconds of one xdist worker on a 2-core AMD EPYC, measured
+# with `--durations` and this order in session 33: faults 372, the SLURM files 231 + 94 (one
+# unit, below), docs 228, toy DAG 121, gpu_check 107, inference 87, experiments 85, distributed
+# inference 80, then 40-65 each), longest first. `--dist loadfile` hands whole files to the
+# workers in collection order; pytest-xdist would otherwise sort the files by their number of
+# tests, which puts these few-test, long files last, where one of them alone was the tail of the
+# run (faults: 590 s). Longest first, the short files fill the other worker's time
+# (longest-processing-time scheduling). Files not listed keep their order after these.
 LONGEST_FIRST = (
+    "tests/reliability/test_faults_and_reruns.py",
     "tests/hpc/test_leonardo_profile.py",
     "tests/hpc/test_sweep_slurm.py",
-    "tests/reliability/test_faults_and_reruns.py",
     "tests/docs/test_docs.py",
     "tests/workflow/test_toy_dag.py",
+    "tests/unit/test_gpu_check.py",
+    "tests/unit/test_inference.py",
     "tests/workflow/test_experiments.py",
     "tests/unit/test_inference_distributed.py",
-    "tests/unit/test_resume_ddp.py",
+    "tests/workflow/test_toy_wind.py",
     "tests/unit/test_finetune.py",
+    "tests/unit/test_resume_ddp.py",
+    "tests/workflow/test_profiles.py",
+    "tests/reliability/test_dag_checks.py",
     "tests/unit/test_training.py",
 )
 # Files that one xdist worker runs together, one after the other: the SLURM tests share the
