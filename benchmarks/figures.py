@@ -67,16 +67,18 @@ def small_maps(out: Path, repeats: int) -> None:
     ours = (dict(figures.FIGURE_RC), figures.MAP_TICKS)
     defaults = ({"axes.titley": None}, "auto")  # matplotlib's: auto title height, auto ticks
     times: dict[str, list[float]] = {"climai": [], "matplotlib defaults": []}
-    for i in range(repeats + 1):  # the first pair warms the caches (fonts, colormaps)
-        for name, (rc, ticks) in (("climai", ours), ("matplotlib defaults", defaults)):
-            figures.FIGURE_RC.update(rc)  # read by figure_style at each call
-            figures.MAP_TICKS = ticks
-            t0 = time.perf_counter()
-            figures.maps_figure(steps, ["t"], units, "maps", out / f"maps_{i}.png", grid)
-            if i:
-                times[name].append(time.perf_counter() - t0)
-    figures.FIGURE_RC.update(ours[0])
-    figures.MAP_TICKS = ours[1]
+    try:
+        for i in range(repeats + 1):  # the first pair warms the caches (fonts, colormaps)
+            for name, (rc, ticks) in (("climai", ours), ("matplotlib defaults", defaults)):
+                figures.FIGURE_RC.update(rc)  # figure_style enters rc_context(FIGURE_RC) per call
+                figures.MAP_TICKS = ticks
+                t0 = time.perf_counter()
+                figures.maps_figure(steps, ["t"], units, "maps", out / f"maps_{i}.png", grid)
+                if i:
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        figures.FIGURE_RC.update(ours[0])
+        figures.MAP_TICKS = ours[1]
     median = {k: float(np.median(v)) for k, v in times.items()}
     print(
         json.dumps(

@@ -18,10 +18,10 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = max(1, (os.cpu_count() or 2) // WORKERS)
 
 
-# The test files that take longest (seconds of one xdist worker on a 2-core AMD EPYC, measured
-# with `--durations` and this order in session 33: faults 372, the SLURM files 231 + 94 (one
-# unit, below), docs 228, toy DAG 121, gpu_check 107, inference 87, experiments 85, distributed
-# inference 80, then 40-65 each), longest first. `--dist loadfile` hands whole files to the
+# The test files that take longest (seconds of one xdist worker on a 2-core AMD EPYC, from
+# `--junitxml`, session 33, in the run before this order (1044 s): faults 372, the SLURM files
+# 231 + 94 (one unit, below), docs 228, toy DAG 121, gpu_check 107, inference 87, experiments 85,
+# distributed inference 80, then 40-65 each; the suite took 882 s with this order), longest first. `--dist loadfile` hands whole files to the
 # workers in collection order; pytest-xdist would otherwise sort the files by their number of
 # tests, which puts these few-test, long files last, where one of them alone was the tail of the
 # run (faults: 590 s). Longest first, the short files fill the other worker's time

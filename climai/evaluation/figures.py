@@ -23,8 +23,9 @@ from climai.io.atomic import atomic_path
 QQ_LEVELS = np.concatenate([np.linspace(0.01, 0.99, 99), [0.995, 0.999, 0.9995]])
 # Every climai figure is drawn under these settings (:func:`figure_style`): titles sit at the top
 # of their axes (matplotlib's automatic title height measures every tick label of the axes at
-# each draw, twice with a tight bounding box: a third of a map figure's time), and map axes get at
-# most MAP_TICKS intervals (tick labels were the other third; 4-5 labelled ticks per 2.8-inch panel).
+# each draw, twice with a tight bounding box), and map axes get at most MAP_TICKS intervals (4-5
+# labelled ticks per 2.8-inch panel, up to 9 before). Both together: 0.65-0.68x the time of a
+# 20-panel comparison map (`python benchmarks/figures.py --maps`, BENCHMARKS.md).
 FIGURE_RC = {"axes.titley": 1.0}
 MAP_TICKS = 4
 
