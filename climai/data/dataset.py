@@ -236,14 +236,16 @@ class Collate:
             [spec.normalise(v, nearest[:, i]) for i, v in enumerate(spec.variables)], 1
         )
         target = torch.stack([spec.normalise(v, hr[:, i]) for i, v in enumerate(spec.variables)], 1)
-        st = torch.stack(
-            [
-                (static[:, i] - spec.stats["static"][name]["mean"])
-                / spec.stats["static"][name]["std"]
-                for i, name in enumerate(spec.statics)
-            ],
-            1,
-        )
+        st = hr.new_empty((len(windows), 0, p, p))  # no static fields: no channels
+        if spec.statics:
+            st = torch.stack(
+                [
+                    (static[:, i] - spec.stats["static"][name]["mean"])
+                    / spec.stats["static"][name]["std"]
+                    for i, name in enumerate(spec.statics)
+                ],
+                1,
+            )
         tf = spec.times(tfeat)[:, :, None, None].expand(-1, -1, p, p)
         x = torch.cat([base, near, st, tf], 1).nan_to_num(0.0)
         return Batch(x.contiguous(), base.contiguous(), target.contiguous(), lr.contiguous())

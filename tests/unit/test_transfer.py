@@ -99,6 +99,23 @@ def test_augmentation_is_equivariant(rotations, flip):
     )  # float32 rounding of the interpolation
 
 
+def test_a_model_without_static_fields_gets_no_static_channels():
+    """A pooled model without the grid channel (grid_channel: false) sees no static field at
+    all: its inputs are the others, in the same order (this crashed the batch builder)."""
+    from dataclasses import replace
+
+    spec, train, _, _ = tiny_sources(steps=10)
+    bare = FeatureSpec(spec.variables, [], spec.scale, {**spec.stats, "static": {}})
+    window = PatchDataset(train, 16, 8, 4, seed=5)[1]
+    full = Collate(spec)([window, window])
+    batch = Collate(bare)([replace(window, static=window.static[:0])] * 2)
+    assert (
+        batch.x.shape == (2, bare.in_channels, 16, 16) and bare.in_channels == spec.in_channels - 2
+    )
+    torch.testing.assert_close(batch.x, torch.cat([full.x[:, :4], full.x[:, 6:]], 1))
+    torch.testing.assert_close(batch.target, full.target, equal_nan=True)
+
+
 def _grid(units: str, dx: float, dy: float, lat0: float = 0.0) -> xr.Dataset:
     return xr.Dataset(
         coords={
