@@ -94,7 +94,8 @@ def _downscale(args: argparse.Namespace) -> None:
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
     infer = cfg.infer if cfg is not None else InferConfig()
-    updates = {k: getattr(args, k) for k in ("tile", "overlap", "batch", "device")}
+    keys = ("tile", "overlap", "batch", "device", "self_ensemble")
+    updates = {k: getattr(args, k) for k in keys}
     infer = infer.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if args.no_progress:
         infer = infer.model_copy(update={"progress": False})
@@ -237,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ensemble members (default: the model's, methods.<name>.members)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument(
+        "--self-ensemble",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=None,
+        help="average a deterministic model over this many flips/rotations of each tile "
+        "(infer.self_ensemble; models trained with augment: true)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",

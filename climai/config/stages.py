@@ -38,6 +38,14 @@ class InferConfig(StrictModel):
         "auto", description="Where the model runs; auto: cuda when available, else cpu."
     )
     bf16: bool = Field(True, description="bf16 autocast where the device supports it.")
+    self_ensemble: Literal[1, 2, 4, 8] = Field(
+        1,
+        description="Deterministic emulators trained with augment: true: average each tile's "
+        "prediction over this many of its flips and 90° rotations, each undone on the output "
+        "(2: the left-right mirror; 4: the four rotations; 8: rotations and mirrors, the "
+        "dihedral group). That many forward passes per tile; 1: one pass, no averaging. "
+        "Ensembles draw their members as trained (it does not apply to them).",
+    )
     ensemble_mean: bool = Field(
         False, description="Also write <var>_mean, the mean over members (stochastic models)."
     )

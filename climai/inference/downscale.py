@@ -308,7 +308,14 @@ def downscale_emulator(
     """
     device = rank_device(resolve_device(cfg.device), ranks)
     count = (members or emulator.members) if emulator.stochastic else 1
-    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count)
+    views = 1 if emulator.stochastic else cfg.self_ensemble
+    if views > 1 and not card.get("architecture", {}).get("method_config", {}).get("augment"):
+        raise ValueError(
+            f"infer.self_ensemble={views}: the model of method {card.get('method')!r} was not "
+            "trained with augment: true, so its predictions are not meant to be averaged over "
+            "flips and rotations; set infer.self_ensemble: 1 or retrain with augment: true"
+        )
+    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views)
     conserving = emulator.constraint == "conserve"
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,

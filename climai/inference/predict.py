@@ -150,12 +150,34 @@ def _group_channels(variables: list[str], group: list[str], in_channels: int) ->
     return idx + [nv + i for i in idx] + list(range(2 * nv, in_channels))
 
 
+VIEWS: dict[int, list[tuple[int, bool]]] = {
+    1: [(0, False)],
+    2: [(0, False), (0, True)],
+    4: [(r, False) for r in range(4)],
+    8: [(r, f) for f in (False, True) for r in range(4)],
+}
+"""The (90° rotations, mirrored) views of a self-ensemble of 1, 2, 4 or 8 (``infer.self_ensemble``)."""
+
+
+def view(t: torch.Tensor, rotations: int, mirror: bool) -> torch.Tensor:
+    """``t`` rotated by ``rotations`` × 90° over its last two axes, then mirrored left–right (the
+    order of the training augmentation, :func:`climai.data.pooled.augment`)."""
+    t = torch.rot90(t, rotations, (-2, -1))
+    return t.flip(-1) if mirror else t
+
+
+def unview(t: torch.Tensor, rotations: int, mirror: bool) -> torch.Tensor:
+    """The inverse of :func:`view`: back to the original orientation."""
+    return torch.rot90(t.flip(-1) if mirror else t, -rotations, (-2, -1))
+
+
 def emulator_predictor(
     emulator: Emulator,
     variables: list[str],
     device: torch.device,
     bf16: bool = True,
     members: int | None = None,
+    self_ensemble: int = 1,
 ) -> Predict:
     """A :data:`~climai.inference.tiling.Predict` callable running ``emulator`` on ``device``.
 
@@ -163,14 +185,21 @@ def emulator_predictor(
     back in the order of ``variables``. A deterministic emulator gives ``(N, V, h, w)``; a
     stochastic one ``(N, M, V, h, w)``, ``M = members`` (default the emulator's), member ``m``
     drawn after seeding torch with ``chunk_seed(seed, m)`` (its own draw whatever ``M``; one
-    member: ``(N, V, h, w)``, that seeded draw). bf16 autocast where supported; inputs in
-    channels-last layout.
+    member: ``(N, V, h, w)``, that seeded draw). ``self_ensemble`` k > 1 (deterministic
+    emulators only): the mean of the predictions of the k :data:`VIEWS` of each sample, each
+    turned back before averaging. bf16 autocast where supported; inputs in channels-last layout.
     """
     nets = {g: net.to(device).eval() for g, net in emulator.nets.items()}
     autocast = bf16 and bf16_supported(device)
     count = (members or emulator.members) if emulator.stochastic else 0
     whole = len(nets) == 1 and next(iter(emulator.groups.values())) == variables
     index = {g: [variables.index(v) for v in vs] for g, vs in emulator.groups.items()}
+    if self_ensemble not in VIEWS or (self_ensemble > 1 and count):
+        raise ValueError(
+            f"self_ensemble={self_ensemble}: expected one of {sorted(VIEWS)} for a deterministic "
+            f"emulator (1 for an ensemble)"
+        )
+    views = VIEWS[self_ensemble]
 
     def run(net: torch.nn.Module, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         if callable(getattr(net, "sample", None)):
@@ -193,7 +222,11 @@ def emulator_predictor(
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         base = base.to(device)
         if not count:
-            return forward(x, base).cpu()
+            total = torch.zeros(base.shape, dtype=torch.float32, device=device)
+            for r, m in views:
+                vx = view(x, r, m).contiguous(memory_format=torch.channels_last)
+                total += unview(forward(vx, view(base, r, m)), r, m)
+            return (total / len(views)).cpu()
         draws = []
         for m in range(count):
             torch.manual_seed(chunk_seed(seed, m))
@@ -204,13 +237,16 @@ def emulator_predictor(
 
 
 def model_predictor(
-    model: torch.nn.Module, device: torch.device, bf16: bool = True, members: int = 1
+    model: torch.nn.Module,
+    device: torch.device,
+    bf16: bool = True,
+    members: int = 1,
+    self_ensemble: int = 1,
 ) -> Predict:
     """:func:`emulator_predictor` of one network predicting every variable (``members`` draws
-    when it is stochastic)."""
-    return emulator_predictor(
-        Emulator({"all": model}, {"all": []}, members=members), [], device, bf16
-    )
+    when it is stochastic; ``self_ensemble`` views when it is not)."""
+    emulator = Emulator({"all": model}, {"all": []}, members=members)
+    return emulator_predictor(emulator, [], device, bf16, self_ensemble=self_ensemble)
 
 
 def bicubic_prediction(

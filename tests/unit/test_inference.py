@@ -394,3 +394,84 @@ def test_downscale_names_the_baselines_when_the_model_is_neither(campaign, tmp_p
     err = capsys.readouterr().err
     assert "'bicubc' is neither a model file nor a baseline method" in err
     assert "its baselines: bicubic, nearest, quantile-mapping" in err
+
+
+def _turned(t: torch.Tensor, quarter_turns: int, mirror: bool) -> torch.Tensor:
+    """``t`` (N, C, H, W) turned by whole quarter turns, then mirrored, with numpy."""
+    a = np.rot90(t.numpy(), quarter_turns, axes=(2, 3))
+    return torch.from_numpy(np.ascontiguousarray(a[..., ::-1] if mirror else a))
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (32, 48)])
+def test_a_self_ensemble_is_the_mean_of_the_views_turned_back(shape):
+    """infer.self_ensemble: 8 averages the model over the 8 flips and rotations of each sample,
+    so its prediction turns with its input, where the model's own does not."""
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, spec.in_channels, *shape, generator=gen)
+    base = torch.randn(2, spec.out_channels, *shape, generator=gen)
+    cpu = torch.device("cpu")
+    one, eight = (model_predictor(model, cpu, False, self_ensemble=k) for k in (1, 8))
+    with torch.no_grad():
+        expected = (
+            sum(
+                _turned(_turned(model(_turned(x, r, m), _turned(base, r, m)), 0, m), -r, False)
+                for r in range(4)
+                for m in (False, True)
+            )
+            / 8
+        )
+    np.testing.assert_allclose(eight(x, base, 0), expected, rtol=1e-5, atol=1e-5)
+    for r, m in [(1, False), (0, True), (3, True)]:
+        turned = eight(_turned(x, r, m), _turned(base, r, m), 0)
+        np.testing.assert_allclose(turned, _turned(eight(x, base, 0), r, m), atol=1e-5)
+        plain = one(_turned(x, r, m), _turned(base, r, m), 0)
+        assert float((plain - _turned(one(x, base, 0), r, m)).abs().max()) > 1e-2
+
+
+def test_four_rotations_do_not_make_a_model_mirror_symmetric():
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    x, base = torch.randn(1, spec.in_channels, 32, 32), torch.randn(1, spec.out_channels, 32, 32)
+    four = model_predictor(model, torch.device("cpu"), False, self_ensemble=4)
+    np.testing.assert_allclose(four(_turned(x, 1, False), _turned(base, 1, False), 0),
+                               _turned(four(x, base, 0), 1, False), atol=1e-5)  # fmt: skip
+    mirrored = four(_turned(x, 0, True), _turned(base, 0, True), 0)
+    assert float((mirrored - _turned(four(x, base, 0), 0, True)).abs().max()) > 1e-2
+
+
+def test_a_self_ensemble_is_refused_for_ensembles_and_models_trained_without_augment(
+    new_domain, tmp_path, capsys
+):
+    spec = toy_feature_spec()
+    with pytest.raises(ValueError, match="self_ensemble=8: expected one of .* for a deterministic"):
+        model_predictor(NoisyUNet(spec.in_channels, spec.out_channels, [8, 16]),
+                        torch.device("cpu"), False, members=4, self_ensemble=8)  # fmt: skip
+    assert _downscale(new_domain, tmp_path / "hr.zarr", "--self-ensemble", "8") == 1
+    err = capsys.readouterr().err
+    assert "infer.self_ensemble=8: the model of method 'unet' was not trained with augment" in err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_downscale_of_a_model_trained_with_augment_averages_its_views(new_domain, tmp_path):
+    spec = toy_feature_spec()
+    model = trained_like_unet(spec, [8, 16])
+    card = model_card_for(spec, [8, 16])
+    card["architecture"] = {
+        **card["architecture"],
+        "type": "unet",
+        "method_config": {"type": "unet", "channels": [8, 16], "augment": True},
+    }
+    root = tmp_path / "aug"
+    root.mkdir()
+    for name in ("lr.zarr", "static.zarr"):
+        (root / name).symlink_to(new_domain / name)
+    save_model(root / "model.pt", model.state_dict(), card)
+    assert _downscale(root, tmp_path / "one.zarr") == 0
+    assert _downscale(root, tmp_path / "eight.zarr", "--self-ensemble", "8") == 0
+    one, eight = (open_store(tmp_path / f"{k}.zarr").load() for k in ("one", "eight"))
+    for v in ("tas", "pr"):
+        assert eight[v].shape == one[v].shape
+        np.testing.assert_array_equal(np.isnan(eight[v].values), np.isnan(one[v].values))
+        assert float(abs(eight[v] - one[v]).max()) > 1e-3
