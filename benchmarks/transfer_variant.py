@@ -5,7 +5,7 @@ source's test split against bicubic in the same run.
     python benchmarks/transfer_variant.py HELD TAG '{"pooled_patches": 1600}' --method unet-crps
 
 Writes ``results/variants/x-TAG-HELD.yaml``: ``config/campaigns/transfer-HELD.yaml`` with only
-``bicubic`` and the method (its keys updated from the JSON; ``"seed"`` sets the campaign's seed),
+``bicubic`` and the method (its keys updated from the JSON, ``"seed"`` included: the method's own),
 runs that campaign's evaluation of both with Snakemake, and prints their rows of
 ``benchmarks/transfer_table.py``'s table (test split) and one line: the training radars'
 validation RMSE / bicubic, the calibration (ensembles: spread/skill before it and the noise
@@ -41,8 +41,6 @@ def variant_config(held: str, tag: str, method: str, over: dict) -> tuple[str, s
     text = (CAMPAIGNS / f"transfer-{held}.yaml").read_text()
     head = text.partition("\nmethods:\n")[0]
     defaults = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
-    over = dict(over)
-    seed = over.pop("seed", None)
     m = dict(yaml.safe_load(text)["methods"][method])
     if method == "unet-crps":
         m["init_from"] = {"campaign": f"transfer-{held}", "method": "unet"}
@@ -53,8 +51,7 @@ def variant_config(held: str, tag: str, method: str, over: dict) -> tuple[str, s
     cfg_text = "\n".join(
         f"campaign: {name}" if line.startswith("campaign:") else line for line in head.splitlines()
     )
-    extra = {"seed": int(seed)} if seed is not None else {}
-    body = yaml.safe_dump({**extra, "methods": {**skip, **keep}}, sort_keys=False)
+    body = yaml.safe_dump({"methods": {**skip, **keep}}, sort_keys=False)
     return name, cfg_text + "\n" + body
 
 

@@ -140,6 +140,13 @@ class EmulatorConfig(TransferKeys):
     """
 
     type: str = Field(description="Method type (registry name).")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of this method's weights, patch draws, augmentation and ensemble "
+        "draws (null: the campaign's seed). Another seed trains another model of the same data "
+        "without preparing them again: the run-to-run spread, or one member of a seed ensemble.",
+    )
     epochs: int = Field(6, ge=1, description="Passes over the training patches (an upper bound).")
     patch: int = Field(64, ge=8, description="HR patch size (a multiple of scale).")
     batch: int = Field(16, ge=1, description="Patches per optimiser step and process.")

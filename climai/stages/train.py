@@ -106,10 +106,16 @@ def model_card(
             **code_provenance(),
             "torch": str(torch.__version__),
             "python": platform.python_version(),
-            "seed": ctx.cfg.seed,
+            "seed": training_seed(ctx, mcfg),
             "dataset_config_sha256": str(ds.attrs.get("config_sha256", "")),
         },
     }
+
+
+def training_seed(ctx: StageContext, mcfg: EmulatorConfig) -> int:
+    """The seed a method trains (and draws its ensemble members) with: its own ``seed`` key, else
+    the campaign's."""
+    return ctx.cfg.seed if mcfg.seed is None else mcfg.seed
 
 
 def architecture(mcfg: EmulatorConfig, groups: dict[str, list[str]]) -> dict[str, Any]:
@@ -225,7 +231,7 @@ def make_loaders(
     lengths = {
         s: max(minimum, split_steps(ds, s) * mcfg.patches_per_step) for s in ("train", "val")
     }
-    seed = ctx.cfg.seed
+    seed = training_seed(ctx, mcfg)
     datasets = {
         s: PatchDataset(
             sources[s], mcfg.patch, spec.scale, lengths[s], seed + 1000 * i, mcfg.min_valid
@@ -297,7 +303,7 @@ def _train(
     for group, variables in groups.items():
         gspec = spec.subset(variables)
         if sources:
-            loaders = pooled_loaders(mcfg, gspec, sources, ctx.cfg.seed, dist.world)
+            loaders = pooled_loaders(mcfg, gspec, sources, training_seed(ctx, mcfg), dist.world)
             say(f"train {method}/{group} on {sorted(sources)}: {loaders.train.counts()} patches")
         else:
             loaders = make_loaders(ctx, mcfg, gspec, ds, dist.world)
@@ -332,7 +338,7 @@ def _train(
             calibrate=mcfg.calibrate,
             fallback=mcfg.fallback,
             members=int(getattr(mcfg, "members", 1)),
-            seed=ctx.cfg.seed,
+            seed=training_seed(ctx, mcfg),
             log=say,
         )
         state.update({f"{group}.{k}": v.detach().cpu() for k, v in net.state_dict().items()})

@@ -249,3 +249,30 @@ def test_fine_tuned_methods_train_in_the_wave_after_their_parent():
     names = ["unet", "ens", "u2", "knmi-ft"]
     assert training_waves(cfg, names) == [["unet", "u2", "knmi-ft"], ["ens"]]
     assert parent_method(cfg, "ens") == "unet" and parent_method(cfg, "knmi-ft") is None
+
+
+def test_a_methods_own_seed_trains_another_model_of_the_same_prepared_data(tmp_path):
+    """methods.<m>.seed: null trains with the campaign's seed, the same number given to the
+    method trains the same weights, another number other weights (recorded in the card), all
+    from one prepared dataset (the campaign's seed, which the data depend on, is unchanged)."""
+    from climai.stages.train import run as run_train
+
+    unet = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16], "patches_per_step": 1}
+    methods = {
+        "bicubic": None,
+        "unet": unet,
+        "unet-zero": {**unet, "type": "unet", "seed": 0},
+        "unet-five": {**unet, "type": "unet", "seed": 5},
+    }
+    path = prepare_campaign(tmp_path, methods=methods, seed=0)
+    cfg = load_config(path)
+    weights, seeds = {}, {}
+    for method in ("unet", "unet-zero", "unet-five"):
+        ctx = StageContext(cfg, config_sha256(stage_slice(cfg, "train", method)), "train", 2)
+        run_train(ctx, method)
+        state, card = load_model_file(ctx.paths.model(method))
+        weights[method], seeds[method] = state, card["provenance"]["seed"]
+    assert seeds == {"unet": 0, "unet-zero": 0, "unet-five": 5}
+    for key, w in weights["unet"].items():
+        torch.testing.assert_close(weights["unet-zero"][key], w, rtol=0, atol=0)
+    assert any(not torch.equal(weights["unet-five"][k], w) for k, w in weights["unet"].items())
