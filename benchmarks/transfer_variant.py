@@ -64,6 +64,8 @@ def validation_line(card_file: Path, seconds: float) -> str:
     if cal:
         before = cal["trials"][0]["spread_skill"]
         line += f"; spread/skill {before:.2f} before calibration, noise x{cal['noise_factor']:.3g}"
+        if "inflation" in cal:
+            line += f", inflation x{cal['inflation']:.3g}"
     return f"{line}; {seconds:.0f} s"
 
 

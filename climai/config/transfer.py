@@ -85,6 +85,15 @@ class TransferKeys(StrictModel):
         description="Ensembles: after training, scale the injected noise so that the spread/skill "
         "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card).",
     )
+    calibrate_by: Literal["noise", "inflation"] = Field(
+        "noise",
+        description="How calibrate reaches spread/skill 1. noise: scale the injected noise (the "
+        "network turns a larger noise into another members' mean too); inflation: keep the "
+        "noise as trained and move every member a factor further from the members' mean, in "
+        "physical units at inference (clipped at 0 for precipitation, then the constraint): "
+        "the mean, the best estimate, stays. The factor is searched in [1, 128] on the "
+        "validation patches and recorded in the model card.",
+    )
 
     @model_validator(mode="after")
     def _transfer_keys(self) -> TransferKeys:
@@ -96,6 +105,8 @@ class TransferKeys(StrictModel):
                     "train_on needs normalisation: physical (one campaign's statistics do not "
                     "fit another radar)"
                 )
+        if self.calibrate_by != "noise" and not self.calibrate:
+            raise ValueError(f"calibrate_by={self.calibrate_by!r} needs calibrate: true")
         for key in ("train_weights", "validate_on", "pooled_patches"):
             if getattr(self, key) is not None and self.train_on is None:
                 raise ValueError(f"{key} needs train_on")

@@ -172,6 +172,7 @@ def downscale_to_store(
     seed: int = 0,
     conserving: bool = False,
     block: tuple[int, int] = (0, 1),
+    inflation: list[float] | None = None,
 ) -> EngineStats:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
@@ -185,7 +186,8 @@ def downscale_to_store(
     (written as 0; :class:`~climai.inference.tiling.TiledPredictor`): the returned counts say
     how many. ``block = (i, n)``: only the time blocks of share ``i`` of ``n`` (contiguous, as
     :func:`chunk_share` deals them; the ``infer_block`` jobs of a split infer), into a store with
-    the whole template, gathered by ``infer_gather``.
+    the whole template, gathered by ``infer_gather``. ``inflation`` (ensembles): per variable,
+    the members' departures from their mean are scaled by it before the constraint.
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -196,7 +198,9 @@ def downscale_to_store(
     tb = min(time_block(cfg, layout, len(spec.variables), members, chunk_cells), lr.sizes["time"])
     chunks = (tb, min(y.size, stride), min(x.size, stride))
     out = template(lr, y, x, spec.variables, _var_attrs(lr, spec.variables), members, cfg, chunks)
-    tiled = TiledPredictor(predict, spec, layout, cfg.batch, conserving, members)
+    tiled = TiledPredictor(
+        predict, spec, layout, cfg.batch, conserving, members, inflation=inflation
+    )
 
     static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
 
@@ -317,9 +321,11 @@ def downscale_emulator(
         )
     predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views)
     conserving = emulator.constraint == "conserve"
+    factors = card.get("architecture", {}).get("inflation")
+    inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
-        card_seed(card), conserving, block,
+        card_seed(card), conserving, block, inflation,
     )  # fmt: skip
 
 

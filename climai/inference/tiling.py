@@ -33,7 +33,7 @@ import torch
 
 from climai.data.features import FeatureSpec, model_inputs
 from climai.inference.distributed import chunk_seed
-from climai.models.constraints import conserve
+from climai.models.constraints import conserve, inflate
 from climai.models.interpolate import nan_fill
 
 #: ``predict(x, base, seed)``: normalised inputs ``(N, C, h, w)`` and bicubic base
@@ -240,8 +240,10 @@ class TiledPredictor:
         conserving: bool = False,
         members: int = 1,
         skip_missing: bool = True,
+        inflation: list[float] | None = None,
     ) -> None:
         self.predict, self.spec, self.layout = predict, spec, layout
+        self.inflation = inflation if members > 1 else None  # per variable (ensembles)
         self.batch, self.conserving, self.members = max(1, batch), conserving, members
         self.skip_missing = skip_missing
         self.skip_dry = skip_missing and conserving and dry_is_exact(spec)
@@ -383,6 +385,20 @@ class TiledPredictor:
         out = np.empty((*lead, total.shape[-3], k, total.shape[-1]), np.float32)
         lr_rows = lr[..., band.y0 // s : end // s, :]
         nonneg = self.spec.non_negative
+        if self.inflation is not None:  # all members of a step at once: they share their mean
+            for t in range(lead[0]):
+                z = total[t][..., :k, :] / weight  # (M, V, k, W)
+                phys = torch.stack(
+                    [self.spec.denormalise(v, z[:, i]) for i, v in enumerate(self.spec.variables)],
+                    1,
+                )
+                phys = inflate(phys[None], self.inflation, nonneg)[0]
+                if self.conserving:
+                    lr_t = lr_rows[t][None].expand(phys.shape[0], -1, -1, -1)
+                    phys = conserve(phys, lr_t, s, nonneg)
+                hole = rows[t].repeat_interleave(s, -2).repeat_interleave(s, -1)
+                out[t] = phys.masked_fill(hole, math.nan).numpy()
+            return out
         # sample by sample (a step, or a step's member): the temporaries are one sample's
         for idx in np.ndindex(*lead):
             z = total[idx][..., :k, :] / weight

@@ -71,3 +71,25 @@ def conserve(
 
 def _up(t: torch.Tensor, scale: int) -> torch.Tensor:
     return t.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+
+def inflate(members: torch.Tensor, factors: list[float], non_negative: list[bool]) -> torch.Tensor:
+    """Ensemble inflation: ``(N, M, V, H, W)`` members in physical units moved ``factors[v]``
+    times as far from their mean (over ``M``), which stays; non-negative variables clipped at 0.
+
+    The spread scales by the factor (until the clip), the best estimate does not move: unlike a
+    larger injected noise, which the network turns into a different mean. Conserve afterwards
+    (:func:`conserve`) where block means must hold: the departures keep the members' block
+    means only up to the clip."""
+    if members.shape[2] != len(non_negative) or len(factors) != len(non_negative):
+        raise ValueError(
+            f"inflate: members have {members.shape[2]} variables, factors {len(factors)}, "
+            f"kinds {len(non_negative)}"
+        )
+    f = torch.tensor(factors, dtype=members.dtype, device=members.device)[:, None, None]
+    mean = members.mean(1, keepdim=True)
+    out = mean + f * (members - mean)
+    floor = torch.tensor(
+        [0.0 if n else -torch.inf for n in non_negative], dtype=out.dtype, device=out.device
+    )
+    return torch.maximum(out, floor[:, None, None])

@@ -337,6 +337,7 @@ def _train(
             dist,
             calibrate=mcfg.calibrate,
             fallback=mcfg.fallback,
+            calibrate_by=mcfg.calibrate_by,
             members=int(getattr(mcfg, "members", 1)),
             seed=training_seed(ctx, mcfg),
             log=say,
@@ -351,6 +352,12 @@ def _train(
         card.update(lineage_card(mcfg, parent, frozen))
         card["validation"] = scores
         card["guard"] = guarded
+        if mcfg.calibrate and mcfg.calibrate_by == "inflation":  # per variable, for inference
+            card["architecture"]["inflation"] = {
+                v: float(guarded[g]["calibration"]["inflation"])
+                for g, vs in groups.items()
+                for v in vs
+            }
         if sources:
             card["training_data"] = source_record(sources)
             if mcfg.train_on:

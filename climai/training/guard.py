@@ -6,7 +6,10 @@ The spread/skill ratio is the evaluation's (:func:`climai.evaluation.metrics.spr
 root mean unbiased member variance × √((M + 1)/M) over the RMSE of the ensemble mean, in
 physical units on valid cells. It grows with the size of the injected noise, so the noise
 projections' weights (never their biases) are scaled by the factor that brings it to 1, found by
-bisection on the validation patches with the same noise draws at every trial.
+bisection on the validation patches with the same noise draws at every trial. With
+``calibrate_by: inflation`` the noise stays as trained and the factor found scales the members'
+departures from their mean instead (:func:`climai.models.constraints.inflate`, then the
+constraint), as inference applies it from the model card: the members' mean does not move.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from climai.models.constraints import conserve, inflate
 from climai.training.distributed import DistContext
 from climai.training.loop import Loaders, Objective, validation_scores
 
@@ -50,8 +54,11 @@ def spread_skill(
     members: int,
     max_batches: int,
     seed: int,
+    inflation: float = 1.0,
 ) -> float:
-    """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches."""
+    """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches;
+    ``inflation``: of the members inflated by that factor (:func:`inflate`, then the objective's
+    constraint), as inference applies it."""
     model.eval()
     spec = objective.spec
     torch.manual_seed(seed)  # the same noise at every trial: a smooth function of the factor
@@ -61,8 +68,17 @@ def spread_skill(
             break
         batch = batch.to(ctx.device)
         z = objective.predict(model, batch, members)  # (B, M, V, p, p)
+        phys = torch.stack(
+            [spec.denormalise(v, z[:, :, i]).double() for i, v in enumerate(spec.variables)], 2
+        )
+        if inflation != 1.0:
+            phys = inflate(phys, [inflation] * len(spec.variables), spec.non_negative)
+            if objective.constraint == "conserve":
+                lr = batch.lr.double().repeat_interleave(members, 0)
+                flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
+                phys = flat.view_as(phys)
         for i, v in enumerate(spec.variables):
-            ens = spec.denormalise(v, z[:, :, i]).double()
+            ens = phys[:, :, i]
             truth = spec.denormalise(v, batch.target[:, i].float()).double()
             valid = torch.isfinite(truth)
             var = ens.var(dim=1, unbiased=True)
@@ -92,23 +108,18 @@ class Calibration:
         }
 
 
-def calibrate_noise(
-    model: nn.Module,
-    ratio_of: Callable[[nn.Module], float],
+def search_factor(
+    ratio_at: Callable[[float], float],
     high: float = 128.0,
     iterations: int = 8,
     target: float = 1.0,
 ) -> Calibration:
-    """Scale ``model``'s noise so that ``ratio_of(model)`` is ``target``: bisection on the factor
-    in [0, ``high``] (log-spaced once bracketed); the model keeps the best factor found."""
-    original = {k: v.detach().clone() for k, v in noise_weights(model).items()}
-    if not original:
-        raise ValueError("calibrate: the model injects no noise (not an ensemble)")
+    """The factor in [0, ``high``] whose ``ratio_at`` is nearest ``target`` (spread/skill grows
+    with it): 1 first, doubled until over-dispersive, then bisected (log-spaced once bracketed)."""
     trials: list[tuple[float, float]] = []
 
     def trial(f: float) -> float:
-        scale_noise(model, original, f)
-        r = ratio_of(model)
+        r = ratio_at(f)
         trials.append((f, r))
         return r
 
@@ -126,8 +137,29 @@ def calibrate_noise(
         else:
             hi = mid
     best = min(trials, key=lambda t: abs(math.log(max(t[1], 1e-9) / target)))
-    scale_noise(model, original, best[0])
     return Calibration(best[0], best[1], trials)
+
+
+def calibrate_noise(
+    model: nn.Module,
+    ratio_of: Callable[[nn.Module], float],
+    high: float = 128.0,
+    iterations: int = 8,
+    target: float = 1.0,
+) -> Calibration:
+    """Scale ``model``'s noise so that ``ratio_of(model)`` is ``target`` (:func:`search_factor`);
+    the model keeps the best factor found."""
+    original = {k: v.detach().clone() for k, v in noise_weights(model).items()}
+    if not original:
+        raise ValueError("calibrate: the model injects no noise (not an ensemble)")
+
+    def ratio_at(f: float) -> float:
+        scale_noise(model, original, f)
+        return ratio_of(model)
+
+    cal = search_factor(ratio_at, high, iterations, target)
+    scale_noise(model, original, cal.factor)
+    return cal
 
 
 def head_fallback(model: nn.Module, channels: list[int]) -> None:
@@ -158,6 +190,7 @@ def guard(
     *,
     calibrate: bool,
     fallback: bool,
+    calibrate_by: str = "noise",
     members: int,
     seed: int,
     log: Callable[[str], None] = print,
@@ -175,7 +208,15 @@ def guard(
             "model is not shipped (check the train loss in history.csv for nan)"
         )
     record: dict[str, Any] = {"calibration": None, "worse_than_bicubic": [], "fallback": []}
-    if calibrate:
+    if calibrate and calibrate_by == "inflation":
+        if not noise_weights(model):
+            raise ValueError("calibrate: the model injects no noise (not an ensemble)")
+        cal = search_factor(
+            lambda f: spread_skill(model, loaders, objective, ctx, members, max_batches, seed, f)
+        )
+        record["calibration"] = {**cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor}
+        log(f"calibrated inflation ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
+    elif calibrate:
         cal = calibrate_noise(
             model, lambda m: spread_skill(m, loaders, objective, ctx, members, max_batches, seed)
         )

@@ -475,3 +475,35 @@ def test_downscale_of_a_model_trained_with_augment_averages_its_views(new_domain
         assert eight[v].shape == one[v].shape
         np.testing.assert_array_equal(np.isnan(eight[v].values), np.isnan(one[v].values))
         assert float(abs(eight[v] - one[v]).max()) > 1e-3
+
+
+def test_an_inflated_ensemble_keeps_its_mean_and_conserves(tmp_path):
+    """The model card's inflation (calibrate_by: inflation) scales every member's departure from
+    the members' mean at inference, before the constraint: tas (unbounded, not conserved here)
+    exactly, the mean unchanged; conserved pr keeps its LR block means and stays >= 0."""
+    spec = toy_feature_spec()
+    lr, static = lr_inputs(64, 48, 2)
+    cfg = InferConfig(tile=32, overlap=16, batch=3, progress=False)
+    attrs = {**provenance_attrs("0" * 64, "test"), "method": "noisy"}
+    stores = {}
+    for name, factors, conserving in [("plain", None, False), ("wide", [2.5, 2.5], False),
+                                      ("kept", [2.5, 2.5], True)]:  # fmt: skip
+        torch.manual_seed(0)  # the same weights and noise draws for every store
+        model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=5)
+        predict = model_predictor(model, torch.device("cpu"), False, members=4)
+        downscale_to_store(
+            predict, spec, lr, static, tmp_path / f"{name}.zarr", cfg, 2, 4, attrs,
+            conserving=conserving, inflation=factors,
+        )  # fmt: skip
+        stores[name] = open_store(tmp_path / f"{name}.zarr").load()
+    plain, wide, kept = (stores[k] for k in ("plain", "wide", "kept"))
+    dev = plain["tas"] - plain["tas"].mean("member")
+    np.testing.assert_allclose(wide["tas"].mean("member"), plain["tas"].mean("member"), atol=1e-4)
+    np.testing.assert_allclose(wide["tas"] - wide["tas"].mean("member"), 2.5 * dev, atol=1e-3)
+    assert float(wide["pr"].min()) >= 0 and float(dev.std()) > 0.05
+    pr = kept["pr"].values  # (member, time, y, x)
+    blocks = pr.reshape(*pr.shape[:2], pr.shape[2] // 8, 8, pr.shape[3] // 8, 8).mean((3, 5))
+    np.testing.assert_allclose(
+        blocks, np.broadcast_to(lr["pr"].values, blocks.shape), rtol=1e-4, atol=1e-5
+    )
+    assert float(kept["pr"].min()) >= 0

@@ -15,10 +15,17 @@ from climai.data.dataset import Collate, MemorySource, PatchDataset
 from climai.data.features import FeatureSpec
 from climai.data.pooled import Member, PooledPatches, augment, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
+from climai.models.constraints import inflate
 from climai.models.unet import ResidualUNet
 from climai.testing import create_prepared_test_data, tiny_sources
 from climai.training.distributed import DistContext
-from climai.training.guard import calibrate_noise, guard, head_fallback, worse_than_bicubic
+from climai.training.guard import (
+    calibrate_noise,
+    guard,
+    head_fallback,
+    spread_skill,
+    worse_than_bicubic,
+)
 from climai.training.loop import Loaders, Objective
 
 CPU = DistContext()
@@ -282,6 +289,54 @@ def test_calibration_on_a_real_ensemble():
     )
     assert 0.8 <= record["calibration"]["spread_skill_val"] <= 1.2
     assert UNetCRPSConfig(calibrate=True).calibrate
+
+
+@pytest.mark.parametrize("constraint", ["none", "conserve"])
+def test_inflation_calibration_keeps_the_noise_and_brings_spread_skill_to_one(constraint):
+    """calibrate_by: inflation searches the factor on the members' departures from their mean
+    (then the constraint) instead of scaling the noise: the weights stay as trained."""
+    spec, train, val, _ = tiny_sources(steps=20)
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)  # an untrained head: the noise reaches the output
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    loaders = _loaders(spec, train, val)
+    objective = Objective(spec, constraint=constraint)
+    native = spread_skill(model, loaders, objective, CPU, 4, 8, 0)
+    _, record = guard(
+        model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
+        calibrate_by="inflation", log=lambda _m: None,
+    )  # fmt: skip
+    cal = record["calibration"]
+    assert 0.8 <= cal["spread_skill_val"] <= 1.2 and cal["noise_factor"] == 1.0
+    assert cal["trials"][0] == {"factor": 1.0, "spread_skill": pytest.approx(native)}
+    assert cal["inflation"] == pytest.approx(1 / native, rel=0.35)  # ~linear until the clip
+    inflated = spread_skill(model, loaders, objective, CPU, 4, 8, 0, cal["inflation"])
+    assert inflated == pytest.approx(cal["spread_skill_val"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_inflation_moves_members_from_their_mean_which_stays():
+    gen = torch.Generator().manual_seed(0)
+    members = torch.rand(2, 5, 2, 8, 8, generator=gen, dtype=torch.float64)
+    members[:, :, 0] -= 0.5  # an unbounded variable (e.g. temperature anomaly), then rain
+    out = inflate(members, [3.0, 3.0], [False, True])
+    mean = members.mean(1, keepdim=True)
+    torch.testing.assert_close(out[:, :, 0] - mean[:, :, 0], 3 * (members - mean)[:, :, 0])
+    assert (
+        float(out[:, :, 1].min()) == 0.0 and float((mean + 3 * (members - mean))[:, :, 1].min()) < 0
+    )
+    torch.testing.assert_close(inflate(members, [1.0, 1.0], [False, True]), members)
+    with pytest.raises(ValueError, match="inflate: members have 2 variables, factors 1"):
+        inflate(members, [2.0], [False, True])
+
+
+def test_config_inflation_needs_calibrate():
+    with pytest.raises(ValueError, match="calibrate_by='inflation' needs calibrate: true"):
+        UNetCRPSConfig(calibrate_by="inflation")
+    assert UNetCRPSConfig(calibrate=True, calibrate_by="inflation").calibrate_by == "inflation"
 
 
 def test_a_model_with_nan_weights_is_not_shipped():
