@@ -385,26 +385,22 @@ class TiledPredictor:
         out = np.empty((*lead, total.shape[-3], k, total.shape[-1]), np.float32)
         lr_rows = lr[..., band.y0 // s : end // s, :]
         nonneg = self.spec.non_negative
-        if self.inflation is not None:  # all members of a step at once: they share their mean
-            for t in range(lead[0]):
-                z = total[t][..., :k, :] / weight  # (M, V, k, W)
-                phys = torch.stack(
-                    [self.spec.denormalise(v, z[:, i]) for i, v in enumerate(self.spec.variables)],
-                    1,
-                )
-                phys = inflate(phys[None], self.inflation, nonneg)[0]
-                if self.conserving:
-                    lr_t = lr_rows[t][None].expand(phys.shape[0], -1, -1, -1)
-                    phys = conserve(phys, lr_t, s, nonneg)
-                hole = rows[t].repeat_interleave(s, -2).repeat_interleave(s, -1)
-                out[t] = phys.masked_fill(hole, math.nan).numpy()
-            return out
-        # sample by sample (a step, or a step's member): the temporaries are one sample's
-        for idx in np.ndindex(*lead):
+
+        def physical(idx: tuple[int, ...]) -> torch.Tensor:
             z = total[idx][..., :k, :] / weight
-            phys = torch.stack(
+            return torch.stack(
                 [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
             )
+
+        mean = None  # an inflated ensemble's members' mean of the current step
+        # sample by sample (a step, or a step's member): the temporaries are one sample's
+        for idx in np.ndindex(*lead):
+            phys = physical(idx)
+            if self.inflation is not None:
+                if idx[1] == 0:  # one member at a time, no step's members all at once
+                    mean = sum(physical((idx[0], m)) for m in range(1, lead[1])) + phys
+                    mean = mean / lead[1]
+                phys = inflate(phys[None, None], self.inflation, nonneg, mean[None, None])[0, 0]
             if self.conserving:
                 phys = conserve(phys[None], lr_rows[idx[0]][None], s, nonneg)[0]
             hole = rows[idx[0]].repeat_interleave(s, -2).repeat_interleave(s, -1)

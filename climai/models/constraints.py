@@ -73,9 +73,16 @@ def _up(t: torch.Tensor, scale: int) -> torch.Tensor:
     return t.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
 
 
-def inflate(members: torch.Tensor, factors: list[float], non_negative: list[bool]) -> torch.Tensor:
+def inflate(
+    members: torch.Tensor,
+    factors: list[float],
+    non_negative: list[bool],
+    mean: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Ensemble inflation: ``(N, M, V, H, W)`` members in physical units moved ``factors[v]``
-    times as far from their mean (over ``M``), which stays; non-negative variables clipped at 0.
+    times as far from their mean (over ``M``; or ``mean``, ``(N, 1, V, H, W)``, the mean of a
+    larger ensemble whose members come a few at a time), which stays; non-negative variables
+    clipped at 0.
 
     The spread scales by the factor (until the clip), the best estimate does not move: unlike a
     larger injected noise, which the network turns into a different mean. Conserve afterwards
@@ -87,7 +94,7 @@ def inflate(members: torch.Tensor, factors: list[float], non_negative: list[bool
             f"kinds {len(non_negative)}"
         )
     f = torch.tensor(factors, dtype=members.dtype, device=members.device)[:, None, None]
-    mean = members.mean(1, keepdim=True)
+    mean = members.mean(1, keepdim=True) if mean is None else mean
     out = mean + f * (members - mean)
     floor = torch.tensor(
         [0.0 if n else -torch.inf for n in non_negative], dtype=out.dtype, device=out.device
