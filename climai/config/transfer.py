@@ -91,7 +91,7 @@ class TransferKeys(StrictModel):
         "network turns a larger noise into another members' mean too); inflation: keep the "
         "noise as trained and move every member a factor further from the members' mean, in "
         "physical units at inference (clipped at 0 for precipitation, then the constraint): "
-        "the mean, the best estimate, stays. The factor is searched in [1, 128] on the "
+        "the mean, the best estimate, stays. The factor is searched in [0, 128] on the "
         "validation patches and recorded in the model card.",
     )
 

@@ -46,6 +46,65 @@ def scale_noise(model: nn.Module, original: dict[str, torch.Tensor], factor: flo
 
 
 @torch.no_grad()
+def val_members(
+    model: nn.Module,
+    loaders: Loaders,
+    objective: Objective,
+    ctx: DistContext,
+    members: int,
+    max_batches: int,
+    seed: int,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``members`` draws on the first ``max_batches`` val batches: per batch the members
+    ``(B, M, V, p, p)`` and the truth ``(B, V, p, p)`` in physical units (float64), and the LR."""
+    model.eval()
+    spec = objective.spec
+    torch.manual_seed(seed)  # the same noise at every trial: a smooth function of the factor
+    out = []
+    for b, batch in enumerate(loaders.loader(loaders.val, 0, ctx)):
+        if b >= max_batches:
+            break
+        batch = batch.to(ctx.device)
+        z = objective.predict(model, batch, members)  # (B, M, V, p, p)
+        phys, truth = (
+            torch.stack([spec.denormalise(v, t[..., i, :, :]).double()
+                         for i, v in enumerate(spec.variables)], -3)
+            for t in (z, batch.target.float())
+        )  # fmt: skip
+        out.append((phys, truth, batch.lr))
+    return out
+
+
+def ensemble_ratio(
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    objective: Objective,
+    inflation: float = 1.0,
+) -> float:
+    """The spread/skill ratio of :func:`val_members`' draws; ``inflation``: of the members
+    inflated by that factor (:func:`inflate`, then the objective's constraint), as inference
+    applies it."""
+    spec = objective.spec
+    var_sum = err_sum = cells = 0.0
+    members = batches[0][0].shape[1] if batches else 1
+    for phys, truth, lr in batches:
+        if inflation != 1.0:
+            phys = inflate(phys, [inflation] * len(spec.variables), spec.non_negative)
+            if objective.constraint == "conserve":
+                lr = lr.double().repeat_interleave(members, 0)
+                flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
+                phys = flat.view_as(phys)
+        valid = torch.isfinite(truth)
+        var = phys.var(dim=1, unbiased=True)
+        err = (phys.mean(dim=1) - truth).square()
+        var_sum += float(var[valid].sum())
+        err_sum += float(err[valid].sum())
+        cells += float(valid.sum())
+    if cells == 0 or err_sum == 0:
+        return math.nan
+    spread = math.sqrt(var_sum / cells) * math.sqrt((members + 1) / members)
+    return spread / math.sqrt(err_sum / cells)
+
+
 def spread_skill(
     model: nn.Module,
     loaders: Loaders,
@@ -56,40 +115,10 @@ def spread_skill(
     seed: int,
     inflation: float = 1.0,
 ) -> float:
-    """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches;
-    ``inflation``: of the members inflated by that factor (:func:`inflate`, then the objective's
-    constraint), as inference applies it."""
-    model.eval()
-    spec = objective.spec
-    torch.manual_seed(seed)  # the same noise at every trial: a smooth function of the factor
-    var_sum = err_sum = cells = 0.0
-    for b, batch in enumerate(loaders.loader(loaders.val, 0, ctx)):
-        if b >= max_batches:
-            break
-        batch = batch.to(ctx.device)
-        z = objective.predict(model, batch, members)  # (B, M, V, p, p)
-        phys = torch.stack(
-            [spec.denormalise(v, z[:, :, i]).double() for i, v in enumerate(spec.variables)], 2
-        )
-        if inflation != 1.0:
-            phys = inflate(phys, [inflation] * len(spec.variables), spec.non_negative)
-            if objective.constraint == "conserve":
-                lr = batch.lr.double().repeat_interleave(members, 0)
-                flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
-                phys = flat.view_as(phys)
-        for i, v in enumerate(spec.variables):
-            ens = phys[:, :, i]
-            truth = spec.denormalise(v, batch.target[:, i].float()).double()
-            valid = torch.isfinite(truth)
-            var = ens.var(dim=1, unbiased=True)
-            err = (ens.mean(dim=1) - truth).square()
-            var_sum += float(var[valid].sum())
-            err_sum += float(err[valid].sum())
-            cells += float(valid.sum())
-    if cells == 0 or err_sum == 0:
-        return math.nan
-    spread = math.sqrt(var_sum / cells) * math.sqrt((members + 1) / members)
-    return spread / math.sqrt(err_sum / cells)
+    """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches
+    (``inflation``: see :func:`ensemble_ratio`)."""
+    batches = val_members(model, loaders, objective, ctx, members, max_batches, seed)
+    return ensemble_ratio(batches, objective, inflation)
 
 
 @dataclass
@@ -211,9 +240,9 @@ def guard(
     if calibrate and calibrate_by == "inflation":
         if not noise_weights(model):
             raise ValueError("calibrate: the model injects no noise (not an ensemble)")
-        cal = search_factor(
-            lambda f: spread_skill(model, loaders, objective, ctx, members, max_batches, seed, f)
-        )
+        # the members do not depend on the factor: drawn once, inflated at every trial
+        drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed)
+        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f))
         record["calibration"] = {**cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor}
         log(f"calibrated inflation ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
     elif calibrate:
