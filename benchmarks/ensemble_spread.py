@@ -1,0 +1,155 @@
+"""Where an ensemble's CRPS is lost (issue 19): ways of spreading one set of members, compared on
+a held-out radar's test split (BENCHMARKS.md "Session 35").
+
+    python benchmarks/transfer_variant.py knmi crpsraw '{"calibrate": false}' --method unet-crps
+    python benchmarks/ensemble_spread.py knmi results/x-crpsraw-knmi/downscaled/unet-crps/test.zarr \
+        --unet results/transfer-knmi/downscaled/unet/test.zarr
+
+Reads the uncalibrated members (``(member, time, y, x)`` of ``pr``), the truth of
+``results/<held>/prep`` and bicubic's test store of ``results/transfer-<held>``, all in memory
+(meant for knmi, fmi and bom-melbourne, not the CONUS grid). Each way is given the factor that
+makes spread/skill exactly 1 **on this test split** (an oracle, found by bisection), so the rows
+compare ideas with each other, never with a calibrated campaign's figures: a way that wins here
+still has to be calibrated on validation and win there. Every way clips at 0 and then restores
+each member's own 8x8 block means multiplicatively. Prints one row per way: the factor,
+CRPS / bicubic MAE, spread/skill and the members' spectral ratio per band (truth's power = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from climai.evaluation.cubes import test_split
+from climai.evaluation.metrics import crps_ensemble, spread_skill
+from climai.io import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+BANDS = [(2, 4), (4, 8), (8, 16), (16, 32)]
+
+
+def block_means(a: np.ndarray, s: int) -> np.ndarray:
+    m, t, h, w = a.shape
+    return a.reshape(m, t, h // s, s, w // s, s).mean((3, 5))
+
+
+def restore_blocks(fields: np.ndarray, ref: np.ndarray, s: int) -> np.ndarray:
+    """``fields`` scaled block by block so that each member's block means are ``ref``'s."""
+    want, have = block_means(ref, s), block_means(fields, s)
+    gain = np.where(have > 0, want / np.where(have > 0, have, 1.0), 1.0)
+    return fields * np.repeat(np.repeat(gain, s, -2), s, -1)
+
+
+def band_ratios(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean power of the members in each of :data:`BANDS` (wavelengths in cells) over the truth's."""
+    h, w = truth.shape[-2:]
+    k = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None])
+
+    def power(a: np.ndarray) -> np.ndarray:
+        p = np.abs(np.fft.rfft2(np.nan_to_num(a))) ** 2
+        return np.array([p[..., (k > 1 / hi) & (k <= 1 / lo)].sum(-1).mean() for lo, hi in BANDS])
+
+    return power(members) / power(truth[None])
+
+
+def oracle_factor(make: Callable[[float], np.ndarray], truth: np.ndarray) -> float:
+    """The factor at which ``make(factor)`` has spread/skill 1 on ``truth`` (geometric bisection)."""
+    lo, hi = 1e-3, 1e3
+    for _ in range(30):
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = (mid, hi) if spread_skill(make(mid), truth)["ratio"] < 1 else (lo, mid)
+    return mid
+
+
+def ways(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: int, seed: int) -> dict:
+    """name → factor ↦ members, every way of spreading ``ens`` compared."""
+    mean = ens.mean(0, keepdims=True)
+    dep = ens - mean
+    sd = dep.std(0, keepdims=True)
+    z = dep / np.where(sd > 1e-6, sd, np.inf)  # standardised departures: the network's pattern
+    log = np.log1p(ens)
+    log_mean = log.mean(0, keepdims=True)
+    gy, gx = np.gradient(lr, axis=(1, 2))
+    grad = np.repeat(np.repeat(np.hypot(gy, gx), s, -2), s, -1)[None]
+
+    def fix(a: np.ndarray) -> np.ndarray:
+        return restore_blocks(np.clip(a, 0, None), ens, s)
+
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(ens.shape)
+    textures = {}
+    for sigma in (0.0, 1.0, 2.0):
+        g = gaussian_filter(noise, (0, 0, sigma, sigma)) if sigma else noise
+        textures[sigma] = g / g.std()
+
+    out = {
+        "inflation (calibrate_by: inflation)": lambda f: fix(mean + f * dep),
+        "inflation in log1p space": lambda f: fix(np.expm1(log_mean + f * (log - log_mean))),
+    }
+    if unet is not None:
+        out["recentred on the deterministic U-Net"] = lambda f: fix(unet[None] + f * dep)
+    for name, p in (
+        ("spread ∝ members' mean", mean),
+        ("spread ∝ members' mean^0.75", mean**0.75),
+        ("spread ∝ √(mean × LR gradient)", np.sqrt(mean * grad)),
+    ):
+        out[name] = lambda f, p=p: fix(mean + f * p * z)
+    for sigma, g in textures.items():
+        what = "white" if not sigma else f"smoothed {sigma:g} cells"
+        out[f"lognormal texture on the mean, {what}"] = lambda f, g=g: fix(
+            mean * np.exp(f * g - f * f / 2)
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("held", help="the held-out campaign (its prep/ and transfer-<held>'s bicubic)")
+    ap.add_argument("members", type=Path, help="the uncalibrated members' test store")
+    ap.add_argument("--unet", type=Path, help="the deterministic U-Net's test store (recentring)")
+    ap.add_argument("--scale", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    results = ROOT / "results"
+    prep = test_split(open_store(results / args.held / "prep" / "dataset.zarr"))
+    truth = prep["hr_pr"].values.astype(np.float64)
+    lr = prep["lr_pr"].values.astype(np.float64)
+    ens = open_store(args.members)["pr"].values.astype(np.float64)
+    if ens.ndim != 4 or ens.shape[1:] != truth.shape:
+        raise SystemExit(
+            f"{args.members}: pr has shape {ens.shape}, expected (member, {', '.join(map(str, truth.shape))})"
+        )
+    bic_store = results / f"transfer-{args.held}" / "downscaled" / "bicubic" / "test.zarr"
+    bicubic = open_store(bic_store)["pr"].values.astype(np.float64)
+    unet = open_store(args.unet)["pr"].values.astype(np.float64) if args.unet else None
+    ok = np.isfinite(truth)
+    bic_mae = np.abs(bicubic - truth)[ok].mean()
+    mean_mae = np.abs(ens.mean(0) - truth)[ok].mean()
+    print(
+        f"{args.held}: {ens.shape[0]} members; their mean's MAE / bicubic's {mean_mae / bic_mae:.3f}"
+    )
+    if unet is not None:
+        print(
+            f"deterministic U-Net's MAE / bicubic's {np.abs(unet - truth)[ok].mean() / bic_mae:.3f}"
+        )
+    print(
+        "| way | oracle factor | CRPS / bicubic MAE | spread/skill | spectral ratio 2-4 / 4-8 / 8-16 / 16-32 |"
+    )
+    print("|---|---|---|---|---|")
+    for name, make in ways(ens, lr, unet, args.scale, args.seed).items():
+        f = oracle_factor(make, truth)
+        e = make(f)
+        spec = " / ".join(f"{r:.2f}" for r in band_ratios(e, truth))
+        print(
+            f"| {name} | {f:.3g} | {crps_ensemble(e, truth) / bic_mae:.3f} | "
+            f"{spread_skill(e, truth)['ratio']:.2f} | {spec} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
