@@ -3,23 +3,17 @@ ensemble rests on, on seeded toy fields."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 from climai.evaluation.metrics import spread_skill
 from climai.testing import random_field
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def spread():
-    path = REPO / "benchmarks" / "ensemble_spread.py"
-    spec = importlib.util.spec_from_file_location("ensemble_spread", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ensemble_spread")
 
 
 def _rain(shape, seed):

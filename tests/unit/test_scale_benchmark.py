@@ -3,11 +3,12 @@ every job of the default campaign becomes one record with the agreed keys."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"rule", "method", "kind", "type", "device", "max_rss_mb", "sampled_rss_mb", "seconds",
@@ -21,10 +22,7 @@ JOBS = ["ingest", "preprocess", "compare", "lineage", "manifest"] + [
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("scale", ROOT / "benchmarks" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale")
 
 
 def test_every_job_gives_one_record_with_the_agreed_keys(scale, tmp_path):

@@ -3,22 +3,16 @@ only bicubic and the varied method, its keys changed, and a campaign of its own 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import yaml
 
 from climai.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def variant():
-    path = REPO / "benchmarks" / "transfer_variant.py"
-    spec = importlib.util.spec_from_file_location("transfer_variant", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("transfer_variant")
 
 
 @pytest.mark.parametrize("held", ["knmi", "fmi", "mrms-conus", "bom-melbourne"])
