@@ -10,9 +10,10 @@ Reads the uncalibrated members (``(member, time, y, x)`` of ``pr``), the truth o
 (meant for knmi, fmi and bom-melbourne, not the CONUS grid). Each way is given the factor that
 makes spread/skill exactly 1 **on this test split** (an oracle, found by bisection), so the rows
 compare ideas with each other, never with a calibrated campaign's figures: a way that wins here
-still has to be calibrated on validation and win there. Every way clips at 0 and then restores
-each member's own 8x8 block means multiplicatively. Prints one row per way: the factor,
-CRPS / bicubic MAE, spread/skill and the members' spectral ratio per band (truth's power = 1).
+still has to be calibrated on validation and win there. Every way clips at 0 and then conserves
+each member's block means to the LR input, as inference does. Prints one row per way: the
+factor, CRPS / bicubic MAE, spread/skill and the members' spectral ratio per band (evaluate's
+``spectral_ratio``).
 """
 
 from __future__ import annotations
@@ -22,38 +23,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter
 
 from climai.evaluation.cubes import test_split
-from climai.evaluation.metrics import crps_ensemble, spread_skill
+from climai.evaluation.metrics import crps_ensemble, spectral_ratio, spread_skill
 from climai.io import open_store
+from climai.models.constraints import conserve
 
 ROOT = Path(__file__).resolve().parents[1]
-BANDS = [(2, 4), (4, 8), (8, 16), (16, 32)]
+BANDS = [[2, 4], [4, 8], [8, 16], [16, 32]]  # evaluate's default bands (HR cells)
 
 
-def block_means(a: np.ndarray, s: int) -> np.ndarray:
-    m, t, h, w = a.shape
-    return a.reshape(m, t, h // s, s, w // s, s).mean((3, 5))
-
-
-def restore_blocks(fields: np.ndarray, ref: np.ndarray, s: int) -> np.ndarray:
-    """``fields`` scaled block by block so that each member's block means are ``ref``'s."""
-    want, have = block_means(ref, s), block_means(fields, s)
-    gain = np.where(have > 0, want / np.where(have > 0, have, 1.0), 1.0)
-    return fields * np.repeat(np.repeat(gain, s, -2), s, -1)
-
-
-def band_ratios(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean power of the members in each of :data:`BANDS` (wavelengths in cells) over the truth's."""
-    h, w = truth.shape[-2:]
-    k = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None])
-
-    def power(a: np.ndarray) -> np.ndarray:
-        p = np.abs(np.fft.rfft2(np.nan_to_num(a))) ** 2
-        return np.array([p[..., (k > 1 / hi) & (k <= 1 / lo)].sum(-1).mean() for lo, hi in BANDS])
-
-    return power(members) / power(truth[None])
+def conserved(fields: np.ndarray, lr: np.ndarray, s: int) -> np.ndarray:
+    """``(M, T, H, W)`` rain fields with every member's block means set to ``lr`` ``(T, h, w)``:
+    the engine's own constraint (:func:`climai.models.constraints.conserve`)."""
+    m = fields.shape[0]
+    y = torch.from_numpy(fields).reshape(-1, 1, *fields.shape[-2:])
+    low = torch.from_numpy(np.broadcast_to(lr, (m, *lr.shape)).reshape(-1, 1, *lr.shape[-2:]))
+    return conserve(y, low, s, [True]).reshape(fields.shape).numpy()
 
 
 def oracle_factor(make: Callable[[float], np.ndarray], truth: np.ndarray) -> float:
@@ -77,7 +65,7 @@ def ways(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: int, seed:
     grad = np.repeat(np.repeat(np.hypot(gy, gx), s, -2), s, -1)[None]
 
     def fix(a: np.ndarray) -> np.ndarray:
-        return restore_blocks(np.clip(a, 0, None), ens, s)
+        return conserved(np.clip(a, 0, None), lr, s)
 
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(ens.shape)
@@ -143,7 +131,7 @@ def main() -> None:
     for name, make in ways(ens, lr, unet, args.scale, args.seed).items():
         f = oracle_factor(make, truth)
         e = make(f)
-        spec = " / ".join(f"{r:.2f}" for r in band_ratios(e, truth))
+        spec = " / ".join(f"{r:.2f}" for r in spectral_ratio(e, truth, BANDS).values())
         print(
             f"| {name} | {f:.3g} | {crps_ensemble(e, truth) / bic_mae:.3f} | "
             f"{spread_skill(e, truth)['ratio']:.2f} | {spec} |",
