@@ -304,10 +304,16 @@ def prepare_campaign(workdir: str | Path, **overrides: Any) -> Path:
     return path
 
 
-def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False, size: int = 32):
+def tiny_sources(
+    steps: int = 40,
+    seed: int = 0,
+    nan_box: bool = False,
+    size: int = 32,
+    variables: tuple[str, ...] = ("tas", "pr"),
+):
     """``(spec, train, val, hr)``: a FeatureSpec and in-memory train/val patch sources of a tiny
-    toy world (``size`` × ``size`` HR cells, scale 8; 80 % of the steps train, the rest val);
-    ``nan_box`` blanks the target's top-left quarter."""
+    toy world (``size`` × ``size`` HR cells, scale 8; 80 % of the steps train, the rest val) with
+    ``variables`` (of tas, pr); ``nan_box`` blanks the target's top-left quarter."""
     import pandas as pd
 
     from climai.data.dataset import MemorySource
@@ -315,9 +321,9 @@ def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False, size: in
     from climai.preprocess import coarsen_block_mean
 
     target, static = create_test_data(nx=size, ny=size, steps=steps, seed=seed)
-    variables = ["tas", "pr"]
-    hr = np.stack([target[v].values for v in variables], axis=1).astype(np.float32)
-    lr = np.stack([coarsen_block_mean(target[v], 8).values for v in variables], axis=1)
+    both = ("tas", "pr")
+    hr = np.stack([target[v].values for v in both], axis=1).astype(np.float32)
+    lr = np.stack([coarsen_block_mean(target[v], 8).values for v in both], axis=1)
     if nan_box:
         hr[:, :, : size // 2, : size // 2] = np.nan
     st = np.stack([static[s].values for s in ("lsm", "orography")]).astype(np.float32)
@@ -339,7 +345,11 @@ def tiny_sources(steps: int = 40, seed: int = 0, nan_box: bool = False, size: in
             for s, v in zip(("lsm", "orography"), st, strict=True)
         },
     }
-    spec = FeatureSpec(variables, ["lsm", "orography"], 8, stats, ["temperature", "precipitation"])
+    spec = FeatureSpec(
+        ["tas", "pr"], ["lsm", "orography"], 8, stats, ["temperature", "precipitation"]
+    ).subset(list(variables))
+    keep = [("tas", "pr").index(v) for v in variables]
+    hr, lr = hr[:, keep], lr[:, keep]
     times = pd.DatetimeIndex(target["time"].values)
     n = int(steps * 0.8)
     train = MemorySource(lr[:n].astype(np.float32), hr[:n], st, times[:n])

@@ -275,6 +275,12 @@ class CampaignConfig(StrictModel):
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is not a multiple of scale={self.scale}"
                 )
+            other = [v.name for v in self.variables if v.kind != "precipitation"]
+            if unet.calibrate_by == "intensity" and other:
+                raise ValueError(
+                    f"methods.{name}.calibrate_by=intensity spreads members by the rain rate: "
+                    f"every variable must be of kind precipitation, not {other} (use inflation)"
+                )
             if not isinstance(unet, UNetConfig):
                 continue
             levels = 2 ** (len(unet.channels) - 1)

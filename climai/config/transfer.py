@@ -85,14 +85,18 @@ class TransferKeys(StrictModel):
         description="Ensembles: after training, scale the injected noise so that the spread/skill "
         "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card).",
     )
-    calibrate_by: Literal["noise", "inflation"] = Field(
+    calibrate_by: Literal["noise", "inflation", "intensity"] = Field(
         "noise",
         description="How calibrate reaches spread/skill 1. noise: scale the injected noise (the "
         "network turns a larger noise into another members' mean too); inflation: keep the "
         "noise as trained and move every member a factor further from the members' mean, in "
         "physical units at inference (clipped at 0 for precipitation, then the constraint): "
-        "the mean, the best estimate, stays. The factor is searched in [0, 128] on the "
-        "validation patches and recorded in the model card.",
+        "the mean, the best estimate, stays; intensity (precipitation): every cell's spread "
+        "is the factor × the members' mean (mm h-1) ** 0.75, each member keeping its "
+        "standardised departure and the mean staying (the size of the network's own spread "
+        "no longer matters, only its pattern). "
+        "The factor is searched in [0, 128] on the validation patches and recorded in the model "
+        "card.",
     )
 
     @model_validator(mode="after")

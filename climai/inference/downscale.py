@@ -173,6 +173,7 @@ def downscale_to_store(
     conserving: bool = False,
     block: tuple[int, int] = (0, 1),
     inflation: list[float] | None = None,
+    spread_rule: str = "inflation",
 ) -> EngineStats:
     """Downscale ``lr`` (variables on (time, y, x)) tile by tile into the zarr store ``output``.
 
@@ -187,7 +188,9 @@ def downscale_to_store(
     how many. ``block = (i, n)``: only the time blocks of share ``i`` of ``n`` (contiguous, as
     :func:`chunk_share` deals them; the ``infer_block`` jobs of a split infer), into a store with
     the whole template, gathered by ``infer_gather``. ``inflation`` (ensembles): per variable,
-    the members' departures from their mean are scaled by it before the constraint.
+    the factor the members are spread by before the constraint, with ``spread_rule`` (the
+    model card's ``calibrate_by``: ``inflation`` scales the departures from the members' mean,
+    ``intensity`` sets every cell's spread to the factor × the mean ** 0.75).
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(
@@ -199,8 +202,9 @@ def downscale_to_store(
     chunks = (tb, min(y.size, stride), min(x.size, stride))
     out = template(lr, y, x, spec.variables, _var_attrs(lr, spec.variables), members, cfg, chunks)
     tiled = TiledPredictor(
-        predict, spec, layout, cfg.batch, conserving, members, inflation=inflation
-    )
+        predict, spec, layout, cfg.batch, conserving, members,
+        inflation=inflation, spread_rule=spread_rule,
+    )  # fmt: skip
 
     static_rows: dict[int, torch.Tensor] = {}  # static fields of the current tile row only
 
@@ -323,9 +327,10 @@ def downscale_emulator(
     conserving = emulator.constraint == "conserve"
     factors = card.get("architecture", {}).get("inflation")
     inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
+    rule = card.get("architecture", {}).get("spread_rule", "inflation")
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
-        card_seed(card), conserving, block, inflation,
+        card_seed(card), conserving, block, inflation, rule,
     )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ import torch
 
 from climai.data.features import FeatureSpec, model_inputs
 from climai.inference.distributed import chunk_seed
-from climai.models.constraints import conserve, inflate
+from climai.models.constraints import SPREADS, conserve, inflate, spread_by_intensity
 from climai.models.interpolate import nan_fill
 
 #: ``predict(x, base, seed)``: normalised inputs ``(N, C, h, w)`` and bicubic base
@@ -241,9 +241,13 @@ class TiledPredictor:
         members: int = 1,
         skip_missing: bool = True,
         inflation: list[float] | None = None,
+        spread_rule: str = "inflation",
     ) -> None:
         self.predict, self.spec, self.layout = predict, spec, layout
         self.inflation = inflation if members > 1 else None  # per variable (ensembles)
+        if spread_rule not in SPREADS:
+            raise ValueError(f"spread_rule {spread_rule!r}: expected one of {sorted(SPREADS)}")
+        self.spread_rule = spread_rule
         self.batch, self.conserving, self.members = max(1, batch), conserving, members
         self.skip_missing = skip_missing
         self.skip_dry = skip_missing and conserving and dry_is_exact(spec)
@@ -392,7 +396,7 @@ class TiledPredictor:
                 [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
             )
 
-        mean = None  # an inflated ensemble's members' mean of the current step
+        mean = std = None  # a spread ensemble's members' mean (and std) of the current step
         # sample by sample (a step, or a step's member): the temporaries are one sample's
         for idx in np.ndindex(*lead):
             phys = physical(idx)
@@ -400,7 +404,17 @@ class TiledPredictor:
                 if idx[1] == 0:  # one member at a time, no step's members all at once
                     mean = sum(physical((idx[0], m)) for m in range(1, lead[1])) + phys
                     mean = mean / lead[1]
-                phys = inflate(phys[None, None], self.inflation, nonneg, mean[None, None])[0, 0]
+                    if self.spread_rule == "intensity":
+                        dev = (phys - mean).square()
+                        for m in range(1, lead[1]):
+                            dev += (physical((idx[0], m)) - mean).square()
+                        std = (dev / lead[1]).sqrt()
+                one, f = phys[None, None], self.inflation
+                if self.spread_rule == "intensity":
+                    one = spread_by_intensity(one, f, nonneg, mean[None, None], std[None, None])
+                else:
+                    one = inflate(one, f, nonneg, mean[None, None])
+                phys = one[0, 0]
             if self.conserving:
                 phys = conserve(phys[None], lr_rows[idx[0]][None], s, nonneg)[0]
             hole = rows[idx[0]].repeat_interleave(s, -2).repeat_interleave(s, -1)

@@ -352,12 +352,13 @@ def _train(
         card.update(lineage_card(mcfg, parent, frozen))
         card["validation"] = scores
         card["guard"] = guarded
-        if mcfg.calibrate and mcfg.calibrate_by == "inflation":  # per variable, for inference
+        if mcfg.calibrate and mcfg.calibrate_by != "noise":  # per variable, for inference
             card["architecture"]["inflation"] = {
                 v: float(guarded[g]["calibration"]["inflation"])
                 for g, vs in groups.items()
                 for v in vs
             }
+            card["architecture"]["spread_rule"] = mcfg.calibrate_by
         if sources:
             card["training_data"] = source_record(sources)
             if mcfg.train_on:

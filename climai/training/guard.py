@@ -10,6 +10,9 @@ bisection on the validation patches with the same noise draws at every trial. Wi
 ``calibrate_by: inflation`` the noise stays as trained and the factor found scales the members'
 departures from their mean instead (:func:`climai.models.constraints.inflate`, then the
 constraint), as inference applies it from the model card: the members' mean does not move.
+``calibrate_by: intensity`` is the same search with another spreading rule: every cell's spread
+becomes the factor × the members' mean to the power 0.75, each member keeping its standardised
+departure (:func:`climai.models.constraints.spread_by_intensity`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from climai.models.constraints import conserve, inflate
+from climai.models.constraints import SPREADS, conserve
 from climai.training.distributed import DistContext
 from climai.training.loop import Loaders, Objective, validation_scores
 
@@ -79,16 +82,18 @@ def ensemble_ratio(
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     objective: Objective,
     inflation: float = 1.0,
+    rule: str = "inflation",
 ) -> float:
     """The spread/skill ratio of :func:`val_members`' draws; ``inflation``: of the members
-    inflated by that factor (:func:`inflate`, then the objective's constraint), as inference
+    spread by that factor with ``rule`` (``SPREADS``: :func:`inflate`, or
+    :func:`spread_by_intensity` at any factor), then the objective's constraint, as inference
     applies it."""
     spec = objective.spec
     var_sum = err_sum = cells = 0.0
     members = batches[0][0].shape[1] if batches else 1
     for phys, truth, lr in batches:
-        if inflation != 1.0:
-            phys = inflate(phys, [inflation] * len(spec.variables), spec.non_negative)
+        if inflation != 1.0 or rule != "inflation":
+            phys = SPREADS[rule](phys, [inflation] * len(spec.variables), spec.non_negative)
             if objective.constraint == "conserve":
                 lr = lr.double().repeat_interleave(members, 0)
                 flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
@@ -237,14 +242,19 @@ def guard(
             "model is not shipped (check the train loss in history.csv for nan)"
         )
     record: dict[str, Any] = {"calibration": None, "worse_than_bicubic": [], "fallback": []}
-    if calibrate and calibrate_by == "inflation":
+    if calibrate and calibrate_by in SPREADS:
         if not noise_weights(model):
             raise ValueError("calibrate: the model injects no noise (not an ensemble)")
-        # the members do not depend on the factor: drawn once, inflated at every trial
+        # the members do not depend on the factor: drawn once, spread at every trial
         drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed)
-        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f))
-        record["calibration"] = {**cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor}
-        log(f"calibrated inflation ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
+        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f, calibrate_by))
+        record["calibration"] = {
+            **cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor, "rule": calibrate_by
+        }  # fmt: skip
+        log(
+            f"calibrated {calibrate_by} ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} "
+            "on validation"
+        )
     elif calibrate:
         cal = calibrate_noise(
             model, lambda m: spread_skill(m, loaders, objective, ctx, members, max_batches, seed)

@@ -507,3 +507,44 @@ def test_an_inflated_ensemble_keeps_its_mean_and_conserves(tmp_path):
         blocks, np.broadcast_to(lr["pr"].values, blocks.shape), rtol=1e-4, atol=1e-5
     )
     assert float(kept["pr"].min()) >= 0
+
+
+def test_an_ensemble_spread_by_intensity_keeps_its_mean_and_conserves(tmp_path):
+    """The model card's spread_rule intensity (calibrate_by: intensity): every cell's members
+    spread to the factor × their mean ** 0.75 at inference, the mean kept up to the clip at 0;
+    conserving, every member keeps its LR block means."""
+    spec = toy_feature_spec().subset(["pr"])
+    lr, static = lr_inputs(64, 48, 2)
+    lr = lr[["pr", "crs"]]
+    cfg = InferConfig(tile=32, overlap=16, batch=3, progress=False)
+    attrs = {**provenance_attrs("0" * 64, "test"), "method": "noisy"}
+    stores = {}
+    for name, factors, conserving in [("plain", None, False), ("spread", [0.4], False),
+                                      ("kept", [0.4], True)]:  # fmt: skip
+        torch.manual_seed(0)
+        model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=5)
+        predict = model_predictor(model, torch.device("cpu"), False, members=4)
+        downscale_to_store(
+            predict, spec, lr, static, tmp_path / f"{name}.zarr", cfg, 2, 4, attrs,
+            conserving=conserving, inflation=factors, spread_rule="intensity",
+        )  # fmt: skip
+        stores[name] = open_store(tmp_path / f"{name}.zarr")["pr"].load()
+    plain, spread, kept = (stores[k] for k in ("plain", "spread", "kept"))
+    mean = plain.mean("member")
+    sd = spread.std("member")  # population std, as the rule sets it
+    wet = (mean > 0.5).values & (spread.min("member") > 0).values  # no member clipped there
+    assert wet.sum() > 100
+    np.testing.assert_allclose(spread.mean("member").values[wet], mean.values[wet], rtol=1e-4)
+    np.testing.assert_allclose(sd.values[wet], 0.4 * mean.values[wet] ** 0.75, rtol=1e-3)
+    assert float(spread.min()) >= 0
+    pr = kept.values  # (member, time, y, x)
+    blocks = pr.reshape(*pr.shape[:2], pr.shape[2] // 8, 8, pr.shape[3] // 8, 8).mean((3, 5))
+    np.testing.assert_allclose(
+        blocks, np.broadcast_to(lr["pr"].values, blocks.shape), rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="spread_rule 'wider': expected one of"):
+        downscale_to_store(
+            predict, spec, lr, static, tmp_path / "bad.zarr", cfg, 2, 4, attrs,
+            inflation=[0.4], spread_rule="wider",
+        )  # fmt: skip
+    assert not (tmp_path / "bad.zarr").exists()

@@ -15,15 +15,17 @@ from climai.data.dataset import Collate, MemorySource, PatchDataset
 from climai.data.features import FeatureSpec
 from climai.data.pooled import Member, PooledPatches, augment, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
-from climai.models.constraints import inflate
+from climai.models.constraints import INTENSITY_POWER, inflate, spread_by_intensity
 from climai.models.unet import ResidualUNet
 from climai.testing import create_prepared_test_data, tiny_sources
 from climai.training.distributed import DistContext
 from climai.training.guard import (
     calibrate_noise,
+    ensemble_ratio,
     guard,
     head_fallback,
     spread_skill,
+    val_members,
     worse_than_bicubic,
 )
 from climai.training.loop import Loaders, Objective
@@ -333,10 +335,72 @@ def test_inflation_moves_members_from_their_mean_which_stays():
         inflate(members, [2.0], [False, True])
 
 
+def test_intensity_spread_sets_every_cells_spread_from_the_members_mean():
+    """calibrate_by: intensity: spread = factor × mean ** 0.75 at every cell, whatever the size of
+    the network's departures; each member keeps its standardised departure; the mean stays."""
+    gen = torch.Generator().manual_seed(0)
+    members = 4.0 + torch.rand(2, 6, 1, 8, 8, generator=gen, dtype=torch.float64)
+    members[:, :, :, :4] = 4.0 + 1e-3 * (members[:, :, :, :4] - 4.0)  # tiny departures there
+    members[:, :, :, 0, 0] = 2.0  # all members agree at one cell
+    out = spread_by_intensity(members, [0.3], [True])
+    mean = members.mean(1, keepdim=True)
+    torch.testing.assert_close(out.mean(1, keepdim=True), mean)
+    expected = 0.3 * mean**INTENSITY_POWER
+    spread = out.std(1, correction=0, keepdim=True)
+    torch.testing.assert_close(spread[..., 1:, :], expected[..., 1:, :])  # tiny or not
+    torch.testing.assert_close(out[:, :, :, 0, 0], members[:, :, :, 0, 0])  # no spread to scale
+    z = (members - mean) / members.std(1, correction=0, keepdim=True)
+    z_out = (out - mean) / spread
+    torch.testing.assert_close(z_out[..., 1:, :], z[..., 1:, :])
+    # a large factor on light rain: clipped at 0, never negative
+    assert float(spread_by_intensity(members * 1e-3, [5.0], [True]).min()) == 0.0
+    with pytest.raises(ValueError, match="non-negative variables .precipitation. only"):
+        spread_by_intensity(members.repeat(1, 1, 2, 1, 1), [0.3, 0.3], [False, True])
+    with pytest.raises(
+        ValueError, match="spread_by_intensity: members have 1 variables, factors 2"
+    ):
+        spread_by_intensity(members, [0.3, 0.3], [True])
+
+
+def test_intensity_calibration_brings_spread_skill_to_one_and_records_the_rule():
+    spec, train, val, _ = tiny_sources(steps=20, variables=("pr",))  # for rain only
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    loaders = _loaders(spec, train, val)
+    objective = Objective(spec, constraint="conserve")
+    _, record = guard(
+        model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
+        calibrate_by="intensity", log=lambda _m: None,
+    )  # fmt: skip
+    cal = record["calibration"]
+    assert cal["rule"] == "intensity" and 0.8 <= cal["spread_skill_val"] <= 1.2
+    # the search's result is the ratio of the members spread that way, then conserved
+    drawn = val_members(model, loaders, objective, CPU, 4, 8, 0)
+    again = ensemble_ratio(drawn, objective, cal["inflation"], "intensity")
+    assert again == pytest.approx(cal["spread_skill_val"])
+    assert ensemble_ratio(drawn, objective, 2 * cal["inflation"], "intensity") > again
+
+
+def test_config_intensity_needs_every_variable_to_be_rain():
+    from climai.config import CampaignConfig
+
+    crps = {"unet-crps": {"calibrate": True, "calibrate_by": "intensity"}}
+    with pytest.raises(
+        ValueError, match=r"methods.unet-crps.calibrate_by=intensity .* not \['tas'\]"
+    ):
+        CampaignConfig.model_validate({"campaign": "t", "methods": crps})
+    rain = [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}]
+    cfg = CampaignConfig.model_validate({"campaign": "t", "variables": rain, "methods": crps})
+    assert cfg.methods.get("unet-crps").calibrate_by == "intensity"
+
+
 def test_config_inflation_needs_calibrate():
-    with pytest.raises(ValueError, match="calibrate_by='inflation' needs calibrate: true"):
-        UNetCRPSConfig(calibrate_by="inflation")
-    assert UNetCRPSConfig(calibrate=True, calibrate_by="inflation").calibrate_by == "inflation"
+    for way in ("inflation", "intensity"):
+        with pytest.raises(ValueError, match=f"calibrate_by='{way}' needs calibrate: true"):
+            UNetCRPSConfig(calibrate_by=way)
+        assert UNetCRPSConfig(calibrate=True, calibrate_by=way).calibrate_by == way
 
 
 def test_a_model_with_nan_weights_is_not_shipped():
