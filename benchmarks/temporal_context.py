@@ -171,8 +171,8 @@ def score(args, model) -> float:
                                 lr,
                                 bic,
                                 t,
-                                slice(y, y + PATCH),
-                                slice(c, c + PATCH),
+                                slice(y, min(y + PATCH, height)),
+                                slice(c, min(c + PATCH, width)),
                                 RADARS[args.held],
                             )
                             for c in range(0, width, PATCH)
