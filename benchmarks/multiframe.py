@@ -142,7 +142,8 @@ def score(
     def log_field(a: np.ndarray | torch.Tensor) -> np.ndarray:
         return np.log1p(np.clip(np.nan_to_num(np.asarray(a)), 0, None))
 
-    sums = {"bicubic": 0.0, "conserved bicubic": 0.0, "multiframe": 0.0, "oracle": 0.0}
+    motions = {"multiframe": "lr", **({"oracle": "hr"} if oracle else {})}
+    sums = dict.fromkeys(["bicubic", "conserved bicubic", *motions], 0.0)
     count = 0
     for t in steps - lo:
         lr = lr_all[t][None, None]
@@ -153,23 +154,21 @@ def score(
             "conserved bicubic": conserve(bic.nan_to_num(0.0), lr, scale, [True]),
         }
         ks = [t + k for k in range(-context, context + 1) if k and 0 <= t + k < len(lr_all)]
-        for name, motion_of in (("multiframe", "lr"), ("oracle", "hr")):
-            if name == "oracle" and not oracle:
-                continue
+        for name, motion_of in motions.items():
+            a = log_field(bic[0, 0] if motion_of == "lr" else truth)
             neighbours = []
             for k in ks:
                 if motion_of == "lr":
-                    a = log_field(bic[0, 0])
                     b = log_field(upsample(lr_all[k][None, None], scale, "bicubic")[0, 0])
                 else:
-                    a, b = log_field(truth), log_field(hr_all[k])
+                    b = log_field(hr_all[k])
                 neighbours.append((lr_all[k][None, None], flow(a, b, window)))
             fields[name] = back_project(lr, neighbours, scale, iters, step)
         ok = np.isfinite(truth) & np.isfinite(bic[0, 0].numpy())
         for name, f in fields.items():
             sums[name] += float(((f[0, 0].numpy() - truth)[ok] ** 2).sum())
         count += int(ok.sum())
-    rmse = {k: math.sqrt(v / max(count, 1)) for k, v in sums.items() if v or k != "oracle"}
+    rmse = {k: math.sqrt(v / max(count, 1)) for k, v in sums.items()}
     return {k: v / rmse["bicubic"] for k, v in rmse.items()}
 
 
