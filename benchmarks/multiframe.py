@@ -41,7 +41,9 @@ def displacement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """``(dy, dx)`` in cells with ``b(x) ≈ a(x - d)``: the peak of the plain cross-correlation of
     the mean-free, Hann-windowed fields, refined by a parabola through its neighbours (±1 cell).
     Phase correlation (whitened) locks onto the LR block grid of interpolated fields; the plain
-    one follows the rain."""
+    one follows the rain. A window with no valid cell in either field gives no motion: (0, 0)."""
+    if not (np.isfinite(a).any() and np.isfinite(b).any()):
+        return 0.0, 0.0
     h, w = a.shape
     win = np.outer(np.hanning(h), np.hanning(w))
     a = (np.nan_to_num(a) - np.nanmean(a)) * win

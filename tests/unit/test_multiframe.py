@@ -41,6 +41,16 @@ def test_displacement_recovers_a_known_sub_cell_shift(mf):
         np.testing.assert_allclose(got, d, atol=0.3)
 
 
+def test_displacement_of_a_window_outside_the_radar_is_no_motion(mf):
+    f = np.log1p(_rain(64, 2)[0, 0].numpy())
+    missing = np.full_like(f, np.nan)
+    assert mf.displacement(missing, f) == (0.0, 0.0)
+    assert mf.displacement(f, missing) == (0.0, 0.0)
+    part = f.copy()
+    part[:, :32] = np.nan  # half the window outside the radar: still a finite estimate
+    assert np.isfinite(mf.displacement(part, f)).all()
+
+
 def test_flow_is_the_uniform_motion_at_every_cell(mf):
     f = _rain(192, 1, length=6.0)
     g = _shifted(f, (3.2, 6.7), mf)
