@@ -321,9 +321,9 @@ def tiny_sources(
     from climai.preprocess import coarsen_block_mean
 
     target, static = create_test_data(nx=size, ny=size, steps=steps, seed=seed)
-    both = ("tas", "pr")
-    hr = np.stack([target[v].values for v in both], axis=1).astype(np.float32)
-    lr = np.stack([coarsen_block_mean(target[v], 8).values for v in both], axis=1)
+    names = ["tas", "pr"]  # the statistics are of both; ``variables`` picks the model's
+    hr = np.stack([target[v].values for v in names], axis=1).astype(np.float32)
+    lr = np.stack([coarsen_block_mean(target[v], 8).values for v in names], axis=1)
     if nan_box:
         hr[:, :, : size // 2, : size // 2] = np.nan
     st = np.stack([static[s].values for s in ("lsm", "orography")]).astype(np.float32)
@@ -346,9 +346,9 @@ def tiny_sources(
         },
     }
     spec = FeatureSpec(
-        ["tas", "pr"], ["lsm", "orography"], 8, stats, ["temperature", "precipitation"]
+        names, ["lsm", "orography"], 8, stats, ["temperature", "precipitation"]
     ).subset(list(variables))
-    keep = [("tas", "pr").index(v) for v in variables]
+    keep = [names.index(v) for v in variables]
     hr, lr = hr[:, keep], lr[:, keep]
     times = pd.DatetimeIndex(target["time"].values)
     n = int(steps * 0.8)
