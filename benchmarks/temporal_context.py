@@ -13,7 +13,13 @@ validation, no early stopping) and scored on ``held``'s whole test split: RMSE /
 motion from t to t±1, estimated per patch by ``benchmarks/multiframe.py``'s cross-correlation
 over a 256-cell window around it: the network needs not learn the motion itself).
 
+``--scales 1,2,4`` adds every training radar's train split coarsened 2× and 4× as more pairs
+(HR = the block mean of the radar's HR, LR = its block mean by the same factor 8, the grid
+channel at the coarser spacing), drawn in equal shares within the radar's share: rain is nearly
+scale-invariant from 1 to 100 km, so a 250 m radar coarsened 4× is one more 1 km event.
+
     python benchmarks/temporal_context.py knmi --context aligned --seed 0
+    python benchmarks/temporal_context.py knmi --context none --scales 1,2,4
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import xarray as xr
 from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.unet import ResidualUNet
+from climai.preprocess.coarsen import block_mean_numpy
 from climai.preprocess.splits import SPLITS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,13 +49,29 @@ RADARS = {"knmi": 1.0, "fmi": 0.25, "bom-melbourne": 0.5, "mrms-conus": 1.0}  # 
 SCALE, PATCH, BATCH, WINDOW = 8, 64, 16, 256
 
 
-def load(results: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Physical LR ``(T, h, w)``, log1p HR and log1p bicubic ``(T, H, W)`` of one split."""
+def coarsened(hr: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(hr, lr)`` of physical HR fields ``(T, H, W)`` coarsened ``factor``× (cut to whole LR
+    blocks), the LR their block mean by ``SCALE``: preprocess's block means (a block with fewer
+    than half its cells valid is NaN)."""
+    m = SCALE * factor
+    hr = block_mean_numpy(hr[:, : hr.shape[1] // m * m, : hr.shape[2] // m * m], factor, 0.5)
+    return hr, block_mean_numpy(hr, SCALE, 0.5)
+
+
+def load(
+    results: Path, name: str, split: str, factor: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Physical LR ``(T, h, w)``, log1p HR and log1p bicubic ``(T, H, W)`` of one split, the HR
+    coarsened ``factor``× (:func:`coarsened`) where ``factor`` > 1."""
     ds = xr.open_zarr(results / name / "prep" / "dataset.zarr")
     idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
     steps = slice(idx[0], idx[-1] + 1)
-    lr = torch.from_numpy(ds["lr_pr"].isel(time=steps).values.astype(np.float32))[:, None]
     hr = ds["hr_pr"].isel(time=steps).values.astype(np.float32)
+    if factor == 1:
+        lr = ds["lr_pr"].isel(time=steps).values.astype(np.float32)
+    else:
+        hr, lr = coarsened(hr, factor)
+    lr = torch.from_numpy(lr.astype(np.float32))[:, None]
     bic = torch.cat([upsample(lr[i : i + 4], SCALE, "bicubic") for i in range(0, len(lr), 4)])
     return lr[:, 0].numpy(), np.log1p(hr), np.log1p(bic[:, 0].clamp(min=0).numpy())
 
@@ -107,7 +130,8 @@ def predict(model, x, base, lr) -> torch.Tensor:
 
 def train(args, rng) -> ResidualUNet:
     radars = [r for r in RADARS if r != args.held]
-    data = {r: load(args.results, r, "train") for r in radars}
+    data = {(r, c): load(args.results, r, "train", c) for r in radars for c in args.scales}
+    data = {k: v for k, v in data.items() if min(v[1].shape[1:]) >= PATCH}  # a patch must fit
     n_in = 3 + (2 if args.context != "none" else 0)
     model = ResidualUNet(n_in, 1, [16, 32, 64, 128]).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=7e-4, weight_decay=1e-4)
@@ -125,7 +149,9 @@ def train(args, rng) -> ResidualUNet:
         xs, bases, lrs, targets = [], [], [], []
         while len(xs) < BATCH:
             r = radars[rng.integers(len(radars))]
-            lr, hr, bic = data[r]
+            factors = [c for q, c in data if q == r]
+            c = factors[rng.integers(len(factors))]
+            lr, hr, bic = data[(r, c)]
             steps, height, width = hr.shape
             t = int(rng.integers(steps))
             y0 = int(rng.integers(height // s - p // s + 1)) * s
@@ -140,7 +166,7 @@ def train(args, rng) -> ResidualUNet:
                 a = np.rot90(a, rot, axes=(-2, -1))
                 return np.ascontiguousarray(a[..., ::-1] if flip else a)
 
-            xs.append(op(inputs(args.context, lr, bic, t, ys, xsl, RADARS[r])))
+            xs.append(op(inputs(args.context, lr, bic, t, ys, xsl, RADARS[r] * c)))
             bases.append(op(bic[t, ys, xsl])[None])
             lrs.append(op(lr[t, y0 // s : (y0 + p) // s, x0 // s : (x0 + p) // s])[None])
             targets.append(op(target)[None])
@@ -208,6 +234,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument(
+        "--scales",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1],
+        help="coarsening factors of the training radars (e.g. 1,2,4)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
@@ -222,6 +254,7 @@ def main() -> None:
                 "context": args.context,
                 "seed": args.seed,
                 "steps": args.steps,
+                "scales": args.scales,
                 "rmse_ratio": round(ratio, 4),
                 "train_s": round(trained),
             }

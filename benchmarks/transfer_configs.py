@@ -19,6 +19,7 @@ SINGLE = {
 # The U-Net's keys after train_on, shared by the pooled unet and unet-single (same budget).
 UNET = """    normalisation: physical   # log1p(mm h-1), offset 1, mean 0, std 1: the same on every radar
     grid_channel: true        # log2 of the HR spacing in km as an input channel
+    coarsen_sources: {coarsen}   # each radar also coarsened 2x and 4x: more events, more spacings
     time_features: false      # single-day events: the date would name the radar
     augment: true             # flips and 90° rotations (rain only, no orography or wind)
     min_wet: {min_wet}
@@ -41,7 +42,7 @@ METHOD = (
     train_on: [{others}]
 """
     + UNET
-    + """  unet-crps:              # fine-tuned from the pooled U-Net, noise calibrated on validation
+    + """  unet-crps:              # fine-tuned from the pooled U-Net, spread calibrated on validation
     train_on: [{others}]
     init_from: {{method: unet}}
     normalisation: physical
@@ -50,6 +51,7 @@ METHOD = (
     augment: true
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
+    calibrate_by: inflation   # members' departures from their mean scaled: the mean stays
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10
@@ -69,6 +71,7 @@ METHOD = (
 
 P = dict(
     min_wet=0.05,
+    coarsen="[2, 4]",
     channels="[16, 32, 64, 128]",
     loss="mse",
     loss_space="transformed",

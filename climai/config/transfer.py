@@ -37,6 +37,16 @@ class TransferKeys(StrictModel):
         "a compute budget independent of how many campaigns are pooled (null: "
         "patches_per_step × their train steps).",
     )
+    coarsen_sources: list[int] = Field(
+        [],
+        description="Also train on every train_on campaign's train split coarsened by these "
+        "factors, e.g. [2, 4]: HR = the block mean of its HR, LR = that field's block mean by the "
+        "scale (the prepared data's min_valid_fraction), the grid channel at the coarser "
+        "spacing; each campaign's share is drawn in equal parts from its original and coarsened "
+        "copies (validation stays on the originals). Rain is nearly scale-invariant from 1 to "
+        "100 km, so a 250 m radar coarsened 4x is one more 1 km event. Needs train_on and "
+        "grid_channel; the copies are held in memory (1/factor² of the split each).",
+    )
     validate_on: list[str] | None = Field(
         None,
         description="Campaigns whose val splits select the epoch and the early stop of a "
@@ -114,6 +124,17 @@ class TransferKeys(StrictModel):
         for key in ("train_weights", "validate_on", "pooled_patches"):
             if getattr(self, key) is not None and self.train_on is None:
                 raise ValueError(f"{key} needs train_on")
+        if self.coarsen_sources:
+            factors = self.coarsen_sources
+            if self.train_on is None or not self.grid_channel:
+                raise ValueError(
+                    f"coarsen_sources={factors} needs train_on and grid_channel: true (the model "
+                    "must see each copy's grid spacing)"
+                )
+            if any(f < 2 for f in factors) or len(set(factors)) != len(factors):
+                raise ValueError(
+                    f"coarsen_sources={factors}: expected distinct integer factors of 2 or more"
+                )
         if self.train_weights is not None:
             extra = sorted(set(self.train_weights) - set(self.train_on or []))
             if extra or any(w <= 0 for w in self.train_weights.values()):

@@ -26,6 +26,7 @@ from climai.data.pooled import Member, PooledPatches, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km, split_code
 from climai.io import open_store
 from climai.paths import CampaignPaths
+from climai.preprocess.coarsen import block_mean_numpy
 from climai.training.loop import Loaders
 
 
@@ -121,6 +122,30 @@ def _source(
     return ZarrSource(s.path, spec.variables, [], split_code(split))
 
 
+def coarsened_source(
+    prep: PreparedDataset, variables: list[str], factor: int, split: str, patch: int, name: str
+) -> MemorySource:
+    """``split`` of ``prep`` coarsened ``factor``× in memory, one time step at a time: HR = the
+    block mean of its HR (cut to whole LR blocks of the coarse grid), LR = the block mean of
+    that by the scale; a block with under ``min_valid_fraction`` valid cells is missing, as in
+    preprocess. Raises ``ValueError`` naming ``coarsen_sources`` when a patch does not fit."""
+    sub, scale = prep.split(split), prep.scale
+    frac = float(prep.ds.attrs.get("min_valid_fraction", 0.5))
+    ny, nx = (sub.sizes[d] // (factor * scale) * scale for d in ("y", "x"))
+    if min(ny, nx) < patch:
+        raise ValueError(
+            f"coarsen_sources: campaign {name!r}'s HR grid {sub.sizes['y']}×{sub.sizes['x']} "
+            f"coarsened {factor}x is {ny}×{nx} cells, smaller than patch={patch}"
+        )
+    hr = np.empty((sub.sizes["time"], len(variables), ny, nx), np.float32)
+    for t in range(len(hr)):
+        full = sub.isel(time=slice(t, t + 1)).hr_stack(variables)[0]
+        hr[t] = block_mean_numpy(full[:, : ny * factor, : nx * factor], factor, frac)
+    lr = block_mean_numpy(hr, scale, frac).astype(np.float32)
+    static = np.zeros((0, ny, nx), np.float32)
+    return MemorySource(lr, hr, static, pd.DatetimeIndex(sub.times))
+
+
 def _members(
     sources: dict[str, Source],
     names: list[str],
@@ -143,6 +168,23 @@ def _members(
             min_wet=mcfg.min_wet,
         )
         members.append(Member(name, patches, s.grid_log2_km))
+        if split != "train":
+            continue
+        for j, factor in enumerate(mcfg.coarsen_sources, start=1):
+            coarse = coarsened_source(
+                PreparedDataset(s.ds), spec.variables, factor, split, mcfg.patch, name
+            )
+            patches = PatchDataset(
+                coarse,
+                mcfg.patch,
+                spec.scale,
+                n,
+                seed + 17 * k + 7919 * j,
+                mcfg.min_valid,
+                min_wet=mcfg.min_wet,
+            )
+            grid = s.grid_log2_km + float(np.log2(factor))
+            members.append(Member(f"{name}/{factor}x", patches, grid))
     return members
 
 
@@ -156,11 +198,12 @@ def pooled_loaders(
     train_members = _members(sources, train_on, mcfg, spec, "train", seed)
     length = mcfg.pooled_patches or sum(len(m.patches) for m in train_members)
     length = max(mcfg.batch * world, length)
+    copies = 1 + len(mcfg.coarsen_sources)  # each campaign's share, split over its copies
     train = PooledPatches(
         train_members,
         length,
         seed,
-        shares(train_on, mcfg.train_weights),
+        np.repeat(shares(train_on, mcfg.train_weights) / copies, copies),
         augment=mcfg.augment,
         grid=grid,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -29,6 +30,7 @@ from climai.training.guard import (
     worse_than_bicubic,
 )
 from climai.training.loop import Loaders, Objective
+from climai.training.pooled import Source, coarsened_source, pooled_loaders, pooled_spec
 
 CPU = DistContext()
 
@@ -419,3 +421,59 @@ def test_a_model_with_nan_weights_is_not_shipped():
             members=1,
             seed=0,
         )
+
+
+def test_config_coarsen_sources_needs_train_on_and_the_grid_channel():
+    pooled = {"train_on": ["knmi"], "normalisation": "physical"}
+    with pytest.raises(ValueError, match="coarsen_sources=\\[2\\] needs train_on and grid_chan"):
+        UNetConfig(coarsen_sources=[2])
+    with pytest.raises(ValueError, match="coarsen_sources=\\[2\\] needs train_on and grid_chan"):
+        UNetConfig(coarsen_sources=[2], **pooled)
+    with pytest.raises(ValueError, match="distinct integer factors of 2 or more"):
+        UNetConfig(coarsen_sources=[2, 2], grid_channel=True, **pooled)
+    with pytest.raises(ValueError, match="distinct integer factors of 2 or more"):
+        UNetConfig(coarsen_sources=[1, 2], grid_channel=True, **pooled)
+    assert UNetConfig(coarsen_sources=[2, 4], grid_channel=True, **pooled).coarsen_sources == [2, 4]
+
+
+def test_a_coarsened_source_is_the_block_means_of_the_campaigns_split():
+    prep = PreparedDataset(create_prepared_test_data(nx=72, ny=64, steps=20))
+    coarse = coarsened_source(prep, ["pr"], 2, "train", 16, "toy")
+    hr = prep.split("train").hr_stack(["pr"])  # (12, 1, 64, 72): cut to whole 16-cell blocks
+    assert coarse.hr.shape == (12, 1, 32, 32) and coarse.lr.shape == (12, 1, 4, 4)
+    want = hr[..., :64, :64].reshape(12, 1, 32, 2, 32, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(coarse.hr, want, rtol=1e-5)
+    np.testing.assert_allclose(
+        coarse.lr, hr[..., :64, :64].reshape(12, 1, 4, 16, 4, 16).mean(axis=(3, 5)), rtol=1e-5
+    )
+    assert coarse.static.shape == (0, 32, 32)
+    assert list(coarse.times) == list(pd.DatetimeIndex(prep.split("train").times))
+    with pytest.raises(ValueError, match="coarsen_sources: campaign 'toy'.*32×32 cells.*patch=48"):
+        coarsened_source(prep, ["pr"], 2, "train", 48, "toy")
+
+
+def test_pooled_training_draws_coarsened_copies_with_their_grid_spacing(tmp_path):
+    ds = create_prepared_test_data(nx=64, ny=64, steps=20)
+    sources = {n: Source(n, tmp_path / n, ds) for n in ("a", "b")}
+    mcfg = UNetConfig(
+        train_on=["a", "b"],
+        normalisation="physical",
+        grid_channel=True,
+        coarsen_sources=[2, 4],
+        patch=16,
+        pooled_patches=600,
+    )
+    spec = pooled_spec(mcfg, ["pr"], ["precipitation"], 8)
+    loaders = pooled_loaders(mcfg, spec, sources, seed=0, world=1)
+    names = ["a", "a/2x", "a/4x", "b", "b/2x", "b/4x"]
+    assert [m.name for m in loaders.train.members] == names
+    km = grid_spacing_km(ds)
+    for m, f in zip(loaders.train.members, [1, 2, 4] * 2, strict=True):
+        assert m.grid == pytest.approx(math.log2(km * f))
+    counts = loaders.train.counts()
+    assert set(counts) == set(names) and min(counts.values()) > 60  # 1/6 each: 100 expected
+    patches = [loaders.train[i] for i in range(60)]
+    assert all(w.hr.shape == (1, 16, 16) for w in patches)
+    grids = sorted({round(float(w.static[-1, 0, 0]), 6) for w in patches})
+    assert grids == pytest.approx([math.log2(km * f) for f in (1, 2, 4)])
+    assert [m.name for m in loaders.val.members] == ["a", "b"]  # validation: the originals
