@@ -3,7 +3,8 @@
 :func:`pooled_loaders` opens ``<results>/<campaign>/prep/dataset.zarr`` of every campaign named
 by ``train_on`` and ``validate_on``, checks that each holds this campaign's variables in the same
 units at the same scale, and returns the train patches (drawn in the stated shares, augmented on
-request) and the fixed validation patches (every ``validate_on`` campaign's val split, in order).
+request, with each campaign's copies coarsened by ``coarsen_sources`` sharing its share) and the
+fixed validation patches (every ``validate_on`` campaign's val split, in order).
 :func:`pooled_spec` is the model's feature spec: the fixed physical normalisation, no campaign
 static fields (coordinates name a place, not a climate) and, on request, the grid channel.
 """
