@@ -197,9 +197,10 @@ def pooled_loaders(
     validate_on = list(mcfg.validate_on or train_on)
     grid = GRID_STATIC in spec.statics
     train_members = _members(sources, train_on, mcfg, spec, "train", seed)
-    length = mcfg.pooled_patches or sum(len(m.patches) for m in train_members)
+    copies = 1 + len(mcfg.coarsen_sources)  # per campaign, each as long as the original
+    # coarsened copies share their campaign's patches: the epoch's budget stays the originals'
+    length = mcfg.pooled_patches or sum(len(m.patches) for m in train_members) // copies
     length = max(mcfg.batch * world, length)
-    copies = 1 + len(mcfg.coarsen_sources)  # each campaign's share, split over its copies
     train = PooledPatches(
         train_members,
         length,

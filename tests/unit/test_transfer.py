@@ -477,3 +477,7 @@ def test_pooled_training_draws_coarsened_copies_with_their_grid_spacing(tmp_path
     grids = sorted({round(float(w.static[-1, 0, 0]), 6) for w in patches})
     assert grids == pytest.approx([math.log2(km * f) for f in (1, 2, 4)])
     assert [m.name for m in loaders.val.members] == ["a", "b"]  # validation: the originals
+    unbudgeted = mcfg.model_copy(update={"pooled_patches": None})
+    plain = mcfg.model_copy(update={"pooled_patches": None, "coarsen_sources": []})
+    epoch = len(pooled_loaders(unbudgeted, spec, sources, seed=0, world=1).train)
+    assert epoch == len(pooled_loaders(plain, spec, sources, seed=0, world=1).train)
