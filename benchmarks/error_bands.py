@@ -2,8 +2,9 @@
 
 On a campaign's test split, the squared error of bicubic, conserved bicubic (every LR block's mean
 restored, no model) and each downscaled method is split by wavelength band: < 4 (down to the
-grid's diagonal √2), 4-8, ..., scale-2·scale and ≥ 2·scale HR cells. The LR grid resolves wavelengths of 2·scale cells and
-longer (its Nyquist limit); shorter ones are the sub-block structure a model has to infer.
+grid's diagonal √2), 4-8, ..., scale-2·scale and ≥ 2·scale HR cells. The LR grid resolves
+wavelengths of 2·scale cells and longer (its Nyquist limit); shorter ones are the sub-block
+structure a model has to infer.
 Each band is printed as a fraction of bicubic's MSE, so a row's bands add up to its
 (RMSE / bicubic)². The last column, *resolved gone*, is the RMSE / bicubic the method would reach
 if all its error at resolved wavelengths were removed: no model that keeps the method's

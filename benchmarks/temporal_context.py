@@ -39,7 +39,7 @@ import xarray as xr
 from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.models.unet import ResidualUNet
-from climai.preprocess.coarsen import block_mean_numpy
+from climai.preprocess.coarsen import coarser_pair
 from climai.preprocess.splits import SPLITS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,20 +49,11 @@ RADARS = {"knmi": 1.0, "fmi": 0.25, "bom-melbourne": 0.5, "mrms-conus": 1.0}  # 
 SCALE, PATCH, BATCH, WINDOW = 8, 64, 16, 256
 
 
-def coarsened(hr: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(hr, lr)`` of physical HR fields ``(T, H, W)`` coarsened ``factor``× (cut to whole LR
-    blocks), the LR their block mean by ``SCALE``: preprocess's block means (a block with fewer
-    than half its cells valid is NaN)."""
-    m = SCALE * factor
-    hr = block_mean_numpy(hr[:, : hr.shape[1] // m * m, : hr.shape[2] // m * m], factor, 0.5)
-    return hr, block_mean_numpy(hr, SCALE, 0.5)
-
-
 def load(
     results: Path, name: str, split: str, factor: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Physical LR ``(T, h, w)``, log1p HR and log1p bicubic ``(T, H, W)`` of one split, the HR
-    coarsened ``factor``× (:func:`coarsened`) where ``factor`` > 1."""
+    coarsened ``factor``× (``coarser_pair``, as ``coarsen_sources`` does) where ``factor`` > 1."""
     ds = xr.open_zarr(results / name / "prep" / "dataset.zarr")
     idx = np.flatnonzero(ds["split"].values == SPLITS.index(split))
     steps = slice(idx[0], idx[-1] + 1)
@@ -70,7 +61,7 @@ def load(
     if factor == 1:
         lr = ds["lr_pr"].isel(time=steps).values.astype(np.float32)
     else:
-        hr, lr = coarsened(hr, factor)
+        hr, lr = coarser_pair(hr, factor, SCALE)
     lr = torch.from_numpy(lr.astype(np.float32))[:, None]
     bic = torch.cat([upsample(lr[i : i + 4], SCALE, "bicubic") for i in range(0, len(lr), 4)])
     return lr[:, 0].numpy(), np.log1p(hr), np.log1p(bic[:, 0].clamp(min=0).numpy())

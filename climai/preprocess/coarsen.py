@@ -65,6 +65,18 @@ def block_mean_numpy(values: np.ndarray, scale: int, min_valid_fraction: float =
     return _block_mean(values, scale, min_valid_fraction)
 
 
+def coarser_pair(
+    hr: np.ndarray, factor: int, scale: int, min_valid_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(hr, lr)`` of HR fields ``(..., ny, nx)`` coarsened ``factor``× (cut to whole LR blocks
+    of the coarse grid), the LR their block mean by ``scale``: one more HR/LR training pair at a
+    ``factor``× coarser spacing, with preprocess's block means."""
+    m = factor * scale
+    ny, nx = hr.shape[-2] // m * m, hr.shape[-1] // m * m
+    coarse = block_mean_numpy(hr[..., :ny, :nx], factor, min_valid_fraction)
+    return coarse, block_mean_numpy(coarse, scale, min_valid_fraction)
+
+
 def coarsen_block_mean(
     da: xr.DataArray, scale: int, min_valid_fraction: float = 0.5
 ) -> xr.DataArray:

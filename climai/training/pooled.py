@@ -27,7 +27,7 @@ from climai.data.pooled import Member, PooledPatches, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km, split_code
 from climai.io import open_store
 from climai.paths import CampaignPaths
-from climai.preprocess.coarsen import block_mean_numpy
+from climai.preprocess.coarsen import coarser_pair
 from climai.training.loop import Loaders
 
 
@@ -139,10 +139,10 @@ def coarsened_source(
             f"coarsened {factor}x is {ny}×{nx} cells, smaller than patch={patch}"
         )
     hr = np.empty((sub.sizes["time"], len(variables), ny, nx), np.float32)
+    lr = np.empty((*hr.shape[:2], ny // scale, nx // scale), np.float32)
     for t in range(len(hr)):
         full = sub.isel(time=slice(t, t + 1)).hr_stack(variables)[0]
-        hr[t] = block_mean_numpy(full[:, : ny * factor, : nx * factor], factor, frac)
-    lr = block_mean_numpy(hr, scale, frac).astype(np.float32)
+        hr[t], lr[t] = coarser_pair(full, factor, scale, frac)
     static = np.zeros((0, ny, nx), np.float32)
     return MemorySource(lr, hr, static, pd.DatetimeIndex(sub.times))
 
