@@ -47,11 +47,12 @@ METHOD = (
     init_from: {{method: unet}}
     normalisation: physical
     grid_channel: true
+    coarsen_sources: {crps_coarsen}   # fine-tuned on the unet's coarsened copies too
     time_features: false
     augment: true
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
-    calibrate_by: inflation   # members' departures from their mean scaled: the mean stays
+    calibrate_by: {crps_calibrate}   # members' spread = factor x (their mean)^0.75: the mean stays
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10
@@ -83,6 +84,8 @@ P = dict(
     crps_lr=0.0003,
     crps_epochs=1,
     crps_patches=160,
+    crps_coarsen="[2, 4]",
+    crps_calibrate="intensity",
 )
 if len(sys.argv) > 1:
     P.update(json.loads(sys.argv[1]))
