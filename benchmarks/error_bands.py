@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-import yaml
 
+from climai.config.loading import load_config
 from climai.models.constraints import conserve
 from climai.models.interpolate import upsample
 from climai.preprocess.splits import SPLITS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def band_edges(scale: int) -> list[float]:
@@ -65,12 +67,15 @@ def band_sums(error: np.ndarray, edges: list[float]) -> np.ndarray:
 
 
 def prep_of(results: Path, campaign: str) -> Path:
-    """The prepared dataset a campaign reads: its own, or its ``prepared:`` campaign's."""
-    own = results / campaign / "prep" / "dataset.zarr"
-    if own.exists():
-        return own
-    cfg = yaml.safe_load((Path("config/campaigns") / f"{campaign}.yaml").read_text())
-    return results / cfg["prepared"]["campaign"] / "prep" / "dataset.zarr"
+    """The prepared dataset a campaign reads: ``prepared:`` of its config (``config/campaigns/``
+    or, for ``benchmarks/transfer_variant.py``'s, ``RESULTS/variants/``) merged over
+    ``config/config.yaml``; its own ``prep/`` where it has no such file."""
+    for path in (REPO / "config" / "campaigns", results / "variants"):
+        if (path / f"{campaign}.yaml").is_file():
+            cfg = load_config(REPO / "config" / "config.yaml", path / f"{campaign}.yaml")
+            other = cfg.prepared.campaign or campaign
+            return results / other / cfg.prepared.folder / "dataset.zarr"
+    return results / campaign / "prep" / "dataset.zarr"
 
 
 def score(results: Path, campaign: str, methods: list[str]) -> tuple[list[float], dict]:

@@ -39,3 +39,16 @@ def test_a_wave_lands_in_its_own_band(eb):
         assert sums[band] >= float((wave**2).sum()) - 1e-6, (cx, cy, sums)
         assert np.all(others < 1e-6), (cx, cy, sums)
         assert sums[3] >= 0.25 * 64 * 64 - 1e-6  # the mean 0.5 is the ≥ 16-cell band's
+
+
+def test_the_prepared_data_of_a_campaign_follows_its_merged_config(eb, tmp_path):
+    results = tmp_path / "results"
+    (results / "variants").mkdir(parents=True)
+    # a committed campaign that reuses another's prep/, and a transfer variant written by the script
+    assert eb.prep_of(results, "transfer-knmi") == results / "knmi" / "prep" / "dataset.zarr"
+    (results / "variants" / "x-t-knmi.yaml").write_text(
+        "campaign: x-t-knmi\nprepared: {campaign: knmi, folder: prep-bc}\n"
+    )
+    assert eb.prep_of(results, "x-t-knmi") == results / "knmi" / "prep-bc" / "dataset.zarr"
+    # a campaign with no config file here: its own prep/
+    assert eb.prep_of(results, "elsewhere") == results / "elsewhere" / "prep" / "dataset.zarr"
