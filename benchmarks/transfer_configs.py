@@ -52,7 +52,7 @@ METHOD = (
     augment: true
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
-    calibrate_by: {crps_calibrate}   # members' spread = factor x (their mean)^0.75: the mean stays
+    calibrate_by: {crps_calibrate}   # intensity: spread = factor x (members' mean)^0.75, mean kept
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10
