@@ -80,21 +80,29 @@ def largest_valid_rectangle(mask: np.ndarray) -> tuple[slice, slice]:
     ny, nx = mask.shape
     if mask.all():
         return slice(0, ny), slice(0, nx)
-    heights = np.zeros(nx + 1, dtype=np.int64)  # sentinel 0 at the end
+    # Row by row, every column's tallest run of True cells ending at this row (height) and how
+    # far that run extends left and right at full height (the classic maximal-rectangle DP, each
+    # row in whole-array steps): the same candidates as the largest rectangle under each row's
+    # histogram, and the same choice among equal areas (the first row; then the smallest right
+    # edge, then the tallest).
+    cols = np.arange(nx)
+    heights = np.zeros(nx, np.int64)
+    left = np.zeros(nx, np.int64)
+    right = np.full(nx, nx, np.int64)
     best = (0, 0, 0, 0, 0)  # area, top, bottom (exclusive), left, right (exclusive)
     for row in range(ny):
-        heights[:nx] = np.where(mask[row], heights[:nx] + 1, 0)
-        stack: list[int] = []
-        for col in range(nx + 1):
-            h = heights[col]
-            while stack and heights[stack[-1]] >= h:
-                top = stack.pop()
-                height = int(heights[top])
-                left = stack[-1] + 1 if stack else 0
-                area = height * (col - left)
-                if area > best[0]:
-                    best = (area, row + 1 - height, row + 1, left, col)
-            stack.append(col)
+        m = mask[row]
+        heights = np.where(m, heights + 1, 0)
+        run_left = np.maximum.accumulate(np.where(m, 0, cols + 1))
+        left = np.where(m, np.maximum(left, run_left), 0)
+        run_right = np.minimum.accumulate(np.where(m, nx, cols)[::-1])[::-1]
+        right = np.where(m, np.minimum(right, run_right), nx)
+        area = heights * (right - left)
+        top = int(area.max())
+        if top > best[0]:
+            tied = np.flatnonzero(area == top)
+            j = tied[np.lexsort((-heights[tied], right[tied]))[0]]
+            best = (top, row + 1 - int(heights[j]), row + 1, int(left[j]), int(right[j]))
     _, r0, r1, c0, c1 = best
     return slice(r0, r1), slice(c0, c1)
 

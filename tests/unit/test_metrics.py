@@ -99,6 +99,62 @@ def test_largest_valid_rectangle_by_hand():
         largest_valid_rectangle(np.zeros((3, 3), bool))
 
 
+def _stack_rectangle(mask):
+    """The largest rectangle under each row's histogram with an explicit stack, one column at a
+    time (climai's implementation before session 40): the reference for ties too."""
+    ny, nx = mask.shape
+    heights = np.zeros(nx + 1, np.int64)
+    best = (0, 0, 0, 0, 0)
+    for row in range(ny):
+        heights[:nx] = np.where(mask[row], heights[:nx] + 1, 0)
+        stack = []
+        for col in range(nx + 1):
+            while stack and heights[stack[-1]] >= heights[col]:
+                top = stack.pop()
+                left = stack[-1] + 1 if stack else 0
+                area = int(heights[top]) * (col - left)
+                if area > best[0]:
+                    best = (area, row + 1 - int(heights[top]), row + 1, left, col)
+            stack.append(col)
+    return slice(best[1], best[2]), slice(best[3], best[4])
+
+
+@pytest.mark.parametrize("density", [0.5, 0.75, 0.9, 0.97])
+def test_largest_valid_rectangle_matches_the_stack_method_and_brute_force(density):
+    rng = np.random.default_rng(int(density * 100))
+    for _ in range(60):
+        ny, nx = rng.integers(1, 9, size=2)
+        mask = rng.random((ny, nx)) < density
+        if not mask.any():
+            continue
+        got = largest_valid_rectangle(mask)
+        assert got == _stack_rectangle(mask)  # the same rectangle, ties included
+        assert mask[got].all()
+        best = max(  # every rectangle of True cells, by area
+            (r1 - r0) * (c1 - c0)
+            for r0 in range(ny)
+            for r1 in range(r0 + 1, ny + 1)
+            for c0 in range(nx)
+            for c1 in range(c0 + 1, nx + 1)
+            if mask[r0:r1, c0:c1].all()
+        )
+        assert mask[got].size == best
+
+
+def test_largest_valid_rectangle_of_a_radar_like_mask():
+    # discs of coverage (radar ranges) on a wide grid, with a ragged hole: what a composite's
+    # valid-cell mask looks like
+    yy, xx = np.mgrid[:120, :300]
+    mask = np.zeros((120, 300), bool)
+    for cy, cx, r in [(60, 60, 50), (50, 140, 45), (70, 220, 55)]:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    mask[40:45, 100:180] = False
+    got = largest_valid_rectangle(mask)
+    assert got == _stack_rectangle(mask) and mask[got].all()
+    rows, cols = got
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) > 0.3 * mask.sum()
+
+
 def test_spectra_need_a_large_enough_valid_rectangle():
     field = random_field((2, 32, 32), seed=1, nan_fraction=0.3)
     with pytest.raises(ValueError, match="largest valid rectangle"):
