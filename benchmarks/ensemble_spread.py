@@ -13,7 +13,12 @@ compare ideas with each other, never with a calibrated campaign's figures: a way
 still has to be calibrated on validation and win there. Every way clips at 0 and then conserves
 each member's block means to the LR input, as inference does. Prints one row per way: the
 factor, CRPS / bicubic MAE, spread/skill and the members' spectral ratio per band (evaluate's
-``spectral_ratio``).
+``spectral_ratio``). ``--as-calibrated`` scores a calibrated store's members as they are, with
+their departures scaled around the calibration's factor and (``--unet``) recentred on the
+deterministic U-Net (BENCHMARKS.md "Session 40"):
+
+    python benchmarks/ensemble_spread.py knmi results/transfer-knmi/downscaled/unet-crps/test.zarr \
+        --unet results/transfer-knmi/downscaled/unet/test.zarr --as-calibrated
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from climai.evaluation.cubes import test_split
-from climai.evaluation.metrics import crps_ensemble, spectral_ratio, spread_skill
+from climai.evaluation.metrics import crps_ensemble, crps_fair, spectral_ratio, spread_skill
 from climai.io import open_store
 from climai.models.constraints import conserve
 
@@ -53,12 +58,19 @@ def oracle_factor(make: Callable[[float], np.ndarray], truth: np.ndarray) -> flo
     return mid
 
 
+def standardised(dep: np.ndarray) -> np.ndarray:
+    """Departures ``(M, ...)`` re-centred and scaled to mean 0 and std 1 over the members at
+    every cell (0 where the members agree): a pattern with no amplitude of its own."""
+    dep = dep - dep.mean(0, keepdims=True)
+    sd = dep.std(0, keepdims=True)
+    return dep / np.where(sd > 1e-6, sd, np.inf)
+
+
 def ways(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: int, seed: int) -> dict:
     """name → factor ↦ members, every way of spreading ``ens`` compared."""
     mean = ens.mean(0, keepdims=True)
     dep = ens - mean
-    sd = dep.std(0, keepdims=True)
-    z = dep / np.where(sd > 1e-6, sd, np.inf)  # standardised departures: the network's pattern
+    z = standardised(dep)  # standardised departures: the network's pattern
     log = np.log1p(ens)
     log_mean = log.mean(0, keepdims=True)
     gy, gx = np.gradient(lr, axis=(1, 2))
@@ -86,10 +98,37 @@ def ways(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: int, seed:
         ("spread ∝ √(mean × LR gradient)", np.sqrt(mean * grad)),
     ):
         out[name] = lambda f, p=p: fix(mean + f * p * z)
+    # the same per-cell spread, other spatial patterns: the network's departures blurred (then
+    # standardised again, so only where the power sits changes), or blurred white noise
+    rate = mean**0.75
+    for sigma in (0.7, 1.0, 2.0):
+        zs = standardised(gaussian_filter(dep, (0, 0, sigma, sigma)))
+        out[f"… ∝ mean^0.75, the departures blurred {sigma:g} cells"] = lambda f, zs=zs: fix(
+            mean + f * rate * zs
+        )
+    zr = standardised(gaussian_filter(noise, (0, 0, 1.0, 1.0)))
+    out["… ∝ mean^0.75, white noise blurred 1 cell"] = lambda f: fix(mean + f * rate * zr)
     for sigma, g in textures.items():
         what = "white" if not sigma else f"smoothed {sigma:g} cells"
         out[f"lognormal texture on the mean, {what}"] = lambda f, g=g: fix(
             mean * np.exp(f * g - f * f / 2)
+        )
+    return out
+
+
+def as_calibrated(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: int) -> dict:
+    """name → members: the stored (calibrated) ensemble itself, its departures scaled by a few
+    factors around the calibration's (is spread/skill 1 where the CRPS is lowest?) and, with
+    ``unet``, the same departures added to the deterministic U-Net instead of the members'
+    mean (CorrDiff's regression + residual); clipped at 0 and conserved like every way."""
+    mean = ens.mean(0, keepdims=True)
+    dep = ens - mean
+    out = {"as calibrated": ens}
+    for lam in (0.7, 0.85, 1.2, 1.5):
+        out[f"departures ×{lam:g}"] = conserved(np.clip(mean + lam * dep, 0, None), lr, s)
+    if unet is not None:
+        out["recentred on the deterministic U-Net"] = conserved(
+            np.clip(unet[None] + dep, 0, None), lr, s
         )
     return out
 
@@ -101,6 +140,11 @@ def main() -> None:
     ap.add_argument("--unet", type=Path, help="the deterministic U-Net's test store (recentring)")
     ap.add_argument("--scale", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--as-calibrated",
+        action="store_true",
+        help="score the stored members as they are (no oracle): see as_calibrated",
+    )
     args = ap.parse_args()
     results = ROOT / "results"
     prep = test_split(open_store(results / args.held / "prep" / "dataset.zarr"))
@@ -124,6 +168,23 @@ def main() -> None:
         print(
             f"deterministic U-Net's MAE / bicubic's {np.abs(unet - truth)[ok].mean() / bic_mae:.3f}"
         )
+    if args.as_calibrated:
+        print(
+            "| members | mean RMSE / bicubic | CRPS / bicubic MAE | fair CRPS / bicubic MAE | "
+            "spread/skill | spectral ratio 2-4 / 4-8 / 8-16 / 16-32 |"
+        )
+        print("|---|---|---|---|---|---|")
+        bic_rmse = np.sqrt(((bicubic - truth)[ok] ** 2).mean())
+        for name, e in as_calibrated(ens, lr, unet, args.scale).items():
+            rmse = np.sqrt(((e.mean(0) - truth)[ok] ** 2).mean())
+            spec = " / ".join(f"{r:.2f}" for r in spectral_ratio(e, truth, BANDS).values())
+            print(
+                f"| {name} | {rmse / bic_rmse:.3f} | {crps_ensemble(e, truth) / bic_mae:.3f} | "
+                f"{crps_fair(e, truth) / bic_mae:.3f} | {spread_skill(e, truth)['ratio']:.2f} | "
+                f"{spec} |",
+                flush=True,
+            )
+        return
     print(
         "| way | oracle factor | CRPS / bicubic MAE | spread/skill | spectral ratio 2-4 / 4-8 / 8-16 / 16-32 |"
     )

@@ -51,8 +51,35 @@ def test_every_way_keeps_rain_non_negative_and_conserves_the_lr(spread):
     lr = block_mean(_rain((1, 2, 16, 16), 7)[0], 8)
     unet = ens.mean(0) * 1.1
     ways = spread.ways(ens, lr, unet, 8, seed=0)
-    assert len(ways) == 9 and "recentred on the deterministic U-Net" in ways
+    assert len(ways) == 13 and "recentred on the deterministic U-Net" in ways
     for name, make in ways.items():
         out = make(2.0)
         assert out.shape == ens.shape and (out >= 0).all(), name
         assert conservation_error(out, lr, 8) < 1e-12, name
+
+
+def test_standardised_patterns_have_unit_spread_over_the_members(spread):
+    dep = random_field((5, 2, 16, 16), seed=8).astype(np.float64) * 3.0 + 1.0
+    dep[:, :, :2] = 0.5  # members that agree: no pattern there
+    z = spread.standardised(dep)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.std(0)[:, 2:], 1.0, rtol=1e-12)
+    assert (z[:, :, :2] == 0).all()
+
+
+def test_as_calibrated_scales_the_departures_and_recentres_on_the_unet(spread):
+    lr = block_mean(_rain((1, 2, 16, 16), 10)[0], 8)
+    ens = spread.conserved(_rain((4, 2, 16, 16), 9), lr, 8)  # stored members conserve, as here
+    checker = np.indices((16, 16)).sum(0) % 2 * 2.0 - 1.0  # ±1, mean 0 in every 8×8 block
+    unet = ens.mean(0) + 0.1 * ens.min() * checker  # another field with the same block means
+    out = spread.as_calibrated(ens, lr, unet, 8)
+    assert out["as calibrated"] is ens
+    mean = ens.mean(0)
+    spread_of = {k: np.sqrt(v.var(0).mean()) for k, v in out.items()}
+    assert spread_of["departures ×0.7"] < spread_of["departures ×0.85"] < spread_of["as calibrated"]
+    assert spread_of["as calibrated"] < spread_of["departures ×1.2"] < spread_of["departures ×1.5"]
+    for name, e in out.items():
+        assert (e >= 0).all() and conservation_error(e, lr, 8) < 1e-12, name
+    # recentred: members nearer the U-Net's field than the members' mean inside every block
+    rec = out["recentred on the deterministic U-Net"].mean(0)
+    assert np.abs(rec - unet).mean() < 0.1 * np.abs(mean - unet).mean()
