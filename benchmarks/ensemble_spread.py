@@ -136,7 +136,11 @@ def as_calibrated(ens: np.ndarray, lr: np.ndarray, unet: np.ndarray | None, s: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("held", help="the held-out campaign (its prep/ and transfer-<held>'s bicubic)")
-    ap.add_argument("members", type=Path, help="the uncalibrated members' test store")
+    ap.add_argument(
+        "members",
+        type=Path,
+        help="the members' test store (re-spread by every way; scored as stored: --as-calibrated)",
+    )
     ap.add_argument("--unet", type=Path, help="the deterministic U-Net's test store (recentring)")
     ap.add_argument("--scale", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
