@@ -26,6 +26,7 @@ from climai.evaluation.metrics import (
     wet_intensity,
 )
 from climai.testing import random_field
+from tests.conftest import load_benchmark
 
 
 def test_scores_by_hand_with_missing_cells():
@@ -99,28 +100,15 @@ def test_largest_valid_rectangle_by_hand():
         largest_valid_rectangle(np.zeros((3, 3), bool))
 
 
-def _stack_rectangle(mask):
-    """The largest rectangle under each row's histogram with an explicit stack, one column at a
-    time (climai's implementation before session 40): the reference for ties too."""
-    ny, nx = mask.shape
-    heights = np.zeros(nx + 1, np.int64)
-    best = (0, 0, 0, 0, 0)
-    for row in range(ny):
-        heights[:nx] = np.where(mask[row], heights[:nx] + 1, 0)
-        stack = []
-        for col in range(nx + 1):
-            while stack and heights[stack[-1]] >= heights[col]:
-                top = stack.pop()
-                left = stack[-1] + 1 if stack else 0
-                area = int(heights[top]) * (col - left)
-                if area > best[0]:
-                    best = (area, row + 1 - int(heights[top]), row + 1, left, col)
-            stack.append(col)
-    return slice(best[1], best[2]), slice(best[3], best[4])
+@pytest.fixture(scope="module")
+def stack_rectangle():
+    """The stack loop largest_valid_rectangle replaced (benchmarks/rectangle.py keeps it to time
+    against): the reference, ties included."""
+    return load_benchmark("rectangle").stack_rectangle
 
 
 @pytest.mark.parametrize("density", [0.5, 0.75, 0.9, 0.97])
-def test_largest_valid_rectangle_matches_the_stack_method_and_brute_force(density):
+def test_largest_valid_rectangle_matches_the_stack_method_and_brute_force(density, stack_rectangle):
     rng = np.random.default_rng(int(density * 100))
     for _ in range(60):
         ny, nx = rng.integers(1, 9, size=2)
@@ -128,7 +116,7 @@ def test_largest_valid_rectangle_matches_the_stack_method_and_brute_force(densit
         if not mask.any():
             continue
         got = largest_valid_rectangle(mask)
-        assert got == _stack_rectangle(mask)  # the same rectangle, ties included
+        assert got == stack_rectangle(mask)  # the same rectangle, ties included
         assert mask[got].all()
         best = max(  # every rectangle of True cells, by area
             (r1 - r0) * (c1 - c0)
@@ -141,7 +129,7 @@ def test_largest_valid_rectangle_matches_the_stack_method_and_brute_force(densit
         assert mask[got].size == best
 
 
-def test_largest_valid_rectangle_of_a_radar_like_mask():
+def test_largest_valid_rectangle_of_a_radar_like_mask(stack_rectangle):
     # discs of coverage (radar ranges) on a wide grid, with a ragged hole: what a composite's
     # valid-cell mask looks like
     yy, xx = np.mgrid[:120, :300]
@@ -150,7 +138,7 @@ def test_largest_valid_rectangle_of_a_radar_like_mask():
         mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     mask[40:45, 100:180] = False
     got = largest_valid_rectangle(mask)
-    assert got == _stack_rectangle(mask) and mask[got].all()
+    assert got == stack_rectangle(mask) and mask[got].all()
     rows, cols = got
     assert (rows.stop - rows.start) * (cols.stop - cols.start) > 0.3 * mask.sum()
 
