@@ -18,7 +18,9 @@ Variants (each measured against its own bare forward and conv peak in the same s
 ``--writer-thread`` (zarr writes on a thread of their own, overlapping the next band's compute,
 instead of in the compute loop),
 ``--compile`` (the networks wrapped in ``torch.compile``, the engine and the bare forward alike;
-the compilation happens in a warm-up run on a copy of the inputs, not timed).
+the compilation happens in a warm-up run on a copy of the inputs, not timed),
+``--vs-glibc-malloc`` (each repeat also runs with glibc's default malloc settings, without
+:func:`climai.runtime.keep_freed_buffers`, and the ratios of the two are printed).
 
 The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
 real work) on the toy campaign's features, with noise channels and ``--members`` members when
@@ -125,6 +127,10 @@ def child(args: argparse.Namespace) -> None:
     from climai.training.perf import conv_peak_flops
 
     torch.set_num_threads(args.threads)
+    if args.glibc_malloc:  # the baseline: every large buffer a fresh mmap, as before
+        import climai.inference.predict as predict_module
+
+        predict_module.keep_freed_buffers = lambda: False
     shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     real = stage.emulator_predictor
 
@@ -192,7 +198,8 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"wall_s": wall, "bare_s": bare, "cpu_s": cpu, "bare_cpu_s": bare_cpu,
                       "rss_mb": rss_mb, "batches": len(shapes), "members": members,
                       "hr_mpix": args.size**2 * steps / 1e6,
-                      "gflop": flop_per_cell * tile_cells / 1e9, "peak_gflops": peak / 1e9}))  # fmt: skip
+                      "gflop": flop_per_cell * tile_cells / 1e9, "peak_gflops": peak / 1e9,
+                      "bf16": float(cfg.bf16 and stage_bf16(device))}))  # fmt: skip
 
 
 def stage_bf16(device) -> bool:
@@ -218,6 +225,9 @@ def main() -> None:
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast (fp32 forward and peak)")
     p.add_argument("--writer-thread", action="store_true", help="zarr writes on a thread")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    p.add_argument("--vs-glibc-malloc", action="store_true",
+                   help="also run each repeat with glibc's default malloc settings")  # fmt: skip
+    p.add_argument("--glibc-malloc", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -226,6 +236,7 @@ def main() -> None:
         child(args)
         return
     results: dict[int, list[dict[str, float]]] = {}
+    glibc: dict[int, list[dict[str, float]]] = {s: [] for s in args.sizes}
     with tempfile.TemporaryDirectory(prefix="climai-bench-") as tmp:
         for size in args.sizes:
             root = Path(tmp) / str(size)
@@ -240,14 +251,19 @@ def main() -> None:
                        "--device", args.device]  # fmt: skip
                 cmd += [f"--{k.replace('_', '-')}" for k in ("fp32", "writer_thread", "compile")
                         if getattr(args, k)]  # fmt: skip
-                shutil.rmtree(Path(tmp) / str(size) / "warm.zarr", ignore_errors=True)
-                shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if out.returncode:
-                    sys.exit(f"benchmark run failed:\n{out.stderr[-3000:]}")
-                row = json.loads(out.stdout.strip().splitlines()[-1])
-                results[size].append(row)
-                print(f"repeat {rep + 1} size {size}²: {row}", flush=True)
+                runs = [(results, cmd)]
+                if args.vs_glibc_malloc:
+                    runs.append((glibc, [*cmd, "--glibc-malloc"]))
+                for store, command in runs:
+                    shutil.rmtree(Path(tmp) / str(size) / "warm.zarr", ignore_errors=True)
+                    shutil.rmtree(Path(tmp) / str(size) / "out.zarr", ignore_errors=True)
+                    out = subprocess.run(command, capture_output=True, text=True, check=False)
+                    if out.returncode:
+                        sys.exit(f"benchmark run failed:\n{out.stderr[-3000:]}")
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    store[size].append(row)
+                    tag = " (glibc malloc defaults)" if store is glibc else ""
+                    print(f"repeat {rep + 1} size {size}²{tag}: {row}", flush=True)
     med = {
         s: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         for s, rows in results.items()
@@ -256,7 +272,7 @@ def main() -> None:
     print(f"\nmedians over {args.repeats} runs (tile {args.tile}, overlap {args.overlap}, batch "
           f"{args.batch}, U-Net {args.channels}, {args.steps} steps, {args.threads} threads, "
           f"{args.members} member(s){', conserving' if args.conserve else ''}"
-          f"{', fp32' if args.fp32 else ', bf16 autocast'}{', writer thread' if args.writer_thread else ''}"
+          f"{', bf16 autocast' if med[args.sizes[0]]['bf16'] else ', fp32'}{', writer thread' if args.writer_thread else ''}"
           f"{', torch.compile' if args.compile else ''}):")  # fmt: skip
     for s in args.sizes:
         m = med[s]
@@ -280,6 +296,15 @@ def main() -> None:
               f"{m['gflop'] / m['bare_s']:.2f} bare forward, conv2d peak "
               f"{m['peak_gflops']:.1f} GFLOP/s: engine/peak {m['gflop'] / m['wall_s'] / m['peak_gflops']:.3f}"
               f" ({m['members']:.0f} member(s))")  # fmt: skip
+    for s in args.sizes if args.vs_glibc_malloc else []:
+        pairs = list(zip(results[s], glibc[s], strict=True))
+        wall = statistics.median(k["wall_s"] / g["wall_s"] for k, g in pairs)
+        bare = statistics.median(k["bare_s"] / g["bare_s"] for k, g in pairs)
+        rss = statistics.median(k["rss_mb"] / g["rss_mb"] for k, g in pairs)
+        print(f"  {s}²: freed buffers kept / glibc defaults: wall {wall:.3f}, bare forward "
+              f"{bare:.3f}, peak RSS {rss:.3f} (glibc defaults: wall "
+              f"{statistics.median(g['wall_s'] for g in glibc[s]):.1f} s, peak RSS "
+              f"{statistics.median(g['rss_mb'] for g in glibc[s]):.0f} MiB)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ cost per cell relative to the default U-Net). The model is linear in each driver
 
     seconds = t0 + t1 × time driver / threads ** THREAD_EXPONENT   (parallel rules on CPU cores)
     peak MB = m0 + m1 × memory driver (+ THREAD_MB × (threads − 1) for rules with per-thread state)
+              (+ an emulator's forward working set, Workload.forward_mb, for its infer on CPU)
 
 with ``(t0, t1, m0, m1)`` per rule and class, stored per machine kind in ``climai/costs/<kind>.json``
 and regenerated from measurement records by ``benchmarks/fit_costs.py`` (:func:`fit`). Host memory
@@ -86,6 +87,7 @@ class Workload:
     overlap: int = 128  # infer.overlap (the store's chunks: tile - overlap)
     time_block: int = 0  # infer.time_block (0: as many steps as infer_memory_mb allows)
     infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
+    infer_batch: int = 4  # infer.batch: tile samples per forward pass
     pooled_patches: int = 0  # train_on: patches per epoch from the pooled campaigns (0: own split)
 
     @classmethod
@@ -127,6 +129,16 @@ class Workload:
         chunk = min(self.ny, stride) * min(self.nx, stride)  # the store's chunk
         block = steps_per_block(self.time_block, self.infer_memory_mb, per_step, chunk)
         return min(max(1, self.steps_test), block) * per_step / 1e6
+
+    @property
+    def forward_mb(self) -> float:
+        """MB an emulator's forward pass holds on the CPU: ``infer.batch`` tiles × its
+        activations per cell (:func:`unet_activation_bytes` without the gradients' half: no
+        backward at inference), which the process's heap keeps between batches
+        (:func:`climai.runtime.keep_freed_buffers`). Stated, not fitted (records of one tile
+        size cannot separate it from the intercept)."""
+        act = (self.act_bytes_per_cell or DEFAULT_ACT_BYTES) / 2
+        return self.infer_batch * min(self.tile, self.ny) * min(self.tile, self.nx) * act / 1e6
 
     @property
     def width(self) -> float:
@@ -297,7 +309,15 @@ def estimate(
         x_time = cpu_time_driver(rule, x_time, w.threads)
     seconds = timing.of(rule, kind, mtype).seconds(x_time / ranks)
     mem = host.of(rule, kind, mtype).mem_mb(x_mem) * ranks + thread_mb(rule, w.threads)
+    if device is None:  # on a GPU the forward's activations are in its memory, not the host's
+        mem += forward_mb(rule, kind, w)
     return Estimate(mem, seconds)
+
+
+def forward_mb(rule: str, kind: str | None, w: Workload) -> float:
+    """Host memory an emulator's CPU ``infer`` holds for its forward passes
+    (:attr:`Workload.forward_mb`); 0 for every other job."""
+    return w.forward_mb if rule == "infer" and kind == "emulator" else 0.0
 
 
 def thread_mb(rule: str, threads: int) -> float:
@@ -326,6 +346,8 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
             x_time = cpu_time_driver(r["rule"], x_time, w.threads)
         for key in coefficient_keys(r["rule"], r.get("kind"), r.get("type"))[:-1] or [r["rule"]]:
             rss = float(r["max_rss_mb"]) - thread_mb(r["rule"], w.threads)
+            if r.get("device", "cpu") == "cpu":
+                rss -= forward_mb(r["rule"], r.get("kind"), w)
             timed = r.get("fit", "all") != "memory"
             groups.setdefault(key, []).append((x_time, float(r["seconds"]), x_mem, rss, timed))
     coefs = {}

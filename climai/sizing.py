@@ -198,7 +198,7 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
     w = Workload(
         ny, nx, cfg.scale, nvar, steps, train, val, test, hr_bytes=4 * steps * ny * nx * nvar,
         tile=cfg.infer.tile, overlap=cfg.infer.overlap, time_block=cfg.infer.time_block,
-        infer_memory_mb=cfg.infer.memory_mb,
+        infer_memory_mb=cfg.infer.memory_mb, infer_batch=cfg.infer.batch,
     )  # fmt: skip
     if method is None:
         return w

@@ -18,6 +18,7 @@ from climai.io.checkpoints import load_model_file
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
 from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
+from climai.runtime import keep_freed_buffers
 from climai.training.loop import bf16_supported
 from climai.variables import is_non_negative
 
@@ -188,7 +189,11 @@ def emulator_predictor(
     member: ``(N, V, h, w)``, that seeded draw). ``self_ensemble`` k > 1 (deterministic
     emulators only): the mean of the predictions of the k :data:`VIEWS` of each sample, each
     turned back before averaging. bf16 autocast where supported; inputs in channels-last layout.
+    On the CPU, the process keeps freed memory for reuse (:func:`~climai.runtime.keep_freed_buffers`):
+    each forward allocates the same large activations as the last.
     """
+    if device.type == "cpu":
+        keep_freed_buffers()
     nets = {g: net.to(device).eval() for g, net in emulator.nets.items()}
     autocast = bf16 and bf16_supported(device)
     count = (members or emulator.members) if emulator.stochastic else 0
@@ -229,11 +234,12 @@ def emulator_predictor(
                 vx = view(x, r, m).contiguous(memory_format=torch.channels_last)
                 total += unview(forward(vx, view(base, r, m)), r, m)
             return (total / len(views)).cpu()
-        draws = []
+        # members written into one buffer as they are drawn (no list of draws, no stacked copy)
+        out = torch.empty((base.shape[0], count, *base.shape[1:]), device=device)
         for m in range(count):
             torch.manual_seed(chunk_seed(seed, m))
-            draws.append(forward(x, base))
-        return (torch.stack(draws, 1) if count > 1 else draws[0]).cpu()
+            out[:, m] = forward(x, base)
+        return (out if count > 1 else out[:, 0]).cpu()
 
     return predict
 

@@ -21,30 +21,6 @@ from climai.config import PreprocessConfig
 log = logging.getLogger("climai")
 
 
-MMAP_THRESHOLD = 1 << 20
-
-
-def release_large_buffers() -> bool:
-    """Make glibc return freed buffers ≥ 1 MiB to the OS at once (``M_MMAP_THRESHOLD``).
-
-    By default glibc raises its mmap threshold after each large free (up to 32 MiB), so freed
-    shard-sized buffers stay in per-thread arenas: measured 493 → 320 MB peak RSS for a 0.5 GB
-    preprocess (BENCHMARKS.md). Returns False where the C library is not glibc (no-op).
-    """
-    import ctypes
-    import ctypes.util
-
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))  # dask worker processes
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
 @contextlib.contextmanager
 def dask_scheduler(cfg: PreprocessConfig, threads: int) -> Iterator[None]:
     """Run the dask computations inside this block on the scheduler ``cfg`` asks for."""

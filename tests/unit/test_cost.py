@@ -22,6 +22,7 @@ from climai.cost import (
     drivers,
     estimate,
     fit,
+    forward_mb,
     thread_mb,
 )
 from climai.plan import JSON_KEYS, campaign_jobs, critical_path_minutes, plan_rows
@@ -68,6 +69,7 @@ def test_fit_recovers_a_linear_cost_and_bounds_every_measured_memory(rule, kind)
         xt = cpu_time_driver(rule, xt, w.threads)
         noise = (-1, 1, 0)[i] * 10.0  # memory measurements off the line
         rss = true.m0 + true.m1 * xm + noise + thread_mb(rule, w.threads)  # threads' own state
+        rss += forward_mb(rule, kind, w)  # an emulator's forward passes on the CPU: stated
         recs.append(record(rule, kind, w, true.t0 + true.t1 * xt, rss))
     got = fit(recs, "test").of(rule, kind)
     assert got.t0 == pytest.approx(true.t0, rel=1e-6) and got.t1 == pytest.approx(true.t1, rel=1e-6)
@@ -75,6 +77,20 @@ def test_fit_recovers_a_linear_cost_and_bounds_every_measured_memory(rule, kind)
     for r, w in zip(recs, sizes, strict=True):
         predicted = estimate(rule, kind, w, MachineCosts("test", 2, False, {rule: got})).mem_mb
         assert predicted >= r["max_rss_mb"] - 1e-9
+
+
+def test_a_cpu_infer_adds_its_forward_passes_activations_and_a_gpu_infer_does_not():
+    """infer.batch tiles × the U-Net's activations per cell (no gradients) on the host for a
+    CPU infer of an emulator; on a GPU they are in its memory; a baseline runs no network."""
+    coefs = MachineCosts("test", 2, False, {"infer": Coefficients(1.0, 1e-6, 500.0, 1.0)})
+    w = replace(W, ny=4096, nx=4096, tile=512, infer_batch=4, act_bytes_per_cell=1792.0)
+    assert w.forward_mb == pytest.approx(4 * 512 * 512 * 896 / 1e6)
+    assert replace(w, infer_batch=8).forward_mb == pytest.approx(2 * w.forward_mb)
+    assert replace(w, ny=256).forward_mb == pytest.approx(w.forward_mb / 2)  # tiles ≤ the grid
+    cpu = estimate("infer", "emulator", w, coefs).mem_mb
+    gpu = estimate("infer", "emulator", w, coefs, device=coefs).mem_mb
+    baseline = estimate("infer", "baseline", w, coefs).mem_mb
+    assert cpu - gpu == pytest.approx(w.forward_mb) and gpu == pytest.approx(baseline)
 
 
 def test_a_fitted_file_round_trips_and_an_unmeasured_rule_gets_the_largest_intercepts():

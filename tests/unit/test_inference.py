@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import netCDF4
 import numpy as np
 import pytest
@@ -548,3 +552,47 @@ def test_an_ensemble_spread_by_intensity_keeps_its_mean_and_conserves(tmp_path):
             inflation=[0.4], spread_rule="wider",
         )  # fmt: skip
     assert not (tmp_path / "bad.zarr").exists()
+
+
+MMAPPED = """
+import ctypes, sys
+import numpy as np
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "keep":
+    from climai.runtime import keep_freed_buffers
+    assert keep_freed_buffers()
+if sys.argv[1] == "predictor":
+    import torch
+    from climai.inference.predict import model_predictor
+    model_predictor(torch.nn.Identity(), torch.device("cpu"))
+before = libc.mallinfo2().hblkhd
+for _ in range(3):
+    a = np.ones(16 << 20, np.float32)  # 64 MiB, above glibc's largest mmap threshold
+    during = libc.mallinfo2().hblkhd
+    del a
+print(during - before)
+"""
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+    reason="glibc's malloc settings: this C library is not glibc",
+)
+def test_kept_buffers_serve_large_allocations_from_the_heap_on_the_cpu():
+    """Without keep_freed_buffers every 64 MiB buffer is a fresh mmap (faulted in, zeroed and
+    unmapped each time); with it, and in any process that built a CPU predictor, it comes from
+    the heap, which keeps it for the next one."""
+
+    def mmapped(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", MMAPPED, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.split()[-1])
+
+    assert mmapped("default") >= 64 << 20
+    assert mmapped("keep") == 0
+    assert mmapped("predictor") == 0
