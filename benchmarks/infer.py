@@ -20,7 +20,7 @@ instead of in the compute loop),
 ``--compile`` (the networks wrapped in ``torch.compile``, the engine and the bare forward alike;
 the compilation happens in a warm-up run on a copy of the inputs, not timed),
 ``--vs-glibc-malloc`` (each repeat also runs with glibc's default malloc settings, without
-:func:`climai.runtime.keep_freed_buffers`, and the ratios of the two are printed).
+:func:`climai.malloc.keep_freed_buffers`, and the ratios of the two are printed).
 
 The model is a freshly initialised residual U-Net (weights seeded, head non-zero so that it does
 real work) on the toy campaign's features, with noise channels and ``--members`` members when

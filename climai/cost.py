@@ -135,7 +135,7 @@ class Workload:
         """MB an emulator's forward pass holds on the CPU: ``infer.batch`` tiles × its
         activations per cell (:func:`unet_activation_bytes` without the gradients' half: no
         backward at inference), which the process's heap keeps between batches
-        (:func:`climai.runtime.keep_freed_buffers`). Stated, not fitted (records of one tile
+        (:func:`climai.malloc.keep_freed_buffers`). Stated, not fitted (records of one tile
         size cannot separate it from the intercept)."""
         act = (self.act_bytes_per_cell or DEFAULT_ACT_BYTES) / 2
         return self.infer_batch * min(self.tile, self.ny) * min(self.tile, self.nx) * act / 1e6

@@ -11,13 +11,10 @@ names the items that differ between two runs.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import platform
 import re
-import sys
 from typing import Any
 
 import torch
@@ -54,54 +51,6 @@ def configure_torch(threads: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = deterministic
-
-
-#: glibc's ``mallopt`` parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-#: :func:`release_large_buffers`: freed buffers of at least this size go back to the OS at once.
-MMAP_THRESHOLD = 1 << 20
-#: :func:`keep_freed_buffers`: free memory at the top of the heap kept for reuse, at most.
-KEEP_TOP = 1 << 30
-
-
-def _mallopt(settings: dict[int, int]) -> bool:
-    """Set glibc malloc parameters in this process; False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return all(bool(libc.mallopt(k, v)) for k, v in settings.items())
-    except (OSError, AttributeError):
-        return False
-
-
-def release_large_buffers() -> bool:
-    """Make glibc return freed buffers ≥ 1 MiB to the OS at once (``M_MMAP_THRESHOLD``), for
-    jobs whose peak RSS must follow the data in flight (preprocess).
-
-    By default glibc raises its mmap threshold after each large free (up to 32 MiB), so freed
-    shard-sized buffers stay in per-thread arenas: measured 493 → 320 MB peak RSS for a 0.5 GB
-    preprocess (BENCHMARKS.md). Returns False where the C library is not glibc (no-op).
-    """
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))  # dask worker processes
-    return _mallopt({M_MMAP_THRESHOLD: MMAP_THRESHOLD})
-
-
-def keep_freed_buffers() -> bool:
-    """Make glibc keep freed memory for the next allocation instead of returning it to the OS,
-    for a loop that allocates the same large tensors again and again (a network's forward over
-    tile batches on the CPU).
-
-    Without it every buffer above glibc's mmap threshold (at most 32 MiB: a 16-channel fp32
-    activation of four 512² tiles is 64 MiB) is a fresh ``mmap`` whose pages the kernel faults
-    in and zeroes on first touch, then unmaps at ``free``: measured to double the forward's time
-    at the engine's default batch (BENCHMARKS.md, "Reused buffers"). Here large blocks come
-    from the heap (``M_MMAP_MAX`` 0), whose top is kept up to :data:`KEEP_TOP` free
-    (``M_TRIM_THRESHOLD``). The process's peak RSS stays its peak of live memory plus the
-    heap's fragmentation. Returns False where the C library is not glibc (no-op).
-    """
-    return _mallopt({M_MMAP_MAX: 0, M_TRIM_THRESHOLD: KEEP_TOP})
 
 
 def cpu_features(cpuinfo: str) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from climai.data.features import FeatureSpec
 from climai.inference.distributed import chunk_seed
 from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
+from climai.malloc import keep_freed_buffers
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
 from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
-from climai.runtime import keep_freed_buffers
 from climai.training.loop import bf16_supported
 from climai.variables import is_non_negative
 
@@ -189,7 +189,7 @@ def emulator_predictor(
     member: ``(N, V, h, w)``, that seeded draw). ``self_ensemble`` k > 1 (deterministic
     emulators only): the mean of the predictions of the k :data:`VIEWS` of each sample, each
     turned back before averaging. bf16 autocast where supported; inputs in channels-last layout.
-    On the CPU, the process keeps freed memory for reuse (:func:`~climai.runtime.keep_freed_buffers`):
+    On the CPU, the process keeps freed memory for reuse (:func:`~climai.malloc.keep_freed_buffers`):
     each forward allocates the same large activations as the last.
     """
     if device.type == "cpu":

@@ -17,9 +17,9 @@ import xarray as xr
 from climai.data.prepared import hr_key
 from climai.io import open_store, write_json, write_store
 from climai.io.shards import with_fast_reads
+from climai.malloc import release_large_buffers
 from climai.preprocess.dataset import Layout, build_dataset, static_and_split_stats, stats_graph
 from climai.preprocess.parallel import dask_scheduler
-from climai.runtime import release_large_buffers
 from climai.stages import StageContext, log
 
 

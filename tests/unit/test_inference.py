@@ -563,7 +563,7 @@ class Info(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 if sys.argv[1] == "keep":
-    from climai.runtime import keep_freed_buffers
+    from climai.malloc import keep_freed_buffers
     assert keep_freed_buffers()
 if sys.argv[1] == "predictor":
     import torch
