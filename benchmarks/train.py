@@ -8,6 +8,12 @@
    (a large channels_last 3×3 convolution; target ≥ 0.35).
 
     python benchmarks/train.py [--repeats 3] [--steps 8] [--threads 2] [--channels 32 64 128]
+    python benchmarks/train.py --vs-glibc-malloc   # with and without keep_freed_buffers()
+
+``--vs-glibc-malloc`` runs the measurement twice in fresh processes, once after
+:func:`climai.malloc.keep_freed_buffers` (freed memory kept in the heap, as a CPU inference does)
+and once with glibc's defaults, and prints the ratios of the two (training does not call it:
+this measures whether it should).
 
 Medians over ``--repeats`` (after one warm-up repetition) are printed; record them in
 BENCHMARKS.md.
@@ -16,7 +22,10 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -85,7 +94,18 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--vs-glibc-malloc", action="store_true",
+                        help="run with and without keep_freed_buffers() and print the ratios")  # fmt: skip
+    parser.add_argument("--keep-freed-buffers", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.vs_glibc_malloc:
+        compare_malloc()
+        return
+    if args.keep_freed_buffers:
+        from climai.malloc import keep_freed_buffers
+
+        keep_freed_buffers()
     torch.set_num_threads(args.threads)
     spec, train, val, _ = tiny_sources(steps=40, size=128)
     cfg = UNetConfig(
@@ -125,6 +145,12 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     achieved = flops_per_step / cfg.batch * med["climai"]
     precision = "bf16" if autocast else "fp32"
+    if args.json:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({**med, "rss_mb": rss}))
+        return
     print(
         f"model channels {cfg.channels}, batch {cfg.batch} × {cfg.patch}², {precision}, "
         f"{args.threads} threads, {args.steps} steps × {args.repeats} repeats (medians)"
@@ -138,6 +164,22 @@ def main() -> None:
     print(f"RATIO climai/bare      {med['climai'] / med['bare']:.3f}  (target >= 0.85)")
     print(f"RATIO loader/training  {med['loader'] / med['climai']:.3f}  (target >= 3)")
     print(f"RATIO achieved/peak    {achieved / peak:.3f}  (target >= 0.35)")
+
+
+def compare_malloc() -> None:
+    """The same measurement in fresh processes with and without keep_freed_buffers(), the
+    ratios of their medians (samples/s: > 1 is faster with the buffers kept)."""
+    argv = [a for a in sys.argv[1:] if a != "--vs-glibc-malloc"]
+    runs = {}
+    for name, extra in (("kept", ["--keep-freed-buffers"]), ("glibc", [])):
+        out = subprocess.run([sys.executable, __file__, *argv, *extra, "--json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{name:6s} {runs[name]}", flush=True)
+    kept, glibc = runs["kept"], runs["glibc"]
+    for key in ("climai", "bare"):
+        print(f"RATIO {key} loop samples/s, kept / glibc  {kept[key] / glibc[key]:.3f}")
+    print(f"RATIO peak RSS, kept / glibc            {kept['rss_mb'] / glibc['rss_mb']:.3f}")
 
 
 if __name__ == "__main__":
