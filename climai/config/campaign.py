@@ -276,10 +276,11 @@ class CampaignConfig(StrictModel):
                     f"methods.{name}.patch={unet.patch} is not a multiple of scale={self.scale}"
                 )
             other = [v.name for v in self.variables if v.kind != "precipitation"]
-            if unet.calibrate_by == "intensity" and other:
+            if unet.calibrate_by in ("intensity", "roughness") and other:
                 raise ValueError(
-                    f"methods.{name}.calibrate_by=intensity spreads members by the rain rate: "
-                    f"every variable must be of kind precipitation, not {other} (use inflation)"
+                    f"methods.{name}.calibrate_by={unet.calibrate_by} spreads members by the "
+                    "rain rate: every variable must be of kind precipitation, not "
+                    f"{other} (use inflation)"
                 )
             if not isinstance(unet, UNetConfig):
                 continue

@@ -95,7 +95,7 @@ class TransferKeys(StrictModel):
         description="Ensembles: after training, scale the injected noise so that the spread/skill "
         "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card).",
     )
-    calibrate_by: Literal["noise", "inflation", "intensity"] = Field(
+    calibrate_by: Literal["noise", "inflation", "intensity", "roughness"] = Field(
         "noise",
         description="How calibrate reaches spread/skill 1. noise: scale the injected noise (the "
         "network turns a larger noise into another members' mean too); inflation: keep the "
@@ -104,7 +104,10 @@ class TransferKeys(StrictModel):
         "the mean, the best estimate, stays; intensity (precipitation): every cell's spread "
         "is the factor × the members' mean (mm h-1) ** 0.75, each member keeping its "
         "standardised departure and the mean staying (the size of the network's own spread "
-        "no longer matters, only its pattern). "
+        "no longer matters, only its pattern); roughness (precipitation): every cell's spread "
+        "is the factor × the members' mean × the coefficient of variation of the LR in the 3 × 3 "
+        "LR cells around the cell's block (rain is nearly scale invariant: rain that varies "
+        "much between LR blocks varies much inside them too), the same otherwise. "
         "The factor is searched in [0, 128] on the validation patches and recorded in the model "
         "card.",
     )

@@ -190,7 +190,8 @@ def downscale_to_store(
     the whole template, gathered by ``infer_gather``. ``inflation`` (ensembles): per variable,
     the factor the members are spread by before the constraint, with ``spread_rule`` (the
     model card's ``calibrate_by``: ``inflation`` scales the departures from the members' mean,
-    ``intensity`` sets every cell's spread to the factor × the mean ** 0.75).
+    ``intensity`` sets every cell's spread to the factor × the mean ** 0.75, ``roughness`` to
+    the factor × the mean × the coefficient of variation of the LR around the cell).
     """
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     layout = TileLayout.build(

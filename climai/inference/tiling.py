@@ -33,7 +33,14 @@ import torch
 
 from climai.data.features import FeatureSpec, model_inputs
 from climai.inference.distributed import chunk_seed
-from climai.models.constraints import SPREADS, conserve, inflate, spread_by_intensity
+from climai.models.constraints import (
+    SPREADS,
+    conserve,
+    inflate,
+    lr_roughness,
+    spread_by_intensity,
+    spread_by_roughness,
+)
 from climai.models.interpolate import nan_fill
 
 #: ``predict(x, base, seed)``: normalised inputs ``(N, C, h, w)`` and bicubic base
@@ -246,12 +253,17 @@ class TiledPredictor:
         self.predict, self.spec, self.layout = predict, spec, layout
         self.inflation = inflation if members > 1 else None  # per variable (ensembles)
         if spread_rule not in SPREADS:
-            raise ValueError(f"spread_rule {spread_rule!r}: expected one of {sorted(SPREADS)}")
+            raise ValueError(f"spread_rule {spread_rule!r}: expected one of {list(SPREADS)}")
         self.spread_rule = spread_rule
         self.batch, self.conserving, self.members = max(1, batch), conserving, members
         self.skip_missing = skip_missing
         self.skip_dry = skip_missing and conserving and dry_is_exact(spec)
         self.samples = self.skipped = self.dry = 0  # tile steps seen, not computed, dry of those
+        self._rough: torch.Tensor | None = None
+
+    def _spreads(self, rule: str) -> bool:
+        """Whether the members are spread with ``rule``."""
+        return self.inflation is not None and self.spread_rule == rule
 
     def run(
         self,
@@ -272,6 +284,8 @@ class TiledPredictor:
         lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
         fill = nan_fill(lr_t)
         missing = torch.isnan(lr_t)
+        # the roughness rule's LR neighbourhoods, from the whole domain (no tile edges): h × w
+        self._rough = lr_roughness(lr_t) if self._spreads("roughness") else None
         th, width = self.layout.tile[0], self.layout.shape[1]
         band = _Band(0, None, torch.zeros(th, width))
         for row in range(len(self.layout.rows)):
@@ -404,7 +418,7 @@ class TiledPredictor:
                 if idx[1] == 0:  # one member at a time, no step's members all at once
                     mean = sum(physical((idx[0], m)) for m in range(1, lead[1])) + phys
                     mean = mean / lead[1]
-                    if self.spread_rule == "intensity":
+                    if self.spread_rule != "inflation":  # the rules that keep z-scores
                         dev = (phys - mean).square()
                         for m in range(1, lead[1]):
                             dev += (physical((idx[0], m)) - mean).square()
@@ -412,6 +426,12 @@ class TiledPredictor:
                 one, f = phys[None, None], self.inflation
                 if self.spread_rule == "intensity":
                     one = spread_by_intensity(one, f, nonneg, mean[None, None], std[None, None])
+                elif self.spread_rule == "roughness":
+                    rough = self._rough[idx[0], :, band.y0 // s : end // s]
+                    rough = rough.repeat_interleave(s, -2).repeat_interleave(s, -1)
+                    one = spread_by_roughness(
+                        one, f, nonneg, rough[None, None], mean[None, None], std[None, None]
+                    )
                 else:
                     one = inflate(one, f, nonneg, mean[None, None])
                 phys = one[0, 0]

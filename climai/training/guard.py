@@ -12,7 +12,9 @@ departures from their mean instead (:func:`climai.models.constraints.inflate`, t
 constraint), as inference applies it from the model card: the members' mean does not move.
 ``calibrate_by: intensity`` is the same search with another spreading rule: every cell's spread
 becomes the factor × the members' mean to the power 0.75, each member keeping its standardised
-departure (:func:`climai.models.constraints.spread_by_intensity`).
+departure (:func:`climai.models.constraints.spread_by_intensity`); ``calibrate_by: roughness``
+makes it the factor × the members' mean × the coefficient of variation of the LR around the cell
+(:func:`climai.models.constraints.spread_by_roughness`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from climai.models.constraints import SPREADS, conserve
+from climai.models.constraints import SPREADS, conserve, spread_members
 from climai.training.distributed import DistContext
 from climai.training.loop import Loaders, Objective, validation_scores
 
@@ -86,14 +88,18 @@ def ensemble_ratio(
 ) -> float:
     """The spread/skill ratio of :func:`val_members`' draws; ``inflation``: of the members
     spread by that factor with ``rule`` (``SPREADS``: :func:`inflate`, or
-    :func:`spread_by_intensity` at any factor), then the objective's constraint, as inference
-    applies it."""
+    :func:`spread_by_intensity` or :func:`spread_by_roughness` at any factor; the roughness of a
+    patch's LR is its own, so its edge cells see fewer neighbours than inference's whole domain
+    gives them), then the objective's constraint, as inference applies it."""
     spec = objective.spec
     var_sum = err_sum = cells = 0.0
     members = batches[0][0].shape[1] if batches else 1
     for phys, truth, lr in batches:
         if inflation != 1.0 or rule != "inflation":
-            phys = SPREADS[rule](phys, [inflation] * len(spec.variables), spec.non_negative)
+            phys = spread_members(
+                rule, phys, [inflation] * len(spec.variables), spec.non_negative,
+                lr.double(), spec.scale,
+            )  # fmt: skip
             if objective.constraint == "conserve":
                 lr = lr.double().repeat_interleave(members, 0)
                 flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)

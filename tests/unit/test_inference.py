@@ -554,6 +554,50 @@ def test_an_ensemble_spread_by_intensity_keeps_its_mean_and_conserves(tmp_path):
     assert not (tmp_path / "bad.zarr").exists()
 
 
+def test_an_ensemble_spread_by_roughness_uses_the_whole_domains_lr_whatever_the_tiles(tmp_path):
+    """The model card's spread_rule roughness: every cell's spread is the factor × the members'
+    mean × the coefficient of variation of the 3 × 3 LR cells around its block, taken from the
+    whole domain's LR, so tiles of any size give the same spread (none at a tile's edge)."""
+    spec = toy_feature_spec().subset(["pr"])
+    lr, static = lr_inputs(64, 48, 2)
+    lr = lr[["pr", "crs"]]
+    attrs = {**provenance_attrs("0" * 64, "test"), "method": "noisy"}
+    lrv = lr["pr"].values.astype(np.float64)  # (time, y, x)
+    rough = np.stack([reference_roughness(a) for a in lrv]).repeat(8, -2).repeat(8, -1)
+    spreads = []
+    for tile in (32, 64):
+        torch.manual_seed(0)
+        model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=5)
+        predict = model_predictor(model, torch.device("cpu"), False, members=4)
+        cfg = InferConfig(tile=tile, overlap=16, batch=3, progress=False)
+        out = tmp_path / f"t{tile}.zarr"
+        downscale_to_store(
+            predict, spec, lr, static, out, cfg, 2, 4, attrs,
+            inflation=[0.4], spread_rule="roughness",
+        )  # fmt: skip
+        pr = open_store(out)["pr"].load()
+        mean, sd = pr.mean("member").values, pr.std("member").values
+        ok = (pr.min("member") > 0).values & (rough > 0.05)  # no member clipped there
+        assert ok.sum() > 500
+        np.testing.assert_allclose(sd[ok], 0.4 * mean[ok] * rough[ok], rtol=1e-3)
+        spreads.append(np.where(ok, sd / np.where(mean > 0, mean, 1), np.nan))
+    # the members differ between tilings (other noise draws), their spread per unit mean not
+    both = np.isfinite(spreads[0]) & np.isfinite(spreads[1])
+    assert both.sum() > 500
+    np.testing.assert_allclose(spreads[0][both], spreads[1][both], rtol=1e-3)
+
+
+def reference_roughness(lr: np.ndarray) -> np.ndarray:
+    """Coefficient of variation of each LR cell's valid 3 × 3 neighbours, one cell at a time."""
+    out = np.zeros_like(lr)
+    for i in range(lr.shape[0]):
+        for j in range(lr.shape[1]):
+            v = lr[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            v = v[np.isfinite(v)]
+            out[i, j] = v.std() / v.mean() if v.size and v.mean() > 0 else 0.0
+    return out
+
+
 MMAPPED = """
 import ctypes, sys
 import numpy as np

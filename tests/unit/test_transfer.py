@@ -16,7 +16,14 @@ from climai.data.dataset import Collate, MemorySource, PatchDataset
 from climai.data.features import FeatureSpec
 from climai.data.pooled import Member, PooledPatches, augment, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
-from climai.models.constraints import INTENSITY_POWER, inflate, spread_by_intensity
+from climai.models.constraints import (
+    INTENSITY_POWER,
+    inflate,
+    lr_roughness,
+    spread_by_intensity,
+    spread_by_roughness,
+    spread_members,
+)
 from climai.models.unet import ResidualUNet
 from climai.testing import create_prepared_test_data, tiny_sources
 from climai.training.distributed import DistContext
@@ -364,7 +371,64 @@ def test_intensity_spread_sets_every_cells_spread_from_the_members_mean():
         spread_by_intensity(members, [0.3, 0.3], [True])
 
 
-def test_intensity_calibration_brings_spread_skill_to_one_and_records_the_rule():
+def reference_roughness(lr: np.ndarray) -> np.ndarray:
+    """Coefficient of variation of each cell's valid 3 × 3 neighbours, one cell at a time."""
+    out = np.zeros_like(lr)
+    h, w = lr.shape
+    for i in range(h):
+        for j in range(w):
+            v = lr[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            v = v[np.isfinite(v)]
+            out[i, j] = v.std() / v.mean() if v.size and v.mean() > 0 else 0.0
+    return out
+
+
+def test_lr_roughness_is_the_coefficient_of_variation_of_every_cells_neighbourhood():
+    rng = np.random.default_rng(3)
+    lr = rng.gamma(0.6, 2.0, size=(6, 7))
+    lr[lr < 0.4] = 0.0  # dry cells, as radars have
+    lr[2, 3] = np.nan  # a missing cell: out of its neighbours' windows
+    lr[5, :3] = 0.0
+    lr[4, :3] = 0.0  # a dry corner: roughness 0
+    got = lr_roughness(torch.from_numpy(lr)[None, None]).numpy()[0, 0]
+    np.testing.assert_allclose(got, reference_roughness(lr), rtol=1e-9, atol=1e-12)
+    assert got[5, 0] == 0.0 and np.isfinite(got).all()
+    one = np.zeros((3, 3))
+    one[1, 1] = 5.0  # one wet cell of nine: the largest roughness a neighbourhood has
+    assert float(lr_roughness(torch.from_numpy(one))[1, 1]) == pytest.approx(math.sqrt(8))
+    assert float(lr_roughness(torch.full((4, 4), 2.5)).abs().max()) < 1e-6  # uniform: none
+    # dimensionless: mm h-1 or m s-1 give the same roughness
+    t = torch.from_numpy(lr)
+    torch.testing.assert_close(lr_roughness(t / 3600), lr_roughness(t))
+
+
+def test_roughness_spread_sets_every_cells_spread_from_the_mean_and_the_lr_roughness():
+    """calibrate_by: roughness: spread = factor × mean × the LR roughness around the cell, each
+    member keeping its standardised departure, the mean kept (until the clip at 0)."""
+    gen = torch.Generator().manual_seed(1)
+    lr = 1.0 + 3.0 * torch.rand(2, 1, 3, 4, generator=gen, dtype=torch.float64)
+    members = 4.0 + torch.rand(2, 5, 1, 12, 16, generator=gen, dtype=torch.float64)
+    out = spread_members("roughness", members, [0.5], [True], lr, 4)
+    mean = members.mean(1, keepdim=True)
+    torch.testing.assert_close(out.mean(1, keepdim=True), mean)
+    rough = torch.from_numpy(np.stack([reference_roughness(a[0].numpy()) for a in lr]))
+    rough = rough.repeat_interleave(4, -2).repeat_interleave(4, -1)[:, None, None]
+    torch.testing.assert_close(out.std(1, correction=0, keepdim=True), 0.5 * mean * rough)
+    z = (members - mean) / members.std(1, correction=0, keepdim=True)
+    torch.testing.assert_close((out - mean) / out.std(1, correction=0, keepdim=True), z)
+    # where the LR is uniform the members collapse onto their mean: nothing to spread by
+    flat = spread_members("roughness", members, [0.5], [True], torch.ones(2, 1, 3, 4), 4)
+    torch.testing.assert_close(flat, mean.expand_as(members))
+    with pytest.raises(ValueError, match="roughness rule needs the members' LR input"):
+        spread_members("roughness", members, [0.5], [True])
+    with pytest.raises(ValueError, match="calibrate_by: roughness is defined for non-negative"):
+        spread_by_roughness(members, [0.5], [False], rough)
+    with pytest.raises(ValueError, match="spread rule 'wider': expected one of"):
+        spread_members("wider", members, [0.5], [True])
+
+
+@pytest.mark.parametrize("rule", ["intensity", "roughness"])
+def test_rate_rules_calibration_brings_spread_skill_to_one_and_records_the_rule(rule):
     spec, train, val, _ = tiny_sources(steps=20, variables=("pr",))  # for rain only
     torch.manual_seed(0)
     model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
@@ -374,32 +438,33 @@ def test_intensity_calibration_brings_spread_skill_to_one_and_records_the_rule()
     objective = Objective(spec, constraint="conserve")
     _, record = guard(
         model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
-        calibrate_by="intensity", log=lambda _m: None,
+        calibrate_by=rule, log=lambda _m: None,
     )  # fmt: skip
     cal = record["calibration"]
-    assert cal["rule"] == "intensity" and 0.8 <= cal["spread_skill_val"] <= 1.2
+    assert cal["rule"] == rule and 0.8 <= cal["spread_skill_val"] <= 1.2
     # the search's result is the ratio of the members spread that way, then conserved
     drawn = val_members(model, loaders, objective, CPU, 4, 8, 0)
-    again = ensemble_ratio(drawn, objective, cal["inflation"], "intensity")
+    again = ensemble_ratio(drawn, objective, cal["inflation"], rule)
     assert again == pytest.approx(cal["spread_skill_val"])
-    assert ensemble_ratio(drawn, objective, 2 * cal["inflation"], "intensity") > again
+    assert ensemble_ratio(drawn, objective, 2 * cal["inflation"], rule) > again
 
 
-def test_config_intensity_needs_every_variable_to_be_rain():
+@pytest.mark.parametrize("rule", ["intensity", "roughness"])
+def test_config_rate_rules_need_every_variable_to_be_rain(rule):
     from climai.config import CampaignConfig
 
-    crps = {"unet-crps": {"calibrate": True, "calibrate_by": "intensity"}}
+    crps = {"unet-crps": {"calibrate": True, "calibrate_by": rule}}
     with pytest.raises(
-        ValueError, match=r"methods.unet-crps.calibrate_by=intensity .* not \['tas'\]"
+        ValueError, match=rf"methods.unet-crps.calibrate_by={rule} .* not \['tas'\]"
     ):
         CampaignConfig.model_validate({"campaign": "t", "methods": crps})
     rain = [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}]
     cfg = CampaignConfig.model_validate({"campaign": "t", "variables": rain, "methods": crps})
-    assert cfg.methods.get("unet-crps").calibrate_by == "intensity"
+    assert cfg.methods.get("unet-crps").calibrate_by == rule
 
 
 def test_config_inflation_needs_calibrate():
-    for way in ("inflation", "intensity"):
+    for way in ("inflation", "intensity", "roughness"):
         with pytest.raises(ValueError, match=f"calibrate_by='{way}' needs calibrate: true"):
             UNetCRPSConfig(calibrate_by=way)
         assert UNetCRPSConfig(calibrate=True, calibrate_by=way).calibrate_by == way
