@@ -282,6 +282,12 @@ class CampaignConfig(StrictModel):
                     "rain rate: every variable must be of kind precipitation, not "
                     f"{other} (use inflation)"
                 )
+            if unet.calibrate_by == "roughness" and unet.patch < 3 * self.scale:
+                raise ValueError(
+                    f"methods.{name}.patch={unet.patch}: calibrate_by=roughness needs patches of "
+                    f"at least 3 LR cells a side, i.e. patch >= {3 * self.scale} at scale "
+                    f"{self.scale}"
+                )
             if not isinstance(unet, UNetConfig):
                 continue
             levels = 2 ** (len(unet.channels) - 1)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from climai.models.constraints import SPREADS, conserve, spread_members
+from climai.models.constraints import ROUGHNESS_WINDOW, SPREADS, conserve, spread_members
 from climai.training.distributed import DistContext
 from climai.training.loop import Loaders, Objective, validation_scores
 
@@ -88,9 +88,10 @@ def ensemble_ratio(
 ) -> float:
     """The spread/skill ratio of :func:`val_members`' draws; ``inflation``: of the members
     spread by that factor with ``rule`` (``SPREADS``: :func:`inflate`, or
-    :func:`spread_by_intensity` or :func:`spread_by_roughness` at any factor; the roughness of a
-    patch's LR is its own, so its edge cells see fewer neighbours than inference's whole domain
-    gives them), then the objective's constraint, as inference applies it."""
+    :func:`spread_by_intensity` or :func:`spread_by_roughness` at any factor), then the
+    objective's constraint, as inference applies it. With ``roughness`` only the cells whose LR
+    neighbourhood lies inside the patch count: at its edge a patch's LR has fewer neighbours
+    than inference's whole domain gives every cell."""
     spec = objective.spec
     var_sum = err_sum = cells = 0.0
     members = batches[0][0].shape[1] if batches else 1
@@ -105,6 +106,17 @@ def ensemble_ratio(
                 flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
                 phys = flat.view_as(phys)
         valid = torch.isfinite(truth)
+        if rule == "roughness":
+            e = spec.scale * (ROUGHNESS_WINDOW // 2)
+            if truth.shape[-1] <= 2 * e or truth.shape[-2] <= 2 * e:
+                raise ValueError(
+                    f"calibrate_by: roughness needs validation patches of more than "
+                    f"{2 * e} HR cells a side (LR neighbourhoods of {ROUGHNESS_WINDOW} cells "
+                    f"inside the patch), not {tuple(truth.shape[-2:])}"
+                )
+            inner = torch.zeros_like(valid)
+            inner[..., e:-e, e:-e] = True
+            valid &= inner
         var = phys.var(dim=1, unbiased=True)
         err = (phys.mean(dim=1) - truth).square()
         var_sum += float(var[valid].sum())

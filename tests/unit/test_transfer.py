@@ -204,10 +204,10 @@ def test_worse_than_bicubic(scores, worse):
     assert worse_than_bicubic(scores) == worse
 
 
-def _loaders(spec: FeatureSpec, train, val) -> Loaders:
+def _loaders(spec: FeatureSpec, train, val, patch: int = 16) -> Loaders:
     return Loaders(
-        PatchDataset(train, 16, 8, 16, seed=0),
-        PatchDataset(val, 16, 8, 16, seed=1),
+        PatchDataset(train, patch, 8, 16, seed=0),
+        PatchDataset(val, patch, 8, 16, seed=1),
         Collate(spec),
         batch=8,
         workers=0,
@@ -434,7 +434,7 @@ def test_rate_rules_calibration_brings_spread_skill_to_one_and_records_the_rule(
     model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
     with torch.no_grad():
         model.head.weight.normal_(0, 0.1)
-    loaders = _loaders(spec, train, val)
+    loaders = _loaders(spec, train, val, patch=32)  # roughness: 4 x 4 LR cells, 2 x 2 inside
     objective = Objective(spec, constraint="conserve")
     _, record = guard(
         model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
@@ -447,6 +447,30 @@ def test_rate_rules_calibration_brings_spread_skill_to_one_and_records_the_rule(
     again = ensemble_ratio(drawn, objective, cal["inflation"], rule)
     assert again == pytest.approx(cal["spread_skill_val"])
     assert ensemble_ratio(drawn, objective, 2 * cal["inflation"], rule) > again
+    # roughness scores only cells with a whole LR neighbourhood in the patch: the edge ring of
+    # LR blocks (8 HR cells here) does not count, under intensity it does
+    edged = [(p, t.clone(), lr) for p, t, lr in drawn]
+    for _, t, _ in edged:
+        t[..., :8, :] = t[..., :, :8] = t[..., -8:, :] = t[..., :, -8:] = math.nan
+    moved = ensemble_ratio(edged, objective, cal["inflation"], rule)
+    assert (moved == pytest.approx(again)) == (rule == "roughness")
+
+
+def test_roughness_calibration_needs_patches_with_whole_lr_neighbourhoods():
+    from climai.config import CampaignConfig
+
+    spec, train, val, _ = tiny_sources(steps=20, variables=("pr",))
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    loaders = _loaders(spec, train, val)  # 16-cell patches: 2 x 2 LR cells, none inside
+    objective = Objective(spec, constraint="conserve")
+    drawn = val_members(model, loaders, objective, CPU, 4, 2, 0)
+    with pytest.raises(ValueError, match=r"roughness needs validation patches of more than 16"):
+        ensemble_ratio(drawn, objective, 1.0, "roughness")
+    rain = [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}]
+    crps = {"unet-crps": {"calibrate": True, "calibrate_by": "roughness", "patch": 16}}
+    with pytest.raises(ValueError, match=r"methods.unet-crps.patch=16: .* patch >= 24 at scale 8"):
+        CampaignConfig.model_validate({"campaign": "t", "variables": rain, "methods": crps})
 
 
 @pytest.mark.parametrize("rule", ["intensity", "roughness"])
