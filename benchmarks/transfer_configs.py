@@ -52,7 +52,7 @@ METHOD = (
     augment: true
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
-    calibrate_by: {crps_calibrate}   # intensity: spread = factor x (members' mean)^0.75, mean kept
+    calibrate_by: {crps_calibrate}   # spread = factor x members' mean x CV of the 3x3 LR cells around
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10
@@ -85,7 +85,7 @@ P = dict(
     crps_epochs=1,
     crps_patches=160,
     crps_coarsen="[2, 4]",
-    crps_calibrate="intensity",
+    crps_calibrate="roughness",
 )
 if len(sys.argv) > 1:
     P.update(json.loads(sys.argv[1]))
