@@ -80,6 +80,18 @@ TINY_CAMPAIGN: dict[str, Any] = {
 }
 
 
+def reference_roughness(lr: np.ndarray) -> np.ndarray:
+    """The coefficient of variation of each LR cell's valid 3 × 3 neighbours, one cell at a time:
+    the plain loop that ``climai.models.constraints.lr_roughness`` is tested against."""
+    out = np.zeros_like(lr)
+    for i in range(lr.shape[0]):
+        for j in range(lr.shape[1]):
+            v = lr[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            v = v[np.isfinite(v)]
+            out[i, j] = v.std() / v.mean() if v.size and v.mean() > 0 else 0.0
+    return out
+
+
 def write_config(path: str | Path, **overrides: Any) -> Path:
     """Write a tiny campaign config (``TINY_CAMPAIGN`` updated with ``overrides``) to ``path``."""
     path = Path(path)

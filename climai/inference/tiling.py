@@ -33,14 +33,7 @@ import torch
 
 from climai.data.features import FeatureSpec, model_inputs
 from climai.inference.distributed import chunk_seed
-from climai.models.constraints import (
-    SPREADS,
-    conserve,
-    inflate,
-    lr_roughness,
-    spread_by_intensity,
-    spread_by_roughness,
-)
+from climai.models.constraints import SPREADS, conserve, lr_roughness, spread_members
 from climai.models.interpolate import nan_fill
 
 #: ``predict(x, base, seed)``: normalised inputs ``(N, C, h, w)`` and bicubic base
@@ -261,10 +254,6 @@ class TiledPredictor:
         self.samples = self.skipped = self.dry = 0  # tile steps seen, not computed, dry of those
         self._rough: torch.Tensor | None = None
 
-    def _spreads(self, rule: str) -> bool:
-        """Whether the members are spread with ``rule``."""
-        return self.inflation is not None and self.spread_rule == rule
-
     def run(
         self,
         lr: np.ndarray,
@@ -285,7 +274,8 @@ class TiledPredictor:
         fill = nan_fill(lr_t)
         missing = torch.isnan(lr_t)
         # the roughness rule's LR neighbourhoods, from the whole domain (no tile edges): h × w
-        self._rough = lr_roughness(lr_t) if self._spreads("roughness") else None
+        by_roughness = self.inflation is not None and self.spread_rule == "roughness"
+        self._rough = lr_roughness(lr_t) if by_roughness else None
         th, width = self.layout.tile[0], self.layout.shape[1]
         band = _Band(0, None, torch.zeros(th, width))
         for row in range(len(self.layout.rows)):
@@ -387,6 +377,33 @@ class TiledPredictor:
             yield tile, t, out[i : i + xs.shape[0]]
             i += xs.shape[0]
 
+    def _step_stats(
+        self,
+        first: torch.Tensor,
+        t: int,
+        members: int,
+        physical: Callable[[tuple[int, ...]], torch.Tensor],
+        y0: int,
+        end: int,
+    ) -> dict[str, torch.Tensor | None]:
+        """``spread_members``' statistics of step ``t``'s band rows ``[y0, end)``, member by
+        member (``first`` is member 0): the members' mean, their std (the rules that keep each
+        member's standardised departure) and the roughness rule's field on the HR grid, each
+        ``(1, 1, V, k, W)``."""
+        mean = sum(physical((t, m)) for m in range(1, members)) + first
+        mean = mean / members
+        std = rough = None
+        if self.spread_rule != "inflation":
+            dev = (first - mean).square()
+            for m in range(1, members):
+                dev += (physical((t, m)) - mean).square()
+            std = (dev / members).sqrt()[None, None]
+        if self._rough is not None:
+            s = self.layout.scale
+            rough = self._rough[t, :, y0 // s : end // s]
+            rough = rough.repeat_interleave(s, -2).repeat_interleave(s, -1)[None, None]
+        return {"mean": mean[None, None], "std": std, "roughness": rough}
+
     def _finish(self, band: _Band, end: int, lr: torch.Tensor, missing: torch.Tensor) -> np.ndarray:
         """Physical values of the band's final rows ``[band.y0, end)`` (conserving the LR block
         means when asked), NaN where LR is missing."""
@@ -410,30 +427,17 @@ class TiledPredictor:
                 [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
             )
 
-        mean = std = None  # a spread ensemble's members' mean (and std) of the current step
+        # a spread ensemble's per-step statistics (members' mean, std; the roughness rule's field)
+        stats: dict[str, torch.Tensor | None] = {}
         # sample by sample (a step, or a step's member): the temporaries are one sample's
         for idx in np.ndindex(*lead):
             phys = physical(idx)
             if self.inflation is not None:
                 if idx[1] == 0:  # one member at a time, no step's members all at once
-                    mean = sum(physical((idx[0], m)) for m in range(1, lead[1])) + phys
-                    mean = mean / lead[1]
-                    if self.spread_rule != "inflation":  # the rules that keep z-scores
-                        dev = (phys - mean).square()
-                        for m in range(1, lead[1]):
-                            dev += (physical((idx[0], m)) - mean).square()
-                        std = (dev / lead[1]).sqrt()
-                one, f = phys[None, None], self.inflation
-                if self.spread_rule == "intensity":
-                    one = spread_by_intensity(one, f, nonneg, mean[None, None], std[None, None])
-                elif self.spread_rule == "roughness":
-                    rough = self._rough[idx[0], :, band.y0 // s : end // s]
-                    rough = rough.repeat_interleave(s, -2).repeat_interleave(s, -1)
-                    one = spread_by_roughness(
-                        one, f, nonneg, rough[None, None], mean[None, None], std[None, None]
-                    )
-                else:
-                    one = inflate(one, f, nonneg, mean[None, None])
+                    stats = self._step_stats(phys, idx[0], lead[1], physical, band.y0, end)
+                one = spread_members(
+                    self.spread_rule, phys[None, None], self.inflation, nonneg, **stats
+                )
                 phys = one[0, 0]
             if self.conserving:
                 phys = conserve(phys[None], lr_rows[idx[0]][None], s, nonneg)[0]

@@ -218,20 +218,28 @@ def spread_members(
     members: torch.Tensor,
     factors: list[float],
     non_negative: list[bool],
+    *,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    roughness: torch.Tensor | None = None,
     lr: torch.Tensor | None = None,
     scale: int = 1,
 ) -> torch.Tensor:
-    """Members ``(N, M, V, H, W)`` spread by ``factors`` with ``rule`` (one of :data:`SPREADS`);
-    ``roughness`` needs their LR input ``lr`` ``(N, V, h, w)`` (physical) and the ``scale``."""
+    """Members ``(N, M, V, H, W)`` spread by ``factors`` with ``rule`` (one of :data:`SPREADS`).
+    ``mean`` and ``std`` (``(N, 1, V, H, W)``) may come from a larger ensemble whose members come
+    a few at a time; ``roughness`` needs the HR-grid roughness (``(N, 1, V, H, W)``) or the
+    members' LR input ``lr`` ``(N, V, h, w)`` (physical) and the ``scale``."""
     if rule == "inflation":
-        return inflate(members, factors, non_negative)
+        return inflate(members, factors, non_negative, mean)
     if rule == "intensity":
-        return spread_by_intensity(members, factors, non_negative)
+        return spread_by_intensity(members, factors, non_negative, mean, std)
     if rule == "roughness":
-        if lr is None:
-            raise ValueError("spread_members: the roughness rule needs the members' LR input")
-        rough = lr_roughness(lr).repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-        return spread_by_roughness(members, factors, non_negative, rough[:, None])
+        if roughness is None:
+            if lr is None:
+                raise ValueError("spread_members: the roughness rule needs the members' LR input")
+            roughness = lr_roughness(lr).repeat_interleave(scale, -2)
+            roughness = roughness.repeat_interleave(scale, -1)[:, None]
+        return spread_by_roughness(members, factors, non_negative, roughness, mean, std)
     raise ValueError(f"spread rule {rule!r}: expected one of {list(SPREADS)}")
 
 

@@ -99,7 +99,7 @@ def ensemble_ratio(
         if inflation != 1.0 or rule != "inflation":
             phys = spread_members(
                 rule, phys, [inflation] * len(spec.variables), spec.non_negative,
-                lr.double(), spec.scale,
+                lr=lr.double(), scale=spec.scale,
             )  # fmt: skip
             if objective.constraint == "conserve":
                 lr = lr.double().repeat_interleave(members, 0)

@@ -25,6 +25,7 @@ from climai.testing import (
     NoisyUNet,
     lr_inputs,
     model_card_for,
+    reference_roughness,
     toy_feature_spec,
     trained_like_unet,
 )
@@ -585,17 +586,6 @@ def test_an_ensemble_spread_by_roughness_uses_the_whole_domains_lr_whatever_the_
     both = np.isfinite(spreads[0]) & np.isfinite(spreads[1])
     assert both.sum() > 500
     np.testing.assert_allclose(spreads[0][both], spreads[1][both], rtol=1e-3)
-
-
-def reference_roughness(lr: np.ndarray) -> np.ndarray:
-    """Coefficient of variation of each LR cell's valid 3 × 3 neighbours, one cell at a time."""
-    out = np.zeros_like(lr)
-    for i in range(lr.shape[0]):
-        for j in range(lr.shape[1]):
-            v = lr[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
-            v = v[np.isfinite(v)]
-            out[i, j] = v.std() / v.mean() if v.size and v.mean() > 0 else 0.0
-    return out
 
 
 MMAPPED = """

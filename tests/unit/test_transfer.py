@@ -25,7 +25,7 @@ from climai.models.constraints import (
     spread_members,
 )
 from climai.models.unet import ResidualUNet
-from climai.testing import create_prepared_test_data, tiny_sources
+from climai.testing import create_prepared_test_data, reference_roughness, tiny_sources
 from climai.training.distributed import DistContext
 from climai.training.guard import (
     calibrate_noise,
@@ -371,18 +371,6 @@ def test_intensity_spread_sets_every_cells_spread_from_the_members_mean():
         spread_by_intensity(members, [0.3, 0.3], [True])
 
 
-def reference_roughness(lr: np.ndarray) -> np.ndarray:
-    """Coefficient of variation of each cell's valid 3 × 3 neighbours, one cell at a time."""
-    out = np.zeros_like(lr)
-    h, w = lr.shape
-    for i in range(h):
-        for j in range(w):
-            v = lr[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
-            v = v[np.isfinite(v)]
-            out[i, j] = v.std() / v.mean() if v.size and v.mean() > 0 else 0.0
-    return out
-
-
 def test_lr_roughness_is_the_coefficient_of_variation_of_every_cells_neighbourhood():
     rng = np.random.default_rng(3)
     lr = rng.gamma(0.6, 2.0, size=(6, 7))
@@ -408,7 +396,7 @@ def test_roughness_spread_sets_every_cells_spread_from_the_mean_and_the_lr_rough
     gen = torch.Generator().manual_seed(1)
     lr = 1.0 + 3.0 * torch.rand(2, 1, 3, 4, generator=gen, dtype=torch.float64)
     members = 4.0 + torch.rand(2, 5, 1, 12, 16, generator=gen, dtype=torch.float64)
-    out = spread_members("roughness", members, [0.5], [True], lr, 4)
+    out = spread_members("roughness", members, [0.5], [True], lr=lr, scale=4)
     mean = members.mean(1, keepdim=True)
     torch.testing.assert_close(out.mean(1, keepdim=True), mean)
     rough = torch.from_numpy(np.stack([reference_roughness(a[0].numpy()) for a in lr]))
@@ -417,7 +405,7 @@ def test_roughness_spread_sets_every_cells_spread_from_the_mean_and_the_lr_rough
     z = (members - mean) / members.std(1, correction=0, keepdim=True)
     torch.testing.assert_close((out - mean) / out.std(1, correction=0, keepdim=True), z)
     # where the LR is uniform the members collapse onto their mean: nothing to spread by
-    flat = spread_members("roughness", members, [0.5], [True], torch.ones(2, 1, 3, 4), 4)
+    flat = spread_members("roughness", members, [0.5], [True], lr=torch.ones(2, 1, 3, 4), scale=4)
     torch.testing.assert_close(flat, mean.expand_as(members))
     with pytest.raises(ValueError, match="roughness rule needs the members' LR input"):
         spread_members("roughness", members, [0.5], [True])
