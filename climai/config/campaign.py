@@ -288,6 +288,12 @@ class CampaignConfig(StrictModel):
                     f"at least 3 LR cells a side, i.e. patch >= {3 * self.scale} at scale "
                     f"{self.scale}"
                 )
+            if unet.departure_blur and not method_type(unet.type).stochastic:
+                raise ValueError(
+                    f"methods.{name}.departure_blur={unet.departure_blur}: only an ensemble's "
+                    f"members have departures to smooth; method type {unet.type!r} draws one "
+                    "field (set it to 0)"
+                )
             if not isinstance(unet, UNetConfig):
                 continue
             levels = 2 ** (len(unet.channels) - 1)

@@ -111,6 +111,17 @@ class TransferKeys(StrictModel):
         "The factor is searched in [0, 128] on the validation patches and recorded in the model "
         "card.",
     )
+    departure_blur: float = Field(
+        0.0,
+        ge=0,
+        le=8,
+        description="Ensembles: the members' departures from their mean are smoothed by a "
+        "Gaussian of this sigma in HR cells before they are spread (in calibration and at "
+        "inference alike; recorded in the model card); 0 leaves them as the network draws "
+        "them. The mean does not move and spreading re-sets every cell's spread, so only "
+        "where the members' variability sits changes: the network's departures are "
+        "grid-scale, a radar field is smooth at its grid scale.",
+    )
 
     @model_validator(mode="after")
     def _transfer_keys(self) -> TransferKeys:

@@ -324,7 +324,8 @@ def downscale_emulator(
             "trained with augment: true, so its predictions are not meant to be averaged over "
             "flips and rotations; set infer.self_ensemble: 1 or retrain with augment: true"
         )
-    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views)
+    blur = float(card.get("architecture", {}).get("departure_blur", 0.0))  # as calibrated
+    predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views, blur)
     conserving = emulator.constraint == "conserve"
     factors = card.get("architecture", {}).get("inflation")
     inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None

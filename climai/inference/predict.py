@@ -16,6 +16,7 @@ from climai.inference.distributed import chunk_seed
 from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
 from climai.malloc import keep_freed_buffers
+from climai.models.constraints import blur_departures
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
 from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
@@ -179,6 +180,7 @@ def emulator_predictor(
     bf16: bool = True,
     members: int | None = None,
     self_ensemble: int = 1,
+    blur: float = 0.0,
 ) -> Predict:
     """A :data:`~climai.inference.tiling.Predict` callable running ``emulator`` on ``device``.
 
@@ -188,7 +190,10 @@ def emulator_predictor(
     drawn after seeding torch with ``chunk_seed(seed, m)`` (its own draw whatever ``M``; one
     member: ``(N, V, h, w)``, that seeded draw). ``self_ensemble`` k > 1 (deterministic
     emulators only): the mean of the predictions of the k :data:`VIEWS` of each sample, each
-    turned back before averaging. bf16 autocast where supported; inputs in channels-last layout.
+    turned back before averaging. ``blur`` (ensembles of several members): each sample's
+    members' departures from their mean smoothed by a Gaussian of that sigma in HR cells
+    (:func:`~climai.models.constraints.blur_departures`, the model card's ``departure_blur``).
+    bf16 autocast where supported; inputs in channels-last layout.
     On the CPU, the process keeps freed memory for reuse (:func:`~climai.malloc.keep_freed_buffers`):
     each forward allocates the same large activations as the last.
     """
@@ -239,7 +244,7 @@ def emulator_predictor(
         for m in range(count):
             torch.manual_seed(chunk_seed(seed, m))
             out[:, m] = forward(x, base)
-        return (out if count > 1 else out[:, 0]).cpu()
+        return (blur_departures(out, blur) if count > 1 else out[:, 0]).cpu()
 
     return predict
 

@@ -341,6 +341,7 @@ def _train(
             members=int(getattr(mcfg, "members", 1)),
             seed=training_seed(ctx, mcfg),
             log=say,
+            blur=mcfg.departure_blur,
         )
         state.update({f"{group}.{k}": v.detach().cpu() for k, v in net.state_dict().items()})
         history += [{**row, "group": group} for row in result.history]
@@ -359,6 +360,8 @@ def _train(
                 for v in vs
             }
             card["architecture"]["spread_rule"] = mcfg.calibrate_by
+        if mcfg.departure_blur:  # the ensemble's departures smoothed at inference too
+            card["architecture"]["departure_blur"] = float(mcfg.departure_blur)
         if sources:
             card["training_data"] = source_record(sources)
             if mcfg.train_on:

@@ -27,9 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from climai.models.constraints import ROUGHNESS_WINDOW, SPREADS, conserve, spread_members
+from climai.models.constraints import (
+    ROUGHNESS_WINDOW,
+    SPREADS,
+    blur_departures,
+    conserve,
+    spread_members,
+)
 from climai.training.distributed import DistContext
-from climai.training.loop import Loaders, Objective, validation_scores
+from climai.training.loop import Loaders, Objective, constrain, validation_scores
 
 NOISE_PREFIXES = ("noise_down.", "noise_up.")
 
@@ -59,9 +65,12 @@ def val_members(
     members: int,
     max_batches: int,
     seed: int,
+    blur: float = 0.0,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``members`` draws on the first ``max_batches`` val batches: per batch the members
-    ``(B, M, V, p, p)`` and the truth ``(B, V, p, p)`` in physical units (float64), and the LR."""
+    ``(B, M, V, p, p)`` and the truth ``(B, V, p, p)`` in physical units (float64), and the LR.
+    ``blur``: the members' departures smoothed as inference smooths them
+    (:func:`~climai.models.constraints.blur_departures`, on the normalised draws)."""
     model.eval()
     spec = objective.spec
     torch.manual_seed(seed)  # the same noise at every trial: a smooth function of the factor
@@ -71,6 +80,11 @@ def val_members(
             break
         batch = batch.to(ctx.device)
         z = objective.predict(model, batch, members)  # (B, M, V, p, p)
+        if blur and members > 1:  # then conserved again, as inference conserves the blend
+            z = blur_departures(z, blur)
+            if objective.constraint == "conserve":
+                lr = batch.lr.repeat_interleave(members, 0)
+                z = constrain(z.flatten(0, 1), lr, spec).view_as(z)
         phys, truth = (
             torch.stack([spec.denormalise(v, t[..., i, :, :]).double()
                          for i, v in enumerate(spec.variables)], -3)
@@ -137,10 +151,11 @@ def spread_skill(
     max_batches: int,
     seed: int,
     inflation: float = 1.0,
+    blur: float = 0.0,
 ) -> float:
     """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches
-    (``inflation``: see :func:`ensemble_ratio`)."""
-    batches = val_members(model, loaders, objective, ctx, members, max_batches, seed)
+    (``inflation``: see :func:`ensemble_ratio`; ``blur``: :func:`val_members`)."""
+    batches = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
     return ensemble_ratio(batches, objective, inflation)
 
 
@@ -247,12 +262,15 @@ def guard(
     seed: int,
     log: Callable[[str], None] = print,
     max_batches: int = 8,
+    blur: float = 0.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Calibrate (ensembles, ``calibrate``), score, flag and (``fallback``) fall back.
 
     Returns the shipped model's validation scores and the model card's ``guard`` record:
     ``calibration``, ``worse_than_bicubic`` (variables), ``fallback`` (variables now bicubic)
-    and the scores before the fallback."""
+    and the scores before the fallback. ``blur``: the members' departures are smoothed by a
+    Gaussian of that sigma (HR cells) before spreading, as inference does (the model card's
+    ``departure_blur``)."""
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise ValueError(
@@ -264,7 +282,7 @@ def guard(
         if not noise_weights(model):
             raise ValueError("calibrate: the model injects no noise (not an ensemble)")
         # the members do not depend on the factor: drawn once, spread at every trial
-        drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed)
+        drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
         cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f, calibrate_by))
         record["calibration"] = {
             **cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor, "rule": calibrate_by
@@ -275,7 +293,10 @@ def guard(
         )
     elif calibrate:
         cal = calibrate_noise(
-            model, lambda m: spread_skill(m, loaders, objective, ctx, members, max_batches, seed)
+            model,
+            lambda m: spread_skill(
+                m, loaders, objective, ctx, members, max_batches, seed, blur=blur
+            ),
         )
         record["calibration"] = cal.as_dict()
         log(f"calibrated noise ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")

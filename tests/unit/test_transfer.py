@@ -18,6 +18,7 @@ from climai.data.pooled import Member, PooledPatches, augment, physical_stats, s
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
 from climai.models.constraints import (
     INTENSITY_POWER,
+    blur_departures,
     inflate,
     lr_roughness,
     spread_by_intensity,
@@ -413,6 +414,90 @@ def test_roughness_spread_sets_every_cells_spread_from_the_mean_and_the_lr_rough
         spread_by_roughness(members, [0.5], [False], rough)
     with pytest.raises(ValueError, match="spread rule 'wider': expected one of"):
         spread_members("wider", members, [0.5], [True])
+
+
+def test_blur_departures_smooths_what_the_members_differ_by_and_keeps_their_mean():
+    """departure_blur: mean + Gaussian(σ) of each member's departure from the members' mean
+    (scipy's mirror edges, truncated at 3σ); the mean stays exactly, grid-scale power goes."""
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.Generator().manual_seed(3)
+    members = torch.randn(2, 6, 2, 24, 30, generator=g, dtype=torch.float64) + 5.0
+    mean = members.mean(1, keepdim=True)
+    for sigma in (0.7, 1.0, 2.0):
+        out = blur_departures(members, sigma)
+        want = gaussian_filter(
+            (members - mean).numpy(), (0, 0, 0, sigma, sigma), mode="mirror", truncate=3.0
+        )
+        np.testing.assert_allclose((out - mean).numpy(), want, atol=1e-12)
+        torch.testing.assert_close(out.mean(1, keepdim=True), mean, rtol=0, atol=1e-12)
+
+    # the departures' grid-scale variability (neighbour differences) falls, by more for wider σ
+    def rough(t):
+        return float((t - t.mean(1, keepdim=True)).diff(dim=-1).square().mean())
+
+    r0, r1, r2 = (
+        rough(members),
+        rough(blur_departures(members, 1.0)),
+        rough(blur_departures(members, 2.0)),
+    )
+    assert r2 < r1 < 0.2 * r0
+    assert torch.equal(blur_departures(members, 0.0), members)
+    assert torch.equal(blur_departures(members[:, :1], 1.0), members[:, :1])  # one member
+    with pytest.raises(ValueError, match=r"departure_blur=-1.0: expected a finite sigma >= 0"):
+        blur_departures(members, -1.0)
+
+
+def test_calibration_sees_the_departures_blurred_as_inference_blurs_them():
+    """guard(blur=σ) calibrates the members val_members draws with their departures blurred:
+    the factor is the one that brings those members' spread/skill to 1."""
+    spec, train, val, _ = tiny_sources(steps=20, variables=("pr",))
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    loaders = _loaders(spec, train, val, patch=32)
+    objective = Objective(spec, constraint="conserve")
+    plain = val_members(model, loaders, objective, CPU, 4, 8, 0)
+    blurred = val_members(model, loaders, objective, CPU, 4, 8, 0, blur=1.5)
+    for (p, t, lr), (b, t2, lr2) in zip(plain, blurred, strict=True):
+        assert torch.equal(t, t2) and torch.equal(lr, lr2)
+        assert not torch.allclose(p, b)
+        # the members' mean moves only through the inverse transform (log1p: convex)
+        assert float((b.mean(1) - p.mean(1)).abs().max()) < 0.05 * float(p.mean(1).abs().max())
+        # and every blurred member is conserved again: its block means are the LR's
+        blocks = torch.nn.functional.avg_pool2d(b.flatten(0, 1), spec.scale).view(
+            *b.shape[:3], *lr.shape[-2:]
+        )
+        ok = torch.isfinite(lr)[:, None].expand_as(blocks)
+        want = lr.double()[:, None].expand_as(blocks)
+        torch.testing.assert_close(blocks[ok], want[ok], rtol=1e-4, atol=1e-5)
+    _, record = guard(
+        model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
+        calibrate_by="roughness", log=lambda _m: None, blur=1.5,
+    )  # fmt: skip
+    cal = record["calibration"]
+    assert ensemble_ratio(blurred, objective, cal["inflation"], "roughness") == pytest.approx(
+        cal["spread_skill_val"]
+    )
+    assert ensemble_ratio(plain, objective, cal["inflation"], "roughness") != pytest.approx(
+        cal["spread_skill_val"]
+    )
+
+
+def test_config_departure_blur_is_for_ensembles():
+    from climai.config import CampaignConfig
+
+    rain = [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}]
+    crps = {"unet-crps": {"calibrate": True, "calibrate_by": "roughness", "departure_blur": 1}}
+    cfg = CampaignConfig.model_validate({"campaign": "t", "variables": rain, "methods": crps})
+    assert cfg.methods.get("unet-crps").departure_blur == 1.0
+    with pytest.raises(ValueError, match=r"methods.unet.departure_blur=1.0: only an ensemble"):
+        CampaignConfig.model_validate(
+            {"campaign": "t", "variables": rain, "methods": {"unet": {"departure_blur": 1}}}
+        )
+    with pytest.raises(ValueError, match="departure_blur"):
+        UNetCRPSConfig(departure_blur=-0.5)
 
 
 @pytest.mark.parametrize("rule", ["intensity", "roughness"])
