@@ -53,6 +53,7 @@ METHOD = (
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
     calibrate_by: {crps_calibrate}   # spread = factor x members' mean x CV of the 3x3 LR cells around
+    departure_blur: {crps_blur}   # members' departures smoothed by a 1-cell Gaussian: the network's are grid-scale
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10
@@ -86,6 +87,7 @@ P = dict(
     crps_patches=160,
     crps_coarsen="[2, 4]",
     crps_calibrate="roughness",
+    crps_blur=1.0,
 )
 if len(sys.argv) > 1:
     P.update(json.loads(sys.argv[1]))
