@@ -117,10 +117,10 @@ class TransferKeys(StrictModel):
         le=8,
         description="Ensembles: the members' departures from their mean are smoothed by a "
         "Gaussian of this sigma in HR cells before they are spread (in calibration and at "
-        "inference alike; recorded in the model card); 0 leaves them as the network draws "
-        "them. The mean does not move and spreading re-sets every cell's spread, so only "
-        "where the members' variability sits changes: the network's departures are "
-        "grid-scale, a radar field is smooth at its grid scale.",
+        "inference alike, not in training; recorded in the model card); 0 leaves them as the "
+        "network draws them. The mean does not move and spreading re-sets every cell's "
+        "spread, so mostly where the members' variability sits changes: the network's "
+        "departures are grid-scale, a radar field is smooth at its grid scale.",
     )
 
     @model_validator(mode="after")

@@ -248,13 +248,17 @@ def spread_members(
 def blur_departures(members: torch.Tensor, sigma: float) -> torch.Tensor:
     """Members ``(N, M, V, H, W)`` whose departures from their mean (over ``M``) are smoothed by
     a Gaussian of ``sigma`` cells (edges reflected; ``sigma`` 0: unchanged). The mean stays
-    exactly; only where the departures' power sits moves, from the grid scale to a few cells.
+    exactly; the departures lose their grid-scale part, and with it much of their size, which
+    the spreading rules (not ``inflation``) re-set cell by cell.
 
-    Why: the network's departures are grid-scale (its members carry 3–8× the truth's power at
+    Why: the network's departures are grid-scale (its members carry up to 6× the truth's power at
     2–4 cells on held-out radars, and too little at 4–16), while a radar's own product is
     smooth at its grid scale. Spreading then re-sets every cell's spread
-    (:func:`spread_members`), so the blur changes the members' spectrum, not their spread, and
-    the CRPS by at most 0.002 (BENCHMARKS.md, sessions 40 and 43)."""
+    (:func:`spread_members`), so the blur mostly changes the members' spectrum: at a fixed
+    per-cell spread the CRPS moved by at most 0.002 (BENCHMARKS.md, session 40); through the
+    conservation that follows, which removes a smoothed departure's block-scale part, −0.010
+    to +0.013 on four held-out radars, their spectra at 4–16 cells nearer the truth's on all
+    (session 43)."""
     if sigma < 0 or not math.isfinite(sigma):
         raise ValueError(f"departure_blur={sigma}: expected a finite sigma >= 0 (HR cells)")
     if sigma == 0 or members.shape[1] < 2:
