@@ -53,7 +53,7 @@ METHOD = (
     min_wet: {min_wet}
     calibrate: true           # spread/skill 1 on the validation patches
     calibrate_by: {crps_calibrate}   # spread = factor x members' mean x CV of the 3x3 LR cells around
-    departure_blur: {crps_blur}   # members' departures smoothed by a 1-cell Gaussian: the network's are grid-scale
+    departure_blur: {crps_blur}   # sigma (HR cells) smoothing the members' grid-scale departures
     channels: {channels}
     lr: {crps_lr}
     warmup_steps: 10

@@ -318,18 +318,19 @@ def downscale_emulator(
     device = rank_device(resolve_device(cfg.device), ranks)
     count = (members or emulator.members) if emulator.stochastic else 1
     views = 1 if emulator.stochastic else cfg.self_ensemble
-    if views > 1 and not card.get("architecture", {}).get("method_config", {}).get("augment"):
+    arch = card.get("architecture", {})
+    if views > 1 and not arch.get("method_config", {}).get("augment"):
         raise ValueError(
             f"infer.self_ensemble={views}: the model of method {card.get('method')!r} was not "
             "trained with augment: true, so its predictions are not meant to be averaged over "
             "flips and rotations; set infer.self_ensemble: 1 or retrain with augment: true"
         )
-    blur = float(card.get("architecture", {}).get("departure_blur", 0.0))  # as calibrated
+    blur = float(arch.get("departure_blur", 0.0))  # as the calibration smoothed the members
     predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views, blur)
     conserving = emulator.constraint == "conserve"
-    factors = card.get("architecture", {}).get("inflation")
+    factors = arch.get("inflation")
     inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
-    rule = card.get("architecture", {}).get("spread_rule", "inflation")
+    rule = arch.get("spread_rule", "inflation")
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
         card_seed(card), conserving, block, inflation, rule,

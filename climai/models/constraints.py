@@ -251,8 +251,8 @@ def blur_departures(members: torch.Tensor, sigma: float) -> torch.Tensor:
     exactly; the departures lose their grid-scale part, and with it much of their size, which
     the spreading rules (not ``inflation``) re-set cell by cell.
 
-    Why: the network's departures are grid-scale (its members carry up to 6× the truth's power at
-    2–4 cells on held-out radars, and too little at 4–16), while a radar's own product is
+    Why: the network's departures are grid-scale (its members carried 3–10× the truth's power
+    at 2–4 cells on held-out knmi and bom, and too little at 4–16), while a radar's product is
     smooth at its grid scale. Spreading then re-sets every cell's spread
     (:func:`spread_members`), so the blur mostly changes the members' spectrum: at a fixed
     per-cell spread the CRPS moved by at most 0.002 (BENCHMARKS.md, session 40); through the
