@@ -104,12 +104,22 @@ class ResidualUNet(nn.Module):
         """Spatial sizes must be a multiple of this (one halving per level)."""
         return 2 ** (len(self.down) - 1)
 
-    def forward(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The first block's output: no noise reaches it, so every member of an ensemble drawn
+        from the same input shares it (``forward(x, base, stem=...)``), a tenth of a member's
+        cost at the transfer campaigns' widths."""
+        return self.down[0](x)  # type: ignore[no-any-return]
+
+    def forward(
+        self, x: torch.Tensor, base: torch.Tensor, stem: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``base`` + the network's correction; ``stem``: :meth:`stem` of this ``x``, if known
+        (the same result, the first block not run again)."""
         skips = []
         for i, block in enumerate(self.down):
             if i:
                 x = F.avg_pool2d(x, 2)
-            x = block(x)
+            x = block(x) if i or stem is None else stem
             if self.noise_channels:
                 x = self.noise_down[i](x)
             skips.append(x)

@@ -310,6 +310,36 @@ def test_a_cards_departure_blur_smooths_the_members_at_inference_and_keeps_their
     assert float(blurred.std("member").mean()) > 0.01
 
 
+def test_an_ensembles_members_share_the_noise_free_first_block_and_equal_separate_draws():
+    """Each variable group's first block (no noise reaches it) runs once per batch, not once per
+    member, and every member is bitwise the draw its own seed gives a full forward pass."""
+    from climai.inference.distributed import chunk_seed
+    from climai.inference.predict import _group_channels, emulator_predictor
+
+    spec = toy_feature_spec()
+    emulator = _grouped_ensemble(spec, "none")
+    calls = {v: 0 for v in emulator.nets}
+    for v, net in emulator.nets.items():
+        net.down[0].register_forward_hook(lambda *_, v=v: calls.__setitem__(v, calls[v] + 1))
+    predict = emulator_predictor(emulator, spec.variables, torch.device("cpu"), bf16=False)
+    torch.manual_seed(5)
+    x = torch.randn(2, spec.in_channels, 32, 32)
+    base = torch.randn(2, len(spec.variables), 32, 32)
+    got = predict(x, base, 11)
+    assert got.shape == (2, 3, len(spec.variables), 32, 32)
+    assert calls == {v: 1 for v in emulator.nets}  # 3 members, one first block per group
+    with torch.no_grad():
+        for m in range(3):
+            torch.manual_seed(chunk_seed(11, m))
+            for i, v in enumerate(spec.variables):
+                channels = _group_channels(spec.variables, [v], spec.in_channels)
+                want = emulator.nets[v](
+                    x[:, channels].contiguous(memory_format=torch.channels_last), base[:, [i]]
+                )
+                torch.testing.assert_close(got[:, m, i], want[:, 0], rtol=0, atol=0)
+    assert not torch.equal(got[:, 0], got[:, 1])
+
+
 def test_an_ensemble_block_is_the_same_whoever_draws_it(tmp_path):
     """Time block k is seeded by (seed, k), not by what was drawn before: the first block of a
     4-step run equals a 2-step run of the same steps, and the blocks differ from each other."""
