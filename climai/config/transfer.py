@@ -76,6 +76,16 @@ class TransferKeys(StrictModel):
         "fields together): for fields without a preferred direction, e.g. precipitation "
         "without orography or wind as predictors.",
     )
+    augment_gain: float = Field(
+        1.0,
+        ge=1,
+        le=8,
+        description="Precipitation: multiply each training patch's rain (LR and HR together) by "
+        "a factor drawn log-uniformly between 1 / augment_gain and augment_gain, the same "
+        "storm at other rain rates: for a radar or season whose rain is heavier or lighter "
+        "than the training events'. Block means scale with it, so a conserving model stays "
+        "exact. 1: off.",
+    )
     min_wet: float = Field(
         0.0,
         ge=0,
@@ -133,6 +143,11 @@ class TransferKeys(StrictModel):
                     "train_on needs normalisation: physical (one campaign's statistics do not "
                     "fit another radar)"
                 )
+        if (self.augment or self.augment_gain > 1) and self.normalisation != "physical":
+            raise ValueError(
+                f"augment={self.augment}, augment_gain={self.augment_gain}: augmentation needs "
+                "normalisation: physical (only the pooled patches it acts on are augmented)"
+            )
         if self.calibrate_by != "noise" and not self.calibrate:
             raise ValueError(f"calibrate_by={self.calibrate_by!r} needs calibrate: true")
         for key in ("train_weights", "validate_on", "pooled_patches"):

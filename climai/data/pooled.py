@@ -3,7 +3,8 @@
 Each campaign keeps its own :class:`~climai.data.dataset.PatchDataset`; :class:`PooledPatches`
 draws sample ``i`` of epoch ``e`` from campaign ``k`` with a generator seeded by ``(seed, e, i)``
 and the stated shares, appends the campaign's grid channel (log2 of its HR spacing in km) and,
-when asked, flips and rotates the patch (LR with its halo, HR and static fields together). The
+when asked, flips and rotates the patch (LR with its halo, HR and static fields together) and
+scales its rain by a random gain. The
 normalisation is the same fixed physical transform for every campaign (:func:`physical_stats`):
 one radar's statistics would put another radar's rain at the wrong place on the model's scale.
 """
@@ -46,15 +47,19 @@ def physical_stats(variables: list[str], kinds: list[str], grid: bool) -> dict:
     return stats
 
 
-def augment(window: Window, rotations: int, flip: bool) -> Window:
+def augment(window: Window, rotations: int, flip: bool, gain: float = 1.0) -> Window:
     """``window`` rotated by ``rotations`` × 90° and then (``flip``) mirrored left–right; the
-    LR halo is symmetric, so its bicubic interpolation is the transformed interpolation."""
+    LR halo is symmetric, so its bicubic interpolation is the transformed interpolation. Its
+    LR and HR (rain, physical units) multiplied by ``gain``: every block mean scales with it."""
 
     def op(a: np.ndarray) -> np.ndarray:
         a = np.rot90(a, rotations, axes=(-2, -1))
         return np.ascontiguousarray(a[..., ::-1] if flip else a)
 
-    return replace(window, lr=op(window.lr), hr=op(window.hr), static=op(window.static))
+    lr, hr = op(window.lr), op(window.hr)
+    if gain != 1.0:
+        lr, hr = lr * np.float32(gain), hr * np.float32(gain)
+    return replace(window, lr=lr, hr=hr, static=op(window.static))
 
 
 @dataclass
@@ -89,11 +94,12 @@ class PooledPatches:
         weights: np.ndarray | None = None,
         augment: bool = False,
         grid: bool = True,
+        gain: float = 1.0,
     ) -> None:
         if not members:
             raise ValueError("no campaigns to draw patches from")
         self.members, self.length, self.seed = members, length, seed
-        self.weights, self.augment, self.grid = weights, augment, grid
+        self.weights, self.augment, self.grid, self.gain = weights, augment, grid, gain
         self.offsets = np.cumsum([0] + [len(m.patches) for m in members])
         if weights is None and length != self.offsets[-1]:
             raise ValueError(f"length {length} != the members' {self.offsets[-1]} patches")
@@ -127,8 +133,11 @@ class PooledPatches:
         if self.grid:
             grid = np.full((1, *w.hr.shape[-2:]), member.grid, np.float32)
             w = replace(w, static=np.concatenate([w.static, grid]))
-        if self.augment:
-            w = augment(w, int(rng.integers(4)), bool(rng.integers(2)))
+        if self.augment or self.gain > 1:
+            turns, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, 0)
+            # log-uniform in [1/gain, gain]: as likely halved as doubled
+            g = float(np.exp(rng.uniform(-1, 1) * np.log(self.gain))) if self.gain > 1 else 1.0
+            w = augment(w, turns, bool(flip), g)
         return w
 
     def counts(self) -> dict[str, int]:

@@ -208,6 +208,7 @@ def pooled_loaders(
         np.repeat(shares(train_on, mcfg.train_weights) / copies, copies),
         augment=mcfg.augment,
         grid=grid,
+        gain=mcfg.augment_gain,
     )
     val_members = _members(sources, validate_on, mcfg, spec, "val", seed + 1000)
     n_val = sum(len(m.patches) for m in val_members)

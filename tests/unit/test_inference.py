@@ -523,7 +523,12 @@ def test_downscale_of_a_model_trained_with_augment_averages_its_views(new_domain
     card["architecture"] = {
         **card["architecture"],
         "type": "unet",
-        "method_config": {"type": "unet", "channels": [8, 16], "augment": True},
+        "method_config": {
+            "type": "unet",
+            "channels": [8, 16],
+            "augment": True,
+            "normalisation": "physical",
+        },
     }
     root = tmp_path / "aug"
     root.mkdir()

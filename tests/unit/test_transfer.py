@@ -118,6 +118,49 @@ def test_augmentation_is_equivariant(rotations, flip):
     )  # float32 rounding of the interpolation
 
 
+def test_gain_augmentation_scales_a_patchs_rain_log_uniformly_and_nothing_else():
+    """augment_gain g: each patch's LR (with halo) and HR are the unaugmented patch's times one
+    factor in [1/g, g], log-uniform (as often halved as doubled); the grid channel and the
+    static fields are not scaled; without it, a flipped patch is not scaled."""
+    _, members = two_members()
+    plain = PooledPatches(members, 400, seed=3, weights=shares(["a", "b"], None))
+    gained = PooledPatches(members, 400, seed=3, weights=shares(["a", "b"], None), gain=2.0)
+    factors = []
+    for i in range(400):
+        p, g = plain[i], gained[i]
+        wet = np.isfinite(p.hr) & (p.hr > 0.01)
+        f = g.hr[wet] / p.hr[wet]
+        np.testing.assert_allclose(f, f[0], rtol=1e-6)
+        np.testing.assert_allclose(
+            g.lr[np.isfinite(p.lr)], f[0] * p.lr[np.isfinite(p.lr)], rtol=1e-6
+        )
+        np.testing.assert_array_equal(g.static, p.static)
+        factors.append(f[0])
+    logs = np.log2(factors)
+    assert logs.min() >= -1 - 1e-6 and logs.max() <= 1 + 1e-6
+    assert abs(logs.mean()) < 0.1 and logs.std() == pytest.approx(1 / np.sqrt(3), abs=0.06)
+    turned = PooledPatches(members, 20, seed=3, weights=shares(["a", "b"], None), augment=True)
+    for i in range(20):  # flips and rotations alone: one of the 8 views of the patch, unscaled
+        views = [augment(plain[i], r, f).hr for r in range(4) for f in (False, True)]
+        assert any(np.array_equal(turned[i].hr, v, equal_nan=True) for v in views)
+
+
+def test_config_augmentation_needs_the_pooled_patches():
+    from climai.config import CampaignConfig
+
+    rain = [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}]
+    ok = {"unet": {"normalisation": "physical", "augment_gain": 2}}
+    cfg = CampaignConfig.model_validate({"campaign": "t", "variables": rain, "methods": ok})
+    assert cfg.methods.get("unet").augment_gain == 2.0
+    for bad in ({"augment": True}, {"augment_gain": 2}):
+        with pytest.raises(ValueError, match="augmentation needs normalisation: physical"):
+            CampaignConfig.model_validate(
+                {"campaign": "t", "variables": rain, "methods": {"unet": bad}}
+            )
+    with pytest.raises(ValueError, match="augment_gain"):
+        UNetConfig(augment_gain=0.5)
+
+
 def test_a_model_without_static_fields_gets_no_static_channels():
     """A pooled model without the grid channel (grid_channel: false) sees no static field at
     all: its inputs are the others, in the same order (this crashed the batch builder)."""
