@@ -4,9 +4,9 @@ Each campaign keeps its own :class:`~climai.data.dataset.PatchDataset`; :class:`
 draws sample ``i`` of epoch ``e`` from campaign ``k`` with a generator seeded by ``(seed, e, i)``
 and the stated shares, appends the campaign's grid channel (log2 of its HR spacing in km) and,
 when asked, flips and rotates the patch (LR with its halo, HR and static fields together) and
-scales its rain by a random gain. The
-normalisation is the same fixed physical transform for every campaign (:func:`physical_stats`):
-one radar's statistics would put another radar's rain at the wrong place on the model's scale.
+scales its rain by a random gain. The normalisation is the same fixed physical transform for
+every campaign (:func:`physical_stats`): one radar's statistics would put another radar's rain
+at the wrong place on the model's scale.
 """
 
 from __future__ import annotations
@@ -134,10 +134,12 @@ class PooledPatches:
             grid = np.full((1, *w.hr.shape[-2:]), member.grid, np.float32)
             w = replace(w, static=np.concatenate([w.static, grid]))
         if self.augment or self.gain > 1:
-            turns, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, 0)
+            turns, flip = (
+                (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, False)
+            )
             # log-uniform in [1/gain, gain]: as likely halved as doubled
             g = float(np.exp(rng.uniform(-1, 1) * np.log(self.gain))) if self.gain > 1 else 1.0
-            w = augment(w, turns, bool(flip), g)
+            w = augment(w, turns, flip, g)
         return w
 
     def counts(self) -> dict[str, int]:

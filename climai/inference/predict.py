@@ -195,7 +195,8 @@ def emulator_predictor(
     (:func:`~climai.models.constraints.blur_departures`, the model card's ``departure_blur``).
     bf16 autocast where supported; inputs in channels-last layout. A network with a ``stem``
     (:meth:`~climai.models.unet.ResidualUNet.stem`: its noise-free first block) runs it once per
-    batch and starts every member from it: the same members, 8 % less time at 8 members.
+    batch and starts every member from it: the same members, 9 % less time at 8 members
+    (``benchmarks/ensemble_stem.py``).
     On the CPU, the process keeps freed memory for reuse (:func:`~climai.malloc.keep_freed_buffers`):
     each forward allocates the same large activations as the last.
     """
