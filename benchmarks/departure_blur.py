@@ -22,14 +22,20 @@ from climai.models.constraints import blur_departures
 from climai.models.unet import ResidualUNet
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ensemble_batch_args(doc: str) -> argparse.Namespace:
+    """The options of the scripts that time one tile batch of the transfer campaigns' ensemble
+    (this one and ``ensemble_stem.py``), parsed."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = ensemble_batch_args(__doc__)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     # the transfer campaigns' inputs: the LR's base and nearest channels and the grid channel

@@ -15,11 +15,11 @@ Checks that both give the same members, bit for bit, and prints the medians and 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
+from departure_blur import ensemble_batch_args
 
 from climai.inference.distributed import chunk_seed
 from climai.inference.predict import Emulator, emulator_predictor
@@ -27,13 +27,7 @@ from climai.models.unet import ResidualUNet
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--members", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ensemble_batch_args(__doc__)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net = ResidualUNet(3, 1, [16, 32, 64, 128], noise_channels=4).eval()
