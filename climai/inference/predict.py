@@ -256,7 +256,7 @@ def emulator_predictor(
         for m in range(count):
             torch.manual_seed(chunk_seed(seed, m))
             out[:, m] = forward(x, base, stems)
-        del stems
+        del stems  # freed before the blur allocates its own buffers
         return (blur_departures(out, blur) if count > 1 else out[:, 0]).cpu()
 
     return predict
