@@ -235,8 +235,10 @@ def downscale_to_store(
     stats = EngineStats(tiled.samples, tiled.skipped)
     log.info(
         "downscale: %d tile steps computed, %d skipped (LR input all missing, or all 0 under "
-        "multiplicative conservation: %d)",
+        "multiplicative conservation: %d); the parts computed around the wet LR cells hold "
+        "%.3f of those tiles' cells",
         stats.samples - stats.skipped, stats.skipped, tiled.dry,
+        tiled.cells[0] / max(1, tiled.cells[1]),
     )  # fmt: skip
     return stats
 

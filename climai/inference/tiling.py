@@ -105,6 +105,7 @@ class TileLayout:
     overlap: int
     rows: tuple[int, ...]
     cols: tuple[int, ...]
+    multiple: int = 1  # the model's size multiple (HR cells)
 
     @classmethod
     def build(
@@ -128,7 +129,7 @@ class TileLayout:
         stride = tile - overlap
         rows = tuple(tile_starts(shape[0], size[0], stride))
         cols = tuple(tile_starts(shape[1], size[1], stride))
-        return cls(shape, scale, size, overlap, rows, cols)
+        return cls(shape, scale, size, overlap, rows, cols, multiple)
 
     def __len__(self) -> int:
         return len(self.rows) * len(self.cols)
@@ -157,6 +158,36 @@ class TileLayout:
         nr, nc = len(self.rows), len(self.cols)
         edges = (t.row > 0, t.row < nr - 1, t.col > 0, t.col < nc - 1)
         return _tile_weights(self.tile, self.overlap, edges)
+
+    def wet_part(self, t: Tile, wet: torch.Tensor, margin: int) -> Tile:
+        """The part of tile ``t`` around its wet LR cells: their bounding box grown by ``margin``
+        LR cells, kept inside the tile, its sides then grown (inside the tile) to multiples of
+        the scale and the model's multiple. ``wet`` is ``(h, w)`` over the tile's own LR cells
+        and holds at least one true value; the part keeps ``t``'s row and column."""
+        s = self.scale
+        step = math.lcm(s, self.multiple) // s  # LR cells
+        spans = []
+        for axis, n in ((1, wet.shape[0]), (0, wet.shape[1])):
+            hit = torch.nonzero(wet.any(axis)).flatten()
+            a, b = max(0, int(hit[0]) - margin), min(n, int(hit[-1]) + 1 + margin)
+            b = a + -(-(b - a) // step) * step  # n is a multiple of step: the part fits
+            spans.append((min(a, n - (b - a)) if b > n else a, min(b, n)))
+        (a, b), (c, d) = spans
+        lh, lw = self.shape[0] // s, self.shape[1] // s
+        y0, y1, x0, x1 = t.y0 + a * s, t.y0 + b * s, t.x0 + c * s, t.x0 + d * s
+        return Tile(
+            t.row,
+            t.col,
+            y0,
+            y1,
+            x0,
+            x1,
+            max(0, y0 // s - LR_MARGIN),
+            min(lh, y1 // s + LR_MARGIN),
+            max(0, x0 // s - LR_MARGIN),
+            min(lw, x1 // s + LR_MARGIN),
+            s,
+        )
 
     def band_end(self, row: int) -> int:
         """HR row up to which the field is final once tile row ``row`` is done."""
@@ -220,6 +251,9 @@ class TiledPredictor:
     skip_missing:
         Skip tile steps without LR values or, where exact, dry ones (below); False computes them
         too (the same values).
+    crop_dry:
+        Where dry tiles are skipped, compute only the part of a tile around its wet LR cells
+        (below); False: whole tiles.
 
     A tile step whose own LR cells are all missing (every variable) is not computed: its HR
     cells are all NaN whatever the model says. When ``conserving`` and every variable is
@@ -229,6 +263,17 @@ class TiledPredictor:
     so the tile's prediction never reaches the output (``dry``: 335 of the 1134 tile steps of
     the MRMS CONUS test split). ``samples`` counts the tile steps seen, ``skipped`` those not
     computed, ``dry`` those of them that had LR values (all 0).
+
+    For the same reason (``crop_dry``) a computed batch of a tile's steps runs the model only
+    on the part of the tile around their wet LR cells: the bounding box of the LR cells that are
+    neither 0 nor missing, grown by ``overlap / 2`` (at least one LR cell) and kept inside the
+    tile (:meth:`TileLayout.wet_part`); the rest of the tile adds 0 with its blending weight,
+    where the conservation writes 0 anyway. A wet cell is at least that margin from a cut that is
+    not a tile edge, so a model whose receptive radius is at most ``overlap / 2`` writes the same
+    field as with whole tiles (up to float rounding; the transfer campaigns' U-Net, bitwise); a
+    wider one differs by what it sees beyond the margin. An ensemble's noise is drawn per batch,
+    so its members change with the parts, not their statistics. ``cells`` counts the HR cells × steps computed and those of the
+    whole tiles they are cut from.
     """
 
     def __init__(
@@ -242,6 +287,7 @@ class TiledPredictor:
         skip_missing: bool = True,
         inflation: list[float] | None = None,
         spread_rule: str = "inflation",
+        crop_dry: bool = True,
     ) -> None:
         self.predict, self.spec, self.layout = predict, spec, layout
         self.inflation = inflation if members > 1 else None  # per variable (ensembles)
@@ -251,7 +297,9 @@ class TiledPredictor:
         self.batch, self.conserving, self.members = max(1, batch), conserving, members
         self.skip_missing = skip_missing
         self.skip_dry = skip_missing and conserving and dry_is_exact(spec)
+        self.crop_dry = self.skip_dry and crop_dry
         self.samples = self.skipped = self.dry = 0  # tile steps seen, not computed, dry of those
+        self.cells = [0, 0]  # HR cells × steps computed; those of the whole tiles computed
         self._rough: torch.Tensor | None = None
 
     def run(
@@ -283,9 +331,10 @@ class TiledPredictor:
             for col in range(len(self.layout.cols)):
                 tile = self.layout.tile_at(row, col)
                 band.weight[:, tile.x0 : tile.x1] += self.layout.weights(tile)
-            for tile, t0, out in self._predicted_row(row, lr_t, fill, static, times):
+            for tile, part, t0, out in self._predicted_row(row, lr_t, fill, static, times):
                 w = self.layout.weights(tile)
-                band.total = self._accumulate(band.total, out, w, tile, t0, lr_t.shape[0])
+                w = w[part.y0 - tile.y0 : part.y1 - tile.y0, part.x0 - tile.x0 : part.x1 - tile.x0]
+                band.total = self._accumulate(band, out, w, part, t0, lr_t.shape[0])
                 progress(out.shape[0])
             end = self.layout.band_end(row)
             yield band.y0, end, self._finish(band, end, lr_t, missing)
@@ -305,17 +354,21 @@ class TiledPredictor:
 
     def _accumulate(
         self,
-        total: torch.Tensor | None,
+        band: _Band,
         out: torch.Tensor,
         w: torch.Tensor,
-        tile: Tile,
+        part: Tile,
         t0: int,
         steps: int,
     ) -> torch.Tensor:
+        """The band's sums with ``out`` (the prediction of ``part``, a tile or a part of it)
+        weighted by ``w`` added."""
+        total = band.total
         if total is None:
             shape = (steps, *out.shape[1:-2], self.layout.tile[0], self.layout.shape[1])
             total = torch.zeros(shape)
-        total[t0 : t0 + out.shape[0], ..., tile.x0 : tile.x1] += out * w
+        rows = slice(part.y0 - band.y0, part.y1 - band.y0)
+        total[t0 : t0 + out.shape[0], ..., rows, part.x0 : part.x1] += out * w
         return total
 
     def _predicted_row(
@@ -325,10 +378,12 @@ class TiledPredictor:
         fill: torch.Tensor,
         static: Callable[[Tile], torch.Tensor],
         times: pd.DatetimeIndex,
-    ) -> Iterator[tuple[Tile, int, torch.Tensor]]:
-        """Predictions of a row's tiles as ``(tile, first time index, (n, [M,] V, th, tw))``."""
-        queue: list[tuple[Tile, int, torch.Tensor, torch.Tensor]] = []
+    ) -> Iterator[tuple[Tile, Tile, int, torch.Tensor]]:
+        """Predictions of a row's tiles as ``(tile, part, first time index, (n, [M,] V, h, w))``:
+        ``part`` is the tile or, where :attr:`crop_dry`, the part of it computed."""
+        queue: list[tuple[Tile, Tile, int, torch.Tensor, torch.Tensor]] = []
         s = self.layout.scale
+        margin = max(1, -(-self.layout.overlap // (2 * s)))  # LR cells around the wet ones
         for col in range(len(self.layout.cols)):
             tile = self.layout.tile_at(row, col)
             own = lr[..., tile.y0 // s : tile.y1 // s, tile.x0 // s : tile.x1 // s]
@@ -341,40 +396,53 @@ class TiledPredictor:
             self.samples += lr.shape[0]
             self.skipped += n_empty
             self._progress(n_empty)
-            window = lr[..., tile.ly0 : tile.ly1, tile.lx0 : tile.lx1]
             fields = static(tile)
             for t0, t1 in _runs(~empty):  # runs of steps to compute; the others stay NaN
                 # inputs built one batch of steps at a time (never the whole time block's)
                 for t in range(t0, t1, self.batch):
                     u = min(t1, t + self.batch)
-                    x, base = model_inputs(
-                        self.spec, window[t:u], fields, times[t:u], fill[t:u], tile.crop
+                    part = tile
+                    if self.crop_dry:  # only the steps' wet LR cells, with a margin
+                        wet = (own[t:u].nan_to_num(0.0) != 0).flatten(0, 1).any(0)
+                        part = self.layout.wet_part(tile, wet, margin)
+                    self.cells[0] += (u - t) * (part.y1 - part.y0) * (part.x1 - part.x0)
+                    self.cells[1] += (u - t) * (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
+                    window = lr[..., part.ly0 : part.ly1, part.lx0 : part.lx1]
+                    y, x = part.y0 - tile.y0, part.x0 - tile.x0
+                    cut = fields[:, y : y + part.y1 - part.y0, x : x + part.x1 - part.x0]
+                    x_in, base = model_inputs(
+                        self.spec, window[t:u], cut, times[t:u], fill[t:u], part.crop
                     )
-                    queue.append((tile, t, x, base))
-                    while sum(q[2].shape[0] for q in queue) >= self.batch:
+                    queue.append((tile, part, t, x_in, base))
+                    while sum(q[3].shape[0] for q in queue) >= self.batch:
                         yield from self._flush(queue, self.batch)
         while queue:
             yield from self._flush(queue, self.batch)
 
     def _flush(
-        self, queue: list[tuple[Tile, int, torch.Tensor, torch.Tensor]], batch: int
-    ) -> Iterator[tuple[Tile, int, torch.Tensor]]:
-        """Predict one batch from the front of ``queue`` and hand the pieces back per tile."""
+        self, queue: list[tuple[Tile, Tile, int, torch.Tensor, torch.Tensor]], batch: int
+    ) -> Iterator[tuple[Tile, Tile, int, torch.Tensor]]:
+        """Predict one batch from the front of ``queue`` and hand the pieces back per tile; a
+        batch holds pieces of one size (the parts of :attr:`crop_dry` differ), so it may be
+        smaller than ``batch``."""
         taken, n = [], 0
         while queue and n < batch:
-            tile, t, x, base = queue.pop(0)
+            tile, part, t, x, base = queue[0]
+            if taken and x.shape[-2:] != taken[0][3].shape[-2:]:
+                break
+            queue.pop(0)
             k = min(batch - n, x.shape[0])
-            taken.append((tile, t, x[:k], base[:k]))
+            taken.append((tile, part, t, x[:k], base[:k]))
             if k < x.shape[0]:
-                queue.insert(0, (tile, t + k, x[k:], base[k:]))
+                queue.insert(0, (tile, part, t + k, x[k:], base[k:]))
             n += k
-        x = torch.cat([p[2] for p in taken])
-        base = torch.cat([p[3] for p in taken])
+        x = torch.cat([p[3] for p in taken])
+        base = torch.cat([p[4] for p in taken])
         out = self.predict(x, base.nan_to_num(0.0), chunk_seed(self._seed, self._batches)).float()
         self._batches += 1
         i = 0
-        for tile, t, xs, _ in taken:
-            yield tile, t, out[i : i + xs.shape[0]]
+        for tile, part, t, xs, _ in taken:
+            yield tile, part, t, out[i : i + xs.shape[0]]
             i += xs.shape[0]
 
     def _step_stats(

@@ -194,7 +194,7 @@ def test_tiles_without_lr_values_are_skipped_and_the_rest_is_unchanged(batch):
     np.testing.assert_array_equal(holey, full)  # NaN where the skipped tiles are, in both
 
 
-def _dry_run(spec, model, values, st, times, skip, batch=3, members=1):
+def _dry_run(spec, model, values, st, times, skip, batch=3, members=1, crop=False):
     """Conserving tiled prediction of ``values``; (output, tile steps seen, skipped, dry, samples
     sent to the network)."""
     layout = TileLayout.build(values.shape[-2:], 8, 32, 16, model.multiple)
@@ -205,7 +205,9 @@ def _dry_run(spec, model, values, st, times, skip, batch=3, members=1):
         seen.append(x.shape[0])
         return predict(x, base, seed)
 
-    tiled = TiledPredictor(counting, spec, layout, batch, True, members, skip_missing=skip)
+    tiled = TiledPredictor(
+        counting, spec, layout, batch, True, members, skip_missing=skip, crop_dry=crop
+    )
     bands = tiled.run(
         values, lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]), times
     )
@@ -218,7 +220,8 @@ def test_dry_tiles_of_a_conserving_rain_model_are_skipped_with_the_same_values(b
     """Rain alone, conserved: step 1 is dry (LR 0) in its first 6 LR rows and has no LR value in
     the next 2, step 0 is dry in one LR cell only. The tile steps whose own LR cells are all 0 or
     missing are not computed; the output equals the run that computes every tile bitwise: 0
-    where the LR is 0, NaN where it is missing, the conserved prediction elsewhere."""
+    where the LR is 0, NaN where it is missing, the conserved prediction elsewhere. (Whole tiles:
+    the parts around the wet cells, ``crop_dry``, are tested below.)"""
     spec = toy_feature_spec().subset(["pr"])
     model = trained_like_unet(spec, [8, 16])
     lr, static = lr_inputs(96, 64, 2)
@@ -278,3 +281,102 @@ def test_dry_tiles_are_computed_where_skipping_would_not_be_exact():
     rain = toy_feature_spec().subset(["pr"])
     tiled = TiledPredictor(lambda x, b, s: b, rain, layout, 3, conserving=False)
     assert not tiled.skip_dry
+
+
+class _Local(torch.nn.Module):
+    """A conserving rain model of receptive radius 1 HR cell: bicubic plus one 3 × 3 convolution
+    of the inputs (seeded weights)."""
+
+    multiple = 8
+
+    def __init__(self, spec):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = torch.nn.Conv2d(spec.in_channels, spec.out_channels, 3, padding=1)
+
+    def forward(self, x, base):
+        return base + 0.3 * self.conv(x)
+
+
+def _cropped_runs(model, members=1, batch=2):
+    """Rain on 128 × 128 HR cells (tiles of 64, overlap 32), wet only in a 2 × 3 LR patch of
+    step 0 and along one LR row of step 1: (whole tiles, parts, the parts' cells, the cells of
+    their tiles, tiles seen / skipped, the (h, w) of every batch sent)."""
+    spec = toy_feature_spec().subset(["pr"])
+    lr, static = lr_inputs(128, 128, 2)
+    values = np.zeros((2, 1, 16, 16), np.float32)
+    values[0, 0, 5:7, 9:12] = lr["pr"].values[0, 5:7, 9:12] + 0.5
+    values[1, 0, 12, :] = lr["pr"].values[1, 12, :] + 0.5
+    values[1, 0, :2, :] = np.nan  # missing at the top of step 1
+    st = np.stack([static[s].values for s in spec.statics])
+    times = pd.DatetimeIndex(lr["time"].values)
+    layout = TileLayout.build((16, 16), 8, 64, 32, model.multiple)
+    outs, cells, counts, shapes = [], [], [], []
+    for crop in (False, True):
+        predict = model_predictor(model, torch.device("cpu"), False, members)
+        sent: list[tuple[int, int]] = []
+
+        def counting(x, base, seed, predict=predict, sent=sent):
+            sent.append(tuple(x.shape[-2:]))
+            return predict(x, base, seed)
+
+        tiled = TiledPredictor(counting, spec, layout, batch, True, members, crop_dry=crop)
+        bands = tiled.run(
+            values, lambda t: normalised_static(spec, st[:, t.y0 : t.y1, t.x0 : t.x1]), times
+        )
+        outs.append(np.concatenate([b[2] for b in bands], axis=-2))
+        cells.append(tuple(tiled.cells))
+        counts.append((tiled.samples, tiled.skipped))
+        shapes.append(sent)
+    return outs, values, cells, counts, shapes
+
+
+def test_only_the_wet_part_of_a_tile_is_computed_and_a_local_model_writes_the_same_field():
+    """A model of receptive radius 1 (within overlap / 4 = 8 cells): the parts around the wet
+    LR cells give the whole tiles' field (to float rounding); the network sees about half the
+    cells; every part is on LR cell edges, a multiple of the model's 8 and inside its tile;
+    dry blocks are 0, missing ones NaN, wet blocks keep their LR mean."""
+    (whole, part), values, cells, counts, shapes = _cropped_runs(
+        _Local(toy_feature_spec().subset(["pr"]))
+    )
+    assert counts[0] == counts[1]  # the same tile steps computed and skipped
+    assert cells[0][0] == cells[0][1] and cells[1][1] == cells[0][1]
+    assert cells[1][0] < 0.6 * cells[1][1]
+    assert all(h % 8 == 0 and w % 8 == 0 and h <= 64 and w <= 64 for h, w in shapes[1])
+    assert min(h * w for h, w in shapes[1]) < 64 * 64
+    np.testing.assert_allclose(part, whole, rtol=1e-5, atol=1e-6, equal_nan=True)
+    dry = np.repeat(np.repeat(values == 0, 8, -2), 8, -1)
+    assert (part[dry] == 0).all()
+    assert np.isnan(part[1, 0, :16]).all() and np.isfinite(part[1, 0, 16:]).all()
+    means = part.reshape(2, 1, 16, 8, 16, 8).mean(axis=(3, 5))
+    np.testing.assert_allclose(means[values > 0], values[values > 0], rtol=1e-5)
+
+
+def test_a_wet_part_starts_and_ends_on_lr_cells_and_stays_inside_its_tile():
+    layout = TileLayout.build((16, 16), 8, 64, 32, 16)  # the model's multiple: 2 LR cells
+    tile = layout.tile_at(1, 2)  # HR rows 32-96, columns 64-128 (the domain's right edge)
+    wet = torch.zeros(8, 8, dtype=torch.bool)
+    wet[3, 7] = True
+    part = layout.wet_part(tile, wet, 1)
+    # rows: LR 2-4 grown to 2 cells' multiples inside the tile: 2-6; columns: 6-8 (edge)
+    assert (part.y0, part.y1, part.x0, part.x1) == (48, 80, 112, 128)
+    assert (part.ly0, part.ly1, part.lx0, part.lx1) == (4, 12, 12, 16)
+    assert (part.row, part.col) == (1, 2)
+    wet[:] = True
+    assert layout.wet_part(tile, wet, 1) == tile
+
+
+def test_the_wet_parts_of_an_ensemble_keep_its_members_and_zeros():
+    """An ensemble through the parts: the same member axis, dry blocks 0 for every member,
+    every wet block conserved by every member, members differing where it rains."""
+    spec = toy_feature_spec().subset(["pr"])
+    model = NoisyUNet(spec.in_channels, spec.out_channels, [8, 16], seed=3).eval()
+    (whole, part), values, cells, _, _ = _cropped_runs(model, members=3)
+    assert part.shape == whole.shape == (2, 3, 1, 128, 128)
+    dry = np.repeat(np.repeat(values == 0, 8, -2), 8, -1)[:, None].repeat(3, 1)
+    assert (part[dry] == 0).all()
+    means = part.reshape(2, 3, 1, 16, 8, 16, 8).mean(axis=(4, 6))
+    wet = np.repeat((values > 0)[:, None], 3, 1)
+    np.testing.assert_allclose(means[wet], np.repeat(values[:, None], 3, 1)[wet], rtol=1e-5)
+    assert part[:, :, 0][~dry[:, :, 0] & np.isfinite(part[:, :, 0])].std() > 0
+    assert cells[1][0] < 0.6 * cells[1][1]
