@@ -124,11 +124,18 @@ class Workload:
         the quantity ``climai.inference.downscale.time_block`` budgets."""
         from climai.inference.blocks import steps_per_block
 
-        per_step = 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4
+        per_step = self.step_mb * 1e6
         stride = max(self.scale, self.tile - self.overlap)
         chunk = min(self.ny, stride) * min(self.nx, stride)  # the store's chunk
         block = steps_per_block(self.time_block, self.infer_memory_mb, per_step, chunk)
         return min(max(1, self.steps_test), block) * per_step / 1e6
+
+    @property
+    def step_mb(self) -> float:
+        """MB of one step's band buffers (3 float32 copies × members × variables × ``tile`` rows
+        × the domain width): the unit of :attr:`band_mb`, and what each band the engine holds
+        besides its block's adds (the shifted sums, the finished band, the writer's two)."""
+        return 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4 / 1e6
 
     @property
     def forward_mb(self) -> float:
@@ -198,7 +205,7 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         held = ((loaded if w.loads_into_memory else 0.0) + batch) / 1e6
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
-        return test * w.members * (w.width + ENGINE_CELL_COST), w.band_mb
+        return test * w.members * (w.width + ENGINE_CELL_COST), w.band_mb + 3 * w.step_mb
     if rule == "infer":  # baselines: through the engine, by time blocks and bands of rows
         return test, w.band_mb
     if rule in ("evaluate", "export"):
@@ -333,8 +340,10 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     driver value: the mean time, no slope); the memory line with the slope of the same fit and
     the intercept of the upper envelope, so that it lies on or above every measurement. A record
     with ``"fit": "memory"`` (a real campaign's run: its per-cell times depend on its source
-    format and on the load of the machine it shared) enters the memory lines only, and there
-    only the intercept when the other records span two driver values.
+    format and on the load of the machine it shared) enters the memory lines only, and there,
+    when the other records span two driver values, not the slope's fit: where it lies above the
+    synthetic records' line it steepens the line (through their intercept) up to it, since its
+    driver is far beyond theirs; a fixed cost would burden every small job.
     """
     groups: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     threads: set[int] = set()
@@ -360,6 +369,13 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
         if len({x for x, _ in fitted}) < 2:
             fitted = [(x, y) for _, _, x, y, _ in rows]
         m1 = _line(fitted)[1]
+        synthetic = [(x, y) for _, _, x, y, t in rows if t] or [(x, y) for _, _, x, y, _ in rows]
+        m0 = max(y - m1 * x for x, y in synthetic)
+        # a real record above that line steepens it (its driver is far larger than the synthetic
+        # sizes': what it adds per driver unit, not a fixed cost every small job would pay)
+        for _, _, x, y, t in rows:
+            if not t and x > 0 and y > m0 + m1 * x:
+                m1 = (y - m0) / x
         m0 = max(y - m1 * x for _, _, x, y, _ in rows)
         coefs[key] = Coefficients(t0, t1, m0, m1, len(rows))
     return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)

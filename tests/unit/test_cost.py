@@ -81,7 +81,8 @@ def test_fit_recovers_a_linear_cost_and_bounds_every_measured_memory(rule, kind)
 
 def test_a_cpu_infer_adds_its_forward_passes_activations_and_a_gpu_infer_does_not():
     """infer.batch tiles × the U-Net's activations per cell (no gradients) on the host for a
-    CPU infer of an emulator; on a GPU they are in its memory; a baseline runs no network."""
+    CPU infer of an emulator; on a GPU they are in its memory; a baseline runs no network (nor
+    holds the three extra bands of an emulator's engine: shifted sums, finished band, writer)."""
     coefs = MachineCosts("test", 2, False, {"infer": Coefficients(1.0, 1e-6, 500.0, 1.0)})
     w = replace(W, ny=4096, nx=4096, tile=512, infer_batch=4, act_bytes_per_cell=1792.0)
     assert w.forward_mb == pytest.approx(4 * 512 * 512 * 896 / 1e6)
@@ -90,7 +91,25 @@ def test_a_cpu_infer_adds_its_forward_passes_activations_and_a_gpu_infer_does_no
     cpu = estimate("infer", "emulator", w, coefs).mem_mb
     gpu = estimate("infer", "emulator", w, coefs, device=coefs).mem_mb
     baseline = estimate("infer", "baseline", w, coefs).mem_mb
-    assert cpu - gpu == pytest.approx(w.forward_mb) and gpu == pytest.approx(baseline)
+    assert cpu - gpu == pytest.approx(w.forward_mb)
+    assert gpu == pytest.approx(baseline + 3 * w.step_mb)
+    assert w.step_mb == pytest.approx(3 * 2 * 512 * 4096 * 4 / 1e6)  # 3 copies × 2 variables
+
+
+def test_a_real_record_above_the_synthetic_line_steepens_it_and_keeps_the_small_jobs_ask():
+    """Synthetic sizes on ``50 + 1 × driver`` MB; a real campaign's record (memory only) at a
+    1000× larger driver, 20 % above that line: the line goes through it from the synthetic
+    intercept (a 1.2 slope), instead of every job asking that record's excess on top."""
+    sizes = [replace(W, ny=n, nx=n) for n in (128, 192, 256)]
+    recs = [record("preprocess", None, w, 1.0, 50.0 + drivers("preprocess", None, w)[1])
+            for w in sizes]  # fmt: skip
+    big = replace(W, ny=4096, nx=4096)
+    x_big = drivers("preprocess", None, big)[1]
+    recs.append({**record("preprocess", None, big, 9.0, 50.0 + 1.2 * x_big), "fit": "memory"})
+    c = fit(recs, "test").of("preprocess", None)
+    assert c.m0 == pytest.approx(50.0, rel=1e-3) and c.m1 == pytest.approx(1.2, rel=1e-3)
+    assert c.mem_mb(x_big) >= 50.0 + 1.2 * x_big - 1e-3
+    assert c.mem_mb(drivers("preprocess", None, sizes[0])[1]) < 1.5 * recs[0]["max_rss_mb"]
 
 
 def test_a_fitted_file_round_trips_and_an_unmeasured_rule_gets_the_largest_intercepts():
