@@ -136,22 +136,15 @@ class TileLayout:
 
     def tile_at(self, row: int, col: int) -> Tile:
         """The tile in row ``row`` and column ``col`` of the layout."""
-        s, (th, tw) = self.scale, self.tile
-        y0, x0 = self.rows[row], self.cols[col]
-        lh, lw = self.shape[0] // s, self.shape[1] // s
-        return Tile(
-            row,
-            col,
-            y0,
-            y0 + th,
-            x0,
-            x0 + tw,
-            max(0, y0 // s - LR_MARGIN),
-            min(lh, (y0 + th) // s + LR_MARGIN),
-            max(0, x0 // s - LR_MARGIN),
-            min(lw, (x0 + tw) // s + LR_MARGIN),
-            s,
-        )
+        (th, tw), y0, x0 = self.tile, self.rows[row], self.cols[col]
+        return self._tile(row, col, y0, y0 + th, x0, x0 + tw)
+
+    def _tile(self, row: int, col: int, y0: int, y1: int, x0: int, x1: int) -> Tile:
+        """HR cells ``[y0, y1) × [x0, x1)`` as a :class:`Tile` with its LR window."""
+        s, (lh, lw) = self.scale, (self.shape[0] // self.scale, self.shape[1] // self.scale)
+        ly0, lx0 = max(0, y0 // s - LR_MARGIN), max(0, x0 // s - LR_MARGIN)
+        ly1, lx1 = min(lh, y1 // s + LR_MARGIN), min(lw, x1 // s + LR_MARGIN)
+        return Tile(row, col, y0, y1, x0, x1, ly0, ly1, lx0, lx1, s)
 
     def weights(self, t: Tile) -> torch.Tensor:
         """``(h, w)`` blending weights of tile ``t``."""
@@ -173,21 +166,7 @@ class TileLayout:
             b = a + -(-(b - a) // step) * step  # n is a multiple of step: the part fits
             spans.append((min(a, n - (b - a)) if b > n else a, min(b, n)))
         (a, b), (c, d) = spans
-        lh, lw = self.shape[0] // s, self.shape[1] // s
-        y0, y1, x0, x1 = t.y0 + a * s, t.y0 + b * s, t.x0 + c * s, t.x0 + d * s
-        return Tile(
-            t.row,
-            t.col,
-            y0,
-            y1,
-            x0,
-            x1,
-            max(0, y0 // s - LR_MARGIN),
-            min(lh, y1 // s + LR_MARGIN),
-            max(0, x0 // s - LR_MARGIN),
-            min(lw, x1 // s + LR_MARGIN),
-            s,
-        )
+        return self._tile(t.row, t.col, t.y0 + a * s, t.y0 + b * s, t.x0 + c * s, t.x0 + d * s)
 
     def band_end(self, row: int) -> int:
         """HR row up to which the field is final once tile row ``row`` is done."""
@@ -272,8 +251,8 @@ class TiledPredictor:
     not a tile edge, so a model whose receptive radius is at most ``overlap / 2`` writes the same
     field as with whole tiles (up to float rounding; the transfer campaigns' U-Net, bitwise); a
     wider one differs by what it sees beyond the margin. An ensemble's noise is drawn per batch,
-    so its members change with the parts, not their statistics. ``cells`` counts the HR cells × steps computed and those of the
-    whole tiles they are cut from.
+    so its members change with the parts, not their statistics. ``cells`` counts the HR cells ×
+    steps computed and those of the whole tiles they are cut from.
     """
 
     def __init__(
