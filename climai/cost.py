@@ -133,8 +133,10 @@ class Workload:
     @property
     def step_mb(self) -> float:
         """MB of one step's band buffers (3 float32 copies × members × variables × ``tile`` rows
-        × the domain width): the unit of :attr:`band_mb`, and what each band the engine holds
-        besides its block's adds (the shifted sums, the finished band, the writer's two)."""
+        × the domain width): the unit of :attr:`band_mb`. An emulator's engine also holds
+        one-step bands beyond its block's (the shifted sums, the finished band, up to two in the
+        writer): counted as 3 of these units, what the 16-member MRMS run needed (its RSS above
+        the band buffers and forward: 3.5 units), not measured piece by piece."""
         return 3 * self.members * self.variables * min(self.tile, self.ny) * self.nx * 4 / 1e6
 
     @property
@@ -369,8 +371,7 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
         if len({x for x, _ in fitted}) < 2:
             fitted = [(x, y) for _, _, x, y, _ in rows]
         m1 = _line(fitted)[1]
-        synthetic = [(x, y) for _, _, x, y, t in rows if t] or [(x, y) for _, _, x, y, _ in rows]
-        m0 = max(y - m1 * x for x, y in synthetic)
+        m0 = max(y - m1 * x for x, y in fitted)
         # a real record above that line steepens it (its driver is far larger than the synthetic
         # sizes': what it adds per driver unit, not a fixed cost every small job would pay)
         for _, _, x, y, t in rows:
