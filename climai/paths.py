@@ -92,6 +92,10 @@ class CampaignPaths:
     def spectra(self, method: str) -> Path:
         return self.root / "evaluation" / method / "spectra.csv"
 
+    def curves(self, method: str) -> Path:
+        """The spectra and quantiles ``compare`` redraws without reading the method's store."""
+        return self.root / "evaluation" / method / "curves.json"
+
     def maps(self, method: str) -> Path:
         return self.root / "evaluation" / method / "figures" / "maps.png"
 

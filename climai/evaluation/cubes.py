@@ -13,7 +13,9 @@ import xarray as xr
 from climai.config import CampaignConfig, VariableConfig
 from climai.data.prepared import PreparedDataset
 from climai.evaluation.mapgrid import MAP_CELLS, MapGrid
-from climai.evaluation.metrics import SpectraPair
+from climai.evaluation.metrics import SpectralRegion, SpectraPair
+
+Series = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def test_split(ds: xr.Dataset) -> xr.Dataset:
@@ -42,6 +44,60 @@ def spectra_csv(spectra: dict[str, SpectraPair]) -> str:
             for w, a, b in zip(sp.wavelength, sp.pred, sp.truth, strict=True)
         )
     return buf.getvalue()
+
+
+def curves_record(
+    pairs: dict[str, SpectraPair], qq: dict[str, dict[str, np.ndarray]], levels: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """What ``compare`` draws of one evaluated method without reading its store again
+    (``evaluation/<method>/curves.json``): per variable the spectral region (rows, columns and
+    the test steps used), both spectra, and the prediction's and truth's quantiles at ``levels``
+    (``qq[var]`` holds ``"pred"`` and ``"truth"``)."""
+    return {
+        v: {
+            "rows": [p.region.rows.start, p.region.rows.stop],
+            "cols": [p.region.cols.start, p.region.cols.stop],
+            "steps": [int(t) for t in p.region.steps],
+            "wavelength": p.wavelength.tolist(),
+            "pred": p.pred.tolist(),
+            "truth": p.truth.tolist(),
+            "levels": np.asarray(levels).tolist(),
+            "qq_pred": qq[v]["pred"].tolist(),
+            "qq_truth": qq[v]["truth"].tolist(),
+        }
+        for v, p in pairs.items()
+    }
+
+
+def common_curves(
+    records: dict[str, dict[str, Any] | None], var: str, levels: np.ndarray
+) -> tuple[SpectralRegion, Series, dict[str, np.ndarray]] | None:
+    """``var``'s spectra (truth first) and QQ quantiles of every method in ``records`` (each a
+    :func:`curves_record`, ``None`` where missing), when every method has them on one spectral
+    region with the same steps and quantile levels; else ``None`` (compare then reads the stores).
+    """
+    recs = {m: (r or {}).get(var) for m, r in records.items()}
+    if not recs or any(r is None for r in recs.values()):
+        return None
+    first = next(iter(recs.values()))
+    assert first is not None
+
+    def where(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["rows"], r["cols"], r["steps"], len(r["levels"])
+
+    same_levels = len(first["levels"]) == len(levels) and np.allclose(first["levels"], levels)
+    if not same_levels or any(where(r) != where(first) for r in recs.values() if r is not None):
+        return None
+    region = SpectralRegion(
+        slice(*first["rows"]), slice(*first["cols"]), np.asarray(first["steps"], dtype=np.int64)
+    )
+    spectra: Series = {"truth": (np.asarray(first["wavelength"]), np.asarray(first["truth"]))}
+    qq = {"truth": np.asarray(first["qq_truth"], dtype=float)}
+    for m, r in recs.items():
+        assert r is not None
+        spectra[m] = (np.asarray(r["wavelength"]), np.asarray(r["pred"]))
+        qq[m] = np.asarray(r["qq_pred"], dtype=float)
+    return region, spectra, qq
 
 
 def show_steps(truth: xr.Dataset, wet_variable: str | None, n: int) -> list[int]:

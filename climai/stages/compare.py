@@ -2,8 +2,9 @@
 
 Relevant settings: ``methods`` (which ran), ``variables``, ``evaluate.figure_steps``, ``seed``; the
 whole validated config is written into ``summary.html``.
-Inputs: ``prep/dataset.zarr``, ``downscaled/<method>/test.zarr`` and
-``evaluation/<method>/metrics.json`` of every method.
+Inputs: ``prep/dataset.zarr``, ``downscaled/<method>/test.zarr``,
+``evaluation/<method>/metrics.json`` and ``curves.json`` of every method (the stores are streamed
+again only for what those lack).
 Outputs: ``evaluation/comparison.png``, ``overview.png`` (the whole domain with a zoom),
 ``spectra.png``, ``qq.png``, ``rank_histograms.png`` (ensembles only), ``learning_curves.png``
 (emulators only), ``summary.csv``, ``summary.md``, ``summary.html``.
@@ -22,6 +23,8 @@ import yaml
 from climai.data.prepared import PreparedDataset
 from climai.evaluation.accumulators import histograms, spectra
 from climai.evaluation.cubes import (
+    Series,
+    common_curves,
     map_panels,
     metric_context,
     show_steps,
@@ -52,13 +55,13 @@ from climai.evaluation.summary import (
 from climai.io import open_store, write_text
 from climai.stages import StageContext, log
 
-Series = dict[str, tuple[np.ndarray, np.ndarray]]
-
 
 def run(ctx: StageContext, methods: list[str]) -> None:
     """Every method on the test split: maps (read step by step), spectra on one common region,
-    QQ and (ensembles) rank-histogram figures, streamed block by block; the tables summary.csv,
-    summary.md and summary.html from every method's metrics.json."""
+    QQ and (ensembles) rank-histogram figures; the tables summary.csv, summary.md and
+    summary.html from every method's metrics.json. The spectra and quantiles are evaluate's
+    (``curves.json``) when every method has them on one spectral region, else every store is
+    streamed block by block on the common region of all of them."""
     truth = test_split(open_store(ctx.paths.dataset))
     prep = PreparedDataset(truth)
     variables = ctx.cfg.variable_names
@@ -68,6 +71,12 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
     }
     ensembles = [m for m in methods if "member" in preds[m].dims]
+    # what evaluate wrote of each method (spectra, region, quantiles): the stores are read again
+    # only where that is missing or the methods' spectral regions differ
+    records = {
+        m: json.loads(f.read_text()) if (f := ctx.paths.curves(m)).is_file() else None
+        for m in methods
+    }
     spectra_: dict[str, Series] = {}
     regions: dict[str, SpectralRegion] = {}
     qq: dict[str, dict[str, np.ndarray]] = {}
@@ -76,26 +85,40 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         v = var.name
         # every method with a member dimension gets a rank histogram, whatever evaluate.metrics held
         need = {m: ["rank_histogram"] for m in ensembles if "rank_histogram" not in metrics[m][v]}
-        scores = stream_scores(
-            prep.hr(v),
-            {m: cube(preds[m][v], v) for m in methods},
-            None,
-            need,
-            metric_context(ctx.cfg, var),
-            threads=ctx.threads,
+        stored = common_curves(records, v, QQ_LEVELS)
+        read = methods if stored is None else list(need)
+        log.info(
+            "compare %s: %s", v,
+            "reading every method's store" if stored is None
+            else f"evaluate's spectra and quantiles; stores read for rank histograms: {read}",
+        )  # fmt: skip
+        scores = (
+            stream_scores(
+                prep.hr(v),
+                {m: cube(preds[m][v], v) for m in read},
+                None,
+                need,
+                metric_context(ctx.cfg, var),
+                threads=ctx.threads,
+            )
+            if read
+            else {}
         )
-        pairs = {m: spectra(s.streams).result() for m, s in scores.items()}
-        first = pairs[methods[0]]
-        regions[v] = first.region
-        spectra_[v] = {
-            "truth": (first.wavelength, first.truth),
-            **{m: (p.wavelength, p.pred) for m, p in pairs.items()},
-        }
-        hists = {m: histograms(s.streams).result() for m, s in scores.items()}
-        qq[v] = {
-            "truth": hists[methods[0]][1].quantiles(QQ_LEVELS),
-            **{m: h[0].quantiles(QQ_LEVELS) for m, h in hists.items()},
-        }
+        if stored is not None:
+            regions[v], spectra_[v], qq[v] = stored
+        else:
+            pairs = {m: spectra(s.streams).result() for m, s in scores.items()}
+            first = pairs[methods[0]]
+            regions[v] = first.region
+            spectra_[v] = {
+                "truth": (first.wavelength, first.truth),
+                **{m: (p.wavelength, p.pred) for m, p in pairs.items()},
+            }
+            hists = {m: histograms(s.streams).result() for m, s in scores.items()}
+            qq[v] = {
+                "truth": hists[methods[0]][1].quantiles(QQ_LEVELS),
+                **{m: h[0].quantiles(QQ_LEVELS) for m, h in hists.items()},
+            }
         for m in ensembles:
             ranks[m][v] = metrics[m][v].get("rank_histogram") or scores[m].metrics["rank_histogram"]
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ctx.cfg.evaluate.figure_steps)

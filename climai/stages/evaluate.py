@@ -4,7 +4,8 @@ Relevant settings: ``evaluate`` (metrics, bands, wet_threshold, figure_steps), `
 ``scale``, ``seed``.
 Inputs: ``prep/dataset.zarr`` (truth ``hr_<var>``, LR ``lr_<var>``, ``split``),
 ``downscaled/<method>/test.zarr``.
-Outputs: ``evaluation/<method>/metrics.json``, ``spectra.csv``, ``figures/maps.png``,
+Outputs: ``evaluation/<method>/metrics.json``, ``spectra.csv``, ``curves.json`` (what compare
+redraws: spectra, region, quantiles), ``figures/maps.png``,
 ``figures/spectra.png``, ``figures/qq.png``.
 """
 
@@ -15,6 +16,7 @@ import argparse
 from climai.data.prepared import PreparedDataset
 from climai.evaluation.accumulators import histograms, spectra
 from climai.evaluation.cubes import (
+    curves_record,
     map_panels,
     metric_context,
     show_steps,
@@ -33,7 +35,8 @@ from climai.stages import StageContext, log
 
 def run(ctx: StageContext, method: str) -> None:
     """Score ``method`` on the test split, reading it block by block (:mod:`climai.evaluation.
-    stream`); write metrics.json, spectra.csv and its figures (maps read only their steps)."""
+    stream`); write metrics.json, spectra.csv, curves.json and its figures (maps read only their
+    steps)."""
     truth = test_split(open_store(ctx.paths.dataset))
     prep = PreparedDataset(truth)
     pred = open_store(ctx.paths.downscaled(method))
@@ -57,6 +60,12 @@ def run(ctx: StageContext, method: str) -> None:
         qq[v] = {"truth": hist_truth.quantiles(QQ_LEVELS), method: hist_pred.quantiles(QQ_LEVELS)}
     write_json(ctx.paths.metrics(method), metrics)
     write_text(ctx.paths.spectra(method), spectra_csv(pairs))
+    write_json(
+        ctx.paths.curves(method),
+        curves_record(
+            pairs, {v: {"pred": q[method], "truth": q["truth"]} for v, q in qq.items()}, QQ_LEVELS
+        ),
+    )
     units = {v.name: v.units for v in ctx.cfg.variables}
     arrays = {v: {"truth": prep.hr(v), method: cube(pred[v], v)} for v in ctx.cfg.variable_names}
     steps = show_steps(truth, wet_variable(ctx.cfg.variables), ecfg.figure_steps)

@@ -13,7 +13,9 @@ from PIL import Image
 from climai.config import deep_merge, validate_config
 from climai.data.prepared import PreparedDataset
 from climai.evaluation import stream
-from climai.evaluation.cubes import metric_context, show_steps
+from climai.evaluation.accumulators import histograms, spectra
+from climai.evaluation.cubes import common_curves, metric_context, show_steps
+from climai.evaluation.figures import QQ_LEVELS
 from climai.evaluation.metrics import MetricInput, compute_metrics
 from climai.evaluation.sketch import NBINS
 from climai.evaluation.summary import markdown_table
@@ -177,3 +179,80 @@ def test_shown_steps_are_the_wettest_in_time_order(campaign):
     assert steps == sorted(np.argsort(-wet)[:3].tolist())
     n = ds.sizes["time"]
     assert show_steps(ds, None, 2) == [round((n - 1) / 3), round(2 * (n - 1) / 3)]
+
+
+def _records(ctx: StageContext, methods: list[str]) -> dict:
+    return {m: json.loads(ctx.paths.curves(m).read_text()) for m in methods}
+
+
+def test_compare_draws_evaluates_spectra_and_quantiles_equal_to_streaming_every_store(campaign):
+    """compare takes each method's spectra and QQ quantiles from evaluate's curves.json: the
+    same region, steps and spectra as streaming every store on their common region, quantiles
+    within two histogram bins (each evaluate's histogram spans its own value range)."""
+    methods = ["bicubic", "quantile-mapping", "unet-crps"]
+    prep = PreparedDataset(open_store(campaign.paths.dataset)).split("test")
+    preds = {m: open_store(campaign.paths.downscaled(m)) for m in methods}
+    for var in campaign.cfg.variables:
+        v = var.name
+        stored = common_curves(_records(campaign, methods), v, QQ_LEVELS)
+        assert stored is not None, v
+        region, spectra_, qq = stored
+        scores = stream.stream_scores(
+            prep.hr(v),
+            {m: stream.cube(preds[m][v], v) for m in methods},
+            None,
+            {},
+            metric_context(campaign.cfg, var),
+        )
+        truth = prep.hr(v).values
+        values = np.concatenate([truth.ravel(), *(preds[m][v].values.ravel() for m in methods)])
+        bin_width = float(np.nanmax(values) - np.nanmin(values)) / NBINS
+        for m, s in scores.items():
+            pair = spectra(s.streams).result()
+            assert (pair.region.rows, pair.region.cols) == (region.rows, region.cols)
+            np.testing.assert_array_equal(pair.region.steps, region.steps)
+            np.testing.assert_allclose(spectra_[m][1], pair.pred, rtol=1e-9)
+            np.testing.assert_allclose(spectra_["truth"][1], pair.truth, rtol=1e-9)
+            hist_pred, hist_truth = histograms(s.streams).result()
+            np.testing.assert_allclose(qq[m], hist_pred.quantiles(QQ_LEVELS), atol=2 * bin_width)
+            np.testing.assert_allclose(
+                qq["truth"], hist_truth.quantiles(QQ_LEVELS), atol=2 * bin_width
+            )
+
+
+def test_common_curves_only_where_every_method_has_them_on_one_region(campaign):
+    records = _records(campaign, ["bicubic", "unet-crps"])
+    assert common_curves(records, "pr", QQ_LEVELS) is not None
+    assert common_curves({**records, "unet-crps": None}, "pr", QQ_LEVELS) is None
+    assert common_curves(records, "no-such-variable", QQ_LEVELS) is None
+    assert common_curves(records, "pr", QQ_LEVELS[:-1]) is None
+    moved = deep_merge(
+        records["unet-crps"], {"pr": {"steps": records["unet-crps"]["pr"]["steps"][1:]}}
+    )
+    assert common_curves({**records, "unet-crps": moved}, "pr", QQ_LEVELS) is None
+    shifted = deep_merge(
+        records["bicubic"], {"pr": {"rows": [1, 1 + np.diff(records["bicubic"]["pr"]["rows"])[0]]}}
+    )
+    assert common_curves({**records, "bicubic": shifted}, "pr", QQ_LEVELS) is None
+
+
+def test_compare_streams_every_store_where_a_method_has_no_curves(campaign, caplog):
+    methods = ["bicubic", "unet-crps"]
+    path = campaign.paths.curves("bicubic")
+    aside = path.with_name("curves.aside")
+    path.rename(aside)
+    try:
+        campaign.paths.comparison_spectra.unlink()
+        with caplog.at_level("INFO", logger="climai"):
+            run_compare(campaign, methods)
+    finally:
+        aside.rename(path)
+    assert "compare pr: reading every method's store" in caplog.text
+    with Image.open(campaign.paths.comparison_spectra) as im:
+        assert im.format == "PNG"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="climai"):
+        run_compare(campaign, methods)
+    assert "compare pr: evaluate's spectra and quantiles; stores read for rank histograms: []" in (
+        caplog.text
+    )

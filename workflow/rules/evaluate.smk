@@ -5,6 +5,7 @@ rule evaluate:
     output:
         metrics=PATHS.metrics("{method}"),
         spectra=PATHS.spectra("{method}"),
+        curves=PATHS.curves("{method}"),
         maps=report(
             PATHS.maps("{method}"),
             caption="../report/method_maps.rst",
@@ -47,6 +48,7 @@ rule compare:
         dataset=PATHS.dataset,
         metrics=[PATHS.metrics(m) for m in METHODS],
         downscaled=[PATHS.downscaled(m) for m in METHODS],
+        curves=[PATHS.curves(m) for m in METHODS],
         histories=[PATHS.history(m) for m in EMULATORS],
     output:
         summary=PATHS.summary,
