@@ -257,6 +257,10 @@ class ConservationSums:
         return math.sqrt(self.sum_sq / self.n)
 
 
+ENSEMBLE_CELLS = 1 << 18
+"""Cells of an ensemble block scored at once (16 members: 32 MiB per float64 copy)."""
+
+
 class EnsembleSums:
     """CRPS (plain and fair), spread and skill sums and rank counts of an ensemble (members on
     axis 0); ties in the ranks broken by one generator seeded with ``MetricInput.seed``, one draw
@@ -278,6 +282,13 @@ class EnsembleSums:
             self.rng, self.members = np.random.default_rng(block.seed), m
             self.rng.bit_generator.advance(block.draws_before)
             self.ranks = np.zeros(m + 1, np.int64)
+        flat_ens, flat_truth = ens.reshape(m, -1), truth.reshape(-1)
+        for a in range(0, flat_truth.size, ENSEMBLE_CELLS):  # bounded float64 copies
+            self._cells(flat_ens[:, a : a + ENSEMBLE_CELLS], flat_truth[a : a + ENSEMBLE_CELLS])
+
+    def _cells(self, ens: np.ndarray, truth: np.ndarray) -> None:
+        """Add (M, N) members and (N,) truth; the tie draws continue the one generator."""
+        m = ens.shape[0]
         ok = np.isfinite(truth) & np.isfinite(ens).all(axis=0)
         x, y = ens[:, ok].astype(np.float64), truth[ok].astype(np.float64)
         if not y.size:
@@ -291,8 +302,8 @@ class EnsembleSums:
         self.sq += float(((x.mean(axis=0) - y) ** 2).sum())
         below = (x < y[None]).sum(axis=0)
         ties = (x == y[None]).sum(axis=0)
+        assert self.rng is not None and self.ranks is not None
         ranks = below + np.floor(self.rng.uniform(size=y.shape) * (ties + 1)).astype(np.int64)
-        assert self.ranks is not None
         self.ranks += np.bincount(ranks, minlength=m + 1)
         self.n += y.size
 

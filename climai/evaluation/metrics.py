@@ -157,37 +157,68 @@ def spectral_region(*cubes: np.ndarray) -> SpectralRegion:
     return region
 
 
+SPECTRUM_BYTES = 64 << 20
+"""Float64 bytes of the fields Fourier-transformed at once (at least one field)."""
+
+
 def _detrend_window(fields: np.ndarray) -> np.ndarray:
-    """Remove each (N, H, W) field's least-squares plane, then taper with a 2-D Hann window."""
-    n, ny, nx = fields.shape
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    design = np.column_stack([np.ones(ny * nx), yy.ravel(), xx.ravel()])
-    flat = fields.reshape(n, ny * nx)
-    coef = flat @ np.linalg.pinv(design).T  # (N, 3): one plane per field
-    resid = (flat - coef @ design.T).reshape(n, ny, nx)
-    return resid * np.outer(np.hanning(ny), np.hanning(nx))
+    """Remove each (N, H, W) float64 field's least-squares plane, then taper with a 2-D Hann
+    window, in place. On centred coordinates the plane's three terms are orthogonal, so each
+    coefficient is a projection of the field's row or column sums: no (H·W, 3) design matrix."""
+    _, ny, nx = fields.shape
+    y = np.arange(ny) - (ny - 1) / 2
+    x = np.arange(nx) - (nx - 1) / 2
+    mean = fields.mean(axis=(1, 2))
+    slope_y = fields.sum(axis=2) @ y / (nx * (y @ y)) if ny > 1 else np.zeros_like(mean)
+    slope_x = fields.sum(axis=1) @ x / (ny * (x @ x)) if nx > 1 else np.zeros_like(mean)
+    fields -= (mean[:, None] + slope_y[:, None] * y[None, :])[:, :, None]
+    fields -= (slope_x[:, None] * x[None, :])[:, None, :]
+    fields *= np.hanning(ny)[None, :, None]
+    fields *= np.hanning(nx)[None, None, :]
+    return fields
+
+
+def _half_plane_bins(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer wavenumber of every cell of a real FFT's half plane (``rfft2``: ``nx // 2 + 1``
+    columns), each cell's weight in the full plane (2 where its conjugate twin is left out: the
+    same wavenumber, the same power), and the number of full-plane wavenumbers (0 to n/2)."""
+    n = min(ny, nx)
+    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
+    weight = np.full(k.shape, 2.0)
+    weight[:, 0] = 1.0
+    if nx % 2 == 0:
+        weight[:, -1] = 1.0  # the Nyquist column is its own twin
+    return np.rint(k * n).astype(int).ravel(), weight, n // 2 + 1
 
 
 def radial_power_sums(
-    fields: np.ndarray, region: SpectralRegion, chunk: int = 32
+    fields: np.ndarray, region: SpectralRegion, chunk_bytes: int = SPECTRUM_BYTES
 ) -> tuple[np.ndarray, int]:
     """Summed radial power per integer wavenumber (0 to n/2, n the region's shorter side) of the
     region's steps of (T, H, W) fields (or (M, T, H, W)), and the number of fields summed: the
-    part of :func:`radial_power_spectrum` that adds up over time blocks."""
+    part of :func:`radial_power_spectrum` that adds up over time blocks.
+
+    Fields are cut, detrended and transformed (real FFT, the half plane weighted as the full
+    one) ``chunk_bytes`` of float64 at a time: memory grows with the region, not with the
+    number of members or steps."""
     if fields.ndim == 3:
         fields = fields[None]
     ny, nx = region.shape
-    n = min(ny, nx)
-    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
-    bins = np.rint(k * n).astype(int).ravel()  # integer wavenumber per (shorter) side length
-    nbins = n // 2 + 1
+    bins, weight, nbins = _half_plane_bins(ny, nx)
     power = np.zeros(nbins)
-    cut = fields[:, region.steps][:, :, region.rows, region.cols].reshape(-1, ny, nx)
-    for start in range(0, cut.shape[0], chunk):
-        block = _detrend_window(cut[start : start + chunk].astype(np.float64))
-        spec = (np.abs(np.fft.fft2(block)) ** 2).sum(axis=0)
-        power += np.bincount(bins, spec.ravel(), minlength=bins.max() + 1)[:nbins]
-    return power, int(cut.shape[0])
+    cut = fields[:, :, region.rows, region.cols]  # a view: fields are copied chunk by chunk
+    pairs = [(m, int(t)) for m in range(fields.shape[0]) for t in region.steps]
+    per_chunk = max(1, chunk_bytes // (8 * ny * nx))
+    for start in range(0, len(pairs), per_chunk):
+        group = pairs[start : start + per_chunk]
+        block = np.empty((len(group), ny, nx))
+        for j, (m, t) in enumerate(group):
+            block[j] = cut[m, t]
+        spec = np.abs(np.fft.rfft2(_detrend_window(block))) ** 2
+        del block
+        spec = (spec.sum(axis=0) * weight).ravel()
+        power += np.bincount(bins, spec, minlength=bins.max() + 1)[:nbins]
+    return power, len(pairs)
 
 
 def radial_spectrum_of_sums(
@@ -206,7 +237,7 @@ def radial_spectrum_of_sums(
 
 
 def radial_power_spectrum(
-    fields: np.ndarray, region: SpectralRegion | None = None, chunk: int = 32
+    fields: np.ndarray, region: SpectralRegion | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of (T, H, W) fields (or (M, T, H, W)), averaged over T
     (and members).
@@ -228,7 +259,7 @@ def radial_power_spectrum(
         fields = fields[None]
     if region is None:
         region = spectral_region(fields)
-    power, used = radial_power_sums(fields, region, chunk)
+    power, used = radial_power_sums(fields, region)
     return radial_spectrum_of_sums(power, used, region.shape)
 
 

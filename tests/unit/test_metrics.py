@@ -4,7 +4,9 @@ import pytest
 from climai.config import ConfigError, validate_config
 from climai.evaluation.metrics import (
     METRICS,
+    SPECTRUM_BYTES,
     MetricInput,
+    SpectralRegion,
     bias,
     block_mean,
     compute_metrics,
@@ -17,6 +19,7 @@ from climai.evaluation.metrics import (
     mae,
     quantiles,
     radial_power_spectrum,
+    radial_power_sums,
     rank_histogram,
     rmse,
     spectral_ratio,
@@ -271,3 +274,32 @@ def test_ensemble_precipitation_input_gets_every_metric():
     assert 0 < m["conservation_error"] < 0.3
     with pytest.raises(ValueError, match="does not match truth"):
         MetricInput(ens[:, :2], truth)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (2, 37, 50), (2, 40, 81), (1, 33, 48)])
+def test_summed_power_equals_the_full_plane_fft_of_the_detrended_windowed_fields(shape):
+    """radial_power_sums (real FFT, half plane weighted, plane removed by projections, fields
+    cut chunk by chunk) against the definition: each field's least-squares plane removed with
+    a design matrix, a 2-D Hann window, |FFT|² over the whole plane binned by integer wavenumber."""
+    fields = np.stack([random_field(shape[1:], seed=s) for s in range(2 * shape[0])]).reshape(
+        2, *shape
+    )
+    ny, nx = shape[1:]
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    fields = (fields + 0.05 * yy - 0.02 * xx + 3.0).astype(np.float32)  # a plane to remove
+    region = SpectralRegion(slice(0, shape[1]), slice(0, shape[2]), np.arange(shape[0]))
+    design = np.column_stack([np.ones(ny * nx), yy.ravel(), xx.ravel()])
+    n = min(ny, nx)
+    bins = np.rint(
+        np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij")) * n
+    )
+    expected = np.zeros(n // 2 + 1)
+    for f in fields.reshape(-1, ny * nx).astype(np.float64):
+        coef, *_ = np.linalg.lstsq(design, f, rcond=None)
+        tapered = (f - design @ coef).reshape(ny, nx) * np.outer(np.hanning(ny), np.hanning(nx))
+        power = np.abs(np.fft.fft2(tapered)) ** 2
+        expected += np.bincount(bins.astype(int).ravel(), power.ravel())[: n // 2 + 1]
+    for chunk_bytes in (1, SPECTRUM_BYTES):
+        got, used = radial_power_sums(fields, region, chunk_bytes)
+        assert used == fields.shape[0] * shape[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12 * expected.max())

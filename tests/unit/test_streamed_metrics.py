@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from climai.evaluation import accumulators
 from climai.evaluation.metrics import METRICS, Metric, MetricInput, block_mean, compute_metrics
 from climai.evaluation.registry import Streams
 from climai.evaluation.sketch import NBINS, QuantileHistogram
@@ -155,3 +156,12 @@ def test_shared_streams_are_made_once_per_key():
     a = streams.get("k", _ExceedanceSums)
     assert streams.get("k", _ExceedanceSums) is a and streams.holds(a) and "k" in streams
     assert not streams.holds(_ExceedanceSums())
+
+
+@pytest.mark.parametrize("cells", [7, 1000])
+def test_ensemble_sums_scored_cell_chunk_by_cell_chunk_equal_in_memory(monkeypatch, cells):
+    """EnsembleSums takes a block ``ENSEMBLE_CELLS`` cells at a time (bounded float64 copies):
+    CRPS and spread/skill as in memory, the seeded rank counts exactly (the tie draws go on
+    through the chunks in cell order)."""
+    monkeypatch.setattr(accumulators, "ENSEMBLE_CELLS", cells)
+    assert_streamed_equals_in_memory(_fields("precipitation", 5, 0.0005), 3, 2)
