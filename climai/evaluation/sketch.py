@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 NBINS = 1 << 18
+ADD_VALUES = 1 << 22
+"""Values a histogram takes at once (32 MiB of float64)."""
 
 
 class QuantileHistogram:
@@ -53,8 +55,15 @@ class QuantileHistogram:
         return (self.hi - self.lo) / self.nbins
 
     def add(self, values: np.ndarray) -> None:
-        """Count the finite ``values`` (NaN ignored); a value outside ``[lo, hi]`` is an error."""
-        v = np.asarray(values, np.float64).ravel()
+        """Count the finite ``values`` (NaN ignored); a value outside ``[lo, hi]`` is an error.
+        Taken :data:`ADD_VALUES` at a time: the float64 copies stay small whatever the block
+        (an ensemble's members are all added at once)."""
+        flat = np.asarray(values).reshape(-1)
+        for start in range(0, flat.size, ADD_VALUES):
+            self._add(flat[start : start + ADD_VALUES])
+
+    def _add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, np.float64)
         v = v[np.isfinite(v)]
         if not v.size:
             return

@@ -165,3 +165,24 @@ def test_ensemble_sums_scored_cell_chunk_by_cell_chunk_equal_in_memory(monkeypat
     through the chunks in cell order)."""
     monkeypatch.setattr(accumulators, "ENSEMBLE_CELLS", cells)
     assert_streamed_equals_in_memory(_fields("precipitation", 5, 0.0005), 3, 2)
+
+
+def test_a_histogram_takes_a_large_array_in_pieces_with_the_same_counts(monkeypatch):
+    """QuantileHistogram.add works ``ADD_VALUES`` values at a time: counts, bin minima and
+    maxima (and so every quantile) equal one pass's; the range check still names the values."""
+    from climai.evaluation import sketch
+
+    rng = np.random.default_rng(1)
+    values = np.round(rng.gamma(0.5, 2.0, 50_000), 2)  # ties at every bin's minimum
+    values[::97] = np.nan
+    whole = QuantileHistogram(0.0, float(np.nanmax(values)), nbins=512)
+    whole.add(values)
+    monkeypatch.setattr(sketch, "ADD_VALUES", 333)
+    pieces = QuantileHistogram(0.0, float(np.nanmax(values)), nbins=512)
+    pieces.add(values.reshape(100, 500))
+    for name in ("counts", "low", "high", "at_low"):
+        np.testing.assert_array_equal(getattr(pieces, name), getattr(whole, name), name)
+    probs = np.linspace(0, 1, 101)
+    np.testing.assert_array_equal(pieces.quantiles(probs), whole.quantiles(probs))
+    with pytest.raises(ValueError, match="outside the histogram's range"):
+        pieces.add(np.array([0.5, -1.0]))
