@@ -82,11 +82,15 @@ def common_curves(
     first = next(iter(recs.values()))
     assert first is not None
 
-    def where(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r["rows"], r["cols"], r["steps"], len(r["levels"])
+    def same(r: dict[str, Any]) -> bool:
+        where = r["rows"], r["cols"], r["steps"]
+        return (
+            where == (first["rows"], first["cols"], first["steps"])
+            and len(r["levels"]) == len(levels)
+            and bool(np.allclose(r["levels"], levels))
+        )
 
-    same_levels = len(first["levels"]) == len(levels) and np.allclose(first["levels"], levels)
-    if not same_levels or any(where(r) != where(first) for r in recs.values() if r is not None):
+    if not all(same(r) for r in recs.values() if r is not None):
         return None
     region = SpectralRegion(
         slice(*first["rows"]), slice(*first["cols"]), np.asarray(first["steps"], dtype=np.int64)

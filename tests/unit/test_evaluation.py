@@ -234,6 +234,10 @@ def test_common_curves_only_where_every_method_has_them_on_one_region(campaign):
         records["bicubic"], {"pr": {"rows": [1, 1 + np.diff(records["bicubic"]["pr"]["rows"])[0]]}}
     )
     assert common_curves({**records, "bicubic": shifted}, "pr", QQ_LEVELS) is None
+    # the second method's quantiles at other levels (same count) are not the first's curve
+    other = [float(q) ** 2 for q in records["unet-crps"]["pr"]["levels"]]
+    relevel = deep_merge(records["unet-crps"], {"pr": {"levels": other}})
+    assert common_curves({**records, "unet-crps": relevel}, "pr", QQ_LEVELS) is None
 
 
 def test_compare_streams_every_store_where_a_method_has_no_curves(campaign, caplog):
