@@ -225,19 +225,25 @@ def cpu_time_driver(rule: str, x_time: float, threads: int) -> float:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """``seconds = t0 + t1·x_time``, ``MB = m0 + m1·x_mem`` for one rule and class."""
+    """``seconds = t0 + t1·x_time``, ``MB = m0 + m1·x_mem`` for one rule and class; beyond the
+    knot ``xk`` (when > 0: the largest synthetic size's driver) the memory line goes on with the
+    slope ``m2`` that the real campaigns' records give."""
 
     t0: float
     t1: float
     m0: float
     m1: float
     n: int = 0  # records fitted
+    xk: float = 0.0
+    m2: float = 0.0
 
     def seconds(self, x_time: float) -> float:
         return self.t0 + self.t1 * x_time
 
     def mem_mb(self, x_mem: float) -> float:
-        return self.m0 + self.m1 * x_mem
+        if self.xk <= 0 or x_mem <= self.xk:
+            return self.m0 + self.m1 * x_mem
+        return self.m0 + self.m1 * self.xk + self.m2 * (x_mem - self.xk)
 
 
 @dataclass(frozen=True)
@@ -343,9 +349,12 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     the intercept of the upper envelope, so that it lies on or above every measurement. A record
     with ``"fit": "memory"`` (a real campaign's run: its per-cell times depend on its source
     format and on the load of the machine it shared) enters the memory lines only, and there,
-    when the other records span two driver values, not the slope's fit: where it lies above the
-    synthetic records' line it steepens the line (through their intercept) up to it, since its
-    driver is far beyond theirs; a fixed cost would burden every small job.
+    when the other records span two driver values, not the slope's fit. Beyond the largest
+    synthetic driver (the knot) the real records set the slope: the smallest one from the
+    line's value at the knot that lies on or above every one of them. Memory at the synthetic
+    sizes is not linear (fixed buffers and the steps' small arrays weigh most there), so their
+    slope, carried 47× further, asked 22 GB of an evaluate that used 1.3 GB; a real record above
+    the line raises the slope beyond the knot instead of every small job's intercept.
     """
     groups: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     threads: set[int] = set()
@@ -365,20 +374,19 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     for key, rows in groups.items():
         timed = [(x, y) for x, y, _, _, t in rows if t]
         t0, t1 = _line(timed or [(x, y) for x, y, _, _, _ in rows])
-        # the memory slope from the synthetic sizes when they span two driver values (a real
-        # campaign's record, measured once per source, then only bounds the intercept)
+        # the memory slope from the synthetic sizes when they span two driver values; the real
+        # campaigns' records (measured once per source) then set the slope beyond the knot
         fitted = [(x, y) for _, _, x, y, t in rows if t]
         if len({x for x, _ in fitted}) < 2:
             fitted = [(x, y) for _, _, x, y, _ in rows]
         m1 = _line(fitted)[1]
-        m0 = max(y - m1 * x for x, y in fitted)
-        # a real record above that line steepens it (its driver is far larger than the synthetic
-        # sizes': what it adds per driver unit, not a fixed cost every small job would pay)
-        for _, _, x, y, t in rows:
-            if not t and x > 0 and y > m0 + m1 * x:
-                m1 = (y - m0) / x
-        m0 = max(y - m1 * x for _, _, x, y, _ in rows)
-        coefs[key] = Coefficients(t0, t1, m0, m1, len(rows))
+        xk = max(x for x, _ in fitted)
+        m0 = max(y - m1 * x for _, _, x, y, _ in rows if x <= xk)
+        beyond = [(x, y) for _, _, x, y, _ in rows if x > xk]
+        m2 = max([0.0] + [(y - m0 - m1 * xk) / (x - xk) for x, y in beyond])
+        if not beyond:
+            xk = 0.0  # no knot: one line
+        coefs[key] = Coefficients(t0, t1, m0, m1, len(rows), xk, m2)
     return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)
 
 

@@ -96,10 +96,10 @@ def test_a_cpu_infer_adds_its_forward_passes_activations_and_a_gpu_infer_does_no
     assert w.step_mb == pytest.approx(3 * 2 * 512 * 4096 * 4 / 1e6)  # 3 copies × 2 variables
 
 
-def test_a_real_record_above_the_synthetic_line_steepens_it_and_keeps_the_small_jobs_ask():
+def test_a_real_record_above_the_synthetic_line_steepens_it_beyond_the_synthetic_sizes_only():
     """Synthetic sizes on ``50 + 1 × driver`` MB; a real campaign's record (memory only) at a
-    1000× larger driver, 20 % above that line: the line goes through it from the synthetic
-    intercept (a 1.2 slope), instead of every job asking that record's excess on top."""
+    1000× larger driver, 20 % above that line: beyond the largest synthetic size the line goes
+    through it, the synthetic sizes keep their own line (no excess on every small job)."""
     sizes = [replace(W, ny=n, nx=n) for n in (128, 192, 256)]
     recs = [record("preprocess", None, w, 1.0, 50.0 + drivers("preprocess", None, w)[1])
             for w in sizes]  # fmt: skip
@@ -107,9 +107,36 @@ def test_a_real_record_above_the_synthetic_line_steepens_it_and_keeps_the_small_
     x_big = drivers("preprocess", None, big)[1]
     recs.append({**record("preprocess", None, big, 9.0, 50.0 + 1.2 * x_big), "fit": "memory"})
     c = fit(recs, "test").of("preprocess", None)
-    assert c.m0 == pytest.approx(50.0, rel=1e-3) and c.m1 == pytest.approx(1.2, rel=1e-3)
-    assert c.mem_mb(x_big) >= 50.0 + 1.2 * x_big - 1e-3
-    assert c.mem_mb(drivers("preprocess", None, sizes[0])[1]) < 1.5 * recs[0]["max_rss_mb"]
+    assert c.m0 == pytest.approx(50.0, rel=1e-3) and c.m1 == pytest.approx(1.0, rel=1e-3)
+    assert c.xk == pytest.approx(drivers("preprocess", None, sizes[-1])[1])
+    assert c.mem_mb(x_big) == pytest.approx(50.0 + 1.2 * x_big, rel=1e-6)
+    assert c.mem_mb(2 * x_big) > c.mem_mb(x_big) + 1.2 * x_big  # steeper than 1.2 beyond the knot
+    for w, r in zip(sizes, recs, strict=False):
+        held = r["max_rss_mb"] - thread_mb("preprocess", w.threads)
+        assert c.mem_mb(drivers("preprocess", None, w)[1]) == pytest.approx(held)
+
+
+def test_a_real_record_below_the_synthetic_line_lowers_the_asks_of_larger_domains():
+    """Memory is not linear at the synthetic sizes (here ``50 + 5 × driver``): a real record at
+    a 1000× larger driver that used a tenth of that line's value sets the slope beyond the
+    largest synthetic size, never below any record, and a campaign twice its size is asked
+    by that slope, not by the synthetic one."""
+    sizes = [replace(W, ny=n, nx=n, threads=1) for n in (128, 192, 256)]
+    recs = [record("evaluate", "baseline", w, 1.0, 50.0 + 5 * drivers("evaluate", "baseline", w)[1])
+            for w in sizes]  # fmt: skip
+    big = replace(W, ny=4096, nx=4096, threads=1)
+    x_big = drivers("evaluate", "baseline", big)[1]
+    used = 0.1 * (50.0 + 5 * x_big) + thread_mb("evaluate", big.threads)
+    recs.append({**record("evaluate", "baseline", big, 9.0, used), "fit": "memory"})
+    c = fit(recs, "test").of("evaluate", "baseline")
+    held = used - thread_mb("evaluate", big.threads)
+    assert c.m1 == pytest.approx(5.0, rel=1e-3) and 0 < c.m2 < 1.0
+    assert c.mem_mb(x_big) == pytest.approx(held, rel=1e-6) and held > c.m0 + c.m1 * c.xk
+    assert c.mem_mb(2 * x_big) == pytest.approx(held + c.m2 * x_big, rel=1e-6)
+    assert c.mem_mb(2 * x_big) < 0.2 * (50.0 + 5 * 2 * x_big)
+    for w, r in zip(sizes, recs, strict=False):
+        held = r["max_rss_mb"] - thread_mb("evaluate", w.threads)
+        assert c.mem_mb(drivers("evaluate", "baseline", w)[1]) == pytest.approx(held)
 
 
 def test_a_fitted_file_round_trips_and_an_unmeasured_rule_gets_the_largest_intercepts():
