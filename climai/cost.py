@@ -55,6 +55,11 @@ PARALLEL_RULES = frozenset({"ingest", "preprocess", "train", "infer", "evaluate"
 #: predictions) and +288 MB (the toy campaign's 4 methods); export's threads hold at most 2
 #: tasks of 16 MiB each (+3 MB measured).
 THREAD_MB = {"evaluate": 250.0, "compare": 300.0, "export": 50.0}
+#: Host MB each GPU rank adds when it first uses its GPU (the CUDA context, its kernels and
+#: libraries mapped into the process): ~1.1-1.2 GB reported for PyTorch since CUDA's lazy module
+#: loading (pytorch/pytorch issues 106511 and 12873). Stated, not measured here: no GPU job's host
+#: RSS has been recorded; replace it with a first GPU run's records.
+GPU_HOST_MB = 1200.0
 #: Rules whose cost depends on the method's class.
 METHOD_RULES = frozenset({"train", "infer", "evaluate", "export"})
 
@@ -89,6 +94,7 @@ class Workload:
     infer_memory_mb: int = 512  # infer.memory_mb: the budget of the band buffers
     infer_batch: int = 4  # infer.batch: tile samples per forward pass
     pooled_patches: int = 0  # train_on: patches per epoch from the pooled campaigns (0: own split)
+    pooled_bytes: int = 0  # train_on: bytes the pooled loaders hold in RAM (0: own split's)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Workload:
@@ -200,11 +206,14 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
     if rule == "train":
         patches = w.pooled_patches or w.steps_train * w.patches_per_step  # per epoch
         seen = w.epochs * patches * w.patch**2 * w.train_members
-        # memory (MB): the splits loaded into RAM (memory loader) + one batch's activations
+        # memory (MB): the splits loaded into RAM (memory loader; a pooled training: the
+        # train_on campaigns' splits and coarsened copies, pooled_bytes) + one batch's activations
         loaded = (w.steps_train + w.steps_val) * field * 4 * (1 + 1 / w.scale**2)
-        act = w.act_bytes_per_cell or DEFAULT_ACT_BYTES
-        batch = w.batch * w.patch**2 * w.train_members * act
-        held = ((loaded if w.loads_into_memory else 0.0) + batch) / 1e6
+        if not w.loads_into_memory:
+            loaded = 0.0
+        if w.pooled_patches:
+            loaded = w.pooled_bytes
+        held = loaded / 1e6 + train_batch_mb(w)
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)
         return test * w.members * (w.width + ENGINE_CELL_COST), w.band_mb + 3 * w.step_mb
@@ -217,6 +226,13 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
     return 0.0, 0.0  # sweep, lineage: a few small files
 
 
+def train_batch_mb(w: Workload) -> float:
+    """MB of one training batch's activations (and their gradients): part of train's memory
+    driver, in the host's memory on the CPU, in the GPU's on a GPU."""
+    act = w.act_bytes_per_cell or DEFAULT_ACT_BYTES
+    return w.batch * w.patch**2 * w.train_members * act / 1e6
+
+
 def cpu_time_driver(rule: str, x_time: float, threads: int) -> float:
     """The time driver on CPU cores: a parallel rule's work shared by ``threads`` threads with
     a speed-up of ``threads ** THREAD_EXPONENT`` (the slope ``t1`` is one thread's)."""
@@ -226,8 +242,9 @@ def cpu_time_driver(rule: str, x_time: float, threads: int) -> float:
 @dataclass(frozen=True)
 class Coefficients:
     """``seconds = t0 + t1·x_time``, ``MB = m0 + m1·x_mem`` for one rule and class; beyond the
-    knot ``xk`` (when > 0: the largest synthetic size's driver) the memory line goes on with the
-    slope ``m2`` that the real campaigns' records give."""
+    knot ``xk`` (when > 0: the largest synthetic size's driver) memory follows the real
+    campaigns' records: ``c2 + m2·x_mem``, never below the synthetic line's value at the knot,
+    or (``c2`` None: records at one driver value) that value plus ``m2·(x_mem − xk)``."""
 
     t0: float
     t1: float
@@ -236,6 +253,7 @@ class Coefficients:
     n: int = 0  # records fitted
     xk: float = 0.0
     m2: float = 0.0
+    c2: float | None = None
 
     def seconds(self, x_time: float) -> float:
         return self.t0 + self.t1 * x_time
@@ -243,7 +261,10 @@ class Coefficients:
     def mem_mb(self, x_mem: float) -> float:
         if self.xk <= 0 or x_mem <= self.xk:
             return self.m0 + self.m1 * x_mem
-        return self.m0 + self.m1 * self.xk + self.m2 * (x_mem - self.xk)
+        knot = self.m0 + self.m1 * self.xk
+        if self.c2 is None:
+            return knot + self.m2 * (x_mem - self.xk)
+        return max(knot, self.c2 + self.m2 * x_mem)
 
 
 @dataclass(frozen=True)
@@ -317,15 +338,18 @@ def estimate(
 ) -> Estimate:
     """The cost of one job: host memory from ``host`` (times ``ranks``, one process per GPU),
     run time from ``device`` (a GPU kind) when given, else from ``host``. With ``ranks`` > 1 the
-    compute part is shared by the ranks (time driver / ranks)."""
+    compute part is shared by the ranks (time driver / ranks). On a GPU the network's
+    activations are in its memory, not the host's (a training batch's, an inference's forward
+    passes), and each rank's CUDA context is (:data:`GPU_HOST_MB`)."""
     x_time, x_mem = drivers(rule, kind, w)
     timing = device if device is not None else host
     if device is None:
         x_time = cpu_time_driver(rule, x_time, w.threads)
+    elif rule == "train":
+        x_mem -= train_batch_mb(w)
     seconds = timing.of(rule, kind, mtype).seconds(x_time / ranks)
     mem = host.of(rule, kind, mtype).mem_mb(x_mem) * ranks + thread_mb(rule, w.threads)
-    if device is None:  # on a GPU the forward's activations are in its memory, not the host's
-        mem += forward_mb(rule, kind, w)
+    mem += forward_mb(rule, kind, w) if device is None else GPU_HOST_MB * ranks
     return Estimate(mem, seconds)
 
 
@@ -351,10 +375,14 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
     format and on the load of the machine it shared) enters the memory lines only, and there,
     when the other records span two driver values, not the slope's fit. Beyond the largest
     synthetic driver (the knot) the real records set the slope: the smallest one from the
-    line's value at the knot that lies on or above every one of them. Memory at the synthetic
-    sizes is not linear (fixed buffers and the steps' small arrays weigh most there), so their
-    slope, carried 47× further, asked 22 GB of an evaluate that used 1.3 GB; a real record above
-    the line raises the slope beyond the knot instead of every small job's intercept.
+    line's value at the knot that lies on or above every one of them; where they span two driver
+    values or more, their own least-squares slope with the intercept that puts every one of them
+    on or under the line (real campaigns hold more than synthetic ones at the same driver: a
+    slope from the knot through the nearest real record carried that offset ~2× too steeply
+    to the largest, session 48). Memory at the synthetic sizes is not linear (fixed buffers and
+    the steps' small arrays weigh most there), so their slope, carried 47× further, asked 22 GB
+    of an evaluate that used 1.3 GB; a real record above the line raises the line beyond the
+    knot instead of every small job's intercept.
     """
     groups: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     threads: set[int] = set()
@@ -384,9 +412,13 @@ def fit(records: Iterable[Mapping[str, Any]], machine: str, source: str = "") ->
         m0 = max(y - m1 * x for _, _, x, y, _ in rows if x <= xk)
         beyond = [(x, y) for _, _, x, y, _ in rows if x > xk]
         m2 = max([0.0] + [(y - m0 - m1 * xk) / (x - xk) for x, y in beyond])
+        c2 = None
+        if len({x for x, _ in beyond}) > 1:  # their own slope, raised over every one of them
+            m2 = _line(beyond)[1]
+            c2 = max(y - m2 * x for x, y in beyond)
         if not beyond:
             xk = 0.0  # no knot: one line
-        coefs[key] = Coefficients(t0, t1, m0, m1, len(rows), xk, m2)
+        coefs[key] = Coefficients(t0, t1, m0, m1, len(rows), xk, m2, c2)
     return MachineCosts(machine, max(threads) if threads else 1, False, coefs, source)
 
 

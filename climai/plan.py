@@ -22,6 +22,7 @@ from climai.sizing import (
     Partition,
     Sizer,
     campaign_workload,
+    pooled_missing,
     read_partitions,
     size_rule,
 )
@@ -118,7 +119,9 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
         kind = method_type(cfg.methods.type_of(m)).kind
         w = campaign_workload(cfg, m)
         assert w is not None
-        rules = (("train",) if kind == "emulator" else ()) + ("infer", "evaluate", "export")
+        # a pooled training before its train_on campaigns are prepared: sized by JOB_SIZES
+        train = kind == "emulator" and not pooled_missing(cfg, m)
+        rules = (("train",) if train else ()) + ("infer", "evaluate", "export")
         todo += [(rule, m, kind, w) for rule in rules]
     todo += [("compare", None, None, base), ("manifest", None, None, base)]
     todo += [("sweep", None, None, base) for _ in cfg.sweeps]

@@ -35,6 +35,7 @@ from climai.cost import (
 from climai.hpc import JobSize
 
 if TYPE_CHECKING:
+    from climai.config import EmulatorConfig
     from climai.config.campaign import CampaignConfig
 
 #: Requested memory = estimate × MEM_SAFETY (rounded up to 100 MB).
@@ -205,7 +206,7 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
     m = cfg.methods.get(method)
     members = int(getattr(m, "members", 1))
     channels = getattr(m, "channels", None)
-    return replace(
+    w = replace(
         w,
         members=members,
         train_members=int(getattr(m, "train_members", 2 if members > 1 else 1)),
@@ -222,6 +223,56 @@ def campaign_workload(cfg: CampaignConfig, method: str | None = None) -> Workloa
         loader=str(getattr(m, "loader", "auto")),
         memory_limit_gb=float(getattr(m, "memory_limit_gb", 2.0)),
     )
+    pooled = pooled_load(cfg, method)
+    if pooled is not None:
+        w = replace(w, pooled_patches=pooled[0], pooled_bytes=pooled[1])
+    return w
+
+
+def _pooled_method(cfg: CampaignConfig, method: str) -> EmulatorConfig | None:
+    """The config of ``method`` when it trains on other campaigns (``train_on``), else None."""
+    from climai.config import EmulatorConfig
+
+    m = cfg.methods.get(method)
+    return m if isinstance(m, EmulatorConfig) and m.train_on else None
+
+
+def pooled_stores(cfg: CampaignConfig, method: str) -> dict[str, Path]:
+    """The prepared datasets a ``train_on`` method trains and validates on (empty without
+    ``train_on``): ``climai.training.resident.source_paths``'s, under this campaign's results."""
+    from climai.training.resident import source_paths
+
+    m = _pooled_method(cfg, method)
+    return {} if m is None else source_paths(m, Path(cfg.results), cfg.campaign, Path())
+
+
+def pooled_missing(cfg: CampaignConfig, method: str) -> list[str]:
+    """The ``train_on``/``validate_on`` campaigns of ``method`` not prepared yet: until they are,
+    its training is sized as before the grid is known (``climai.hpc.JOB_SIZES``)."""
+    return [n for n, p in pooled_stores(cfg, method).items() if not (p / "zarr.json").is_file()]
+
+
+def pooled_load(cfg: CampaignConfig, method: str) -> tuple[int, int] | None:
+    """``(patches per epoch, bytes held in RAM)`` of a ``train_on`` method's pooled loaders
+    (``climai.training.pooled``: ``pooled_patches`` or every train_on campaign's train steps ×
+    ``patches_per_step``; :func:`~climai.training.resident.resident_bytes` of each campaign),
+    from the prepared stores; None without ``train_on`` or while one is not prepared."""
+    m = _pooled_method(cfg, method)
+    if m is None or pooled_missing(cfg, method):
+        return None
+    from climai.data.prepared import PreparedDataset
+    from climai.io import open_store
+    from climai.training.resident import resident_bytes
+
+    train_on = list(m.train_on or [])
+    validate_on = list(m.validate_on or train_on)
+    patches, held = 0, 0
+    for name, path in pooled_stores(cfg, method).items():
+        prep = PreparedDataset(open_store(path))
+        if name in train_on:
+            patches += max(1, prep.split_size("train") * m.patches_per_step)
+        held += resident_bytes(prep, m, cfg.variable_names, name in train_on, name in validate_on)
+    return max(int(m.pooled_patches or patches), m.batch), held
 
 
 @dataclass(frozen=True)

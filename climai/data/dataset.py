@@ -113,9 +113,9 @@ class ZarrSource:
 
 
 def _decode_times(path: str) -> np.ndarray:
-    import xarray as xr
+    from climai.io import open_store  # silent about Snakemake's .snakemake_timestamp
 
-    with xr.open_zarr(path, consolidated=False) as ds:
+    with open_store(path) as ds:
         return ds["time"].values
 
 

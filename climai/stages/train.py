@@ -53,9 +53,9 @@ from climai.training.pooled import (
     pooled_grid,
     pooled_loaders,
     pooled_spec,
-    source_paths,
     source_record,
 )
+from climai.training.resident import source_paths
 
 
 def store_checksum(path: Path) -> str:

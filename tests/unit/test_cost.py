@@ -15,6 +15,7 @@ import xarray as xr
 from climai import cli
 from climai.config import load_config
 from climai.cost import (
+    GPU_HOST_MB,
     Coefficients,
     MachineCosts,
     Workload,
@@ -24,7 +25,10 @@ from climai.cost import (
     fit,
     forward_mb,
     thread_mb,
+    train_batch_mb,
 )
+from climai.data.prepared import PreparedDataset
+from climai.io import open_store, write_store
 from climai.plan import JSON_KEYS, campaign_jobs, critical_path_minutes, plan_rows
 from climai.preprocess.splits import split_labels
 from climai.sizing import (
@@ -33,10 +37,12 @@ from climai.sizing import (
     Sizer,
     campaign_workload,
     choose_partition,
+    pooled_missing,
     read_partitions,
     size_rule,
 )
-from climai.testing import write_config
+from climai.testing import create_prepared_test_data, write_config
+from climai.training.resident import resident_bytes
 from tests.conftest import REPO
 
 LEONARDO = read_partitions(REPO / "profiles" / "leonardo" / "partitions.yaml")
@@ -91,9 +97,22 @@ def test_a_cpu_infer_adds_its_forward_passes_activations_and_a_gpu_infer_does_no
     cpu = estimate("infer", "emulator", w, coefs).mem_mb
     gpu = estimate("infer", "emulator", w, coefs, device=coefs).mem_mb
     baseline = estimate("infer", "baseline", w, coefs).mem_mb
-    assert cpu - gpu == pytest.approx(w.forward_mb)
-    assert gpu == pytest.approx(baseline + 3 * w.step_mb)
+    assert cpu - (gpu - GPU_HOST_MB) == pytest.approx(w.forward_mb)
+    assert gpu == pytest.approx(baseline + 3 * w.step_mb + GPU_HOST_MB)
     assert w.step_mb == pytest.approx(3 * 2 * 512 * 4096 * 4 / 1e6)  # 3 copies × 2 variables
+    four = estimate("infer", "emulator", w, coefs, device=coefs, ranks=4).mem_mb
+    assert four == pytest.approx(4 * gpu)  # each rank its own process and CUDA context
+
+
+def test_a_gpu_training_holds_its_batch_on_the_gpu_and_a_cuda_context_on_the_host():
+    coefs = MachineCosts("test", 2, False, {"train": Coefficients(1.0, 1e-6, 500.0, 1.0)})
+    w = replace(W, batch=64, patch=128, act_bytes_per_cell=3840.0, loader="stream")
+    assert train_batch_mb(w) == pytest.approx(64 * 128**2 * 3840 / 1e6)
+    assert drivers("train", "emulator", w)[1] == pytest.approx(train_batch_mb(w))  # streamed
+    cpu = estimate("train", "emulator", w, coefs).mem_mb
+    gpu = estimate("train", "emulator", w, coefs, device=coefs, ranks=4).mem_mb
+    assert cpu == pytest.approx(500.0 + train_batch_mb(w))
+    assert gpu == pytest.approx(4 * (500.0 + GPU_HOST_MB))
 
 
 def test_a_real_record_above_the_synthetic_line_steepens_it_beyond_the_synthetic_sizes_only():
@@ -114,6 +133,29 @@ def test_a_real_record_above_the_synthetic_line_steepens_it_beyond_the_synthetic
     for w, r in zip(sizes, recs, strict=False):
         held = r["max_rss_mb"] - thread_mb("preprocess", w.threads)
         assert c.mem_mb(drivers("preprocess", None, w)[1]) == pytest.approx(held)
+
+
+def test_real_records_at_several_sizes_beyond_the_knot_set_their_own_slope_over_every_one():
+    """Real campaigns holding a fixed 300 MB more than the synthetic line ``50 + 1 × driver`` at
+    2×, 4× and 8× the largest synthetic driver: beyond the knot the line has their slope (1, not
+    the ~3 a line from the knot through the nearest one would have) and covers every one."""
+    sizes = [replace(W, ny=n, nx=n) for n in (128, 192, 256)]
+    recs = [record("preprocess", None, w, 1.0, 50.0 + drivers("preprocess", None, w)[1])
+            for w in sizes]  # fmt: skip
+    xk = drivers("preprocess", None, sizes[-1])[1]
+    real = [replace(W, ny=256 * k, nx=256) for k in (2, 4, 8)]
+    for w in real:
+        used = 350.0 + drivers("preprocess", None, w)[1]
+        recs.append({**record("preprocess", None, w, 9.0, used), "fit": "memory"})
+    c = fit(recs, "test").of("preprocess", None)
+    assert c.xk == pytest.approx(xk) and c.m2 == pytest.approx(1.0, rel=1e-6)
+    for r in recs[3:]:
+        x = drivers("preprocess", None, Workload.from_record(r["workload"]))[1]
+        assert c.mem_mb(x) == pytest.approx(r["max_rss_mb"], rel=1e-6)
+    assert c.mem_mb(16 * xk) == pytest.approx(350.0 + 16 * xk, rel=1e-6)
+    assert c.mem_mb(xk * 1.001) >= c.mem_mb(xk)  # never below the synthetic line's knot value
+    back = MachineCosts.from_json(json.loads(json.dumps(fit(recs, "test").to_json())))
+    assert back.of("preprocess", None) == c
 
 
 def test_a_real_record_below_the_synthetic_line_lowers_the_asks_of_larger_domains():
@@ -371,3 +413,41 @@ def test_a_campaign_on_another_campaigns_prepared_data_is_sized_from_that_store(
     extra = drivers("train", "emulator", w)[0] - drivers("train", "emulator", own)[0]
     per_epoch = 320 - w.steps_train * w.patches_per_step
     assert extra == pytest.approx(2 * per_epoch * w.patch**2 * w.width)
+
+
+def test_a_pooled_training_is_sized_by_the_train_on_campaigns_data_it_holds(tmp_path):
+    """A ``train_on`` training holds the pooled campaigns' splits and coarsened copies, not its
+    own campaign's: its memory driver is their bytes (the protocol's mrms-conus ``unet`` was
+    asked 760 MB and used 1,140 when sized by its own streamed CONUS store). Until they are
+    prepared, its training is sized as an unknown grid's (no plan: climai.hpc.JOB_SIZES)."""
+    results = tmp_path / "results"
+    cfg = load_config(write_config(
+        tmp_path / "c.yaml", results=str(results),
+        variables=[{"name": "pr", "kind": "precipitation", "units": "mm h-1"}],
+        methods={"unet": {"train_on": ["a", "b"], "epochs": 2, "normalisation": "physical",
+                          "grid_channel": True, "coarsen_sources": [2], "patch": 16}},
+    ))  # fmt: skip
+    assert pooled_missing(cfg, "unet") == ["a", "b"]
+    sizer = Sizer.load(None, False)
+    assert ("train", "unet") not in {(j.rule, j.method) for j in campaign_jobs(cfg, sizer)}
+    for name, n in (("a", 64), ("b", 128)):
+        write_store(
+            create_prepared_test_data(nx=n, ny=n, steps=20),
+            results / name / "prep" / "dataset.zarr",
+        )
+    assert pooled_missing(cfg, "unet") == []
+    w = campaign_workload(cfg, "unet")
+    m = cfg.methods.get("unet")
+    preps = [PreparedDataset(open_store(results / n / "prep" / "dataset.zarr")) for n in "ab"]
+    held = sum(resident_bytes(p, m, ["pr"], True, True) for p in preps)
+    assert held > 0 and w.pooled_bytes == held
+    steps = sum(p.split_size("train") for p in preps)
+    assert w.pooled_patches == steps * m.patches_per_step  # no pooled_patches: every train step
+    own = drivers("train", "emulator", replace(w, pooled_patches=0, pooled_bytes=0))[1]
+    assert drivers("train", "emulator", w)[1] - own == pytest.approx(
+        held / 1e6 - ((w.steps_train + w.steps_val) * w.cells * 4 * (1 + 1 / 64) / 1e6)
+    )
+    jobs = {(j.rule, j.method): j for j in campaign_jobs(cfg, sizer)}
+    bigger = replace(w, pooled_bytes=w.pooled_bytes + 10**9)
+    asked = size_rule(cfg, "train", "unet", "emulator", bigger, sizer)[0].size.mem_mb
+    assert asked > jobs[("train", "unet")].size.mem_mb

@@ -16,6 +16,7 @@ from climai.data.dataset import Collate, MemorySource, PatchDataset
 from climai.data.features import FeatureSpec
 from climai.data.pooled import Member, PooledPatches, augment, physical_stats, shares
 from climai.data.prepared import GRID_STATIC, PreparedDataset, grid_spacing_km
+from climai.io import open_store, write_store
 from climai.models.constraints import (
     INTENSITY_POWER,
     blur_departures,
@@ -38,7 +39,13 @@ from climai.training.guard import (
     worse_than_bicubic,
 )
 from climai.training.loop import Loaders, Objective
-from climai.training.pooled import Source, coarsened_source, pooled_loaders, pooled_spec
+from climai.training.pooled import (
+    Source,
+    coarsened_source,
+    pooled_loaders,
+    pooled_spec,
+)
+from climai.training.resident import resident_bytes
 
 CPU = DistContext()
 
@@ -653,6 +660,9 @@ def test_a_coarsened_source_is_the_block_means_of_the_campaigns_split():
     )
     assert coarse.static.shape == (0, 32, 32)
     assert list(coarse.times) == list(pd.DatetimeIndex(prep.split("train").times))
+    in_ram = coarsened_source(prep, ["pr"], 2, "train", 16, "toy", hr.astype(np.float32))
+    np.testing.assert_array_equal(in_ram.hr, coarse.hr)  # from the loaded split: the same
+    np.testing.assert_array_equal(in_ram.lr, coarse.lr)
     with pytest.raises(ValueError, match="coarsen_sources: campaign 'toy'.*32×32 cells.*patch=48"):
         coarsened_source(prep, ["pr"], 2, "train", 48, "toy")
 
@@ -686,3 +696,27 @@ def test_pooled_training_draws_coarsened_copies_with_their_grid_spacing(tmp_path
     plain = mcfg.model_copy(update={"pooled_patches": None, "coarsen_sources": []})
     epoch = len(pooled_loaders(unbudgeted, spec, sources, seed=0, world=1).train)
     assert epoch == len(pooled_loaders(plain, spec, sources, seed=0, world=1).train)
+
+
+@pytest.mark.parametrize("limit_gb", [2.0, 1e-4])  # in RAM, or streamed with copies only
+def test_the_bytes_a_pooled_training_holds_are_its_loaders_arrays(tmp_path, limit_gb):
+    """The cost model's pooled memory (``resident_bytes``, climai.sizing) is the float32 arrays
+    the pooled loaders hold: train and val splits of small stores, every coarsened copy."""
+    sources = {}
+    for name, n, steps in (("a", 64, 20), ("b", 48, 30)):
+        write_store(create_prepared_test_data(nx=n, ny=n, steps=steps), tmp_path / name)
+        sources[name] = Source(name, tmp_path / name, open_store(tmp_path / name))
+    mcfg = UNetConfig(train_on=["a", "b"], validate_on=["b"], normalisation="physical",
+                      grid_channel=True, coarsen_sources=[2], patch=16,
+                      memory_limit_gb=limit_gb)  # fmt: skip
+    spec = pooled_spec(mcfg, ["pr"], ["precipitation"], 8)
+    loaders = pooled_loaders(mcfg, spec, sources, seed=0, world=1)
+    held = [m.patches.source for m in [*loaders.train.members, *loaders.val.members]]
+    arrays = sum(s.hr.nbytes + s.lr.nbytes for s in held if isinstance(s, MemorySource))
+    estimate = sum(
+        resident_bytes(PreparedDataset(s.ds), mcfg, ["pr"], True, n == "b")
+        for n, s in sources.items()
+    )
+    assert estimate == arrays
+    copies = sum(s.hr.nbytes + s.lr.nbytes for s in held[1:2] + held[3:4])  # a/2x, b/2x
+    assert (arrays == copies) == (limit_gb < 1e-3)  # streamed: only the copies in RAM
