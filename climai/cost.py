@@ -208,11 +208,11 @@ def drivers(rule: str, kind: str | None, w: Workload) -> tuple[float, float]:
         seen = w.epochs * patches * w.patch**2 * w.train_members
         # memory (MB): the splits loaded into RAM (memory loader; a pooled training: the
         # train_on campaigns' splits and coarsened copies, pooled_bytes) + one batch's activations
-        loaded = (w.steps_train + w.steps_val) * field * 4 * (1 + 1 / w.scale**2)
-        if not w.loads_into_memory:
-            loaded = 0.0
+        loaded = 0.0
         if w.pooled_patches:
             loaded = w.pooled_bytes
+        elif w.loads_into_memory:
+            loaded = (w.steps_train + w.steps_val) * field * 4 * (1 + 1 / w.scale**2)
         held = loaded / 1e6 + train_batch_mb(w)
         return seen * w.width + w.steps_val * field * w.width, held
     if rule == "infer" and kind == "emulator":  # memory: the engine's band buffers (MB)

@@ -55,7 +55,7 @@ from climai.training.pooled import (
     pooled_spec,
     source_record,
 )
-from climai.training.resident import source_paths
+from climai.training.resident import in_memory, source_paths
 
 
 def store_checksum(path: Path) -> str:
@@ -198,12 +198,9 @@ def split_steps(ds: xr.Dataset, split: str) -> int:
 
 
 def use_memory(mcfg: EmulatorConfig, ds: xr.Dataset, variables: list[str]) -> bool:
-    """Whether the train and val splits are loaded into RAM (small stores) or streamed."""
-    if mcfg.loader != "auto":
-        return mcfg.loader == "memory"
-    prep = PreparedDataset(ds)
-    nbytes = sum(prep.hr(v).nbytes + prep.lr(v).nbytes for v in variables)
-    return nbytes < mcfg.memory_limit_gb * 1e9
+    """Whether the train and val splits are loaded into RAM (small stores) or streamed: the
+    pooled loaders' rule (:func:`climai.training.resident.in_memory`)."""
+    return in_memory(PreparedDataset(ds), mcfg, variables)
 
 
 def memory_source(ds: xr.Dataset, spec: FeatureSpec, split: str) -> MemorySource:

@@ -124,9 +124,10 @@ def coarsened_source(
     block mean of its HR (cut to whole LR blocks of the coarse grid), LR = the block mean of
     that by the scale; a block with under ``min_valid_fraction`` valid cells is missing, as in
     preprocess. ``hr``: that split's HR already in RAM ``(time, variable, y, x)``, read from
-    there instead of the store (each step read again from the store left ~5× the copy's bytes
-    in the heap: FMI's 30 MB copy grew the process by 169 MB). Raises ``ValueError`` naming
-    ``coarsen_sources`` when a patch does not fit."""
+    there instead of the store (each step read again leaves its chunks in the heap: the
+    mrms-conus-held-out loaders added 504 MB of RSS for 272 MB of arrays, 382 from RAM;
+    ``benchmarks/pooled_memory.py``). Raises ``ValueError`` naming ``coarsen_sources`` when a
+    patch does not fit."""
     sub, scale = prep.split(split), prep.scale
     frac = float(prep.ds.attrs.get("min_valid_fraction", 0.5))
     ny, nx = (sub.sizes[d] // (factor * scale) * scale for d in ("y", "x"))

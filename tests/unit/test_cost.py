@@ -451,3 +451,13 @@ def test_a_pooled_training_is_sized_by_the_train_on_campaigns_data_it_holds(tmp_
     bigger = replace(w, pooled_bytes=w.pooled_bytes + 10**9)
     asked = size_rule(cfg, "train", "unet", "emulator", bigger, sizer)[0].size.mem_mb
     assert asked > jobs[("train", "unet")].size.mem_mb
+    # sized at DAG-build time in every Snakemake job: without importing torch (~1.5 s each)
+    code = (
+        "import sys\n"
+        "from climai.config import load_config\n"
+        "from climai.sizing import campaign_workload\n"
+        f"w = campaign_workload(load_config({str(tmp_path / 'c.yaml')!r}), 'unet')\n"
+        "print(w.pooled_bytes, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.split() == [str(held), "False"], out.stderr[-2000:]
