@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -67,6 +68,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (wd / "job_seconds.json").write_text(json.dumps(seconds))
     return wd
+
+
+def _mtime(path: Path) -> float:
+    """``path``'s modification time, or -inf where it does not exist (Snakemake removes a job's
+    log when it starts the job again: it may go between an ``exists()`` and a ``stat()``)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return -math.inf
 
 
 def _kill_when(wd: Path, ready, timeout: float = 300.0, delay: float = 0.0) -> bool:
@@ -147,9 +157,7 @@ def test_sigkill_at_a_random_point_of_every_job_then_rerun_gives_identical_outpu
 
         def started(later: list[str] = jobs[i:], since: float = launched) -> bool:
             # this job or a later one (this one was done by then) has started in this run
-            return any(
-                (logs / name).exists() and (logs / name).stat().st_mtime >= since for name in later
-            )
+            return any(_mtime(logs / name) >= since for name in later)
 
         if not _kill_when(tmp_path, started, delay=rng.uniform(0.0, seconds[job])):
             break  # the campaign finished before the fault
