@@ -4,12 +4,15 @@
     python benchmarks/costs.py --no-run         # records from campaigns already run
     python benchmarks/costs.py --check          # measured vs predicted per job (the acceptance)
     python benchmarks/costs.py --campaign config/campaigns/mrms-conus.yaml   # a real campaign
+    python benchmarks/costs.py --campaign config/campaigns/transfer-mrms-conus.yaml --rules infer
     python benchmarks/costs.py --refresh        # every record's workload from its config, anew
 
 ``--campaign CONFIG`` (repeatable) takes the records of a campaign already run with that config
 (``snakemake --cores 2 --configfile CONFIG``, from the repository root) instead, and writes them
 to ``benchmarks/results/real_<machine>.json``: real grids give the slopes (e.g. MRMS's 24.5 M
-cells per step against the toy's 16 k), the toy sizes the intercepts.
+cells per step against the toy's 16 k), the toy sizes the intercepts. With ``--rules infer,train``
+only those rules' records of those campaigns are replaced there, every other record kept (a
+remeasure after a change to one stage).
 
 Each size is the default campaign (config/config.yaml) with another synthetic grid and length,
 run in ``results/cost-<ny>x<nx>x<steps>/``; every rule's Snakemake ``benchmark:`` file gives the
@@ -200,6 +203,10 @@ def main() -> int:
                         "climai.cost.Workload gains a field); the measurements are kept")  # fmt: skip
     p.add_argument("--campaign", action="append", default=[], metavar="CONFIG",
                    help="records of a real campaign already run with this config file")  # fmt: skip
+    p.add_argument("--rules", default="", metavar="RULE[,RULE]",
+                   help="with --campaign: replace only these rules' records of those campaigns "
+                        "in the real records, keeping every other (default: write the campaigns' "
+                        "records alone)")  # fmt: skip
     args = p.parse_args()
     from climai.cost import MACHINES
 
@@ -219,11 +226,15 @@ def main() -> int:
             print(f"{len(recs)} records refreshed → {path}")
         return 0
     if args.campaign:
-        recs = []
+        real = results / f"real_{machine}.json"
+        rules = set(args.rules.split(",")) if args.rules else None
+        recs = json.loads(real.read_text()) if rules and real.is_file() else []
         for config in args.campaign:
             name = campaign_config("", config).campaign
-            recs += records(REPO / "results" / name, args.cores, config)
-        real = results / f"real_{machine}.json"
+            new = [r for r in records(REPO / "results" / name, args.cores, config)
+                   if rules is None or r["rule"] in rules]  # fmt: skip
+            keys = {(r["campaign"], r["rule"], r["method"]) for r in new}
+            recs = [r for r in recs if (r["campaign"], r["rule"], r["method"]) not in keys] + new
         real.write_text(json.dumps(recs, indent=1) + "\n")
         print(f"{len(recs)} records → {real}")
         return 0

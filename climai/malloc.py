@@ -1,10 +1,11 @@
-"""How this process's C library hands memory back: glibc's ``mallopt`` settings for two loads.
+"""How this process holds memory: glibc's ``mallopt`` settings for two loads, oneDNN's cache.
 
 :func:`release_large_buffers` (preprocess): freed buffers of 1 MiB and more go back to the OS at
 once, so the peak RSS follows the blocks in flight. :func:`keep_freed_buffers` (a CPU inference):
 freed memory stays in the heap for the next forward, which allocates the same large activations
-again. No torch import: preprocess must not pay for it. Both are no-ops (False) where the C
-library is not glibc.
+again. Both are no-ops (False) where the C library is not glibc. :func:`uncache_primitives` (a
+CPU inference): oneDNN keeps no compiled kernels per input shape. No torch import: preprocess
+must not pay for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 MMAP_THRESHOLD = 1 << 20
 #: :func:`keep_freed_buffers`: free memory at the top of the heap kept for reuse, at most.
 KEEP_TOP = 1 << 30
+#: :func:`uncache_primitives`: oneDNN's environment variable for its primitive cache's entries.
+PRIMITIVE_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def _mallopt(settings: dict[int, int]) -> bool:
@@ -60,3 +63,18 @@ def keep_freed_buffers() -> bool:
     fragmentation (+3 to +30 % measured; the cost model's ``Workload.forward_mb`` covers it).
     """
     return _mallopt({M_MMAP_MAX: 0, M_TRIM_THRESHOLD: KEEP_TOP})
+
+
+def uncache_primitives() -> None:
+    """Turn oneDNN's primitive cache off in this process (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``
+    0), unless the environment already sets it; read by oneDNN at its first primitive, so call
+    it before the first CPU convolution.
+
+    By default oneDNN keeps up to 1,024 compiled primitives (one per layer and input shape, with
+    their buffers) for reuse. A CPU inference whose tile parts come in many shapes (a conserving
+    rain model computes only the wet part of each tile) filled it: transfer-mrms-conus's ``unet``
+    peaked at 2.7 GB against 2.4 GB without the cache, in the same time; whole tiles 1.7 GB
+    against 1.45 GB (``benchmarks/primitive_cache.py``; pytorch/pytorch issue 27971). Training,
+    whose few shapes repeat every step, keeps the cache.
+    """
+    os.environ.setdefault(PRIMITIVE_CACHE, "0")

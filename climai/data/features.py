@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from climai.data.prepared import PreparedDataset, static_names
+from climai.data.prepared import static_names
 from climai.models.interpolate import upsample
 from climai.variables import Transform, is_non_negative
 
@@ -189,14 +189,3 @@ def feature_spec(
     return FeatureSpec(
         variables=variables, statics=static_names(ds), scale=scale, stats=stats, kinds=kinds
     )
-
-
-def load_split(
-    ds: xr.Dataset, spec: FeatureSpec, split: str, with_target: bool = True
-) -> SplitTensors:
-    """Tensors of one split (read into memory) from the preprocessed dataset."""
-    sub = PreparedDataset(ds).split(split)
-    lr = sub.lr_stack(spec.variables)
-    hr = sub.hr_stack(spec.variables) if with_target else None
-    static = sub.static_stack(spec.statics)
-    return build_split(spec, lr, static, pd.DatetimeIndex(sub.times), hr)

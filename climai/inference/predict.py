@@ -15,7 +15,7 @@ from climai.data.features import FeatureSpec
 from climai.inference.distributed import chunk_seed
 from climai.inference.tiling import Predict
 from climai.io.checkpoints import load_model_file
-from climai.malloc import keep_freed_buffers
+from climai.malloc import keep_freed_buffers, uncache_primitives
 from climai.models.constraints import blur_departures
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
@@ -198,10 +198,12 @@ def emulator_predictor(
     batch and starts every member from it: the same members, 9 % less time at 8 members
     (``benchmarks/ensemble_stem.py``).
     On the CPU, the process keeps freed memory for reuse (:func:`~climai.malloc.keep_freed_buffers`):
-    each forward allocates the same large activations as the last.
+    each forward allocates the same large activations as the last; and oneDNN keeps no kernels
+    per input shape (:func:`~climai.malloc.uncache_primitives`): tile parts come in many.
     """
     if device.type == "cpu":
         keep_freed_buffers()
+        uncache_primitives()
     nets = {g: net.to(device).eval() for g, net in emulator.nets.items()}
     autocast = bf16 and bf16_supported(device)
     count = (members or emulator.members) if emulator.stochastic else 0

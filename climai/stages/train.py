@@ -206,8 +206,8 @@ def use_memory(mcfg: EmulatorConfig, ds: xr.Dataset, variables: list[str]) -> bo
 def memory_source(ds: xr.Dataset, spec: FeatureSpec, split: str) -> MemorySource:
     """The ``split`` of the prepared dataset ``ds`` read into RAM as float32."""
     sub = PreparedDataset(ds).split(split)
-    lr = sub.lr_stack(spec.variables).astype(np.float32)
-    hr = sub.hr_stack(spec.variables).astype(np.float32)
+    lr = sub.lr_stack(spec.variables).astype(np.float32, copy=False)
+    hr = sub.hr_stack(spec.variables).astype(np.float32, copy=False)
     static = sub.static_stack(spec.statics).astype(np.float32)
     return MemorySource(lr, hr, static, pd.DatetimeIndex(sub.times))
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from climai.config import EmulatorConfig
 from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
-from climai.data.features import FeatureSpec, SplitTensors
+from climai.data.features import FeatureSpec
 from climai.models.constraints import conserve
 from climai.registry import method_type
 from climai.training import TrainingInterrupted
@@ -474,21 +474,3 @@ def end_epoch(
         log(
             f"epoch {row['epoch']} parameter checksums per rank: {' '.join(f'{s:.12e}' for s in sums)}"
         )
-
-
-# ---------------------------------------------------------------------------- inference
-
-
-@torch.no_grad()
-def predict_normalised(
-    model: nn.Module, split: SplitTensors, batch: int, autocast: bool
-) -> torch.Tensor:
-    """Normalised predictions for every time step of ``split`` on its full domain (one draw)."""
-    model.eval()
-    out = []
-    for i in range(0, split.x.shape[0], batch):
-        x = split.x[i : i + batch].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            out.append(model(x, split.base[i : i + batch].nan_to_num(0.0)).float())
-    pred = torch.cat(out)
-    return pred.masked_fill(torch.isnan(split.base), float("nan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -692,3 +693,25 @@ def test_kept_buffers_serve_large_allocations_from_the_heap_on_the_cpu():
     assert mmapped("default") >= 64 << 20
     assert mmapped("keep") == 0
     assert mmapped("predictor") == 0
+
+
+PRIMITIVES = """
+import os
+import torch
+from climai.inference.predict import model_predictor
+model_predictor(torch.nn.Identity(), torch.device("cpu"))
+print(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"))
+"""
+
+
+@pytest.mark.parametrize(("preset", "want"), [(None, "0"), ("64", "64")])
+def test_a_cpu_predictor_turns_onednns_primitive_cache_off_unless_the_user_set_it(preset, want):
+    """A CPU inference computes tile parts of many shapes; oneDNN's per-shape cache of compiled
+    primitives is off in its process (read at the first convolution), a user's value kept."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", PRIMITIVES], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split()[-1] == want

@@ -9,6 +9,7 @@ from climai.data.prepared import (
     hr_key,
     lr_key,
     split_code,
+    stack_into,
     static_key,
     static_names,
 )
@@ -68,6 +69,23 @@ def test_stacks_put_variables_on_axis_1(prep):
     assert hr.shape == (4, 2, 32, 32) and lr.shape == (4, 1, 4, 4) and static.shape == (1, 32, 32)
     np.testing.assert_array_equal(hr[:, 0], test.hr("pr").values)
     np.testing.assert_array_equal(lr[:, 0], test.lr("tas").values)
+
+
+def test_stack_into_reads_each_chunk_into_its_slot_from_dask_and_from_memory():
+    """Every chunk of a dask array (chunked along time and space) lands where ``np.stack``
+    puts it, the same from in-memory arrays; mixed dtypes promote as ``np.stack`` does."""
+    rng = np.random.default_rng(4)
+    a = xr.DataArray(rng.random((6, 10, 12), np.float32), dims=("time", "y", "x"))
+    b = xr.DataArray(rng.random((6, 10, 12)), dims=("time", "y", "x"))  # float64
+    want = np.stack([a.values, b.values], axis=1)
+    chunked = [a.chunk({"time": 4, "y": 3, "x": 5}), b.chunk({"time": 2, "y": 10, "x": 7})]
+    for arrays in ([a, b], chunked, [chunked[0], b]):
+        got = stack_into(arrays)
+        assert got.dtype == np.float64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    one = stack_into([chunked[0]])
+    assert one.dtype == np.float32
+    np.testing.assert_array_equal(one[:, 0], a.values)
 
 
 def test_lr_dataset_is_on_the_block_centres_of_the_hr_grid(prep):
