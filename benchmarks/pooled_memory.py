@@ -22,18 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from fresh import alternated, status_mb
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def status_mb(key: str) -> float:
-    """``VmRSS`` or ``VmHWM`` of this process in MB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
 
 
 def measure(held: str, method: str, mode: str) -> dict[str, float]:
@@ -77,14 +71,8 @@ def main() -> int:
           "ram | RSS added / arrays, store → ram | ram / store |")  # fmt: skip
     print("|---|---|---:|---|---|---|---:|")
     for held in args.held:
-        runs: dict[str, list[dict[str, float]]] = {"store": [], "ram": []}
-        for _ in range(args.repeats):
-            for mode in runs:
-                cmd = [sys.executable, __file__, "--method", args.method, "--child", held, mode]
-                out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-                runs[mode].append(json.loads(out.stdout.splitlines()[-1]))
-        med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-               for mode, rs in runs.items()}  # fmt: skip
+        cmd = [sys.executable, __file__, "--method", args.method, "--child", held]
+        med = alternated({mode: [*cmd, mode] for mode in ("store", "ram")}, args.repeats, REPO)
         s, r = med["store"], med["ram"]
         print(f"| {held} | {args.method} | {r['arrays_mb']:.0f} | {s['added_mb']:.0f} → "
               f"{r['added_mb']:.0f} | {s['peak_mb']:.0f} → {r['peak_mb']:.0f} | "

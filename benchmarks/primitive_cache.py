@@ -28,11 +28,11 @@ import json
 import os
 import resource
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fresh import alternated
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [
@@ -89,25 +89,14 @@ def main() -> int:
     for case in args.cases:
         campaign, method = case.split(":")
         config_json, root = scratch(campaign, method)
-        runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+        env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+        envs = {m: env if c is None else env | {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": c}
+                for m, c in MODES.items()}  # fmt: skip
+        cmd = [sys.executable, __file__, "--child", config_json, method]
         try:
-            for _ in range(args.repeats):
-                for mode, capacity in MODES.items():
-                    env = {
-                        k: v
-                        for k, v in os.environ.items()
-                        if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-                    }
-                    if capacity is not None:
-                        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
-                    cmd = [sys.executable, __file__, "--child", config_json, method]
-                    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-                    if out.returncode:
-                        raise SystemExit(f"{case} ({mode}) failed:\n{out.stderr[-2000:]}")
-                    runs[mode].append(json.loads(out.stdout.splitlines()[-1]))
+            med = alternated(dict.fromkeys(MODES, cmd), args.repeats, REPO, envs)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
         c, u = med["cached"], med["uncached"]
         print(f"| {campaign} | {method} | {c['peak_mb']:.0f} → {u['peak_mb']:.0f} | "
               f"{u['peak_mb'] / c['peak_mb']:.2f} | {c['wall_s']:.1f} → {u['wall_s']:.1f} | "

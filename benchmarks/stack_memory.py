@@ -20,22 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from fresh import alternated, status_mb
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["knmi", "fmi", "bom-melbourne", "mrms-conus"]
-
-
-def status_mb(key: str) -> float:
-    """``VmRSS`` or ``VmHWM`` of this process in MB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
 
 
 def measure(campaign: str, split: str, mode: str) -> dict[str, float]:
@@ -73,14 +66,8 @@ def main() -> int:
           "into | into / concat, peak | wall s, concat → into |")  # fmt: skip
     print("|---|---|---:|---|---|---:|---|")
     for campaign in args.campaigns:
-        runs: dict[str, list[dict[str, float]]] = {"concat": [], "into": []}
-        for _ in range(args.repeats):
-            for mode in runs:
-                cmd = [sys.executable, __file__, "--split", args.split, "--child", campaign, mode]
-                out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-                runs[mode].append(json.loads(out.stdout.splitlines()[-1]))
-        med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-               for mode, rs in runs.items()}  # fmt: skip
+        cmd = [sys.executable, __file__, "--split", args.split, "--child", campaign]
+        med = alternated({mode: [*cmd, mode] for mode in ("concat", "into")}, args.repeats, REPO)
         c, i = med["concat"], med["into"]
         print(f"| {campaign} | {args.split} | {i['arrays_mb']:.0f} | {c['peak_mb']:.0f} → "
               f"{i['peak_mb']:.0f} | {c['peak_mb'] / c['arrays_mb']:.2f} → "
