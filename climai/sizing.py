@@ -257,8 +257,8 @@ def pooled_load(cfg: CampaignConfig, method: str) -> tuple[int, int] | None:
     (``climai.training.pooled``: ``pooled_patches`` or every train_on campaign's train steps ×
     ``patches_per_step``; :func:`~climai.training.resident.resident_bytes` of each campaign),
     from the prepared stores; None without ``train_on`` or while one is not prepared."""
-    m, stores = _pooled_method(cfg, method), pooled_stores(cfg, method)
-    if m is None or any(not (p / "zarr.json").is_file() for p in stores.values()):
+    m = _pooled_method(cfg, method)
+    if m is None or pooled_missing(cfg, method):
         return None
     from climai.data.prepared import PreparedDataset
     from climai.io import open_store
@@ -267,7 +267,7 @@ def pooled_load(cfg: CampaignConfig, method: str) -> tuple[int, int] | None:
     train_on = list(m.train_on or [])
     validate_on = list(m.validate_on or train_on)
     patches, held = 0, 0
-    for name, path in stores.items():
+    for name, path in pooled_stores(cfg, method).items():
         prep = PreparedDataset(open_store(path))
         if name in train_on:
             patches += max(1, prep.split_size("train") * m.patches_per_step)
