@@ -125,11 +125,17 @@ def _verify(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> None:
     from climai.plan import argv_partitions, campaign_jobs, plan_json, plan_table, uses_gpus
     from climai.sizing import Sizer
+    from climai.verify import snakefile
 
-    # as a run reads them: the Snakefile's config/config.yaml first, then each --configfile
+    # as a run reads them: the Snakefile's config/config.yaml first (the workflow checkout's,
+    # whatever the working folder), then each --configfile
     files = list(args.configfile or [])
-    if Path(DEFAULT_CONFIG).is_file() and DEFAULT_CONFIG not in files:
-        files.insert(0, DEFAULT_CONFIG)
+    try:
+        default = snakefile().parent / DEFAULT_CONFIG
+    except FileNotFoundError:
+        default = Path(DEFAULT_CONFIG)
+    if default.is_file() and default.resolve() not in {Path(f).resolve() for f in files}:
+        files.insert(0, str(default))
     cfg = load_config(*(files or [DEFAULT_CONFIG]))
     partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
@@ -144,8 +150,10 @@ class VerificationError(ValueError):
 
 def _validate(args: argparse.Namespace) -> None:
     from climai.config import rule_files
+    from climai.converters import check_converters
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
+    check_converters(cfg)
     rules = rule_files(cfg)
     print(f"config OK: campaign {cfg.campaign!r}, outputs under {cfg.campaign_dir}/")
     for path in rules:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
+from climai.config import CampaignConfig, ConfigError
 from climai.plugins import Registry
 from climai.units import UnitsError, normalise
 
@@ -45,18 +46,40 @@ def get_converter(name: str) -> Converter:
     return CONVERTERS.get(name)
 
 
-def apply_converter(
-    da: xr.DataArray, name: str, params: dict[str, float], variable: str
-) -> xr.DataArray:
-    """Apply converter ``name`` with ``params`` to ``da``; unknown parameters are named."""
+def checked_converter(name: str, params: dict[str, float]) -> Converter:
+    """The converter ``name`` after checking that it takes every one of ``params`` (the config
+    checks it when read: an unknown name or parameter is named before any job)."""
     fn = get_converter(name)
     allowed = [p for p in inspect.signature(fn).parameters if p != "da"]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
-            f"variable {variable!r}: converter {name!r} has no parameter(s) {unknown}; "
-            f"parameters: {', '.join(allowed)}"
+            f"converter {name!r} has no parameter(s) {unknown}; parameters: {', '.join(allowed)}"
         )
+    return fn
+
+
+def check_converters(cfg: CampaignConfig) -> None:
+    """Every ``variables[i].converter`` names a known converter and only its parameters (before
+    any job: the workflow and ``climai validate`` call it); a ``ConfigError`` names the key."""
+    for i, var in enumerate(cfg.variables):
+        if var.converter is not None:
+            try:
+                checked_converter(var.converter.name, var.converter.params)
+            except ValueError as err:
+                raise ConfigError(
+                    f"config key 'variables.{i}.converter' ({var.name}): {err}"
+                ) from None
+
+
+def apply_converter(
+    da: xr.DataArray, name: str, params: dict[str, float], variable: str
+) -> xr.DataArray:
+    """Apply converter ``name`` with ``params`` to ``da``; unknown parameters are named."""
+    try:
+        fn = checked_converter(name, params)
+    except ValueError as err:
+        raise ValueError(f"variable {variable!r}: {err}") from None
     out = fn(da, **params)
     return out.assign_attrs(converter=name, converter_params=str(dict(sorted(params.items()))))
 

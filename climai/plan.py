@@ -83,6 +83,27 @@ def argv_partitions(argv: list[str]) -> list[Partition] | None:
     return read_partitions(path)
 
 
+def argv_qos(argv: list[str]) -> dict[str, str]:
+    """Partition → the QOS its jobs ask, from the ``--profile``'s ``qos.yaml`` (a debug profile:
+    each partition's debug QOS); empty without one. The SLURM plugin's partition file cannot hold
+    it (it refuses unknown keys), so climai reads it and gives each job the QOS of the partition
+    its size puts it in, with that partition by name (``workflow/rules/common.smk``)."""
+    import yaml
+
+    profile = next(
+        (a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
+         if (a == "--profile" and i + 1 < len(argv)) or a.startswith("--profile=")),
+        None,
+    )  # fmt: skip
+    if profile is None or not (path := profile_dir(profile) / "qos.yaml").is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    qos = data.get("qos") if isinstance(data, dict) else None
+    if not isinstance(qos, dict) or not all(isinstance(v, str) for v in qos.values()):
+        raise ValueError(f"{str(path)!r}: expected 'qos:' mapping partition names to QOS names")
+    return {str(k): v for k, v in qos.items()}
+
+
 def uses_gpus(partitions: list[Partition] | None) -> bool:
     """Emulators compute on GPUs: where the site has GPU partitions, or this machine a GPU."""
     if partitions is not None:

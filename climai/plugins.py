@@ -14,6 +14,7 @@ name, plugins included. This module imports nothing heavy (the Snakefile reads i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
@@ -27,6 +28,9 @@ GROUPS = {
     "metric": "climai.metrics",
 }
 """Entry-point group of each family."""
+
+_SHADOWED: set[tuple[str, str, str]] = set()
+"""Plugins named like a built-in entry, warned about once per process."""
 
 
 def plugin_names(family: str) -> list[str]:
@@ -78,8 +82,19 @@ class Registry(Generic[T]):
 
     def plugin_entry_points(self) -> dict[str, EntryPoint]:
         """Installed plugins of this family by name (not loaded); a built-in name wins."""
-        own = self.builtins
-        return {ep.name: ep for ep in entry_points(group=self.group) if ep.name not in own}
+        own, out = self.builtins, {}
+        for ep in entry_points(group=self.group):
+            if ep.name not in own:
+                out[ep.name] = ep
+            elif (self.group, ep.name, ep.value) not in _SHADOWED:
+                _SHADOWED.add((self.group, ep.name, ep.value))
+                warnings.warn(
+                    f"{self.family} plugin {ep.name!r} (entry point {ep.value!r} in group "
+                    f"{self.group!r}) is not used: climai's own {self.family} {ep.name!r} has "
+                    "that name; rename the entry point",
+                    stacklevel=2,
+                )
+        return out
 
     def names(self) -> list[str]:
         """Every valid name: built-in ones in registry order, then plugins sorted by name."""

@@ -30,7 +30,7 @@ from climai.config.methods import (
     UNetConfig,
     UNetCRPSConfig,
 )
-from climai.plugins import Registry
+from climai.plugins import PluginError, Registry
 
 MethodKind = Literal["emulator", "baseline"]
 
@@ -55,8 +55,8 @@ class MethodType:
       (its config must have both keys).
     - ``layout(cfg, groups) -> dict`` (or ``"module:function"``): the facts that decide the
       shapes and names of its weights, recorded in the model card; a type with a layout can be
-      fine-tuned from a parent with a compatible one (``init_from``) and frozen by level
-      (``freeze``).
+      fine-tuned from a parent with the same one (``init_from``). Freezing by level
+      (``freeze``) is the U-Nets' own key.
 
     Baselines (no training):
 
@@ -106,7 +106,13 @@ def _function(spec: Callable[..., Any] | str | None, what: str) -> Callable[...,
     if not isinstance(spec, str) or ":" not in spec:
         raise TypeError(f"{what} must be a function or 'module:function', got {spec!r}")
     module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    try:
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as err:  # a plugin's own module: name what it declared
+        raise PluginError(
+            f"method type's {what} function {spec!r} cannot be imported: "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 def _named(*types: MethodType) -> dict[str, MethodType]:

@@ -70,15 +70,20 @@ def _source_literal(model: type[BaseModel]) -> Any:
     return field.annotation if field is not None else None
 
 
-def format_error(err: ValidationError, root: type[BaseModel]) -> str:
-    """``invalid configuration:`` and one line per error of ``root``'s validation: the dotted
-    key, the value and the problem (for an unknown key: the allowed keys there)."""
+_NAMED = "Value error, config key "
+
+
+def error_lines(
+    err: ValidationError, root: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """One line per error of ``root``'s validation: the dotted key (under ``prefix``), the value
+    and the problem (for an unknown key: a close match and the allowed keys there)."""
     lines = []
     for e in err.errors():
         parts = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
         if parts[:1] == ["methods"] and len(parts) >= 3:
             del parts[2]  # the method's type tag (discriminator), not a config key
-        loc = ".".join(parts)
+        loc = ".".join([*prefix, *parts])
         if e["type"] == "extra_forbidden":
             model = _model_at(root, e["loc"][:-1])
             allowed = [f.alias or n for n, f in model.model_fields.items()]
@@ -86,8 +91,18 @@ def format_error(err: ValidationError, root: type[BaseModel]) -> str:
                 f"config key {loc!r} is not known{suggest(str(e['loc'][-1]), allowed)}; "
                 f"allowed here: {', '.join(allowed)}"
             )
+        elif e["type"] == "value_error" and e["msg"].startswith(_NAMED):
+            # a nested model's own lines (a plugin method's keys: MethodsConfig._typed)
+            lines += e["msg"].removeprefix("Value error, ").splitlines()
         else:
             value = e.get("input")
             shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
             lines.append(f"config key {loc or '<top>'!r} = {shown}: {e['msg']}")
+    return lines
+
+
+def format_error(err: ValidationError, root: type[BaseModel]) -> str:
+    """``invalid configuration:`` and one line per error of ``root``'s validation
+    (:func:`error_lines`)."""
+    lines = error_lines(err, root)
     return "invalid configuration:\n  " + "\n  ".join(lines)

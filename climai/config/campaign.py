@@ -23,15 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from climai.config.base import ConfigError, StrictModel, suggest
+from climai.config.base import ConfigError, StrictModel, error_lines, suggest
 from climai.config.compute import ComputeConfig
 from climai.config.grid import DomainConfig, PreparedConfig, PreprocessConfig, SplitConfig
 from climai.config.methods import EmulatorConfig, UNetConfig, parent_in
 from climai.config.sources import TOY_VARIABLES, DataConfig, SyntheticConfig, VariableConfig
 from climai.config.stages import EvaluateConfig, ExportConfig, InferConfig
 from climai.config.sweeps import expand_sweeps
-from climai.plugins import plugin_names
-from climai.registry import BUILTIN_METHOD_TYPES, method_type
+from climai.registry import BUILTIN_METHOD_TYPES, METHOD_TYPES, method_type
 
 # A method in the config is a named instance of a type: ``methods: {<name>: {type: <type>, ...}}``;
 # ``type`` defaults to the name. climai's own types are validated by their model in the union
@@ -52,7 +51,7 @@ def _method_tag(value: Any) -> str:
 
 def _method_plugins() -> list[str]:
     """Method types of installed plugins (entry-point group ``climai.methods``), not loaded."""
-    return [n for n in plugin_names("method") if n not in METHOD_CONFIGS]
+    return sorted(METHOD_TYPES.plugin_entry_points())  # warns of one named like a built-in
 
 
 def _plugin_method_config(name: str, kind: str, spec: dict[str, Any]) -> BaseModel:
@@ -61,10 +60,7 @@ def _plugin_method_config(name: str, kind: str, spec: dict[str, Any]) -> BaseMod
     try:
         return model.model_validate({**spec, "type": kind})
     except ValidationError as err:
-        problems = "; ".join(
-            f"'methods.{name}.{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(problems) from None
+        raise ValueError("\n".join(error_lines(err, model, ("methods", name)))) from None
 
 
 MethodConfig = Annotated[
@@ -112,6 +108,14 @@ class MethodsConfig(RootModel[dict[str, MethodConfig | None]]):
                     f"'methods.{name}' must be a mapping of its settings (or null), got {spec!r}"
                 )
             kind = spec.get("type", name)
+            if kind != name and (name in METHOD_CONFIGS or name in _method_plugins()):
+                # the reports find a type's method by its name (bicubic: the reference of every
+                # ratio), so that name cannot hold another type
+                raise ValueError(
+                    f"'methods.{name}.type' = {kind!r}: {name!r} is the name of a method type, "
+                    f"so a method called {name!r} must be of that type; give this {kind} "
+                    f"method another name (e.g. '{name}-{kind}')"
+                )
             if kind not in METHOD_CONFIGS and kind in _method_plugins():
                 out[name] = _plugin_method_config(name, kind, spec)
                 continue
@@ -293,6 +297,11 @@ class CampaignConfig(StrictModel):
                     f"methods.{name}.departure_blur={unet.departure_blur}: only an ensemble's "
                     f"members have departures to smooth; method type {unet.type!r} draws one "
                     "field (set it to 0)"
+                )
+            if unet.init_from is not None and method_type(unet.type).layout is None:
+                raise ValueError(
+                    f"methods.{name}.init_from: method type {unet.type!r} cannot be fine-tuned: "
+                    "it declares no weight layout (MethodType.layout, docs/add-an-emulator.md)"
                 )
             if not isinstance(unet, UNetConfig):
                 continue

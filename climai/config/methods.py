@@ -204,6 +204,21 @@ class EmulatorConfig(TransferKeys):
         "RMSE is scored in: a transformed variable over its transform's offset, e.g. rain in mm "
         "h-1, an untransformed one over its train-split std).",
     )
+    init_from: str | InitFromCampaign | None = Field(
+        None,
+        description="Fine-tuning: start from a trained model, a model.pt path or {campaign, "
+        "method} ({method: unet}: this campaign's unet); variables, static fields, scale and "
+        "the weight layout (a U-Net's channels) must match it (a unet-crps may start from a "
+        "unet: its noise projections are new); a plugin type needs a registry layout. "
+        "Normalisation statistics are this campaign's own (prep/stats.json).",
+    )
+    sweep: dict[str, list[Any]] | None = Field(
+        None,
+        description="Variants to train, e.g. {lr: [3e-4, 2e-3], loss: [mse, mae]}: every "
+        "combination becomes its own method <name>-lr3e-04-mse... (own train/infer/evaluate "
+        "jobs, run in parallel) in place of <name>; evaluation/sweep_<name>.md ranks them on the "
+        "val split.",
+    )
 
 
 class UNetConfig(EmulatorConfig):
@@ -213,25 +228,10 @@ class UNetConfig(EmulatorConfig):
     channels: list[int] = Field(
         [16, 32, 64], min_length=2, description="Channels per U-Net level, finest first."
     )
-    init_from: str | InitFromCampaign | None = Field(
-        None,
-        description="Fine-tuning: start from a trained model, a model.pt path or {campaign, "
-        "method} ({method: unet}: this campaign's unet); variables, static fields, scale and "
-        "channels must match it (a unet-crps may start from a unet: its noise projections are "
-        "new). Normalisation statistics are this campaign's own (prep/stats.json).",
-    )
     freeze: list[FreezeGroup] = Field(
         [],
         description="Parts kept fixed while fine-tuning (encoder | bottleneck | decoder); "
         "needs init_from. The output head always trains.",
-    )
-
-    sweep: dict[str, list[Any]] | None = Field(
-        None,
-        description="Variants to train, e.g. {lr: [3e-4, 2e-3], loss: [mse, mae]}: every "
-        "combination becomes its own method <name>-lr3e-04-mse... (own train/infer/evaluate "
-        "jobs, run in parallel) in place of <name>; evaluation/sweep_<name>.md ranks them on the "
-        "val split.",
     )
 
     @model_validator(mode="after")

@@ -9,17 +9,16 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from climai.config.base import suggest
-from climai.config.methods import UNetConfig
-from climai.registry import BUILTIN_METHOD_TYPES
+from climai.registry import METHOD_TYPES
 
 
-def _swept_types() -> dict[str, type[UNetConfig]]:
-    """climai's own method types that sweep (the U-Nets), by name → config model."""
-    return {
-        name: t.config
-        for name, t in BUILTIN_METHOD_TYPES.items()
-        if issubclass(t.config, UNetConfig)
-    }
+def _swept_model(kind: str) -> type[BaseModel] | None:
+    """The config model of a method type that sweeps (an emulator, plugins included; None for
+    a baseline or an unknown type, whose error comes from the methods' own validation)."""
+    if kind not in METHOD_TYPES:
+        return None
+    mtype = METHOD_TYPES[kind]
+    return mtype.config if mtype.kind == "emulator" else None
 
 
 def _sweep_label(key: str, value: Any) -> str:
@@ -50,10 +49,12 @@ def _sweep_variants(name: str, spec: dict[str, Any]) -> dict[str, dict[str, Any]
     """The methods a ``sweep`` of method ``name`` expands into: one per combination."""
     grid = spec["sweep"]
     kind = spec.get("type", name)
-    swept = _swept_types()
-    model = swept.get(kind)
+    model = _swept_model(kind)
     if model is None:
-        raise ValueError(f"'methods.{name}.sweep': only trained methods ({', '.join(swept)}) sweep")
+        raise ValueError(
+            f"'methods.{name}.sweep': only trained methods (emulators) sweep; {name!r} is of "
+            f"type {kind!r}"
+        )
     if not isinstance(grid, dict) or not grid:
         raise ValueError(f"'methods.{name}.sweep' must map settings to lists of values")
     allowed = [k for k in model.model_fields if k not in ("type", "sweep")]

@@ -139,6 +139,7 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
                 f"{key}: files overlap in time: {a!r} ends {end.isoformat()} and {b!r} starts "
                 f"{start.isoformat()}"
             )
+    _check_same_series([(s[2], s[3]) for s in spans], variable, key)
     try:
         return xr.concat(
             [s[3] for s in spans],
@@ -150,6 +151,37 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
         )
     except ValueError as err:
         raise SourceError(f"{key}: the files do not share one grid: {err}") from None
+
+
+def _check_same_series(parts: list[tuple[str, xr.Dataset]], variable: str, key: str) -> None:
+    """Every file of a series holds its variables in the first file's units and on its grid
+    (the files are joined as they are: another unit or grid would be read as the first's)."""
+    (first, ref), rest = parts[0], parts[1:]
+    dims = [d for d in ref[variable].dims if d != "time"]
+    for where, ds in rest:
+        for name in ref.data_vars:
+            if name in ds and (u := ds[name].attrs.get("units")) != ref[name].attrs.get("units"):
+                raise SourceError(
+                    f"{key}: variable {str(name)!r} is in units {u!r} in {where} but "
+                    f"{ref[name].attrs.get('units')!r} in {first}: every file of a series must "
+                    "hold it in the same units (convert those files first)"
+                )
+        for dim in dims:
+            if dim not in ref.coords or dim not in ds.coords:
+                continue
+            a, b = np.asarray(ref[dim].values), np.asarray(ds[dim].values)
+            if a.shape != b.shape:
+                why = f"{b.size} cells against {a.size}"
+            elif not np.array_equal(a, b):
+                i = int(np.argmax(a != b))
+                why = f"{float(b[i]):.10g} against {float(a[i]):.10g} at index {i} (the largest difference "
+                why += f"{float(np.max(np.abs(b.astype(float) - a.astype(float)))):g})"
+            else:
+                continue
+            raise SourceError(
+                f"{key}: {where} is on another grid than {first}: its coordinate {dim!r} has "
+                f"{why}; every file of a series must share one grid"
+            )
 
 
 def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:

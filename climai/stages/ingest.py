@@ -238,7 +238,16 @@ def load_target(cfg: CampaignConfig) -> Ingested:
             report.append(f"{name}: {int(empty.sum())} all-NaN time step(s) dropped")
         keep &= ~empty
     if not keep.any():
-        raise IngestError(f"data.target: every time step is all-NaN inside the domain ({where})")
+        empty = [n for n, c in per_step.items() if (c.values == 0).all()]
+        what = (
+            f"variable(s) {', '.join(map(repr, empty))} are NaN at every time step"
+            if empty
+            else "every time step has a variable that is all-NaN"
+        )
+        raise IngestError(
+            f"data.target: {what} inside the domain ({where}); a step is kept only where every "
+            "variable has a value"
+        )
     n_steps = int(keep.sum())
     valid_fraction = {
         n: float(c.values[keep].sum()) / (n_steps * cells) for n, c in per_step.items()

@@ -325,14 +325,13 @@ def start_model(
 ) -> tuple[nn.Module, list[str]]:
     """A new model, loaded with ``init`` (fine-tuning) and with ``cfg.freeze`` parts frozen.
 
-    Fine-tuning and freezing need a weight layout (the U-Net types have one, registry ``layout``);
-    a type without one starts from its own init."""
+    Fine-tuning needs a weight layout (registry ``layout``: the config refuses ``init_from``
+    without one); freezing by level is the U-Nets' (their ``freeze`` key)."""
     model = build_model(cfg, spec)
-    if method_type(cfg.type).layout is None:
-        return model, []
     if init is not None:
         load_parent_weights(model, init)
-    return model, freeze(model, len(cfg.channels), list(cfg.freeze))  # type: ignore[attr-defined]
+    parts = list(getattr(cfg, "freeze", []))
+    return model, freeze(model, len(cfg.channels), parts) if parts else []  # type: ignore[attr-defined]
 
 
 def fit(

@@ -386,7 +386,7 @@ FILE_CASES = [
         "all-nan",
         files_campaign(nc_target()),
         [netcdf(values=np.full((6, 16, 16), np.nan, np.float32))],
-        r"data.target: every time step is all-NaN inside the domain",
+        r"data.target: variable\(s\) 'pr' are NaN at every time step inside the domain",
     ),
     ingest_case(
         "target-plus-inf",

@@ -104,6 +104,34 @@ def test_dbz_to_rain_rate_matches_z_r_relation_and_no_echo():
         get_converter("nope")
 
 
+def test_a_converter_name_or_parameter_is_checked_before_any_job():
+    """The workflow (and climai validate) check the converters when the config is read: an
+    unknown converter lists the valid ones, an unknown parameter the converter's own."""
+    from climai.converters import check_converters
+
+    pr = {**PR, "source_name": "dbz"}
+    target = {"source": "netcdf", "path": "r.nc"}
+
+    def check(converter: dict) -> None:
+        check_converters(
+            validate_config(campaign(target, variables=[{**pr, "converter": converter}]))
+        )
+
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'variables.0.converter' \(pr\): unknown converter 'dbz_to_rain'; "
+        r"valid converters: dbz_to_rain_rate",
+    ):
+        check({"name": "dbz_to_rain"})
+    with pytest.raises(
+        ConfigError,
+        match=r"converter 'dbz_to_rain_rate' has no parameter\(s\) \['pressure'\]; parameters: "
+        r"a, b, no_echo_dbz",
+    ):
+        check({"name": "dbz_to_rain_rate", "params": {"a": 223, "pressure": 1000}})
+    check({"name": "dbz_to_rain_rate", "params": {"a": 223}})
+
+
 def test_dbz_converter_refuses_other_units():
     with pytest.raises(UnitsError, match=r"needs reflectivity in 'dBZ'.*'mm h-1'"):
         dbz_to_rain_rate(xr.DataArray([1.0], attrs={"units": "mm h-1"}, name="pr"))
@@ -373,6 +401,38 @@ def test_duplicated_times_across_files(series, in_tmp):
     assert_fails_without_output(
         campaign({"source": "netcdf", "path": "in/*.nc"}),
         r"files overlap in time: .* ends 2020-06-01T07:00:00 and .* starts 2020-06-01T04:00:00",
+    )
+
+
+def _rewrite(path: Path, change) -> None:
+    with xr.open_dataset(path) as ds:
+        out = change(ds.load())
+    out.to_netcdf(path)
+
+
+def test_a_file_of_a_series_in_other_units_is_refused(series):
+    """The files are joined as they are: a file in other units would be read in the first's."""
+
+    def to_per_second(ds: xr.Dataset) -> xr.Dataset:
+        pr = (ds["pr"] / 3600.0).assign_attrs({**ds["pr"].attrs, "units": "kg m-2 s-1"})
+        return ds.assign(pr=pr)
+
+    _rewrite(series[1], to_per_second)
+    assert_fails_without_output(
+        campaign({"source": "netcdf", "path": "in/*.nc"}),
+        r"variable 'pr' is in units 'kg m-2 s-1' in '.*toy_001.nc' but 'mm h-1' in "
+        r"'.*toy_000.nc': every file of a series must hold it in the same units",
+    )
+
+
+def test_a_file_of_a_series_on_another_grid_is_named(series):
+    with xr.open_dataset(series[0]) as ds:
+        x = ds["x"].values.copy()
+    _rewrite(series[1], lambda ds: ds.assign_coords(x=ds["x"].values + 50.0))
+    assert_fails_without_output(
+        campaign({"source": "netcdf", "path": "in/*.nc"}),
+        rf"'.*toy_001.nc' is on another grid than '.*toy_000.nc': its coordinate 'x' has "
+        rf"{x[0] + 50.0:.10g} against {x[0]:.10g} at index 0 \(the largest difference 50\)",
     )
 
 

@@ -64,3 +64,24 @@ def test_latlon_target_block_means_by_hand(in_tmp, lat_step):
     np.testing.assert_allclose(grid.coarsen(2).x, lr["x"].values)
     np.testing.assert_allclose(static["xk"].values[0], x - x.mean(), atol=1e-6)
     assert static["xk"].attrs["units"] == "degree"
+
+
+@pytest.mark.parametrize("step", [0.01, 0.1, 0.11])
+def test_a_float32_latlon_axis_is_regular_but_a_jump_is_not(step):
+    """Coordinates stored as float32 (common in model and reanalysis files) round each step by
+    up to a few units in the last place of the values: such an axis is still regular; a step
+    off by more than that is not."""
+    from climai.grids import GridError
+
+    lon = (7.0 + step * np.arange(64)).astype(np.float32)
+    lat = (45.0 + step * np.arange(64)).astype(np.float32)
+    steps = np.diff(lat.astype(np.float64))
+    assert np.ptp(steps) > 1e-6 * step  # what a float64 tolerance refused
+    Grid(lon, lat, "EPSG:4326").check_regular()
+    Grid(lon.astype(np.float64), lat.astype(np.float64), "EPSG:4326").check_regular()
+    jump = lat.copy()
+    jump[30:] += np.float32(step * 0.01)  # 1 % of a step: a real irregularity
+    with pytest.raises(GridError, match=r"grid axis 'y' is not evenly spaced"):
+        Grid(lon, jump, "EPSG:4326").check_regular()
+    with pytest.raises(GridError, match=r"grid axis 'y' is not evenly spaced"):
+        Grid(lon, jump.astype(np.float64), "EPSG:4326").check_regular()

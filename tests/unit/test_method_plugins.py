@@ -28,6 +28,10 @@ class TinyConvConfig(EmulatorConfig):
 
 METHOD = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:build")
 NOT_AN_EMULATOR = MethodType("baseline", TinyConvConfig)
+LAYERED = MethodType(
+    "emulator", TinyConvConfig, build="climai_tinyconv.net:build", layout="climai_tinyconv.net:layout"
+)
+BROKEN = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.nosuch:build")
 '''
 
 NET = """
@@ -46,6 +50,10 @@ class TinyConv(nn.Module):
 
 def build(cfg, in_channels, out_channels):
     return TinyConv(in_channels, out_channels, cfg.width)
+
+
+def layout(cfg, groups):
+    return {"name": "TinyConv", "width": cfg.width, "groups": groups}
 """
 
 
@@ -58,11 +66,14 @@ def tinyconv(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         {"climai_tinyconv/__init__.py": "", "climai_tinyconv/method.py": METHOD,
          "climai_tinyconv/net.py": NET},
         {"climai.methods": {"tinyconv": "climai_tinyconv.method:METHOD",
-                            "notemu": "climai_tinyconv.method:NOT_AN_EMULATOR"}},
+                            "notemu": "climai_tinyconv.method:NOT_AN_EMULATOR",
+                            "layered": "climai_tinyconv.method:LAYERED",
+                            "broken": "climai_tinyconv.method:BROKEN"}},
     )  # fmt: skip
     monkeypatch.syspath_prepend(str(root))
     yield "tinyconv"
-    METHOD_TYPES.unregister("tinyconv")
+    for name in ("tinyconv", "notemu", "layered", "broken"):
+        METHOD_TYPES.unregister(name)
     for mod in [m for m in sys.modules if m.startswith("climai_tinyconv")]:
         del sys.modules[mod]
 
@@ -85,10 +96,18 @@ def test_a_plugin_type_is_configured_under_a_method_name(tinyconv):
 def test_plugin_config_errors_name_the_method_key(tinyconv):
     from climai.config import validate_config
 
-    with pytest.raises(ConfigError, match=r"'methods.conv.width': Input should be greater"):
+    with pytest.raises(
+        ConfigError, match=r"\n  config key 'methods.conv.width' = 0: Input should be greater"
+    ):
         validate_config({"methods": {"conv": {"type": "tinyconv", "width": 0}}})
-    with pytest.raises(ConfigError, match=r"'methods.conv.widht': Extra inputs"):
+    # an unknown key of a plugin's config: a close match and the keys allowed, as for climai's own
+    with pytest.raises(ConfigError) as err:
         validate_config({"methods": {"conv": {"type": "tinyconv", "widht": 3}}})
+    line = str(err.value).splitlines()[1].strip()
+    assert line.startswith(
+        "config key 'methods.conv.widht' is not known (did you mean 'width'?); allowed here: "
+    )
+    assert {"width", "epochs", "lr", "type"} <= set(line.split("allowed here: ")[1].split(", "))
     with pytest.raises(ConfigError, match=r"type must be one of: bicubic, .*unet-crps, .*tinyconv"):
         validate_config({"methods": {"conv": {"type": "tinycon"}}})
 
@@ -123,3 +142,101 @@ def test_the_training_loop_trains_a_plugin_network_and_inference_reloads_it(tiny
     out = open_store(cfg.campaign_dir / "downscaled/conv/test.zarr")
     assert set(cfg.variable_names) <= set(out.data_vars)
     assert np.isfinite(out["tas"].values).all()
+
+
+def test_a_method_named_after_a_type_must_be_of_that_type(tinyconv):
+    """The reports find bicubic, the reference of every ratio, by its name: a method called
+    after a type (climai's own or a plugin's) cannot hold another type."""
+    from climai.config import validate_config
+
+    for name, kind in (("bicubic", "tinyconv"), ("unet", "unet-crps"), ("tinyconv", "unet")):
+        with pytest.raises(ConfigError, match=rf"'methods.{name}.type' = '{kind}': '{name}' is"):
+            validate_config({"methods": {name: {"type": kind}}})
+    cfg = validate_config({"methods": {"bicubic-conv": {"type": "tinyconv"}}})
+    assert cfg.methods.type_of("bicubic") == "bicubic"
+    assert cfg.methods.type_of("bicubic-conv") == "tinyconv"
+
+
+def test_a_plugin_named_like_a_builtin_type_is_reported(tmp_path, monkeypatch):
+    from climai.config import validate_config
+
+    write_plugin_package(
+        tmp_path,
+        "climai-shadow",
+        {"climai_shadow/__init__.py": "", "climai_shadow/method.py": METHOD.replace(
+            "climai_tinyconv", "climai_shadow")},
+        {"climai.methods": {"unet": "climai_shadow.method:METHOD"}},
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"method plugin 'unet' \(entry point 'climai_shadow"):
+        cfg = validate_config({"methods": {"m1": {"type": "unet", "channels": [8, 16]}}})
+    assert cfg.methods.get("m1").channels == [8, 16]  # climai's own U-Net, as the warning says
+
+
+def test_a_plugin_type_sweeps(tinyconv):
+    from climai.config import validate_config
+
+    cfg = validate_config(
+        {"methods": {"conv": {"type": "tinyconv", "epochs": 1, "sweep": {"width": [2, "4"]}}}}
+    )
+    assert cfg.sweeps == {"conv": ["conv-width2", "conv-width4"]}
+    assert [cfg.methods.get(m).width for m in cfg.sweeps["conv"]] == [2, 4]
+    assert cfg.methods.get("conv") is None
+    with pytest.raises(ConfigError, match=r"'methods.conv.sweep.widht' is not a setting of"):
+        validate_config({"methods": {"conv": {"type": "tinyconv", "sweep": {"widht": [2]}}}})
+    with pytest.raises(
+        ConfigError, match=r"'methods.b2.sweep': only trained methods \(emulators\) sweep"
+    ):
+        validate_config({"methods": {"b2": {"type": "bicubic", "sweep": {"x": [1]}}}})
+
+
+def test_a_plugin_without_a_layout_cannot_be_fine_tuned(tinyconv):
+    from climai.config import validate_config
+
+    with pytest.raises(ConfigError, match=r"methods.ft.init_from: method type 'tinyconv' cannot"):
+        validate_config(
+            {"methods": {"ft": {"type": "tinyconv", "init_from": {"campaign": "a", "method": "b"}}}}
+        )
+
+
+def test_a_plugin_with_a_layout_is_fine_tuned_from_its_parent(tinyconv, tmp_path):
+    from climai.io.checkpoints import load_model_file
+    from climai.stages import StageContext
+    from climai.stages.train import run as run_train
+
+    methods = {
+        "conv": {"type": "layered", "width": 4, "epochs": 1, "patch": 16, "batch": 4, "lr": 0.01},
+        "conv-ft": {"type": "layered", "width": 4, "epochs": 1, "patch": 16, "batch": 4,
+                    "lr": 1e-9, "ema_decay": 0, "init_from": {"method": "conv"}},
+        "conv-wide": {"type": "layered", "width": 6, "epochs": 1, "patch": 16, "batch": 4,
+                      "init_from": {"method": "conv"}},
+    }  # fmt: skip
+    cfg = load_config(prepare_campaign(tmp_path, methods=methods))
+    torch.set_num_threads(2)
+
+    def train(method: str) -> None:
+        sha = config_sha256(stage_slice(cfg, "train", method))
+        run_train(StageContext(cfg, sha, "train", 2), method)
+
+    train("conv")
+    train("conv-ft")
+    parent, _ = load_model_file(cfg.campaign_dir / "models/conv/model.pt")
+    child, card = load_model_file(cfg.campaign_dir / "models/conv-ft/model.pt")
+    assert card["lineage"][0]["method"] == "conv"
+    assert card["architecture"]["name"] == "TinyConv"
+    # started from the parent's weights: at a learning rate of 1e-9 they barely move
+    assert parent.keys() == child.keys()
+    for key, value in parent.items():
+        assert torch.allclose(child[key], value, atol=1e-6), key
+    with pytest.raises(ValueError, match=r"architecture width: parent 4, here 6"):
+        train("conv-wide")
+    assert not (cfg.campaign_dir / "models/conv-wide/model.pt").exists()
+
+
+def test_a_plugin_build_that_cannot_be_imported_names_it(tinyconv):
+    from climai.config import validate_config
+    from climai.training.loop import build_model
+
+    cfg = validate_config({"methods": {"m1": {"type": "broken"}}})
+    with pytest.raises(ValueError, match=r"build function 'climai_tinyconv.nosuch:build' cannot"):
+        build_model(cfg.methods.get("m1"), None)

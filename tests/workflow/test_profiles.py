@@ -21,6 +21,7 @@ import yaml
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 
 from climai.hpc import JOB_SIZES, JobSize, install_profile, job_size
+from climai.plan import argv_qos
 from climai.testing import write_config
 from tests.conftest import REPO
 
@@ -153,7 +154,7 @@ def test_profile_keeps_site_policy_only(name, workflow_rules):
     # Only the debug profile sets resources: the debug limits and QOSes, of rules that exist.
     overrides = profile.get("set-resources", {})
     assert not set(overrides) - workflow_rules, set(overrides) - workflow_rules
-    assert all(set(res) <= {"runtime", "qos"} for res in overrides.values()), overrides
+    assert all(set(res) == {"runtime"} for res in overrides.values()), overrides
     if name == "leonardo":
         assert not overrides
     else:
@@ -196,10 +197,32 @@ def test_debug_profile_differs_only_in_lines_marked_debug():
     assert changed <= {"jobs", "retries", "runtime", "slurm-init-seconds-before-status-checks",
                        "slurm-keep-successful-logs"}, changed  # fmt: skip
     assert body(debug) == [ln for ln in body(prod) if ln.split(":")[0].strip() not in changed]
-    res = load("leonardo-debug")["set-resources"]
-    assert res["train"]["qos"] == "boost_qos_dbg"
-    assert res["preprocess"]["qos"] == res["evaluate"]["qos"] == "dcgp_qos_dbg"
-    assert "qos" not in res["infer"]  # GPU or CPU partition by method: the default QOS
+    assert argv_qos(["--profile", str(PROFILES / "leonardo-debug")]) == {
+        "dcgp_usr_prod": "dcgp_qos_dbg", "boost_usr_prod": "boost_qos_dbg"}  # fmt: skip
+    assert argv_qos(["--profile", str(PROFILES / "leonardo")]) == {}
+
+
+@pytest.mark.parametrize("size", [32, 1024])
+def test_each_debug_job_asks_the_debug_qos_of_its_own_partition(tmp_path, size):
+    """sbatch refuses a QOS of another partition: each job of the debug profile names the
+    partition its size puts it in and that partition's debug QOS (qos.yaml); a job on the serial
+    partition (no debug QOS) asks none. A small campaign's preprocess and evaluate fit the serial
+    partition, a larger one's the DCGP nodes; a training on a GPU goes to the Booster."""
+    target = {"source": "synthetic", "nx": size, "ny": size, "steps": 480}
+    jobs = campaign_dry_run(tmp_path, PROFILES / "leonardo-debug", data={"target": target})
+    debug = {"dcgp_usr_prod": "dcgp_qos_dbg", "boost_usr_prod": "boost_qos_dbg"}
+    seen = set()
+    for job in jobs:
+        resources = {k: int(v) if v.isdigit() else v for k, v in job.items()
+                     if k not in ("slurm_partition", "qos")}  # fmt: skip
+        chosen = plugin_partition(job["rule"], resources, int(job["threads"]))  # by its size
+        assert job.get("qos") == debug.get(chosen), job
+        assert job.get("slurm_partition") == (chosen if chosen in debug else None), job
+        assert int(job["runtime"]) <= 30, job
+        seen.add((job["rule"], chosen))
+    print(sorted(seen))
+    assert ("train", "boost_usr_prod") in seen
+    assert ("ingest", "lrd_all_serial") in seen
 
 
 def campaign_dry_run(tmp_path: Path, profile: str | Path, **overrides) -> list[dict[str, str]]:

@@ -8,8 +8,9 @@ from climai.config import (
     validate_config,
 )
 from climai.config.loading import restore_empty_mappings
+from climai.converters import check_converters
 from climai.hpc import job_size
-from climai.plan import argv_partitions, campaign_plans, uses_gpus
+from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
 from climai.sizing import JobTooLarge, Sizer
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
@@ -25,6 +26,7 @@ from climai.reuse import check_reused_dataset
 restore_empty_mappings(config, workflow.config_settings.overwrite_config or {})
 try:
     CFG = validate_config(config)
+    check_converters(CFG)
     check_reused_dataset(CFG)
     # a campaign's own rule files, confined to the working folder (docs/security.md)
     EXTRA_RULES = [str(p) for p in rule_files(CFG)]
@@ -66,6 +68,7 @@ IN_CLUSTER_JOB = workflow.remote_exec
 # site profile (--profile's slurm-partition-config, passed on to the jobs in $CLIMAI_PARTITIONS)
 # now, before any submission. None: the grid is unknown before ingest (fixed sizes, hpc.JOB_SIZES).
 PARTITIONS = argv_partitions(sys.argv)
+QOS = argv_qos(sys.argv)  # partition → its QOS (a debug profile's qos.yaml), else empty
 try:
     PLANS = campaign_plans(CFG, Sizer.load(PARTITIONS, uses_gpus(PARTITIONS)))
 except (JobTooLarge, FileNotFoundError) as err:
@@ -115,7 +118,9 @@ def job_size_of(rule_name, wildcards):
 def job_resources(rule):
     """A rule's ``resources:`` per job: cores, memory, minutes and GPUs (``gres``, GPU jobs only).
     The SLURM plugin picks the partition that fits them from the site profile's partitions.yaml;
-    a profile's ``set-resources`` overrides any of them, ``slurm_partition`` included."""
+    a profile's ``set-resources`` overrides any of them, ``slurm_partition`` included. With a
+    profile's ``qos.yaml`` (QOS), a job whose partition has a QOS there asks it, on that
+    partition by name."""
 
     def resource(name):
         def value(wildcards):
@@ -124,7 +129,18 @@ def job_resources(rule):
         value.__name__ = f"{rule}_{name}"
         return value
 
-    return {name: resource(name) for name in ("cpus_per_task", "mem_mb", "runtime", "gres")}
+    def partition_qos(wildcards):
+        plan = (PLANS or {}).get((rule, wildcards.get("method")))
+        return None if plan is None else QOS.get(plan.partition)
+
+    def partition(wildcards):  # named with its QOS, so that the two agree
+        plan = (PLANS or {}).get((rule, wildcards.get("method")))
+        return plan.partition if plan is not None and plan.partition in QOS else None
+
+    sized = {name: resource(name) for name in ("cpus_per_task", "mem_mb", "runtime", "gres")}
+    if not QOS:
+        return sized
+    return {**sized, "qos": partition_qos, "slurm_partition": partition}
 
 
 def job_threads(rule, local):
