@@ -85,12 +85,24 @@ def _run_stage(args: argparse.Namespace) -> None:
     importlib.import_module(stage.module).main(ctx, args)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count: it must be at least 1")
+    return value
+
+
 def _downscale(args: argparse.Namespace) -> None:
-    from climai.inference.downscale import run_downscale
+    from climai.inference.downscale import output_format, run_downscale
     from climai.io.outputs import check_output
 
     protected = {"model": args.model, "input": args.input, "static": args.static}
     check_output(args.output, args.overwrite, {k: v for k, v in protected.items() if v})
+    output_format(args.output)  # a suffix it can write (.zarr, .nc, .nc4), before any reading
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG])) if args.configfile else None
     infer = cfg.infer if cfg is not None else InferConfig()
@@ -225,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file (models/<method>/model.pt), or a baseline method of --configfile",
     )
     p.add_argument("--input", required=True, help="LR zarr store or NetCDF file")
-    p.add_argument("--output", required=True, help="HR output: a .zarr store or a .nc file")
+    p.add_argument(
+        "--output", required=True, help="HR output: a .zarr store or a .nc (or .nc4) NetCDF file"
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -241,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="samples per forward (infer.batch)")
     p.add_argument(
         "--members",
-        type=int,
+        type=_positive_int,
         default=None,
-        help="ensemble members (default: the model's, methods.<name>.members)",
+        help="ensemble members, at least 1, for an ensemble model only (default: the model's, "
+        "methods.<name>.members)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument(

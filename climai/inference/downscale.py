@@ -23,7 +23,7 @@ evaluate stage reads), chunked by one member, one time block and one tile stride
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from climai.inference.predict import (
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
+from climai.io.atomic import output_lock, remove_stale, this_writer
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.launch import available_cpus
@@ -60,6 +61,53 @@ def _spacing(coord: xr.DataArray) -> float:
     return float(values[1] - values[0]) if values.size > 1 else float("nan")
 
 
+#: Relative tolerance of an evenly spaced axis: steps may differ by this fraction of the first one
+#: (or, for float32 coordinates, by a few units in the last place of the coordinates).
+SPACING_RTOL = 1e-4
+
+
+def check_regular_axis(coord: xr.DataArray, axis: str, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``coord`` is evenly spaced: every step within
+    :data:`SPACING_RTOL` of the first (plus two float ulps of the largest coordinate, so that
+    float32 coordinates of a regular grid pass)."""
+    values = np.asarray(coord.values)
+    if values.size < 3:
+        return
+    steps = np.diff(values.astype(np.float64))
+    tol = SPACING_RTOL * abs(steps[0])
+    if np.issubdtype(values.dtype, np.floating):
+        tol += 2 * float(np.spacing(np.abs(values).max().astype(values.dtype)))
+    if steps[0] == 0 or np.abs(steps - steps[0]).max() > tol:
+        bad = int(np.argmax(np.abs(steps - steps[0])))
+        raise ValueError(
+            f"input {source!r}: LR axis {axis!r} is not evenly spaced (steps from "
+            f"{steps.min():g} to {steps.max():g}; step {bad} is {steps[bad]:g}, step 0 is "
+            f"{steps[0]:g}); climai downscale needs a regular grid: regrid the input first"
+        )
+
+
+def check_calendar(lr: xr.Dataset, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``lr``'s time coordinate holds datetime64
+    dates (a standard calendar): cftime dates (noleap, 360_day...) cannot be streamed."""
+    time = lr["time"]
+    if np.issubdtype(time.dtype, np.datetime64):
+        return
+    try:
+        calendar = str(time.dt.calendar)
+    except (AttributeError, TypeError):
+        calendar = ""
+    if calendar:
+        raise ValueError(
+            f"input {source!r}: its time coordinate uses the {calendar!r} calendar; the model "
+            "needs a standard (proleptic_gregorian/gregorian) calendar: convert the input first, "
+            "e.g. ds.convert_calendar('standard', align_on='date')"
+        )
+    raise ValueError(
+        f"input {source!r}: its time coordinate is not dates (dtype {time.dtype}); the model "
+        "needs times in a standard (proleptic_gregorian/gregorian) calendar"
+    )
+
+
 def _crs_wkt(ds: xr.Dataset) -> str:
     if "crs" not in ds.variables:
         return ""
@@ -67,8 +115,9 @@ def _crs_wkt(ds: xr.Dataset) -> str:
 
 
 def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables, units,
-    LR spacing and CRS."""
+    """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables (on time, y
+    and x, in any order), units, a standard calendar, an evenly spaced grid with the model's LR
+    spacing, and its CRS."""
     missing = [v for v in spec.variables if v not in lr]
     if missing:
         raise ValueError(
@@ -85,6 +134,9 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
             raise ValueError(
                 f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
             )
+    check_calendar(lr, source)
+    for axis in ("x", "y"):
+        check_regular_axis(lr[axis], axis, source)
     grid = card["grid"]
     if grid.get("hr_dx") is None:  # trained on several grids (train_on): any spacing and CRS
         return
@@ -142,7 +194,7 @@ def static_window(
                 f"from {have[0]:g} every {have[1] - have[0]:g}"
             )
         index[name] = slice(i0, i0 + want.size)
-    return static[spec.statics].isel(index)
+    return static[spec.statics].isel(index).transpose(..., "y", "x")
 
 
 def time_block(
@@ -385,6 +437,43 @@ def campaign_baseline(
     return baseline, spec, card
 
 
+#: ``--output`` suffixes and what they write.
+OUTPUT_FORMATS = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf"}
+
+
+def output_format(output: str | Path) -> str:
+    """``zarr`` or ``netcdf``, from the suffix of ``output`` (:data:`OUTPUT_FORMATS`); raise
+    ``ValueError`` for any other suffix."""
+    suffix = Path(output).suffix
+    if suffix.lower() not in OUTPUT_FORMATS:
+        raise ValueError(
+            f"--output {str(output)!r} has suffix {suffix or '(none)'!r}; climai downscale writes "
+            "a zarr store (.zarr) or a CF NetCDF-4 file (.nc or .nc4): name the output with one "
+            "of these suffixes"
+        )
+    return OUTPUT_FORMATS[suffix.lower()]
+
+
+def _staged(output: Path, write: Any) -> Any:
+    """``write(store)`` into a zarr store in a temporary folder beside ``output``, then the
+    NetCDF file from it; returns ``write``'s result.
+
+    The folder is named as :mod:`climai.io.atomic` names temporaries
+    (``.<output>.staging.tmp-<host>-<pid>-<pid start>-<began>``) and held under the lock
+    ``.<output>.staging.lock``: one run per output at a time, and a run removes the folders of
+    runs that died (killed before they could remove theirs) as every atomic write does."""
+    stage = output.with_name(f"{output.name}.staging")  # a name only; never created itself
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(stage):
+        remove_stale(stage)
+        tmp = stage.with_name(f".{stage.name}.tmp-{this_writer().tag()}")
+        tmp.mkdir()
+        try:
+            return write(tmp / "hr.zarr")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_downscale(
     model_file: str | Path,
     input_path: str | Path,
@@ -401,6 +490,9 @@ def run_downscale(
     ``threads`` None: with ``campaign``, the torch threads its infer used for the card's method
     (:meth:`~climai.config.CampaignConfig.torch_threads`: a convolution's last bits can depend on
     the count), else the CPUs this process may use."""
+    kind = output_format(output)
+    if members is not None and members < 1:
+        raise ValueError(f"--members {members}: the number of ensemble members must be at least 1")
     baseline = None
     if campaign is not None and not Path(model_file).exists():
         baseline, spec, card = campaign_baseline(str(model_file), campaign)
@@ -413,6 +505,13 @@ def run_downscale(
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     check_input(lr, card, spec, str(input_path))
+    lr = lr.assign({v: lr[v].transpose("time", "y", "x") for v in spec.variables})
+    deterministic = baseline is not None or not emulator.stochastic
+    if members is not None and members > 1 and deterministic:
+        raise ValueError(
+            f"--members {members}: {str(model_file)!r} (method {card.get('method')!r}) is "
+            "deterministic and draws no ensemble members; leave --members out"
+        )
     if spec.statics and static_path is None:
         raise ValueError(
             f"model {str(model_file)!r} needs static fields {spec.statics}: pass --static "
@@ -436,12 +535,11 @@ def run_downscale(
         )
 
     output = Path(output)
-    if output.suffix != ".nc":
+    if kind == "zarr":
         return engine(output)
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        store = Path(tmp) / "hr.zarr"
+
+    def to_netcdf(store: Path) -> EngineStats:
         stats = engine(store)
         hr = open_store(store)
         export = card["config"].get("export", {})
@@ -450,4 +548,6 @@ def run_downscale(
         }
         ds = cf_dataset(hr, spec.variables, kinds, meta)
         write_netcdf(ds, output, cf_encoding(ds, spec.variables))
-    return stats
+        return stats
+
+    return _staged(output, to_netcdf)

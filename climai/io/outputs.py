@@ -91,7 +91,7 @@ def check_output(output: str | Path, overwrite: bool, protected: Mapping[str, st
                 f"({', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}); climai never "
                 "replaces it, not even with --overwrite: choose another --output"
             )
-    elif not (out.suffix == ".nc" and _climai_netcdf(out)):
+    elif not (out.suffix.lower() in (".nc", ".nc4") and _climai_netcdf(out)):
         raise UnsafeOutputError(
             f"--output {str(output)!r} is a file climai did not write; climai never replaces "
             "it, not even with --overwrite: choose another --output"

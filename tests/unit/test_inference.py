@@ -119,6 +119,143 @@ def test_input_that_does_not_fit_the_model_is_refused(
     assert not (tmp_path / "hr.zarr").exists()
 
 
+def _downscale_input(root, input_path, output, *extra: str) -> int:
+    return main(
+        [
+            "downscale",
+            "--model", str(root / "model.pt"),
+            "--input", str(input_path),
+            "--static", str(root / "static.zarr"),
+            "--output", str(output),
+            "--tile", "48", "--overlap", "16", "--no-progress", "--threads", "1",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_an_input_on_time_x_y_gives_the_same_output_as_on_time_y_x(new_domain, tmp_path):
+    lr = open_store(new_domain / "lr.zarr").load()  # 12 × 10 LR cells: not square
+    turned = lr.assign({v: lr[v].transpose("time", "x", "y") for v in ("tas", "pr")})
+    write_store(turned, tmp_path / "turned.zarr")
+    static = open_store(new_domain / "static.zarr").load()
+    write_store(static.transpose("x", "y"), tmp_path / "static_xy.zarr")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    code = main(
+        [
+            "downscale",
+            "--model", str(new_domain / "model.pt"),
+            "--input", str(tmp_path / "turned.zarr"),
+            "--static", str(tmp_path / "static_xy.zarr"),
+            "--output", str(tmp_path / "turned_hr.zarr"),
+            "--tile", "48", "--overlap", "16", "--no-progress", "--threads", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "turned_hr.zarr")
+    for v in ("tas", "pr"):
+        assert got[v].dims == ("time", "y", "x")
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+
+
+def _uneven(ds: xr.Dataset, dtype: type = np.float64) -> xr.Dataset:
+    x = ds["x"].values.astype(np.float64)
+    x[6:] += 400.0  # one step of 4400 m among steps of 4000 m
+    return ds.assign_coords(x=x.astype(dtype))
+
+
+def test_an_unevenly_spaced_input_is_refused_naming_the_file_and_the_steps(
+    new_domain, tmp_path, capsys
+):
+    write_store(_uneven(open_store(new_domain / "lr.zarr").load()), tmp_path / "bad.zarr")
+    assert _downscale_input(new_domain, tmp_path / "bad.zarr", tmp_path / "hr.zarr") == 1
+    err = capsys.readouterr().err
+    assert "bad.zarr" in err and "LR axis 'x' is not evenly spaced" in err
+    assert "steps from 4000 to 4400" in err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_float32_coordinates_of_a_regular_grid_pass_the_spacing_check():
+    from climai.inference.downscale import check_regular_axis
+
+    # ~4.3e6 m in float32: the steps of a 4 km grid differ by one ulp (0.5 m), more than 1e-4
+    x = xr.DataArray((4_300_001.3 + 3999.7 * np.arange(50)).astype(np.float32))
+    steps = np.diff(x.values.astype(np.float64))
+    assert np.ptp(steps) > 1e-4 * steps[0]
+    check_regular_axis(x, "x", "in.nc")
+    lat = xr.DataArray((40.005 + 0.01 * np.arange(300)).astype(np.float32))
+    check_regular_axis(lat, "y", "in.nc")
+    with pytest.raises(ValueError, match="'in.nc': LR axis 'x' is not evenly spaced"):
+        check_regular_axis(
+            xr.DataArray(_uneven(xr.Dataset(coords={"x": x.values}))["x"]), "x", "in.nc"
+        )
+
+
+@pytest.mark.parametrize("calendar", ["noleap", "360_day"])
+def test_an_input_in_a_non_standard_calendar_is_refused_with_the_fix(
+    new_domain, tmp_path, capsys, calendar
+):
+    lr = open_store(new_domain / "lr.zarr").load().convert_calendar(calendar, align_on="date")
+    write_store(lr, tmp_path / "cal.zarr")
+    assert _downscale_input(new_domain, tmp_path / "cal.zarr", tmp_path / "hr.zarr") == 1
+    err = capsys.readouterr().err
+    assert "cal.zarr" in err and f"uses the {calendar!r} calendar" in err
+    assert "standard (proleptic_gregorian/gregorian) calendar" in err
+    assert "convert_calendar('standard', align_on='date')" in err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+@pytest.mark.parametrize("members", ["0", "-2", "two"])
+def test_members_must_be_a_count_of_at_least_one(new_domain, tmp_path, capsys, members):
+    with pytest.raises(SystemExit) as exit_:
+        _downscale(new_domain, tmp_path / "hr.zarr", "--members", members)
+    assert exit_.value.code == 2
+    assert "argument --members:" in capsys.readouterr().err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_members_for_a_deterministic_model_is_refused(new_domain, tmp_path, capsys):
+    assert _downscale(new_domain, tmp_path / "hr.zarr", "--members", "3") == 1
+    assert "--members 3:" in (err := capsys.readouterr().err) and "is deterministic" in err
+    assert not (tmp_path / "hr.zarr").exists()
+    assert _downscale(new_domain, tmp_path / "hr.zarr", "--members", "1") == 0
+
+
+@pytest.mark.parametrize("name", ["hr.h5", "hr.nc3", "hr", "hr.zarr.bak"])
+def test_an_output_suffix_other_than_zarr_or_nc_is_refused(new_domain, tmp_path, capsys, name):
+    assert _downscale(new_domain, tmp_path / name) == 1
+    err = capsys.readouterr().err
+    assert f"--output {str(tmp_path / name)!r} has suffix" in err
+    assert ".zarr" in err and ".nc or .nc4" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_nc4_output_is_the_netcdf_file(new_domain, tmp_path):
+    assert _downscale(new_domain, tmp_path / "hr.nc") == 0
+    assert _downscale(new_domain, tmp_path / "hr.nc4") == 0
+    assert (tmp_path / "hr.nc4").is_file()
+    assert _downscale(new_domain, tmp_path / "hr.nc4", "--overwrite") == 0  # climai's: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.nc", "hr.nc4"]
+    a, b = xr.open_dataset(tmp_path / "hr.nc"), xr.open_dataset(tmp_path / "hr.nc4")
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+
+
+def test_a_netcdf_run_removes_the_staging_folder_a_killed_run_left(new_domain, tmp_path):
+    from climai.io.atomic import Writer, this_writer
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer that is dead, as a SIGKILLed climai downscale is
+    me = this_writer()
+    tag = Writer(me.host, gone.pid, 0, me.began - 60).tag()
+    left = tmp_path / f".hr.nc.staging.tmp-{tag}"
+    (left / f".hr.zarr.tmp-{tag}" / "tas").mkdir(parents=True)  # a partial streamed store
+    (tmp_path / ".hr.nc.staging.lock").write_text(tag)  # the lock file a killed run leaves
+    foreign = tmp_path / ".hr.nc.staging.tmp-not-climais"  # no writer identity: left alone
+    foreign.mkdir()
+    assert _downscale(new_domain, tmp_path / "hr.nc") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name, "hr.nc"]
+
+
 def _wkt(epsg: int) -> str:
     from pyproj import CRS
 
