@@ -8,5 +8,6 @@ skipping of tiles without LR values, :mod:`~climai.inference.predict` loads emul
 engine's predict callables (variable groups, seeded members) and holds the interpolation and
 quantile-mapped predictions, :mod:`~climai.inference.baselines` the baselines' registry
 ``predict`` functions (fitted once, streamed) and their banded application,
-:mod:`~climai.inference.distributed` the split of the time blocks over GPUs and their seeds.
+:mod:`~climai.inference.distributed` the split of the time blocks over GPUs and their seeds,
+:mod:`~climai.inference.inputs` the checks of what ``climai downscale`` is given.
 """
