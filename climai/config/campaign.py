@@ -345,12 +345,17 @@ class CampaignConfig(StrictModel):
                 f"variables {unknown} are not in the synthetic toy world; it provides "
                 f"{', '.join(TOY_VARIABLES)}"
             )
+        self.check_patches(target.ny, target.nx, "data.target.ny × nx")
+
+    def check_patches(self, ny: int, nx: int, where: str) -> None:
+        """Every emulator's training patch fits the HR domain of ``ny`` × ``nx`` cells (``where``
+        says where that size comes from); a ``ValueError`` names the method's key."""
         for name in self.methods.enabled():
             unet = self.methods.get(name)
-            if isinstance(unet, EmulatorConfig) and unet.patch > min(target.nx, target.ny):
+            if isinstance(unet, EmulatorConfig) and unet.patch > min(nx, ny):
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} is larger than the HR domain "
-                    f"{target.ny}×{target.nx} (data.target.ny × nx)"
+                    f"{ny}×{nx} ({where}): set a patch of at most {min(nx, ny)} cells"
                 )
 
     @property

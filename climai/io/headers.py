@@ -176,6 +176,18 @@ def target_shape(cfg: CampaignConfig, cache: Path | None = SHAPES) -> tuple[int,
     return shape
 
 
+def check_target(cfg: CampaignConfig, cache: Path | None = SHAPES) -> None:
+    """The target's grid as ingest will write it (:func:`target_shape`: cut to ``domain``, which
+    must hold some of it, and trimmed to ``scale``) holds every emulator's training patch; a
+    :class:`SourceError` names the key otherwise. Before any job, as the header checks."""
+    shape = target_shape(cfg, cache)
+    if shape is not None:
+        try:
+            cfg.check_patches(shape[1], shape[2], "data.target's grid cut to domain and scale")
+        except ValueError as err:
+            raise SourceError(str(err)) from None
+
+
 def _target_names(cfg: CampaignConfig) -> list[str]:
     return list(dict.fromkeys(v.source_name or v.name for v in cfg.variables))
 

@@ -508,6 +508,36 @@ def test_bad_input_exits_1_naming_it_and_leaves_nothing(case, tmp_path, monkeypa
     assert not (tmp_path / "pwned").exists() and not (work / "pwned").exists()
 
 
+#: Bad files that the header checks find before any job: ``climai validate`` names them too.
+BEFORE_ANY_JOB = ("missing-variable", "unknown-units", "wrong-units", "no-units", "missing-file",
+                  "domain-outside", "patch-beyond-the-files")  # fmt: skip
+PATCH_CASE = ingest_case(
+    "patch-beyond-the-files",
+    files_campaign(nc_target(), methods={"unet": {"patch": 32}, "unet-crps": None}),
+    [netcdf()],
+    r"methods.unet.patch=32 is larger than the HR domain 16×16 \(data.target's grid cut to "
+    r"domain and scale\): set a patch of at most 16 cells",
+)
+
+
+@pytest.mark.parametrize("case_id", BEFORE_ANY_JOB)
+def test_validate_finds_what_the_workflow_checks_before_any_job(case_id, tmp_path, monkeypatch,
+                                                                capsys):  # fmt: skip
+    """``climai validate --configfile F`` checks the source files' headers, the domain and the
+    patches as the workflow does when it builds the DAG (it said "config OK" before)."""
+    case = next((c for c in CASES if c.id == case_id), PATCH_CASE)
+    monkeypatch.chdir(tmp_path)
+    for make in case.make:
+        make(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(case.config))
+    before = _files(tmp_path)
+    assert cli.main(["validate", "--configfile", "c.yaml"]) == 1
+    message = capsys.readouterr().err
+    for pattern in case.expect:
+        assert re.search(pattern, message, re.DOTALL), (pattern, message)
+    assert _files(tmp_path) == before  # validate writes nothing (no header cache either)
+
+
 def test_config_that_is_not_a_mapping(tmp_path):
     (tmp_path / "c.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match=r"must hold a mapping at the top level"):

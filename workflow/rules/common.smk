@@ -12,6 +12,7 @@ from climai.converters import check_converters
 from climai.hpc import job_size
 from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
 from climai.sizing import JobTooLarge, Sizer
+from climai.io.readers import SourceError
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
 import re
@@ -35,11 +36,11 @@ except ConfigError as err:
 # The source files' headers (variables, units, coordinates, GRIB keys), checked before any job so
 # that a bad config is named here, not in a job's log; once per file (climai/io/headers.py).
 if not workflow.remote_exec and not isinstance(CFG.data.target, SyntheticConfig):
-    from climai.io.headers import check_headers
-    from climai.io.readers import SourceError
+    from climai.io.headers import check_headers, check_target
 
     try:
         check_headers(CFG)
+        check_target(CFG)  # the domain holds data, the patches fit
     except SourceError as err:
         raise WorkflowError(f"{err}\n(checked in the source files' headers before any job)") from None
 
@@ -71,7 +72,7 @@ PARTITIONS = argv_partitions(sys.argv)
 QOS = argv_qos(sys.argv)  # partition → its QOS (a debug profile's qos.yaml), else empty
 try:
     PLANS = campaign_plans(CFG, Sizer.load(PARTITIONS, uses_gpus(PARTITIONS)))
-except (JobTooLarge, FileNotFoundError) as err:
+except (JobTooLarge, FileNotFoundError, SourceError) as err:  # SourceError: the target's shape
     raise WorkflowError(str(err)) from None
 # Emulators whose infer is split into time blocks (infer_block jobs, then infer_gather).
 SPLIT = {m: p.jobs for (rule, m), p in (PLANS or {}).items() if rule == "infer_block"}
