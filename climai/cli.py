@@ -135,7 +135,14 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _plan(args: argparse.Namespace) -> None:
-    from climai.plan import argv_partitions, campaign_jobs, plan_json, plan_table, uses_gpus
+    from climai.plan import (
+        argv_partitions,
+        campaign_jobs,
+        campaign_rule_jobs,
+        plan_json,
+        plan_table,
+        uses_gpus,
+    )
     from climai.sizing import Sizer
     from climai.verify import snakefile
 
@@ -151,6 +158,7 @@ def _plan(args: argparse.Namespace) -> None:
     cfg = load_config(*(files or [DEFAULT_CONFIG]))
     partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
+    jobs += campaign_rule_jobs(cfg, args.profile, partitions)  # config key rules
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
     if any(j.problem for j in jobs):
         raise ValueError("jobs that fit no partition: a run with this profile would stop")

@@ -11,11 +11,13 @@ method after its parent) → infer → evaluate → compare → manifest.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from climai.cost import Workload
+from climai.cost import Estimate, Workload
+from climai.hpc import JobSize
 from climai.sizing import (
     JobPlan,
     JobTooLarge,
@@ -159,6 +161,38 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
     if strict and problems:
         raise JobTooLarge("\n".join(problems))
     return jobs
+
+
+_RULE_HEAD = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
+
+
+def campaign_rule_jobs(
+    cfg: CampaignConfig, profile: str | Path | None, partitions: list[Partition] | None
+) -> list[JobPlan]:
+    """One job per rule of the campaign's own rule files (config key ``rules``), sized by the
+    ``--profile``'s ``default-resources``: what Snakemake gives a rule that asks for nothing
+    itself (climai does not run a rule file's code to read its own ``resources:``, nor count
+    the jobs of a rule with wildcards). Empty without a profile."""
+    import yaml
+
+    from climai.config import rule_files
+    from climai.sizing import choose_partition
+
+    names = [n for path in rule_files(cfg) for n in _RULE_HEAD.findall(path.read_text())]
+    if not names or profile is None:
+        return []
+    folder = profile_dir(profile)
+    name = next(n for n in ("profile.yaml", "config.yaml") if (folder / n).is_file())
+    defaults = (yaml.safe_load((folder / name).read_text()) or {}).get("default-resources") or {}
+    size = JobSize(cpus=int(defaults.get("cpus_per_task", 1)),
+                   mem_mb=int(defaults.get("mem_mb", 1000)), runtime=int(defaults.get("runtime", 60)))  # fmt: skip
+    part = choose_partition(size, partitions) if partitions else None
+    share = 1.0 if part is None else min(1.0, max(size.cpus / part.max_threads,
+                                                  size.mem_mb / part.max_mem_mb))  # fmt: skip
+    est = Estimate(mem_mb=float(size.mem_mb), seconds=60.0 * size.runtime)
+    problem = None if part is not None or partitions is None else "fits no partition"
+    return [JobPlan(n, None, 1, size, part.name if part else None, est, share, problem)
+            for n in names]  # fmt: skip
 
 
 def critical_path_minutes(cfg: CampaignConfig, jobs: list[JobPlan]) -> float:

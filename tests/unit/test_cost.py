@@ -325,6 +325,39 @@ def test_plan_json_has_exactly_the_documented_keys(capsys):
     assert "node-hours" in capsys.readouterr().out
 
 
+def test_plan_lists_the_campaigns_own_rules_and_reads_config_yaml_from_any_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """A rule of the campaign's rule files gets the profile's default-resources (what Snakemake
+    gives it), counted like climai's own; the workflow's config/config.yaml is merged wherever
+    climai plan runs (as Snakemake merges it), so the jobs do not depend on the folder."""
+    profile = str(REPO / "profiles" / "leonardo")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "bc.smk").write_text(
+        "rule bias_correct:\n    output: 'x'\n    shell: 'touch {output}'\n\n"
+        "rule  other_step :\n    output: 'y'\n    shell: 'touch {output}'\n"
+    )
+    (tmp_path / "c.yaml").write_text(f"rules: [rules/bc.smk]\nresults: {tmp_path / 'results'}\n")
+    monkeypatch.chdir(tmp_path)  # no config/config.yaml here
+    assert (
+        cli.main(["plan", "--configfile", "c.yaml", "--profile", profile, "--format", "json"]) == 0
+    )
+    rows = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
+    for rule in ("bias_correct", "other_step"):
+        row = rows[(rule, None)]
+        assert (row["cpus"], row["mem_mb"], row["runtime_min"], row["partition"]) == (
+            1, 7000, 60, "lrd_all_serial")  # fmt: skip
+        assert 0 < row["node_hours"] < 1
+    monkeypatch.chdir(REPO)
+    (tmp_path / "c2.yaml").write_text(f"results: {tmp_path / 'results'}\n")
+    assert cli.main(["plan", "--configfile", str(tmp_path / "c2.yaml"), "--profile", profile,
+                     "--format", "json"]) == 0  # fmt: skip
+    from_repo = json.loads(capsys.readouterr().out)
+    assert {(r["rule"], r["method"]) for r in from_repo} == set(rows) - {
+        ("bias_correct", None), ("other_step", None)}  # fmt: skip
+    assert ("infer", "nearest") not in rows  # config.yaml sets nearest to null
+
+
 # --- a split infer: blocks gathered into the unsplit store ------------------------------------
 
 SMALL = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16]}
