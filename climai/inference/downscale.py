@@ -22,6 +22,7 @@ evaluate stage reads), chunked by one member, one time block and one tile stride
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 from pathlib import Path
@@ -52,6 +53,7 @@ from climai.io import open_store, provenance_attrs
 from climai.io.atomic import output_lock, remove_stale, this_writer
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
+from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
 
 log = logging.getLogger("climai")
@@ -461,7 +463,10 @@ def run_downscale(
     attrs = {
         **provenance_attrs(str(card.get("config_sha256", "")), "downscale"),
         "method": str(card.get("method", "")),
-        "source_input": str(input_path),
+        "source_input": str(Path(input_path).resolve()),
+        **({"source_static": str(Path(static_path).resolve())} if static_path else {}),
+        "source_model": str(Path(model_file).resolve()) if baseline is None else str(model_file),
+        "source_model_sha256": file_sha256(Path(model_file)) if baseline is None else "",
     }
 
     def engine(store: Path) -> EngineStats:
@@ -483,6 +488,11 @@ def run_downscale(
         meta = {
             k: str(export[k]) for k in ("institution", "references", "comment") if export.get(k)
         }
+        meta |= {k: str(v) for k, v in attrs.items() if k.startswith("source_") and v}
+        meta["history"] = (
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ} climai downscale of "
+            f"{attrs['source_input']} with {attrs['source_model']}"
+        )
         ds = cf_dataset(hr, spec.variables, kinds, meta)
         write_netcdf(ds, output, cf_encoding(ds, spec.variables))
         return stats

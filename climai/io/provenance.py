@@ -14,6 +14,7 @@ Two pieces of code make an output, and both are recorded:
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -106,6 +107,15 @@ def cpuinfo_text(path: str | Path = "/proc/cpuinfo") -> str:
         return Path(path).read_text()
     except OSError:
         return ""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def provenance_attrs(config_sha256: str, rule: str) -> dict[str, str]:

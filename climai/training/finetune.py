@@ -10,7 +10,6 @@ model card (which inference reads) carries the statistics the weights were last 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from climai.data.features import FeatureSpec
 from climai.io.checkpoints import load_model_file
+from climai.io.provenance import file_sha256
 
 FREEZE_PARTS = ("encoder", "bottleneck", "decoder")
 
@@ -40,14 +40,6 @@ class Parent:
     @property
     def method(self) -> str:
         return str(self.card.get("method", ""))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_parent(path: Path, key: str) -> Parent:

@@ -62,6 +62,31 @@ def _downscale(root, output, *extra: str) -> int:
     )  # fmt: skip
 
 
+def test_both_outputs_record_the_input_static_and_model_they_came_from(new_domain, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """Absolute paths (the command may run from anywhere) and the model file's sha256, in the
+    zarr store and in the NetCDF file alike (the NetCDF lost them: it is written from a
+    staged store)."""
+    import hashlib
+
+    import xarray as xr
+
+    monkeypatch.chdir(new_domain)
+    sha = hashlib.sha256((new_domain / "model.pt").read_bytes()).hexdigest()
+    code = main(["downscale", "--model", "model.pt", "--input", "lr.zarr", "--static",
+                 "static.zarr", "--output", str(tmp_path / "hr.zarr"), "--tile", "48",
+                 "--overlap", "16", "--no-progress", "--threads", "1"])  # fmt: skip
+    assert code == 0
+    assert _downscale(new_domain, tmp_path / "hr.nc") == 0
+    with xr.open_dataset(tmp_path / "hr.nc") as nc:
+        for attrs in (open_store(tmp_path / "hr.zarr").attrs, nc.attrs):
+            assert attrs["source_input"] == str(new_domain / "lr.zarr")
+            assert attrs["source_static"] == str(new_domain / "static.zarr")
+            assert attrs["source_model"] == str(new_domain / "model.pt")
+            assert attrs["source_model_sha256"] == sha
+        assert f"climai downscale of {new_domain / 'lr.zarr'} with " in nc.attrs["history"]
+
+
 def test_downscale_writes_the_hr_store_with_the_lr_mask(new_domain, tmp_path):
     assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
     hr = open_store(tmp_path / "hr.zarr")
