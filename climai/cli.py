@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from climai.config import (
     load_config,
     stage_slice,
 )
+from climai.config.slices import RUN_KEYS_ENV
 from climai.launch import PEAK_RSS_LINE, LaunchError, available_cpus, peak_rss_mb
 from climai.stages import STAGES, StageContext
 from climai.training import TrainingInterrupted
@@ -61,8 +63,10 @@ def _add_common(p: argparse.ArgumentParser, method: bool = False) -> None:
 def _context(args: argparse.Namespace, stage: str) -> StageContext:
     method = getattr(args, "method", None)
     cfg: CampaignConfig
-    if args.config_json is not None:
-        cfg, raw = from_stage_json(args.config_json)
+    if args.config_json is not None:  # a rule's slice, and the run keys the workflow set apart
+        cfg, raw = from_stage_json(
+            args.config_json, json.loads(os.environ.get(RUN_KEYS_ENV) or "{}")
+        )
     else:
         cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
         raw = stage_slice(cfg, stage, method)

@@ -51,6 +51,67 @@ def stage_slice(cfg: CampaignConfig, stage: str, method: str | None = None) -> d
     return out
 
 
+RUN_KEYS: tuple[tuple[str, ...], ...] = (
+    ("preprocess", "progress"),
+    ("infer", "progress"),
+    ("methods", "*", "checkpoint_every"),
+)
+"""Keys that change how a stage runs, never what it writes (a progress bar; how often a training
+saves a checkpoint, which a resumed training reproduces bitwise): left out of the config hash and
+of the slice Snakemake compares, so that changing one reruns nothing; the workflow hands them to
+its jobs apart (:data:`RUN_KEYS_ENV`). ``*``: any method."""
+RUN_KEYS_ENV = "CLIMAI_RUN_KEYS"
+"""The environment variable that carries the :data:`RUN_KEYS` values from the workflow to a job
+(JSON, the config's own nesting); a cluster job's Snakemake sets it again from the same config."""
+
+
+def _run_key_paths(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The :data:`RUN_KEYS` present in ``data``, ``*`` expanded."""
+    out = []
+    for path in RUN_KEYS:
+        found: list[tuple[str, ...]] = [()]
+        for part in path:
+            nxt = []
+            for prefix in found:
+                node = _get(data, prefix)
+                if isinstance(node, dict):
+                    keys = [k for k in node if isinstance(node[k], dict)] if part == "*" else [part]
+                    nxt += [(*prefix, k) for k in keys if k in node]
+            found = nxt
+        out += found
+    return out
+
+
+def _get(data: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def split_run_keys(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data without its RUN_KEYS, those keys' values in the same nesting)``."""
+    out = json.loads(json.dumps(data))  # a deep copy of plain JSON data
+    run: dict[str, Any] = {}
+    for path in _run_key_paths(data):
+        parent, node = _get(out, path[:-1]), run
+        value = parent.pop(path[-1])
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out, run
+
+
+def with_run_keys(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the :data:`RUN_KEYS` values of ``run`` set where ``data`` has their
+    section (a stage slice holds only its own)."""
+    out = json.loads(json.dumps(data))
+    for path in _run_key_paths(run):
+        parent = _get(out, path[:-1])
+        if isinstance(parent, dict):
+            parent[path[-1]] = _get(run, path)
+    return out
+
+
 def canonical_json(data: Any) -> str:
     """Key-sorted, compact JSON: the form that is hashed and passed between stages."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -60,14 +121,18 @@ def config_sha256(data: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a config (or a stage slice of it).
 
     The output location (``results``) is left out: the same campaign written elsewhere (e.g. by
-    ``climai verify``) is the same computation and must carry the same hash.
+    ``climai verify``) is the same computation and must carry the same hash; so are the
+    :data:`RUN_KEYS`, which change no output.
     """
-    content = {k: v for k, v in data.items() if k != "results"}
+    content, _ = split_run_keys({k: v for k, v in data.items() if k != "results"})
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
-def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
-    """Rebuild a config from a stage slice (absent sections take their defaults).
+def from_stage_json(
+    text: str, run: dict[str, Any] | None = None
+) -> tuple[CampaignConfig, dict[str, Any]]:
+    """Rebuild a config from a stage slice (absent sections take their defaults), with the
+    :data:`RUN_KEYS` values of ``run`` (the workflow passes them apart from the slice).
 
     Methods absent from the slice are disabled, so a stage never acts on a method it was not given.
     """
@@ -77,6 +142,7 @@ def from_stage_json(text: str) -> tuple[CampaignConfig, dict[str, Any]]:
         raise ConfigError(f"--config-json is not valid JSON: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError("--config-json must hold a JSON object")
+    raw = with_run_keys(raw, run or {})
     merged = dict(raw)
     merged["methods"] = {**dict.fromkeys(DEFAULT_METHODS), **raw.get("methods", {})}
     return validate_config(merged, stage_slice=True), raw

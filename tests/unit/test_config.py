@@ -4,6 +4,7 @@ import pytest
 
 from climai.config import (
     ConfigError,
+    canonical_json,
     config_sha256,
     from_stage_json,
     json_schema,
@@ -231,3 +232,32 @@ def test_empty_mappings_of_a_configfile_switch_on_what_config_yaml_sets_to_null(
 
     merged = deep_merge(config, overrides)
     assert restore_empty_mappings(config, overrides)["methods"] == want == merged["methods"]
+
+
+def test_run_keys_change_no_hash_and_reach_the_job_apart_from_its_slice():
+    """preprocess.progress, infer.progress and methods.<m>.checkpoint_every change no output:
+    the hash and the slice Snakemake compares leave them out; a job gets them back from the
+    workflow (RUN_KEYS_ENV) where its slice has their section."""
+    from climai.config.slices import from_stage_json, split_run_keys
+
+    base = validate_config({})
+    quiet = validate_config(
+        {"infer": {"progress": False}, "preprocess": {"progress": False},
+         "methods": {"unet": {"checkpoint_every": 7}}}
+    )  # fmt: skip
+    for stage, method in (("preprocess", None), ("infer", "unet"), ("train", "unet")):
+        a, b = stage_slice(base, stage, method), stage_slice(quiet, stage, method)
+        assert config_sha256(a) == config_sha256(b)
+        assert split_run_keys(a)[0] == split_run_keys(b)[0]
+    assert config_sha256(stage_slice(base, "train", "unet")) != config_sha256(
+        stage_slice(validate_config({"methods": {"unet": {"lr": 1e-3}}}), "train", "unet")
+    )
+    _, run = split_run_keys(quiet.model_dump(mode="json", by_alias=True))
+    assert run == {"preprocess": {"progress": False}, "infer": {"progress": False},
+                   "methods": {"unet": {"checkpoint_every": 7}}}  # fmt: skip
+    sliced = canonical_json(split_run_keys(stage_slice(quiet, "infer", "unet"))[0])
+    cfg, raw = from_stage_json(sliced, run)
+    assert cfg.infer.progress is False and cfg.methods.get("unet").checkpoint_every == 7
+    assert "preprocess" not in raw  # only the slice's own sections
+    cfg, _ = from_stage_json(sliced)
+    assert cfg.infer.progress is True  # the default without the workflow's values

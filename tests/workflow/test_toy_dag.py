@@ -160,6 +160,20 @@ def test_a_training_hyperparameter_reruns_train_and_what_follows_only(campaign):
     assert "ingest" not in jobs and "preprocess" not in jobs
 
 
+def test_a_key_that_changes_no_output_reruns_nothing(campaign):
+    """Progress bars and a training's checkpoint interval change how a job runs, not what it
+    writes: no rerun (they reran preprocess, both trainings and every infer before)."""
+    write_config(
+        campaign / "tiny3.yaml",
+        methods={"unet": {"checkpoint_every": 7}, **ENSEMBLE},
+        preprocess={"progress": False},
+        infer={"progress": False},
+    )
+    result = snakemake(campaign, "--configfile", str(campaign / "tiny3.yaml"), "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
 def test_a_bad_config_stops_before_any_job(tmp_path):
     (tmp_path / "bad.yaml").write_text("campaign: bad\nsclae: 4\n")
     result = snakemake(tmp_path, "--configfile", str(tmp_path / "bad.yaml"))

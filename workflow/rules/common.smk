@@ -8,6 +8,7 @@ from climai.config import (
     validate_config,
 )
 from climai.config.loading import restore_empty_mappings
+from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.converters import check_converters
 from climai.hpc import job_size
 from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
@@ -15,6 +16,7 @@ from climai.sizing import JobTooLarge, Sizer
 from climai.io.readers import SourceError
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
+import json
 import re
 import sys
 from pathlib import Path
@@ -44,6 +46,9 @@ if not workflow.remote_exec and not isinstance(CFG.data.target, SyntheticConfig)
     except SourceError as err:
         raise WorkflowError(f"{err}\n(checked in the source files' headers before any job)") from None
 
+# progress bars, checkpoint intervals: handed to the jobs apart from their slices, so that
+# changing one reruns nothing (climai/config/slices.py, RUN_KEYS)
+os.environ[RUN_KEYS_ENV] = json.dumps(split_run_keys(CFG.model_dump(mode="json", by_alias=True))[1])
 PATHS = CampaignPaths(CFG.campaign_dir, CFG.prepared_dir)
 # ingest/input.zarr exists only with data.input (else LR is the block mean of the target)
 INPUT_STORE = {"inputs": PATHS.input} if CFG.data.input is not None else {}
@@ -167,10 +172,11 @@ wildcard_constraints:
 
 
 def stage_config(stage):
-    """A params function: the JSON config slice a stage depends on (reruns when it changes)."""
+    """A params function: the JSON config slice a stage depends on (reruns when it changes),
+    without the keys that change no output (RUN_KEYS_ENV, set above, carries those)."""
 
     def params(wildcards):
-        return canonical_json(stage_slice(CFG, stage, wildcards.get("method")))
+        return canonical_json(split_run_keys(stage_slice(CFG, stage, wildcards.get("method")))[0])
 
     return params
 
