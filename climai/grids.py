@@ -265,7 +265,9 @@ def standardise(
         if "time" in ds[name].dims and not np.issubdtype(ds["time"].dtype, np.datetime64):
             raise GridError(
                 f"{key}: the time of {name!r} does not decode to UTC datetimes "
-                f"(dtype {ds['time'].dtype}); use a standard calendar"
+                f"(dtype {ds['time'].dtype}: a noleap or 360_day calendar?); use a standard "
+                "calendar: convert the files first, e.g. xarray's ds.convert_calendar('standard', "
+                "align_on='date')"
             )
     try:
         grid = Grid(np.asarray(ds["x"].values), np.asarray(ds["y"].values), crs.to_wkt())

@@ -436,6 +436,24 @@ def test_a_file_of_a_series_on_another_grid_is_named(series):
     )
 
 
+def test_a_model_calendar_is_refused_with_the_conversion_to_make(in_tmp):
+    write_cf_netcdf(
+        in_tmp / "n.nc",
+        {"pr": (np.ones((3, 8, 8)), "mm h-1")},
+        np.arange(8) * 1000.0,
+        np.arange(8) * 1000.0,
+        crs="EPSG:3035",
+        times=pd.date_range("2021-01-01", periods=3, freq="h"),
+    )
+    noleap = xr.date_range("2021-01-01", periods=3, freq="h", calendar="noleap", use_cftime=True)
+    _rewrite(in_tmp / "n.nc", lambda ds: ds.assign_coords(time=noleap))
+    assert_fails_without_output(
+        campaign({"source": "netcdf", "path": "n.nc"}, scale=4),
+        r"the time of 'pr' does not decode to UTC datetimes \(dtype object: a noleap or 360_day "
+        r"calendar\?\); use a standard calendar: .*convert_calendar\('standard', align_on='date'\)",
+    )
+
+
 def test_duplicated_times_in_one_file(in_tmp):
     times = pd.DatetimeIndex(["2021-01-01 00:00", "2021-01-01 01:00", "2021-01-01 01:00"])
     write_cf_netcdf(
