@@ -79,6 +79,13 @@ class _FileSource(StrictModel):
         None,
         description="Value(s) in the files that mean no data (e.g. -3 for MRMS); read as NaN.",
     )
+    negative_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="Precipitation between -negative_tolerance and 0 (in the variable's units, "
+        "after conversion) is read as 0: a model's rounding noise (e.g. 1e-6 mm h-1); anything "
+        "more negative still stops ingest. 0: none is.",
+    )
 
 
 class NetCDFSource(_FileSource):

@@ -46,7 +46,9 @@ def check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, key: str, wh
                 f"variable {name!r} in {where} has negative precipitation (minimum "
                 f"{float(low):g} {var.units}) after conversion; expected values >= 0: if that is "
                 f"a no-data value, set {key}.missing_value to it as the file has it (e.g. "
-                "missing_value: -3 for MRMS) so it is read as NaN"
+                "missing_value: -3 for MRMS) so it is read as NaN; if it is a model's rounding "
+                f"noise, set {key}.negative_tolerance (e.g. 1e-6) so that values down to minus "
+                "it are read as 0"
             )
 
 

@@ -126,9 +126,10 @@ def _step_seconds(ds: xr.Dataset, times: TimeInfo, name: str) -> xr.DataArray | 
 
 
 def canonical_variable(
-    ds: xr.Dataset, var: VariableConfig, times: TimeInfo, where: str
+    ds: xr.Dataset, var: VariableConfig, times: TimeInfo, where: str, tolerance: float = 0.0
 ) -> xr.DataArray:
-    """The variable in its canonical name and units: converter, accumulation → rate, units."""
+    """The variable in its canonical name and units: converter, accumulation → rate, units;
+    precipitation in [-``tolerance``, 0) read as 0 (the source's ``negative_tolerance``)."""
     src_name = var.source_name or var.name
     da = ds[src_name]
     da.name = src_name
@@ -156,6 +157,9 @@ def canonical_variable(
         if k not in ("_FillValue", "missing_value", "cell_methods", "comment")
     }
     attrs.update(units=var.units, grid_mapping="crs", source_variable=src_name)
+    if tolerance and var.kind == "precipitation":
+        da = da.where((da >= 0) | (da < -tolerance) | da.isnull(), 0.0)
+        attrs["negative_tolerance"] = tolerance  # values down to -tolerance were read as 0
     if src_units is not None:
         attrs["source_units"] = str(src_units)
     if var.kind == "precipitation" and is_rate(var.units) and var.converter is None:
@@ -225,7 +229,8 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     times = describe_times(pd.DatetimeIndex(ds["time"].values))
     out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
     for var in cfg.variables:
-        out[var.name] = canonical_variable(ds, var, times, where)
+        tol = getattr(src, "negative_tolerance", 0.0)  # a file source's; the toy world's: none
+        out[var.name] = canonical_variable(ds, var, times, where, tol)
     if isinstance(src, SyntheticConfig):
         per_step, per_cell = toy_world_counts(out, cfg.variable_names)
     else:
@@ -400,7 +405,9 @@ def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
     source: dict[str, xr.DataArray] = {}
     for var, name in zip(cfg.variables, names, strict=True):
         as_input = var.model_copy(update={"source_name": name, "converter": None})
-        da = canonical_variable(ds, as_input, times, where)
+        da = canonical_variable(
+            ds, as_input, times, where, getattr(spec, "negative_tolerance", 0.0)
+        )
         source[var.name] = da
         try:
             out[var.name] = reproject_series(da, src_grid, lr, f"{key} ({name!r})")

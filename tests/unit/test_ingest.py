@@ -293,7 +293,7 @@ def test_file_target_inherits_no_toy_keys_but_rejects_changed_ones():
     with pytest.raises(
         ConfigError,
         match=r"'data.target.netcdf.pth' is not known \(did you mean "
-        r"'path'\?\); allowed here: variable, units, crs, missing_value, source, path",
+        r"'path'\?\); allowed here: variable, units, crs, missing_value, negative_tolerance, source, path",
     ):
         validate_config(campaign({"source": "netcdf", "path": "a.nc", "pth": "b.nc"}))
     with pytest.raises(
@@ -434,6 +434,35 @@ def test_a_file_of_a_series_on_another_grid_is_named(series):
         rf"'.*toy_001.nc' is on another grid than '.*toy_000.nc': its coordinate 'x' has "
         rf"{x[0] + 50.0:.10g} against {x[0]:.10g} at index 0 \(the largest difference 50\)",
     )
+
+
+def test_negative_tolerance_reads_rounding_noise_as_zero_and_nothing_more(in_tmp):
+    """A model's precipitation has tiny negatives (-1e-9 kg m-2 s-1): with negative_tolerance
+    they are read as 0; a real sentinel below it still stops ingest, now naming the key too."""
+    values = np.full((2, 8, 8), 1.0 / 3600)  # 1 mm h-1 in kg m-2 s-1
+    values[0, 1, 2], values[1, 3, 4] = -1e-9, -2e-10
+    write_cf_netcdf(
+        in_tmp / "m.nc",
+        {"pr": (values, "kg m-2 s-1")},
+        np.arange(8) * 1000.0,
+        np.arange(8) * 1000.0,
+        crs="EPSG:3035",
+        times=pd.date_range("2021-01-01", periods=2, freq="h"),
+    )
+    strict = campaign({"source": "netcdf", "path": "m.nc"}, scale=4)
+    assert_fails_without_output(
+        strict, r"negative precipitation \(minimum -3.6e-06 mm h-1\).*negative_tolerance"
+    )
+    assert_fails_without_output(
+        campaign({"source": "netcdf", "path": "m.nc", "negative_tolerance": 1e-6}, scale=4),
+        r"minimum -3.6e-06 mm h-1",
+    )
+    target, _ = ingest(campaign({"source": "netcdf", "path": "m.nc", "negative_tolerance": 1e-5},
+                                scale=4))  # fmt: skip
+    pr = target["pr"].values
+    assert pr[0, 1, 2] == 0 and pr[1, 3, 4] == 0 and pr.min() == 0
+    np.testing.assert_allclose(np.delete(pr.ravel(), [1 * 8 + 2, 64 + 3 * 8 + 4]), 1.0, rtol=1e-6)
+    assert target["pr"].attrs["negative_tolerance"] == 1e-5
 
 
 def test_a_model_calendar_is_refused_with_the_conversion_to_make(in_tmp):
