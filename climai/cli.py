@@ -101,7 +101,8 @@ def _positive_int(text: str) -> int:
 
 
 def _downscale(args: argparse.Namespace) -> None:
-    from climai.inference.downscale import output_format, run_downscale
+    from climai.inference.downscale import run_downscale
+    from climai.inference.inputs import output_format
     from climai.io.outputs import check_output
 
     protected = {"model": args.model, "input": args.input, "static": args.static}

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from pyproj import CRS
 
 from climai.config import CampaignConfig, InferConfig
 from climai.data.features import FeatureSpec, normalised_static
@@ -40,7 +39,7 @@ from climai.data.prepared import lr_key
 from climai.inference.baselines import BaselineBands
 from climai.inference.distributed import SINGLE, InferRanks, rank_device
 from climai.inference.engine import EngineStats, block_steps, stream_to_store, template
-from climai.inference.inputs import check_calendar, check_regular_axis, output_format
+from climai.inference.inputs import check_input, oriented, output_format
 from climai.inference.predict import (
     Emulator,
     card_seed,
@@ -57,63 +56,6 @@ from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
 
 log = logging.getLogger("climai")
-
-
-def _spacing(coord: xr.DataArray) -> float:
-    values = np.asarray(coord.values, dtype=np.float64)
-    return float(values[1] - values[0]) if values.size > 1 else float("nan")
-
-
-def _crs_wkt(ds: xr.Dataset) -> str:
-    if "crs" not in ds.variables:
-        return ""
-    return str(ds["crs"].attrs.get("crs_wkt", ds["crs"].attrs.get("spatial_ref", "")))
-
-
-def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables (on time, y
-    and x, in any order), units, a standard calendar, an evenly spaced grid with the model's LR
-    spacing, and its CRS."""
-    missing = [v for v in spec.variables if v not in lr]
-    if missing:
-        raise ValueError(
-            f"input {source!r} lacks variables {missing}; the model needs {spec.variables}, "
-            f"the input has {sorted(map(str, lr.data_vars))}"
-        )
-    for v in spec.variables:
-        found, want = lr[v].attrs.get("units"), card["units"][v]
-        if found != want:
-            raise ValueError(
-                f"input {source!r}: variable {v!r} has units {found!r}; the model expects {want!r}"
-            )
-        if set(lr[v].dims) != {"time", "y", "x"}:
-            raise ValueError(
-                f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
-            )
-    check_calendar(lr, source)
-    for axis in ("x", "y"):
-        check_regular_axis(lr[axis], axis, source)
-    grid = card["grid"]
-    if grid.get("hr_dx") is None:  # trained on several grids (train_on): any spacing and CRS
-        return
-    for axis, key in (("x", "hr_dx"), ("y", "hr_dy")):
-        want, found = grid[key] * spec.scale, _spacing(lr[axis])
-        if not np.isclose(found, want, rtol=1e-3):
-            raise ValueError(
-                f"input {source!r}: LR spacing along {axis} is {found:g}; the model expects "
-                f"{want:g} (HR {grid[key]:g} × scale {spec.scale})"
-            )
-    want_wkt, found_wkt = grid.get("crs_wkt", ""), _crs_wkt(lr)
-    if want_wkt and not found_wkt:
-        raise ValueError(
-            f"input {source!r} has no CRS (a 'crs' variable with crs_wkt); the model expects "
-            f"{CRS.from_wkt(want_wkt).name!r}"
-        )
-    if want_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
-        raise ValueError(
-            f"input {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
-            f"{CRS.from_wkt(want_wkt).name!r}"
-        )
 
 
 def hr_axis(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -443,6 +385,7 @@ def run_downscale(
     torch.set_num_threads(max(1, threads))
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
+    lr = oriented(lr, card["grid"], spec.scale)  # rows north to south: flipped to the model's
     check_input(lr, card, spec, str(input_path))
     lr = lr.assign({v: lr[v].transpose("time", "y", "x") for v in spec.variables})
     deterministic = baseline is not None or not emulator.stochastic

@@ -4,9 +4,14 @@ suffix. Pure functions; each error names the file or option and what is expected
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+from pyproj import CRS
+
+if TYPE_CHECKING:
+    from climai.data.features import FeatureSpec
 
 #: Relative tolerance of an evenly spaced axis: steps may differ by this fraction of the first one
 #: (or, for float32 coordinates, by a few units in the last place of the coordinates).
@@ -70,3 +75,72 @@ def output_format(output: str | Path) -> str:
             "of these suffixes"
         )
     return OUTPUT_FORMATS[suffix.lower()]
+
+
+def oriented(lr: xr.Dataset, grid: dict[str, Any], scale: int) -> xr.Dataset:
+    """``lr`` with each axis in the model's direction (``grid``: the model card's): an input
+    stored the other way round (rows north to south where the model's y grows northward, as
+    radar products often are) is flipped, so the output follows the model's order."""
+    for axis, key in (("x", "hr_dx"), ("y", "hr_dy")):
+        want, found = grid.get(key), spacing(lr[axis])
+        if want is not None and found * want < 0 and np.isclose(-found, want * scale, rtol=1e-3):
+            lr = lr.isel({axis: slice(None, None, -1)})
+    return lr
+
+
+def spacing(coord: xr.DataArray) -> float:
+    """The step of an axis (its first two values; NaN for a single cell)."""
+    values = np.asarray(coord.values, dtype=np.float64)
+    return float(values[1] - values[0]) if values.size > 1 else float("nan")
+
+
+def _crs_wkt(ds: xr.Dataset) -> str:
+    if "crs" not in ds.variables:
+        return ""
+    return str(ds["crs"].attrs.get("crs_wkt", ds["crs"].attrs.get("spatial_ref", "")))
+
+
+def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables (on time, y
+    and x, in any order), units, a standard calendar, an evenly spaced grid with the model's LR
+    spacing, and its CRS."""
+    missing = [v for v in spec.variables if v not in lr]
+    if missing:
+        raise ValueError(
+            f"input {source!r} lacks variables {missing}; the model needs {spec.variables}, "
+            f"the input has {sorted(map(str, lr.data_vars))}"
+        )
+    for v in spec.variables:
+        found, want = lr[v].attrs.get("units"), card["units"][v]
+        if found != want:
+            raise ValueError(
+                f"input {source!r}: variable {v!r} has units {found!r}; the model expects {want!r}"
+            )
+        if set(lr[v].dims) != {"time", "y", "x"}:
+            raise ValueError(
+                f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
+            )
+    check_calendar(lr, source)
+    for axis in ("x", "y"):
+        check_regular_axis(lr[axis], axis, source)
+    grid = card["grid"]
+    if grid.get("hr_dx") is None:  # trained on several grids (train_on): any spacing and CRS
+        return
+    for axis, key in (("x", "hr_dx"), ("y", "hr_dy")):
+        want, found = grid[key] * spec.scale, spacing(lr[axis])
+        if not np.isclose(found, want, rtol=1e-3):
+            raise ValueError(
+                f"input {source!r}: LR spacing along {axis} is {found:g}; the model expects "
+                f"{want:g} (HR {grid[key]:g} × scale {spec.scale})"
+            )
+    want_wkt, found_wkt = grid.get("crs_wkt", ""), _crs_wkt(lr)
+    if want_wkt and not found_wkt:
+        raise ValueError(
+            f"input {source!r} has no CRS (a 'crs' variable with crs_wkt); the model expects "
+            f"{CRS.from_wkt(want_wkt).name!r}"
+        )
+    if want_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
+        raise ValueError(
+            f"input {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
+            f"{CRS.from_wkt(want_wkt).name!r}"
+        )

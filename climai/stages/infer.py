@@ -23,8 +23,9 @@ from typing import Any
 
 from climai.data.prepared import PreparedDataset
 from climai.inference.distributed import InferRanks, setup_ranks, teardown_ranks
-from climai.inference.downscale import check_input, downscale_baseline, downscale_emulator
+from climai.inference.downscale import downscale_baseline, downscale_emulator
 from climai.inference.engine import EngineStats
+from climai.inference.inputs import check_input
 from climai.inference.predict import load_emulator
 from climai.io import open_store, provenance_attrs, write_json
 from climai.launch import relaunched_on_every_gpu

@@ -158,6 +158,19 @@ def _downscale_input(root, input_path, output, *extra: str) -> int:
     )  # fmt: skip
 
 
+def test_an_input_with_rows_north_to_south_gives_the_model_orders_output(new_domain, tmp_path):
+    """Radar products often store rows north to south: the input is flipped to the model's
+    direction, so the output is the one of the same field stored the model's way."""
+    lr = open_store(new_domain / "lr.zarr").load()
+    write_store(lr.isel(y=slice(None, None, -1)), tmp_path / "flipped.zarr")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    assert _downscale_input(new_domain, tmp_path / "flipped.zarr", tmp_path / "f_hr.zarr") == 0
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "f_hr.zarr")
+    np.testing.assert_array_equal(got["y"].values, want["y"].values)
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+
+
 def test_an_input_on_time_x_y_gives_the_same_output_as_on_time_y_x(new_domain, tmp_path):
     lr = open_store(new_domain / "lr.zarr").load()  # 12 × 10 LR cells: not square
     turned = lr.assign({v: lr[v].transpose("time", "x", "y") for v in ("tas", "pr")})
@@ -200,7 +213,7 @@ def test_an_unevenly_spaced_input_is_refused_naming_the_file_and_the_steps(
 
 
 def test_float32_coordinates_of_a_regular_grid_pass_the_spacing_check():
-    from climai.inference.downscale import check_regular_axis
+    from climai.inference.inputs import check_regular_axis
 
     # ~4.3e6 m in float32: the steps of a 4 km grid differ by one ulp (0.5 m), more than 1e-4
     x = xr.DataArray((4_300_001.3 + 3999.7 * np.arange(50)).astype(np.float32))
