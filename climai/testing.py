@@ -279,6 +279,7 @@ def model_card_for(spec: FeatureSpec, channels: list[int], dx: float = 500.0) ->
         "config_sha256": "0" * 64,
         "grid": {"hr_dx": dx, "hr_dy": dx, "crs_wkt": TOY_CRS.to_wkt()},
         "units": {"tas": "K", "pr": "mm h-1"},
+        "static_units": {"orography": "m", "lsm": "1"},
     }
 
 

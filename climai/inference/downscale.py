@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from pyproj import CRS
 
 from climai.config import CampaignConfig, InferConfig
 from climai.data.features import FeatureSpec, normalised_static
@@ -39,7 +40,7 @@ from climai.data.prepared import lr_key
 from climai.inference.baselines import BaselineBands
 from climai.inference.distributed import SINGLE, InferRanks, rank_device
 from climai.inference.engine import EngineStats, block_steps, stream_to_store, template
-from climai.inference.inputs import check_input, oriented, output_format
+from climai.inference.inputs import check_input, crs_wkt, oriented, output_format
 from climai.inference.predict import (
     Emulator,
     card_seed,
@@ -54,6 +55,7 @@ from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
+from climai.units import UnitsError, convert
 
 log = logging.getLogger("climai")
 
@@ -66,14 +68,29 @@ def hr_axis(lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def static_window(
-    static: xr.Dataset, spec: FeatureSpec, y: np.ndarray, x: np.ndarray, source: str
-) -> xr.Dataset:
-    """The model's static fields on the HR cells ``y`` × ``x``, cut from a (larger) static store."""
+    static: xr.Dataset, spec: FeatureSpec, y: np.ndarray, x: np.ndarray, source: str,
+    card: dict[str, Any] | None = None,
+) -> xr.Dataset:  # fmt: skip
+    """The model's static fields on the HR cells ``y`` × ``x``, cut from a (larger) static store;
+    with the model's ``card``, in the CRS and converted to the units it was trained with."""
     missing = [s for s in spec.statics if s not in static]
     if missing:
         raise ValueError(
             f"static {source!r} lacks fields {missing}; the model needs {spec.statics}"
         )
+    card = card or {}
+    want_wkt, found_wkt = card.get("grid", {}).get("crs_wkt", ""), crs_wkt(static)
+    if want_wkt and found_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
+        raise ValueError(
+            f"static {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
+            f"{CRS.from_wkt(want_wkt).name!r}"
+        )
+    for name, units in card.get("static_units", {}).items():
+        if name in static and static[name].attrs.get("units", units) != units:
+            try:  # e.g. an orography in km for a model trained on metres
+                static[name] = convert(static[name], units, name, f" in static {source!r}")
+            except UnitsError as err:
+                raise ValueError(str(err)) from None
     index = {}
     for name, want in (("y", y), ("x", x)):
         have = np.asarray(static[name].values, dtype=np.float64)
@@ -402,7 +419,7 @@ def run_downscale(
     y, x = hr_axis(lr["y"].values, spec.scale), hr_axis(lr["x"].values, spec.scale)
     static = xr.Dataset()
     if spec.statics:
-        static = static_window(open_input(static_path), spec, y, x, str(static_path))  # type: ignore[arg-type]
+        static = static_window(open_input(static_path), spec, y, x, str(static_path), card)  # type: ignore[arg-type]
     attrs = {
         **provenance_attrs(str(card.get("config_sha256", "")), "downscale"),
         "method": str(card.get("method", "")),

@@ -94,7 +94,8 @@ def spacing(coord: xr.DataArray) -> float:
     return float(values[1] - values[0]) if values.size > 1 else float("nan")
 
 
-def _crs_wkt(ds: xr.Dataset) -> str:
+def crs_wkt(ds: xr.Dataset) -> str:
+    """The WKT of ``ds``'s ``crs`` variable ("" without one)."""
     if "crs" not in ds.variables:
         return ""
     return str(ds["crs"].attrs.get("crs_wkt", ds["crs"].attrs.get("spatial_ref", "")))
@@ -133,7 +134,7 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
                 f"input {source!r}: LR spacing along {axis} is {found:g}; the model expects "
                 f"{want:g} (HR {grid[key]:g} × scale {spec.scale})"
             )
-    want_wkt, found_wkt = grid.get("crs_wkt", ""), _crs_wkt(lr)
+    want_wkt, found_wkt = grid.get("crs_wkt", ""), crs_wkt(lr)
     if want_wkt and not found_wkt:
         raise ValueError(
             f"input {source!r} has no CRS (a 'crs' variable with crs_wkt); the model expects "

@@ -28,7 +28,7 @@ import xarray as xr
 from climai.config import ConfigError, EmulatorConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
-from climai.data.prepared import PreparedDataset, split_code
+from climai.data.prepared import PreparedDataset, split_code, static_key
 from climai.io import open_store, write_text
 from climai.io.checkpoints import save_model
 from climai.io.provenance import code_provenance
@@ -98,6 +98,12 @@ def model_card(
         },
         "variables": ctx.cfg.variable_names,
         "units": {v.name: v.units for v in ctx.cfg.variables},
+        # the stored static fields' units: climai downscale converts a --static field to them
+        "static_units": {
+            s: str(ds[static_key(s)].attrs["units"])
+            for s in spec.statics
+            if static_key(s) in ds and "units" in ds[static_key(s)].attrs
+        },
         "data_checksums": {
             "dataset_manifest_sha256": store_checksum(ctx.paths.dataset),
             "stats_sha256": hashlib.sha256(ctx.paths.stats.read_bytes()).hexdigest(),

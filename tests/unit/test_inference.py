@@ -158,6 +158,37 @@ def _downscale_input(root, input_path, output, *extra: str) -> int:
     )  # fmt: skip
 
 
+def test_static_fields_are_converted_to_the_models_units_and_checked_for_its_crs(
+    new_domain, tmp_path, capsys
+):
+    """An orography in km is converted to the metres the model was trained on (it was taken as
+    metres); a static field in units of another dimension, or in another CRS, is refused."""
+    from pyproj import CRS
+
+    static = open_store(new_domain / "static.zarr").load()
+    km = static.assign(orography=(static["orography"] / 1000).assign_attrs(units="km"))
+    write_store(km, tmp_path / "km.zarr")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    code = main(["downscale", "--model", str(new_domain / "model.pt"), "--input",
+                 str(new_domain / "lr.zarr"), "--static", str(tmp_path / "km.zarr"), "--output",
+                 str(tmp_path / "km_hr.zarr"), "--tile", "48", "--overlap", "16", "--no-progress",
+                 "--threads", "1"])  # fmt: skip
+    assert code == 0
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "km_hr.zarr")
+    for v in ("tas", "pr"):
+        np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-4)
+    kelvin = static.assign(orography=static["orography"].assign_attrs(units="K"))
+    utm = static.assign(crs=static["crs"].assign_attrs(crs_wkt=CRS.from_epsg(32632).to_wkt()))
+    for name, bad, match in (("k.zarr", kelvin, "cannot convert 'K'"), ("utm.zarr", utm,
+                             "is in CRS 'WGS 84 / UTM zone 32N'; the model expects")):  # fmt: skip
+        write_store(bad, tmp_path / name)
+        code = main(["downscale", "--model", str(new_domain / "model.pt"), "--input",
+                     str(new_domain / "lr.zarr"), "--static", str(tmp_path / name), "--output",
+                     str(tmp_path / f"{name}.out.zarr"), "--no-progress"])  # fmt: skip
+        assert code == 1 and match in capsys.readouterr().err
+        assert not (tmp_path / f"{name}.out.zarr").exists()
+
+
 def test_an_input_with_rows_north_to_south_gives_the_model_orders_output(new_domain, tmp_path):
     """Radar products often store rows north to south: the input is flipped to the model's
     direction, so the output is the one of the same field stored the model's way."""
