@@ -111,9 +111,8 @@ class Grid:
         for name, c in (("x", self.x), ("y", self.y)):
             if c.size < 2:
                 raise GridError(f"grid axis {name!r} has {c.size} cell(s); need at least 2")
-            step = np.diff(c.astype(np.float64))
-            atol = 4 * float(np.finfo(np.float32).eps) * float(np.abs(c).max())
-            if not np.allclose(step, step[0], rtol=rtol, atol=atol):
+            if uneven_step(c, rtol) is not None:
+                step = np.diff(c.astype(np.float64))
                 raise GridError(
                     f"grid axis {name!r} is not evenly spaced (steps {step.min():g}..{step.max():g})"
                 )
@@ -128,6 +127,21 @@ class Grid:
             self.y.reshape(-1, scale).mean(axis=1),
             self.crs_wkt,
         )
+
+
+def uneven_step(values: np.ndarray, rtol: float = 1e-6) -> int | None:
+    """The index of the first step of an axis that differs from its first step by more than
+    ``rtol`` of it plus float32 rounding of the coordinates (4 units in the last place of the
+    largest; :meth:`Grid.check_regular`), or of a zero first step; None: evenly spaced."""
+    c = np.asarray(values, dtype=np.float64)
+    if c.size < 3:
+        return None if c.size < 2 or c[1] != c[0] else 0
+    step = np.diff(c)
+    tol = rtol * abs(step[0]) + 4 * float(np.finfo(np.float32).eps) * float(np.abs(c).max())
+    off = np.abs(step - step[0]) > tol
+    if step[0] == 0:
+        return 0
+    return int(np.argmax(off)) if off.any() else None
 
 
 def normalise_longitudes(lon: np.ndarray) -> np.ndarray:

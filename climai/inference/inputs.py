@@ -10,6 +10,8 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
+from climai.grids import uneven_step
+
 if TYPE_CHECKING:
     from climai.data.features import FeatureSpec
 
@@ -20,17 +22,10 @@ SPACING_RTOL = 1e-4
 
 def check_regular_axis(coord: xr.DataArray, axis: str, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` unless ``coord`` is evenly spaced: every step within
-    :data:`SPACING_RTOL` of the first (plus two float ulps of the largest coordinate, so that
-    float32 coordinates of a regular grid pass)."""
-    values = np.asarray(coord.values)
-    if values.size < 3:
-        return
-    steps = np.diff(values.astype(np.float64))
-    tol = SPACING_RTOL * abs(steps[0])
-    if np.issubdtype(values.dtype, np.floating):
-        tol += 2 * float(np.spacing(np.abs(values).max().astype(values.dtype)))
-    if steps[0] == 0 or np.abs(steps - steps[0]).max() > tol:
-        bad = int(np.argmax(np.abs(steps - steps[0])))
+    :data:`SPACING_RTOL` of the first, or float32 rounding (:func:`climai.grids.uneven_step`)."""
+    bad = uneven_step(np.asarray(coord.values), SPACING_RTOL)
+    if bad is not None:
+        steps = np.diff(np.asarray(coord.values, dtype=np.float64))
         raise ValueError(
             f"input {source!r}: LR axis {axis!r} is not evenly spaced (steps from "
             f"{steps.min():g} to {steps.max():g}; step {bad} is {steps[bad]:g}, step 0 is "
