@@ -174,19 +174,12 @@ class VerificationError(ValueError):
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from climai.config import SyntheticConfig, rule_files
-    from climai.converters import check_converters
-    from climai.io.headers import check_headers, check_target
-    from climai.reuse import check_reused_dataset
+    from climai.config import rule_files
+    from climai.io.headers import check_before_jobs
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
-    # what the workflow checks before any job (workflow/rules/common.smk), but the sizes
-    check_converters(cfg)
-    check_reused_dataset(cfg)
     rules = rule_files(cfg)
-    if not isinstance(cfg.data.target, SyntheticConfig):  # the files' variables, units, grid
-        check_headers(cfg, cache=None)
-        check_target(cfg, cache=None)  # the domain holds data, the patches fit
+    check_before_jobs(cfg, cache=False)  # what the workflow checks before any job, but the sizes
     print(f"config OK: campaign {cfg.campaign!r}, outputs under {cfg.campaign_dir}/")
     for path in rules:
         print(f"rules: Snakemake will include and run the code of {path}")

@@ -134,14 +134,14 @@ def uneven_step(values: np.ndarray, rtol: float = 1e-6) -> int | None:
     ``rtol`` of it plus float32 rounding of the coordinates (4 units in the last place of the
     largest; :meth:`Grid.check_regular`), or of a zero first step; None: evenly spaced."""
     c = np.asarray(values, dtype=np.float64)
-    if c.size < 3:
-        return None if c.size < 2 or c[1] != c[0] else 0
+    if c.size < 2:
+        return None
     step = np.diff(c)
-    tol = rtol * abs(step[0]) + 4 * float(np.finfo(np.float32).eps) * float(np.abs(c).max())
-    off = np.abs(step - step[0]) > tol
     if step[0] == 0:
         return 0
-    return int(np.argmax(off)) if off.any() else None
+    tol = rtol * abs(step[0]) + 4 * float(np.finfo(np.float32).eps) * float(np.abs(c).max())
+    off = np.flatnonzero(np.abs(step - step[0]) > tol)
+    return int(off[0]) if off.size else None
 
 
 def normalise_longitudes(lon: np.ndarray) -> np.ndarray:

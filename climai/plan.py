@@ -49,15 +49,29 @@ def profile_dir(profile: str | Path) -> Path:
     return folder
 
 
-def partitions_file(profile: str | Path) -> Path | None:
-    """The profile's ``slurm-partition-config`` file (None: a profile without partitions)."""
+def profile_settings(profile: str | Path) -> dict[str, Any]:
+    """The keys of a profile's ``profile.yaml`` (or ``config.yaml``)."""
     import yaml
 
     folder = profile_dir(profile)
     name = next(n for n in ("profile.yaml", "config.yaml") if (folder / n).is_file())
-    settings = yaml.safe_load((folder / name).read_text()) or {}
-    value = settings.get("slurm-partition-config")
-    return None if value is None else folder / str(value)
+    return yaml.safe_load((folder / name).read_text()) or {}
+
+
+def partitions_file(profile: str | Path) -> Path | None:
+    """The profile's ``slurm-partition-config`` file (None: a profile without partitions)."""
+    value = profile_settings(profile).get("slurm-partition-config")
+    return None if value is None else profile_dir(profile) / str(value)
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of option ``name`` in a command line (``--name value`` or ``--name=value``)."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def argv_partitions(argv: list[str]) -> list[Partition] | None:
@@ -66,16 +80,8 @@ def argv_partitions(argv: list[str]) -> list[Partition] | None:
     without (a local run). Sets ``$CLIMAI_PARTITIONS`` so that every job sizes alike."""
     import os
 
-    def option(name: str) -> str | None:
-        for i, arg in enumerate(argv):
-            if arg == name and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(name + "="):
-                return arg.split("=", 1)[1]
-        return None
-
-    path: Path | str | None = option("--slurm-partition-config")
-    if path is None and (profile := option("--profile")) is not None:
+    path: Path | str | None = _option(argv, "--slurm-partition-config")
+    if path is None and (profile := _option(argv, "--profile")) is not None:
         path = partitions_file(profile)
     if path is None:
         path = os.environ.get("CLIMAI_PARTITIONS")
@@ -92,11 +98,7 @@ def argv_qos(argv: list[str]) -> dict[str, str]:
     its size puts it in, with that partition by name (``workflow/rules/common.smk``)."""
     import yaml
 
-    profile = next(
-        (a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
-         if (a == "--profile" and i + 1 < len(argv)) or a.startswith("--profile=")),
-        None,
-    )  # fmt: skip
+    profile = _option(argv, "--profile")
     if profile is None or not (path := profile_dir(profile) / "qos.yaml").is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}
@@ -173,26 +175,21 @@ def campaign_rule_jobs(
     ``--profile``'s ``default-resources``: what Snakemake gives a rule that asks for nothing
     itself (climai does not run a rule file's code to read its own ``resources:``, nor count
     the jobs of a rule with wildcards). Empty without a profile."""
-    import yaml
-
     from climai.config import rule_files
-    from climai.sizing import choose_partition
+    from climai.sizing import choose_partition, job_plan
 
     names = [n for path in rule_files(cfg) for n in _RULE_HEAD.findall(path.read_text())]
     if not names or profile is None:
         return []
-    folder = profile_dir(profile)
-    name = next(n for n in ("profile.yaml", "config.yaml") if (folder / n).is_file())
-    defaults = (yaml.safe_load((folder / name).read_text()) or {}).get("default-resources") or {}
+    defaults = profile_settings(profile).get("default-resources") or {}
     size = JobSize(cpus=int(defaults.get("cpus_per_task", 1)),
                    mem_mb=int(defaults.get("mem_mb", 1000)), runtime=int(defaults.get("runtime", 60)))  # fmt: skip
-    part = choose_partition(size, partitions) if partitions else None
-    share = 1.0 if part is None else min(1.0, max(size.cpus / part.max_threads,
-                                                  size.mem_mb / part.max_mem_mb))  # fmt: skip
     est = Estimate(mem_mb=float(size.mem_mb), seconds=60.0 * size.runtime)
-    problem = None if part is not None or partitions is None else "fits no partition"
-    return [JobPlan(n, None, 1, size, part.name if part else None, est, share, problem)
-            for n in names]  # fmt: skip
+    part = choose_partition(size, partitions) if partitions else None
+    if part is not None:
+        return [job_plan(n, None, 1, size, part, est) for n in names]
+    problem = None if partitions is None else "fits no partition"
+    return [JobPlan(n, None, 1, size, None, est, problem=problem) for n in names]
 
 
 def critical_path_minutes(cfg: CampaignConfig, jobs: list[JobPlan]) -> float:

@@ -357,7 +357,7 @@ def size_rule(
         return [JobPlan(rule, method, 1, size, None, est)]
     part = choose_partition(size, sizer.partitions)
     if part is not None:
-        return [_plan(rule, method, 1, size, part, est)]
+        return [job_plan(rule, method, 1, size, part, est)]
     kin = [p for p in sizer.partitions if (p.max_gpu > 0) == gpu]
     longest = max(kin, key=lambda p: p.max_runtime) if kin else None
     too_long = longest is not None and size.runtime > longest.max_runtime
@@ -391,9 +391,10 @@ def splittable(mtype: str | None) -> bool:
     return mtype is None or not method_type(mtype).whole_series
 
 
-def _plan(
+def job_plan(
     rule: str, method: str | None, jobs: int, size: JobSize, part: Partition, est: Estimate
 ) -> JobPlan:
+    """``jobs`` jobs of ``size`` on ``part``, charged by the largest fraction of its node they ask."""
     share = max(size.cpus / part.max_threads, size.mem_mb / part.max_mem_mb,
                 size.gpus / part.max_gpu if part.max_gpu else 0.0)  # fmt: skip
     return JobPlan(rule, method, jobs, size, part.name, est, min(1.0, share))
@@ -420,8 +421,8 @@ def _split_infer(
     gpart = choose_partition(gsize, sizer.partitions or [])
     if gpart is None:
         raise JobTooLarge(_why("infer_gather", method, gsize, gest, sizer.partitions or [], False))
-    return [_plan("infer_block", method, blocks, bsize, part, best),
-            _plan("infer_gather", method, 1, gsize, gpart, gest)]  # fmt: skip
+    return [job_plan("infer_block", method, blocks, bsize, part, best),
+            job_plan("infer_gather", method, 1, gsize, gpart, gest)]  # fmt: skip
 
 
 def _why(

@@ -67,19 +67,18 @@ RUN_KEYS_ENV = "CLIMAI_RUN_KEYS"
 
 def _run_key_paths(data: dict[str, Any]) -> list[tuple[str, ...]]:
     """The :data:`RUN_KEYS` present in ``data``, ``*`` expanded."""
-    out = []
+    found: list[tuple[str, ...]] = []
+
+    def walk(node: Any, at: tuple[str, ...], rest: tuple[str, ...]) -> None:
+        if not rest:
+            found.append(at)
+        elif isinstance(node, dict):
+            for key in node if rest[0] == "*" else [rest[0]] if rest[0] in node else []:
+                walk(node[key], (*at, key), rest[1:])
+
     for path in RUN_KEYS:
-        found: list[tuple[str, ...]] = [()]
-        for part in path:
-            nxt = []
-            for prefix in found:
-                node = _get(data, prefix)
-                if isinstance(node, dict):
-                    keys = [k for k in node if isinstance(node[k], dict)] if part == "*" else [part]
-                    nxt += [(*prefix, k) for k in keys if k in node]
-            found = nxt
-        out += found
-    return out
+        walk(data, (), path)
+    return found
 
 
 def _get(data: Any, path: tuple[str, ...]) -> Any:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from pyproj import CRS
 
 from climai.config import CampaignConfig, InferConfig
 from climai.data.features import FeatureSpec, normalised_static
@@ -40,7 +38,7 @@ from climai.data.prepared import lr_key
 from climai.inference.baselines import BaselineBands
 from climai.inference.distributed import SINGLE, InferRanks, rank_device
 from climai.inference.engine import EngineStats, block_steps, stream_to_store, template
-from climai.inference.inputs import check_input, crs_wkt, oriented, output_format
+from climai.inference.inputs import check_crs, check_input, oriented, output_format
 from climai.inference.predict import (
     Emulator,
     card_seed,
@@ -50,7 +48,7 @@ from climai.inference.predict import (
 )
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
-from climai.io.atomic import output_lock, remove_stale, this_writer
+from climai.io.atomic import scratch_dir
 from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
@@ -79,12 +77,7 @@ def static_window(
             f"static {source!r} lacks fields {missing}; the model needs {spec.statics}"
         )
     card = card or {}
-    want_wkt, found_wkt = card.get("grid", {}).get("crs_wkt", ""), crs_wkt(static)
-    if want_wkt and found_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
-        raise ValueError(
-            f"static {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
-            f"{CRS.from_wkt(want_wkt).name!r}"
-        )
+    check_crs(static, card.get("grid", {}).get("crs_wkt", ""), f"static {source!r}", False)
     for name, units in card.get("static_units", {}).items():
         if name in static and static[name].attrs.get("units", units) != units:
             try:  # e.g. an orography in km for a model trained on metres
@@ -352,26 +345,6 @@ def campaign_baseline(
     return baseline, spec, card
 
 
-def _staged(output: Path, write: Any) -> Any:
-    """``write(store)`` into a zarr store in a temporary folder beside ``output``, then the
-    NetCDF file from it; returns ``write``'s result.
-
-    The folder is named as :mod:`climai.io.atomic` names temporaries
-    (``.<output>.staging.tmp-<host>-<pid>-<pid start>-<began>``) and held under the lock
-    ``.<output>.staging.lock``: one run per output at a time, and a run removes the folders of
-    runs that died (killed before they could remove theirs) as every atomic write does."""
-    stage = output.with_name(f"{output.name}.staging")  # a name only; never created itself
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(stage):
-        remove_stale(stage)
-        tmp = stage.with_name(f".{stage.name}.tmp-{this_writer().tag()}")
-        tmp.mkdir()
-        try:
-            return write(tmp / "hr.zarr")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def run_downscale(
     model_file: str | Path,
     input_path: str | Path,
@@ -441,7 +414,8 @@ def run_downscale(
         return engine(output)
     kinds = {v["name"]: v.get("kind", "generic") for v in card["config"]["variables"]}
 
-    def to_netcdf(store: Path) -> EngineStats:
+    with scratch_dir(output) as scratch:  # the zarr store the NetCDF file is made from
+        store = scratch / "hr.zarr"
         stats = engine(store)
         hr = open_store(store)
         export = card["config"].get("export", {})
@@ -455,6 +429,4 @@ def run_downscale(
         )
         ds = cf_dataset(hr, spec.variables, kinds, meta)
         write_netcdf(ds, output, cf_encoding(ds, spec.variables))
-        return stats
-
-    return _staged(output, to_netcdf)
+    return stats

@@ -129,14 +129,22 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
                 f"input {source!r}: LR spacing along {axis} is {found:g}; the model expects "
                 f"{want:g} (HR {grid[key]:g} × scale {spec.scale})"
             )
-    want_wkt, found_wkt = grid.get("crs_wkt", ""), crs_wkt(lr)
-    if want_wkt and not found_wkt:
+    check_crs(lr, grid.get("crs_wkt", ""), f"input {source!r}")
+
+
+def check_crs(ds: xr.Dataset, want_wkt: str, what: str, required: bool = True) -> None:
+    """Raise ``ValueError`` naming ``what`` unless ``ds`` is in the model's CRS ``want_wkt`` (none
+    asked: any); without a CRS of its own, only where ``required``."""
+    found_wkt = crs_wkt(ds)
+    if not want_wkt or not (found_wkt or required):
+        return
+    if not found_wkt:
         raise ValueError(
-            f"input {source!r} has no CRS (a 'crs' variable with crs_wkt); the model expects "
+            f"{what} has no CRS (a 'crs' variable with crs_wkt); the model expects "
             f"{CRS.from_wkt(want_wkt).name!r}"
         )
-    if want_wkt and CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
+    if CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
         raise ValueError(
-            f"input {source!r} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
+            f"{what} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
             f"{CRS.from_wkt(want_wkt).name!r}"
         )

@@ -261,6 +261,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             raise
 
 
+@contextlib.contextmanager
+def scratch_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` for intermediate files of a write of it (e.g. a
+    zarr store a NetCDF file is made from), removed afterwards. Named and locked as
+    :func:`atomic_path` names its temporaries (``.<target>.staging.tmp-<writer>``, the lock of
+    ``<target>.staging``), so the next write removes the folder of a writer that was killed."""
+    stage = Path(target).with_name(f"{Path(target).name}.staging")  # a name only, never made
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(stage):
+        remove_stale(stage)
+        tmp = stage.with_name(f".{stage.name}.tmp-{this_writer().tag()}")
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _remove_settled(path: Path, tries: int = 50) -> None:
     """Remove the temporary ``path`` of a failed write. The writer's other threads (dask tasks
     already running when one of them failed) may still add a chunk for a moment, which makes a

@@ -188,6 +188,22 @@ def check_target(cfg: CampaignConfig, cache: Path | None = SHAPES) -> None:
             raise SourceError(str(err)) from None
 
 
+def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = True) -> None:
+    """Everything checked before any job, by the workflow when it builds the DAG and by
+    ``climai validate``: the converters, a reused dataset and, with ``files`` and a file target,
+    the sources' headers, the domain and the patches (:func:`check_headers`,
+    :func:`check_target`). ``cache``: remember passed checks under ``.snakemake/`` (validate
+    writes nothing). Raises ``ConfigError`` or :class:`SourceError` naming the key."""
+    from climai.converters import check_converters
+    from climai.reuse import check_reused_dataset
+
+    check_converters(cfg)
+    check_reused_dataset(cfg)
+    if files and not isinstance(cfg.data.target, SyntheticConfig):
+        check_headers(cfg, CACHE if cache else None)
+        check_target(cfg, SHAPES if cache else None)
+
+
 def _target_names(cfg: CampaignConfig) -> list[str]:
     return list(dict.fromkeys(v.source_name or v.name for v in cfg.variables))
 

@@ -1,7 +1,6 @@
 # Validation of the config, and the input, threads and resources functions of every rule.
 from climai.config import (
     ConfigError,
-    SyntheticConfig,
     canonical_json,
     rule_files,
     stage_slice,
@@ -9,7 +8,7 @@ from climai.config import (
 )
 from climai.config.loading import restore_empty_mappings
 from climai.config.slices import RUN_KEYS_ENV, split_run_keys
-from climai.converters import check_converters
+from climai.io.headers import check_before_jobs
 from climai.hpc import job_size
 from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
 from climai.sizing import JobTooLarge, Sizer
@@ -23,28 +22,21 @@ from pathlib import Path
 
 from climai.paths import CampaignPaths
 from climai.registry import method_type
-from climai.reuse import check_reused_dataset
 
 # `{}` in a --configfile must switch on what config.yaml sets to null (Snakemake keeps the null)
 restore_empty_mappings(config, workflow.config_settings.overwrite_config or {})
 try:
     CFG = validate_config(config)
-    check_converters(CFG)
-    check_reused_dataset(CFG)
     # a campaign's own rule files, confined to the working folder (docs/security.md)
     EXTRA_RULES = [str(p) for p in rule_files(CFG)]
+    # converters, a reused dataset and the source files' headers (variables, units, coordinates,
+    # GRIB keys, domain, patches), checked before any job so that a bad config is named here, not
+    # in a job's log; the headers once per file, not again inside a cluster job
+    check_before_jobs(CFG, files=not workflow.remote_exec)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
-# The source files' headers (variables, units, coordinates, GRIB keys), checked before any job so
-# that a bad config is named here, not in a job's log; once per file (climai/io/headers.py).
-if not workflow.remote_exec and not isinstance(CFG.data.target, SyntheticConfig):
-    from climai.io.headers import check_headers, check_target
-
-    try:
-        check_headers(CFG)
-        check_target(CFG)  # the domain holds data, the patches fit
-    except SourceError as err:
-        raise WorkflowError(f"{err}\n(checked in the source files' headers before any job)") from None
+except SourceError as err:
+    raise WorkflowError(f"{err}\n(checked in the source files' headers before any job)") from None
 
 # progress bars, checkpoint intervals: handed to the jobs apart from their slices, so that
 # changing one reruns nothing (climai/config/slices.py, RUN_KEYS)
