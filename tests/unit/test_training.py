@@ -208,6 +208,21 @@ def test_training_is_bitwise_reproducible():
         assert torch.equal(v, b.state_dict[k]), k
 
 
+def test_checkpoint_every_changes_no_weight(tmp_path):
+    """methods.<m>.checkpoint_every is one of the RUN_KEYS (climai/config/slices.py): a training
+    that checkpoints after every step ends with the weights of one that never does."""
+    spec, train, val, _ = tiny_sources(steps=24)
+    weights = []
+    for every, folder in ((1, tmp_path / "ckpt"), (200, None)):
+        cfg = UNetConfig(epochs=2, patch=16, batch=4, channels=[8, 16], bf16=False,
+                         checkpoint_every=every)  # fmt: skip
+        loaders = _loaders(train, val, spec, seed=7)
+        weights.append(fit(cfg, spec, loaders, DistContext(), folder, log=lambda _: None))
+    assert any((tmp_path / "ckpt").iterdir())  # it did write checkpoints
+    for k, v in weights[0].state_dict.items():
+        assert torch.equal(v, weights[1].state_dict[k]), k
+
+
 def test_physical_loss_space_scores_the_variables_in_their_units():
     """``loss_space: physical``: the masked MSE of rain in mm h-1 (over its 1 mm h-1 offset)
     and of temperature in units of its std; missing cells never count; huge values clipped."""
