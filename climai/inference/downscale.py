@@ -69,8 +69,9 @@ def static_window(
     static: xr.Dataset, spec: FeatureSpec, y: np.ndarray, x: np.ndarray, source: str,
     card: dict[str, Any] | None = None,
 ) -> xr.Dataset:  # fmt: skip
-    """The model's static fields on the HR cells ``y`` × ``x``, cut from a (larger) static store;
-    with the model's ``card``, in the CRS and converted to the units it was trained with."""
+    """The model's static fields on the HR cells ``y`` × ``x``, cut from a (larger) static store
+    stored in either direction along each axis; with the model's ``card``, in the CRS and
+    converted to the units it was trained with."""
     missing = [s for s in spec.statics if s not in static]
     if missing:
         raise ValueError(
@@ -88,6 +89,8 @@ def static_window(
     for name, want in (("y", y), ("x", x)):
         have = np.asarray(static[name].values, dtype=np.float64)
         step = want[1] - want[0]
+        if have.size > 1 and (have[1] - have[0]) * step < 0:  # e.g. a DEM stored north to south
+            static, have = static.isel({name: slice(None, None, -1)}), have[::-1]
         i0 = int(np.argmin(np.abs(have - want[0])))
         ok = (
             have.size > 1

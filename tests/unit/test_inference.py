@@ -190,16 +190,26 @@ def test_static_fields_are_converted_to_the_models_units_and_checked_for_its_crs
 
 
 def test_an_input_with_rows_north_to_south_gives_the_model_orders_output(new_domain, tmp_path):
-    """Radar products often store rows north to south: the input is flipped to the model's
-    direction, so the output is the one of the same field stored the model's way."""
+    """Radar products and DEMs often store rows north to south: the input and the static
+    fields are flipped to the model's direction, so the output is the one of the same fields
+    stored the model's way."""
     lr = open_store(new_domain / "lr.zarr").load()
     write_store(lr.isel(y=slice(None, None, -1)), tmp_path / "flipped.zarr")
+    static = open_store(new_domain / "static.zarr").load()
+    write_store(static.isel(y=slice(None, None, -1)), tmp_path / "static_ns.zarr")
     assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
     assert _downscale_input(new_domain, tmp_path / "flipped.zarr", tmp_path / "f_hr.zarr") == 0
-    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "f_hr.zarr")
-    np.testing.assert_array_equal(got["y"].values, want["y"].values)
-    for v in ("tas", "pr"):
-        np.testing.assert_array_equal(got[v].values, want[v].values)
+    code = main(["downscale", "--model", str(new_domain / "model.pt"), "--input",
+                 str(tmp_path / "flipped.zarr"), "--static", str(tmp_path / "static_ns.zarr"),
+                 "--output", str(tmp_path / "fs_hr.zarr"), "--tile", "48", "--overlap", "16",
+                 "--no-progress", "--threads", "1"])  # fmt: skip
+    assert code == 0
+    want = open_store(tmp_path / "hr.zarr")
+    for name in ("f_hr.zarr", "fs_hr.zarr"):
+        got = open_store(tmp_path / name)
+        np.testing.assert_array_equal(got["y"].values, want["y"].values)
+        for v in ("tas", "pr"):
+            np.testing.assert_array_equal(got[v].values, want[v].values)
 
 
 def test_an_input_on_time_x_y_gives_the_same_output_as_on_time_y_x(new_domain, tmp_path):
