@@ -7,7 +7,8 @@ and commit), seeds, the platform, what each train and infer ran with (``runtime`
 library versions, CPU flags, GPU, precision, determinism) and a checksum of every output artifact. Output
 checksums are taken over *values* (decoded zarr arrays, model tensors, JSON numbers), not bytes on
 disk, so they do not depend on compression or attribute order, and provenance attributes that
-legitimately differ between runs (git commit, climai version) are left out of them.
+legitimately differ between runs (git commit, climai version; an export's ``history`` and
+``source``) are left out of them. NetCDF exports and ``evaluation/summary.csv`` are covered too.
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ def path_identity(path: str | Path) -> dict[str, Any]:
 
 
 _VOLATILE_ATTRS = {"climai_version", "climai_commit", "git_commit", "created_by_rule"}
+#: A NetCDF export's attributes that name the time it was written and the code's version.
+_VOLATILE_EXPORT_ATTRS = {"history", "source"}
+
+
+def _open_values(path: Path) -> Any:
+    """A zarr store or NetCDF file as a lazily decoded dataset (close it after use)."""
+    import xarray as xr
+
+    from climai.io import open_store
+
+    return open_store(path) if path.suffix == ".zarr" else xr.open_dataset(path)
 
 
 def _hash_array(h: Any, name: str, values: np.ndarray) -> None:
@@ -142,16 +154,15 @@ def artifact_checksum(path: str | Path) -> str:
     """sha256 over the values of an output (zarr store, model file, JSON/CSV/other file)."""
     p = Path(path)
     h = hashlib.sha256()
-    if p.suffix == ".zarr":
-        from climai.io import open_store
-
-        ds = open_store(p)
-        for name in sorted(map(str, ds.variables)):
-            _hash_variable(h, name, ds[name].variable)
-            attrs = {k: v for k, v in ds[name].attrs.items() if k not in _VOLATILE_ATTRS}
+    if p.suffix in (".zarr", ".nc"):
+        with _open_values(p) as ds:
+            volatile = _VOLATILE_ATTRS | (_VOLATILE_EXPORT_ATTRS if p.suffix == ".nc" else set())
+            for name in sorted(map(str, ds.variables)):
+                _hash_variable(h, name, ds[name].variable)
+                attrs = {k: v for k, v in ds[name].attrs.items() if k not in volatile}
+                h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
+            attrs = {k: v for k, v in ds.attrs.items() if k not in volatile}
             h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
-        attrs = {k: v for k, v in ds.attrs.items() if k not in _VOLATILE_ATTRS}
-        h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
     elif p.suffix == ".pt":
         from climai.io.checkpoints import load_model_file
 
@@ -174,6 +185,8 @@ def campaign_artifacts(root: str | Path) -> list[Path]:
         "models/*/model.pt",
         "downscaled/*/*.zarr",
         "evaluation/*/metrics.json",
+        "evaluation/summary.csv",
+        "export/*.nc",
     ):
         found.extend(sorted(root.glob(pattern)))
     return found
@@ -272,7 +285,8 @@ def _metric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
 
 def value_differences(a: Path, b: Path) -> tuple[float, float]:
     """The largest absolute and relative difference between the values of two artifacts (metric
-    leaves of JSON files, model tensors, float variables of zarr stores)."""
+    leaves of JSON files, model tensors, float variables of zarr stores and NetCDF files, number
+    columns of CSV tables whose other columns are equal)."""
     pairs: list[tuple[np.ndarray, np.ndarray]]
     if a.suffix == ".json":
         la = _metric_leaves(json.loads(a.read_text()))
@@ -287,14 +301,23 @@ def value_differences(a: Path, b: Path) -> tuple[float, float]:
         if sa.keys() != sb.keys():
             return math.inf, math.inf
         pairs = [(sa[k].float().numpy(), sb[k].float().numpy()) for k in sa]
-    elif a.suffix == ".zarr":
-        from climai.io import open_store
+    elif a.suffix in (".zarr", ".nc"):
+        with _open_values(a) as da, _open_values(b) as db:
+            names = [v for v in da.data_vars if da[v].dtype.kind == "f"]
+            if any(v not in db for v in names):
+                return math.inf, math.inf
+            pairs = [(da[v].values, db[v].values) for v in names]
+    elif a.suffix == ".csv":
+        import pandas as pd
 
-        da, db = open_store(a), open_store(b)
-        names = [v for v in da.data_vars if da[v].dtype.kind == "f"]
-        if any(v not in db for v in names):
+        ta, tb = pd.read_csv(a), pd.read_csv(b)
+        if list(ta.columns) != list(tb.columns) or ta.shape != tb.shape:
             return math.inf, math.inf
-        pairs = [(da[v].values, db[v].values) for v in names]
+        numbers = [c for c in ta.columns if ta[c].dtype.kind == "f" and tb[c].dtype.kind == "f"]
+        text = [c for c in ta.columns if c not in numbers]
+        if not ta[text].astype(str).equals(tb[text].astype(str)):
+            return math.inf, math.inf
+        pairs = [(ta[numbers].to_numpy(), tb[numbers].to_numpy())]
     else:
         return (0.0, 0.0) if a.read_bytes() == b.read_bytes() else (math.inf, math.inf)
     diffs = [_max_diffs(x, y) for x, y in pairs] or [(0.0, 0.0)]
@@ -307,8 +330,12 @@ def value_differences(a: Path, b: Path) -> tuple[float, float]:
 # weights and everything downstream get a relative tolerance; ingest and preprocess do not
 # depend on them (numpy on the same data), so they stay bitwise.
 TOLERANCES = {
-    "same": {"ingest": 0.0, "prep": 0.0, "models": 0.0, "downscaled": 0.0, "evaluation": 0.0},
-    "other": {"ingest": 0.0, "prep": 0.0, "models": 5e-2, "downscaled": 5e-2, "evaluation": 5e-2},
+    "same": dict.fromkeys(("ingest", "prep", "models", "downscaled", "evaluation", "export"), 0.0),
+    "other": {
+        "ingest": 0.0,
+        "prep": 0.0,
+        **dict.fromkeys(("models", "downscaled", "evaluation", "export"), 5e-2),
+    },
 }
 #: Record items that say what ran, not what it depended on.
 _NOT_COMPARED = {"rule", "method"}
@@ -316,17 +343,26 @@ _NOT_COMPARED = {"rule", "method"}
 
 def runtime_records(root: Path, artifact: str) -> dict[str, dict[str, Any]]:
     """The runtime records (``runtime/<rule>_<method>.json``) of the rules an artifact of the
-    campaign folder ``root`` depends on, by file name: a model its training; a downscaled store
-    or metrics file its training and inference."""
+    campaign folder ``root`` depends on, by file name: a model its training; a downscaled store,
+    metrics file or export (``export/<method>_<variable>.nc``) its training and inference; the
+    summary table every method's."""
     parts = artifact.split("/")
-    if parts[0] not in ("models", "downscaled", "evaluation") or len(parts) < 3:
+    recorded = {p.stem.split("_", 1)[1] for p in root.glob("runtime/*_*.json")}
+    if artifact == "evaluation/summary.csv":
+        methods = sorted(recorded)
+    elif parts[0] == "export" and len(parts) == 2:  # the longest method name the file starts with
+        methods = sorted((m for m in recorded if parts[1].startswith(f"{m}_")), key=len)[-1:]
+    elif parts[0] in ("models", "downscaled", "evaluation") and len(parts) >= 3:
+        methods = [parts[1]]
+    else:
         return {}
     rules = ("train",) if parts[0] == "models" else ("train", "infer")
     found = {}
-    for rule in rules:
-        path = root / "runtime" / f"{rule}_{parts[1]}.json"
-        if path.exists():
-            found[path.stem] = json.loads(path.read_text())
+    for method in methods:
+        for rule in rules:
+            path = root / "runtime" / f"{rule}_{method}.json"
+            if path.exists():
+                found[path.stem] = json.loads(path.read_text())
     return found
 
 

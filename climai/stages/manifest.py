@@ -2,8 +2,8 @@
 
 Relevant settings: the whole validated config (recorded with its sha256), ``data.*.path`` (the
 input files identified), ``seed``.
-Inputs: every method's ``evaluation/<method>/metrics.json``, every emulator's ``model.pt``,
-``evaluation/summary.csv`` (the manifest is written last).
+Inputs: every method's ``evaluation/<method>/metrics.json`` and ``export/<method>_<var>.nc``, every
+emulator's ``model.pt``, ``evaluation/summary.csv`` (the manifest is written last).
 Outputs: ``manifest.json``: config and hash, input file identities, package versions, git commit,
 platform, and a checksum of the values of every artifact.
 """

@@ -45,3 +45,48 @@ def test_blockwise_reads_stay_under_the_block(store, monkeypatch):
     manifest.artifact_checksum(store)
     ds = open_store(store)
     assert max(sizes) <= 3 * 16 * 24 * 4 < ds["pr_ens"].nbytes
+
+
+def _exported_campaign(root, history: str, scale: float = 1.0, rmse: float = 0.5404):
+    """A campaign folder with a NetCDF export of method ``unet-crps`` (its history written at
+    ``history``), the summary table and the method's runtime record."""
+    target, _ = toy_world(seed=3, nx=8, ny=6, steps=4)
+    ds = target[["pr"]].drop_vars("crs", errors="ignore") * scale
+    ds.attrs.update(history=f"{history}: climai export", source="climai 0.1 (commit abc)")
+    (root / "export").mkdir(parents=True)
+    ds.to_netcdf(root / "export" / "unet-crps_pr.nc")
+    (root / "evaluation").mkdir()
+    (root / "evaluation" / "summary.csv").write_text(
+        f"method,variable,rmse,flag\nbicubic,pr,0.61,\nunet-crps,pr,{rmse},worse\n"
+    )
+    (root / "runtime").mkdir()
+    for rule in ("train", "infer"):
+        (root / "runtime" / f"{rule}_unet-crps.json").write_text('{"threads": 2}')
+
+
+def test_verify_covers_the_netcdf_exports_and_the_summary_table(tmp_path):
+    """A rerun's export differs only in its history (when it was written): equal; a changed
+    value in an export or in the summary table is named, bitwise expected where the runtime
+    records match, within the tolerance where they say the runs differ."""
+    ref, same, other = tmp_path / "ref", tmp_path / "same", tmp_path / "other"
+    _exported_campaign(ref, "2026-12-01T10:00Z")
+    _exported_campaign(same, "2026-12-07T13:00Z")
+    result = {c.artifact: c for c in manifest.compare_campaigns(ref, same)}
+    assert result.keys() == {"export/unet-crps_pr.nc", "evaluation/summary.csv"}
+    assert all(c.ok and c.detail == "bitwise identical" for c in result.values())
+
+    _exported_campaign(other, "2026-12-07T13:00Z", scale=1 + 1e-4, rmse=0.5405)
+    result = {c.artifact: c for c in manifest.compare_campaigns(ref, other)}
+    assert not any(c.ok for c in result.values())
+    assert all("bitwise expected" in c.detail for c in result.values())
+    (other / "runtime" / "train_unet-crps.json").write_text('{"threads": 1}')
+    result = {c.artifact: c for c in manifest.compare_campaigns(ref, other)}
+    for c in result.values():
+        assert c.ok and "train_unet-crps.threads: 2 → 1" in c.detail, c
+
+    (other / "evaluation" / "summary.csv").write_text(
+        "method,variable,rmse,flag\nbicubic,pr,0.61,\nunet-crps,pr,0.5404,\n"
+    )  # a flag lost: text differs, whatever the tolerance
+    assert not {c.artifact: c for c in manifest.compare_campaigns(ref, other)}[
+        "evaluation/summary.csv"
+    ].ok

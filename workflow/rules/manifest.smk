@@ -5,6 +5,7 @@ rule manifest:
         runtime=[PATHS.runtime(r, m) for r in ("train", "infer") for m in EMULATORS]
         + [PATHS.runtime("infer", m) for m in METHODS if m not in EMULATORS],
         summary=PATHS.summary,
+        exports=[PATHS.export(m, v) for m in METHODS for v in CFG.variable_names],
     output:
         manifest=PATHS.manifest,
     log:
