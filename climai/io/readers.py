@@ -139,10 +139,9 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
                 f"{key}: files overlap in time: {a!r} ends {end.isoformat()} and {b!r} starts "
                 f"{start.isoformat()}"
             )
-    _check_same_series([(s[2], s[3]) for s in spans], variable, key)
     try:
         return xr.concat(
-            [s[3] for s in spans],
+            _same_series([(s[2], s[3]) for s in spans], variable, key),
             dim="time",
             data_vars="minimal",
             coords="minimal",
@@ -153,19 +152,34 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
         raise SourceError(f"{key}: the files do not share one grid: {err}") from None
 
 
-def _check_same_series(parts: list[tuple[str, xr.Dataset]], variable: str, key: str) -> None:
-    """Every file of a series holds its variables in the first file's units and on its grid
-    (the files are joined as they are: another unit or grid would be read as the first's)."""
+def _same_series(parts: list[tuple[str, xr.Dataset]], variable: str, key: str) -> list[xr.Dataset]:
+    """The files of a series with their variables in the first file's units (converted lazily,
+    e.g. an archive that switched from kg m-2 s-1 to mm h-1); ``SourceError`` naming both files
+    where units do not convert or a file is on another grid than the first."""
+    from climai.units import UnitsError, convert
+
     (first, ref), rest = parts[0], parts[1:]
     dims = [d for d in ref[variable].dims if d != "time"]
+    out = [ref]
     for where, ds in rest:
         for name in ref.data_vars:
-            if name in ds and (u := ds[name].attrs.get("units")) != ref[name].attrs.get("units"):
+            want, u = (
+                ref[name].attrs.get("units"),
+                ds[name].attrs.get("units") if name in ds else None,
+            )
+            if name not in ds or u == want:
+                continue
+            try:
+                if want is None or u is None:
+                    raise UnitsError("a file without units")
+                ds = ds.assign({name: convert(ds[name], str(want), str(name), f" in {where}")})
+            except UnitsError as err:
                 raise SourceError(
                     f"{key}: variable {str(name)!r} is in units {u!r} in {where} but "
-                    f"{ref[name].attrs.get('units')!r} in {first}: every file of a series must "
-                    "hold it in the same units (convert those files first)"
-                )
+                    f"{want!r} in {first}, and these do not convert ({err}): every file of a "
+                    "series must hold it in units of the same quantity"
+                ) from None
+        out.append(ds)
         for dim in dims:
             if dim not in ref.coords or dim not in ds.coords:
                 continue
@@ -182,6 +196,7 @@ def _check_same_series(parts: list[tuple[str, xr.Dataset]], variable: str, key: 
                 f"{key}: {where} is on another grid than {first}: its coordinate {dim!r} has "
                 f"{why}; every file of a series must share one grid"
             )
+    return out
 
 
 def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:

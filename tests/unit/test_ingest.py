@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -410,18 +411,31 @@ def _rewrite(path: Path, change) -> None:
     out.to_netcdf(path)
 
 
-def test_a_file_of_a_series_in_other_units_is_refused(series):
-    """The files are joined as they are: a file in other units would be read in the first's."""
+def test_a_file_of_a_series_in_other_units_is_converted_and_other_quantities_refused(series):
+    """An archive that switched units part-way (mm h-1, then kg m-2 s-1) is read in the first
+    file's units (it was refused, and before that read as the first's: a 3600× error); a file
+    whose units are another quantity (K among mm h-1) is refused naming both files."""
+    raw = campaign({"source": "netcdf", "path": "in/*.nc"})
+    want, _ = ingest(raw)
+    want = want.load()
+    shutil.rmtree("results")
 
     def to_per_second(ds: xr.Dataset) -> xr.Dataset:
         pr = (ds["pr"] / 3600.0).assign_attrs({**ds["pr"].attrs, "units": "kg m-2 s-1"})
         return ds.assign(pr=pr)
 
     _rewrite(series[1], to_per_second)
+    got, _ = ingest(raw)
+    assert got["pr"].attrs["units"] == "mm h-1"
+    np.testing.assert_allclose(got["pr"].values, want["pr"].values, rtol=1e-6, atol=1e-9)
+    shutil.rmtree("results")
+
+    _rewrite(series[1], lambda ds: ds.assign(pr=ds["pr"].assign_attrs(units="K")))
     assert_fails_without_output(
-        campaign({"source": "netcdf", "path": "in/*.nc"}),
-        r"variable 'pr' is in units 'kg m-2 s-1' in '.*toy_001.nc' but 'mm h-1' in "
-        r"'.*toy_000.nc': every file of a series must hold it in the same units",
+        raw,
+        r"variable 'pr' is in units 'K' in '.*toy_001.nc' but 'mm h-1' in '.*toy_000.nc', and "
+        r"these do not convert \(.*cannot convert 'K' \(temperature\).*\): every file of a "
+        r"series must hold it in units of the same quantity",
     )
 
 
