@@ -155,8 +155,9 @@ class SpectraSums:
 
 
 class Histograms:
-    """Quantile histograms of the prediction (members pooled) and the truth over the split's
-    value range (``MetricInput.value_range``)."""
+    """Quantile histograms of the prediction (members pooled) and the truth on the cells valid
+    in both (:meth:`~climai.evaluation.metrics.MetricInput.common`) over the split's value range
+    (``MetricInput.value_range``)."""
 
     def __init__(self) -> None:
         self.pred: QuantileHistogram | None = None
@@ -172,8 +173,9 @@ class Histograms:
                 QuantileHistogram(*block.value_range),
                 QuantileHistogram(*block.value_range),
             )
-        self.pred.add(block.pred)
-        self.truth.add(block.truth)
+        pred, truth = block.common()
+        self.pred.add(pred)
+        self.truth.add(truth)
 
     def merge(self, other: Histograms) -> None:
         """Add the counts of ``other`` (exact, :meth:`QuantileHistogram.merge`)."""
@@ -198,13 +200,14 @@ def named_quantiles(hist: QuantileHistogram) -> dict[str, float]:
 
 
 class WetSums:
-    """Valid and wet cell counts and the wet sum of the prediction (pooled) and the truth."""
+    """Valid and wet cell counts and the wet sum of the prediction (pooled) and the truth, on
+    the cells valid in both."""
 
     def __init__(self) -> None:
         self.sums = {"pred": [0, 0, 0.0], "truth": [0, 0, 0.0]}
 
     def update(self, block: MetricInput) -> None:
-        for key, values in (("pred", block.pred), ("truth", block.truth)):
+        for key, values in zip(("pred", "truth"), block.common(), strict=True):
             v = np.asarray(values)
             v = v[np.isfinite(v)]
             wet = v[v >= block.wet_threshold]

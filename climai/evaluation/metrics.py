@@ -7,7 +7,8 @@ number or a small mapping; this module holds the computations of climai's own.
 Deterministic point scores (``rmse``, ``mae``, ``bias``, ``corr``) use the prediction, or the
 ensemble mean when the prediction has members. Distribution and structure scores (spectra,
 quantiles, wet fraction, conservation) pool every member, since each member should look like the
-truth. Ensemble scores (``crps``, ``crps_fair``, ``spread_skill``, ``rank_histogram``) apply only
+truth; quantiles and wet scores of the prediction and of the truth are taken on the same cells,
+those valid in both (:meth:`MetricInput.common`). Ensemble scores (``crps``, ``crps_fair``, ``spread_skill``, ``rank_histogram``) apply only
 to ensembles.
 """
 
@@ -414,6 +415,17 @@ class MetricInput:
             )
 
     _spectra: SpectraPair | None = field(default=None, repr=False)
+    _common: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def common(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prediction and the truth, each NaN wherever the other is missing (ensembles: the
+        truth or any member), computed once: distribution scores (quantiles, wet fraction and
+        intensity) compare the same cells, as the point scores do."""
+        if self._common is None:
+            ok = np.isfinite(self.truth)
+            ok &= np.isfinite(self.pred).all(axis=0) if self.is_ensemble else np.isfinite(self.pred)
+            self._common = (np.where(ok, self.pred, np.nan), np.where(ok, self.truth, np.nan))
+        return self._common
 
     def spectra(self) -> SpectraPair:
         """Spectra of the prediction (members pooled) and the truth, computed once."""
@@ -435,7 +447,8 @@ class MetricInput:
 
 
 def quantile_error(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Each named quantile of the prediction minus that of the truth."""
+    """Each named quantile of the prediction minus that of the truth (give both on the same
+    cells: :meth:`MetricInput.common`)."""
     p, t = quantiles(pred), quantiles(truth)
     return {k: p[k] - t[k] for k in p}
 

@@ -142,34 +142,36 @@ _BUILTIN: dict[str, Metric] = {
     "bias": _builtin(lambda i: _scores().bias(i.point, i.truth), _acc("point"), "bias"),
     "corr": _builtin(lambda i: _scores().corr(i.point, i.truth), _acc("point"), "corr"),
     "spectral_ratio": _builtin(lambda i: i.spectra().ratio(i.bands), _acc("spectral_ratio")),
-    "quantiles": _builtin(lambda i: _scores().quantiles(i.pred), _acc("quantiles"), "pred"),
-    "quantiles_truth": _builtin(lambda i: _scores().quantiles(i.truth), _acc("quantiles"), "truth"),
+    "quantiles": _builtin(lambda i: _scores().quantiles(i.common()[0]), _acc("quantiles"), "pred"),
+    "quantiles_truth": _builtin(
+        lambda i: _scores().quantiles(i.common()[1]), _acc("quantiles"), "truth"
+    ),
     "quantile_error": _builtin(
-        lambda i: _scores().quantile_error(i.pred, i.truth), _acc("quantile_error")
+        lambda i: _scores().quantile_error(*i.common()), _acc("quantile_error")
     ),
     "wet_fraction": _builtin(
-        lambda i: _scores().wet_fraction(i.pred, i.wet_threshold),
+        lambda i: _scores().wet_fraction(i.common()[0], i.wet_threshold),
         _acc("wet"),
         "pred",
         "fraction",
         precipitation_only=True,
     ),
     "wet_fraction_truth": _builtin(
-        lambda i: _scores().wet_fraction(i.truth, i.wet_threshold),
+        lambda i: _scores().wet_fraction(i.common()[1], i.wet_threshold),
         _acc("wet"),
         "truth",
         "fraction",
         precipitation_only=True,
     ),
     "wet_intensity": _builtin(
-        lambda i: _scores().wet_intensity(i.pred, i.wet_threshold),
+        lambda i: _scores().wet_intensity(i.common()[0], i.wet_threshold),
         _acc("wet"),
         "pred",
         "intensity",
         precipitation_only=True,
     ),
     "wet_intensity_truth": _builtin(
-        lambda i: _scores().wet_intensity(i.truth, i.wet_threshold),
+        lambda i: _scores().wet_intensity(i.common()[1], i.wet_threshold),
         _acc("wet"),
         "truth",
         "intensity",

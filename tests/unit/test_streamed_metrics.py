@@ -186,3 +186,29 @@ def test_a_histogram_takes_a_large_array_in_pieces_with_the_same_counts(monkeypa
     np.testing.assert_array_equal(pieces.quantiles(probs), whole.quantiles(probs))
     with pytest.raises(ValueError, match="outside the histogram's range"):
         pieces.add(np.array([0.5, -1.0]))
+
+
+@pytest.mark.parametrize("members", [0, 3])
+def test_distribution_scores_compare_the_cells_valid_in_both(members):
+    """A prediction equal to the truth on every cell the truth has (and filling the radar's gaps
+    with rain) gets no quantile error and the truth's wet fraction and intensity, in memory and
+    streamed: the truth's missing cells are left out of the prediction's distribution too, and
+    the prediction's missing cells out of the truth's."""
+    from climai.testing import radar_mask
+
+    full = create_prepared_test_data(nx=32, ny=32, steps=12, scale=4)["hr_pr"].values
+    truth = full.astype(np.float64)
+    truth[:, ~radar_mask(32, 32)] = np.nan
+    pred = np.where(np.isfinite(truth), truth, 5.0)
+    pred[:, :2, :2] = np.nan  # and the truth's cells the prediction misses count in neither
+    if members:
+        pred = np.repeat(pred[None], members, axis=0)
+    inp = MetricInput(pred, truth, kind="precipitation", bands=[[2, 4], [4, 8]])
+    # pooled copies of the truth: its quantiles up to interpolation between order statistics
+    atol = 0.05 if members else 0.0
+    for m in (compute_metrics(inp), streamed_metrics(inp, block_steps=5, threads=2)):
+        assert set(m["quantile_error"]) == {"p50", "p90", "p99", "p99.9"}
+        for name, err in m["quantile_error"].items():
+            assert abs(err) <= atol, name
+        assert m["wet_fraction"] == pytest.approx(m["wet_fraction_truth"], abs=1e-12)
+        assert m["wet_intensity"] == pytest.approx(m["wet_intensity_truth"], rel=1e-12)
