@@ -219,6 +219,7 @@ def stream_scores(
     lr_list = [lr] if lr is not None else []
     blocks = split_blocks(cubes + lr_list, block_bytes or BLOCK_BYTES)
     extent = scan_extent(cubes, blocks, threads)
+    _check_shared(extent, truth, list(preds))
     rows, cols = extent.rectangle()
     before = {label: extent.draws_before(i) for i, label in enumerate(preds)}
     # a bar on stderr when it is a terminal (off in Snakemake's job logs)
@@ -268,6 +269,20 @@ def stream_scores(
         label: Scores({n: a.result() for n, a in accs[label].items()}, streams[label])
         for label in preds
     }
+
+
+def _check_shared(extent: Extent, truth: xr.DataArray, labels: list[str]) -> None:
+    """Raise, naming the prediction, when one has no valid cell where the truth has one (an
+    all-NaN prediction): no score of it exists, and the spectral rectangle's error would blame
+    the spectrum."""
+    assert extent.valid_cells is not None
+    for label, cells in zip(labels, extent.valid_cells.sum(axis=1), strict=True):
+        if not cells:
+            raise ValueError(
+                f"prediction {label!r} of {truth.name or 'the variable'!r} has no valid (finite) "
+                f"value on any cell where the truth has one, in {extent.steps} time steps: "
+                "expected finite values (a model that diverged writes NaN everywhere)"
+            )
 
 
 def _made(names: list[str], block: MetricInput, streams: Streams) -> dict[str, Any]:

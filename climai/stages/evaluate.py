@@ -46,14 +46,20 @@ def run(ctx: StageContext, method: str) -> None:
     qq = {}
     for var in ctx.cfg.variables:
         v = var.name
-        scores = stream_scores(
-            prep.hr(v),
-            {method: cube(pred[v], v)},
-            prep.lr(v),
-            {method: ecfg.metrics},
-            metric_context(ctx.cfg, var),
-            threads=ctx.threads,
-        )[method]
+        try:
+            scores = stream_scores(
+                prep.hr(v),
+                {method: cube(pred[v], v)},
+                prep.lr(v),
+                {method: ecfg.metrics},
+                metric_context(ctx.cfg, var),
+                threads=ctx.threads,
+            )[method]
+        except ValueError as err:
+            raise ValueError(
+                f"{ctx.paths.downscaled(method)}, variable {v!r} against the truth "
+                f"{prep.hr(v).name!r} of {ctx.paths.dataset} (test split): {err}"
+            ) from err
         metrics[v] = scores.metrics
         pairs[v] = spectra(scores.streams).result()
         hist_pred, hist_truth = histograms(scores.streams).result()

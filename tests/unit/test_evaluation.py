@@ -260,3 +260,19 @@ def test_compare_streams_every_store_where_a_method_has_no_curves(campaign, capl
     assert "compare pr: evaluate's spectra and quantiles; stores read for rank histograms: []" in (
         caplog.text
     )
+
+
+def test_an_all_nan_prediction_is_named_with_its_store_and_variable(campaign):
+    """A method whose ``pr`` is NaN everywhere (a diverged model): evaluate names the store, the
+    variable and the prediction, not the spectrum (it blamed "no cell is valid in at least half
+    of the time steps: no spectrum")."""
+    store = open_store(campaign.paths.downscaled("bicubic")).load()
+    store["pr"][:] = np.nan
+    path = campaign.paths.downscaled("nan-method")
+    write_store(store, path)
+    with pytest.raises(ValueError) as err:
+        run_evaluate(campaign, "nan-method")
+    message = str(err.value)
+    assert str(path) in message and "variable 'pr'" in message
+    assert "prediction 'nan-method'" in message and "no valid (finite) value" in message
+    assert "no spectrum" not in message
