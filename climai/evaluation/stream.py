@@ -59,15 +59,51 @@ def time_blocks(n_steps: int, bytes_per_step: int, block_bytes: int = BLOCK_BYTE
     return [slice(a, min(a + steps, n_steps)) for a in range(0, n_steps, steps)]
 
 
-def cube(da: xr.DataArray, name: str) -> xr.DataArray:
-    """``da`` as (time, y, x), or (member, time, y, x) with a ``member`` dimension (lazy)."""
+def cube(
+    da: xr.DataArray, name: str, truth: xr.DataArray | None = None, store: str = ""
+) -> xr.DataArray:
+    """``da`` as (time, y, x), or (member, time, y, x) with a ``member`` dimension (lazy).
+
+    With ``truth``, its ``time``, ``y`` and ``x`` coordinates must be the truth's, value by value
+    (scores pair cells by position: a store with y north to south, or of other steps, would be
+    scored against the wrong cells); ``store`` names the prediction's store in the error."""
     dims = ("member", "time", "y", "x") if "member" in da.dims else ("time", "y", "x")
     if set(da.dims) != set(dims):
         raise ValueError(
             f"downscaled variable {name!r} has dimensions {da.dims}; expected {dims} "
             "(member optional)"
         )
-    return da.transpose(*dims)
+    da = da.transpose(*dims)
+    if truth is not None:
+        check_aligned(da, truth, f"{store + ': ' if store else ''}downscaled variable {name!r}")
+    return da
+
+
+def check_aligned(pred: xr.DataArray, truth: xr.DataArray, what: str) -> None:
+    """Raise unless ``pred``'s ``time``, ``y`` and ``x`` coordinates (those both have) equal the
+    truth's: times exactly, y and x within a thousandth of a cell."""
+    for dim in ("time", "y", "x"):
+        if dim not in pred.coords or dim not in truth.coords:
+            continue
+        p, t = pred[dim].values, truth[dim].values
+        if p.shape != t.shape:
+            raise ValueError(
+                f"{what} has {p.size} {dim} values, the truth {truth.name!r} {t.size} "
+                f"({t[0]} to {t[-1]}): expected the truth's {dim} axis"
+            )
+        if np.issubdtype(t.dtype, np.number):
+            tol = 1e-3 * abs(float(t[1] - t[0])) if t.size > 1 else 0.0
+            off = ~np.isclose(p, t, rtol=0.0, atol=tol)
+        else:
+            off = p != t
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise ValueError(
+                f"{what}: {dim}[{i}] is {p[i]}, the truth {truth.name!r} has {t[i]} there "
+                f"(its {dim} runs {t[0]} to {t[-1]}): expected the truth's {dim} values in the "
+                "same order (a store of other time steps, or with the axis reversed, would be "
+                "scored against the wrong cells)"
+            )
 
 
 def _time_chunk(da: xr.DataArray) -> int:

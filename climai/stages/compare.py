@@ -67,6 +67,9 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     variables = ctx.cfg.variable_names
     units = {v.name: v.units for v in ctx.cfg.variables}
     preds = {m: open_store(ctx.paths.downscaled(m)) for m in methods}
+    for m in methods:
+        for v in variables:
+            cube(preds[m][v], v, prep.hr(v), str(ctx.paths.downscaled(m)))
     metrics: dict[str, dict[str, dict[str, Any]]] = {
         m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
     }

@@ -49,7 +49,7 @@ def run(ctx: StageContext, method: str) -> None:
         try:
             scores = stream_scores(
                 prep.hr(v),
-                {method: cube(pred[v], v)},
+                {method: cube(pred[v], v, prep.hr(v))},
                 prep.lr(v),
                 {method: ecfg.metrics},
                 metric_context(ctx.cfg, var),

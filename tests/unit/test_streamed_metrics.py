@@ -229,3 +229,14 @@ def test_an_all_nan_prediction_is_named_not_blamed_on_the_spectrum():
     }
     with pytest.raises(ValueError, match=r"prediction 'diverged' of 'hr_tas' has no valid"):
         stream_scores(truth, preds, None, {"good": ["rmse"], "diverged": ["rmse"]}, context)
+
+
+def test_cube_checks_the_prediction_is_on_the_truths_coordinates():
+    from climai.evaluation.stream import cube
+
+    truth = create_prepared_test_data(nx=16, ny=16, steps=4, scale=4)["hr_tas"]
+    assert cube(truth.copy(), "tas", truth).equals(truth)
+    with pytest.raises(ValueError, match=r"store.zarr: downscaled variable 'tas': x\[0\] is"):
+        cube(truth.isel(x=slice(None, None, -1)), "tas", truth, "store.zarr")
+    with pytest.raises(ValueError, match=r"has 3 time values, the truth 'hr_tas' 4"):
+        cube(truth.isel(time=slice(1, None)), "tas", truth)
