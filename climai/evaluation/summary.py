@@ -41,14 +41,18 @@ def summary_rows(
     metrics: dict[str, dict[str, dict[str, Any]]],
     variables: list[str],
     flags: dict[str, list[str]] | None = None,
+    units: dict[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """One row per method and variable from ``metrics[method][var]`` (metrics.json contents);
-    ``flags[method]``: the variables whose validation RMSE was above bicubic's."""
+    ``flags[method]``: the variables whose validation RMSE was above bicubic's; ``units[var]``:
+    the variable's units (a ``units`` column: those of every value with units in its row)."""
     rows = []
     for method, per_var in metrics.items():
         for var in variables:
             m = per_var[var]
             row = {"method": method, "variable": var}
+            if units is not None:
+                row["units"] = units[var]
             if flags and any(flags.values()):
                 row["val_worse_than_bicubic"] = "yes" if var in flags.get(method, []) else ""
             row.update({k: _fmt(m.get(k)) for k in _SCALARS})

@@ -162,7 +162,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         for m in methods
         if (f := ctx.paths.validation(m)).is_file()
     }
-    rows = summary_rows(metrics, variables, flags)
+    rows = summary_rows(metrics, variables, flags, units)
     write_text(ctx.paths.summary, rows_to_csv(rows))
     write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units, flags=flags))
     emulators = [m for m in methods if m in ctx.cfg.methods.of_kind("emulator")]

@@ -136,7 +136,7 @@ def test_compare_writes_figures_and_tables(campaign):
         with Image.open(fig) as im:
             assert im.format == "PNG" and min(im.size) > 200, fig
     csv_text = p.summary.read_text().splitlines()
-    assert csv_text[0].startswith("method,variable,rmse,mae,bias,corr,crps")
+    assert csv_text[0].startswith("method,variable,units,rmse,mae,bias,corr,crps")
     assert len(csv_text) == 1 + 3 * 2
     md = p.summary_md.read_text()
     assert "| unet-crps |" in md and "| quantile-mapping |" in md and "p99 error" in md

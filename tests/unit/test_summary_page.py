@@ -83,3 +83,13 @@ def test_summary_page_by_hand():
     assert "<figcaption>the whole domain &amp; a zoom</figcaption>" in page
     assert page.index("<details>") < page.index("campaign: tiny") < page.index("</details>")
     assert "<a href='summary.csv'>" in page
+
+
+def test_summary_csv_rows_carry_each_variables_units():
+    """summary.csv had no units anywhere: rmse 0.52 of pr in mm h-1 or of tas in K alike."""
+    from climai.evaluation.summary import rows_to_csv, summary_rows
+
+    rows = summary_rows(METRICS, ["pr"], units={"pr": "mm h-1"})
+    header, first = rows_to_csv(rows).splitlines()[:2]
+    assert header.startswith("method,variable,units,rmse,")
+    assert first.startswith("bicubic,pr,mm h-1,0.5235,")
