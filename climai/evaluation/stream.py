@@ -150,6 +150,7 @@ class Extent:
     lo: float
     hi: float
     valid_cells: np.ndarray | None = None  # (predictions, blocks)
+    infinite: np.ndarray | None = None  # per cube (truth first): its ±inf values
 
     def draws_before(self, pred: int) -> np.ndarray:
         """Per block, the cells valid in prediction ``pred`` and the truth in the blocks before
@@ -180,6 +181,7 @@ def scan_extent(cubes: list[xr.DataArray], blocks: list[slice], threads: int = 1
     def scan(run: range) -> Extent:
         count = np.zeros(cubes[0].shape[-2:], np.int64)
         cells = np.zeros((len(cubes) - 1, len(run)), np.int64)
+        infinite = np.zeros(len(cubes), np.int64)
         lo, hi = np.inf, -np.inf
         for j, b in enumerate(run):
             valid = truth_ok = None
@@ -191,19 +193,23 @@ def scan_extent(cubes: list[xr.DataArray], blocks: list[slice], threads: int = 1
                 else:
                     cells[i - 1, j] = int((truth_ok & ok).sum())
                 valid = ok if valid is None else valid & ok
+                if (n_inf := int(np.isinf(c).sum())) > 0:
+                    infinite[i] += n_inf
+                    c = np.where(np.isinf(c), np.nan, c)  # the range of the finite values
                 if np.isfinite(c).any():
                     lo, hi = min(lo, float(np.nanmin(c))), max(hi, float(np.nanmax(c)))
             assert valid is not None
             count += valid.sum(axis=0)
-        return Extent(count, len(run), lo, hi, cells)
+        return Extent(count, len(run), lo, hi, cells, infinite)
 
     parts = _each_run(scan, runs(len(blocks), threads))
+    infinite = np.sum([p.infinite for p in parts], axis=0)
     lo, hi = min(p.lo for p in parts), max(p.hi for p in parts)
-    if not np.isfinite(lo):
+    if not np.isfinite(lo) and not infinite.any():
         raise ValueError("prediction and truth share no valid cell")
     count = np.sum([p.valid_steps for p in parts], axis=0)
     cells = np.concatenate([p.valid_cells for p in parts if p.valid_cells is not None], axis=1)
-    return Extent(count, cubes[0].sizes["time"], lo, hi, cells)
+    return Extent(count, cubes[0].sizes["time"], lo, hi, cells, infinite)
 
 
 def block_region(arrays: list[np.ndarray], rows: slice, cols: slice) -> SpectralRegion:
@@ -308,10 +314,17 @@ def stream_scores(
 
 
 def _check_shared(extent: Extent, truth: xr.DataArray, labels: list[str]) -> None:
-    """Raise, naming the prediction, when one has no valid cell where the truth has one (an
-    all-NaN prediction): no score of it exists, and the spectral rectangle's error would blame
-    the spectrum."""
-    assert extent.valid_cells is not None
+    """Raise, naming the prediction, when the truth or one holds ±inf (they blamed the quantile
+    histogram's range, or said no cell was shared), or when one has no valid cell where the
+    truth has one (an all-NaN prediction: the spectral rectangle's error blamed the spectrum)."""
+    assert extent.valid_cells is not None and extent.infinite is not None
+    for what, n_inf in zip(["the truth", *(f"prediction {k!r}" for k in labels)],
+                           extent.infinite, strict=True):  # fmt: skip
+        if n_inf:
+            raise ValueError(
+                f"{what} of {truth.name or 'the variable'!r} holds {int(n_inf)} infinite "
+                "values: expected finite values, NaN where missing (scores would leave them out)"
+            )
     for label, cells in zip(labels, extent.valid_cells.sum(axis=1), strict=True):
         if not cells:
             raise ValueError(

@@ -240,3 +240,23 @@ def test_cube_checks_the_prediction_is_on_the_truths_coordinates():
         cube(truth.isel(x=slice(None, None, -1)), "tas", truth, "store.zarr")
     with pytest.raises(ValueError, match=r"has 3 time values, the truth 'hr_tas' 4"):
         cube(truth.isel(time=slice(1, None)), "tas", truth)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_value_is_named_not_blamed_on_the_histogram_or_shared_cells(value):
+    """One ±inf cell in a prediction: the error said "a quantile histogram needs a finite range"
+    (+inf) or "prediction and truth share no valid cell" (-inf)."""
+    from climai.evaluation.stream import as_time_array, stream_scores
+
+    truth = create_prepared_test_data(nx=32, ny=32, steps=6, scale=4)["hr_tas"]
+    pred = truth.values + 0.1
+    pred[2, 5, 5] = value
+    context = {
+        "kind": "temperature",
+        "scale": 4,
+        "bands": [[2, 4]],
+        "wet_threshold": 0.1,
+        "seed": 0,
+    }
+    with pytest.raises(ValueError, match=r"prediction 'unet' of 'hr_tas' holds 1 infinite values"):
+        stream_scores(truth, {"unet": as_time_array(pred)}, None, {"unet": ["rmse"]}, context)
