@@ -14,6 +14,7 @@ to ensembles.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from climai.evaluation.registry import CONTRACT_METRICS as CONTRACT_METRICS
 from climai.evaluation.registry import METRICS, get_metric
 from climai.evaluation.registry import Metric as Metric
 from climai.preprocess.coarsen import block_mean_numpy
+
+log = logging.getLogger("climai")
 
 QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
 
@@ -288,10 +291,19 @@ class SpectraPair:
         return cls(region, wl, p, t)
 
     def ratio(self, bands: list[list[float]]) -> dict[str, float]:
-        """Power of the prediction over power of the truth in each band ``[lo, hi)``."""
+        """Power of the prediction over power of the truth in each band ``[lo, hi)``; NaN, with
+        a warning naming the band and the region's wavelengths, for a band that holds none."""
         out = {}
         for lo, hi in bands:
             sel = (self.wavelength >= lo) & (self.wavelength < hi)
+            if not sel.any():
+                ny, nx = self.region.shape
+                longest = ", ".join(f"{w:.3g}" for w in self.wavelength[:3])
+                log.warning(
+                    "spectral ratio band [%g, %g) (evaluate.bands, HR cells) holds no wavelength "
+                    "of the %d×%d-cell spectral region (its wavelengths: %s, ... 2 cells): NaN",
+                    lo, hi, ny, nx, longest,
+                )  # fmt: skip
             denom = self.truth[sel].sum()
             out[f"{lo:g}-{hi:g}"] = (
                 float(self.pred[sel].sum() / denom) if denom > 0 else float("nan")

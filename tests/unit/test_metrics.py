@@ -303,3 +303,15 @@ def test_summed_power_equals_the_full_plane_fft_of_the_detrended_windowed_fields
         got, used = radial_power_sums(fields, region, chunk_bytes)
         assert used == fields.shape[0] * shape[0]
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12 * expected.max())
+
+
+def test_a_band_with_no_wavelength_of_the_region_is_nan_with_a_warning(caplog):
+    """[40, 64) on a 64-cell region holds none of its wavelengths (64, 32, 21.3 ...): NaN, which
+    summary.md printed as 'nan' with no word in the log."""
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((2, 64, 64))
+    with caplog.at_level("WARNING", logger="climai"):
+        ratios = spectral_ratio(0.5 * truth, truth, [[2, 4], [40, 64]])
+    assert ratios["2-4"] == pytest.approx(0.25) and np.isnan(ratios["40-64"])
+    assert "band [40, 64) (evaluate.bands, HR cells) holds no wavelength" in caplog.text
+    assert "64×64-cell spectral region (its wavelengths: 64, 32, 21.3, ... 2 cells)" in caplog.text
