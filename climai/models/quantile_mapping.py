@@ -20,6 +20,41 @@ from __future__ import annotations
 
 import numpy as np
 
+PERMUTATION_BYTES = 64 << 20
+"""Up to this many bytes of int64 indices (8 per pair), :func:`draw_indices` lets NumPy build the
+permutation of all the pairs (faster than replaying it)."""
+
+REPLAY_BYTES = 160
+"""Bytes per drawn pair that replaying NumPy's shuffle in Python takes (lists and a dict)."""
+
+
+def draw_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """``np.random.default_rng(seed).choice(n, size, replace=False)``: the same indices in the same
+    order, in memory of at most ``max(PERMUTATION_BYTES, REPLAY_BYTES * size)``, whatever ``n``.
+
+    For ``n // 50 < size`` NumPy builds ``arange(n)`` and shuffles its last ``size`` places
+    (8 bytes per pair: 0.8 GB for 10⁸ valid pairs and ``size`` 2·10⁶, against 64 MB for
+    1.01·10⁸, where it draws another way); where that is more than the bound, the partial
+    Fisher–Yates shuffle is replayed with the same draws (``integers`` with the same bounds, in
+    the same order), keeping only the places it moves.
+    """
+    rng = np.random.default_rng(seed)
+    if n <= 10000 or size <= n // 50 or 8 * n <= max(PERMUTATION_BYTES, REPLAY_BYTES * size):
+        return rng.choice(n, size=size, replace=False)
+    first = n - size
+    tail = list(range(first, n))  # the shuffled array's last ``size`` places
+    head: dict[int, int] = {}  # the places before them that a swap changed
+    for top in range(n - 1, first - 1, -(1 << 12)):
+        tops = np.arange(top, max(first, top - (1 << 12) + 1) - 1, -1, dtype=np.int64)
+        for i, j in zip(tops.tolist(), rng.integers(0, tops, endpoint=True).tolist(), strict=True):
+            value = tail[i - first]
+            if j >= first:
+                tail[i - first], tail[j - first] = tail[j - first], value
+            else:
+                tail[i - first] = head.get(j, j)
+                head[j] = value
+    return np.array(tail, dtype=np.int64)
+
 
 def fit_quantile_mapping(
     source: np.ndarray,
@@ -44,7 +79,7 @@ def fit_quantile_mapping(
     if s.size < 2:
         raise ValueError(f"quantile mapping needs at least 2 valid train cells, got {s.size}")
     if max_samples is not None and s.size > max_samples:
-        pick = np.random.default_rng(seed).choice(s.size, size=max_samples, replace=False)
+        pick = draw_indices(s.size, max_samples, seed)
         s, t = s[pick], t[pick]
     levels = np.linspace(0.0, 1.0, n_quantiles)
     return np.quantile(s, levels), np.quantile(t, levels)
@@ -95,8 +130,7 @@ class PairSample:
         self.n_valid = n_valid
         self.picks: np.ndarray | None = None
         if size is not None and n_valid > size:
-            draw = np.random.default_rng(seed).choice(n_valid, size=size, replace=False)
-            self.picks = np.sort(draw)
+            self.picks = np.sort(draw_indices(n_valid, size, seed))
         self.offset = 0
         self.source: list[np.ndarray] = []
         self.target: list[np.ndarray] = []

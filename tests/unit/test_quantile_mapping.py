@@ -5,6 +5,7 @@ from climai.config import validate_config
 from climai.data.prepared import PreparedDataset
 from climai.inference import baselines
 from climai.inference.predict import bicubic_prediction, quantile_mapped_prediction
+from climai.models import quantile_mapping
 from climai.models.quantile_mapping import (
     PairSample,
     apply_quantile_mapping,
@@ -116,6 +117,32 @@ def test_quantile_tables_stream_the_train_split_and_equal_the_in_memory_fit(monk
         want = fit_quantile_mapping(fit_src[:, i], hr[:, i], 101, 5000, cfg.seed + i)
         np.testing.assert_array_equal(src_q[i], want[0])
         np.testing.assert_array_equal(tgt_q[i], want[1])
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "seed"),
+    [(20_000, 500, 0), (20_001, 10_000, 3), (300_000, 70_000, 1), (8_000_000, 170_000, 2)],
+)
+def test_the_seeded_draw_is_numpys_choice_without_its_permutation(monkeypatch, n, size, seed):
+    """The pairs drawn are ``default_rng(seed).choice(n, size, replace=False)``'s, in its order,
+    but NumPy's arange of all ``n`` pairs (8 bytes each, 0.8 GB for 10⁸ valid train cells and
+    ``max_samples`` 2·10⁶, against 64 MB for 1.01·10⁸) is not built: the memory traced while
+    drawing stays under half of it (64 MB for 8·10⁶ pairs)."""
+    import tracemalloc
+
+    monkeypatch.setattr(quantile_mapping, "PERMUTATION_BYTES", 0, raising=False)
+    monkeypatch.setattr(quantile_mapping, "REPLAY_BYTES", 0, raising=False)
+    want = np.random.default_rng(seed).choice(n, size=size, replace=False)
+    tracemalloc.start()
+    try:
+        sample = PairSample(n_valid=n, size=size, seed=seed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(sample.picks, np.sort(want))
+    np.testing.assert_array_equal(quantile_mapping.draw_indices(n, size, seed), want)
+    if n >= 1_000_000:
+        assert peak < 8 * n / 2
 
 
 def test_baselines_are_registered_methods():
