@@ -53,6 +53,7 @@ from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
+from climai.models.unet import ResidualUNet
 from climai.units import UnitsError, convert
 
 log = logging.getLogger("climai")
@@ -296,10 +297,28 @@ def downscale_emulator(
     factors = arch.get("inflation")
     inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
     rule = arch.get("spread_rule", "inflation")
+    check_overlap(emulator, cfg, max(lr.sizes["y"], lr.sizes["x"]) * spec.scale, spec.scale)
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,
         card_seed(card), conserving, block, inflation, rule,
     )  # fmt: skip
+
+
+def check_overlap(emulator: Emulator, cfg: InferConfig, extent: int, scale: int) -> None:
+    """Warn when tiles of an HR domain ``extent`` cells across are not exact: ``infer.overlap``
+    under 4 × the U-Nets' receptive radius (a 4-level U-Net at the default overlap)."""
+    radius = max(
+        (n.receptive_radius for n in emulator.nets.values() if isinstance(n, ResidualUNet)),
+        default=0,
+    )
+    if extent > cfg.tile and cfg.overlap < 4 * radius:
+        need = -(-4 * radius // scale) * scale
+        log.warning(
+            "infer.overlap=%d is under 4 × the model's receptive radius of %d HR cells: tiled "
+            "output differs from one pass over the domain near tile seams; set infer.overlap "
+            "(--overlap) to at least %d (a multiple of the scale) for exact tiles",
+            cfg.overlap, radius, need,
+        )  # fmt: skip
 
 
 def campaign_baseline(

@@ -104,6 +104,13 @@ class ResidualUNet(nn.Module):
         """Spatial sizes must be a multiple of this (one halving per level)."""
         return 2 ** (len(self.down) - 1)
 
+    @property
+    def receptive_radius(self) -> int:
+        """HR cells an output cell sees on each side: 9 · 2^(levels − 1) − 7 (2 convolutions per
+        block, one before each upsampling, pooling and bilinear reach; 29 for 3 levels, 65 for 4).
+        Tiles are exact when ``infer.overlap`` is at least 4 × this."""
+        return 9 * 2 ** (len(self.down) - 1) - 7
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """The first block's output: no noise reaches it, so every member of an ensemble drawn
         from the same input shares it (``forward(x, base, stem=...)``), a tenth of a member's

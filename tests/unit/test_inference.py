@@ -363,6 +363,53 @@ def test_static_fields_are_cut_from_a_larger_dem(new_domain, tmp_path):
     np.testing.assert_array_equal(full["y"].values, big["y"].values[16:64])
 
 
+def test_the_u_nets_receptive_radius_is_where_an_input_cell_stops_reaching_the_output():
+    for levels in (1, 2, 3):
+        torch.manual_seed(0)
+        net = ResidualUNet(1, 1, [2] * levels).double()
+        torch.nn.init.normal_(net.head.weight)
+        n, reach = 16 * 2**levels, 0
+        for k in range(2 ** (levels - 1)):  # every position of a cell in the coarsest grid
+            x = torch.zeros((1, 1, n, n), dtype=torch.float64, requires_grad=True)
+            c = n // 2 + k
+            net(x, torch.zeros_like(x))[0, 0, c, c].backward()
+            rows = torch.nonzero(x.grad[0, 0].abs().sum(1))[:, 0]
+            reach = max(reach, int(c - rows.min()), int(rows.max() - c))
+        assert net.receptive_radius == reach
+
+
+def test_an_overlap_too_small_for_the_model_is_warned_of(tmp_path, caplog):
+    """A 4-level U-Net (receptive radius 65) at the default overlap 128 gives seams (0.02 K on
+    toy fields) that one pass over the domain does not: the log says so and names the overlap
+    that makes tiles exact; a 3-level one (radius 29) is not warned of."""
+    spec = toy_feature_spec()
+    lr, static = lr_inputs(160, 144, 1, seed=1)
+    write_store(lr, tmp_path / "lr.zarr")
+    write_store(static, tmp_path / "static.zarr")
+    for channels in ([4, 8, 8, 8], [4, 8, 8]):
+        model = trained_like_unet(spec, channels)
+        save_model(tmp_path / "model.pt", model.state_dict(), model_card_for(spec, channels))
+        caplog.clear()
+        args = ["--tile", "136", "--overlap", "128", "--no-progress", "--threads", "1"]
+        code = main(
+            [
+                "downscale",
+                "--model", str(tmp_path / "model.pt"),
+                "--input", str(tmp_path / "lr.zarr"),
+                "--static", str(tmp_path / "static.zarr"),
+                "--output", str(tmp_path / f"hr{len(channels)}.zarr"),
+                *args,
+            ]
+        )  # fmt: skip
+        assert code == 0
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if len(channels) == 4:
+            assert any("infer.overlap=128 is under 4 × the model's receptive radius of 65" in m
+                       and "at least 264" in m for m in warned), warned  # fmt: skip
+        else:
+            assert not any("receptive radius" in m for m in warned), warned
+
+
 def test_a_missing_dem_is_named(new_domain, tmp_path, capsys):
     code = main(
         [
