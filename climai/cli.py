@@ -17,6 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from climai import __version__
 from climai.config import (
@@ -100,6 +103,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _option_problem(e: Any) -> str:
+    """``--tile 7: ... (config key infer.tile)`` for one of pydantic's errors of InferConfig."""
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    if not e["loc"]:
+        return f"{msg} (options --tile/--overlap or config keys infer.*)"
+    key = str(e["loc"][0])
+    return f"--{key.replace('_', '-')} {e['input']}: {msg} (config key infer.{key})"
+
+
 def _downscale(args: argparse.Namespace) -> None:
     from climai.inference.downscale import run_downscale
     from climai.inference.inputs import output_format
@@ -116,7 +128,10 @@ def _downscale(args: argparse.Namespace) -> None:
     infer = infer.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if args.no_progress:
         infer = infer.model_copy(update={"progress": False})
-    InferConfig.model_validate(infer.model_dump())
+    try:
+        InferConfig.model_validate(infer.model_dump())
+    except ValidationError as err:  # one line per problem, not pydantic's dump
+        raise ValueError("; ".join(map(_option_problem, err.errors()))) from None
     run_downscale(
         args.model, args.input, args.output, args.static, infer, args.threads, args.members,
         campaign=cfg,

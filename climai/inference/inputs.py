@@ -118,6 +118,11 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
             )
     check_calendar(lr, source)
     for axis in ("x", "y"):
+        if lr.sizes[axis] < 2:
+            raise ValueError(
+                f"input {source!r}: {lr.sizes[axis]} LR cell along {axis}; at least 2 are needed "
+                "(the grid's spacing and the HR cells come from them)"
+            )
         check_regular_axis(lr[axis], axis, source)
     grid = card["grid"]
     if grid.get("hr_dx") is None:  # trained on several grids (train_on): any spacing and CRS

@@ -81,6 +81,8 @@ def taper(n: int, overlap: int, start_inner: bool, end_inner: bool) -> np.ndarra
     Zero within ``overlap / 4`` of an inner edge, ``sin²`` over the next ``overlap / 2``, then one.
     Domain edges do not taper (no neighbour takes over there).
     """
+    if overlap == 0:  # tiles do not overlap: every cell is one tile's
+        return np.ones(n)
     d = np.arange(n) + 0.5
     zero, ramp = overlap / 4, overlap / 2
 

@@ -978,3 +978,22 @@ def test_a_cpu_predictor_turns_onednns_primitive_cache_off_unless_the_user_set_i
         [sys.executable, "-c", PRIMITIVES], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split()[-1] == want
+
+
+def test_bad_tile_options_and_a_one_row_input_are_named_in_one_line(new_domain, tmp_path, capsys):
+    """--tile/--overlap problems were pydantic's multi-line dump; a one-row input gave 'LR
+    spacing along y is nan'."""
+    for extra, match in (
+        (["--tile", "7"], "--tile 7: Input should be greater than or equal to 8 (config key "
+         "infer.tile)"),
+        (["--tile", "64", "--overlap", "64"], "overlap=64 must be smaller than tile=64"),
+    ):  # fmt: skip
+        code = main(["downscale", "--model", str(new_domain / "model.pt"), "--input",
+                     str(new_domain / "lr.zarr"), "--output", str(tmp_path / "o.zarr"), *extra])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and match in err and "\n" not in err, err
+    lr = open_store(new_domain / "lr.zarr").load()
+    write_store(lr.isel(y=slice(0, 1)), tmp_path / "row.zarr")
+    assert _downscale_input(new_domain, tmp_path / "row.zarr", tmp_path / "hr.zarr") == 1
+    assert "1 LR cell along y; at least 2 are needed" in capsys.readouterr().err
+    assert not (tmp_path / "hr.zarr").exists()

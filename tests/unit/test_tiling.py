@@ -380,3 +380,12 @@ def test_the_wet_parts_of_an_ensemble_keep_its_members_and_zeros():
     np.testing.assert_allclose(means[wet], np.repeat(values[:, None], 3, 1)[wet], rtol=1e-5)
     assert part[:, :, 0][~dry[:, :, 0] & np.isfinite(part[:, :, 0])].std() > 0
     assert cells[1][0] < 0.6 * cells[1][1]
+
+
+def test_tiles_without_overlap_weigh_every_cell_one_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it divided by the zero ramp: a RuntimeWarning
+        w = taper(64, 0, start_inner=True, end_inner=True)
+    np.testing.assert_array_equal(w, np.ones(64))
