@@ -5,6 +5,7 @@ coarsens and parallelises, and where the prepared data are read (``domain``, ``s
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -89,6 +90,10 @@ class SplitConfig(StrictModel):
         return isinstance(self.train, list)
 
 
+_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+_SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
+
+
 class DistributedConfig(StrictModel):
     """A ``dask.distributed`` cluster for ``preprocess`` (``scheduler: local`` or ``slurm``)."""
 
@@ -97,6 +102,27 @@ class DistributedConfig(StrictModel):
     memory_limit: str = Field("4GiB", description="Memory limit of each worker, e.g. 4GiB.")
     queue: str | None = Field(None, description="SLURM partition of the worker jobs (slurm).")
     walltime: str = Field("01:00:00", description="SLURM time limit of each worker job.")
+
+    # dask-jobqueue pastes these into its worker job script as ``#SBATCH -p <queue>`` and
+    # ``#SBATCH -t <walltime>`` lines, unquoted: a newline or ';' there would run as a command.
+    @field_validator("queue")
+    @classmethod
+    def _partition_name(cls, v: str | None) -> str | None:
+        if v is not None and not _PARTITION.fullmatch(v):
+            raise ValueError(
+                f"SLURM partition {v!r} must be a partition name (letters, digits, '_', '-', "
+                "'.'; several separated by ','), e.g. dcgp_usr_prod"
+            )
+        return v
+
+    @field_validator("walltime")
+    @classmethod
+    def _slurm_time(cls, v: str) -> str:
+        if not _SLURM_TIME.fullmatch(v):
+            raise ValueError(
+                f"SLURM time limit {v!r} must be MM, HH:MM:SS or D-HH[:MM[:SS]], e.g. 01:00:00"
+            )
+        return v
 
 
 class PreprocessConfig(StrictModel):

@@ -166,3 +166,32 @@ def test_slurm_cluster_jobs_are_charged_to_slurm_account(monkeypatch):
         script = cluster.job_script()
     assert "#SBATCH -A proj123" in script and "#SBATCH -p boost_usr_prod" in script
     assert "--nthreads 4" in script
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("queue", "lrd_all_serial\ntouch /tmp/pwned"),
+        ("queue", "dcgp_usr_prod; rm -rf ~"),
+        ("walltime", "01:00:00\ntouch /tmp/pwned"),
+        ("walltime", "1 hour"),
+    ],
+)
+def test_slurm_worker_queue_and_walltime_cannot_inject_lines_into_the_job_script(key, value):
+    """dask-jobqueue writes ``#SBATCH -p <queue>`` / ``-t <walltime>`` unquoted into a bash
+    script: a newline there was a command run in every worker job. The config refuses it."""
+    from climai.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"preprocess\.distributed\.{key}"):
+        validate_config({"preprocess": {"scheduler": "slurm", "distributed": {key: value}}})
+
+
+def test_slurm_worker_partition_and_time_limits_of_every_slurm_form_are_accepted():
+    for queue, walltime in [("dcgp_usr_prod", "30"), ("a,b.c-d", "1-00:00:00"), (None, "2-12")]:
+        cfg = validate_config(
+            {"preprocess": {"distributed": {"queue": queue, "walltime": walltime}}}
+        )
+        assert (cfg.preprocess.distributed.queue, cfg.preprocess.distributed.walltime) == (
+            queue,
+            walltime,
+        )
