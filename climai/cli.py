@@ -161,7 +161,9 @@ def _plan(args: argparse.Namespace) -> None:
         campaign_rule_jobs,
         plan_json,
         plan_table,
+        set_resources,
         uses_gpus,
+        with_set_resources,
     )
     from climai.sizing import Sizer
     from climai.verify import snakefile
@@ -179,6 +181,7 @@ def _plan(args: argparse.Namespace) -> None:
     partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
     jobs += campaign_rule_jobs(cfg, args.profile, partitions)  # config key rules
+    jobs = with_set_resources(jobs, set_resources(args.profile), partitions)  # as a run asks
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
     if any(j.problem for j in jobs):
         raise ValueError("jobs that fit no partition: a run with this profile would stop")

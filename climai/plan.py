@@ -165,6 +165,57 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
     return jobs
 
 
+def set_resources(profile: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The ``--profile``'s ``set-resources`` (rule → resources); empty without a profile."""
+    if profile is None:
+        return {}
+    value = profile_settings(profile).get("set-resources") or {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(
+            f"profile {str(profile)!r}: set-resources must map rule names to resources, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def with_set_resources(
+    jobs: list[JobPlan], overrides: dict[str, dict[str, Any]], partitions: list[Partition] | None
+) -> list[JobPlan]:
+    """The jobs as a run submits them: Snakemake applies a profile's ``set-resources`` over the
+    rules' own ``resources:`` (``cpus_per_task``, ``mem_mb``, ``runtime``, ``gres: gpu:N``,
+    ``slurm_partition``), so the plan's sizes, partitions and node-hours follow them too."""
+    from climai.sizing import choose_partition, job_plan
+
+    out = []
+    for j in jobs:
+        res = overrides.get(j.rule)
+        if not res:
+            out.append(j)
+            continue
+        gpus = j.size.gpus
+        if "gres" in res:
+            m = re.fullmatch(r"gpu(?::[^:]+)?:(\d+)", str(res["gres"]))
+            gpus = int(m[1]) if m else gpus
+        size = replace(
+            j.size,
+            cpus=int(res.get("cpus_per_task", j.size.cpus)),
+            mem_mb=int(res.get("mem_mb", j.size.mem_mb)),
+            runtime=int(res.get("runtime", j.size.runtime)),
+            gpus=gpus,
+        )
+        named = res.get("slurm_partition")
+        part = None
+        if partitions is not None:
+            by_name = {p.name: p for p in partitions}
+            part = by_name.get(str(named)) if named else choose_partition(size, partitions)
+        if part is not None:
+            out.append(replace(job_plan(j.rule, j.method, j.jobs, size, part, j.estimate),
+                               problem=None))  # fmt: skip
+        else:
+            out.append(replace(j, size=size, partition=str(named) if named else j.partition))
+    return out
+
+
 _RULE_HEAD = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
 
 

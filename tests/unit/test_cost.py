@@ -494,3 +494,35 @@ def test_a_pooled_training_is_sized_by_the_train_on_campaigns_data_it_holds(tmp_
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.split() == [str(held), "False"], out.stderr[-2000:]
+
+
+def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
+    """leonardo-debug's set-resources gives every job 30 minutes, and a user's profile may
+    override cores, memory, GPUs and the partition: Snakemake submits those, so the plan (its
+    walltime, partition and node-hours) shows them too. It printed the rules' own sizes."""
+    debug = str(REPO / "profiles" / "leonardo-debug")
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", debug, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["runtime_min"] for r in rows} == {30}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "partitions.yaml").write_text(
+        (REPO / "profiles" / "leonardo" / "partitions.yaml").read_text()
+    )
+    (mine / "config.yaml").write_text(
+        "slurm-partition-config: partitions.yaml\nset-resources:\n"
+        "  evaluate: {slurm_partition: dcgp_usr_prod, cpus_per_task: 112, mem_mb: 480000}\n"
+        "  train: {gres: 'gpu:4', runtime: 120}\n"
+    )
+    assert (
+        cli.main(["plan", "--configfile", TOY[0], "--profile", str(mine), "--format", "json"]) == 0
+    )
+    rows = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
+    evaluate = rows[("evaluate", "bicubic")]
+    assert (evaluate["partition"], evaluate["cpus"], evaluate["mem_mb"]) == (
+        "dcgp_usr_prod", 112, 480000)  # fmt: skip
+    assert evaluate["node_hours"] == pytest.approx(
+        evaluate["runtime_min"] / 60, abs=1e-3
+    )  # a whole node
+    train = rows[("train", "unet")]
+    assert (train["gpus"], train["runtime_min"], train["partition"]) == (4, 120, "boost_usr_prod")
