@@ -12,14 +12,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 report: "workflow/report/workflow.rst"
 
 
-# Seconds of work on small files: run beside Snakemake (on a cluster, on the node that runs it)
-# instead of queueing each as a SLURM job.
+# compare, manifest, sweep and lineage run beside Snakemake (on a cluster, on the node that runs
+# it) instead of as SLURM jobs only while they are seconds of one-core work (each rule's
+# `localrule:`, climai.sizing.beside_snakemake): a login node kills them after 10 CPU minutes.
 localrules:
     all,
-    compare,
-    manifest,
-    lineage,
-    sweep,
 
 
 include: "workflow/rules/common.smk"

@@ -157,6 +157,7 @@ def _verify(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> None:
     from climai.plan import (
         argv_partitions,
+        beside_snakemake_jobs,
         campaign_jobs,
         campaign_rule_jobs,
         plan_json,
@@ -182,6 +183,8 @@ def _plan(args: argparse.Namespace) -> None:
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
     jobs += campaign_rule_jobs(cfg, args.profile, partitions)  # config key rules
     jobs = with_set_resources(jobs, set_resources(args.profile), partitions)  # as a run asks
+    if partitions is not None:  # compare, manifest, ... run beside Snakemake while small
+        jobs = beside_snakemake_jobs(jobs)
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
     if any(j.problem for j in jobs):
         raise ValueError("jobs that fit no partition: a run with this profile would stop")

@@ -291,13 +291,12 @@ def plan_rows(jobs: list[JobPlan]) -> list[dict[str, Any]]:
 def plan_table(cfg: CampaignConfig, jobs: list[JobPlan]) -> str:
     """The plan as a text table, the total node-hours and the critical path's wall time."""
     rows = plan_rows(jobs)
-    label = "NONE FITS" if any(j.problem for j in jobs) else "(local)"
     head = ["rule", "method", "jobs", "partition", "cpus", "gpus", "mem", "walltime", "node-h"]
     body = [
-        [r["rule"], r["method"] or "-", str(r["jobs"]), r["partition"] or label,
+        [r["rule"], r["method"] or "-", str(r["jobs"]), r["partition"] or _where(j),
          str(r["cpus"]), str(r["gpus"]), _mem(r["mem_mb"]), _hm(r["runtime_min"]),
          f"{r['node_hours']:.2f}"]
-        for r in rows
+        for r, j in zip(rows, jobs, strict=True)
     ]  # fmt: skip
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
@@ -309,6 +308,19 @@ def plan_table(cfg: CampaignConfig, jobs: list[JobPlan]) -> str:
                  f"critical path {_hm(round(path))} wall time (requested limits)")  # fmt: skip
     lines += [f"does not fit: {j.problem}" for j in jobs if j.problem]
     return "\n".join(lines)
+
+
+def _where(job: JobPlan) -> str:
+    """A job without a partition: one that fits none, or one run beside Snakemake."""
+    return "NONE FITS" if job.problem else "(local)"
+
+
+def beside_snakemake_jobs(jobs: list[JobPlan]) -> list[JobPlan]:
+    """The jobs with those a run keeps beside Snakemake (``localrule``: no partition, no
+    node-hours), as the workflow decides (:func:`climai.sizing.beside_snakemake`)."""
+    from climai.sizing import beside_snakemake
+
+    return [replace(j, partition=None, share=0.0) if beside_snakemake(j) else j for j in jobs]
 
 
 def plan_json(jobs: list[JobPlan]) -> str:

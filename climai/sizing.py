@@ -60,6 +60,11 @@ BLOCK_FILL = 0.8
 #: Rules whose jobs use one core; train/infer use the torch threads, SCALED_RULES' cores come
 #: from their estimate (:func:`scaled_cores`).
 SERIAL_RULES = ("manifest", "sweep", "lineage")
+#: Rules that may run beside Snakemake (on a cluster, the controller's node: a login node kills
+#: a process after 10 minutes of CPU time) instead of as a job of their own, when small.
+CONTROLLER_RULES = ("compare", "manifest", "sweep", "lineage")
+#: ... at most this many seconds of one-core work by the cost model's estimate.
+CONTROLLER_SECONDS = 120
 #: Rules whose work is shared by threads (cost.PARALLEL_RULES) and whose cores are chosen for a
 #: target time: dask (ingest, preprocess), runs of time blocks (evaluate, compare's scoring),
 #: chunks compressed in threads (export; a split infer's gather copies chunks in threads).
@@ -448,3 +453,16 @@ def _why(
                 f"change {key}, or give the rule its own slurm_partition in a profile's set-resources"
             )
     return f"{what}: {size} fits no {where} partition of the site profile"
+
+
+def beside_snakemake(plan: JobPlan | None) -> bool:
+    """Whether a job of :data:`CONTROLLER_RULES` runs beside Snakemake (a ``localrule``): only
+    when its plan asks one core for at most :data:`CONTROLLER_SECONDS` by the estimate. A large
+    campaign's ``compare`` (dozens of cores, hours) or ``manifest`` (hours of checksums), or
+    one not yet sized (``plan`` None: the grid is unknown before ingest), is a job of its own."""
+    return (
+        plan is not None
+        and plan.rule in CONTROLLER_RULES
+        and plan.size.cpus == 1
+        and plan.estimate.seconds <= CONTROLLER_SECONDS
+    )

@@ -32,6 +32,7 @@ from climai.io import open_store, write_store
 from climai.plan import JSON_KEYS, campaign_jobs, critical_path_minutes, plan_rows
 from climai.preprocess.splits import split_labels
 from climai.sizing import (
+    CONTROLLER_RULES,
     JobTooLarge,
     Partition,
     Sizer,
@@ -320,7 +321,8 @@ def test_plan_json_has_exactly_the_documented_keys(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(list(r) == list(JSON_KEYS) for r in rows)
     assert {r["method"] for r in rows if r["rule"] in ("ingest", "preprocess", "compare")} == {None}
-    assert {r["partition"] for r in rows} <= {"lrd_all_serial", "dcgp_usr_prod", "boost_usr_prod"}
+    assert {r["partition"] for r in rows if r["rule"] not in CONTROLLER_RULES} <= {
+        "lrd_all_serial", "dcgp_usr_prod", "boost_usr_prod"}  # fmt: skip
     assert cli.main(["plan", "--configfile", TOY[0], "--profile", profile]) == 0
     assert "node-hours" in capsys.readouterr().out
 
@@ -526,3 +528,38 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     )  # a whole node
     train = rows[("train", "unet")]
     assert (train["gpus"], train["runtime_min"], train["partition"]) == (4, 120, "boost_usr_prod")
+
+
+def test_compare_and_manifest_run_beside_snakemake_only_while_seconds_of_one_core_work():
+    """They were localrules always: italy-500m's compare (64 cores, 2:46 asked) and manifest
+    (5:29 of checksums) ran with one thread on the node of Snakemake's controller (a Leonardo
+    login node kills a process after 10 CPU minutes) while `climai plan` listed them as jobs on
+    dcgp_usr_prod. Now a large one is a SLURM job and the plan says which run locally."""
+    from climai.sizing import beside_snakemake
+
+    sizer = Sizer.load(LEONARDO, True)
+    italy = load_config(TOY[0], str(REPO / "config/campaigns/italy-500m.yaml"))
+    big = {j.rule: j for j in campaign_jobs(italy, sizer) if j.method is None}
+    assert not beside_snakemake(big["compare"]) and not beside_snakemake(big["manifest"])
+    toy = {j.rule: j for j in campaign_jobs(load_config(TOY[0]), sizer) if j.method is None}
+    assert beside_snakemake(toy["compare"]) and beside_snakemake(toy["manifest"])
+    assert not beside_snakemake(None) and not beside_snakemake(toy["ingest"])
+    snakefile = (REPO / "Snakefile").read_text()
+    static = snakefile.split("localrules:", 1)[1].split("include:", 1)[0]
+    assert "compare" not in static and "manifest" not in static
+    for rule, path in [("compare", "evaluate"), ("manifest", "manifest"),
+                       ("sweep", "experiments"), ("lineage", "experiments")]:  # fmt: skip
+        text = (REPO / f"workflow/rules/{path}.smk").read_text()
+        assert f'rule {rule}:\n    localrule: runs_beside_snakemake("{rule}")' in text
+
+
+def test_plan_shows_the_jobs_run_beside_snakemake_without_partition_or_node_hours(capsys):
+    profile = str(REPO / "profiles" / "leonardo")
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", profile, "--format", "json"]) == 0
+    rows = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
+    for rule in ("compare", "manifest"):
+        assert (rows[(rule, None)]["partition"], rows[(rule, None)]["node_hours"]) == (None, 0.0)
+    italy = str(REPO / "config/campaigns/italy-500m.yaml")
+    assert cli.main(["plan", "--configfile", italy, "--profile", profile, "--format", "json"]) == 0
+    rows = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("compare", None)]["partition"] == "dcgp_usr_prod"

@@ -11,7 +11,7 @@ from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.io.headers import check_before_jobs
 from climai.hpc import job_size
 from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
-from climai.sizing import JobTooLarge, Sizer
+from climai.sizing import JobTooLarge, Sizer, beside_snakemake
 from climai.io.readers import SourceError
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
@@ -139,6 +139,12 @@ def job_resources(rule):
     if not QOS:
         return sized
     return {**sized, "qos": partition_qos, "slurm_partition": partition}
+
+
+def runs_beside_snakemake(rule):
+    """A ``localrule:`` of compare, manifest, sweep and lineage: beside Snakemake only while its
+    plan is seconds of one-core work; else a job sized and placed like any other."""
+    return beside_snakemake((PLANS or {}).get((rule, None)))
 
 
 def job_threads(rule, local):

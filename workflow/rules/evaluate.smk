@@ -44,6 +44,7 @@ rule evaluate:
 
 
 rule compare:
+    localrule: runs_beside_snakemake("compare")
     input:
         dataset=PATHS.dataset,
         metrics=[PATHS.metrics(m) for m in METHODS],

@@ -1,4 +1,5 @@
 rule sweep:
+    localrule: runs_beside_snakemake("sweep")
     input:
         validation=sweep_inputs,
     output:
@@ -36,6 +37,7 @@ rule sweep:
 
 
 rule lineage:
+    localrule: runs_beside_snakemake("lineage")
     input:
         validation=[PATHS.validation(m) for m in FINE_TUNED],
     output:

@@ -1,4 +1,5 @@
 rule manifest:
+    localrule: runs_beside_snakemake("manifest")
     input:
         metrics=[PATHS.metrics(m) for m in METHODS],
         models=[PATHS.model(m) for m in EMULATORS],
