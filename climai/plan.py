@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,15 +75,30 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
+def argv_profiles(argv: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The profiles of a Snakemake run, as Snakemake takes them: every ``--profile`` (later ones
+    override earlier ones key by key), else ``$SNAKEMAKE_PROFILE``; ``none`` means none."""
+    import os
+
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--profile"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--profile=")]
+    if not given:
+        value = (os.environ if env is None else env).get("SNAKEMAKE_PROFILE", "")
+        given = [value] if value else []
+    return [p for p in given if p != "none"]
+
+
 def argv_partitions(argv: list[str]) -> list[Partition] | None:
     """The site's partitions for a Snakemake run: ``--slurm-partition-config``, else the
-    ``--profile``'s, else ``$CLIMAI_PARTITIONS`` (a cluster job inherits it); None for a run
-    without (a local run). Sets ``$CLIMAI_PARTITIONS`` so that every job sizes alike."""
+    profile's (:func:`argv_profiles`: ``--profile`` or ``$SNAKEMAKE_PROFILE``), else
+    ``$CLIMAI_PARTITIONS`` (a cluster job inherits it); None for a run without (a local run).
+    Sets ``$CLIMAI_PARTITIONS`` so that every job sizes alike."""
     import os
 
     path: Path | str | None = _option(argv, "--slurm-partition-config")
-    if path is None and (profile := _option(argv, "--profile")) is not None:
-        path = partitions_file(profile)
+    for profile in reversed(argv_profiles(argv) if path is None else []):
+        if (path := partitions_file(profile)) is not None:
+            break
     if path is None:
         path = os.environ.get("CLIMAI_PARTITIONS")
     if not path:
@@ -92,14 +108,15 @@ def argv_partitions(argv: list[str]) -> list[Partition] | None:
 
 
 def argv_qos(argv: list[str]) -> dict[str, str]:
-    """Partition → the QOS its jobs ask, from the ``--profile``'s ``qos.yaml`` (a debug profile:
+    """Partition → the QOS its jobs ask, from the profile's ``qos.yaml`` (a debug profile:
     each partition's debug QOS); empty without one. The SLURM plugin's partition file cannot hold
     it (it refuses unknown keys), so climai reads it and gives each job the QOS of the partition
     its size puts it in, with that partition by name (``workflow/rules/common.smk``)."""
     import yaml
 
-    profile = _option(argv, "--profile")
-    if profile is None or not (path := profile_dir(profile) / "qos.yaml").is_file():
+    files = [profile_dir(p) / "qos.yaml" for p in argv_profiles(argv)]
+    path = next((f for f in reversed(files) if f.is_file()), None)
+    if path is None:
         return {}
     data = yaml.safe_load(path.read_text()) or {}
     qos = data.get("qos") if isinstance(data, dict) else None

@@ -456,3 +456,23 @@ def test_site_profiles_plan_the_campaign_on_the_lowest_allowed_snakemake(tmp_pat
         )
         assert run.returncode == 0, (profile, run.stdout[-1500:], run.stderr[-1500:])
         assert re.search(r"^total\s+\d+", run.stdout + run.stderr, re.M), profile
+
+
+@pytest.mark.parametrize("profile", ["leonardo", "leonardo-debug"])
+def test_a_profile_set_by_snakemake_profile_sizes_jobs_as_with_profile(tmp_path, profile):
+    """`export SNAKEMAKE_PROFILE=leonardo` is Snakemake's own way to give the profile. The
+    workflow read partitions and QOSes from `--profile` only: with the variable, train asked
+    no GPU, every job runtime=1 and no cluster memory (sized for a local run), so SLURM sent
+    the U-Net's training to a CPU partition and killed every job after a minute."""
+    write_config(tmp_path / "c.yaml")
+    args = ["-n", "--cores", "64", "--configfile", str(tmp_path / "c.yaml")]
+    env = {"CLIMAI_PARTITIONS": ""}  # as a login shell: nothing inherited from a job
+    with_flag = snakemake("--profile", str(PROFILES / profile), *args, cwd=tmp_path, env=env)
+    env["SNAKEMAKE_PROFILE"] = str(PROFILES / profile)
+    with_env = snakemake(*args, cwd=tmp_path, env=env)
+    assert with_flag.returncode == 0 and with_env.returncode == 0, with_env.stderr[-3000:]
+    by_flag = {(j["rule"], j.get("method")): j for j in dry_run_job_list(with_flag.stdout)}
+    by_env = {(j["rule"], j.get("method")): j for j in dry_run_job_list(with_env.stdout)}
+    assert by_env == by_flag
+    assert by_env[("train", "unet")]["gres"] == "gpu:1"
+    assert int(by_env[("train", "unet")]["runtime"]) >= 10
