@@ -133,12 +133,24 @@ def uses_gpus(partitions: list[Partition] | None) -> bool:
 
 
 def campaign_plans(
-    cfg: CampaignConfig, sizer: Sizer
+    cfg: CampaignConfig,
+    sizer: Sizer,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    strict: bool = True,
 ) -> dict[tuple[str, str | None], JobPlan] | None:
-    """:func:`campaign_jobs` by ``(rule, method)``; None when the grid is unknown before ingest."""
+    """:func:`campaign_jobs` by ``(rule, method)``, with a profile's ``set-resources``
+    (``overrides``, :func:`with_set_resources`) applied as Snakemake applies them: a job too
+    large for every partition stops the run (``strict``: :class:`~climai.sizing.JobTooLarge`)
+    unless the profile gives it resources that fit, or its own ``slurm_partition`` (e.g. a
+    longer QOS). None when the grid is unknown before ingest."""
     if campaign_workload(cfg) is None:
         return None
-    return {(j.rule, j.method): j for j in campaign_jobs(cfg, sizer)}
+    jobs = with_set_resources(campaign_jobs(cfg, sizer, strict=False), overrides or {},
+                              sizer.partitions)  # fmt: skip
+    problems = [j.problem for j in jobs if j.problem]
+    if strict and problems:
+        raise JobTooLarge("\n".join(problems))
+    return {(j.rule, j.method): j for j in jobs}
 
 
 def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> list[JobPlan]:
@@ -180,6 +192,13 @@ def campaign_jobs(cfg: CampaignConfig, sizer: Sizer, strict: bool = True) -> lis
     if strict and problems:
         raise JobTooLarge("\n".join(problems))
     return jobs
+
+
+def argv_set_resources(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``set-resources`` of a Snakemake run's profiles (:func:`argv_profiles`): the last
+    profile that has the key (Snakemake merges profiles one top-level key at a time)."""
+    found = [r for p in argv_profiles(argv) if (r := set_resources(p))]
+    return found[-1] if found else {}
 
 
 def set_resources(profile: str | Path | None) -> dict[str, dict[str, Any]]:

@@ -476,3 +476,29 @@ def test_a_profile_set_by_snakemake_profile_sizes_jobs_as_with_profile(tmp_path,
     assert by_env == by_flag
     assert by_env[("train", "unet")]["gres"] == "gpu:1"
     assert int(by_env[("train", "unet")]["runtime"]) >= 10
+
+
+def test_a_training_too_long_for_qos_normal_runs_with_its_own_partition_and_qos(tmp_path):
+    """The stop for a job that fits no partition says "or give the rule its own
+    slurm_partition in a profile's set-resources", and README says to raise the rule's runtime
+    with qos boost_qos_lprod (4 days) for longer runs: a profile that did so was still refused
+    at DAG-build time, as the sizing ignored set-resources. Now the run and `climai plan`
+    take the profile's resources; without them the stop stays."""
+    write_config(tmp_path / "c.yaml", methods={"unet": {"epochs": 6_000_000_000}})
+    args = ["-n", "--cores", "64", "--configfile", str(tmp_path / "c.yaml")]
+    refused = snakemake("--profile", str(PROFILES / "leonardo"), *args, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "exceeds max_runtime 1440 min" in refused.stdout + refused.stderr
+    mine = tmp_path / "lprod"
+    mine.mkdir()
+    (mine / "partitions.yaml").write_text((PARTITIONS).read_text())
+    (mine / "config.yaml").write_text(
+        (PROFILES / "leonardo" / "config.yaml").read_text()
+        + "set-resources:\n"
+        + "  train: {slurm_partition: boost_usr_prod, runtime: 5760, qos: boost_qos_lprod}\n"
+    )
+    res = snakemake("--profile", str(mine), *args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (train,) = [j for j in dry_run_job_list(res.stdout) if j["rule"] == "train"]
+    assert (train["runtime"], train["qos"], train["slurm_partition"]) == (
+        "5760", "boost_qos_lprod", "boost_usr_prod")  # fmt: skip

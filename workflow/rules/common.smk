@@ -10,7 +10,13 @@ from climai.config.loading import restore_empty_mappings
 from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.io.headers import check_before_jobs
 from climai.hpc import job_size
-from climai.plan import argv_partitions, argv_qos, campaign_plans, uses_gpus
+from climai.plan import (
+    argv_partitions,
+    argv_qos,
+    argv_set_resources,
+    campaign_plans,
+    uses_gpus,
+)
 from climai.sizing import JobTooLarge, Sizer, beside_snakemake
 from climai.io.readers import SourceError
 from climai.manifest import input_paths
@@ -68,7 +74,15 @@ IN_CLUSTER_JOB = workflow.remote_exec
 PARTITIONS = argv_partitions(sys.argv)
 QOS = argv_qos(sys.argv)  # partition → its QOS (a debug profile's qos.yaml), else empty
 try:
-    PLANS = campaign_plans(CFG, Sizer.load(PARTITIONS, uses_gpus(PARTITIONS)))
+    # with the profile's set-resources, as Snakemake submits the jobs: a job too long for every
+    # partition runs when the profile gives it a partition and limit of its own (a longer QOS);
+    # a cluster job's Snakemake (no --profile) leaves that check to the controller
+    PLANS = campaign_plans(
+        CFG,
+        Sizer.load(PARTITIONS, uses_gpus(PARTITIONS)),
+        argv_set_resources(sys.argv),
+        strict=not IN_CLUSTER_JOB,
+    )
 except (JobTooLarge, FileNotFoundError, SourceError) as err:  # SourceError: the target's shape
     raise WorkflowError(str(err)) from None
 # Emulators whose infer is split into time blocks (infer_block jobs, then infer_gather).
