@@ -11,6 +11,7 @@ method after its parent) → infer → evaluate → compare → manifest.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -234,9 +235,9 @@ def with_set_resources(
             gpus = int(m[1]) if m else gpus
         size = replace(
             j.size,
-            cpus=int(res.get("cpus_per_task", j.size.cpus)),
-            mem_mb=int(res.get("mem_mb", j.size.mem_mb)),
-            runtime=int(res.get("runtime", j.size.runtime)),
+            cpus=int(_number(res.get("cpus_per_task"), {}) or j.size.cpus),
+            mem_mb=int(_number(res.get("mem_mb", res.get("mem")), _MB) or j.size.mem_mb),
+            runtime=int(_number(res.get("runtime"), _MINUTES) or j.size.runtime),
             gpus=gpus,
         )
         named = res.get("slurm_partition")
@@ -250,6 +251,34 @@ def with_set_resources(
         else:
             out.append(replace(j, size=size, partition=str(named) if named else j.partition))
     return out
+
+
+_MINUTES = {"w": 10080, "d": 1440, "h": 60, "m": 1, "min": 1, "s": 1 / 60}
+_MB = {"k": 1e-3, "m": 1, "g": 1e3, "t": 1e6, "ki": 1024 / 1e6, "mi": 1.048576,
+       "gi": 1.073741824e3, "ti": 1.099511627776e6}  # fmt: skip
+
+
+def _number(value: Any, units: dict[str, float]) -> float | None:
+    """A resource value as Snakemake takes it: a number, or a string with units (``"2h"``,
+    ``"1d12h"``, ``"120G"``, ``"64 GiB"``); None when absent or not understood (the rule's
+    own value is kept; Snakemake judges the string itself)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]+)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    total = 0.0
+    for number, unit in parts:
+        key = unit.removesuffix("b") if unit.endswith("b") and len(unit) > 1 else unit
+        if key not in units:
+            return None
+        total += float(number) * units[key]
+    return math.ceil(total)
 
 
 _RULE_HEAD = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)

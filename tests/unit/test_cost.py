@@ -514,7 +514,7 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     (mine / "config.yaml").write_text(
         "slurm-partition-config: partitions.yaml\nset-resources:\n"
         "  evaluate: {slurm_partition: dcgp_usr_prod, cpus_per_task: 112, mem_mb: 480000}\n"
-        "  train: {gres: 'gpu:4', runtime: 120}\n"
+        "  train: {gres: 'gpu:4', runtime: 2h}\n  export: {runtime: 1d12h, mem: 64G}\n"
     )
     assert (
         cli.main(["plan", "--configfile", TOY[0], "--profile", str(mine), "--format", "json"]) == 0
@@ -528,6 +528,8 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     )  # a whole node
     train = rows[("train", "unet")]
     assert (train["gpus"], train["runtime_min"], train["partition"]) == (4, 120, "boost_usr_prod")
+    export = rows[("export", "bicubic")]  # Snakemake's strings with units: 1d12h, 64G
+    assert (export["runtime_min"], export["mem_mb"]) == (2160, 64000)
 
 
 def test_compare_and_manifest_run_beside_snakemake_only_while_seconds_of_one_core_work():
