@@ -157,6 +157,7 @@ def _verify(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> None:
     from climai.plan import (
         argv_partitions,
+        argv_profiles,
         beside_snakemake_jobs,
         campaign_jobs,
         campaign_rule_jobs,
@@ -179,10 +180,12 @@ def _plan(args: argparse.Namespace) -> None:
     if default.is_file() and default.resolve() not in {Path(f).resolve() for f in files}:
         files.insert(0, str(default))
     cfg = load_config(*(files or [DEFAULT_CONFIG]))
-    partitions = argv_partitions(["--profile", args.profile]) if args.profile else None
+    # as Snakemake takes it: --profile, else $SNAKEMAKE_PROFILE
+    profile = args.profile or next(reversed(argv_profiles([])), None)
+    partitions = argv_partitions(["--profile", profile]) if profile else None
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
-    jobs += campaign_rule_jobs(cfg, args.profile, partitions)  # config key rules
-    jobs = with_set_resources(jobs, set_resources(args.profile), partitions)  # as a run asks
+    jobs += campaign_rule_jobs(cfg, profile, partitions)  # config key rules
+    jobs = with_set_resources(jobs, set_resources(profile), partitions)  # as a run asks
     if partitions is not None:  # compare, manifest, ... run beside Snakemake while small
         jobs = beside_snakemake_jobs(jobs)
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))
@@ -317,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", help="every job's cores, GPUs, memory, time, partition and the node-hours"
     )
     p.add_argument("--configfile", action="append", default=None)
-    p.add_argument("--profile", default=None, help="Snakemake profile (its partitions.yaml)")
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="Snakemake profile (its partitions.yaml); default: $SNAKEMAKE_PROFILE",
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="validate a config and exit")

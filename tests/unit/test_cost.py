@@ -565,3 +565,15 @@ def test_plan_shows_the_jobs_run_beside_snakemake_without_partition_or_node_hour
     assert cli.main(["plan", "--configfile", italy, "--profile", profile, "--format", "json"]) == 0
     rows = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
     assert rows[("compare", None)]["partition"] == "dcgp_usr_prod"
+
+
+def test_plan_takes_the_profile_from_snakemake_profile_as_a_run_does(monkeypatch, capsys):
+    """With `export SNAKEMAKE_PROFILE=leonardo` a run uses the profile; `climai plan` without
+    --profile printed a local plan (no partitions, 1-minute limits, no GPUs)."""
+    profile = str(REPO / "profiles" / "leonardo")
+    monkeypatch.delenv("CLIMAI_PARTITIONS", raising=False)
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", profile, "--format", "json"]) == 0
+    flagged = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("SNAKEMAKE_PROFILE", profile)
+    assert cli.main(["plan", "--configfile", TOY[0], "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == flagged
