@@ -214,19 +214,23 @@ def test_distribution_scores_compare_the_cells_valid_in_both(members):
         assert m["wet_intensity"] == pytest.approx(m["wet_intensity_truth"], rel=1e-12)
 
 
+#: A metric context of temperature on a scale-4 toy grid.
+TAS_CONTEXT = {
+    "kind": "temperature",
+    "scale": 4,
+    "bands": [[2, 4]],
+    "wet_threshold": 0.1,
+    "seed": 0,
+}
+
+
 def test_an_all_nan_prediction_is_named_not_blamed_on_the_spectrum():
     from climai.evaluation.stream import as_time_array, stream_scores
 
     truth = create_prepared_test_data(nx=32, ny=32, steps=6, scale=4)["hr_tas"]
     good = truth.values + 0.1
     preds = {"good": as_time_array(good), "diverged": as_time_array(np.full_like(good, np.nan))}
-    context = {
-        "kind": "temperature",
-        "scale": 4,
-        "bands": [[2, 4]],
-        "wet_threshold": 0.1,
-        "seed": 0,
-    }
+    context = TAS_CONTEXT
     with pytest.raises(ValueError, match=r"prediction 'diverged' of 'hr_tas' has no valid"):
         stream_scores(truth, preds, None, {"good": ["rmse"], "diverged": ["rmse"]}, context)
 
@@ -251,12 +255,6 @@ def test_an_infinite_value_is_named_not_blamed_on_the_histogram_or_shared_cells(
     truth = create_prepared_test_data(nx=32, ny=32, steps=6, scale=4)["hr_tas"]
     pred = truth.values + 0.1
     pred[2, 5, 5] = value
-    context = {
-        "kind": "temperature",
-        "scale": 4,
-        "bands": [[2, 4]],
-        "wet_threshold": 0.1,
-        "seed": 0,
-    }
+    context = TAS_CONTEXT
     with pytest.raises(ValueError, match=r"prediction 'unet' of 'hr_tas' holds 1 infinite values"):
         stream_scores(truth, {"unet": as_time_array(pred)}, None, {"unet": ["rmse"]}, context)
