@@ -466,3 +466,16 @@ def beside_snakemake(plan: JobPlan | None) -> bool:
         and plan.size.cpus == 1
         and plan.estimate.seconds <= CONTROLLER_SECONDS
     )
+
+
+def retry_size(size: JobSize, attempt: int, partition: Partition | None) -> JobSize:
+    """The size of a job's ``attempt`` (Snakemake's, 1 first): a retry of a job that hit its
+    time or memory limit asks ``attempt`` × the minutes and memory, up to ``partition``'s limits
+    (so it stays where it was planned); unchanged without a partition or on the first attempt."""
+    if attempt <= 1 or partition is None:
+        return size
+    return replace(
+        size,
+        runtime=max(size.runtime, min(size.runtime * attempt, partition.max_runtime)),
+        mem_mb=max(size.mem_mb, min(size.mem_mb * attempt, partition.max_mem_mb)),
+    )

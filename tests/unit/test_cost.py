@@ -40,6 +40,7 @@ from climai.sizing import (
     choose_partition,
     pooled_missing,
     read_partitions,
+    retry_size,
     size_rule,
 )
 from climai.testing import create_prepared_test_data, write_config
@@ -577,3 +578,19 @@ def test_plan_takes_the_profile_from_snakemake_profile_as_a_run_does(monkeypatch
     monkeypatch.setenv("SNAKEMAKE_PROFILE", profile)
     assert cli.main(["plan", "--configfile", TOY[0], "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == flagged
+
+
+def test_a_retry_asks_attempt_times_the_time_and_memory_within_its_partition():
+    """retries: 1 resubmitted a job that hit its time limit with the same limit, so an infer
+    (which does not resume) timed out again; now the second attempt asks twice the minutes and
+    memory, never beyond the partition it was planned in."""
+    from climai.hpc import JobSize
+
+    booster = next(p for p in LEONARDO if p.name == "boost_usr_prod")
+    size = JobSize(cpus=32, mem_mb=200_000, runtime=600, gpus=4)
+    assert retry_size(size, 1, booster) == size
+    assert retry_size(size, 2, booster) == JobSize(32, 400_000, 1200, 4)
+    third = retry_size(size, 3, booster)
+    assert (third.runtime, third.mem_mb) == (booster.max_runtime, booster.max_mem_mb)
+    assert booster.fits(third) and choose_partition(third, LEONARDO) == booster
+    assert retry_size(size, 2, None) == size  # a local run: no partition, nothing to grow into

@@ -502,3 +502,33 @@ def test_a_training_too_long_for_qos_normal_runs_with_its_own_partition_and_qos(
     (train,) = [j for j in dry_run_job_list(res.stdout) if j["rule"] == "train"]
     assert (train["runtime"], train["qos"], train["slurm_partition"]) == (
         "5760", "boost_qos_lprod", "boost_usr_prod")  # fmt: skip
+
+
+def test_a_retried_job_asks_twice_the_time_and_memory_of_its_partition(tmp_path):
+    """A real run with the site's partitions and retries: 1, whose ingest fails on its first
+    attempt (a shim in front of climai): the retry asks 2 × the minutes and memory (it asked the
+    same, so a job killed at its time limit was killed again)."""
+    shim = tmp_path / "bin" / "climai"
+    shim.parent.mkdir()
+    marker = tmp_path / "failed-once"
+    shim.write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = ingest ] && [ ! -e "{marker}" ]; then touch "{marker}"; exit 1; fi\n'
+        f'exec "{Path(sys.executable).parent / "climai"}" "$@"\n'
+    )
+    shim.chmod(0o755)
+    results = tmp_path / "results"
+    out = snakemake(
+        "--cores", "2", "--retries", "1",
+        "--slurm-partition-config", str(REPO / "profiles/leonardo/partitions.yaml"),
+        "--config", f"results={results}", "--", str(results / "toy/ingest/target.zarr"),
+        env={"PATH": f"{shim.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+                     f"{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    asked = [
+        (int(m[1]), int(m[2]))
+        for m in re.finditer(r"resources: .*?runtime=(\d+), mem_mb=(\d+)", out.stderr)
+    ]
+    assert len(asked) == 2 and marker.exists(), out.stderr[-3000:]
+    assert asked[1] == (2 * asked[0][0], 2 * asked[0][1])

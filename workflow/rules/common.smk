@@ -17,7 +17,7 @@ from climai.plan import (
     campaign_plans,
     uses_gpus,
 )
-from climai.sizing import JobTooLarge, Sizer, beside_snakemake
+from climai.sizing import JobTooLarge, Sizer, beside_snakemake, choose_partition, retry_size
 from climai.io.readers import SourceError
 from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
@@ -127,16 +127,27 @@ def job_size_of(rule_name, wildcards):
     return job_size(rule_name, kind, CFG.infer.device)
 
 
+def job_partition(rule_name, wildcards, size):
+    """The site partition a job of ``rule_name`` is planned in (None in a local run)."""
+    plan = (PLANS or {}).get((rule_name, wildcards.get("method")))
+    named = {p.name: p for p in PARTITIONS or []}
+    if plan is not None and plan.partition in named:
+        return named[plan.partition]
+    return choose_partition(size, PARTITIONS) if PARTITIONS else None
+
+
 def job_resources(rule):
     """A rule's ``resources:`` per job: cores, memory, minutes and GPUs (``gres``, GPU jobs only).
     The SLURM plugin picks the partition that fits them from the site profile's partitions.yaml;
     a profile's ``set-resources`` overrides any of them, ``slurm_partition`` included. With a
     profile's ``qos.yaml`` (QOS), a job whose partition has a QOS there asks it, on that
-    partition by name."""
+    partition by name. A retry (the profile's ``retries``) asks attempt × the minutes and memory,
+    within its partition's limits (climai.sizing.retry_size)."""
 
     def resource(name):
-        def value(wildcards):
-            return job_size_of(rule, wildcards).resources().get(name)  # None: not asked
+        def value(wildcards, attempt):  # a retry (retries: in the profile) asks more time/memory
+            size = job_size_of(rule, wildcards)
+            return retry_size(size, attempt, job_partition(rule, wildcards, size)).resources().get(name)
 
         value.__name__ = f"{rule}_{name}"
         return value
