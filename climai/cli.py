@@ -158,6 +158,7 @@ def _plan(args: argparse.Namespace) -> None:
     from climai.plan import (
         argv_partitions,
         argv_profiles,
+        argv_qos,
         beside_snakemake_jobs,
         campaign_jobs,
         campaign_rule_jobs,
@@ -165,6 +166,7 @@ def _plan(args: argparse.Namespace) -> None:
         plan_table,
         set_resources,
         uses_gpus,
+        with_qos,
         with_set_resources,
     )
     from climai.sizing import Sizer
@@ -186,6 +188,7 @@ def _plan(args: argparse.Namespace) -> None:
     jobs = campaign_jobs(cfg, Sizer.load(partitions, uses_gpus(partitions)), strict=False)
     jobs += campaign_rule_jobs(cfg, profile, partitions)  # config key rules
     jobs = with_set_resources(jobs, set_resources(profile), partitions)  # as a run asks
+    jobs = with_qos(jobs, argv_qos(["--profile", profile]) if profile else {})
     if partitions is not None:  # compare, manifest, ... run beside Snakemake while small
         jobs = beside_snakemake_jobs(jobs)
     print(plan_json(jobs) if args.format == "json" else plan_table(cfg, jobs))

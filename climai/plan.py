@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from climai.config.campaign import CampaignConfig
 
 #: The keys of ``climai plan --format json``, one object per rule and method.
-JSON_KEYS = ("rule", "method", "jobs", "partition", "cpus", "gpus", "mem_mb", "runtime_min",
+JSON_KEYS = ("rule", "method", "jobs", "partition", "qos", "cpus", "gpus", "mem_mb", "runtime_min",
              "node_hours")  # fmt: skip
 
 
@@ -241,16 +241,26 @@ def with_set_resources(
             gpus=gpus,
         )
         named = res.get("slurm_partition")
+        qos = str(res["qos"]) if res.get("qos") else j.qos
         part = None
         if partitions is not None:
             by_name = {p.name: p for p in partitions}
             part = by_name.get(str(named)) if named else choose_partition(size, partitions)
         if part is not None:
             out.append(replace(job_plan(j.rule, j.method, j.jobs, size, part, j.estimate),
-                               problem=None))  # fmt: skip
+                               problem=None, qos=qos))  # fmt: skip
         else:
-            out.append(replace(j, size=size, partition=str(named) if named else j.partition))
+            out.append(replace(j, size=size, partition=str(named) if named else j.partition,
+                               qos=qos))  # fmt: skip
     return out
+
+
+def with_qos(jobs: list[JobPlan], qos: dict[str, str]) -> list[JobPlan]:
+    """The jobs with the QOS a run asks: their own (a profile's ``set-resources``), else their
+    partition's in a profile's ``qos.yaml`` (:func:`argv_qos`: a debug profile's), else none
+    (the account's default QOS)."""
+    return [j if j.qos or j.partition not in qos else replace(j, qos=qos[j.partition])
+            for j in jobs]  # fmt: skip
 
 
 _MINUTES = {"w": 10080, "d": 1440, "h": 60, "m": 1, "min": 1, "s": 1 / 60}
@@ -343,6 +353,7 @@ def plan_rows(jobs: list[JobPlan]) -> list[dict[str, Any]]:
             "method": j.method,
             "jobs": j.jobs,
             "partition": j.partition,
+            "qos": j.qos,
             "cpus": j.size.cpus,
             "gpus": j.size.gpus,
             "mem_mb": j.size.mem_mb,
@@ -356,10 +367,11 @@ def plan_rows(jobs: list[JobPlan]) -> list[dict[str, Any]]:
 def plan_table(cfg: CampaignConfig, jobs: list[JobPlan]) -> str:
     """The plan as a text table, the total node-hours and the critical path's wall time."""
     rows = plan_rows(jobs)
-    head = ["rule", "method", "jobs", "partition", "cpus", "gpus", "mem", "walltime", "node-h"]
+    head = ["rule", "method", "jobs", "partition", "qos", "cpus", "gpus", "mem", "walltime",
+            "node-h"]  # fmt: skip
     body = [
         [r["rule"], r["method"] or "-", str(r["jobs"]), r["partition"] or _where(j),
-         str(r["cpus"]), str(r["gpus"]), _mem(r["mem_mb"]), _hm(r["runtime_min"]),
+         r["qos"] or "-", str(r["cpus"]), str(r["gpus"]), _mem(r["mem_mb"]), _hm(r["runtime_min"]),
          f"{r['node_hours']:.2f}"]
         for r, j in zip(rows, jobs, strict=True)
     ]  # fmt: skip
@@ -385,7 +397,8 @@ def beside_snakemake_jobs(jobs: list[JobPlan]) -> list[JobPlan]:
     node-hours), as the workflow decides (:func:`climai.sizing.beside_snakemake`)."""
     from climai.sizing import beside_snakemake
 
-    return [replace(j, partition=None, share=0.0) if beside_snakemake(j) else j for j in jobs]
+    return [replace(j, partition=None, share=0.0, qos=None) if beside_snakemake(j) else j
+            for j in jobs]  # fmt: skip
 
 
 def plan_json(jobs: list[JobPlan]) -> str:

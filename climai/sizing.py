@@ -309,6 +309,7 @@ class JobPlan:
 
     share: float = 1.0  # the fraction of a node asked (cores, memory or GPUs, the largest)
     problem: str | None = None  # why no partition fits (a job the run would refuse)
+    qos: str | None = None  # the QOS asked (a profile's qos.yaml or set-resources); None: default
 
     @property
     def node_hours(self) -> float:

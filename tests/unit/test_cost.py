@@ -507,6 +507,10 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     assert cli.main(["plan", "--configfile", TOY[0], "--profile", debug, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and {r["runtime_min"] for r in rows} == {30}
+    # the QOS each job asks: its partition's debug QOS (qos.yaml), none on the serial partition
+    qos = {(r["rule"], r["method"]): (r["partition"], r["qos"]) for r in rows}
+    assert qos[("train", "unet")] == ("boost_usr_prod", "boost_qos_dbg")
+    assert qos[("ingest", None)] == ("lrd_all_serial", None)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "partitions.yaml").write_text(
@@ -515,7 +519,8 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     (mine / "config.yaml").write_text(
         "slurm-partition-config: partitions.yaml\nset-resources:\n"
         "  evaluate: {slurm_partition: dcgp_usr_prod, cpus_per_task: 112, mem_mb: 480000}\n"
-        "  train: {gres: 'gpu:4', runtime: 2h}\n  export: {runtime: 1d12h, mem: 64G}\n"
+        "  train: {gres: 'gpu:4', runtime: 2h, qos: boost_qos_lprod}\n"
+        "  export: {runtime: 1d12h, mem: 64G}\n"
     )
     assert (
         cli.main(["plan", "--configfile", TOY[0], "--profile", str(mine), "--format", "json"]) == 0
@@ -529,6 +534,12 @@ def test_plan_shows_what_a_profiles_set_resources_asks(tmp_path, capsys):
     )  # a whole node
     train = rows[("train", "unet")]
     assert (train["gpus"], train["runtime_min"], train["partition"]) == (4, 120, "boost_usr_prod")
+    assert train["qos"] == "boost_qos_lprod" and evaluate["qos"] is None
+    assert cli.main(["plan", "--configfile", TOY[0], "--profile", str(mine)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[3:5] == ["partition", "qos"]
+    assert next(line for line in table if line.startswith("train")).split()[3:5] == [
+        "boost_usr_prod", "boost_qos_lprod"]  # fmt: skip
     export = rows[("export", "bicubic")]  # Snakemake's strings with units: 1d12h, 64G
     assert (export["runtime_min"], export["mem_mb"]) == (2160, 64000)
 
