@@ -341,17 +341,23 @@ TOLERANCES = {
 _NOT_COMPARED = {"rule", "method"}
 
 
+def _recorded_methods(root: Path) -> set[str]:
+    """The methods with a train or infer record under ``root/runtime/``."""
+    return {p.stem.split("_", 1)[1] for rule in ("train", "infer")
+            for p in root.glob(f"runtime/{rule}_*.json")}  # fmt: skip
+
+
 def runtime_records(root: Path, artifact: str) -> dict[str, dict[str, Any]]:
     """The runtime records (``runtime/<rule>_<method>.json``) of the rules an artifact of the
     campaign folder ``root`` depends on, by file name: a model its training; a downscaled store,
     metrics file or export (``export/<method>_<variable>.nc``) its training and inference; the
     summary table every method's."""
     parts = artifact.split("/")
-    recorded = {p.stem.split("_", 1)[1] for p in root.glob("runtime/*_*.json")}
     if artifact == "evaluation/summary.csv":
-        methods = sorted(recorded)
+        methods = sorted(_recorded_methods(root))
     elif parts[0] == "export" and len(parts) == 2:  # the longest method name the file starts with
-        methods = sorted((m for m in recorded if parts[1].startswith(f"{m}_")), key=len)[-1:]
+        starts = [m for m in _recorded_methods(root) if parts[1].startswith(f"{m}_")]
+        methods = sorted(starts, key=len)[-1:]
     elif parts[0] in ("models", "downscaled", "evaluation") and len(parts) >= 3:
         methods = [parts[1]]
     else:
