@@ -289,8 +289,10 @@ def value_differences(a: Path, b: Path) -> tuple[float, float]:
     columns of CSV tables whose other columns are equal)."""
     pairs: list[tuple[np.ndarray, np.ndarray]]
     if a.suffix == ".json":
-        la = _metric_leaves(json.loads(a.read_text()))
-        lb = _metric_leaves(json.loads(b.read_text()))
+        from climai.io.atomic import read_values
+
+        la = _metric_leaves(read_values(a))
+        lb = _metric_leaves(read_values(b))
         if la.keys() != lb.keys():
             return math.inf, math.inf
         pairs = [(np.array([la[k] for k in la]), np.array([lb[k] for k in la]))]

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from climai.evaluation.figures import figure_style
+from climai.io.atomic import read_values
 
 # Settings that never define a variant (bookkeeping, or differ only by how a run was launched).
 _NOT_SETTINGS = ("type", "sweep", "threads", "workers", "progress")
@@ -160,5 +161,5 @@ def read_records(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
             raise FileNotFoundError(
                 f"sweep variant {method!r} has no validation scores at {str(path)!r}; train it first"
             )
-        records[method] = json.loads(path.read_text())
+        records[method] = read_values(path)
     return records

@@ -1,6 +1,6 @@
 """All file I/O of climai: stores, JSON, checkpoints; every write is atomic."""
 
-from climai.io.atomic import atomic_path, write_json, write_text
+from climai.io.atomic import atomic_path, read_values, write_json, write_text
 from climai.io.provenance import provenance_attrs
 from climai.io.regions import (
     RankGroup,
@@ -18,6 +18,7 @@ __all__ = [
     "atomic_path",
     "open_store",
     "provenance_attrs",
+    "read_values",
     "shared_streamed_store",
     "streamed_store",
     "write_json",

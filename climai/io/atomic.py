@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -299,6 +300,36 @@ def write_text(target: str | Path, text: str) -> None:
         fh.write(text)
 
 
+def _strict(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(target: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``target`` atomically."""
-    write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write ``data`` as indented, strict JSON (RFC 8259) to ``target`` atomically. A NaN or
+    infinite float (a score that could not be computed) is written as ``null``, since strict
+    readers (``jq``, JavaScript's ``JSON.parse``, most languages' parsers) refuse Python's
+    bare ``NaN`` token; :func:`read_values` reads such a file back with NaN for every null."""
+    write_text(target, json.dumps(_strict(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _nan_for_null(obj: Any) -> Any:
+    if obj is None:
+        return math.nan
+    if isinstance(obj, dict):
+        return {k: _nan_for_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_for_null(v) for v in obj]
+    return obj
+
+
+def read_values(path: str | Path) -> Any:
+    """A JSON file of numbers (metrics.json, curves.json) with NaN for every ``null``: the
+    scores :func:`write_json` could not write as numbers."""
+    return _nan_for_null(json.loads(Path(path).read_text()))

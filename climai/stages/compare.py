@@ -52,7 +52,7 @@ from climai.evaluation.summary import (
     summary_html,
     summary_rows,
 )
-from climai.io import open_store, write_text
+from climai.io import open_store, read_values, write_text
 from climai.stages import StageContext, log
 
 
@@ -71,15 +71,12 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         for v in variables:
             cube(preds[m][v], v, prep.hr(v), str(ctx.paths.downscaled(m)))
     metrics: dict[str, dict[str, dict[str, Any]]] = {
-        m: json.loads(ctx.paths.metrics(m).read_text()) for m in methods
+        m: read_values(ctx.paths.metrics(m)) for m in methods
     }
     ensembles = [m for m in methods if "member" in preds[m].dims]
     # what evaluate wrote of each method (spectra, region, quantiles): the stores are read again
     # only where that is missing or the methods' spectral regions differ
-    records = {
-        m: json.loads(f.read_text()) if (f := ctx.paths.curves(m)).is_file() else None
-        for m in methods
-    }
+    records = {m: read_values(f) if (f := ctx.paths.curves(m)).is_file() else None for m in methods}
     spectra_: dict[str, Series] = {}
     regions: dict[str, SpectralRegion] = {}
     qq: dict[str, dict[str, np.ndarray]] = {}

@@ -29,7 +29,7 @@ from climai.config import ConfigError, EmulatorConfig
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
 from climai.data.prepared import PreparedDataset, split_code, static_key
-from climai.io import open_store, write_text
+from climai.io import open_store, write_json
 from climai.io.checkpoints import save_model
 from climai.io.provenance import code_provenance
 from climai.launch import relaunched_on_every_gpu
@@ -375,7 +375,7 @@ def _train(
         )
         record["fallback"] = sorted({v for g in guarded.values() for v in g["fallback"]})
         record["guard"] = guarded
-        write_text(ctx.paths.validation(method), json.dumps(record, indent=2) + "\n")
+        write_json(ctx.paths.validation(method), record)
         save_model(ctx.paths.model(method), state, card)
         shutil.rmtree(ckpt_root, ignore_errors=True)
     barrier(dist)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import xarray as xr
 
-from climai.io import atomic_path, open_store, write_json, write_store
+from climai.io import atomic_path, open_store, read_values, write_json, write_store
 from climai.io.atomic import Writer, this_writer
 from climai.io.checkpoints import load_model_file, save_model
 from climai.io.provenance import provenance_attrs
@@ -44,6 +44,24 @@ def test_json_is_written_sorted(tmp_path):
     assert (tmp_path / "m.json").read_text().index('"a"') < (tmp_path / "m.json").read_text().index(
         '"b"'
     )
+
+
+def test_json_is_strict_with_null_for_scores_that_could_not_be_computed(tmp_path):
+    """A NaN score (e.g. the correlation of a constant field) is ``null``, never Python's bare
+    ``NaN`` token, which jq, JavaScript and strict parsers refuse; read_values gives NaN back."""
+    import json
+    import math
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    data = {"pr": {"corr": math.nan, "rmse": 0.5, "bands": [1.0, -math.inf, math.inf]}}
+    write_json(tmp_path / "metrics.json", data)
+    strict = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert strict == {"pr": {"corr": None, "rmse": 0.5, "bands": [1.0, None, None]}}
+    back = read_values(tmp_path / "metrics.json")
+    assert math.isnan(back["pr"]["corr"]) and back["pr"]["rmse"] == 0.5
+    assert back["pr"]["bands"][0] == 1.0 and all(math.isnan(b) for b in back["pr"]["bands"][1:])
 
 
 def test_model_file_round_trip(tmp_path):
