@@ -33,7 +33,7 @@ from climai.config import (
     stage_slice,
 )
 from climai.config.slices import RUN_KEYS_ENV
-from climai.launch import PEAK_RSS_LINE, LaunchError, available_cpus, peak_rss_mb
+from climai.launch import PEAK_RSS_LINE, START_LINE, LaunchError, available_cpus, peak_rss_mb
 from climai.stages import STAGES, StageContext
 from climai.training import TrainingInterrupted
 
@@ -58,6 +58,12 @@ def _add_common(p: argparse.ArgumentParser, method: bool = False) -> None:
         type=int,
         default=available_cpus(),
         help="CPU threads (default: the allocation's)",
+    )
+    p.add_argument(
+        "--job-log",
+        default=None,
+        help="the job's log (the rules pass their log:); every attempt is also appended to "
+        "attempts/<its name> beside it, since Snakemake deletes a job's log before a retry",
     )
     if method:
         p.add_argument("--method", required=True, help="method name, e.g. unet or bicubic")
@@ -352,23 +358,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _keep_attempts(job_log: str) -> logging.FileHandler:
+    """Append this process's log lines to ``attempts/<name>`` beside the job's log: Snakemake
+    deletes a job's ``log:`` before each attempt, so a retry would lose the first attempt's
+    lines (a training's "resumed from", the error that caused the retry)."""
+    path = Path(job_log).parent / "attempts" / Path(job_log).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``climai`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what `climai train` passes on when it relaunches itself under torchrun
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
+    attempts = _keep_attempts(args.job_log) if getattr(args, "job_log", None) else None
+
+    def say(message: str) -> None:  # the job's log and its attempts file
+        print(message, file=sys.stderr)
+        if attempts is not None:
+            attempts.stream.write(message + "\n")
+            attempts.flush()
+
+    if args.command in STAGES and "LOCAL_RANK" not in os.environ:  # where this attempt begins
+        job = os.environ.get("SLURM_JOB_ID")
+        logging.getLogger("climai").info(
+            START_LINE.format(
+                command=args.command,
+                host=os.uname().nodename,
+                pid=os.getpid(),
+                job=f", SLURM job {job}" if job else "",
+            )
+        )
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, OSError, LaunchError) as err:
-        print(f"climai {args.command}: error: {err}", file=sys.stderr)
+        say(f"climai {args.command}: error: {err}")
         return 1
     except TrainingInterrupted as err:
-        print(f"climai {args.command}: {err}; checkpoint written, rerun to resume", file=sys.stderr)
+        say(f"climai {args.command}: {err}; checkpoint written, rerun to resume")
         return 143
     if args.command in STAGES:  # a rule's job: its exact peak memory, for the benchmarks
         logging.getLogger("climai").info(PEAK_RSS_LINE.format(mb=peak_rss_mb()))

@@ -47,6 +47,11 @@ def available_cpus() -> int:
 #: memory (:func:`peak_rss_mb`, exact), not a sample. Snakemake's ``benchmark:`` files sample RSS every
 #: 0.5 s for 15 s, then every 30 s, and miss short peaks; the benchmarks read this line instead.
 PEAK_RSS_LINE = "peak RSS {mb:.0f} MB"
+
+#: The line every ``climai`` stage logs as it starts (not again in torchrun's children): where
+#: each attempt begins in ``logs/attempts/<job>.log``, which keeps every attempt of a job
+#: (``--job-log``), while Snakemake's ``logs/<job>.log`` holds the last one only.
+START_LINE = "climai {command} started on {host}, pid {pid}{job}"
 _PEAK_RSS_RE = re.compile(r"peak RSS (\d+) MB")
 
 

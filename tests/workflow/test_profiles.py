@@ -532,3 +532,36 @@ def test_a_retried_job_asks_twice_the_time_and_memory_of_its_partition(tmp_path)
     ]
     assert len(asked) == 2 and marker.exists(), out.stderr[-3000:]
     assert asked[1] == (2 * asked[0][0], 2 * asked[0][1])
+
+
+def test_a_retried_job_keeps_every_attempt_in_its_log_and_reports_the_last(tmp_path):
+    """Snakemake deletes a job's log before a retry; logs/attempts/<job>.log keeps both
+    attempts, each after its start line (the first attempt's lines were lost), and the error
+    printed at the end of the run is the last attempt's, with the key it names."""
+    shim = tmp_path / "bin" / "climai"
+    shim.parent.mkdir()
+    count = tmp_path / "attempts"
+    shim.write_text(  # the real climai (same --threads, --job-log), failing on a config naming the attempt
+        "#!/bin/bash\n"
+        f'echo x >> "{count}"; n=$(wc -l < "{count}")\n'
+        f'exec "{Path(sys.executable).parent / "climai"}" "$1" '
+        '--config-json "{\\"campaign\\": \\"attempt $n\\"}" "${@:4}"\n'
+    )
+    shim.chmod(0o755)
+    results = tmp_path / "results"
+    out = snakemake(
+        "--cores", "2", "--retries", "1",
+        "--config", f"results={results}", "--", str(results / "toy/ingest/target.zarr"),
+        env={"PATH": f"{shim.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+                     f"{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert out.returncode != 0 and count.read_text().count("x") == 2
+    log = (results / "toy/logs/ingest.log").read_text()
+    assert "'attempt 2' must be" in log and "'attempt 1'" not in log, log
+    attempts = (results / "toy/logs/attempts/ingest.log").read_text()
+    assert attempts.count("climai ingest started on") == 2, attempts
+    first, second = attempts.split("climai ingest started on")[1:]
+    assert "campaign name 'attempt 1' must be" in first and "'attempt 2'" in second, attempts
+    # the end of the run names the failed key of the last attempt (not only "invalid configuration")
+    assert "campaign name 'attempt 2' must be" in out.stderr, out.stderr[-3000:]
+    assert "'attempt 1'" not in out.stderr, out.stderr[-3000:]

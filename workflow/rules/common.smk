@@ -250,8 +250,9 @@ def all_outputs(wildcards):
 
 
 def failed_job_errors(snakemake_logs, tail=5):
-    """The error of each failed job, from its own log: the ``climai <stage>: error:`` lines,
-    else the log's last lines. Snakemake's log (``snakemake_logs``) names the failed jobs' logs."""
+    """The error of each failed job, from its own log (its last attempt): the ``climai <stage>:
+    error:`` line and the lines after it (at most 20), else the log's last lines. Snakemake's
+    log (``snakemake_logs``) names the failed jobs' logs."""
     job_logs = []
     for name in snakemake_logs or []:
         try:
@@ -267,6 +268,8 @@ def failed_job_errors(snakemake_logs, tail=5):
             lines = Path(job_log).read_text(errors="replace").rstrip().splitlines()
         except OSError:
             continue
-        errors = [ln for ln in lines if re.match(r"climai \S+: error: ", ln)] or lines[-tail:]
+        # the error with its continuation lines (a config error names the key on the next line)
+        first = next((i for i, ln in enumerate(lines) if re.match(r"climai \S+: error: ", ln)), None)
+        errors = lines[first : first + 20] if first is not None else lines[-tail:]
         out.append(f"{job_log}:\n    " + "\n    ".join(errors))
     return out

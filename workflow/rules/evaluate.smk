@@ -40,7 +40,7 @@ rule evaluate:
         config=stage_config("evaluate"),
     shell:
         "climai evaluate --config-json {params.config:q} --method {wildcards.method:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"
 
 
 rule compare:
@@ -128,4 +128,4 @@ rule compare:
         methods=METHODS,
     shell:
         "climai compare --config-json {params.config:q} --methods {params.methods:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"

@@ -33,7 +33,7 @@ rule sweep:
         methods=sweep_variants,
     shell:
         "climai sweep --config-json {params.config:q} --name {wildcards.sweep:q} "
-        "--methods {params.methods:q} --threads {threads} > {log:q} 2>&1"
+        "--methods {params.methods:q} --threads {threads} --job-log {log:q} > {log:q} 2>&1"
 
 
 rule lineage:
@@ -61,4 +61,4 @@ rule lineage:
         methods=FINE_TUNED,
     shell:
         "climai lineage --config-json {params.config:q} --methods {params.methods:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"

@@ -16,4 +16,4 @@ rule export:
         config=stage_config("export"),
     shell:
         "climai export --config-json {params.config:q} --method {wildcards.method:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule infer:
         config=stage_config("infer"),
     shell:
         "climai infer --config-json {params.config:q} --method {wildcards.method:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"
 
 
 # An infer too long for any partition (an emulator's, or a baseline's but a whole-series one,
@@ -49,7 +49,7 @@ rule infer_block:
         blocks=lambda wildcards: SPLIT[wildcards.method],
     shell:
         "climai infer_block --config-json {params.config:q} --method {wildcards.method:q} "
-        "--block {wildcards.block} --blocks {params.blocks} --threads {threads} > {log:q} 2>&1"
+        "--block {wildcards.block} --blocks {params.blocks} --threads {threads} --job-log {log:q} > {log:q} 2>&1"
 
 
 rule infer_gather:
@@ -77,4 +77,4 @@ rule infer_gather:
         blocks=lambda wildcards: SPLIT[wildcards.method],
     shell:
         "climai infer_gather --config-json {params.config:q} --method {wildcards.method:q} "
-        "--blocks {params.blocks} --threads {threads} > {log:q} 2>&1"
+        "--blocks {params.blocks} --threads {threads} --job-log {log:q} > {log:q} 2>&1"

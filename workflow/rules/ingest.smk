@@ -17,4 +17,4 @@ rule ingest:
     params:
         config=stage_config("ingest"),
     shell:
-        "climai ingest --config-json {params.config:q} --threads {threads} > {log:q} 2>&1"
+        "climai ingest --config-json {params.config:q} --threads {threads} --job-log {log:q} > {log:q} 2>&1"

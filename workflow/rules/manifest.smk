@@ -21,4 +21,4 @@ rule manifest:
     params:
         config=stage_config("manifest"),
     shell:
-        "climai manifest --config-json {params.config:q} --threads {threads} > {log:q} 2>&1"
+        "climai manifest --config-json {params.config:q} --threads {threads} --job-log {log:q} > {log:q} 2>&1"

@@ -19,4 +19,4 @@ rule preprocess:
         config=stage_config("preprocess"),
     shell:
         "climai preprocess --config-json {params.config:q} --threads {threads} "
-        "> {log:q} 2>&1"
+        "--job-log {log:q} > {log:q} 2>&1"

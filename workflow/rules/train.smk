@@ -19,4 +19,4 @@ rule train:
         config=stage_config("train"),
     shell:
         "climai train --config-json {params.config:q} --method {wildcards.method:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --job-log {log:q} > {log:q} 2>&1"
