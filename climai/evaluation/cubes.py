@@ -71,10 +71,12 @@ def curves_record(
 
 def common_curves(
     records: dict[str, dict[str, Any] | None], var: str, levels: np.ndarray
-) -> tuple[SpectralRegion, Series, dict[str, np.ndarray]] | None:
+) -> tuple[SpectralRegion, Series, dict[str, tuple[np.ndarray, np.ndarray]]] | None:
     """``var``'s spectra (truth first) and QQ quantiles of every method in ``records`` (each a
     :func:`curves_record`, ``None`` where missing), when every method has them on one spectral
     region with the same steps and quantile levels; else ``None`` (compare then reads the stores).
+    A method's QQ quantiles are the pair (the truth's, the method's), both on the cells valid in
+    the truth and that method's prediction.
     """
     recs = {m: (r or {}).get(var) for m, r in records.items()}
     if not recs or any(r is None for r in recs.values()):
@@ -96,11 +98,11 @@ def common_curves(
         slice(*first["rows"]), slice(*first["cols"]), np.asarray(first["steps"], dtype=np.int64)
     )
     spectra: Series = {"truth": (np.asarray(first["wavelength"]), np.asarray(first["truth"]))}
-    qq = {"truth": np.asarray(first["qq_truth"], dtype=float)}
+    qq: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for m, r in recs.items():
         assert r is not None
         spectra[m] = (np.asarray(r["wavelength"]), np.asarray(r["pred"]))
-        qq[m] = np.asarray(r["qq_pred"], dtype=float)
+        qq[m] = (np.asarray(r["qq_truth"], dtype=float), np.asarray(r["qq_pred"], dtype=float))
     return region, spectra, qq
 
 

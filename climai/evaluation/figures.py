@@ -171,19 +171,21 @@ def spectra_figure(
 
 @figure_style
 def qq_figure(
-    qq: dict[str, dict[str, np.ndarray]], units: dict[str, str], title: str, path: str | Path
+    qq: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    units: dict[str, str],
+    title: str,
+    path: str | Path,
 ) -> None:
     """Quantile–quantile plots: quantiles of each method against those of the truth at
-    :data:`QQ_LEVELS` (1 % to 99.95 %; ``qq[var][label]``, ``"truth"`` among the labels), one
-    panel per variable, with the 1:1 line."""
+    :data:`QQ_LEVELS` (1 % to 99.95 %), one panel per variable, with the 1:1 line.
+    ``qq[var][method]`` is the pair (truth's, method's quantiles), each truth's on the cells
+    valid in it and that method's prediction: methods with other NaN cells have other truths."""
     fig, axes = plt.subplots(1, len(qq), figsize=(4.4 * len(qq), 4.2), squeeze=False)
     for ax, (var, series) in zip(axes[0], qq.items(), strict=True):
-        qt = series["truth"]
-        for label, q in series.items():
-            if label == "truth":
-                continue
+        for label, (qt, q) in series.items():
             ax.plot(qt, q, ".-", ms=3, lw=1, label=label)
-        lo, hi = float(qt.min()), float(qt.max())
+        truths = np.concatenate([qt for qt, _ in series.values()])
+        lo, hi = float(np.nanmin(truths)), float(np.nanmax(truths))
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
         ax.set_xlabel(f"truth quantile ({units[var]})")
         ax.set_ylabel(f"method quantile ({units[var]})")

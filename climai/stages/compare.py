@@ -79,7 +79,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
     records = {m: read_values(f) if (f := ctx.paths.curves(m)).is_file() else None for m in methods}
     spectra_: dict[str, Series] = {}
     regions: dict[str, SpectralRegion] = {}
-    qq: dict[str, dict[str, np.ndarray]] = {}
+    qq: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     ranks: dict[str, dict[str, list[int]]] = {m: {} for m in ensembles}
     for var in ctx.cfg.variables:
         v = var.name
@@ -115,9 +115,8 @@ def run(ctx: StageContext, methods: list[str]) -> None:
                 **{m: (p.wavelength, p.pred) for m, p in pairs.items()},
             }
             hists = {m: histograms(s.streams).result() for m, s in scores.items()}
-            qq[v] = {
-                "truth": hists[methods[0]][1].quantiles(QQ_LEVELS),
-                **{m: h[0].quantiles(QQ_LEVELS) for m, h in hists.items()},
+            qq[v] = {  # each method against the truth on the cells valid in both
+                m: (h[1].quantiles(QQ_LEVELS), h[0].quantiles(QQ_LEVELS)) for m, h in hists.items()
             }
         for m in ensembles:
             ranks[m][v] = metrics[m][v].get("rank_histogram") or scores[m].metrics["rank_histogram"]

@@ -63,13 +63,15 @@ def run(ctx: StageContext, method: str) -> None:
         metrics[v] = scores.metrics
         pairs[v] = spectra(scores.streams).result()
         hist_pred, hist_truth = histograms(scores.streams).result()
-        qq[v] = {"truth": hist_truth.quantiles(QQ_LEVELS), method: hist_pred.quantiles(QQ_LEVELS)}
+        qq[v] = {method: (hist_truth.quantiles(QQ_LEVELS), hist_pred.quantiles(QQ_LEVELS))}
     write_json(ctx.paths.metrics(method), metrics)
     write_text(ctx.paths.spectra(method), spectra_csv(pairs))
     write_json(
         ctx.paths.curves(method),
         curves_record(
-            pairs, {v: {"pred": q[method], "truth": q["truth"]} for v, q in qq.items()}, QQ_LEVELS
+            pairs,
+            {v: {"truth": q[method][0], "pred": q[method][1]} for v, q in qq.items()},
+            QQ_LEVELS,
         ),
     )
     units = {v.name: v.units for v in ctx.cfg.variables}

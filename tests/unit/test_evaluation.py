@@ -214,10 +214,25 @@ def test_compare_draws_evaluates_spectra_and_quantiles_equal_to_streaming_every_
             np.testing.assert_allclose(spectra_[m][1], pair.pred, rtol=1e-9)
             np.testing.assert_allclose(spectra_["truth"][1], pair.truth, rtol=1e-9)
             hist_pred, hist_truth = histograms(s.streams).result()
-            np.testing.assert_allclose(qq[m], hist_pred.quantiles(QQ_LEVELS), atol=2 * bin_width)
+            np.testing.assert_allclose(qq[m][1], hist_pred.quantiles(QQ_LEVELS), atol=2 * bin_width)
             np.testing.assert_allclose(
-                qq["truth"], hist_truth.quantiles(QQ_LEVELS), atol=2 * bin_width
+                qq[m][0], hist_truth.quantiles(QQ_LEVELS), atol=2 * bin_width
             )
+
+
+def test_each_method_is_drawn_against_the_truth_on_its_own_valid_cells(campaign):
+    """Two methods valid on different cells: each QQ pair's truth is that of its own cells (the
+    figure drew every method against the first method's truth quantiles)."""
+    records = _records(campaign, ["bicubic", "unet-crps"])
+    records["unet-crps"]["pr"]["qq_truth"] = [
+        q + 1.0 for q in records["unet-crps"]["pr"]["qq_truth"]
+    ]
+    stored = common_curves(records, "pr", QQ_LEVELS)
+    assert stored is not None
+    qq = stored[2]
+    np.testing.assert_array_equal(qq["bicubic"][0], records["bicubic"]["pr"]["qq_truth"])
+    np.testing.assert_array_equal(qq["unet-crps"][0], records["unet-crps"]["pr"]["qq_truth"])
+    np.testing.assert_array_equal(qq["unet-crps"][1], records["unet-crps"]["pr"]["qq_pred"])
 
 
 def test_common_curves_only_where_every_method_has_them_on_one_region(campaign):
