@@ -32,7 +32,11 @@ class InferConfig(StrictModel):
         "0: as many as memory_mb allows.",
     )
     memory_mb: int = Field(
-        512, ge=16, description="Budget of the band buffers when time_block is 0 (MiB)."
+        512,
+        ge=16,
+        description="Budget of the band buffers when time_block is 0 (MiB). A block holds at "
+        "least one time step, so a step whose band buffers exceed it (a wide domain, many "
+        "members) takes more: memory then follows the domain's width × members.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto: cuda when available, else cpu."
