@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -399,14 +400,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         args.func(args)
+        if args.command in STAGES:  # a rule's job: its exact peak memory, for the benchmarks
+            logging.getLogger("climai").info(PEAK_RSS_LINE.format(mb=peak_rss_mb()))
     except (ConfigError, FileNotFoundError, ValueError, OSError, LaunchError) as err:
         say(f"climai {args.command}: error: {err}")
         return 1
     except TrainingInterrupted as err:
         say(f"climai {args.command}: {err}; checkpoint written, rerun to resume")
         return 143
-    if args.command in STAGES:  # a rule's job: its exact peak memory, for the benchmarks
-        logging.getLogger("climai").info(PEAK_RSS_LINE.format(mb=peak_rss_mb()))
+    except BaseException:  # a crash: its traceback too (Python prints it to stderr as it ends)
+        if attempts is not None:
+            attempts.stream.write(traceback.format_exc())
+            attempts.flush()
+        raise
+    finally:
+        if attempts is not None:  # main() may run again in this process (tests)
+            logging.getLogger().removeHandler(attempts)
+            attempts.close()
     return 0
 
 
