@@ -255,10 +255,22 @@ class EpochSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` of an epoch of ``length``, from batch ``start`` on.
 
     Each process sees ``length // world`` indices (the same count on every rank), cut to whole
-    batches; ``start`` skips the batches a resumed run has already trained on.
+    batches; ``start`` skips the batches a resumed run has already trained on. ``every=True``
+    (validation): every index, ``rank, rank + world, ...`` up to ``length``, none left out.
     """
 
-    def __init__(self, length: int, batch: int, rank: int = 0, world: int = 1, start: int = 0):
+    def __init__(
+        self,
+        length: int,
+        batch: int,
+        rank: int = 0,
+        world: int = 1,
+        start: int = 0,
+        every: bool = False,
+    ):
+        if every:
+            self.indices = list(range(rank, length, world))[start * batch :]
+            return
         per_rank = (length // world) // batch * batch
         self.indices = [rank + world * i for i in range(per_rank)][start * batch :]
 

@@ -230,9 +230,11 @@ def make_loaders(
             sources[split] = ZarrSource(
                 ctx.paths.dataset, spec.variables, spec.statics, split_code(split)
             )
-    minimum = mcfg.batch * world
+    # every val patch is validated (a short last batch), so the val set needs no minimum: it is
+    # the same whatever the batch and the number of processes
     lengths = {
-        s: max(minimum, split_steps(ds, s) * mcfg.patches_per_step) for s in ("train", "val")
+        "train": max(mcfg.batch * world, split_steps(ds, "train") * mcfg.patches_per_step),
+        "val": max(1, split_steps(ds, "val") * mcfg.patches_per_step),
     }
     seed = training_seed(ctx, mcfg)
     datasets = {

@@ -150,8 +150,11 @@ class Loaders:
     seed: int
 
     def loader(self, ds: PatchDataset, epoch: int, ctx: DistContext, start: int = 0) -> DataLoader:
+        """The batches of ``ds`` this epoch on this rank from batch ``start``: whole batches of
+        the training patches; every one of the validation patches (the last batch may be short)."""
         ds.set_epoch(epoch)
-        sampler = EpochSampler(len(ds), self.batch, ctx.rank, ctx.world, start)
+        every = ds is self.val
+        sampler = EpochSampler(len(ds), self.batch, ctx.rank, ctx.world, start, every)
         gen = torch.Generator().manual_seed(self.seed + epoch)  # never touches the global RNG
         return DataLoader(
             ds,
@@ -160,7 +163,7 @@ class Loaders:
             collate_fn=self.collate,
             num_workers=self.workers,
             pin_memory=ctx.device.type == "cuda",
-            drop_last=True,
+            drop_last=not every,
             generator=gen,
             persistent_workers=False,
             prefetch_factor=4 if self.workers else None,
@@ -259,7 +262,13 @@ def validate(model: nn.Module, loaders: Loaders, objective: Objective, ctx: Dist
         s, c = objective.sums(model, batch.to(ctx.device))
         total += torch.stack([s.double(), c.double()])
     total = all_reduce_sum(total, ctx)
-    return float(total[0] / total[1].clamp(min=1))
+    if total[1] == 0:
+        raise ValueError(
+            f"validation: the {len(loaders.val)} val patches hold no valid target cell; "
+            "a model cannot be selected: give the val split more time steps (config key split.val)"
+            " or raise methods.<name>.patches_per_step"
+        )
+    return float(total[0] / total[1])
 
 
 def _stop_requested(flags: SignalFlags, ctx: DistContext) -> tuple[bool, bool]:

@@ -263,3 +263,54 @@ def test_physical_loss_space_scores_the_variables_in_their_units():
     assert torch.isfinite(wild).all() and wild[0, 1].max().item() == pytest.approx(
         np.expm1(PHYSICAL_LOG_MAX), rel=1e-5
     )
+
+
+def test_validation_scores_every_val_patch_not_only_whole_batches():
+    """10 val patches with batch 4: all 10 are validated (a short last batch), across ranks too;
+    the val loss and RMSE equal a direct computation over all of them."""
+    from climai.training.loop import Objective, validate, validation_scores
+
+    spec, train, val, _ = tiny_sources()
+    loaders = Loaders(
+        PatchDataset(train, 16, 8, 16, 0),
+        PatchDataset(val, 16, 8, 10, 1000),
+        Collate(spec),
+        4,
+        0,
+        0,
+    )
+    seen = [i for b in (0, 1) for i in EpochSampler(10, 4, b, 2, every=True)]
+    assert sorted(seen) == list(range(10))
+    assert len(list(EpochSampler(10, 4, every=True))) == 10
+    torch.manual_seed(0)
+    from climai.models.unet import ResidualUNet
+
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [4, 8]).eval()
+    objective = Objective(spec)
+    batch = Collate(spec)([loaders.val[i] for i in range(10)])
+    with torch.no_grad():
+        pred = model(batch.x, batch.base.nan_to_num(0.0)).float()
+    ok = torch.isfinite(batch.target)
+    want = float(((pred - batch.target)[ok] ** 2).mean())
+    assert validate(model, loaders, objective, DistContext()) == pytest.approx(want, rel=1e-5)
+    scores = validation_scores(model, loaders, objective, DistContext())
+    assert scores[spec.variables[0]]["cells"] == 10 * 16 * 16
+
+
+def test_validation_without_a_valid_val_cell_is_an_error_not_a_zero_loss():
+    from climai.models.unet import ResidualUNet
+    from climai.training.loop import Objective, validate
+
+    spec, train, val, _ = tiny_sources()
+    val.hr[:] = np.nan
+    loaders = Loaders(
+        PatchDataset(train, 16, 8, 16, 0),
+        PatchDataset(val, 16, 8, 3, 1000, min_valid=0.0),
+        Collate(spec),
+        4,
+        0,
+        0,
+    )
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [4, 8]).eval()
+    with pytest.raises(ValueError, match="val patches hold no valid target cell.*split.val"):
+        validate(model, loaders, Objective(spec), DistContext())
