@@ -124,7 +124,9 @@ class PooledPatches:
             k = int(np.searchsorted(self.offsets, index, side="right") - 1)
             return k, index - int(self.offsets[k]), rng
         k = int(rng.choice(len(self.members), p=self.weights))
-        return k, index % len(self.members[k].patches), rng
+        # the member's window of this very index (its own seeded draw): every sample of the
+        # epoch is a window of its own, never a repeat of another index's
+        return k, index, rng
 
     def __getitem__(self, index: int) -> Window:
         k, i, rng = self.pick(index)

@@ -74,6 +74,17 @@ def test_patches_are_drawn_in_the_stated_shares(weights, expected):
     assert pooled.counts() != counts  # another epoch, other draws
 
 
+def test_every_drawn_patch_is_a_window_of_its_own():
+    """pooled_patches above the members' own lengths (4000 draws from members of 40): each
+    sample is its member's window of that index, not one of 40 windows repeated ~50 times."""
+    _, members = two_members()
+    pooled = PooledPatches(members, 4000, seed=0, weights=shares(["a", "b"], None))
+    picks = [pooled.pick(i)[:2] for i in range(4000)]
+    assert len(set(picks)) == 4000
+    k, i = picks[3000]
+    assert i == 3000 and np.array_equal(pooled[3000].hr, members[k].patches[3000].hr)
+
+
 def test_shares_need_every_campaign():
     with pytest.raises(ValueError, match="needs a share"):
         shares(["a", "b"], {"a": 1.0})
