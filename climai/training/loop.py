@@ -434,9 +434,11 @@ def run_epoch(
         dynamic_ncols=False,
     )
     for batch in loaders.loader(loaders.train, state.epoch, ctx, start):
-        state.epoch_losses.append(
-            train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip)
-        )
+        loss = train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip)
+        if ctx.distributed:  # the loss DDP's averaged gradient is of: the mean over the ranks
+            t = torch.tensor([loss], dtype=torch.float64, device=ctx.device)
+            loss = float(all_reduce_sum(t, ctx)[0]) / ctx.world
+        state.epoch_losses.append(loss)
         bar.update(1)
         save, stop = _stop_requested(flags, ctx)
         if save or stop or state.step % cfg.checkpoint_every == 0:
