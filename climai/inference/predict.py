@@ -52,6 +52,7 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     """The emulator, its feature spec and its card from a ``model.pt``: each network rebuilt by
     its method type's registry ``build`` from the config stored in the card, then loaded."""
     state, card = load_model_file(path)
+    check_card(card, path)
     try:
         return _emulator_of(path, state, card)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
@@ -64,6 +65,55 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
             "rebuilds exactly the saved networks: the file was edited or damaged, use the model "
             "file that training wrote"
         ) from None
+
+
+#: What applying a model reads from its card, beyond the architecture (checked by the build).
+STAT_KEYS = ("transform", "offset", "mean", "std")
+
+
+def card_problems(card: dict[str, Any]) -> list[str]:
+    """The fields inference needs that ``card`` lacks or gets wrong (empty: none): the features
+    (variables, static fields, scale, each variable's and static field's normalisation), each
+    variable's units and the grid (HR spacing, possibly null for a pooled model, and the scale)."""
+    feats = card.get("features")
+    if not isinstance(feats, dict):
+        return ["features: missing (variables, statics, scale, stats)"]
+    out = [
+        f"features.{k}: missing"
+        for k in ("variables", "statics", "scale", "stats")
+        if k not in feats
+    ]
+    if out:
+        return out
+    stats, units, grid = feats["stats"], card.get("units"), card.get("grid")
+    for v in feats["variables"]:
+        got = stats.get(v) if isinstance(stats, dict) else None
+        lack = [k for k in STAT_KEYS if not isinstance(got, dict) or k not in got]
+        if lack:
+            out.append(f"features.stats.{v}: missing {', '.join(lack)}")
+        if not isinstance(units, dict) or not isinstance(units.get(v), str):
+            out.append(f"units.{v}: missing (the units the input's {v} must have)")
+    for name in feats["statics"]:
+        got = (stats.get("static") or {}).get(name) if isinstance(stats, dict) else None
+        if not isinstance(got, dict) or "mean" not in got or "std" not in got:
+            out.append(f"features.stats.static.{name}: missing mean, std")
+    if not isinstance(grid, dict) or "hr_dx" not in grid or "hr_dy" not in grid:
+        out.append("grid: missing hr_dx, hr_dy (the HR spacing the model was trained on)")
+    elif "scale" in grid and grid["scale"] != feats["scale"]:
+        out.append(f"grid.scale: {grid['scale']!r}, but features.scale is {feats['scale']!r}")
+    return out
+
+
+def check_card(card: dict[str, Any], path: str | Path) -> None:
+    """Raise ``ValueError`` naming every field of the model card that inference needs and that
+    is missing or contradicts another (:func:`card_problems`)."""
+    found = card_problems(card) if isinstance(card, dict) else ["the card is not a mapping"]
+    if found:
+        raise ValueError(
+            f"model file {str(path)!r}: its model card is incomplete or inconsistent:\n  "
+            + "\n  ".join(found)
+            + "\nuse the model file that training wrote (or retrain it)"
+        )
 
 
 def _emulator_of(

@@ -456,8 +456,14 @@ MODEL_CASES = [
     model_case(
         "card-without-features",
         model_file(lambda obj: obj["card"].pop("features")),
-        r"model file 'model.pt': its model card does not match its weights: KeyError: "
-        r"missing key 'features'",
+        r"model file 'model.pt': its model card is incomplete or inconsistent:\n  "
+        r"features: missing",
+    ),
+    model_case(
+        "card-without-grid",
+        model_file(lambda obj: obj["card"].pop("grid")),
+        r"model file 'model.pt': its model card is incomplete or inconsistent:\n  "
+        r"grid: missing hr_dx, hr_dy",
     ),
     model_case(
         "weights-missing-layer",

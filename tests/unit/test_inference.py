@@ -997,3 +997,57 @@ def test_bad_tile_options_and_a_one_row_input_are_named_in_one_line(new_domain, 
     assert _downscale_input(new_domain, tmp_path / "row.zarr", tmp_path / "hr.zarr") == 1
     assert "1 LR cell along y; at least 2 are needed" in capsys.readouterr().err
     assert not (tmp_path / "hr.zarr").exists()
+
+
+def _drop(card, path):
+    *parents, last = path.split(".")
+    for key in parents:
+        card = card[key]
+    del card[last]
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("grid", "grid: missing hr_dx, hr_dy"),
+        ("units", "units.tas: missing"),
+        ("features.stats.pr", "features.stats.pr: missing transform, offset, mean, std"),
+        ("features.stats.static.orography", "features.stats.static.orography: missing mean"),
+        ("features", "features: missing"),
+    ],
+)
+def test_a_model_card_without_a_field_inference_needs_is_refused_naming_it(
+    new_domain, tmp_path, capsys, field, message
+):
+    import copy
+
+    state = torch.load(new_domain / "model.pt", weights_only=True)
+    card = copy.deepcopy(state["card"])
+    _drop(card, field)
+    save_model(tmp_path / "model.pt", state["state_dict"], card)
+    code = main(
+        [
+            "downscale",
+            "--model", str(tmp_path / "model.pt"),
+            "--input", str(new_domain / "lr.zarr"),
+            "--static", str(new_domain / "static.zarr"),
+            "--output", str(tmp_path / "hr.zarr"),
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "model card is incomplete" in err and message in err and "model.pt" in err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_a_model_card_whose_grid_scale_contradicts_its_features_is_refused(
+    new_domain, tmp_path, capsys
+):
+    state = torch.load(new_domain / "model.pt", weights_only=True)
+    card = {**state["card"], "grid": {**state["card"]["grid"], "scale": 4}}
+    save_model(tmp_path / "model.pt", state["state_dict"], card)
+    from climai.inference.predict import load_emulator
+
+    with pytest.raises(ValueError, match="grid.scale: 4, but features.scale is 8"):
+        load_emulator(tmp_path / "model.pt")
