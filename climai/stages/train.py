@@ -45,7 +45,7 @@ from climai.training.finetune import (
     load_parent,
 )
 from climai.training.guard import guard
-from climai.training.history import EpochLog
+from climai.training.history import EpochLog, selection
 from climai.training.loop import Loaders, build_model, fit, make_objective
 from climai.training.pooled import (
     Source,
@@ -177,6 +177,13 @@ def lineage_card(mcfg: EmulatorConfig, parent: Parent | None, frozen: list[str])
     }
 
 
+def selected_epochs(history: list[dict[str, Any]], epochs: int) -> dict[str, dict[str, Any]]:
+    """Per variable group, the epoch whose weights were kept, its val loss, the epochs run and
+    whether early stopping ended the run (the model card's ``training``)."""
+    groups = dict.fromkeys(str(r.get("group")) for r in history)
+    return {g: selection([r for r in history if r.get("group") == g], epochs) for g in groups}
+
+
 def validation_record(
     method: str,
     mcfg: EmulatorConfig,
@@ -193,6 +200,7 @@ def validation_record(
         "variables": scores,
         "epochs_run": len(history),
         "best_val_loss": min(val_losses) if val_losses else None,
+        "selected": selected_epochs(history, mcfg.epochs),
         "lineage": lineage(parent) if parent is not None else [],
         "config": mcfg.model_dump(mode="json"),
     }
@@ -357,6 +365,7 @@ def _train(
         card["runtime"] = runtime
         card.update(lineage_card(mcfg, parent, frozen))
         card["validation"] = scores
+        card["training"] = selected_epochs(history, mcfg.epochs)
         card["guard"] = guarded
         if mcfg.calibrate and mcfg.calibrate_by != "noise":  # per variable, for inference
             card["architecture"]["inflation"] = {

@@ -37,6 +37,20 @@ def epoch_row(epoch: int, losses: list[float], lr: float, samples: int, seconds:
     }
 
 
+def selection(history: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """Which epoch's weights a training kept (the first with the lowest ``val_loss``: a later
+    epoch must be strictly better) and why it stopped, for the model card and validation.json."""
+    scored = [row for row in history if "val_loss" in row]
+    best = min(scored, key=lambda row: row["val_loss"]) if scored else None
+    return {
+        "best_epoch": int(best["epoch"]) if best else None,
+        "best_val_loss": float(best["val_loss"]) if best else None,
+        "epochs_run": len(history),
+        "epochs": epochs,
+        "stopped_early": len(history) < epochs,
+    }
+
+
 class EpochLog:
     """``history.csv`` of a training run of one or more variable groups, rewritten empty when the
     run starts and then one appended line per epoch (:meth:`record`)."""

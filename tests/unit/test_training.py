@@ -314,3 +314,42 @@ def test_validation_without_a_valid_val_cell_is_an_error_not_a_zero_loss():
     model = ResidualUNet(spec.in_channels, spec.out_channels, [4, 8]).eval()
     with pytest.raises(ValueError, match="val patches hold no valid target cell.*split.val"):
         validate(model, loaders, Objective(spec), DistContext())
+
+
+def test_the_model_card_names_the_epoch_whose_weights_were_kept(tmp_path):
+    """Early stopping after a worse epoch: the card's and validation.json's best epoch is the
+    history's lowest val loss, and the shipped weights score exactly that val loss."""
+    import json
+
+    from climai.config import config_sha256, load_config, stage_slice
+    from climai.io import open_store
+    from climai.io.checkpoints import load_model_file
+    from climai.stages import StageContext
+    from climai.stages.train import make_loaders
+    from climai.stages.train import run as run_train
+    from climai.testing import prepare_campaign
+    from climai.training.loop import build_model, make_objective, validate
+
+    unet = {"epochs": 5, "patch": 16, "batch": 4, "channels": [4, 8], "lr": 0.5, "patience": 1}
+    path = prepare_campaign(tmp_path, methods={"bicubic": None, "unet": unet})
+    cfg = load_config(path)
+    ctx = StageContext(cfg, config_sha256(stage_slice(cfg, "train", "unet")), "train", 1)
+    run_train(ctx, "unet")
+    history = pd.read_csv(ctx.paths.history("unet"))
+    best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    state, card = load_model_file(ctx.paths.model("unet"))
+    selected = card["training"]["all"]
+    assert selected["best_epoch"] == best
+    assert selected["epochs_run"] == len(history) and selected["epochs"] == 5
+    assert selected["stopped_early"] == (len(history) < 5)
+    record = json.loads(ctx.paths.validation("unet").read_text())
+    assert record["selected"] == card["training"]
+    mcfg = cfg.methods.get("unet")
+    from climai.data.features import FeatureSpec
+
+    spec = FeatureSpec(**card["features"])
+    net = build_model(mcfg, spec)
+    net.load_state_dict({k.removeprefix("all."): v for k, v in state.items()})
+    loaders = make_loaders(ctx, mcfg, spec, open_store(ctx.paths.dataset), 1)
+    got = validate(net, loaders, make_objective(mcfg, spec, torch.device("cpu")), DistContext())
+    assert got == pytest.approx(selected["best_val_loss"], rel=1e-5)
