@@ -26,12 +26,14 @@ HISTORY_FIELDS = (
 
 def epoch_row(epoch: int, losses: list[float], lr: float, samples: int, seconds: float) -> dict:
     """The history row of ``epoch`` (1-based): mean batch loss, the learning rate at its end,
-    throughput, duration and the wall-clock time (UTC) it ended; ``val_loss`` comes later."""
+    throughput, duration and the wall-clock time (UTC) it ended; ``val_loss`` comes later.
+    ``samples``: those trained in this process's ``seconds``; none (a run resumed from a
+    checkpoint of the epoch's last step) leaves the throughput unknown (NaN), not 0."""
     return {
         "epoch": epoch,
         "train_loss": float(sum(losses) / len(losses)) if losses else math.nan,
         "lr": lr,
-        "samples_per_s": samples / seconds if seconds > 0 else math.nan,
+        "samples_per_s": samples / seconds if samples and seconds > 0 else math.nan,
         "seconds": seconds,
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -95,3 +95,19 @@ def test_fit_reports_every_epoch_as_it_ends(tmp_path):
     last = seen[-1][-1]
     assert float(last["val_loss"]) == result.history[-1]["val_loss"]
     assert float(last["samples_per_s"]) > 0 and last["time"].endswith("+00:00")
+
+
+def test_a_run_resumed_at_an_epochs_last_step_reports_no_throughput_not_zero(tmp_path):
+    """A checkpoint written at the last step of an epoch: the resumed run trains no batch of it,
+    so its samples/s is unknown (NaN), not 0.0; its train loss is the interrupted run's."""
+    import math
+
+    spec, train, val, _ = tiny_sources()
+    loaders = _loaders(train, val, spec)
+    steps = len(loaders.train) // loaders.batch
+    cfg = UNetConfig(epochs=1, patch=16, batch=4, channels=[4, 8], checkpoint_every=steps)
+    first = fit(cfg, spec, loaders, DistContext(), tmp_path, "sha", log=lambda _m: None)
+    again = fit(cfg, spec, loaders, DistContext(), tmp_path, "sha", log=lambda _m: None)
+    assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
+    assert first.history[0]["samples_per_s"] > 0
+    assert math.isnan(again.history[0]["samples_per_s"])
