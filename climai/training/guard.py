@@ -34,7 +34,7 @@ from climai.models.constraints import (
     conserve,
     spread_members,
 )
-from climai.training.distributed import DistContext
+from climai.training.distributed import DistContext, all_reduce_sum
 from climai.training.loop import Loaders, Objective, constrain, validation_scores
 
 NOISE_PREFIXES = ("noise_down.", "noise_up.")
@@ -99,8 +99,10 @@ def ensemble_ratio(
     objective: Objective,
     inflation: float = 1.0,
     rule: str = "inflation",
+    ctx: DistContext | None = None,
 ) -> float:
-    """The spread/skill ratio of :func:`val_members`' draws; ``inflation``: of the members
+    """The spread/skill ratio of :func:`val_members`' draws (under DDP, ``ctx``: of every
+    rank's draws, the same ratio on every rank, so that they find one factor alike); ``inflation``: of the members
     spread by that factor with ``rule`` (``SPREADS``: :func:`inflate`, or
     :func:`spread_by_intensity` or :func:`spread_by_roughness` at any factor), then the
     objective's constraint, as inference applies it. With ``roughness`` only the cells whose LR
@@ -108,7 +110,7 @@ def ensemble_ratio(
     than inference's whole domain gives every cell."""
     spec = objective.spec
     var_sum = err_sum = cells = 0.0
-    members = batches[0][0].shape[1] if batches else 1
+    members = batches[0][0].shape[1] if batches else 0
     for phys, truth, lr in batches:
         if inflation != 1.0 or rule != "inflation":
             phys = spread_members(
@@ -136,6 +138,10 @@ def ensemble_ratio(
         var_sum += float(var[valid].sum())
         err_sum += float(err[valid].sum())
         cells += float(valid.sum())
+    if ctx is not None and ctx.distributed:  # sums over the ranks; members: any rank's draws
+        t = torch.tensor([var_sum, err_sum, cells, members, bool(batches)], dtype=torch.float64)
+        var_sum, err_sum, cells, m, drew = all_reduce_sum(t.to(ctx.device), ctx).tolist()
+        members = round(m / drew) if drew else 0
     if cells == 0 or err_sum == 0:
         return math.nan
     spread = math.sqrt(var_sum / cells) * math.sqrt((members + 1) / members)
@@ -156,7 +162,7 @@ def spread_skill(
     """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches
     (``inflation``: see :func:`ensemble_ratio`; ``blur``: :func:`val_members`)."""
     batches = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
-    return ensemble_ratio(batches, objective, inflation)
+    return ensemble_ratio(batches, objective, inflation, ctx=ctx)
 
 
 @dataclass
@@ -283,7 +289,7 @@ def guard(
             raise ValueError("calibrate: the model injects no noise (not an ensemble)")
         # the members do not depend on the factor: drawn once, spread at every trial
         drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
-        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f, calibrate_by))
+        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f, calibrate_by, ctx))
         record["calibration"] = {
             **cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor, "rule": calibrate_by
         }  # fmt: skip

@@ -51,3 +51,53 @@ def test_two_ranks_record_the_train_loss_of_all_their_patches():
     for rows in ranks.values():
         assert rows[0]["train_loss"] == pytest.approx(alone[0]["train_loss"], rel=1e-4)
         assert rows[0]["val_loss"] == pytest.approx(alone[0]["val_loss"], rel=1e-4)
+
+
+def _calibrate(rank: int, port: int, queue) -> None:
+    import torch
+
+    from climai.models.unet import ResidualUNet
+    from climai.training.guard import guard, noise_weights
+    from climai.training.loop import Objective
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    spec, train, val, _ = tiny_sources()
+    loaders = Loaders(
+        PatchDataset(train, 16, 8, 8, 0),
+        PatchDataset(val, 16, 8, 16, 1000),
+        Collate(spec),
+        2,
+        0,
+        0,
+    )
+    torch.manual_seed(0)  # the same network on both ranks, as DDP keeps it
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [4, 8], noise_channels=2).eval()
+    with torch.no_grad():
+        for w in [*noise_weights(model).values(), model.head.weight]:  # zero at the start
+            w.normal_(0.0, 0.3)
+    records = {}
+    for rule in ("noise", "inflation"):
+        _, record = guard(
+            model, loaders, Objective(spec, 2), DistContext(rank, 2, rank, 2),
+            calibrate=True, fallback=False, calibrate_by=rule, members=3, seed=0,
+            log=lambda _m: None, max_batches=2,
+        )  # fmt: skip
+        records[rule] = record["calibration"]
+    queue.put((rank, records))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_calibrate_the_ensemble_on_all_their_val_patches_alike():
+    """The spread/skill ratio of every calibration trial is summed over both ranks' val
+    patches: the ranks find the same factor from the same ratios (each rank's own half gave
+    each its own)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(
+        _calibrate, args=(29000 + os.getpid() % 900 + 100, queue), nprocs=2, start_method="spawn"
+    )
+    ranks = dict(queue.get() for _ in range(2))
+    for rule in ("noise", "inflation"):
+        assert ranks[0][rule] == ranks[1][rule]
+        assert len(ranks[0][rule]["trials"]) > 1
