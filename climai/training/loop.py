@@ -237,11 +237,26 @@ def init_state(
 
 
 def train_step(
-    net: nn.Module, state: TrainState, batch: Batch, objective: Objective, grad_clip: float
+    net: nn.Module,
+    state: TrainState,
+    batch: Batch,
+    objective: Objective,
+    grad_clip: float,
+    ctx: DistContext | None = None,
 ) -> float:
-    """One optimiser step on ``batch``; returns the batch loss."""
+    """One optimiser step on ``batch``; returns the step's loss: the mean over the valid target
+    cells of every rank's batch. Under DDP, which averages the ranks' gradients, each rank's sum
+    is divided by the valid cells of all ranks × the world size, so the step is the one process
+    step on all the batches together, also where the ranks' batches hold different numbers of
+    valid (non-NaN) cells, as radar batches do."""
     total, count = objective.sums(net, batch)
-    loss = total / count.clamp(min=1)
+    if ctx is not None and ctx.distributed:
+        sums = all_reduce_sum(torch.stack([total.detach().double(), count.double()]), ctx)
+        loss = total * ctx.world / sums[1].clamp(min=1).to(total.dtype)
+        mean = float(sums[0] / sums[1].clamp(min=1))
+    else:
+        loss = total / count.clamp(min=1)
+        mean = float(loss.detach())
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
@@ -250,7 +265,7 @@ def train_step(
     state.ema.update(state.model)
     state.step += 1
     state.batch += 1
-    return float(loss.detach())
+    return mean
 
 
 @torch.no_grad()
@@ -434,10 +449,7 @@ def run_epoch(
         dynamic_ncols=False,
     )
     for batch in loaders.loader(loaders.train, state.epoch, ctx, start):
-        loss = train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip)
-        if ctx.distributed:  # the loss DDP's averaged gradient is of: the mean over the ranks
-            t = torch.tensor([loss], dtype=torch.float64, device=ctx.device)
-            loss = float(all_reduce_sum(t, ctx)[0]) / ctx.world
+        loss = train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip, ctx)
         state.epoch_losses.append(loss)
         bar.update(1)
         save, stop = _stop_requested(flags, ctx)
