@@ -158,7 +158,12 @@ class EmulatorConfig(TransferKeys):
     )
     lr: float = Field(2e-3, gt=0, lt=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps before cosine decay.")
+    warmup_steps: int = Field(
+        20,
+        ge=0,
+        description="Linear warm-up steps to lr, then cosine decay to 0.05 × lr at the last step "
+        "(training warns when the warm-up is not shorter than the run).",
+    )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clipping threshold.")
     ema_decay: float = Field(
         0.99, ge=0, lt=1, description="EMA decay of the weights (0: no EMA); EMA is validated."

@@ -255,6 +255,21 @@ def worse_than_bicubic(scores: dict[str, dict[str, float]]) -> list[str]:
     return [v for v, s in scores.items() if s["rmse"] > s["bicubic_rmse"]]
 
 
+#: Spread/skill of a calibrated ensemble outside this band is logged as a warning (the band the
+#: acceptance of reliable ensembles uses; 1 is reliable).
+CALIBRATED_BAND = (0.8, 1.2)
+
+
+def _warn_uncalibrated(ratio: float, log: Callable[[str], None]) -> None:
+    lo, hi = CALIBRATED_BAND
+    if not lo <= ratio <= hi:
+        kind = "under-dispersive: too little spread" if ratio < lo else "over-dispersive"
+        log(
+            f"WARNING: calibration reached spread/skill {ratio:.3f} on validation, outside "
+            f"{lo}–{hi}: the ensemble stays {kind} (no factor in the search reached 1)"
+        )
+
+
 def guard(
     model: nn.Module,
     loaders: Loaders,
@@ -297,6 +312,7 @@ def guard(
             f"calibrated {calibrate_by} ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} "
             "on validation"
         )
+        _warn_uncalibrated(cal.ratio, log)
     elif calibrate:
         cal = calibrate_noise(
             model,
@@ -306,6 +322,7 @@ def guard(
         )
         record["calibration"] = cal.as_dict()
         log(f"calibrated noise ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
+        _warn_uncalibrated(cal.ratio, log)
     shown = Objective(objective.spec, members, objective.constraint, objective.autocast)
     scores = validation_scores(model, loaders, shown, ctx)
     worse = worse_than_bicubic(scores)

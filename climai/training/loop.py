@@ -40,6 +40,7 @@ from climai.training.ema import EMA
 from climai.training.finetune import freeze, load_parent_weights
 from climai.training.history import epoch_row
 from climai.training.losses import LOSSES, fair_crps, in_units
+from climai.training.schedule import warmup_cosine, warmup_warning
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -47,18 +48,6 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up for ``warmup`` steps, then cosine decay to 0.05."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
@@ -385,6 +374,8 @@ def fit(
     if frozen:
         log(f"frozen: {', '.join(cfg.freeze)} ({len(frozen)} parameter tensors)")
     state = init_state(cfg, model, spe, ctx.device)
+    if warning := warmup_warning(cfg.warmup_steps, cfg.epochs * spe, cfg.lr):
+        log(warning)
     key = {"config_sha256": config_sha256, **(identity or {})}
     if checkpoint_dir is not None and (ckpt := load_latest(checkpoint_dir, key, log)):
         state.load_state_dict(ckpt)

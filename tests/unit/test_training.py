@@ -8,8 +8,9 @@ from climai.data.dataset import Collate, EpochSampler, PatchDataset
 from climai.data.features import build_split, to_physical
 from climai.testing import tiny_sources
 from climai.training.distributed import DistContext
-from climai.training.loop import Loaders, fit, warmup_cosine
+from climai.training.loop import Loaders, fit
 from climai.training.losses import fair_crps, masked_mse
+from climai.training.schedule import warmup_cosine
 
 
 def _loaders(train, val, spec, batch=4, seed=0, workers=0, patch=16):
@@ -353,3 +354,18 @@ def test_the_model_card_names_the_epoch_whose_weights_were_kept(tmp_path):
     loaders = make_loaders(ctx, mcfg, spec, open_store(ctx.paths.dataset), 1)
     got = validate(net, loaders, make_objective(mcfg, spec, torch.device("cpu")), DistContext())
     assert got == pytest.approx(selected["best_val_loss"], rel=1e-5)
+
+
+def test_a_warm_up_longer_than_the_run_is_a_warning():
+    """warmup_steps past the run's last step: the learning rate never reaches lr, and the log
+    says so (it was silent)."""
+    spec, train, val, _ = tiny_sources(steps=24)
+    cfg = UNetConfig(epochs=1, patch=16, batch=4, channels=[8, 16], warmup_steps=1000)
+    lines: list[str] = []
+    fit(cfg, spec, _loaders(train, val, spec), DistContext(), log=lines.append)
+    warned = [ln for ln in lines if ln.startswith("WARNING: warmup_steps=1000")]
+    assert len(warned) == 1 and "never reaches lr=" in warned[0], lines
+    lines.clear()
+    fit(cfg.model_copy(update={'warmup_steps': 1}), spec, _loaders(train, val, spec), DistContext(),
+        log=lines.append)  # fmt: skip
+    assert not [ln for ln in lines if ln.startswith("WARNING: warmup")], lines

@@ -34,6 +34,7 @@ from climai.training.guard import (
     ensemble_ratio,
     guard,
     head_fallback,
+    noise_weights,
     spread_skill,
     val_members,
     worse_than_bicubic,
@@ -362,6 +363,26 @@ def test_calibration_on_a_real_ensemble():
     )
     assert 0.8 <= record["calibration"]["spread_skill_val"] <= 1.2
     assert UNetCRPSConfig(calibrate=True).calibrate
+
+
+def test_a_calibration_that_cannot_reach_one_is_a_warning():
+    """Members that do not differ (the noise never reaches the output): no factor spreads them,
+    and the log says so as a WARNING (it logged the ratio as an INFO line only)."""
+    spec, train, val, _ = tiny_sources(steps=20)
+    spec = spec.subset(["pr"])
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        for w in noise_weights(model).values():
+            w.zero_()
+    lines: list[str] = []
+    _, record = guard(
+        model, _loaders(spec, train, val), Objective(spec), CPU, calibrate=True,
+        fallback=False, members=4, seed=0, calibrate_by="inflation", log=lines.append,
+    )  # fmt: skip
+    assert record["calibration"]["spread_skill_val"] < 0.8
+    warned = [ln for ln in lines if ln.startswith("WARNING: calibration reached")]
+    assert len(warned) == 1 and "under-dispersive" in warned[0], lines
 
 
 @pytest.mark.parametrize("constraint", ["none", "conserve"])
