@@ -17,6 +17,7 @@ import hashlib
 import json
 import platform
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,7 @@ def _train(
     else:
         stats = json.loads(ctx.paths.stats.read_text())
         spec = feature_spec(ds, ctx.cfg.variable_names, ctx.cfg.scale, stats, kinds)
+        spec = replace(spec, time_features=mcfg.time_features)  # the pooled spec's rule too
     groups = variable_groups(mcfg, spec.variables)
     state: dict[str, torch.Tensor] = {}
     history: list[dict[str, Any]] = []

@@ -369,3 +369,23 @@ def test_a_warm_up_longer_than_the_run_is_a_warning():
     fit(cfg.model_copy(update={'warmup_steps': 1}), spec, _loaders(train, val, spec), DistContext(),
         log=lines.append)  # fmt: skip
     assert not [ln for ln in lines if ln.startswith("WARNING: warmup")], lines
+
+
+def test_time_features_false_reaches_a_campaign_normalised_model(tmp_path):
+    """``time_features: false`` zeroes the four time channels with the default ``normalisation:
+    campaign`` too (it was honoured by the physical/pooled spec only: the card said true and the
+    model saw hour and day)."""
+    from climai.config import config_sha256, load_config, stage_slice
+    from climai.io.checkpoints import load_model_file
+    from climai.stages import StageContext
+    from climai.stages.train import run as run_train
+    from climai.testing import prepare_campaign
+
+    unet = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_step": 1, "channels": [8, 16]}
+    path = prepare_campaign(tmp_path, methods={"unet": {**unet, "time_features": False}})
+    cfg = load_config(path)
+    run_train(
+        StageContext(cfg, config_sha256(stage_slice(cfg, "train", "unet")), "train", 1), "unet"
+    )
+    card = load_model_file(cfg.campaign_dir / "models" / "unet" / "model.pt")[1]
+    assert card["features"]["time_features"] is False
