@@ -63,7 +63,8 @@ class TransferKeys(StrictModel):
     grid_channel: bool = Field(
         False,
         description="Give the model the HR grid spacing as an input channel: log2 of the spacing "
-        "in km (0 at 1 km, -2 at 250 m), in place of the campaign's static fields.",
+        "in km (0 at 1 km, -2 at 250 m), in place of the campaign's static fields. Needs "
+        "normalisation: physical.",
     )
     time_features: bool = Field(
         True,
@@ -92,7 +93,8 @@ class TransferKeys(StrictModel):
         le=1,
         description="Fraction of HR cells above 0.1 (variable units) below which a training "
         "patch is redrawn (up to 20 tries; with normalisation: physical, whose variables are all "
-        "precipitation): mostly-dry radar domains still train on rain.",
+        "precipitation): mostly-dry radar domains still train on rain. Needs normalisation: "
+        "physical.",
     )
     fallback: bool = Field(
         False,
@@ -148,6 +150,18 @@ class TransferKeys(StrictModel):
                 f"augment={self.augment}, augment_gain={self.augment_gain}: augmentation needs "
                 "normalisation: physical (only the pooled patches it acts on are augmented)"
             )
+        why = {  # what the campaign-normalised features (prep/stats.json) lack
+            "grid_channel": "its features are the campaign's static fields, without the grid "
+            "channel",
+            "min_wet": "its patches are drawn without the wet-cell test",
+        }
+        for key, reason in why.items():
+            value = getattr(self, key)
+            if value and self.normalisation != "physical":
+                raise ValueError(
+                    f"{key}={value} needs normalisation: physical: with normalisation: "
+                    f"campaign {reason}, so it would be ignored"
+                )
         if self.calibrate_by != "noise" and not self.calibrate:
             raise ValueError(f"calibrate_by={self.calibrate_by!r} needs calibrate: true")
         for key in ("train_weights", "validate_on", "pooled_patches"):

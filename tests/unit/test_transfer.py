@@ -752,3 +752,13 @@ def test_the_bytes_a_pooled_training_holds_are_its_loaders_arrays(tmp_path, limi
     assert estimate == arrays
     copies = sum(s.hr.nbytes + s.lr.nbytes for s in held[1:2] + held[3:4])  # a/2x, b/2x
     assert (arrays == copies) == (limit_gb < 1e-3)  # streamed: only the copies in RAM
+
+
+@pytest.mark.parametrize("key, value", [("grid_channel", True), ("min_wet", 0.3)])
+def test_config_refuses_a_pooled_only_key_under_campaign_normalisation(key, value):
+    """grid_channel and min_wet act on the physical (pooled) features and patches only: under
+    normalisation: campaign they were accepted and silently ignored (no grid channel in the
+    model card's statics, no patch redrawn); now the config names the key."""
+    with pytest.raises(ValueError, match=f"{key}={value} needs normalisation: physical"):
+        UNetConfig(**{key: value})
+    assert getattr(UNetConfig(**{key: value}, normalisation="physical"), key) == value
