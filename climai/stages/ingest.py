@@ -193,7 +193,9 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     report: list[str] = []
     toy_static = None
     if isinstance(src, SyntheticConfig):
-        extra = tuple(n for n in cfg.variable_names if n in OPTIONAL_FIELDS)
+        # the toy world's fields by source_name, as the config checks them (then renamed)
+        names = [v.source_name or v.name for v in cfg.variables]
+        extra = tuple(n for n in dict.fromkeys(names) if n in OPTIONAL_FIELDS)
         target, toy_static = toy_world(
             seed=cfg.seed,
             nx=src.nx,
@@ -204,14 +206,13 @@ def load_target(cfg: CampaignConfig) -> Ingested:
             extra=extra,
             time_chunk=24,
         )
-        missing = [n for n in cfg.variable_names if n not in target]
+        missing = [n for n in names if n not in target]
         if missing:
             raise IngestError(
                 f"variables {missing} are not in the synthetic toy world; it provides tas, pr"
                 f" and, on request, {', '.join(OPTIONAL_FIELDS)}"
             )
         where = "the toy world"
-        names = cfg.variable_names
     else:
         names = [v.source_name or v.name for v in cfg.variables]
         try:

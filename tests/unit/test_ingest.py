@@ -642,3 +642,16 @@ def test_synthetic_ingest_computes_each_chunk_once_and_equals_the_toy_world(in_t
     truth, _ = toy_world(seed=0, nx=64, ny=64, steps=30)
     for name in ("tas", "pr"):
         assert np.array_equal(hr[name].values, truth[name].values)
+
+
+def test_synthetic_target_reads_the_toy_field_named_by_source_name(in_tmp):
+    """The config checks a synthetic target's variables by source_name (``temp`` from the toy
+    world's ``tas``); ingest looked the toy world up by name and stopped with 'variables ['temp']
+    are not in the synthetic toy world' after validate had passed."""
+    target = {"source": "synthetic", "nx": 64, "ny": 64, "steps": 8}
+    temp = {"name": "temp", "source_name": "tas", "units": "degC", "kind": "temperature"}
+    hr, _ = ingest(campaign(target, variables=[temp, PR], data={"target": target}))
+    truth, _ = toy_world(seed=0, nx=64, ny=64, steps=8)
+    assert hr["temp"].attrs["units"] == "degC"
+    np.testing.assert_allclose(hr["temp"].values, truth["tas"].values - 273.15, atol=1e-4)
+    assert np.array_equal(hr["pr"].values, truth["pr"].values)
