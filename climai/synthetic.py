@@ -266,6 +266,11 @@ OPTIONAL_FIELDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def toy_axes(nx: int, ny: int, dx: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: the cell centres (metres, :data:`TOY_CRS`) of the toy world's HR grid."""
+    return _ORIGIN[0] + dx * (np.arange(nx) + 0.5), _ORIGIN[1] + dx * (np.arange(ny) + 0.5)
+
+
 def toy_world(
     seed: int = 0,
     nx: int = 128,
@@ -305,8 +310,7 @@ def toy_world(
         )
     optional = {"sfcWind": _sfc_wind(rng, height, u, v, dx)} if "sfcWind" in extra else {}
 
-    x = _ORIGIN[0] + dx * (np.arange(nx) + 0.5)
-    y = _ORIGIN[1] + dx * (np.arange(ny) + 0.5)
+    x, y = toy_axes(nx, ny, dx)
     coords = {
         "time": ("time", times.values),
         "y": ("y", y, {"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"}),

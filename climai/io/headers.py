@@ -188,6 +188,26 @@ def check_target(cfg: CampaignConfig, cache: Path | None = SHAPES) -> None:
             raise SourceError(str(err)) from None
 
 
+def check_synthetic_domain(cfg: CampaignConfig) -> None:
+    """A synthetic target cut to ``domain`` (and trimmed to ``scale``) as ingest will cut it:
+    the domain holds some of the toy world and every emulator's patch fits what it keeps; a
+    :class:`SourceError` names the key otherwise (the config alone checks the uncut grid)."""
+    from climai.grids import Grid, subset_and_trim
+    from climai.synthetic import TOY_CRS, toy_axes
+
+    src = cfg.data.target
+    if not isinstance(src, SyntheticConfig) or cfg.domain is None:
+        return
+    x, y = toy_axes(src.nx, src.ny, src.dx)
+    try:
+        _, grid, _ = subset_and_trim(
+            xr.Dataset(coords={"y": y, "x": x}), Grid(x, y, TOY_CRS.to_wkt()), cfg
+        )
+        cfg.check_patches(*grid.shape, "the synthetic data.target cut to domain and scale")
+    except ValueError as err:  # GridError too
+        raise SourceError(str(err)) from None
+
+
 def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = True) -> None:
     """Everything checked before any job, by the workflow when it builds the DAG and by
     ``climai validate``: the converters, a reused dataset and, with ``files`` and a file target,
@@ -199,6 +219,7 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
 
     check_converters(cfg)
     check_reused_dataset(cfg)
+    check_synthetic_domain(cfg)  # no file read
     if files and not isinstance(cfg.data.target, SyntheticConfig):
         check_headers(cfg, CACHE if cache else None)
         check_target(cfg, SHAPES if cache else None)

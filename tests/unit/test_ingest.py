@@ -655,3 +655,27 @@ def test_synthetic_target_reads_the_toy_field_named_by_source_name(in_tmp):
     assert hr["temp"].attrs["units"] == "degC"
     np.testing.assert_allclose(hr["temp"].values, truth["tas"].values - 273.15, atol=1e-4)
     assert np.array_equal(hr["pr"].values, truth["pr"].values)
+
+
+def test_synthetic_domain_is_checked_before_any_job():
+    """A synthetic target's domain was checked only by ingest (outside the toy world) and train
+    (a patch larger than the cut grid): 'climai validate' said OK. The checks before jobs now cut
+    the toy grid as ingest does."""
+    from climai.io.headers import check_before_jobs
+
+    target = {"source": "synthetic", "nx": 32, "ny": 32, "steps": 8}
+    unet = {"unet": {"patch": 32, "channels": [8, 16]}}
+    x0, y0 = synthetic._ORIGIN
+    inside = {"x": [x0, x0 + 8000], "y": [y0, y0 + 8000]}  # 16 × 16 HR cells
+    cfg = validate_config({"data": {"target": target}, "domain": inside, "methods": unet})
+    with pytest.raises(SourceError, match=r"methods.unet.patch=32 is larger than the HR domain 16"):
+        check_before_jobs(cfg, cache=False)
+    far = {"x": [0, 8000], "y": [0, 8000]}
+    cfg = validate_config({"data": {"target": target}, "domain": far, "methods": unet})
+    with pytest.raises(SourceError, match="domain is outside the data"):
+        check_before_jobs(cfg, cache=False)
+    small = {"unet": {"patch": 16, "channels": [8, 16]}}
+    check_before_jobs(
+        validate_config({"data": {"target": target}, "domain": inside, "methods": small}),
+        cache=False,
+    )
