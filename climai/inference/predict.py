@@ -171,7 +171,19 @@ def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType,
         raise ValueError(
             f"model file {str(path)!r} needs the method type {arch['type']!r}: {err}"
         ) from None
-    return mtype, mtype.config.model_validate(arch["method_config"])
+    return mtype, mtype.config.model_validate(_without_ignored_keys(arch["method_config"]))
+
+
+#: Keys that a model trained with ``normalisation: campaign`` once accepted and ignored (the
+#: config refuses them there now): reset to their defaults, so that such a model still loads.
+_PHYSICAL_ONLY = {"grid_channel": False, "min_wet": 0.0}
+
+
+def _without_ignored_keys(method_config: dict[str, Any]) -> dict[str, Any]:
+    """A card's ``method_config`` without the physical-only keys it was trained to ignore."""
+    if method_config.get("normalisation", "campaign") == "physical":
+        return method_config
+    return {**method_config, **{k: v for k, v in _PHYSICAL_ONLY.items() if k in method_config}}
 
 
 def resolve_device(name: str) -> torch.device:

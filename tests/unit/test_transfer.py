@@ -762,3 +762,19 @@ def test_config_refuses_a_pooled_only_key_under_campaign_normalisation(key, valu
     with pytest.raises(ValueError, match=f"{key}={value} needs normalisation: physical"):
         UNetConfig(**{key: value})
     assert getattr(UNetConfig(**{key: value}, normalisation="physical"), key) == value
+
+
+def test_a_model_trained_with_an_ignored_pooled_only_key_still_loads(tmp_path):
+    """Models trained before the config refused grid_channel/min_wet under normalisation:
+    campaign (the keys did nothing) record them in their card: they still load."""
+    from climai.inference.predict import load_emulator
+    from climai.io.checkpoints import save_model
+    from climai.testing import model_card_for, toy_feature_spec, trained_like_unet
+
+    spec = toy_feature_spec()
+    card = model_card_for(spec, [8, 16])
+    config = {**UNetConfig(channels=[8, 16]).model_dump(mode="json"), "grid_channel": True}
+    card["architecture"] = {"type": "unet", "method_config": {**config, "min_wet": 0.3}}
+    save_model(tmp_path / "model.pt", trained_like_unet(spec, [8, 16]).state_dict(), card)
+    emulator, _, _ = load_emulator(tmp_path / "model.pt")
+    assert list(emulator.nets) == ["all"]
