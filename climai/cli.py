@@ -295,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--static", default=None, help="static fields (DEM) on the HR grid or wider")
     p.add_argument(
-        "--configfile", action="append", default=None, help="config whose 'infer' section applies"
+        "--configfile",
+        action="append",
+        default=None,
+        help="config whose 'infer' section applies, and its 'export' section to a NetCDF "
+        "--output (default: the model's campaign's)",
     )
     p.add_argument("--tile", type=int, default=None, help="HR tile edge (overrides infer.tile)")
     p.add_argument("--overlap", type=int, default=None, help="HR tile overlap (infer.overlap)")

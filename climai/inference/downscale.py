@@ -440,7 +440,8 @@ def run_downscale(
         store = scratch / "hr.zarr"
         stats = engine(store)
         hr = open_store(store)
-        export = card["config"].get("export", {})
+        # --configfile's export section, else the training campaign's (the model card's)
+        export = campaign.export.model_dump() if campaign else card["config"].get("export", {})
         meta = {
             k: str(export[k]) for k in ("institution", "references", "comment") if export.get(k)
         }
@@ -450,5 +451,6 @@ def run_downscale(
             f"{attrs['source_input']} with {attrs['source_model']}"
         )
         ds = cf_dataset(hr, spec.variables, kinds, meta)
-        write_netcdf(ds, output, cf_encoding(ds, spec.variables))
+        level, chunk = export.get("compression_level", 4), export.get("chunk_xy", 256)
+        write_netcdf(ds, output, cf_encoding(ds, spec.variables, level, chunk))
     return stats

@@ -110,6 +110,21 @@ def test_downscale_to_netcdf_equals_the_zarr_output(new_domain, tmp_path):
         np.testing.assert_array_equal(nc[v].values, zr[v].values)
 
 
+def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_domain, tmp_path):
+    """``--configfile``'s ``export`` keys (CF globals, compression, chunks) reach a NetCDF
+    ``--output``; they were ignored: the model card's campaign's, or for a baseline the
+    placeholder 'unspecified', at zlib level 4."""
+    from climai.testing import write_config
+
+    export = {"institution": "Audit Inst.", "comment": "a test", "compression_level": 0,
+              "chunk_xy": 16}  # fmt: skip
+    config = write_config(tmp_path / "c.yaml", export=export)
+    assert _downscale(new_domain, tmp_path / "hr.nc", "--configfile", str(config)) == 0
+    with netCDF4.Dataset(tmp_path / "hr.nc") as nc:
+        assert nc.institution == "Audit Inst." and nc.comment == "a test"
+        assert not nc["pr"].filters()["zlib"] and nc["pr"].chunking() == [1, 16, 16]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
