@@ -58,7 +58,10 @@ def _add_common(p: argparse.ArgumentParser, method: bool = False) -> None:
         "--threads",
         type=int,
         default=available_cpus(),
-        help="CPU threads (default: the allocation's)",
+        help="the job's CPU cores (default: the allocation's): dask threads of ingest, "
+        "preprocess, evaluate, compare and export; train and infer compute with "
+        "compute.threads (or methods.<m>.threads) whatever it says, and only share it among "
+        "torchrun ranks",
     )
     p.add_argument(
         "--job-log",

@@ -25,3 +25,16 @@ def test_stages_that_do_not_train_or_infer_never_import_torch():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "False", result.stdout
+
+
+def test_stage_threads_help_names_what_sets_torch_threads(capsys):
+    """``climai train --threads 1`` trained with compute.threads (2) torch threads, as the
+    config documents, while its help said only 'CPU threads'."""
+    import pytest
+
+    from climai.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "train and infer compute with compute.threads" in text
