@@ -23,8 +23,9 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "preprocess": (*_DATA_KEYS, "split", "preprocess"),
     "train": (*_DATA_KEYS, "split", "prepared", "compute"),
     "infer": (*_DATA_KEYS, "split", "infer", "prepared", "compute"),
-    # data: the target source decides which variables are valid (validators need it)
-    "export": ("campaign", "results", "variables", "data", "export"),
+    # data: the target source decides which variables are valid (validators need it); seed
+    # and data: the toy world's parameters in the files' source attribute
+    "export": ("campaign", "results", "seed", "variables", "data", "export"),
     "evaluate": (*_DATA_KEYS, "split", "evaluate", "prepared"),
     "manifest": _WHOLE,
     # compare shows the whole campaign config in the report, so it reads every key

@@ -261,3 +261,13 @@ def test_run_keys_change_no_hash_and_reach_the_job_apart_from_its_slice():
     assert "preprocess" not in raw  # only the slice's own sections
     cfg, _ = from_stage_json(sliced)
     assert cfg.infer.progress is True  # the default without the workflow's values
+
+
+def test_the_export_slice_describes_the_toy_world_of_the_campaigns_seed():
+    """The export rule gets its slice (--config-json); the slice lacked ``seed``, so the NetCDF
+    ``source`` attribute of a synthetic campaign said 'seed 0' whatever the campaign's seed."""
+    from climai.stages.export import target_description
+
+    cfg = validate_config({"seed": 7})
+    sliced, _ = from_stage_json(json.dumps(stage_slice(cfg, "export", "bicubic")))
+    assert "(seed 7," in target_description(sliced) == target_description(cfg)
