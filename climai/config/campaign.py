@@ -292,6 +292,12 @@ class CampaignConfig(StrictModel):
                     f"at least 3 LR cells a side, i.e. patch >= {3 * self.scale} at scale "
                     f"{self.scale}"
                 )
+            if unet.calibrate and not method_type(unet.type).stochastic:
+                raise ValueError(
+                    f"methods.{name}.calibrate=true: only an ensemble's spread is calibrated; "
+                    f"method type {unet.type!r} draws one field and injects no noise (set it "
+                    "to false, or use type unet-crps)"
+                )
             if unet.departure_blur and not method_type(unet.type).stochastic:
                 raise ValueError(
                     f"methods.{name}.departure_blur={unet.departure_blur}: only an ensemble's "

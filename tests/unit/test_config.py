@@ -271,3 +271,12 @@ def test_the_export_slice_describes_the_toy_world_of_the_campaigns_seed():
     cfg = validate_config({"seed": 7})
     sliced, _ = from_stage_json(json.dumps(stage_slice(cfg, "export", "bicubic")))
     assert "(seed 7," in target_description(sliced) == target_description(cfg)
+
+
+def test_calibrate_of_a_deterministic_method_is_refused_before_training():
+    """methods.unet.calibrate: true passed validation, trained every epoch, then stopped with
+    'calibrate: the model injects no noise (not an ensemble)', naming no key."""
+    with pytest.raises(ConfigError, match=r"methods.unet.calibrate=true: only an ensemble"):
+        validate_config({"methods": {"unet": {"calibrate": True}}})
+    cfg = validate_config({"methods": {"unet-crps": {"calibrate": True}}})
+    assert cfg.methods.get("unet-crps").calibrate
