@@ -188,22 +188,28 @@ def check_target(cfg: CampaignConfig, cache: Path | None = SHAPES) -> None:
             raise SourceError(str(err)) from None
 
 
-def check_synthetic_domain(cfg: CampaignConfig) -> None:
-    """A synthetic target cut to ``domain`` (and trimmed to ``scale``) as ingest will cut it:
-    the domain holds some of the toy world and every emulator's patch fits what it keeps; a
-    :class:`SourceError` names the key otherwise (the config alone checks the uncut grid)."""
+def check_synthetic_target(cfg: CampaignConfig) -> None:
+    """A synthetic target as ingest and preprocess will cut it, from its parameters alone: the
+    domain holds some of the toy world, every emulator's patch fits what it keeps (trimmed to
+    ``scale``), and each split holds some of its time steps; a :class:`SourceError` names the
+    key otherwise (the config alone checks the uncut grid and the splits' own consistency)."""
+    import pandas as pd
+
     from climai.grids import Grid, subset_and_trim
+    from climai.preprocess.splits import make_split_labels
     from climai.synthetic import TOY_CRS, toy_axes
 
     src = cfg.data.target
-    if not isinstance(src, SyntheticConfig) or cfg.domain is None:
+    if not isinstance(src, SyntheticConfig):
         return
-    x, y = toy_axes(src.nx, src.ny, src.dx)
     try:
-        _, grid, _ = subset_and_trim(
-            xr.Dataset(coords={"y": y, "x": x}), Grid(x, y, TOY_CRS.to_wkt()), cfg
-        )
-        cfg.check_patches(*grid.shape, "the synthetic data.target cut to domain and scale")
+        if cfg.domain is not None:
+            x, y = toy_axes(src.nx, src.ny, src.dx)
+            coords = xr.Dataset(coords={"y": y, "x": x})
+            _, grid, _ = subset_and_trim(coords, Grid(x, y, TOY_CRS.to_wkt()), cfg)
+            cfg.check_patches(*grid.shape, "the synthetic data.target cut to domain and scale")
+        times = pd.date_range(src.start, periods=src.steps, freq="h").values
+        make_split_labels(times, cfg.split.model_dump())
     except ValueError as err:  # GridError too
         raise SourceError(str(err)) from None
 
@@ -219,7 +225,7 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
 
     check_converters(cfg)
     check_reused_dataset(cfg)
-    check_synthetic_domain(cfg)  # no file read
+    check_synthetic_target(cfg)  # no file read
     if files and not isinstance(cfg.data.target, SyntheticConfig):
         check_headers(cfg, CACHE if cache else None)
         check_target(cfg, SHAPES if cache else None)

@@ -663,7 +663,7 @@ def test_synthetic_domain_is_checked_before_any_job():
     the toy grid as ingest does."""
     from climai.io.headers import check_before_jobs
 
-    target = {"source": "synthetic", "nx": 32, "ny": 32, "steps": 8}
+    target = {"source": "synthetic", "nx": 32, "ny": 32, "steps": 48}
     unet = {"unet": {"patch": 32, "channels": [8, 16]}}
     x0, y0 = synthetic._ORIGIN
     inside = {"x": [x0, x0 + 8000], "y": [y0, y0 + 8000]}  # 16 × 16 HR cells
@@ -677,5 +677,25 @@ def test_synthetic_domain_is_checked_before_any_job():
     small = {"unet": {"patch": 16, "channels": [8, 16]}}
     check_before_jobs(
         validate_config({"data": {"target": target}, "domain": inside, "methods": small}),
+        cache=False,
+    )
+
+
+def test_synthetic_split_ranges_are_checked_before_any_job():
+    """A split range outside the toy world's times passed 'climai validate' and stopped
+    preprocess, after ingest; the checks before jobs now label the toy world's times."""
+    from climai.io.headers import check_before_jobs
+
+    target = {"source": "synthetic", "nx": 32, "ny": 32, "steps": 48}
+    unet = {"unet": {"patch": 32, "channels": [8, 16]}}
+    day = {"train": ["2020-06-01T00:00", "2020-06-01T23:00"],
+           "val": ["2020-06-02T00:00", "2020-06-02T05:00"]}  # fmt: skip
+    late = {**day, "test": ["2021-01-01T00:00", "2021-01-02T00:00"]}
+    cfg = validate_config({"data": {"target": target}, "split": late, "methods": unet})
+    with pytest.raises(SourceError, match=r"split 'test' .* holds no time step of the data"):
+        check_before_jobs(cfg, cache=False)
+    fine = {**day, "test": ["2020-06-02T06:00", "2020-06-02T23:00"]}
+    check_before_jobs(
+        validate_config({"data": {"target": target}, "split": fine, "methods": unet}),
         cache=False,
     )
