@@ -317,6 +317,12 @@ class CampaignConfig(StrictModel):
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
                     f"{len(unet.channels)} U-Net levels (methods.{name}.channels)"
                 )
+            if self.infer.tile % levels:
+                raise ValueError(
+                    f"infer.tile={self.infer.tile} must be a multiple of {levels} for the "
+                    f"{len(unet.channels)} U-Net levels of methods.{name} (its channels), "
+                    "which infer tiles the domain for"
+                )
             self._check_parent(name, whole=not (info.context or {}).get("stage_slice"))
         return self
 

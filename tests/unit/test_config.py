@@ -280,3 +280,15 @@ def test_calibrate_of_a_deterministic_method_is_refused_before_training():
         validate_config({"methods": {"unet": {"calibrate": True}}})
     cfg = validate_config({"methods": {"unet-crps": {"calibrate": True}}})
     assert cfg.methods.get("unet-crps").calibrate
+
+
+def test_infer_tile_must_fit_every_unets_levels_before_any_job():
+    """infer.tile: 40 (a multiple of scale 8) with a 5-level U-Net (sizes multiple of 16) passed
+    validation, trained, then stopped infer with 'infer.tile=40 is not a multiple of the
+    model's 16'."""
+    unet = {"unet": {"patch": 32, "channels": [4, 8, 8, 8, 8]}}
+    with pytest.raises(
+        ConfigError, match=r"infer.tile=40 must be a multiple of 16 for the 5 U-Net"
+    ):
+        validate_config({"methods": unet, "infer": {"tile": 40, "overlap": 8}})
+    assert validate_config({"methods": unet, "infer": {"tile": 48, "overlap": 8}}).infer.tile == 48
