@@ -358,6 +358,24 @@ class CampaignConfig(StrictModel):
                 f"{', '.join(TOY_VARIABLES)}"
             )
         self.check_patches(target.ny, target.nx, "data.target.ny × nx")
+        if self.domain is None:  # else the headers' check cuts the grid first
+            self.check_multiples(target.ny, target.nx, "data.target.ny × nx")
+
+    def check_multiples(self, ny: int, nx: int, where: str) -> None:
+        """Infer tiles an HR domain of ``ny`` × ``nx`` cells (``where`` says where that size
+        comes from) for every U-Net only when both are multiples of its 2^(levels - 1); a
+        ``ValueError`` names the method's channels."""
+        for name in self.methods.enabled():
+            unet = self.methods.get(name)
+            if not isinstance(unet, UNetConfig):
+                continue
+            levels = 2 ** (len(unet.channels) - 1)
+            if ny % levels or nx % levels:
+                raise ValueError(
+                    f"the HR domain {ny}×{nx} ({where}) is not a multiple of {levels} along "
+                    f"both axes, as the {len(unet.channels)} U-Net levels of methods.{name} "
+                    "(its channels) need at inference: cut it with domain, or use fewer levels"
+                )
 
     def check_patches(self, ny: int, nx: int, where: str) -> None:
         """Every emulator's training patch fits the HR domain of ``ny`` × ``nx`` cells (``where``

@@ -183,7 +183,9 @@ def check_target(cfg: CampaignConfig, cache: Path | None = SHAPES) -> None:
     shape = target_shape(cfg, cache)
     if shape is not None:
         try:
-            cfg.check_patches(shape[1], shape[2], "data.target's grid cut to domain and scale")
+            where = "data.target's grid cut to domain and scale"
+            cfg.check_patches(shape[1], shape[2], where)
+            cfg.check_multiples(shape[1], shape[2], where)
         except ValueError as err:
             raise SourceError(str(err)) from None
 
@@ -207,7 +209,9 @@ def check_synthetic_target(cfg: CampaignConfig) -> None:
             x, y = toy_axes(src.nx, src.ny, src.dx)
             coords = xr.Dataset(coords={"y": y, "x": x})
             _, grid, _ = subset_and_trim(coords, Grid(x, y, TOY_CRS.to_wkt()), cfg)
-            cfg.check_patches(*grid.shape, "the synthetic data.target cut to domain and scale")
+            where = "the synthetic data.target cut to domain and scale"
+            cfg.check_patches(*grid.shape, where)
+            cfg.check_multiples(*grid.shape, where)
         times = pd.date_range(src.start, periods=src.steps, freq="h").values
         make_split_labels(times, cfg.split.model_dump())
     except ValueError as err:  # GridError too

@@ -292,3 +292,24 @@ def test_infer_tile_must_fit_every_unets_levels_before_any_job():
     ):
         validate_config({"methods": unet, "infer": {"tile": 40, "overlap": 8}})
     assert validate_config({"methods": unet, "infer": {"tile": 48, "overlap": 8}}).infer.tile == 48
+
+
+def test_an_hr_domain_that_a_unet_cannot_tile_is_refused_before_any_job():
+    """scale 2 and a 34 × 34 toy world (a multiple of the scale) with a 3-level U-Net (sizes
+    multiple of 4) passed validation and trained, then infer stopped: 'HR domain has 34 cells
+    along y, not a multiple of the model's 4'."""
+    from climai.io.headers import check_before_jobs
+    from climai.io.readers import SourceError
+    from climai.synthetic import _ORIGIN
+
+    unet = {"unet": {"patch": 32, "channels": [8, 16, 32]}}
+    target = {"source": "synthetic", "nx": 34, "ny": 34, "steps": 48}
+    with pytest.raises(ConfigError, match=r"HR domain 34×34 \(data.target.ny × nx\) is not a mul"):
+        validate_config({"scale": 2, "data": {"target": target}, "methods": unet,
+                         "infer": {"tile": 32, "overlap": 8}})  # fmt: skip
+    x0, y0 = _ORIGIN  # a domain of 34 × 34 HR cells of a 64 × 64 world
+    domain = {"x": [x0, x0 + 17000], "y": [y0, y0 + 17000]}
+    cfg = validate_config({"scale": 2, "data": {"target": {**target, "nx": 64, "ny": 64}},
+                           "domain": domain, "methods": unet, "infer": {"tile": 32, "overlap": 8}})  # fmt: skip
+    with pytest.raises(SourceError, match=r"HR domain 34×34 \(the synthetic data.target cut"):
+        check_before_jobs(cfg, cache=False)
