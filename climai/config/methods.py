@@ -70,8 +70,9 @@ class QDMConfig(StrictModel):
     group: Literal["auto", "month", "season", "none"] = Field(
         "auto",
         description="Fit groups: by calendar month, by season or one group; auto: months when "
-        "the train split has at least min_group_steps steps of every month it predicts, else "
-        "seasons on the same rule, else one group.",
+        "the train split has at least min_group_steps steps of every calendar month (all 12: "
+        "xsdba interpolates between neighbouring groups), else seasons on the same rule (all "
+        "4), else one group; month or season stops where a group lacks them.",
     )
     min_group_steps: int = Field(
         48, ge=2, description="Train steps a month or season needs for group: auto to use it."

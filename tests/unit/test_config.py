@@ -313,3 +313,18 @@ def test_an_hr_domain_that_a_unet_cannot_tile_is_refused_before_any_job():
                            "domain": domain, "methods": unet, "infer": {"tile": 32, "overlap": 8}})  # fmt: skip
     with pytest.raises(SourceError, match=r"HR domain 34×34 \(the synthetic data.target cut"):
         check_before_jobs(cfg, cache=False)
+
+
+def test_qdm_group_auto_is_described_as_it_chooses():
+    """qdm.group's description said auto picks months when the train split covers 'every month
+    it predicts'; choose_group asks for every calendar month (June-July training, July
+    predicted: one group)."""
+    import pandas as pd
+
+    from climai.config.methods import QDMConfig
+    from climai.models.qdm import choose_group
+
+    train = pd.date_range("2020-06-01", "2020-07-31 23:00", freq="h").values
+    assert choose_group(train, train[-300:], 48, "auto") == "none"
+    text = QDMConfig.model_fields["group"].description
+    assert "every calendar month (all 12" in text and "it predicts" not in text
