@@ -90,6 +90,14 @@ class SplitConfig(StrictModel):
         return isinstance(self.train, list)
 
 
+_BYTES = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?([A-Za-z]*)")
+_UNIT_NAMES = ("B", "kB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "PiB")
+_BYTE_UNITS = {
+    "",
+    *(u.lower() for u in _UNIT_NAMES),
+    *(u[0].lower() for u in _UNIT_NAMES[1:]),
+    *(u[:2].lower() for u in _UNIT_NAMES[6:]),
+}
 _PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
 _SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
 
@@ -99,7 +107,11 @@ class DistributedConfig(StrictModel):
 
     workers: int = Field(2, ge=1, description="Worker processes (local) or SLURM jobs (slurm).")
     threads_per_worker: int = Field(1, ge=1, description="Threads in each worker process.")
-    memory_limit: str = Field("4GiB", description="Memory limit of each worker, e.g. 4GiB.")
+    memory_limit: str = Field(
+        "4GiB",
+        description="Memory limit of each worker: a number of bytes with an optional unit, "
+        "e.g. 4GiB, 500MB, 4e9; auto: dask's share of the node (local only).",
+    )
     queue: str | None = Field(None, description="SLURM partition of the worker jobs (slurm).")
     walltime: str = Field("01:00:00", description="SLURM time limit of each worker job.")
 
@@ -112,6 +124,18 @@ class DistributedConfig(StrictModel):
             raise ValueError(
                 f"SLURM partition {v!r} must be a partition name (letters, digits, '_', '-', "
                 "'.'; several separated by ','), e.g. dcgp_usr_prod"
+            )
+        return v
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _bytes(cls, v: str) -> str:
+        # what dask.utils.parse_bytes reads (kB, KiB, k, ... any case; spaces ignored)
+        found = _BYTES.fullmatch(v.replace(" ", ""))
+        if v != "auto" and (found is None or found[1].lower() not in _BYTE_UNITS):
+            raise ValueError(
+                f"memory limit {v!r} must be a number of bytes with an optional unit "
+                f"({', '.join(_UNIT_NAMES)}; any case), e.g. 4GiB, or auto"
             )
         return v
 
@@ -154,6 +178,15 @@ class PreprocessConfig(StrictModel):
     )
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     progress: bool = Field(True, description="Show a progress bar on runs longer than 2 s.")
+
+    @model_validator(mode="after")
+    def _slurm_memory(self) -> PreprocessConfig:
+        if self.scheduler == "slurm" and self.distributed.memory_limit == "auto":
+            raise ValueError(
+                "preprocess.distributed.memory_limit=auto is for scheduler: local; a SLURM "
+                "worker job needs a size, e.g. 4GiB"
+            )
+        return self
 
 
 class PreparedConfig(StrictModel):

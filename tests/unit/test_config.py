@@ -328,3 +328,20 @@ def test_qdm_group_auto_is_described_as_it_chooses():
     assert choose_group(train, train[-300:], 48, "auto") == "none"
     text = QDMConfig.model_fields["group"].description
     assert "every calendar month (all 12" in text and "it predicts" not in text
+
+
+def test_preprocess_memory_limit_is_a_size_dask_reads():
+    """preprocess.distributed.memory_limit: '4 gigs' passed validation and stopped preprocess
+    (scheduler: local) with dask's 'Could not interpret 'gigs' as a byte unit', naming no key."""
+    from dask.utils import parse_bytes
+
+    for good in ("4GiB", "4 GB", "500mb", "1e9", ".5GB", "100", "4.5GiB"):
+        assert parse_bytes(good) > 0
+        validate_config({"preprocess": {"distributed": {"memory_limit": good}}})
+    for bad in ("4 gigs", "lots", "-1GB"):
+        with pytest.raises(ConfigError, match=f"memory limit '{bad}' must be a number of bytes"):
+            validate_config({"preprocess": {"distributed": {"memory_limit": bad}}})
+    local = {"scheduler": "local", "distributed": {"memory_limit": "auto"}}
+    assert validate_config({"preprocess": local}).preprocess.distributed.memory_limit == "auto"
+    with pytest.raises(ConfigError, match="memory_limit=auto is for scheduler: local"):
+        validate_config({"preprocess": {**local, "scheduler": "slurm"}})
