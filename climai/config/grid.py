@@ -156,7 +156,9 @@ class PreprocessConfig(StrictModel):
         0.5,
         gt=0,
         le=1,
-        description="Fraction of an LR cell's HR cells that must be valid (else the LR cell is NaN).",
+        description="Fraction of an LR cell's HR cells that must be valid (else the LR cell is "
+        "NaN), where the LR is the HR's block mean; with data.input the LR is the input's "
+        "field as ingest regridded it.",
     )
     time_chunk: int = Field(
         8, ge=1, description="Time steps per shard and per dask chunk of the dataset."

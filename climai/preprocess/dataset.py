@@ -123,14 +123,17 @@ def build_dataset(
                 name=f"block-mean-{name}-{dask.base.tokenize(data, scale, min_valid_fraction)}",
             )
         out[hr_key(name)] = xr.DataArray(data, dims=("time", "y", "x"), attrs=hr.attrs)
-        out[lr_key(name)] = xr.DataArray(
-            lr,
-            dims=("time", "y_lr", "x_lr"),
-            attrs={
+        how = (  # what the LR is: the HR's block mean, or the input's field (not masked by HR)
+            {
                 **hr.attrs,
                 "cell_methods": f"area: mean (block {scale}x{scale})",
                 "min_valid_fraction": min_valid_fraction,
-            },
+            }
+            if inputs is None
+            else {**src.attrs, "source": str(inputs.attrs.get("source", "data.input"))}
+        )
+        out[lr_key(name)] = xr.DataArray(
+            lr, dims=("time", "y_lr", "x_lr"), attrs={**hr.attrs, **how}
         )
         out[hr_key(name)].encoding = layout.hr_encoding(nt, ny, nx)
         out[lr_key(name)].encoding = {

@@ -607,6 +607,11 @@ def test_input_is_area_averaged_onto_the_lr_grid_in_canonical_units(series, in_t
         inputs=inputs,
     )
     np.testing.assert_array_equal(ds["lr_tas"].values, inputs["tas"].values)
+    # the LR is the input's field: not described as the HR's block mean (it said
+    # 'area: mean (block 4x4)' and min_valid_fraction 0.5, which it was not)
+    lr_attrs = ds["lr_tas"].attrs
+    assert "min_valid_fraction" not in lr_attrs and "block" not in lr_attrs.get("cell_methods", "")
+    assert lr_attrs["source"] == inputs.attrs["source"] and "regridding" in lr_attrs
 
 
 def test_input_missing_target_times(series, in_tmp):
