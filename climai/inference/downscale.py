@@ -393,7 +393,12 @@ def run_downscale(
         emulator, spec, card = load_emulator(model_file)
     if threads is None:
         method = str(card.get("method", ""))
-        threads = campaign.torch_threads(method) if campaign is not None else available_cpus()
+        if campaign is None:
+            threads = available_cpus()
+        elif method in campaign.methods.enabled():
+            threads = campaign.torch_threads(method)
+        else:  # a model of another campaign's method: this campaign's compute.threads
+            threads = campaign.compute.threads
     torch.set_num_threads(max(1, threads))
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})

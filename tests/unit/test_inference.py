@@ -125,6 +125,25 @@ def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_doma
         assert not nc["pr"].filters()["zlib"] and nc["pr"].chunking() == [1, 16, 16]
 
 
+def test_downscale_configfile_need_not_configure_the_models_method(new_domain, tmp_path):
+    """--configfile is the config whose infer section applies: a model of a method that config
+    does not name (here 'unet-small') stopped with "unknown method 'unet-small'" when --threads
+    was left out; its threads are then the config's compute.threads."""
+    import torch
+
+    from climai.io.checkpoints import load_model_file
+    from climai.testing import write_config
+
+    state, card = load_model_file(new_domain / "model.pt")
+    save_model(tmp_path / "model.pt", state, {**card, "method": "unet-small"})
+    config = write_config(tmp_path / "c.yaml", compute={"threads": 1})
+    code = main(["downscale", "--model", str(tmp_path / "model.pt"),
+                 "--input", str(new_domain / "lr.zarr"), "--static", str(new_domain / "static.zarr"),
+                 "--output", str(tmp_path / "hr.zarr"), "--tile", "48", "--overlap", "16",
+                 "--no-progress", "--configfile", str(config)])  # fmt: skip
+    assert code == 0 and torch.get_num_threads() == 1
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
