@@ -60,6 +60,19 @@ class SyntheticConfig(StrictModel):
     steps: int = Field(480, ge=8, description="Hourly time steps.")
     start: str = Field("2020-06-01T00:00", description="First time step (UTC, ISO 8601).")
 
+    @field_validator("start")
+    @classmethod
+    def _iso_time(cls, v: str) -> str:
+        import datetime as dt
+
+        try:
+            dt.datetime.fromisoformat(v)
+        except ValueError as err:
+            raise ValueError(
+                f"data.target.start {v!r} is not an ISO 8601 time ({err}), e.g. 2020-06-01T00:00"
+            ) from None
+        return v
+
 
 class _FileSource(StrictModel):
     """Fields shared by the file sources."""

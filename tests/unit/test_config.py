@@ -345,3 +345,13 @@ def test_preprocess_memory_limit_is_a_size_dask_reads():
     assert validate_config({"preprocess": local}).preprocess.distributed.memory_limit == "auto"
     with pytest.raises(ConfigError, match="memory_limit=auto is for scheduler: local"):
         validate_config({"preprocess": {**local, "scheduler": "slurm"}})
+
+
+@pytest.mark.parametrize("start", ["June 2020 first", "2020-13-01"])
+def test_a_synthetic_start_that_is_no_iso_time_names_the_key(start):
+    """data.target.start took any string: the toy world's times were parsed by ingest, whose
+    error ('month must be in 1..12: 2020-13-01') named no key."""
+    target = {"source": "synthetic", "start": start}
+    with pytest.raises(ConfigError, match=r"data.target.start .* is not an ISO 8601 time"):
+        validate_config({"data": {"target": target}})
+    assert validate_config({"data": {"target": {"start": "2021-01-01T06:00"}}})
