@@ -298,6 +298,12 @@ class CampaignConfig(StrictModel):
                     f"method type {unet.type!r} draws one field and injects no noise (set it "
                     "to false, or use type unet-crps)"
                 )
+            if unet.calibrate and getattr(unet, "members", 1) < 2:
+                raise ValueError(
+                    f"methods.{name}.calibrate=true needs members >= 2 (methods.{name}.members="
+                    f"{getattr(unet, 'members', 1)}): one member has no spread to calibrate "
+                    "(its spread/skill ratio is NaN)"
+                )
             if unet.departure_blur and not method_type(unet.type).stochastic:
                 raise ValueError(
                     f"methods.{name}.departure_blur={unet.departure_blur}: only an ensemble's "

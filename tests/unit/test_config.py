@@ -355,3 +355,11 @@ def test_a_synthetic_start_that_is_no_iso_time_names_the_key(start):
     with pytest.raises(ConfigError, match=r"data.target.start .* is not an ISO 8601 time"):
         validate_config({"data": {"target": target}})
     assert validate_config({"data": {"target": {"start": "2021-01-01T06:00"}}})
+
+
+def test_calibrate_of_a_one_member_ensemble_is_refused():
+    """unet-crps with members: 1 and calibrate: true trained and logged 'calibrated noise ×1:
+    spread/skill nan on validation' (and recorded it in the model card), with no error."""
+    with pytest.raises(ConfigError, match=r"methods.unet-crps.calibrate=true needs members >= 2"):
+        validate_config({"methods": {"unet-crps": {"calibrate": True, "members": 1}}})
+    assert validate_config({"methods": {"unet-crps": {"members": 1}}})
