@@ -149,11 +149,15 @@ def _downscale(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
+    from climai.reuse import other_campaigns_inputs
     from climai.verify import verify
 
     cfg = load_config(*(args.configfile or [DEFAULT_CONFIG]))
     reference = Path(args.reference) if args.reference else cfg.campaign_dir
-    results = verify(reference, args.configfile or [], cfg.campaign, args.threads, args.device)
+    reused = (other_campaigns_inputs(cfg), Path(cfg.results))
+    results = verify(
+        reference, args.configfile or [], cfg.campaign, args.threads, args.device, reused=reused
+    )
     for r in results:
         print(f"{'OK  ' if r.ok else 'FAIL'} {r.artifact}: {r.detail}")
     failed = [r for r in results if not r.ok]

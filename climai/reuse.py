@@ -19,6 +19,8 @@ from climai.config import (
     config_sha256,
     stage_slice,
 )
+from climai.config.methods import InitFromCampaign
+from climai.parents import parent_model, pooled_datasets
 
 
 def store_attrs(store: Path) -> dict[str, object]:
@@ -58,3 +60,24 @@ def check_reused_dataset(cfg: CampaignConfig) -> None:
             f"configuration; this campaign must have the same {keys} as campaign {other!r} "
             f"(e.g. pass that campaign's config file first, then this one's with --configfile)"
         )
+
+
+def other_campaigns_inputs(cfg: CampaignConfig) -> list[Path]:
+    """What ``cfg``'s campaign reads from other campaigns' folders under ``results``, relative to
+    ``results``: the reused prepared data (``prepared.campaign``), the prepared data of
+    ``train_on``/``validate_on`` campaigns and the parent models of ``init_from: {campaign: ...}``.
+
+    A rerun of the campaign under another ``results`` (``climai verify``) makes none of them: it
+    must read the ones the campaign was made from."""
+    root = Path(cfg.results)
+    found: list[Path] = []
+    if cfg.reuses_data:
+        found.append(cfg.prepared_dir)
+    for method in cfg.methods.enabled():
+        for name, dataset in pooled_datasets(cfg, method).items():
+            if name != cfg.campaign:
+                found.append(dataset.parent)  # dataset.zarr and stats.json
+        parent = getattr(cfg.methods.get(method), "init_from", None)
+        if isinstance(parent, InitFromCampaign) and parent.campaign not in (None, cfg.campaign):
+            found.append(parent_model(cfg, method))  # type: ignore[arg-type]
+    return [p.relative_to(root) for p in dict.fromkeys(found)]

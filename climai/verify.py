@@ -25,6 +25,22 @@ def snakefile() -> Path:
     )
 
 
+class RerunFailed(ChildProcessError):
+    """The rerun of ``climai verify`` failed (its Snakemake error is in the message; an OSError,
+    so that the command line prints it as its error)."""
+
+
+def link_other_campaigns(reused: list[Path], source: Path, results: Path) -> None:
+    """Link each of ``reused`` (paths under ``source``, the campaign's ``results``, that other
+    campaigns made: :func:`climai.reuse.other_campaigns_inputs`) into the fresh ``results``: a
+    rerun makes only its own campaign, and reads the others' outputs it was made from."""
+    for rel in reused:
+        src = (source / rel).resolve()
+        if src.exists():
+            (results / rel).parent.mkdir(parents=True, exist_ok=True)
+            (results / rel).symlink_to(src, target_is_directory=src.is_dir())
+
+
 def rerun_campaign(configfiles: list[str], results: Path, cores: int) -> None:
     """Run the whole campaign with its outputs under ``results`` (a fresh folder)."""
     cmd = [
@@ -42,7 +58,7 @@ def rerun_campaign(configfiles: list[str], results: Path, cores: int) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"the rerun failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RerunFailed(f"the rerun failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
 def verify(
@@ -52,9 +68,13 @@ def verify(
     cores: int,
     device: str = "cpu",
     workdir: Path | None = None,
+    reused: tuple[list[Path], Path] = ([], Path("results")),
 ) -> list[Comparison]:
-    """Rerun the campaign into a fresh folder and compare every artifact with ``reference``."""
+    """Rerun the campaign into a fresh folder and compare every artifact with ``reference``.
+    ``reused``: the paths under the campaign's ``results`` folder (the second item) that other
+    campaigns made and it reads (:func:`link_other_campaigns`)."""
     with tempfile.TemporaryDirectory(prefix="climai-verify-", dir=workdir) as tmp:
         fresh = Path(tmp) / "results"
+        link_other_campaigns(reused[0], reused[1], fresh)
         rerun_campaign(configfiles, fresh, cores)
         return compare_campaigns(reference, fresh / campaign, device)
