@@ -392,10 +392,39 @@ def record_differences(
     return out
 
 
-def compare_artifact(name: str, a: Path, b: Path, rtol: float, items: list[str]) -> Comparison:
+def manifest_differences(reference: Path, rerun: Path) -> list[str]:
+    """What the two campaign folders' ``manifest.json`` say they were made from and that differs:
+    the config hash, and the identity of each input file (``input data/a.nc: sha256 1f2e… →
+    9a8b…``). Empty where either folder has no manifest."""
+    try:
+        ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (reference, rerun))
+    except (OSError, ValueError):
+        return []
+    out = []
+    if ma.get("config_sha256") != mb.get("config_sha256"):
+        out.append(
+            f"config_sha256: {str(ma.get('config_sha256'))[:12]}… → "
+            f"{str(mb.get('config_sha256'))[:12]}… (the reference was made with another config)"
+        )
+    ia, ib = ({i["path"]: i for i in m.get("inputs", [])} for m in (ma, mb))
+    for path in sorted(ia.keys() | ib.keys()):
+        a, b = ia.get(path, {}), ib.get(path, {})
+        keys = sorted(k for k in (a.keys() | b.keys()) - {"path"} if a.get(k) != b.get(k))
+        if not a or not b:
+            out.append(f"input {path}: only in the {'rerun' if b else 'reference'}")
+        elif keys:
+            diffs = ", ".join(f"{k} {str(a.get(k))[:12]} → {str(b.get(k))[:12]}" for k in keys)
+            out.append(f"input {path} changed since the reference was made: {diffs}")
+    return out
+
+
+def compare_artifact(
+    name: str, a: Path, b: Path, rtol: float, items: list[str], made_of: list[str] | None = None
+) -> Comparison:
     """Compare artifact ``name``: bitwise when ``rtol`` is 0, else within ``rtol`` (relative);
-    a difference is reported with its largest absolute and relative size and the recorded
-    runtime ``items`` that differ between the runs."""
+    a difference is reported with its largest absolute and relative size, the recorded runtime
+    ``items`` that differ between the runs, and what the manifests say the two were made of that
+    differs (``made_of``: :func:`manifest_differences`)."""
     if not b.exists():
         return Comparison(name, False, f"missing in the rerun: {b}")
     if artifact_checksum(a) == artifact_checksum(b):
@@ -407,11 +436,10 @@ def compare_artifact(name: str, a: Path, b: Path, rtol: float, items: list[str])
         if worst_abs
         else "equal values, other attributes or metadata"
     )
-    why = (
-        f"recorded items that differ: {'; '.join(items)}"
-        if items
-        else "no recorded item differs (a nondeterministic kernel, or a change not recorded)"
-    )
+    why = f"recorded items that differ: {'; '.join(items)}" if items else ""
+    if made_of:
+        why += ("; " if why else "") + f"made from other data or config: {'; '.join(made_of)}"
+    why = why or "no recorded item differs (a nondeterministic kernel, or a change not recorded)"
     tolerance = f"tolerance {rtol:g}" if rtol else "bitwise expected"
     return Comparison(name, ok, f"values differ: {size} ({tolerance}); {why}")
 
@@ -421,18 +449,20 @@ def compare_campaigns(
 ) -> list[Comparison]:
     """Compare every artifact of ``reference`` with the same artifact in ``rerun``: bitwise where
     the runtime records of the rules it depends on match, else within :data:`TOLERANCES`
-    (``device="gpu"``: the tolerances whatever the records say)."""
+    (``device="gpu"``: the tolerances whatever the records say); a difference names the config
+    hash and input files whose manifest records differ."""
     reference, rerun = Path(reference), Path(rerun)
     artifacts = campaign_artifacts(reference)
     if not artifacts:
         raise FileNotFoundError(f"no campaign artifacts under {str(reference)!r}")
+    made_of = manifest_differences(reference, rerun)
     out = []
     for a in artifacts:
         rel = a.relative_to(reference).as_posix()
         items = record_differences(runtime_records(reference, rel), runtime_records(rerun, rel))
         kind = "other" if items or device == "gpu" else "same"
         tol = TOLERANCES[kind][rel.split("/")[0]]
-        out.append(compare_artifact(rel, a, rerun / rel, tol, items))
+        out.append(compare_artifact(rel, a, rerun / rel, tol, items, made_of))
     return out
 
 

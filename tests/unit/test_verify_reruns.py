@@ -1,9 +1,14 @@
-"""``climai verify`` on campaigns made from other campaigns' outputs."""
+"""``climai verify`` on campaigns made from other campaigns' outputs, and the cause it names when
+the reference was made from other input files or another config."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from climai import cli, verify
 from climai.config import load_config
+from climai.manifest import compare_campaigns
 from climai.reuse import check_reused_dataset
 from climai.testing import prepare_campaign, write_config
 
@@ -50,3 +55,35 @@ def test_a_failed_verify_rerun_is_one_error_line_not_a_traceback(tmp_path, monke
     monkeypatch.setattr(verify, "rerun_campaign", rerun)
     assert cli.main(["verify", "--configfile", str(config)]) == 1
     assert "climai verify: error: the rerun failed (exit 1)" in capsys.readouterr().err
+
+
+def _campaign(root: Path, rmse: float, input_sha: str, config_sha: str) -> Path:
+    (root / "evaluation/unet").mkdir(parents=True)
+    (root / "evaluation/unet/metrics.json").write_text(json.dumps({"tas": {"rmse": rmse}}))
+    manifest = {
+        "config_sha256": config_sha,
+        "inputs": [{"path": "data/a.nc", "size": 3, "sha256": input_sha}],
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_verify_names_a_changed_input_file_not_a_nondeterministic_kernel(tmp_path):
+    """The reference was made from another version of an input file (its mtime older than the
+    outputs, so Snakemake reran nothing): the manifests' input identities say so."""
+    reference = _campaign(tmp_path / "ref", 1.0, "a" * 64, "c" * 64)
+    rerun = _campaign(tmp_path / "new", 2.0, "b" * 64, "c" * 64)
+    [result] = compare_campaigns(reference, rerun)
+    assert not result.ok
+    assert "input data/a.nc changed since the reference was made: sha256" in result.detail
+    assert "nondeterministic" not in result.detail
+
+
+def test_verify_names_another_config_hash(tmp_path):
+    reference = _campaign(tmp_path / "ref", 1.0, "a" * 64, "c" * 64)
+    rerun = _campaign(tmp_path / "new", 2.0, "a" * 64, "d" * 64)
+    [result] = compare_campaigns(reference, rerun)
+    assert not result.ok and "the reference was made with another config" in result.detail
+    assert "input data/a.nc" not in result.detail
+    # the same manifests and the same values: nothing to name
+    assert compare_campaigns(reference, reference)[0].detail == "bitwise identical"
