@@ -174,8 +174,10 @@ def artifact_checksum(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def campaign_artifacts(root: str | Path) -> list[Path]:
-    """The artifacts of a campaign folder that reruns must reproduce (logs and figures excluded)."""
+def campaign_artifacts(root: str | Path, config: dict[str, Any] | None = None) -> list[Path]:
+    """The artifacts of a campaign folder that reruns must reproduce (logs and figures excluded);
+    with ``config`` (the validated config as JSON) only its methods' and variables': a method
+    set to null, or a variable removed, since it ran leaves its outputs in the folder."""
     root = Path(root)
     found: list[Path] = []
     for pattern in (
@@ -189,7 +191,15 @@ def campaign_artifacts(root: str | Path) -> list[Path]:
         "export/*.nc",
     ):
         found.extend(sorted(root.glob(pattern)))
-    return found
+    if config is None:
+        return found
+    methods = {m for m, c in config["methods"].items() if c is not None}
+    exports = {f"{m}_{v['name']}.nc" for m in methods for v in config["variables"]}
+
+    def kept(p: tuple[str, ...]) -> bool:  # a method's own folder (models/<m>/...) or export
+        return p[1] in exports if p[0] == "export" else len(p) < 3 or p[1] in methods
+
+    return [a for a in found if kept(a.relative_to(root).parts)]
 
 
 def build_manifest(
@@ -211,7 +221,8 @@ def build_manifest(
         "runtime": collect_runtime(root),
         "inputs": [path_identity(p) for p in inputs],
         "artifacts": {
-            a.relative_to(root).as_posix(): artifact_checksum(a) for a in campaign_artifacts(root)
+            a.relative_to(root).as_posix(): artifact_checksum(a)
+            for a in campaign_artifacts(root, config)
         },
     }
 
@@ -392,13 +403,19 @@ def record_differences(
     return out
 
 
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((root / "manifest.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
 def manifest_differences(reference: Path, rerun: Path) -> list[str]:
     """What the two campaign folders' ``manifest.json`` say they were made from and that differs:
     the config hash, and the identity of each input file (``input data/a.nc: sha256 1f2e… →
     9a8b…``). Empty where either folder has no manifest."""
-    try:
-        ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (reference, rerun))
-    except (OSError, ValueError):
+    ma, mb = _read_manifest(reference), _read_manifest(rerun)
+    if ma is None or mb is None:
         return []
     out = []
     if ma.get("config_sha256") != mb.get("config_sha256"):
@@ -452,7 +469,8 @@ def compare_campaigns(
     (``device="gpu"``: the tolerances whatever the records say); a difference names the config
     hash and input files whose manifest records differ."""
     reference, rerun = Path(reference), Path(rerun)
-    artifacts = campaign_artifacts(reference)
+    # the reference's artifacts of the campaign that was rerun (not of methods since set to null)
+    artifacts = campaign_artifacts(reference, (_read_manifest(rerun) or {}).get("config"))
     if not artifacts:
         raise FileNotFoundError(f"no campaign artifacts under {str(reference)!r}")
     made_of = manifest_differences(reference, rerun)

@@ -4,10 +4,11 @@ the reference was made from other input files or another config."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from climai import cli, verify
-from climai.config import load_config
+from climai.config import load_config, validate_config
 from climai.manifest import compare_campaigns
 from climai.reuse import check_reused_dataset
 from climai.testing import prepare_campaign, write_config
@@ -87,3 +88,34 @@ def test_verify_names_another_config_hash(tmp_path):
     assert "input data/a.nc" not in result.detail
     # the same manifests and the same values: nothing to name
     assert compare_campaigns(reference, reference)[0].detail == "bitwise identical"
+
+
+def test_a_method_set_to_null_since_it_ran_is_neither_in_the_manifest_nor_verified(tmp_path):
+    """Its outputs stay in the folder (Snakemake deletes nothing): the manifest listed them as the
+    campaign's, and verify failed them as 'missing in the rerun'."""
+    from climai.manifest import build_manifest, campaign_artifacts
+
+    config = json.loads(validate_config({"methods": {"nearest": None}}).model_dump_json())
+    root = tmp_path / "ref"
+    for method in ("bicubic", "nearest"):
+        (root / f"evaluation/{method}").mkdir(parents=True)
+        (root / f"evaluation/{method}/metrics.json").write_text('{"tas": {"rmse": 1.0}}')
+    (root / "evaluation/summary.csv").write_text("method,rmse\nbicubic,1.0\n")
+    manifest = build_manifest(config, "c" * 64, root, [])
+    assert sorted(manifest["artifacts"]) == [
+        "evaluation/bicubic/metrics.json",
+        "evaluation/summary.csv",
+    ]
+    assert len(campaign_artifacts(root)) == 3  # without a config: every artifact in the folder
+
+    rerun = tmp_path / "new"
+    shutil.copytree(root, rerun)
+    shutil.rmtree(rerun / "evaluation/nearest")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (rerun / "manifest.json").write_text(json.dumps(manifest))
+    results = compare_campaigns(root, rerun)
+    assert [r.artifact for r in results] == [
+        "evaluation/bicubic/metrics.json",
+        "evaluation/summary.csv",
+    ]
+    assert all(r.ok for r in results)
