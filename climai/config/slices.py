@@ -56,9 +56,15 @@ RUN_KEYS: tuple[tuple[str, ...], ...] = (
     ("preprocess", "progress"),
     ("infer", "progress"),
     ("methods", "*", "checkpoint_every"),
+    # where a training's patches are read from and by how many DataLoader workers: the same
+    # batches, so bitwise the same model (climai/data/dataset.py)
+    ("methods", "*", "workers"),
+    ("methods", "*", "loader"),
+    ("methods", "*", "memory_limit_gb"),
 )
 """Keys that change how a stage runs, never what it writes (a progress bar; how often a training
-saves a checkpoint, which a resumed training reproduces bitwise): left out of the config hash and
+saves a checkpoint, which a resumed training reproduces bitwise; its data loading): left out of
+the config hash and
 of the slice Snakemake compares, so that changing one reruns nothing; the workflow hands them to
 its jobs apart (:data:`RUN_KEYS_ENV`). ``*``: any method."""
 RUN_KEYS_ENV = "CLIMAI_RUN_KEYS"

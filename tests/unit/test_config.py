@@ -234,6 +234,25 @@ def test_empty_mappings_of_a_configfile_switch_on_what_config_yaml_sets_to_null(
     assert restore_empty_mappings(config, overrides)["methods"] == want == merged["methods"]
 
 
+def test_data_loading_keys_of_a_training_change_no_hash_and_retrain_nothing():
+    """workers, loader and memory_limit_gb give the same batches, so bitwise the same model
+    (climai/data/dataset.py; checked on the toy campaign: workers 2 and loader stream against
+    the defaults): changing one retrained the method and reran everything after it."""
+    from climai.config.slices import from_stage_json, split_run_keys
+
+    base = validate_config({})
+    loading = {"workers": 2, "loader": "stream", "memory_limit_gb": 0.5}
+    other = validate_config({"methods": {"unet": loading}})
+    for stage in ("train", "infer", "evaluate", "export", "manifest"):
+        a, b = stage_slice(base, stage, "unet"), stage_slice(other, stage, "unet")
+        assert config_sha256(a) == config_sha256(b), stage
+        assert split_run_keys(a)[0] == split_run_keys(b)[0], stage
+    # the job still trains with them: the workflow hands them over apart from the slice
+    slice_, run = split_run_keys(stage_slice(other, "train", "unet"))
+    rebuilt, _ = from_stage_json(json.dumps(slice_), run)
+    assert {k: getattr(rebuilt.methods.get("unet"), k) for k in loading} == loading
+
+
 def test_run_keys_change_no_hash_and_reach_the_job_apart_from_its_slice():
     """preprocess.progress, infer.progress and methods.<m>.checkpoint_every change no output:
     the hash and the slice Snakemake compares leave them out; a job gets them back from the
@@ -253,8 +272,9 @@ def test_run_keys_change_no_hash_and_reach_the_job_apart_from_its_slice():
         stage_slice(validate_config({"methods": {"unet": {"lr": 1e-3}}}), "train", "unet")
     )
     _, run = split_run_keys(quiet.model_dump(mode="json", by_alias=True))
+    loading = {"workers": 0, "loader": "auto", "memory_limit_gb": 2.0}
     assert run == {"preprocess": {"progress": False}, "infer": {"progress": False},
-                   "methods": {"unet": {"checkpoint_every": 7}}}  # fmt: skip
+                   "methods": {"unet": {"checkpoint_every": 7, **loading}}}  # fmt: skip
     sliced = canonical_json(split_run_keys(stage_slice(quiet, "infer", "unet"))[0])
     cfg, raw = from_stage_json(sliced, run)
     assert cfg.infer.progress is False and cfg.methods.get("unet").checkpoint_every == 7
