@@ -174,6 +174,10 @@ def artifact_checksum(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _methods(config: dict[str, Any]) -> set[str]:
+    return {m for m, c in config["methods"].items() if c is not None}
+
+
 def campaign_artifacts(root: str | Path, config: dict[str, Any] | None = None) -> list[Path]:
     """The artifacts of a campaign folder that reruns must reproduce (logs and figures excluded);
     with ``config`` (the validated config as JSON) only its methods' and variables': a method
@@ -193,7 +197,7 @@ def campaign_artifacts(root: str | Path, config: dict[str, Any] | None = None) -
         found.extend(sorted(root.glob(pattern)))
     if config is None:
         return found
-    methods = {m for m, c in config["methods"].items() if c is not None}
+    methods = _methods(config)
     exports = {f"{m}_{v['name']}.nc" for m in methods for v in config["variables"]}
 
     def kept(p: tuple[str, ...]) -> bool:  # a method's own folder (models/<m>/...) or export
@@ -360,16 +364,17 @@ def _recorded_methods(root: Path) -> set[str]:
             for p in root.glob(f"runtime/{rule}_*.json")}  # fmt: skip
 
 
-def runtime_records(root: Path, artifact: str) -> dict[str, dict[str, Any]]:
+def runtime_records(root: Path, artifact: str, of: set[str] | None = None) -> dict[str, Any]:
     """The runtime records (``runtime/<rule>_<method>.json``) of the rules an artifact of the
     campaign folder ``root`` depends on, by file name: a model its training; a downscaled store,
     metrics file or export (``export/<method>_<variable>.nc``) its training and inference; the
-    summary table every method's."""
+    summary table every method's (of the methods ``of``, if given: not a method since nulled)."""
     parts = artifact.split("/")
+    recorded = _recorded_methods(root) if of is None else _recorded_methods(root) & of
     if artifact == "evaluation/summary.csv":
-        methods = sorted(_recorded_methods(root))
+        methods = sorted(recorded)
     elif parts[0] == "export" and len(parts) == 2:  # the longest method name the file starts with
-        starts = [m for m in _recorded_methods(root) if parts[1].startswith(f"{m}_")]
+        starts = [m for m in recorded if parts[1].startswith(f"{m}_")]
         methods = sorted(starts, key=len)[-1:]
     elif parts[0] in ("models", "downscaled", "evaluation") and len(parts) >= 3:
         methods = [parts[1]]
@@ -411,18 +416,13 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def manifest_differences(reference: Path, rerun: Path) -> list[str]:
-    """What the two campaign folders' ``manifest.json`` say they were made from and that differs:
-    the config hash, and the identity of each input file (``input data/a.nc: sha256 1f2e… →
-    9a8b…``). Empty where either folder has no manifest."""
+    """What the two folders' ``manifest.json`` say they were made of that differs: the config
+    hash, each input file's identity (``input a.nc ...: sha256 1f2e… → 9a8b…``); [] without one."""
     ma, mb = _read_manifest(reference), _read_manifest(rerun)
     if ma is None or mb is None:
         return []
-    out = []
-    if ma.get("config_sha256") != mb.get("config_sha256"):
-        out.append(
-            f"config_sha256: {str(ma.get('config_sha256'))[:12]}… → "
-            f"{str(mb.get('config_sha256'))[:12]}… (the reference was made with another config)"
-        )
+    ha, hb = (str(m.get("config_sha256"))[:12] for m in (ma, mb))
+    out = [f"config_sha256: {ha}… → {hb}… (the reference had another config)"] if ha != hb else []
     ia, ib = ({i["path"]: i for i in m.get("inputs", [])} for m in (ma, mb))
     for path in sorted(ia.keys() | ib.keys()):
         a, b = ia.get(path, {}), ib.get(path, {})
@@ -469,15 +469,18 @@ def compare_campaigns(
     (``device="gpu"``: the tolerances whatever the records say); a difference names the config
     hash and input files whose manifest records differ."""
     reference, rerun = Path(reference), Path(rerun)
-    # the reference's artifacts of the campaign that was rerun (not of methods since set to null)
-    artifacts = campaign_artifacts(reference, (_read_manifest(rerun) or {}).get("config"))
+    # the artifacts and records of the campaign that was rerun (not of methods since nulled)
+    config = (_read_manifest(rerun) or {}).get("config")
+    artifacts, of = campaign_artifacts(reference, config), config and _methods(config)
     if not artifacts:
         raise FileNotFoundError(f"no campaign artifacts under {str(reference)!r}")
     made_of = manifest_differences(reference, rerun)
     out = []
     for a in artifacts:
         rel = a.relative_to(reference).as_posix()
-        items = record_differences(runtime_records(reference, rel), runtime_records(rerun, rel))
+        items = record_differences(
+            runtime_records(reference, rel, of), runtime_records(rerun, rel, of)
+        )
         kind = "other" if items or device == "gpu" else "same"
         tol = TOLERANCES[kind][rel.split("/")[0]]
         out.append(compare_artifact(rel, a, rerun / rel, tol, items, made_of))

@@ -84,7 +84,7 @@ def test_verify_names_another_config_hash(tmp_path):
     reference = _campaign(tmp_path / "ref", 1.0, "a" * 64, "c" * 64)
     rerun = _campaign(tmp_path / "new", 2.0, "a" * 64, "d" * 64)
     [result] = compare_campaigns(reference, rerun)
-    assert not result.ok and "the reference was made with another config" in result.detail
+    assert not result.ok and "the reference had another config" in result.detail
     assert "input data/a.nc" not in result.detail
     # the same manifests and the same values: nothing to name
     assert compare_campaigns(reference, reference)[0].detail == "bitwise identical"
@@ -119,3 +119,21 @@ def test_a_method_set_to_null_since_it_ran_is_neither_in_the_manifest_nor_verifi
         "evaluation/summary.csv",
     ]
     assert all(r.ok for r in results)
+
+
+def test_a_nulled_methods_runtime_record_does_not_loosen_the_summarys_tolerance(tmp_path):
+    """runtime/infer_nearest.json outlives methods.nearest: null; only the reference has it, which
+    made the summary table's records 'differ' and its comparison take the 5 % tolerance of another
+    machine instead of bitwise: a summary 2 % off passed."""
+    config = json.loads(validate_config({"methods": {"nearest": None}}).model_dump_json())
+    manifest = json.dumps({"config": config, "config_sha256": "c" * 64, "inputs": []})
+    for name, value in (("ref", 1.0), ("new", 1.02)):
+        root = tmp_path / name
+        (root / "runtime").mkdir(parents=True)
+        (root / "evaluation").mkdir()
+        (root / "evaluation/summary.csv").write_text(f"method,rmse\nbicubic,{value}\n")
+        (root / "runtime/infer_bicubic.json").write_text('{"threads": 1}')
+        (root / "manifest.json").write_text(manifest)
+    (tmp_path / "ref/runtime/infer_nearest.json").write_text('{"threads": 1}')
+    [result] = compare_campaigns(tmp_path / "ref", tmp_path / "new")
+    assert not result.ok and "bitwise expected" in result.detail
