@@ -161,11 +161,13 @@ def test_a_training_hyperparameter_reruns_train_and_what_follows_only(campaign):
 
 
 def test_a_key_that_changes_no_output_reruns_nothing(campaign):
-    """Progress bars and a training's checkpoint interval change how a job runs, not what it
-    writes: no rerun (they reran preprocess, both trainings and every infer before)."""
+    """Progress bars, a training's checkpoint interval and its data loading (workers, loader:
+    the same batches) change how a job runs, not what it writes: no rerun (they reran
+    preprocess, both trainings and every infer before)."""
+    loading = {"workers": 1, "loader": "stream", "memory_limit_gb": 0.5}
     write_config(
         campaign / "tiny3.yaml",
-        methods={"unet": {"checkpoint_every": 7}, **ENSEMBLE},
+        methods={"unet": {"checkpoint_every": 7, **loading}, **ENSEMBLE},
         preprocess={"progress": False},
         infer={"progress": False},
     )
