@@ -44,13 +44,9 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 def platform_info() -> dict[str, Any]:
     """The machine the manifest was written on (what train and infer ran on and with is in
     ``runtime``: their threads, libraries, CPU flags, GPU)."""
-    return {
-        "python": platform.python_version(),
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-    }
+    return {"python": platform.python_version(), "system": platform.system(),
+            "machine": platform.machine(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count()}  # fmt: skip
 
 
 def collect_runtime(root: Path) -> dict[str, Any]:
@@ -295,6 +291,8 @@ def _metric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
         for k, v in obj.items():
             out.update(_metric_leaves(v, f"{prefix}{k}."))
         return out
+    if obj is None:  # a score that could not be computed (write_json's null)
+        return {prefix.rstrip("."): math.nan}
     return {prefix.rstrip("."): float(obj)} if isinstance(obj, int | float) else {}
 
 
@@ -304,10 +302,8 @@ def value_differences(a: Path, b: Path) -> tuple[float, float]:
     columns of CSV tables whose other columns are equal)."""
     pairs: list[tuple[np.ndarray, np.ndarray]]
     if a.suffix == ".json":
-        from climai.io.atomic import read_values
-
-        la = _metric_leaves(read_values(a))
-        lb = _metric_leaves(read_values(b))
+        la = _metric_leaves(json.loads(a.read_text()))
+        lb = _metric_leaves(json.loads(b.read_text()))
         if la.keys() != lb.keys():
             return math.inf, math.inf
         pairs = [(np.array([la[k] for k in la]), np.array([lb[k] for k in la]))]
