@@ -48,18 +48,26 @@ def new_domain(tmp_path_factory: pytest.TempPathFactory):
     return root
 
 
-def _downscale(root, output, *extra: str) -> int:
+def _downscale_files(model, input_path, static, output, *extra: str) -> int:
+    """``climai downscale`` of ``input_path`` with ``model`` and ``static`` into ``output``."""
     return main(
         [
             "downscale",
-            "--model", str(root / "model.pt"),
-            "--input", str(root / "lr.zarr"),
-            "--static", str(root / "static.zarr"),
+            "--model", str(model),
+            "--input", str(input_path),
+            "--static", str(static),
             "--output", str(output),
-            "--tile", "48", "--overlap", "16", "--no-progress", "--threads", "1",
+            "--no-progress",
             *extra,
         ]
     )  # fmt: skip
+
+
+_TILED = ("--tile", "48", "--overlap", "16", "--threads", "1")
+
+
+def _downscale(root, output, *extra: str) -> int:
+    return _downscale_input(root, root / "lr.zarr", output, *extra)
 
 
 def test_both_outputs_record_the_input_static_and_model_they_came_from(new_domain, tmp_path,
@@ -162,15 +170,9 @@ def test_input_that_does_not_fit_the_model_is_refused(
 ):
     bad = change(open_store(new_domain / "lr.zarr").load())
     write_store(bad, tmp_path / "bad.zarr")
-    code = main(
-        [
-            "downscale",
-            "--model", str(new_domain / "model.pt"),
-            "--input", str(tmp_path / "bad.zarr"),
-            "--static", str(new_domain / "static.zarr"),
-            "--output", str(tmp_path / "hr.zarr"),
-            "--no-progress",
-        ]
+    code = _downscale_files(
+        new_domain / "model.pt", tmp_path / "bad.zarr", new_domain / "static.zarr",
+        tmp_path / "hr.zarr",
     )  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
@@ -179,17 +181,9 @@ def test_input_that_does_not_fit_the_model_is_refused(
 
 
 def _downscale_input(root, input_path, output, *extra: str) -> int:
-    return main(
-        [
-            "downscale",
-            "--model", str(root / "model.pt"),
-            "--input", str(input_path),
-            "--static", str(root / "static.zarr"),
-            "--output", str(output),
-            "--tile", "48", "--overlap", "16", "--no-progress", "--threads", "1",
-            *extra,
-        ]
-    )  # fmt: skip
+    return _downscale_files(
+        root / "model.pt", input_path, root / "static.zarr", output, *_TILED, *extra
+    )
 
 
 def test_static_fields_are_converted_to_the_models_units_and_checked_for_its_crs(
@@ -1059,15 +1053,9 @@ def test_a_model_card_without_a_field_inference_needs_is_refused_naming_it(
     card = copy.deepcopy(state["card"])
     _drop(card, field)
     save_model(tmp_path / "model.pt", state["state_dict"], card)
-    code = main(
-        [
-            "downscale",
-            "--model", str(tmp_path / "model.pt"),
-            "--input", str(new_domain / "lr.zarr"),
-            "--static", str(new_domain / "static.zarr"),
-            "--output", str(tmp_path / "hr.zarr"),
-            "--no-progress",
-        ]
+    code = _downscale_files(
+        tmp_path / "model.pt", new_domain / "lr.zarr", new_domain / "static.zarr",
+        tmp_path / "hr.zarr",
     )  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
