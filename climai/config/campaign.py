@@ -317,7 +317,7 @@ class CampaignConfig(StrictModel):
                 )
             if not isinstance(unet, UNetConfig):
                 continue
-            levels = 2 ** (len(unet.channels) - 1)
+            levels = unet.size_multiple
             if unet.patch % levels:
                 raise ValueError(
                     f"methods.{name}.patch={unet.patch} must be a multiple of {levels} for "
@@ -375,7 +375,7 @@ class CampaignConfig(StrictModel):
             unet = self.methods.get(name)
             if not isinstance(unet, UNetConfig):
                 continue
-            levels = 2 ** (len(unet.channels) - 1)
+            levels = unet.size_multiple
             if ny % levels or nx % levels:
                 raise ValueError(
                     f"the HR domain {ny}×{nx} ({where}) is not a multiple of {levels} along "

@@ -240,6 +240,12 @@ class UNetConfig(EmulatorConfig):
         "needs init_from. The output head always trains.",
     )
 
+    @property
+    def size_multiple(self) -> int:
+        """What every HR side the network sees (patch, tile, domain) must be a multiple of:
+        2^(levels - 1), one halving per level below the finest (``ResidualUNet.multiple``)."""
+        return 2 ** (len(self.channels) - 1)
+
     @model_validator(mode="after")
     def _freeze_needs_parent(self) -> UNetConfig:
         if self.freeze and self.init_from is None:
