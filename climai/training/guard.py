@@ -102,10 +102,10 @@ def ensemble_ratio(
     ctx: DistContext | None = None,
 ) -> float:
     """The spread/skill ratio of :func:`val_members`' draws (under DDP, ``ctx``: of every
-    rank's draws, the same ratio on every rank, so that they find one factor alike); ``inflation``: of the members
-    spread by that factor with ``rule`` (``SPREADS``: :func:`inflate`, or
-    :func:`spread_by_intensity` or :func:`spread_by_roughness` at any factor), then the
-    objective's constraint, as inference applies it. With ``roughness`` only the cells whose LR
+    rank's draws, the same ratio on every rank, so that they find one factor alike);
+    ``inflation``: of the members spread by that factor with ``rule`` (``SPREADS``:
+    :func:`inflate`, or :func:`spread_by_intensity` or :func:`spread_by_roughness` at any
+    factor), then the objective's constraint, as inference applies it. With ``roughness`` only the cells whose LR
     neighbourhood lies inside the patch count: at its edge a patch's LR has fewer neighbours
     than inference's whole domain gives every cell."""
     spec = objective.spec

@@ -440,8 +440,9 @@ def run_epoch(
         dynamic_ncols=False,
     )
     for batch in loaders.loader(loaders.train, state.epoch, ctx, start):
-        loss = train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip, ctx)
-        state.epoch_losses.append(loss)
+        state.epoch_losses.append(
+            train_step(net, state, batch.to(ctx.device), objective, cfg.grad_clip, ctx)
+        )
         bar.update(1)
         save, stop = _stop_requested(flags, ctx)
         if save or stop or state.step % cfg.checkpoint_every == 0:
