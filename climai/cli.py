@@ -393,11 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
     attempts = _keep_attempts(args.job_log) if getattr(args, "job_log", None) else None
 
+    def to_attempts(text: str) -> None:  # what is printed, not logged, goes there too
+        if attempts is not None:
+            attempts.stream.write(text)
+            attempts.flush()
+
     def say(message: str) -> None:  # the job's log and its attempts file
         print(message, file=sys.stderr)
-        if attempts is not None:
-            attempts.stream.write(message + "\n")
-            attempts.flush()
+        to_attempts(message + "\n")
 
     if args.command in STAGES and "LOCAL_RANK" not in os.environ:  # where this attempt begins
         job = os.environ.get("SLURM_JOB_ID")
@@ -420,9 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"climai {args.command}: {err}; checkpoint written, rerun to resume")
         return 143
     except BaseException:  # a crash: its traceback too (Python prints it to stderr as it ends)
-        if attempts is not None:
-            attempts.stream.write(traceback.format_exc())
-            attempts.flush()
+        to_attempts(traceback.format_exc())
         raise
     finally:
         if attempts is not None:  # main() may run again in this process (tests)
