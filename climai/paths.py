@@ -168,5 +168,10 @@ class CampaignPaths:
         """Which trained model each fine-tuned method started from (HTML, for the report)."""
         return self.root / "evaluation" / "lineage.html"
 
+    def settings(self, stage: str, method: str | None = None) -> Path:
+        """The settings ``stage`` (for ``method``) last ran with: an input of its rule, rewritten
+        when they change so that the job reruns (climai/io/settings.py)."""
+        return self.root / "settings" / (f"{stage}_{method}.json" if method else f"{stage}.json")
+
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

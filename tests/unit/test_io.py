@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import socket
@@ -193,3 +194,34 @@ def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path):
         write_store(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "out")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_settings_files_change_only_with_the_settings_that_change_outputs(tmp_path):
+    """A stage's settings file (an input of its rule) is rewritten, and so newer than the
+    outputs, exactly when its settings change: not for the output location or a RUN_KEY, never
+    in a dry run; a new one is dated 1970 so that existing outputs are trusted as before."""
+    from climai.config import config_sha256, load_config, stage_slice
+    from climai.io.settings import refresh_settings, settings_text
+    from climai.testing import write_config
+
+    def text(**overrides):
+        cfg = load_config(write_config(tmp_path / "c.yaml", **overrides))
+        return settings_text(stage_slice(cfg, "train", "unet"))
+
+    base = text()
+    path = tmp_path / "settings" / "train_unet.json"
+    assert refresh_settings(path, base) == "new" and path.stat().st_mtime == 0
+    record = json.loads(path.read_text())
+    cfg = load_config(tmp_path / "c.yaml")
+    assert record["config_sha256"] == config_sha256(stage_slice(cfg, "train", "unet"))
+    assert record["config"]["methods"]["unet"]["epochs"] == 1 and "results" not in record["config"]
+    assert text(results=str(tmp_path / "elsewhere")) == base  # the output location
+    assert text(methods={"unet": {"checkpoint_every": 3, "workers": 1}}) == base  # RUN_KEYS
+    assert refresh_settings(path, base) == "same" and path.stat().st_mtime == 0
+    changed = text(methods={"unet": {"epochs": 2}})
+    assert changed != base
+    assert refresh_settings(path, changed, write=False) == "changed"  # a dry run
+    assert path.read_text() == base and path.stat().st_mtime == 0
+    assert refresh_settings(path, changed) == "changed"
+    assert path.read_text() == changed and path.stat().st_mtime > 1e9
+    assert refresh_settings(path, changed) == "same"

@@ -274,3 +274,34 @@ def test_lint_is_clean():
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_changed_setting_reruns_even_from_another_folder_with_results_spelled_otherwise(
+    campaign, tmp_path
+):
+    """Snakemake's record of each job's settings is per working folder and output path as
+    spelled: from another folder, with ``results:`` absolute, a changed training setting reran
+    nothing and the old model stayed. The stage's settings file (an input of its rule, rewritten
+    when the settings change) reruns it by modification time. Runs last: it retrains the unet."""
+    model = campaign / "results/tiny/models/unet/model.pt"
+    before = model.stat().st_mtime
+    old_hash = load_model_file(model)[1]["config_sha256"]
+    config = write_config(
+        tmp_path / "moved.yaml",
+        results=str(campaign / "results"),
+        methods={"unet": {"epochs": 2}, **ENSEMBLE},
+    )
+    # the target before --configfile, which takes every path after it as a config file
+    dry = snakemake(tmp_path, "-n", str(model), "--configfile", str(config))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "the settings of train unet differ" in dry.stderr, dry.stderr[-2000:]
+    assert model.stat().st_mtime == before  # a dry run changes nothing
+    run = snakemake(tmp_path, str(model), "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = run.stdout + run.stderr
+    assert "rule train:" in log and "rule ingest:" not in log, log[-3000:]
+    settings = json.loads((campaign / "results/tiny/settings/train_unet.json").read_text())
+    assert settings["config"]["methods"]["unet"]["epochs"] == 2
+    assert load_model_file(model)[1]["config_sha256"] == settings["config_sha256"] != old_hash
+    again = snakemake(tmp_path, "-n", str(model), "--configfile", str(config))
+    assert "Nothing to be done" in again.stdout + again.stderr

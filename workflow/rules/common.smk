@@ -9,6 +9,7 @@ from climai.config import (
 from climai.config.loading import restore_empty_mappings
 from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.io.headers import check_before_jobs
+from climai.io.settings import refresh_settings, settings_text
 from climai.hpc import job_size
 from climai.plan import (
     argv_partitions,
@@ -202,6 +203,39 @@ def stage_config(stage):
         return canonical_json(split_run_keys(stage_slice(CFG, stage, wildcards.get("method")))[0])
 
     return params
+
+
+def stage_settings(stage):
+    """An input function: the settings file of ``stage`` (for the job's method), brought to the
+    current config first. Rewritten when the settings changed, it is newer than the outputs and
+    the job reruns by modification time, even where Snakemake holds no record of the job's
+    params (another working folder, ``results:`` spelled otherwise: climai/io/settings.py). A
+    dry run, --summary or a graph rewrites nothing (a setting tried and reverted reruns
+    nothing) and says which jobs the run will redo; a cluster job's Snakemake only reads it."""
+
+    def settings(wildcards):
+        method = wildcards.get("method")
+        path = PATHS.settings(stage, method)
+        if IN_CLUSTER_JOB:
+            return path
+        executes = workflow.executor_plugin is not None and not workflow.dryrun
+        state = refresh_settings(
+            path, settings_text(stage_slice(CFG, stage, method)), write=executes
+        )
+        if state == "changed" and not executes and path not in SETTINGS_NOTED:
+            SETTINGS_NOTED.add(path)
+            print(
+                f"climai: the settings of {' '.join(filter(None, (stage, method)))} differ "
+                f"from {path}: a run redoes it and what follows, whatever this plan lists",
+                file=sys.stderr,
+            )
+        return path
+
+    settings.__name__ = f"{stage}_settings"
+    return settings
+
+
+SETTINGS_NOTED = set()  # settings files a dry run has already named as changed
 
 
 def ingest_inputs(wildcards):

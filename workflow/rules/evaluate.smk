@@ -2,6 +2,7 @@ rule evaluate:
     input:
         dataset=PATHS.dataset,
         downscaled=PATHS.downscaled("{method}"),
+        settings=stage_settings("evaluate"),
     output:
         metrics=PATHS.metrics("{method}"),
         spectra=PATHS.spectra("{method}"),
@@ -51,6 +52,7 @@ rule compare:
         downscaled=[PATHS.downscaled(m) for m in METHODS],
         curves=[PATHS.curves(m) for m in METHODS],
         histories=[PATHS.history(m) for m in EMULATORS],
+        settings=stage_settings("compare"),
     output:
         summary=PATHS.summary,
         summary_md=PATHS.summary_md,

@@ -2,6 +2,7 @@ rule sweep:
     localrule: runs_beside_snakemake("sweep")
     input:
         validation=sweep_inputs,
+        settings=stage_settings("sweep"),
     output:
         csv=PATHS.sweep_csv("{sweep}"),
         md=PATHS.sweep_md("{sweep}"),
@@ -40,6 +41,7 @@ rule lineage:
     localrule: runs_beside_snakemake("lineage")
     input:
         validation=[PATHS.validation(m) for m in FINE_TUNED],
+        settings=stage_settings("lineage"),
     output:
         html=report(
             PATHS.lineage,

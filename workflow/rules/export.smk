@@ -1,6 +1,7 @@
 rule export:
     input:
         downscaled=PATHS.downscaled("{method}"),
+        settings=stage_settings("export"),
     output:
         netcdf=[PATHS.export("{method}", v) for v in CFG.variable_names],
     log:

@@ -3,6 +3,7 @@ rule infer:
         method=method_regex([m for m in METHODS if m not in SPLIT]),
     input:
         unpack(infer_inputs),
+        settings=stage_settings("infer"),
     output:
         downscaled=directory(PATHS.downscaled("{method}")),
         runtime=PATHS.runtime("infer", "{method}"),
@@ -32,6 +33,7 @@ rule infer_block:
         block=r"\d+",
     input:
         unpack(infer_inputs),
+        settings=stage_settings("infer"),
     output:
         block=directory(PATHS.downscaled_block("{method}", "{block}")),
         runtime=PATHS.runtime("infer_block", "{method}_{block}"),
@@ -60,6 +62,7 @@ rule infer_gather:
             PATHS.downscaled_block(wildcards.method, i) for i in range(SPLIT[wildcards.method])
         ],
         runtime=lambda wildcards: PATHS.runtime("infer_block", f"{wildcards.method}_0"),
+        settings=stage_settings("infer"),
     output:
         downscaled=directory(PATHS.downscaled("{method}")),
         runtime=PATHS.runtime("infer", "{method}"),

@@ -1,6 +1,7 @@
 rule ingest:
     input:
         ingest_inputs,
+        settings=stage_settings("ingest"),
     output:
         target=directory(PATHS.target),
         static=directory(PATHS.static),

@@ -7,6 +7,7 @@ rule manifest:
         + [PATHS.runtime("infer", m) for m in METHODS if m not in EMULATORS],
         summary=PATHS.summary,
         exports=[PATHS.export(m, v) for m in METHODS for v in CFG.variable_names],
+        settings=stage_settings("manifest"),
     output:
         manifest=PATHS.manifest,
     log:

@@ -3,6 +3,7 @@ rule preprocess:
         target=PATHS.target,
         static=PATHS.static,
         **INPUT_STORE,
+        settings=stage_settings("preprocess"),
     output:
         dataset=directory(PATHS.preprocessed),
         stats=PATHS.preprocessed_stats,

@@ -1,6 +1,7 @@
 rule train:
     input:
         unpack(train_inputs),
+        settings=stage_settings("train"),
     output:
         model=PATHS.model("{method}"),
         history=PATHS.history("{method}"),
