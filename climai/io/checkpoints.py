@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,24 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        raise ValueError(f"model file {str(path)!r} is not a loadable climai model: {err}") from err
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError...
+        raise ValueError(f"model file {str(path)!r} {_unloadable(err)}") from err
     if not isinstance(obj, dict) or "state_dict" not in obj or "card" not in obj:
         raise ValueError(f"model file {str(path)!r} has no 'state_dict' and 'card'")
     return obj["state_dict"], obj["card"]
+
+
+def _unloadable(err: Exception) -> str:
+    """Why torch could not load a file, in one line. Torch's own message for a file holding
+    Python objects runs to a paragraph and suggests ``weights_only=False`` (running the file's
+    code), which climai never does; a file that is not a torch file at all gives a bare
+    ``KeyError``."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found:
+        return (
+            f"holds a Python object ({found.group(1)}), not only tensors and plain data: climai "
+            "loads weights only (torch.load(weights_only=True)) and never runs a file's code; "
+            "save the model with climai (climai.io.checkpoints.save_model)"
+        )
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"is not a model file climai wrote (torch.load: {type(err).__name__}: {first})"

@@ -49,7 +49,10 @@ def load_parent(path: Path, key: str) -> Parent:
             f"{key}: the parent model {str(path)!r} does not exist; train it first (for another "
             "campaign: snakemake --configfile <its config> --until train)"
         )
-    state, card = load_model_file(path)
+    try:
+        state, card = load_model_file(path)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
     return Parent(path, file_sha256(path), state, card)
 
 

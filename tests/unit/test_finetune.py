@@ -33,6 +33,7 @@ from climai.training.finetune import (
     Parent,
     check_compatible,
     freeze,
+    load_parent,
     load_parent_weights,
     part_prefixes,
 )
@@ -276,3 +277,15 @@ def test_a_methods_own_seed_trains_another_model_of_the_same_prepared_data(tmp_p
     for key, w in weights["unet"].items():
         torch.testing.assert_close(weights["unet-zero"][key], w, rtol=0, atol=0)
     assert any(not torch.equal(weights["unet-five"][k], w) for k, w in weights["unet"].items())
+
+
+def test_an_unreadable_parent_model_is_named_by_its_config_key_in_one_line(tmp_path):
+    bad = tmp_path / "parent.pt"
+    bad.write_bytes(b"not a torch file\n")
+    with pytest.raises(ValueError) as err:
+        load_parent(bad, "methods.unet-ft.init_from")
+    message = str(err.value)
+    assert message.startswith("methods.unet-ft.init_from: model file ")
+    assert "is not a model file climai wrote" in message and "\n" not in message
+    with pytest.raises(FileNotFoundError, match="methods.unet-ft.init_from: the parent model"):
+        load_parent(tmp_path / "absent.pt", "methods.unet-ft.init_from")

@@ -81,9 +81,14 @@ def test_malicious_model_file_is_refused_and_runs_nothing(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     with open("model.pt", "wb") as fh:
         pickle.dump({"state_dict": {}, "card": _Evil()}, fh, protocol=2)
-    with pytest.raises(ValueError, match="not a loadable climai model"):
+    with pytest.raises(ValueError, match="'model.pt' holds a Python object") as err:
         load_model_file("model.pt")
     assert not (tmp_path / "PWNED").exists()
+    # one line, and never torch's advice to load with weights_only=False (running the file)
+    assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    Path("text.pt").write_text("hello\n")
+    with pytest.raises(ValueError, match=r"'text.pt' is not a model file climai wrote \(torch"):
+        load_model_file("text.pt")
 
 
 def test_provenance_attrs_name_rule_config_and_version():
