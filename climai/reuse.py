@@ -21,6 +21,7 @@ from climai.config import (
 )
 from climai.config.methods import InitFromCampaign
 from climai.parents import parent_model, pooled_datasets
+from climai.paths import CampaignPaths
 
 
 def store_attrs(store: Path) -> dict[str, object]:
@@ -81,3 +82,36 @@ def other_campaigns_inputs(cfg: CampaignConfig) -> list[Path]:
         if isinstance(parent, InitFromCampaign) and parent.campaign not in (None, cfg.campaign):
             found.append(parent_model(cfg, method))  # type: ignore[arg-type]
     return [p.relative_to(root) for p in dict.fromkeys(found)]
+
+
+def check_other_inputs(cfg: CampaignConfig) -> None:
+    """Raise :class:`ConfigError` naming the key unless every input this campaign reads but its
+    workflow does not make exists: the prepared data of ``train_on``/``validate_on`` campaigns
+    and the parent models of ``init_from`` (a file, or another campaign's method). Checked by
+    ``climai validate`` and before any job, instead of Snakemake's "Missing input files"."""
+    for method in cfg.methods.enabled():
+        mcfg = cfg.methods.get(method)
+        for key in ("train_on", "validate_on"):
+            for name in getattr(mcfg, key, None) or []:
+                dataset = CampaignPaths(Path(cfg.results) / name).dataset
+                if name != cfg.campaign and not (dataset / "zarr.json").is_file():
+                    raise ConfigError(
+                        f"methods.{method}.{key}: campaign {name!r} has no prepared data at "
+                        f"{str(dataset)!r}; run it up to preprocess first (snakemake "
+                        f"{dataset} --configfile <its config>)"
+                    )
+        parent = getattr(mcfg, "init_from", None)
+        if parent is None or (
+            isinstance(parent, InitFromCampaign) and parent.campaign in (None, cfg.campaign)
+        ):
+            continue  # trained by this workflow first
+        model = parent_model(cfg, method)
+        if model is not None and not model.is_file():
+            how = (
+                f"train it first (snakemake {model} --configfile <its config>)"
+                if isinstance(parent, InitFromCampaign)
+                else "expected a model file written by climai (models/<method>/model.pt)"
+            )
+            raise ConfigError(
+                f"methods.{method}.init_from: the parent model {str(model)!r} does not exist; {how}"
+            )

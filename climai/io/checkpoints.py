@@ -32,16 +32,24 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def _unloadable(err: Exception) -> str:
-    """Why torch could not load a file, in one line. Torch's own message for a file holding
-    Python objects runs to a paragraph and suggests ``weights_only=False`` (running the file's
-    code), which climai never does; a file that is not a torch file at all gives a bare
-    ``KeyError``."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    """Why torch could not load a file, in one line. Torch's own message for a pickle it refuses
+    runs to a paragraph and suggests ``weights_only=False`` (running the file's code), which
+    climai never does; a file that is not a torch file at all gives a bare ``KeyError``."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if found:
         return (
             f"holds a Python object ({found.group(1)}), not only tensors and plain data: climai "
             "loads weights only (torch.load(weights_only=True)) and never runs a file's code; "
             "save the model with climai (climai.io.checkpoints.save_model)"
         )
-    first = (str(err).strip().splitlines() or [""])[0][:200]
+    refused = re.search(
+        r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S
+    )
+    if refused:  # a pickle of code, or no pickle at all (a text file reads as unknown opcodes)
+        return (
+            "is not a model file climai wrote: torch's weights-only loader refuses it "
+            f"({' '.join(refused.group(1).split())}); climai never runs a file's code"
+        )
+    first = (text.strip().splitlines() or [""])[0][:200]
     return f"is not a model file climai wrote (torch.load: {type(err).__name__}: {first})"

@@ -225,10 +225,11 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
     :func:`check_target`). ``cache``: remember passed checks under ``.snakemake/`` (validate
     writes nothing). Raises ``ConfigError`` or :class:`SourceError` naming the key."""
     from climai.converters import check_converters
-    from climai.reuse import check_reused_dataset
+    from climai.reuse import check_other_inputs, check_reused_dataset
 
     check_converters(cfg)
     check_reused_dataset(cfg)
+    check_other_inputs(cfg)  # train_on/validate_on data and init_from models made elsewhere
     check_synthetic_target(cfg)  # no file read
     if files and not isinstance(cfg.data.target, SyntheticConfig):
         check_headers(cfg, CACHE if cache else None)

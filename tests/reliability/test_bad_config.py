@@ -236,6 +236,23 @@ CONFIG_CASES = [
         r"trained methods: unet",
     ),
     config_case(
+        "init-from-missing-file",
+        {"methods": {"ft": {"type": "unet", "init_from": "absent.pt"}}},
+        r"methods.ft.init_from: the parent model 'absent.pt' does not exist",
+    ),
+    config_case(
+        "init-from-untrained-campaign",
+        {"methods": {"ft": {"type": "unet", "init_from": {"campaign": "other", "method": "unet"}}}},
+        r"methods.ft.init_from: the parent model 'results/other/models/unet/model.pt' does not "
+        r"exist; train it first",
+    ),
+    config_case(
+        "train-on-unprepared-campaign",
+        {"methods": {"unet": {"train_on": ["other"], "normalisation": "physical"}}},
+        r"methods.unet.train_on: campaign 'other' has no prepared data at "
+        r"'results/other/prep/dataset.zarr'; run it up to preprocess first",
+    ),
+    config_case(
         "secret-in-storage-options",
         files_campaign(
             {"source": "zarr", "path": "s3://b/x.zarr", "storage_options": {"secret": "s3cr3t"}}
@@ -440,8 +457,13 @@ FILE_CASES = [
 
 MODEL_CASES = [
     model_case("model-missing", lambda root: None, r"model file 'model.pt' does not exist"),
-    model_case("model-truncated", _truncate, r"model file 'model.pt' is not a loadable climai"),
-    model_case("model-pickle", _pickle_payload, r"model file 'model.pt' is not a loadable climai"),
+    model_case("model-truncated", _truncate, r"model file 'model.pt' is not a model file climai"),
+    model_case(
+        "model-pickle",
+        _pickle_payload,
+        r"model file 'model.pt' is not a model file climai wrote: torch's weights-only loader "
+        r"refuses it \(Unsupported operand \d+\); climai never runs a file's code",
+    ),
     model_case(
         "model-not-a-model",
         lambda root: torch.save(torch.zeros(3), root / "model.pt"),
