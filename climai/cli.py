@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -142,10 +143,22 @@ def _downscale(args: argparse.Namespace) -> None:
         InferConfig.model_validate(infer.model_dump())
     except ValidationError as err:  # one line per problem, not pydantic's dump
         raise ValueError("; ".join(map(_option_problem, err.errors()))) from None
-    run_downscale(
-        args.model, args.input, args.output, args.static, infer, args.threads, args.members,
-        campaign=cfg,
-    )  # fmt: skip
+    try:
+        run_downscale(
+            args.model, args.input, args.output, args.static, infer, args.threads, args.members,
+            campaign=cfg,
+        )  # fmt: skip
+    except ValueError as err:  # the tiling's checks name infer.*: name the option given instead
+        raise ValueError(_as_options(str(err), args)) from None
+
+
+def _as_options(message: str, args: argparse.Namespace) -> str:
+    """``message`` with ``infer.tile=36`` written ``--tile 36 (infer.tile)`` where the option
+    was given (so for ``overlap``)."""
+    for key in ("tile", "overlap"):
+        if getattr(args, key) is not None:
+            message = re.sub(rf"\binfer\.{key}=(\d+)", rf"--{key} \1 (infer.{key})", message)
+    return message
 
 
 def _verify(args: argparse.Namespace) -> None:

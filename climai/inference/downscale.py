@@ -54,6 +54,7 @@ from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
 from climai.models.unet import ResidualUNet
+from climai.runtime import configure_torch
 from climai.units import UnitsError, convert
 
 log = logging.getLogger("climai")
@@ -399,7 +400,8 @@ def run_downscale(
             threads = campaign.torch_threads(method)
         else:  # a model of another campaign's method: this campaign's compute.threads
             threads = campaign.compute.threads
-    torch.set_num_threads(max(1, threads))
+    # the campaign's kernels too (compute.deterministic), as its infer ran them
+    configure_torch(max(1, threads), campaign is not None and campaign.compute.deterministic)
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     lr = oriented(lr, card["grid"], spec.scale)  # rows north to south: flipped to the model's

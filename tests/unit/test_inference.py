@@ -1073,3 +1073,35 @@ def test_a_model_card_whose_grid_scale_contradicts_its_features_is_refused(
 
     with pytest.raises(ValueError, match="grid.scale: 4, but features.scale is 8"):
         load_emulator(tmp_path / "model.pt")
+
+
+def test_a_bad_tile_option_is_named_as_the_option_given(new_domain, tmp_path, capsys):
+    """The tiling's checks named infer.tile when the user had typed --tile."""
+    root = new_domain
+    code = _downscale_files(
+        root / "model.pt", root / "lr.zarr", root / "static.zarr", tmp_path / "hr.zarr",
+        "--tile", "36", "--overlap", "12",
+    )  # fmt: skip
+    assert code == 1
+    assert "--tile 36 (infer.tile) is not a multiple of scale=8" in capsys.readouterr().err
+    assert not (tmp_path / "hr.zarr").exists()
+
+
+def test_downscale_applies_the_campaigns_deterministic_kernels(new_domain, tmp_path):
+    """compute.deterministic was applied by the campaign's infer but not by climai downscale
+    --configfile of the same campaign."""
+    import torch
+
+    from climai.testing import write_config
+
+    config = write_config(tmp_path / "c.yaml", compute={"deterministic": True, "threads": 1})
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        code = _downscale_files(
+            new_domain / "model.pt", new_domain / "lr.zarr", new_domain / "static.zarr",
+            tmp_path / "hr.zarr", "--configfile", str(config),
+        )  # fmt: skip
+        assert code == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
