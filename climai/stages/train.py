@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from climai.config import ConfigError, EmulatorConfig
+from climai.config import ConfigError, EmulatorConfig, stage_slice
+from climai.config.slices import split_run_keys
 from climai.data.dataset import Collate, MemorySource, PatchDataset, ZarrSource
 from climai.data.features import FeatureSpec, feature_spec
 from climai.data.prepared import PreparedDataset, split_code, static_key
@@ -87,7 +88,9 @@ def model_card(
         "method": method,
         "architecture": architecture(mcfg, groups),
         "features": spec.as_dict(),
-        "config": json.loads(ctx.cfg.model_dump_json()),
+        # what the training read (its stage slice, without the RUN_KEYS): hashes to
+        # config_sha256; the whole config held defaults for every section outside the slice
+        "config": split_run_keys(stage_slice(ctx.cfg, "train", method))[0],
         "config_sha256": ctx.config_sha256,
         "grid": {
             "hr_dx": float(ds["x"][1] - ds["x"][0]),

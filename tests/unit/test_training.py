@@ -345,6 +345,9 @@ def test_the_model_card_names_the_epoch_whose_weights_were_kept(tmp_path):
     assert selected["stopped_early"] == (len(history) < 5)
     record = json.loads(ctx.paths.validation("unet").read_text())
     assert record["selected"] == card["training"]
+    # the card's config is what the training read, no defaults of other sections
+    assert config_sha256(card["config"]) == card["config_sha256"] == ctx.config_sha256
+    assert "evaluate" not in card["config"] and list(card["config"]["methods"]) == ["unet"]
     mcfg = cfg.methods.get("unet")
     from climai.data.features import FeatureSpec
 
