@@ -179,7 +179,11 @@ class PreprocessConfig(StrictModel):
         "dask.distributed LocalCluster; slurm: dask-jobqueue SLURMCluster (multi-node).",
     )
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    progress: bool = Field(True, description="Show a progress bar on runs longer than 2 s.")
+    progress: bool = Field(
+        True,
+        description="Show a progress bar on runs longer than 2 s (scheduler: threads only; the "
+        "dask.distributed schedulers, local and slurm, show none).",
+    )
 
     @model_validator(mode="after")
     def _slurm_memory(self) -> PreprocessConfig:
