@@ -69,7 +69,7 @@ class QDM:
         cfg, qcfg = self.cfg, self.cfg.methods.get(self.method)
         train = self.prep.split("train")
         train_t = train.times
-        group = choose_group(train_t, times, qcfg.min_group_steps, qcfg.group)  # type: ignore[union-attr]
+        group = choose_group(train_t, qcfg.min_group_steps, qcfg.group)  # type: ignore[union-attr]
         scale = cfg.scale
         steps, nv, h, w = lr.shape
         ny, nx = h * scale, w * scale

@@ -37,14 +37,13 @@ def _labels(times: np.ndarray, group: Group) -> np.ndarray:
     return np.asarray((index.month % 12) // 3)  # DJF 0, MAM 1, JJA 2, SON 3
 
 
-def choose_group(
-    train_times: np.ndarray, predict_times: np.ndarray, min_steps: int, requested: str = "auto"
-) -> Group:
+def choose_group(train_times: np.ndarray, min_steps: int, requested: str = "auto") -> Group:
     """The fit grouping. ``auto``: ``month`` when the train split has at least ``min_steps`` steps
     of every calendar month, else ``season`` on the same rule, else ``none`` (one group): xsdba
     interpolates the adjustment between neighbouring groups, so it needs every group of the
     year. A requested ``month`` or ``season`` that the train split does not cover stops with a
-    ValueError naming the missing groups; ``predict_times`` must lie in covered groups too."""
+    ValueError naming the missing groups. Only a grouping whose every group is covered is
+    chosen, so every time step predicted lies in a fitted group."""
     counts = {
         group: pd.Series(_labels(train_times, group)).value_counts()  # type: ignore[arg-type]
         for group in ("month", "season")
