@@ -392,3 +392,29 @@ def test_time_features_false_reaches_a_campaign_normalised_model(tmp_path):
     )
     card = load_model_file(cfg.campaign_dir / "models" / "unet" / "model.pt")[1]
     assert card["features"]["time_features"] is False
+
+
+@pytest.mark.parametrize("grad_clip", [1e-3, 1e3])
+def test_weight_decay_and_grad_clip_reach_the_optimiser_step(grad_clip):
+    """methods.<m>.weight_decay is AdamW's decay and grad_clip bounds the gradient norm of the
+    step (the gradients stay on the parameters until the next step)."""
+    from climai.training.loop import build_model, init_state, make_objective, train_step
+
+    spec, train, val, _ = tiny_sources()
+    cfg = UNetConfig(patch=16, batch=4, channels=[4, 8], weight_decay=0.3, grad_clip=grad_clip)
+    torch.manual_seed(0)
+    model = build_model(cfg, spec)
+    state = init_state(cfg, model, 10, torch.device("cpu"))
+    assert [g["weight_decay"] for g in state.opt.param_groups] == [0.3]
+    loaders = _loaders(train, val, spec)
+    batch = next(iter(loaders.loader(loaders.train, 0, DistContext())))
+    objective = make_objective(cfg, spec, torch.device("cpu"))
+    train_step(model, state, batch, objective, cfg.grad_clip)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )
+    if grad_clip < 1:
+        assert norm == pytest.approx(grad_clip, rel=1e-3)  # clipped to the bound
+    else:
+        assert 1e-3 < norm < grad_clip  # the same batch's gradient, unclipped
