@@ -76,3 +76,15 @@ def test_a_corrupt_shard_index_is_an_error_naming_the_file(tmp_path):
 
     with pytest.raises(OSError, match=r"c/0/0/0.*checksum"):
         read_shard(tmp_path / "a", 0, _layout(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_the_codec_setting_is_the_written_stores_blosc_codec(tmp_path, codec):
+    """preprocess.codec (Layout.codec) is the Blosc cname of every HR array written."""
+    target, _ = create_masked_test_data(nx=16, ny=16, steps=4)
+    store = tmp_path / "target.zarr"
+    write_store(with_hr_layout(target, ["tas", "pr"], Layout(codec=codec, clevel=3)), store)
+    for name in ("tas", "pr"):
+        codecs = zarr.open_array(store / name, mode="r").compressors
+        assert [(c.cname.value, c.clevel) for c in codecs] == [(codec, 3)]
+        np.testing.assert_array_equal(open_store(store)[name].values, target[name].values)

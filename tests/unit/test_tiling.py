@@ -389,3 +389,31 @@ def test_tiles_without_overlap_weigh_every_cell_one_without_a_warning():
         warnings.simplefilter("error")  # it divided by the zero ramp: a RuntimeWarning
         w = taper(64, 0, start_inner=True, end_inner=True)
     np.testing.assert_array_equal(w, np.ones(64))
+
+
+def test_memory_mb_sizes_the_time_blocks_unless_time_block_is_set():
+    """infer.memory_mb of band buffers per block: 1 MiB at 256 KiB a step is 4 steps; a set
+    time_block wins; a budget under one step still makes blocks of one; a store chunk stays
+    within CHUNK_BYTES."""
+    from climai.inference.blocks import CHUNK_BYTES, steps_per_block
+
+    assert steps_per_block(0, 1, 2**18, 16) == 4
+    assert steps_per_block(0, 2, 2**18, 16) == 8
+    assert steps_per_block(3, 1, 2**18, 16) == 3
+    assert steps_per_block(0, 1, 2**30, 16) == 1
+    assert steps_per_block(0, 10**6, 1, 2**20) == CHUNK_BYTES // (4 * 2**20)
+
+
+def test_figure_steps_picks_that_many_of_the_wettest_test_steps_in_time_order():
+    import xarray as xr
+
+    from climai.evaluation.cubes import show_steps
+
+    rain = np.zeros((6, 4, 4), np.float32)
+    for t, v in {1: 5.0, 4: 3.0, 5: 1.0}.items():
+        rain[t] = v
+    truth = xr.Dataset({"hr_pr": (("time", "y", "x"), rain)})
+    assert show_steps(truth, "pr", 2) == [1, 4]
+    assert show_steps(truth, "pr", 3) == [1, 4, 5]
+    assert show_steps(truth, "pr", 10) == list(range(6))
+    assert show_steps(truth, None, 2) == [2, 3]  # no rain variable: evenly spaced
