@@ -30,25 +30,74 @@ def settings_text(stage_slice: dict[str, Any]) -> str:
 
 
 def refresh_settings(path: str | Path, text: str, *, write: bool = True) -> str:
-    """Bring the settings file ``path`` to ``text``; return ``"same"``, ``"new"`` or
-    ``"changed"``.
+    """Bring the settings file ``path`` to ``text``; return ``"same"``, ``"new"`` (there was
+    none) or ``"changed"``.
 
     A changed file is rewritten (now its modification time: the stage reruns). A new one is
     dated 1970, older than any output, so that outputs written before settings files existed
     (or before this file was deleted) are trusted as before and only a later change reruns them.
-    With ``write=False`` (a dry run) nothing existing is rewritten, so that a setting tried and
-    reverted never reruns a job; a missing file is still created, since Snakemake needs its
-    inputs to exist even to plan.
+    With ``write=False`` (a dry run, --summary, a graph) nothing is written, so that a setting
+    tried and reverted never reruns a job.
     """
     path = Path(path)
     try:
         old = path.read_text()
     except FileNotFoundError:
-        write_text(path, text)
-        os.utime(path, (0, 0))
+        if write:
+            write_text(path, text)
+            os.utime(path, (0, 0))
         return "new"
     if old == text:
         return "same"
     if write:
         write_text(path, text)
     return "changed"
+
+
+INSPECT_OPTIONS = frozenset(
+    [
+        "--summary",
+        "-S",
+        "--detailed-summary",
+        "-D",
+        "--list-changes",
+        "--lc",
+        "--list-input-changes",
+        "--li",
+        "--list-params-changes",
+        "--lp",
+        "--list-untracked",
+        "--lu",
+        "--dag",
+        "--rulegraph",
+        "--filegraph",
+        "--d3dag",
+        "--report",
+        "--lint",
+        "--list",
+        "--list-rules",
+        "--list-target-rules",
+        "--lt",
+        "--unlock",
+        "--cleanup-metadata",
+        "--cm",
+        "--delete-all-output",
+        "--delete-temp-output",
+        "--archive",
+        "--containerize",
+        "--export-cwl",
+        "--generate-unit-tests",
+        "--print-compilation",
+        "--list-conda-envs",
+        "--conda-create-envs-only",
+        "--conda-cleanup-envs",
+        "--cleanup-shadow",
+    ]
+)
+"""Snakemake's options that show or tidy the workflow without running a job (a dry run is
+known from its output settings)."""
+
+
+def only_inspects(argv: list[str]) -> bool:
+    """Whether Snakemake's command line ``argv`` runs no job (see :data:`INSPECT_OPTIONS`)."""
+    return any(a.split("=", 1)[0] in INSPECT_OPTIONS for a in argv)

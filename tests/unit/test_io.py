@@ -215,6 +215,7 @@ def test_settings_files_change_only_with_the_settings_that_change_outputs(tmp_pa
 
     base = text()
     path = tmp_path / "settings" / "train_unet.json"
+    assert refresh_settings(path, base, write=False) == "new" and not path.exists()  # dry run
     assert refresh_settings(path, base) == "new" and path.stat().st_mtime == 0
     record = json.loads(path.read_text())
     cfg = load_config(tmp_path / "c.yaml")
@@ -230,3 +231,12 @@ def test_settings_files_change_only_with_the_settings_that_change_outputs(tmp_pa
     assert refresh_settings(path, changed) == "changed"
     assert path.read_text() == changed and path.stat().st_mtime > 1e9
     assert refresh_settings(path, changed) == "same"
+
+
+def test_only_inspects_knows_the_snakemake_options_that_run_no_job():
+    from climai.io.settings import only_inspects
+
+    for argv in (["--summary"], ["-S"], ["--dag=pdf"], ["--list-changes", "params"], ["--lint"]):
+        assert only_inspects(["snakemake", "--cores", "2", *argv]), argv
+    for argv in (["--cores", "2"], ["--touch"], ["--report-after-run"], ["--forcerun", "train"]):
+        assert not only_inspects(["snakemake", *argv]), argv

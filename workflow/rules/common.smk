@@ -9,7 +9,7 @@ from climai.config import (
 from climai.config.loading import restore_empty_mappings
 from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.io.headers import check_before_jobs
-from climai.io.settings import refresh_settings, settings_text
+from climai.io.settings import only_inspects, refresh_settings, settings_text
 from climai.hpc import job_size
 from climai.plan import (
     argv_partitions,
@@ -207,35 +207,52 @@ def stage_config(stage):
 
 def stage_settings(stage):
     """An input function: the settings file of ``stage`` (for the job's method), brought to the
-    current config first. Rewritten when the settings changed, it is newer than the outputs and
-    the job reruns by modification time, even where Snakemake holds no record of the job's
-    params (another working folder, ``results:`` spelled otherwise: climai/io/settings.py). A
-    dry run, --summary or a graph rewrites nothing (a setting tried and reverted reruns
-    nothing) and says which jobs the run will redo; a cluster job's Snakemake only reads it."""
+    current config when the Snakefile was parsed (SETTINGS_STATES); absent from the inputs only
+    where a dry run found none yet."""
 
     def settings(wildcards):
-        method = wildcards.get("method")
-        path = PATHS.settings(stage, method)
-        if IN_CLUSTER_JOB:
-            return path
-        executes = workflow.executor_plugin is not None and not workflow.dryrun
-        state = refresh_settings(
-            path, settings_text(stage_slice(CFG, stage, method)), write=executes
-        )
-        if state == "changed" and not executes and path not in SETTINGS_NOTED:
-            SETTINGS_NOTED.add(path)
-            print(
-                f"climai: the settings of {' '.join(filter(None, (stage, method)))} differ "
-                f"from {path}: a run redoes it and what follows, whatever this plan lists",
-                file=sys.stderr,
-            )
-        return path
+        path = PATHS.settings(stage, wildcards.get("method"))
+        return path if path.is_file() else []
 
     settings.__name__ = f"{stage}_settings"
     return settings
 
 
-SETTINGS_NOTED = set()  # settings files a dry run has already named as changed
+def refresh_all_settings():
+    """Each stage's settings file brought to the current config now, before Snakemake lists the
+    folders (it caches what exists): rewritten when changed, so newer than the stage's outputs
+    and the job reruns by modification time, even where Snakemake holds no record of its params
+    (another working folder, ``results:`` spelled otherwise: climai/io/settings.py). A dry run,
+    --summary or a graph writes none (a setting tried and reverted reruns nothing) and says
+    which jobs a run redoes; a cluster job's Snakemake only reads them."""
+    per_method = {"train": EMULATORS, "infer": METHODS, "evaluate": METHODS, "export": METHODS}
+    keys = [(s, None) for s in ("ingest", "preprocess", "compare", "manifest")]
+    keys += [("sweep", None)] * bool(SWEEPS) + [("lineage", None)] * bool(FINE_TUNED)
+    keys += [(s, m) for s, methods in per_method.items() for m in methods]
+    states = {}
+    for stage, method in keys:
+        text = settings_text(stage_slice(CFG, stage, method))
+        path = PATHS.settings(stage, method)
+        states[path] = refresh_settings(path, text, write=EXECUTES)
+        if states[path] == "changed" and not EXECUTES:
+            print(
+                f"climai: the settings of {' '.join(filter(None, (stage, method)))} differ "
+                f"from {path}: a run redoes it and what follows, whatever this plan lists",
+                file=sys.stderr,
+            )
+    if not EXECUTES and "new" in states.values() and PATHS.root.is_dir():
+        print(
+            f"climai: {PATHS.root / 'settings'} lacks settings files: a run writes them and "
+            "reruns once the jobs Snakemake recorded without them (snakemake --touch keeps "
+            "outputs whose settings are unchanged)",
+            file=sys.stderr,
+        )
+    return states
+
+
+# a run that executes jobs (not a dry run, --summary, a graph...; not a cluster job's Snakemake)
+EXECUTES = not (IN_CLUSTER_JOB or workflow.output_settings.dryrun or only_inspects(sys.argv))
+SETTINGS_STATES = {} if IN_CLUSTER_JOB else refresh_all_settings()
 
 
 def ingest_inputs(wildcards):
