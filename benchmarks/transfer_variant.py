@@ -62,10 +62,12 @@ def validation_line(card_file: Path, seconds: float) -> str:
     line = f"val RMSE / bicubic {v['rmse'] / v['bicubic_rmse']:.3f}"
     cal = (card.get("guard") or {}).get("all", {}).get("calibration")
     if cal:
-        before = cal["trials"][0]["spread_skill"]
+        trials = cal["trials"]  # the spreading rules: per variable
+        before = (trials["pr"] if isinstance(trials, dict) else trials)[0]["spread_skill"]
         line += f"; spread/skill {before:.2f} before calibration, noise x{cal['noise_factor']:.3g}"
         if "inflation" in cal:
-            line += f", inflation x{cal['inflation']:.3g}"
+            f = cal["inflation"]
+            line += f", inflation x{f['pr'] if isinstance(f, dict) else f:.3g}"
     return f"{line}; {seconds:.0f} s"
 
 

@@ -121,7 +121,9 @@ class TransferKeys(StrictModel):
         "LR cells around the cell's block (rain is nearly scale invariant: rain that varies "
         "much between LR blocks varies much inside them too), the same otherwise. "
         "The factor is searched in [0, 128] on the validation patches and recorded in the model "
-        "card.",
+        "card; inflation, intensity and roughness find one per variable, each on its own cells "
+        "(a joint model's variables alike), noise one for the network (its variables' cells "
+        "pooled in their units).",
     )
     departure_blur: float = Field(
         0.0,

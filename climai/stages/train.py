@@ -374,7 +374,7 @@ def _train(
         card["guard"] = guarded
         if mcfg.calibrate and mcfg.calibrate_by != "noise":  # per variable, for inference
             card["architecture"]["inflation"] = {
-                v: float(guarded[g]["calibration"]["inflation"])
+                v: float(guarded[g]["calibration"]["inflation"][v])
                 for g, vs in groups.items()
                 for v in vs
             }

@@ -9,7 +9,9 @@ projections' weights (never their biases) are scaled by the factor that brings i
 bisection on the validation patches with the same noise draws at every trial. With
 ``calibrate_by: inflation`` the noise stays as trained and the factor found scales the members'
 departures from their mean instead (:func:`climai.models.constraints.inflate`, then the
-constraint), as inference applies it from the model card: the members' mean does not move.
+constraint), as inference applies it from the model card: the members' mean does not move;
+the spreading rules search one factor per variable, each on that variable's cells only (a joint
+model's variables are in different units: pooled, one factor left every variable off 1).
 ``calibrate_by: intensity`` is the same search with another spreading rule: every cell's spread
 becomes the factor × the members' mean to the power 0.75, each member keeping its standardised
 departure (:func:`climai.models.constraints.spread_by_intensity`); ``calibrate_by: roughness``
@@ -100,9 +102,11 @@ def ensemble_ratio(
     inflation: float = 1.0,
     rule: str = "inflation",
     ctx: DistContext | None = None,
+    variable: int | None = None,
 ) -> float:
     """The spread/skill ratio of :func:`val_members`' draws (under DDP, ``ctx``: of every
     rank's draws, the same ratio on every rank, so that they find one factor alike);
+    ``variable``: of that channel only (else the variables' cells pooled, in their units);
     ``inflation``: of the members spread by that factor with ``rule`` (``SPREADS``:
     :func:`inflate`, or :func:`spread_by_intensity` or :func:`spread_by_roughness` at any
     factor), then the objective's constraint, as inference applies it. With ``roughness`` only the cells whose LR
@@ -122,6 +126,8 @@ def ensemble_ratio(
                 flat = conserve(phys.flatten(0, 1), lr, spec.scale, spec.non_negative)
                 phys = flat.view_as(phys)
         valid = torch.isfinite(truth)
+        if variable is not None:  # (B, V, p, p): that variable's cells only
+            valid[:, [i for i in range(valid.shape[1]) if i != variable]] = False
         if rule == "roughness":
             e = spec.scale * (ROUGHNESS_WINDOW // 2)
             if truth.shape[-1] <= 2 * e or truth.shape[-2] <= 2 * e:
@@ -260,12 +266,13 @@ def worse_than_bicubic(scores: dict[str, dict[str, float]]) -> list[str]:
 CALIBRATED_BAND = (0.8, 1.2)
 
 
-def _warn_uncalibrated(ratio: float, log: Callable[[str], None]) -> None:
+def _warn_uncalibrated(ratio: float, log: Callable[[str], None], variable: str = "") -> None:
     lo, hi = CALIBRATED_BAND
     if not lo <= ratio <= hi:
         kind = "under-dispersive: too little spread" if ratio < lo else "over-dispersive"
+        of = f" of {variable}" if variable else ""
         log(
-            f"WARNING: calibration reached spread/skill {ratio:.3f} on validation, outside "
+            f"WARNING: calibration{of} reached spread/skill {ratio:.3f} on validation, outside "
             f"{lo}–{hi}: the ensemble stays {kind} (no factor in the search reached 1)"
         )
 
@@ -302,17 +309,29 @@ def guard(
     if calibrate and calibrate_by in SPREADS:
         if not noise_weights(model):
             raise ValueError("calibrate: the model injects no noise (not an ensemble)")
-        # the members do not depend on the factor: drawn once, spread at every trial
+        # the members do not depend on the factor: drawn once, spread at every trial. Each
+        # variable gets its own factor, searched on its own cells (the rules spread every
+        # variable apart), so that each variable's spread/skill is 1, not their pooled ratio
         drawn = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
-        cal = search_factor(lambda f: ensemble_ratio(drawn, objective, f, calibrate_by, ctx))
+        cals = {
+            v: search_factor(
+                lambda f, i=i: ensemble_ratio(drawn, objective, f, calibrate_by, ctx, variable=i)
+            )
+            for i, v in enumerate(objective.spec.variables)
+        }
         record["calibration"] = {
-            **cal.as_dict(), "noise_factor": 1.0, "inflation": cal.factor, "rule": calibrate_by
-        }  # fmt: skip
-        log(
-            f"calibrated {calibrate_by} ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} "
-            "on validation"
-        )
-        _warn_uncalibrated(cal.ratio, log)
+            "noise_factor": 1.0,
+            "rule": calibrate_by,
+            "inflation": {v: c.factor for v, c in cals.items()},
+            "spread_skill_val": {v: c.ratio for v, c in cals.items()},
+            "trials": {v: c.as_dict()["trials"] for v, c in cals.items()},
+        }
+        for v, cal in cals.items():
+            log(
+                f"calibrated {calibrate_by} of {v} ×{cal.factor:.3g}: spread/skill "
+                f"{cal.ratio:.3f} on validation"
+            )
+            _warn_uncalibrated(cal.ratio, log, v)
     elif calibrate:
         cal = calibrate_noise(
             model,

@@ -135,4 +135,5 @@ def test_two_ranks_calibrate_the_ensemble_on_all_their_val_patches_alike():
     ranks = dict(queue.get() for _ in range(2))
     for rule in ("noise", "inflation"):
         assert ranks[0][rule] == ranks[1][rule]
-        assert len(ranks[0][rule]["trials"]) > 1
+    assert len(ranks[0]["noise"]["trials"]) > 1
+    assert all(len(t) > 1 for t in ranks[0]["inflation"]["trials"].values())  # per variable

@@ -20,6 +20,7 @@ from climai.io import open_store, write_store
 from climai.models.constraints import (
     INTENSITY_POWER,
     blur_departures,
+    conserve,
     inflate,
     lr_roughness,
     spread_by_intensity,
@@ -35,7 +36,6 @@ from climai.training.guard import (
     guard,
     head_fallback,
     noise_weights,
-    spread_skill,
     val_members,
     worse_than_bicubic,
 )
@@ -380,8 +380,8 @@ def test_a_calibration_that_cannot_reach_one_is_a_warning():
         model, _loaders(spec, train, val), Objective(spec), CPU, calibrate=True,
         fallback=False, members=4, seed=0, calibrate_by="inflation", log=lines.append,
     )  # fmt: skip
-    assert record["calibration"]["spread_skill_val"] < 0.8
-    warned = [ln for ln in lines if ln.startswith("WARNING: calibration reached")]
+    assert record["calibration"]["spread_skill_val"]["pr"] < 0.8
+    warned = [ln for ln in lines if ln.startswith("WARNING: calibration of pr reached")]
     assert len(warned) == 1 and "under-dispersive" in warned[0], lines
 
 
@@ -397,19 +397,56 @@ def test_inflation_calibration_keeps_the_noise_and_brings_spread_skill_to_one(co
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     loaders = _loaders(spec, train, val)
     objective = Objective(spec, constraint=constraint)
-    native = spread_skill(model, loaders, objective, CPU, 4, 8, 0)
     _, record = guard(
         model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
         calibrate_by="inflation", log=lambda _m: None,
     )  # fmt: skip
     cal = record["calibration"]
-    assert 0.8 <= cal["spread_skill_val"] <= 1.2 and cal["noise_factor"] == 1.0
-    assert cal["trials"][0] == {"factor": 1.0, "spread_skill": pytest.approx(native)}
-    assert cal["inflation"] == pytest.approx(1 / native, rel=0.35)  # ~linear until the clip
-    inflated = spread_skill(model, loaders, objective, CPU, 4, 8, 0, cal["inflation"])
-    assert inflated == pytest.approx(cal["spread_skill_val"])
+    assert cal["noise_factor"] == 1.0 and set(cal["inflation"]) == {"tas", "pr"}
+    drawn = val_members(model, loaders, objective, CPU, 4, 8, 0)
+    for i, v in enumerate(spec.variables):  # each variable's own factor, on its own cells
+        native = ensemble_ratio(drawn, objective, variable=i)
+        assert 0.8 <= cal["spread_skill_val"][v] <= 1.2
+        assert cal["trials"][v][0] == {"factor": 1.0, "spread_skill": pytest.approx(native)}
+        again = ensemble_ratio(drawn, objective, cal["inflation"][v], variable=i)
+        assert again == pytest.approx(cal["spread_skill_val"][v])
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_a_joint_ensemble_is_calibrated_variable_by_variable():
+    """One model of tas and pr: each variable's validation spread/skill (the evaluation's, on
+    the members spread by the factors the card records, then conserved) is 1. The factor was
+    one for the group, searched on the two variables' cells pooled in their units (K and
+    mm h-1): the pooled ratio was 1, tas 1.3 and pr 0.4 on the toy world's validation."""
+    from climai.evaluation.ensemble import spread_skill as evaluated
+
+    spec, train, val, _ = tiny_sources(steps=20)
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    loaders = _loaders(spec, train, val)
+    objective = Objective(spec, constraint="conserve")
+    _, record = guard(
+        model, loaders, objective, CPU, calibrate=True, fallback=False, members=4, seed=0,
+        calibrate_by="inflation", log=lambda _m: None,
+    )  # fmt: skip
+    cal = record["calibration"]["inflation"]
+    factors = [cal[v] if isinstance(cal, dict) else cal for v in spec.variables]
+    ratios = {}
+    for phys, truth, lr in val_members(model, loaders, objective, CPU, 4, 8, 0):
+        spread = inflate(phys, factors, spec.non_negative)
+        flat = conserve(
+            spread.flatten(0, 1), lr.double().repeat_interleave(4, 0), 8, spec.non_negative
+        )
+        spread = flat.view_as(phys)
+        for i, v in enumerate(spec.variables):
+            ratios.setdefault(v, []).append((spread[:, :, i], truth[:, i]))
+    for v, parts in ratios.items():
+        ens = torch.cat([p for p, _ in parts]).movedim(1, 0).numpy()  # (M, B, p, p)
+        truth = torch.cat([t for _, t in parts]).numpy()
+        assert 0.8 <= evaluated(ens, truth)["ratio"] <= 1.2, v
 
 
 def test_inflation_moves_members_from_their_mean_which_stays():
@@ -559,12 +596,9 @@ def test_calibration_sees_the_departures_blurred_as_inference_blurs_them():
         calibrate_by="roughness", log=lambda _m: None, blur=1.5,
     )  # fmt: skip
     cal = record["calibration"]
-    assert ensemble_ratio(blurred, objective, cal["inflation"], "roughness") == pytest.approx(
-        cal["spread_skill_val"]
-    )
-    assert ensemble_ratio(plain, objective, cal["inflation"], "roughness") != pytest.approx(
-        cal["spread_skill_val"]
-    )
+    f, r = cal["inflation"]["pr"], cal["spread_skill_val"]["pr"]
+    assert ensemble_ratio(blurred, objective, f, "roughness") == pytest.approx(r)
+    assert ensemble_ratio(plain, objective, f, "roughness") != pytest.approx(r)
 
 
 def test_config_departure_blur_is_for_ensembles():
@@ -596,18 +630,19 @@ def test_rate_rules_calibration_brings_spread_skill_to_one_and_records_the_rule(
         calibrate_by=rule, log=lambda _m: None,
     )  # fmt: skip
     cal = record["calibration"]
-    assert cal["rule"] == rule and 0.8 <= cal["spread_skill_val"] <= 1.2
+    factor, ratio = cal["inflation"]["pr"], cal["spread_skill_val"]["pr"]
+    assert cal["rule"] == rule and 0.8 <= ratio <= 1.2
     # the search's result is the ratio of the members spread that way, then conserved
     drawn = val_members(model, loaders, objective, CPU, 4, 8, 0)
-    again = ensemble_ratio(drawn, objective, cal["inflation"], rule)
-    assert again == pytest.approx(cal["spread_skill_val"])
-    assert ensemble_ratio(drawn, objective, 2 * cal["inflation"], rule) > again
+    again = ensemble_ratio(drawn, objective, factor, rule)
+    assert again == pytest.approx(ratio)
+    assert ensemble_ratio(drawn, objective, 2 * factor, rule) > again
     # roughness scores only cells with a whole LR neighbourhood in the patch: the edge ring of
     # LR blocks (8 HR cells here) does not count, under intensity it does
     edged = [(p, t.clone(), lr) for p, t, lr in drawn]
     for _, t, _ in edged:
         t[..., :8, :] = t[..., :, :8] = t[..., -8:, :] = t[..., :, -8:] = math.nan
-    moved = ensemble_ratio(edged, objective, cal["inflation"], rule)
+    moved = ensemble_ratio(edged, objective, factor, rule)
     assert (moved == pytest.approx(again)) == (rule == "roughness")
 
 
