@@ -32,6 +32,8 @@ import pandas as pd
 import torch
 
 from climai.data.features import FeatureSpec, model_inputs
+from climai.inference.blend import blend_members, tile_weights, true_runs
+from climai.inference.blend import taper as taper
 from climai.inference.distributed import chunk_seed
 from climai.models.constraints import SPREADS, conserve, lr_roughness, spread_members
 from climai.models.interpolate import nan_fill
@@ -73,28 +75,6 @@ def tile_starts(n: int, tile: int, stride: int) -> list[int]:
     if n <= tile:
         return [0]
     return [*range(0, n - tile, stride), n - tile]
-
-
-def taper(n: int, overlap: int, start_inner: bool, end_inner: bool) -> np.ndarray:
-    """1-D blending weights of a tile of ``n`` cells; inner edges (shared with a neighbour) taper.
-
-    Zero within ``overlap / 4`` of an inner edge, ``sin²`` over the next ``overlap / 2``, then one.
-    Domain edges do not taper (no neighbour takes over there).
-    """
-    if overlap == 0:  # tiles do not overlap: every cell is one tile's
-        return np.ones(n)
-    d = np.arange(n) + 0.5
-    zero, ramp = overlap / 4, overlap / 2
-
-    def rise(dist: np.ndarray) -> np.ndarray:
-        return np.sin(0.5 * np.pi * np.clip((dist - zero) / ramp, 0.0, 1.0)) ** 2
-
-    w = np.ones(n)
-    if start_inner:
-        w *= rise(d)
-    if end_inner:
-        w *= rise(n - d)
-    return w
 
 
 @dataclass(frozen=True)
@@ -152,7 +132,7 @@ class TileLayout:
         """``(h, w)`` blending weights of tile ``t``."""
         nr, nc = len(self.rows), len(self.cols)
         edges = (t.row > 0, t.row < nr - 1, t.col > 0, t.col < nc - 1)
-        return _tile_weights(self.tile, self.overlap, edges)
+        return tile_weights(self.tile, self.overlap, edges)
 
     def wet_part(self, t: Tile, wet: torch.Tensor, margin: int) -> Tile:
         """The part of tile ``t`` around its wet LR cells: their bounding box grown by ``margin``
@@ -176,26 +156,6 @@ class TileLayout:
 
 
 @functools.lru_cache(maxsize=16)
-def _tile_weights(
-    size: tuple[int, int], overlap: int, edges: tuple[bool, bool, bool, bool]
-) -> torch.Tensor:
-    """Blending weights of a tile of ``size`` whose (top, bottom, left, right) ``edges`` are inner."""
-    wy = taper(size[0], overlap, edges[0], edges[1])
-    wx = taper(size[1], overlap, edges[2], edges[3])
-    return torch.from_numpy(np.outer(wy, wx).astype(np.float32))
-
-
-def _runs(keep: torch.Tensor) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the runs of consecutive true values of the 1-D ``keep``."""
-    runs: list[tuple[int, int]] = []
-    for t in torch.nonzero(keep).flatten().tolist():
-        if runs and runs[-1][1] == t:
-            runs[-1] = (runs[-1][0], t + 1)
-        else:
-            runs.append((t, t + 1))
-    return runs
-
-
 @dataclass
 class _Band:
     """Weighted sums of the predictions over one band of tile rows."""
@@ -203,6 +163,7 @@ class _Band:
     y0: int
     total: torch.Tensor | None  # (T, [M,] V, th, W)
     weight: torch.Tensor  # (th, W)
+    weight2: torch.Tensor  # (th, W): the sum of the squared weights (ensembles' departures)
 
 
 def dry_is_exact(spec: FeatureSpec) -> bool:
@@ -306,12 +267,13 @@ class TiledPredictor:
         by_roughness = self.inflation is not None and self.spread_rule == "roughness"
         self._rough = lr_roughness(lr_t) if by_roughness else None
         th, width = self.layout.tile[0], self.layout.shape[1]
-        band = _Band(0, None, torch.zeros(th, width))
+        band = _Band(0, None, torch.zeros(th, width), torch.zeros(th, width))
         for row in range(len(self.layout.rows)):
             band = self._shift(band, self.layout.rows[row])
             for col in range(len(self.layout.cols)):
                 tile = self.layout.tile_at(row, col)
                 band.weight[:, tile.x0 : tile.x1] += self.layout.weights(tile)
+                band.weight2[:, tile.x0 : tile.x1] += self.layout.weights(tile).square()
             for tile, part, t0, out in self._predicted_row(row, lr_t, fill, static, times):
                 w = self.layout.weights(tile)
                 w = w[part.y0 - tile.y0 : part.y1 - tile.y0, part.x0 - tile.x0 : part.x1 - tile.x0]
@@ -325,13 +287,16 @@ class TiledPredictor:
         k = y0 - band.y0
         if k == 0:
             return band
-        weight = torch.zeros_like(band.weight)
-        weight[: weight.shape[0] - k] = band.weight[k:]
+        weight, weight2 = torch.zeros_like(band.weight), torch.zeros_like(band.weight2)
+        weight[: weight.shape[0] - k], weight2[: weight.shape[0] - k] = (
+            band.weight[k:],
+            band.weight2[k:],
+        )
         total = None
         if band.total is not None:
             total = torch.zeros_like(band.total)
             total[..., : total.shape[-2] - k, :] = band.total[..., k:, :]
-        return _Band(y0, total, weight)
+        return _Band(y0, total, weight, weight2)
 
     def _accumulate(
         self,
@@ -378,7 +343,7 @@ class TiledPredictor:
             self.skipped += n_empty
             self._progress(n_empty)
             fields = static(tile)
-            for t0, t1 in _runs(~empty):  # runs of steps to compute; the others stay NaN
+            for t0, t1 in true_runs(~empty):  # runs of steps to compute; the others stay NaN
                 # inputs built one batch of steps at a time (never the whole time block's)
                 for t in range(t0, t1, self.batch):
                     u = min(t1, t + self.batch)
@@ -464,14 +429,18 @@ class TiledPredictor:
             if self.members > 1:
                 return np.repeat(zero[:, None], self.members, axis=1)
             return zero
-        total, weight = band.total, band.weight[:k]
+        total, weight, weight2 = band.total, band.weight[:k], band.weight2[:k]
         lead = tuple(total.shape[:-3])  # (T,) or (T, M)
         out = np.empty((*lead, total.shape[-3], k, total.shape[-1]), np.float32)
         lr_rows = lr[..., band.y0 // s : end // s, :]
         nonneg = self.spec.non_negative
 
+        @functools.lru_cache(maxsize=1)  # one step's members at a time
+        def blended(t: int) -> torch.Tensor:
+            return blend_members(total[t][..., :k, :], weight, weight2)
+
         def physical(idx: tuple[int, ...]) -> torch.Tensor:
-            z = total[idx][..., :k, :] / weight
+            z = blended(idx[0])[idx[1]] if len(idx) > 1 else total[idx][..., :k, :] / weight
             return torch.stack(
                 [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
             )
