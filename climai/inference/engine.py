@@ -34,6 +34,7 @@ from climai.config import InferConfig
 from climai.inference.blocks import steps_per_block
 from climai.inference.distributed import SINGLE, InferRanks, chunk_seed, chunk_share
 from climai.io import shared_streamed_store
+from climai.io.cf import MEMBER_ATTRS, QUANTILE_ATTRS
 from climai.io.regions import RegionWriter
 
 log = logging.getLogger("climai")
@@ -104,7 +105,7 @@ def template(
     chunk: tuple[int, ...]
     for v in variables:
         if members > 1:
-            ds.coords["member"] = ("member", np.arange(members), {"long_name": "ensemble member"})
+            ds.coords["member"] = ("member", np.arange(members), MEMBER_ATTRS)
             dims, shape, chunk = (
                 ("member", "time", "y", "x"),
                 (members, nt, ny, nx),
@@ -117,7 +118,11 @@ def template(
             ds[f"{v}_mean"] = (("time", "y", "x"), empty((nt, ny, nx), (ct, cy, cx)), attrs[v])
         if members > 1 and cfg.quantiles:
             nq = len(cfg.quantiles)
-            ds.coords["quantile"] = ("quantile", np.asarray(cfg.quantiles, np.float64))
+            ds.coords["quantile"] = (
+                "quantile",
+                np.asarray(cfg.quantiles, np.float64),
+                QUANTILE_ATTRS,
+            )
             ds[f"{v}_quantile"] = (
                 ("quantile", "time", "y", "x"),
                 empty((nq, nt, ny, nx), (nq, ct, cy, cx)),

@@ -30,6 +30,12 @@ PROVENANCE = (
 CF_KEYS = ("standard_name", "long_name", "units")
 
 
+#: CF attributes of an ensemble's member axis and of its quantile levels (every output climai
+#: writes: the downscaled stores and the NetCDF exports alike)
+MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member"}
+QUANTILE_ATTRS = {"long_name": "quantile level over ensemble members", "units": "1"}
+
+
 def cf_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
     """The :data:`CF_KEYS` entries of ``attrs`` (those it has), in ``CF_KEYS`` order."""
     return {k: attrs[k] for k in CF_KEYS if k in attrs}
@@ -116,9 +122,9 @@ def cf_dataset(
     for axis, axis_cf in axis_attrs(hr).items():
         ds[axis].attrs = axis_cf
     if "member" in ds.coords:
-        ds["member"].attrs = {"standard_name": "realization", "long_name": "ensemble member"}
+        ds["member"].attrs = dict(MEMBER_ATTRS)
     if "quantile" in ds.coords:
-        ds["quantile"].attrs = {"long_name": "quantile level over ensemble members", "units": "1"}
+        ds["quantile"].attrs = dict(QUANTILE_ATTRS)
     ds["crs"] = hr["crs"] if "crs" in hr.variables else ds.get("crs")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {

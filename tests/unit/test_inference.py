@@ -480,6 +480,9 @@ def test_ensembles_have_members_mean_and_quantiles(ensemble_store):
     hr = open_store(ensemble_store).load()
     assert hr["tas"].dims == ("member", "time", "y", "x") and hr.sizes["member"] == 4
     assert hr["tas_quantile"].dims == ("quantile", "time", "y", "x")
+    # CF axes as the NetCDF export has them (the store said only long_name: ensemble member)
+    assert hr["member"].attrs["standard_name"] == "realization"
+    assert hr["quantile"].attrs["units"] == "1"
     np.testing.assert_allclose(hr["tas_mean"], hr["tas"].mean("member"), rtol=1e-6)
     q = np.quantile(hr["pr"].values, [0.1, 0.9], axis=0)
     np.testing.assert_allclose(hr["pr_quantile"].values, q, rtol=1e-6)
