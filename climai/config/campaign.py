@@ -352,6 +352,32 @@ class CampaignConfig(StrictModel):
                 f"campaign {self.campaign!r}; trained methods: {', '.join(trained) or 'none'} "
                 f"(set methods.{name}: null too, or give it another parent)"
             )
+        self._check_parent_layout(name, parent)
+
+    def _check_parent_layout(self, name: str, parent: str) -> None:
+        """The parent's weight layout (channels, noise, variable groups) is the method's, as train
+        checks it on the parent's model card: known here, before the parent trains."""
+        variables = [v.name for v in self.variables]
+
+        def layout(method: str) -> dict[str, Any]:
+            cfg = self.methods.get(method)
+            joint = getattr(cfg, "joint", True)
+            groups = {"all": variables} if joint else {v: [v] for v in variables}
+            return method_type(self.methods.type_of(method)).layout_of(cfg, groups) or {}
+
+        ours, theirs = layout(name), layout(parent)
+        keys = {"groups": "joint"}  # the config key that decides the layout's groups
+        found = [
+            f"methods.{parent}.{keys.get(k, k)}={_shown(parent, self, keys.get(k, k))} but "
+            f"methods.{name}.{keys.get(k, k)}={_shown(name, self, keys.get(k, k))}"
+            for k, v in ours.items()
+            if theirs.get(k) != v and not (k == "noise_channels" and not theirs.get(k))
+        ]
+        if found:
+            raise ValueError(
+                f"methods.{name}.init_from.method={parent!r}: the parent's weights do not fit "
+                f"this method's network: {'; '.join(found)} (give both the same, or no init_from)"
+            )
 
     def _check_synthetic(self, target: SyntheticConfig) -> None:
         for axis, n in (("nx", target.nx), ("ny", target.ny)):
@@ -424,3 +450,9 @@ class CampaignConfig(StrictModel):
     @property
     def variable_names(self) -> list[str]:
         return [v.name for v in self.variables]
+
+
+def _shown(method: str, cfg: CampaignConfig, key: str) -> Any:
+    """``methods.<method>.<key>`` as the config holds it (for messages)."""
+    value = getattr(cfg.methods.get(method), key, None)
+    return list(value) if isinstance(value, tuple) else value

@@ -66,6 +66,30 @@ def test_a_parent_in_the_same_campaign_must_run_but_a_stage_slice_rebuilds_witho
         validate_config({"methods": {"unet": None, "unet-ft": ft}})
 
 
+def test_a_parent_in_the_same_campaign_whose_network_differs_is_refused_before_it_trains():
+    """unet-crps takes unet-crps's defaults, not unet's values: a campaign that changed unet's
+    channels (or joint) failed only when unet-crps started to train, after unet had trained."""
+    ens = {"init_from": {"method": "unet"}, "channels": [8, 16]}
+    validate_config({"methods": {"unet": {"channels": [8, 16]}, "unet-crps": ens}})
+    with pytest.raises(ConfigError) as err:
+        validate_config(
+            {
+                "methods": {
+                    "unet": {"channels": [8, 16]},
+                    "unet-crps": {**ens, "channels": [8, 16, 32], "joint": False},
+                }
+            }
+        )
+    text = str(err.value)
+    assert "methods.unet-crps.init_from.method='unet'" in text
+    assert "methods.unet.channels=[8, 16] but methods.unet-crps.channels=[8, 16, 32]" in text
+    assert "methods.unet.joint=True but methods.unet-crps.joint=False" in text
+    # a stage slice holds the method alone: train checks the parent's card instead
+    cfg = validate_config({"methods": {"unet": {"channels": [8, 16]}, "unet-crps": ens}})
+    again, _ = from_stage_json(canonical_json(stage_slice(cfg, "train", "unet-crps")))
+    assert again.methods.get("unet-crps").channels == [8, 16]
+
+
 @pytest.mark.parametrize(
     ("unet", "message"),
     [
