@@ -122,8 +122,8 @@ class TransferKeys(StrictModel):
         "much between LR blocks varies much inside them too), the same otherwise. "
         "The factor is searched in [0, 128] on the validation patches and recorded in the model "
         "card; inflation, intensity and roughness find one per variable, each on its own cells "
-        "(a joint model's variables alike), noise one for the network (its variables' cells "
-        "pooled in their units).",
+        "(a joint model's variables alike), noise one for the network (the geometric mean of "
+        "its variables' ratios brought to 1; each variable's ratio recorded).",
     )
     departure_blur: float = Field(
         0.0,

@@ -11,7 +11,9 @@ bisection on the validation patches with the same noise draws at every trial. Wi
 departures from their mean instead (:func:`climai.models.constraints.inflate`, then the
 constraint), as inference applies it from the model card: the members' mean does not move;
 the spreading rules search one factor per variable, each on that variable's cells only (a joint
-model's variables are in different units: pooled, one factor left every variable off 1).
+model's variables are in different units: pooled, one factor left every variable off 1). The
+noise, one for every variable, is scaled so that the geometric mean of the variables' ratios is
+1 (each variable's ratio recorded).
 ``calibrate_by: intensity`` is the same search with another spreading rule: every cell's spread
 becomes the factor × the members' mean to the power 0.75, each member keeping its standardised
 departure (:func:`climai.models.constraints.spread_by_intensity`); ``calibrate_by: roughness``
@@ -166,9 +168,31 @@ def spread_skill(
     blur: float = 0.0,
 ) -> float:
     """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches
-    (``inflation``: see :func:`ensemble_ratio`; ``blur``: :func:`val_members`)."""
+    (``inflation``: see :func:`ensemble_ratio`; ``blur``: :func:`val_members`): the geometric
+    mean of the variables' own ratios (:func:`variable_ratios`), which no variable's units
+    change (one variable: its ratio)."""
+    ratios = variable_ratios(model, loaders, objective, ctx, members, max_batches, seed, blur)
+    logs = [math.log(r) for r in ratios.values() if math.isfinite(r) and r > 0]
+    return math.exp(sum(logs) / len(logs)) if len(logs) == len(ratios) else math.nan
+
+
+def variable_ratios(
+    model: nn.Module,
+    loaders: Loaders,
+    objective: Objective,
+    ctx: DistContext,
+    members: int,
+    max_batches: int,
+    seed: int,
+    blur: float = 0.0,
+) -> dict[str, float]:
+    """Each variable's spread/skill ratio (:func:`ensemble_ratio` on its own cells) of
+    ``members`` draws on the first ``max_batches`` val batches."""
     batches = val_members(model, loaders, objective, ctx, members, max_batches, seed, blur)
-    return ensemble_ratio(batches, objective, inflation, ctx=ctx)
+    return {
+        v: ensemble_ratio(batches, objective, ctx=ctx, variable=i)
+        for i, v in enumerate(objective.spec.variables)
+    }
 
 
 @dataclass
@@ -339,9 +363,16 @@ def guard(
                 m, loaders, objective, ctx, members, max_batches, seed, blur=blur
             ),
         )
-        record["calibration"] = cal.as_dict()
+        # one noise for every variable: the factor brings the geometric mean of the variables'
+        # ratios to 1 (pooling their cells in their units made it depend on the units)
+        ratios = variable_ratios(model, loaders, objective, ctx, members, max_batches, seed, blur)
+        record["calibration"] = {
+            **cal.as_dict(), "spread_skill_val": ratios, "spread_skill_geomean": cal.ratio
+        }  # fmt: skip
         log(f"calibrated noise ×{cal.factor:.3g}: spread/skill {cal.ratio:.3f} on validation")
-        _warn_uncalibrated(cal.ratio, log)
+        for v, r in ratios.items():
+            log(f"  {v}: spread/skill {r:.3f} on validation")
+            _warn_uncalibrated(r, log, v)
     shown = Objective(objective.spec, members, objective.constraint, objective.autocast)
     scores = validation_scores(model, loaders, shown, ctx)
     worse = worse_than_bicubic(scores)

@@ -361,8 +361,41 @@ def test_calibration_on_a_real_ensemble():
         seed=0,
         log=lambda _m: None,
     )
-    assert 0.8 <= record["calibration"]["spread_skill_val"] <= 1.2
+    assert 0.8 <= record["calibration"]["spread_skill_val"]["pr"] <= 1.2
     assert UNetCRPSConfig(calibrate=True).calibrate
+
+
+def test_noise_calibration_of_a_joint_ensemble_balances_the_variables_ratios(monkeypatch):
+    """One noise for tas and pr: calibration's ratio is the geometric mean of their own
+    validation ratios, whatever their units. It was the ratio of their cells pooled in K and
+    mm h-1: here 1.64 (tas 0.33, pr 1.88), and 1.88 with rain in mm day-1."""
+    import climai.training.guard as g
+
+    spec, _, _, _ = tiny_sources(steps=4)
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.randn(64, 2, 8, 8, generator=gen, dtype=torch.float64)
+    truth[:, 1] = truth[:, 1].abs()  # rain: (B, V, p, p)
+    centre = truth + torch.randn(truth.shape, generator=gen, dtype=torch.float64)
+    spread = torch.tensor([0.3, 3.0], dtype=torch.float64)[:, None, None]  # tas narrow, pr wide
+    noise = torch.randn(64, 4, 2, 8, 8, generator=gen, dtype=torch.float64)
+    members = centre[:, None] + spread * noise
+    lr = torch.zeros(64, 2, 1, 1)
+    objective = Objective(spec)
+
+    def ratio(units_of_pr: float) -> tuple[float, dict[str, float]]:
+        k = torch.tensor([1.0, units_of_pr], dtype=torch.float64)[:, None, None]
+        drawn = [(members * k, truth * k, lr)]
+        monkeypatch.setattr(g, "val_members", lambda *a, **kw: drawn)
+        own = {
+            v: ensemble_ratio(drawn, objective, variable=i) for i, v in enumerate(spec.variables)
+        }
+        return g.spread_skill(None, None, objective, CPU, 4, 8, 0), own  # type: ignore[arg-type]
+
+    hourly, own = ratio(1.0)
+    daily, own_daily = ratio(24.0)
+    assert own == pytest.approx(own_daily) and own["tas"] < 0.8 < 1.2 < own["pr"]
+    assert hourly == pytest.approx(math.sqrt(own["tas"] * own["pr"]))
+    assert daily == pytest.approx(hourly)
 
 
 def test_a_calibration_that_cannot_reach_one_is_a_warning():
