@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--members",
         type=_positive_int,
         default=None,
-        help="ensemble members, at least 1, for an ensemble model only (default: the model's, "
+        help="ensemble members, at least 1 (2 for an ensemble whose spread is calibrated by "
+        "spreading its members), for an ensemble model only (default: the model's, "
         "methods.<name>.members)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)

@@ -296,8 +296,15 @@ def downscale_emulator(
     predict = emulator_predictor(emulator, spec.variables, device, cfg.bf16, count, views, blur)
     conserving = emulator.constraint == "conserve"
     factors = arch.get("inflation")
-    inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
     rule = arch.get("spread_rule", "inflation")
+    if factors and count == 1:  # a calibrated spread needs the members' mean
+        raise ValueError(
+            f"--members 1: the ensemble of method {card.get('method')!r} is calibrated by "
+            f"spreading its members around their mean (calibrate_by: {rule}, factors {factors}); "
+            "one member has no mean to spread around and would be the network's raw, "
+            "uncalibrated draw: ask for at least 2 members"
+        )
+    inflation = [float(factors[v]) for v in spec.variables] if factors and count > 1 else None
     check_overlap(emulator, cfg, max(lr.sizes["y"], lr.sizes["x"]) * spec.scale, spec.scale)
     return downscale_to_store(
         predict, spec, lr, static, output, cfg, emulator.multiple, count, attrs, ranks,

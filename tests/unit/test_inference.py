@@ -539,6 +539,25 @@ def _grouped_ensemble(spec, constraint: str = "conserve") -> Emulator:
     return Emulator(nets, {v: [v] for v in spec.variables}, constraint, members=3)
 
 
+def test_one_member_of_a_spread_calibrated_ensemble_is_refused(tmp_path):
+    """climai downscale --members 1 of an ensemble calibrated by inflation wrote one raw network
+    draw, its spread never inflated (the factor acts around the members' mean): a member with
+    the uncalibrated spread, silently. Two members are spread; one is refused naming why."""
+    spec = toy_feature_spec()
+    emulator = _grouped_ensemble(spec, "none")
+    lr, static = lr_inputs(32, 32, 1)
+    cfg = InferConfig(tile=32, overlap=0, batch=2, progress=False)
+    arch = {"inflation": {"tas": 3.0, "pr": 3.0}, "spread_rule": "inflation"}
+    card = {"method": "ens", "provenance": {"seed": 7}, "architecture": arch}
+    with pytest.raises(ValueError, match=r"--members 1: .*'ens' is calibrated .* at least 2"):
+        downscale_emulator(
+            emulator, spec, card, lr, static, tmp_path / "one.zarr", cfg, {}, members=1
+        )
+    assert not (tmp_path / "one.zarr").exists()
+    downscale_emulator(emulator, spec, card, lr, static, tmp_path / "two.zarr", cfg, {}, members=2)
+    assert open_store(tmp_path / "two.zarr").sizes["member"] == 2
+
+
 def _relative_block_error(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
     """Largest |HR block mean − LR| / |LR| over finite LR cells (``hr`` (…, T, H, W))."""
     *lead, t, h, w = hr.shape
