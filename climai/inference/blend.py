@@ -4,6 +4,8 @@ ensemble's members are blended so that their spread does not dip where tiles ove
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -30,6 +32,7 @@ def taper(n: int, overlap: int, start_inner: bool, end_inner: bool) -> np.ndarra
     return w
 
 
+@functools.lru_cache(maxsize=16)  # every tile of a layout has one of a few edge patterns
 def tile_weights(
     size: tuple[int, int], overlap: int, edges: tuple[bool, bool, bool, bool]
 ) -> torch.Tensor:

@@ -155,7 +155,6 @@ class TileLayout:
         return self.rows[row + 1] if row + 1 < len(self.rows) else self.shape[0]
 
 
-@functools.lru_cache(maxsize=16)
 @dataclass
 class _Band:
     """Weighted sums of the predictions over one band of tile rows."""
