@@ -48,11 +48,23 @@ def _chunk_like_storage(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(out) if out else ds
 
 
+def _v3_compressors(compressors: Any) -> bool:
+    """Whether ``compressors`` (an ``encoding`` entry) are zarr v3 bytes-to-bytes codecs; those
+    read from a zarr v2 source (numcodecs' Blosc, Zlib, ...) cannot be written to a v3 store."""
+    from zarr.abc.codec import BytesBytesCodec
+
+    items = compressors if isinstance(compressors, list | tuple) else [compressors]
+    return all(isinstance(c, BytesBytesCodec) for c in items if c is not None)
+
+
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, object]]:
-    """Per variable: its own ``encoding`` (chunks, shards, compressors) if set, else Blosc lz4."""
+    """Per variable: its own ``encoding`` (chunks, shards, compressors) if set, else Blosc lz4
+    (also in place of a zarr v2 source's compressors, which a v3 store cannot hold)."""
     enc: dict[str, dict[str, object]] = {}
     for name, var in ds.variables.items():
         keep = {k: v for k, v in var.encoding.items() if k in ("chunks", "shards", "compressors")}
+        if "compressors" in keep and not _v3_compressors(keep["compressors"]):
+            del keep["compressors"]
         if var.dtype.kind in "fiu" and var.ndim > 0 and "compressors" not in keep:
             keep["compressors"] = [COMPRESSOR]
         if keep:

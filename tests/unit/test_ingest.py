@@ -229,6 +229,17 @@ def test_zarr_source_and_celsius_conversion(in_tmp):
     assert target["tas"].attrs["source_units"] == "degC"
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_v2_and_v3_sources_are_ingested(in_tmp, zarr_format):
+    """A zarr v2 store (numcodecs compressors in its coordinates' encodings) is read and written
+    to climai's v3 stores like a v3 one, with the same values (it crashed writing the stores)."""
+    truth, _ = toy_world(seed=2, nx=16, ny=16, steps=8)
+    truth[["pr", "crs"]].to_zarr(in_tmp / "src.zarr", mode="w", zarr_format=zarr_format)
+    target, static = ingest(campaign({"source": "zarr", "path": str(in_tmp / "src.zarr")}, scale=2))
+    np.testing.assert_allclose(target["pr"].values, truth["pr"].values, rtol=1e-6)
+    np.testing.assert_array_equal(static["x"].values, truth["x"].values)
+
+
 def test_accumulation_with_time_bounds_becomes_rate_and_nan_survives(in_tmp):
     times = pd.date_range("2021-07-01 00:05", periods=4, freq="5min")
     amount = np.abs(random_field((4, 16, 16), seed=3, nan_fraction=0.2))
