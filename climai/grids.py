@@ -144,13 +144,21 @@ def uneven_step(values: np.ndarray, rtol: float = 1e-6) -> int | None:
     return int(off[0]) if off.size else None
 
 
+def _monotonic(values: np.ndarray) -> bool:
+    step = np.diff(values)
+    return bool((step > 0).all() or (step < 0).all())
+
+
 def normalise_longitudes(lon: np.ndarray) -> np.ndarray:
     """Longitudes in −180…180 (e.g. MRMS's 230…300°E → −130…−60) when that keeps the axis
-    monotonic; an axis that crosses the antimeridian is returned unchanged (continuous)."""
+    monotonic; an axis that crosses the antimeridian is made continuous in 0…360 instead (a file
+    in −180…180 that jumps from 179.9 to −179.9 becomes 179.9, 180.1), else returned unchanged."""
     lon = np.asarray(lon, dtype=np.float64)
     wrapped = (lon + 180.0) % 360.0 - 180.0
-    step = np.diff(wrapped)
-    return wrapped if (step > 0).all() or (step < 0).all() else lon
+    if _monotonic(wrapped):
+        return wrapped
+    east = lon % 360.0
+    return east if not _monotonic(lon) and _monotonic(east) else lon
 
 
 def axes_in_crs_units(ds: xr.Dataset, crs: CRS) -> xr.Dataset:

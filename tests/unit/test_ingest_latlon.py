@@ -22,6 +22,31 @@ def test_longitudes_0_360_become_minus_180_180():
     across = np.array([170.0, 175.0, 180.0, 185.0, 190.0])  # the antimeridian: kept continuous
     np.testing.assert_array_equal(normalise_longitudes(across), across)
     np.testing.assert_allclose(normalise_longitudes(np.array([0.5, 90.5])), [0.5, 90.5])
+    # the antimeridian in a −180…180 file (179.5, 179.75, −180, −179.75): continuous too
+    stored = np.array([179.5, 179.75, -180.0, -179.75])
+    np.testing.assert_allclose(normalise_longitudes(stored), [179.5, 179.75, 180.0, 180.25])
+    np.testing.assert_allclose(normalise_longitudes(stored[::-1]), [180.25, 180.0, 179.75, 179.5])
+
+
+def test_latlon_target_across_the_antimeridian_stored_in_minus_180_180(in_tmp):
+    """A −180…180 file whose domain crosses the antimeridian (lon jumps from 179.75 to −179.75)
+    is one regular grid, continuous across 180°, with its values in place; it was refused as
+    'not evenly spaced'."""
+    lon = (179.25 + 0.5 * np.arange(4) + 180.0) % 360.0 - 180.0  # 179.25, 179.75, -179.75, -179.25
+    lat = 40.25 + 0.5 * np.arange(4)
+    values = np.arange(2 * 4 * 4, dtype=np.float64).reshape(2, 4, 4)
+    write_cf_netcdf(
+        in_tmp / "ll.nc",
+        {"pr": (values, "mm h-1")},
+        lon,
+        lat,
+        times=pd.date_range("2021-07-01", periods=2, freq="h"),
+        x_name="lon",
+        y_name="lat",
+    )
+    target, _ = ingest(campaign({"source": "netcdf", "path": str(in_tmp / "ll.nc")}, scale=2))
+    np.testing.assert_allclose(target["x"].values, [179.25, 179.75, 180.25, 180.75])
+    np.testing.assert_allclose(target["pr"].values, values)
 
 
 @pytest.mark.parametrize("lat_step", [0.5, -0.5], ids=["lat-increasing", "lat-decreasing"])
