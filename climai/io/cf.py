@@ -63,6 +63,29 @@ _PROJECTED_AXES = {
 }
 
 
+#: A rotated-pole grid (CORDEX): x/y are degrees in the rotated frame, not true longitude/latitude.
+_ROTATED_AXES = {
+    "x": {
+        "standard_name": "grid_longitude",
+        "long_name": "longitude in rotated pole grid",
+        "units": "degrees",
+    },
+    "y": {
+        "standard_name": "grid_latitude",
+        "long_name": "latitude in rotated pole grid",
+        "units": "degrees",
+    },
+}
+
+
+def is_rotated_pole(hr: xr.Dataset) -> bool:
+    """Whether ``hr``'s grid mapping is CF's ``rotated_latitude_longitude``."""
+    return (
+        "crs" in hr.variables
+        and hr["crs"].attrs.get("grid_mapping_name") == "rotated_latitude_longitude"
+    )
+
+
 def is_geographic(hr: xr.Dataset) -> bool:
     """Whether ``hr`` is on a lat/lon grid (by its grid mapping, else by its x axis)."""
     if "crs" in hr.variables and "grid_mapping_name" in hr["crs"].attrs:
@@ -72,9 +95,43 @@ def is_geographic(hr: xr.Dataset) -> bool:
 
 def axis_attrs(hr: xr.Dataset) -> dict[str, dict[str, str]]:
     """CF attributes of ``x`` and ``y``: longitude/latitude in degrees on a lat/lon grid,
+    ``grid_longitude/grid_latitude`` in degrees on a rotated-pole one,
     ``projection_x/y_coordinate`` in metres (climai's canonical unit) on a projected one."""
-    table = _GEOGRAPHIC_AXES if is_geographic(hr) else _PROJECTED_AXES
+    if is_rotated_pole(hr):
+        table = _ROTATED_AXES
+    else:
+        table = _GEOGRAPHIC_AXES if is_geographic(hr) else _PROJECTED_AXES
     return {axis: {**table[axis], "axis": axis.upper()} for axis in ("x", "y")}
+
+
+def latlon_auxiliaries(hr: xr.Dataset) -> dict[str, xr.DataArray]:
+    """True ``lat``/``lon`` (WGS84 degrees) of every cell of a grid whose ``x``/``y`` are not
+    longitude/latitude (projected or rotated pole), from its ``crs`` variable, as CF auxiliary
+    coordinates on ``(y, x)`` (CF 5.6); none on a lat/lon grid or without a CRS."""
+    from pyproj import CRS, Transformer
+
+    wkt = str(hr["crs"].attrs.get("crs_wkt", "")) if "crs" in hr.variables else ""
+    if not wkt or (is_geographic(hr) and not is_rotated_pole(hr)):
+        return {}
+    to_ll = Transformer.from_crs(CRS.from_wkt(wkt), CRS.from_epsg(4326), always_xy=True)
+    xx, yy = np.meshgrid(np.asarray(hr["x"].values), np.asarray(hr["y"].values))
+    lon, lat = to_ll.transform(xx, yy)
+    return {
+        "lat": xr.DataArray(
+            np.asarray(lat, dtype=np.float64),
+            dims=("y", "x"),
+            attrs={"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"},
+        ),
+        "lon": xr.DataArray(
+            np.asarray(lon, dtype=np.float64),
+            dims=("y", "x"),
+            attrs={
+                "standard_name": "longitude",
+                "long_name": "longitude",
+                "units": "degrees_east",
+            },
+        ),
+    }
 
 
 def _variable_attrs(hr: xr.Dataset, name: str, base: str) -> dict[str, Any]:
@@ -126,6 +183,7 @@ def cf_dataset(
     if "quantile" in ds.coords:
         ds["quantile"].attrs = dict(QUANTILE_ATTRS)
     ds["crs"] = hr["crs"] if "crs" in hr.variables else ds.get("crs")
+    ds = ds.assign_coords(latlon_auxiliaries(hr))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {
         "Conventions": "CF-1.10",
@@ -156,6 +214,11 @@ def cf_encoding(
     for name in ("time", "time_bnds"):
         if name in ds.variables:
             enc[name] = {**time, "_FillValue": None}
+    for name in ("lat", "lon"):  # auxiliary coordinates on (y, x): compressed, no fill value
+        if name in ds.coords and ds[name].dims == ("y", "x"):
+            chunks = tuple(min(n, chunk_xy) for n in ds[name].shape)
+            enc[name] = {"zlib": level > 0, "complevel": level, "chunksizes": chunks}
+            enc[name]["_FillValue"] = None
     for name in ds.data_vars:
         var = ds[name]
         if "y" not in var.dims:

@@ -43,6 +43,19 @@ def write_netcdf(
         rest.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=rest_enc)
         for name in parallel:
             _write_chunkwise(ds, str(name), encoding[str(name)], tmp, threads)
+        if parallel and "coordinates" not in ds.attrs:
+            _drop_global_coordinates(tmp)
+
+
+def _drop_global_coordinates(path: Path) -> None:
+    """Remove the global ``coordinates`` attribute xarray gives the file when auxiliary
+    coordinates (e.g. 2-D lat/lon) belonged only to the fields written chunk by chunk: those
+    fields name them in their own ``coordinates``, as in the one-thread file."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as nc:
+        if "coordinates" in nc.ncattrs():
+            nc.delncattr("coordinates")
 
 
 def _chunkwise(var: xr.DataArray, enc: dict[str, Any] | None) -> bool:

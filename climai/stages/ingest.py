@@ -303,6 +303,11 @@ def _count_valid(
 
 
 def _coord_attrs(crs: CRS, axis: str) -> dict[str, str]:
+    if crs.to_cf().get("grid_mapping_name") == "rotated_latitude_longitude":
+        return {
+            "x": {"standard_name": "grid_longitude", "units": "degrees", "axis": "X"},
+            "y": {"standard_name": "grid_latitude", "units": "degrees", "axis": "Y"},
+        }[axis]
     if crs.is_geographic:
         return {
             "x": {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},

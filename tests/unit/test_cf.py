@@ -9,6 +9,7 @@ import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 from compliance_checker.runner import CheckSuite, ComplianceChecker
 
@@ -106,8 +107,59 @@ def latlon(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(root / "latlon.yaml")
 
 
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rotated-pole file (CORDEX-like: rlon/rlat in degrees, rotated_latitude_longitude)."""
+    from pyproj import CRS
+
+    root = tmp_path_factory.mktemp("rotated")
+    target, _ = toy_world(nx=32, ny=32, steps=48)
+    mapping = CRS.from_cf(
+        {
+            "grid_mapping_name": "rotated_latitude_longitude",
+            "grid_north_pole_latitude": 39.25,
+            "grid_north_pole_longitude": -162.0,
+        }
+    ).to_cf()
+    axis = {"units": "degrees"}
+    ds = xr.Dataset(
+        {
+            "pr": (("time", "rlat", "rlon"), target["pr"].values, {"units": "mm h-1"}),
+            "rotated_pole": ((), np.int32(0), mapping),
+        },
+        coords={
+            "time": target["time"].values,
+            "rlat": (
+                "rlat",
+                -3.0 + 0.0275 * np.arange(32),
+                {**axis, "standard_name": "grid_latitude"},
+            ),
+            "rlon": (
+                "rlon",
+                -5.0 + 0.0275 * np.arange(32),
+                {**axis, "standard_name": "grid_longitude"},
+            ),
+        },
+    )
+    ds["pr"].attrs["grid_mapping"] = "rotated_pole"
+    ds.to_netcdf(root / "rot.nc")
+    raw = {
+        "campaign": "rotated",
+        "results": str(root),
+        "scale": 8,
+        "methods": BASELINES,
+        "data": {
+            "target": {"source": "netcdf", "path": str(root / "rot.nc")},
+            "static": {"x_deg": {"source": "derived", "field": "x"}},
+        },
+        "variables": [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}],
+    }
+    (root / "rotated.yaml").write_text(yaml.safe_dump(raw))
+    return _export(root / "rotated.yaml")
+
+
 EXPORTS = [("projected", "tas"), ("projected", "pr"), ("projected", "sfcWind")]
-EXPORTS += [("latlon", "tas"), ("latlon", "pr")]
+EXPORTS += [("latlon", "tas"), ("latlon", "pr"), ("rotated", "pr")]
 
 
 @pytest.mark.parametrize(("campaign", "variable"), EXPORTS)
@@ -123,16 +175,27 @@ def test_exports_pass_the_cf_checker(campaign, variable, request, tmp_path):
     [
         ("projected", ("projection_x_coordinate", "m"), ("projection_y_coordinate", "m")),
         ("latlon", ("longitude", "degrees_east"), ("latitude", "degrees_north")),
+        ("rotated", ("grid_longitude", "degrees"), ("grid_latitude", "degrees")),
     ],
 )
 def test_axes_carry_their_real_attributes(campaign, x, y, request):
+    """Rotated-pole axes are grid_longitude/grid_latitude in degrees: they were exported as
+    projection_x/y_coordinate in metres (and ingested as true longitude/latitude)."""
     with netCDF4.Dataset(request.getfixturevalue(campaign) / "bicubic_pr.nc") as nc:
         for name, (standard_name, units) in (("x", x), ("y", y)):
             assert (nc[name].standard_name, nc[name].units) == (standard_name, units)
             assert nc[name].axis == name.upper() and "_FillValue" not in nc[name].ncattrs()
         assert nc["pr"].grid_mapping == "crs"
-        mapping = "latitude_longitude" if campaign == "latlon" else "lambert_azimuthal_equal_area"
+        mapping = {
+            "latlon": "latitude_longitude",
+            "projected": "lambert_azimuthal_equal_area",
+            "rotated": "rotated_latitude_longitude",
+        }[campaign]
         assert nc["crs"].grid_mapping_name == mapping
+    if campaign == "rotated":
+        target = xr.open_zarr(request.getfixturevalue(campaign).parent / "ingest" / "target.zarr")
+        assert target["x"].attrs["standard_name"] == "grid_longitude"
+        np.testing.assert_allclose(target["x"].values[:2], [-5.0, -4.9725])
 
 
 def test_global_attributes_come_from_the_config_and_the_run(projected, latlon):
@@ -194,3 +257,24 @@ def test_chunks_compressed_in_threads_give_the_one_thread_file(projected, tmp_pa
     if not members:
         failures = cf_failures(tmp_path / "pr_3.nc", tmp_path / "report.json")
         assert failures["high"] == [] and failures["medium"] == [], failures
+
+
+@pytest.mark.parametrize("campaign", ["projected", "rotated", "latlon"])
+def test_exports_carry_true_latitude_and_longitude(campaign, request):
+    """A grid whose x/y are not longitude/latitude gets 2-D lat/lon auxiliary coordinates (CF
+    5.6), the WGS84 position of every cell centre; a lat/lon grid needs none. They were missing."""
+    from pyproj import CRS, Transformer
+
+    path = request.getfixturevalue(campaign) / "bicubic_pr.nc"
+    with xr.open_dataset(path) as ds:
+        if campaign == "latlon":
+            assert "lat" not in ds.variables and "lon" not in ds.variables
+            return
+        assert ds["pr"].encoding["coordinates"].split() in (["lat", "lon"], ["lon", "lat"])
+        assert ds["lat"].attrs["units"] == "degrees_north" and ds["lat"].dims == ("y", "x")
+        crs = CRS.from_wkt(ds["crs"].attrs["crs_wkt"])
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(
+            ds["x"].values[[0, -1]], ds["y"].values[[0, -1]]
+        )
+        np.testing.assert_allclose(ds["lon"].values[[0, -1], [0, -1]], lon, atol=1e-9)
+        np.testing.assert_allclose(ds["lat"].values[[0, -1], [0, -1]], lat, atol=1e-9)
