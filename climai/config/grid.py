@@ -14,6 +14,23 @@ from pydantic import Field, field_validator, model_validator
 from climai.config.base import StrictModel
 
 
+def iso_time_range(first: str, last: str) -> tuple[object, object]:
+    """The inclusive ``[first, last]`` of a split as ``datetime64[ns]``, ``last`` to the end of
+    the period it names, as in xarray's ``sel(time=slice(first, last))``: a date is the whole
+    day (``"2021-01-31"`` → 2021-01-31T23:59:59.999999999), an hour the whole hour; a time to
+    the second or finer is itself. ``ValueError`` for a string that is not an ISO time."""
+    import numpy as np
+
+    lo = np.datetime64(first, "ns")
+    end = np.datetime64(last)
+    unit = np.datetime_data(end.dtype)[0]
+    if unit in ("Y", "M", "W", "D", "h", "m"):
+        hi = (end + np.timedelta64(1, unit)).astype("datetime64[ns]") - np.timedelta64(1, "ns")
+    else:
+        hi = end.astype("datetime64[ns]")
+    return lo, hi
+
+
 class DomainConfig(StrictModel):
     """A subset of the target, in the target's own coordinates (cell centres inside are kept)."""
 
@@ -32,9 +49,18 @@ class SplitConfig(StrictModel):
     "2016-09-28T17:00"]``; ranges must not overlap and steps outside every range are unused.
     """
 
-    train: SplitBound = Field(0.7, description="Fraction of the time axis, or [first, last] ISO.")
-    val: SplitBound = Field(0.1, description="Fraction of the time axis, or [first, last] ISO.")
-    test: SplitBound = Field(0.2, description="Fraction of the time axis, or [first, last] ISO.")
+    train: SplitBound = Field(
+        0.7,
+        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
+    )
+    val: SplitBound = Field(
+        0.1,
+        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
+    )
+    test: SplitBound = Field(
+        0.2,
+        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
+    )
     gap: int = Field(
         0,
         ge=0,
@@ -43,7 +69,6 @@ class SplitConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SplitConfig:
-        import numpy as np
 
         values = {"train": self.train, "val": self.val, "test": self.test}
         kinds = {type(v) is list for v in values.values()}
@@ -67,7 +92,7 @@ class SplitConfig(StrictModel):
             if len(v) != 2:
                 raise ValueError(f"split.{name}={v} must be [first, last] (two ISO times)")
             try:
-                lo, hi = (np.datetime64(t, "ns") for t in v)
+                lo, hi = iso_time_range(*v)
             except ValueError as err:
                 raise ValueError(
                     f"split.{name}={v} is not a pair of ISO 8601 times: {err}"

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from climai.config.grid import iso_time_range
+
 SPLITS = ("train", "val", "test")
 UNUSED = -1
 
@@ -46,7 +48,8 @@ def split_labels(n_times: int, fractions: dict[str, float], gap: int = 0) -> np.
 
 
 def split_labels_by_time(times: np.ndarray, ranges: dict[str, list[str]]) -> np.ndarray:
-    """Split code per time step from inclusive ``[first, last]`` ISO time ranges.
+    """Split code per time step from inclusive ``[first, last]`` ISO time ranges; ``last``
+    runs to the end of the period it names (a date: the whole day; :func:`iso_time_range`).
 
     Raises ``ValueError`` when ranges overlap or a split holds no time step of ``times``.
 
@@ -61,7 +64,7 @@ def split_labels_by_time(times: np.ndarray, ranges: dict[str, list[str]]) -> np.
     times = np.asarray(times).astype("datetime64[ns]")
     labels = np.full(times.size, UNUSED, np.int8)
     for code, name in enumerate(SPLITS):
-        lo, hi = (np.datetime64(t, "ns") for t in ranges[name])
+        lo, hi = iso_time_range(*ranges[name])
         inside = (times >= lo) & (times <= hi)
         if (labels[inside] != UNUSED).any():
             other = SPLITS[int(labels[inside][labels[inside] != UNUSED][0])]

@@ -3,8 +3,10 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from pydantic import ValidationError
 
 from climai.config import ConfigError, validate_config
+from climai.config.grid import SplitConfig
 from climai.grids import GridError
 from climai.preprocess import (
     coarsen_block_mean,
@@ -12,6 +14,7 @@ from climai.preprocess import (
     normalisation_stats,
     split_labels,
 )
+from climai.preprocess.splits import SPLITS
 from climai.stages.preprocess import build_dataset, compute_stats
 from climai.testing import create_test_data, random_field
 from climai.variables import transform_for
@@ -215,3 +218,16 @@ def test_transform_round_trip_within_1e6_relative(kind):
     np.testing.assert_allclose(
         tr.inverse(tr.forward(x32)).numpy(), x32.numpy(), rtol=1e-6, atol=1e-12
     )
+
+
+def test_a_date_as_the_last_time_of_a_split_is_the_whole_day():
+    """Splits by calendar day on hourly data: ["2021-01-01", "2021-01-01"] is that whole day, as
+    in xarray's sel; it was 00:00 alone, leaving 23 of every 24 steps silently unused."""
+    times = np.arange("2021-01-01T00", "2021-01-04T00", dtype="datetime64[h]")
+    days = {s: [f"2021-01-0{i}", f"2021-01-0{i}"] for i, s in enumerate(SPLITS, start=1)}
+    labels = make_split_labels(times, days)
+    assert labels.tolist() == [0] * 24 + [1] * 24 + [2] * 24
+    hour = {**days, "test": ["2021-01-03T00", "2021-01-03T05"]}  # an hour: the whole hour
+    assert make_split_labels(times, hour).tolist().count(2) == 6
+    with pytest.raises(ValidationError, match="overlap"):  # the day 01-02 holds 01-02T12
+        SplitConfig(**{**days, "test": ["2021-01-02T12:00", "2021-01-03"]})
