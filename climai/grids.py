@@ -299,13 +299,36 @@ def standardise(
     return ds, grid
 
 
-def _domain_x(cfg: CampaignConfig, grid: Grid) -> tuple[float, float]:
-    """The domain's x range; on a lat/lon grid normalised to −180…180 like the grid."""
-    assert cfg.domain is not None
-    lo, hi = cfg.domain.x
-    if grid.crs.is_geographic and grid.x.max() <= 180.0 and min(lo, hi) > 180.0:
-        return lo - 360.0, hi - 360.0
-    return lo, hi
+def _covers(x: np.ndarray, lo: float, hi: float) -> bool:
+    half = abs(float(x[1] - x[0])) / 2 if x.size > 1 else 0.0
+    return bool(lo >= x.min() - half and hi <= x.max() + half)
+
+
+def _longitudes_for_domain(
+    ds: xr.Dataset, grid: Grid, x_range: tuple[float, float]
+) -> tuple[xr.Dataset, Grid, tuple[float, float]]:
+    """On a lat/lon grid: the domain's longitudes in the grid's convention (0–360 or −180…180),
+    and the grid reordered into the other convention where only that holds the domain in one
+    piece (a 0–360 global file cut at [−10, 10]: the columns 350…360 then 0…10, as −10…10).
+    Elsewhere ``ds``, ``grid`` and the range unchanged."""
+    lo, hi = min(x_range), max(x_range)
+    if not grid.crs.is_geographic or grid.x.size < 2:
+        return ds, grid, (lo, hi)
+    shifts = (0.0, -360.0, 360.0)
+    for shift in shifts:
+        if _covers(grid.x, lo + shift, hi + shift):
+            return ds, grid, (lo + shift, hi + shift)
+    wrapped = (grid.x + 180.0) % 360.0 - 180.0
+    other = grid.x % 360.0 if np.array_equal(wrapped, grid.x) else wrapped
+    order = np.argsort(other) if grid.dx > 0 else np.argsort(other)[::-1]
+    x = other[order]
+    if uneven_step(x) is not None:
+        return ds, grid, (lo, hi)
+    for shift in shifts:
+        if _covers(x, lo + shift, hi + shift):
+            ds = ds.isel(x=order).assign_coords(x=("x", x, ds["x"].attrs))
+            return ds, Grid(x, grid.y, grid.crs_wkt), (lo + shift, hi + shift)
+    return ds, grid, (lo, hi)
 
 
 def subset_and_trim(
@@ -313,8 +336,9 @@ def subset_and_trim(
 ) -> tuple[xr.Dataset, Grid, str]:
     """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
     if cfg.domain is not None:
+        ds, grid, x_range = _longitudes_for_domain(ds, grid, cfg.domain.x)
         try:
-            ys, xs = grid.domain_slices(_domain_x(cfg, grid), cfg.domain.y)
+            ys, xs = grid.domain_slices(x_range, cfg.domain.y)
         except GridError as err:
             raise GridError(f"domain is outside the data: {err}") from None
         ds = ds.isel(y=ys, x=xs)

@@ -110,3 +110,35 @@ def test_a_float32_latlon_axis_is_regular_but_a_jump_is_not(step):
         Grid(lon, jump, "EPSG:4326").check_regular()
     with pytest.raises(GridError, match=r"grid axis 'y' is not evenly spaced"):
         Grid(lon, jump.astype(np.float64), "EPSG:4326").check_regular()
+
+
+@pytest.mark.parametrize(
+    ("first", "domain", "expect"),
+    [(0.25, [-10.0, 10.0], -9.75), (-179.75, [170.0, 190.0], 170.25), (0.25, [350, 370], -9.75)],
+    ids=["0-360-file-prime-meridian", "180-file-antimeridian", "0-360-domain-as-0-360"],
+)
+def test_a_domain_across_the_seam_of_a_global_file_is_cut_whole(in_tmp, first, domain, expect):
+    """A global 0–360 file cut at x: [-10, 10] kept only 0…10 (half the domain, no error); it
+    is now the 40 columns −9.75…9.75 in one piece, each with its own values; likewise a
+    −180…180 file cut across the antimeridian."""
+    lon = first + 0.5 * np.arange(720)
+    lat = 40.25 + 0.5 * np.arange(4)
+    values = np.broadcast_to(lon % 360.0, (2, 4, 720)).copy()  # each cell holds its longitude
+    write_cf_netcdf(
+        in_tmp / "g.nc",
+        {"pr": (values, "mm h-1")},
+        lon,
+        lat,
+        times=pd.date_range("2021-07-01", periods=2, freq="h"),
+        x_name="lon",
+        y_name="lat",
+    )
+    raw = campaign(
+        {"source": "netcdf", "path": str(in_tmp / "g.nc")},
+        scale=2,
+        domain={"x": domain, "y": [40.0, 42.0]},
+    )
+    target, _ = ingest(raw)
+    x = target["x"].values
+    np.testing.assert_allclose(x, expect + 0.5 * np.arange(40))
+    np.testing.assert_allclose(target["pr"].values[0, 0], x % 360.0)
