@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
-from climai.grids import uneven_step
+from climai.grids import GridError, find_xy, is_geographic_axis, normalise_longitudes, uneven_step
 
 if TYPE_CHECKING:
     from climai.data.features import FeatureSpec
@@ -31,6 +31,26 @@ def check_regular_axis(coord: xr.DataArray, axis: str, source: str) -> None:
             f"{steps.min():g} to {steps.max():g}; step {bad} is {steps[bad]:g}, step 0 is "
             f"{steps[0]:g}); climai downscale needs a regular grid: regrid the input first"
         )
+
+
+def as_xy(ds: xr.Dataset, names: list[str], source: str) -> xr.Dataset:
+    """``ds`` with the horizontal dimensions of its first variable among ``names`` called ``y``
+    and ``x`` (found by CF ``axis``/``standard_name``, then by names such as lat/lon:
+    :func:`climai.grids.find_xy`), longitudes in −180…180 as ingest stores them
+    (:func:`climai.grids.normalise_longitudes`); ``ValueError`` naming ``source`` where they
+    cannot be told. Without any of ``names``, ``ds`` as it is (:func:`check_input` names them)."""
+    name = next((n for n in names if n in ds.data_vars), None)
+    if name is None:
+        return ds
+    try:
+        x, y = find_xy(ds, name)
+    except GridError as err:
+        raise ValueError(f"input {source!r}: {err}") from None
+    ds = ds.rename({d: n for d, n in ((x, "x"), (y, "y")) if d != n})
+    if "x" in ds.coords and is_geographic_axis(ds["x"]):
+        lon = normalise_longitudes(np.asarray(ds["x"].values))
+        ds = ds.assign_coords(x=("x", lon, ds["x"].attrs))
+    return ds
 
 
 def check_calendar(lr: xr.Dataset, source: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -116,6 +117,34 @@ def test_downscale_to_netcdf_equals_the_zarr_output(new_domain, tmp_path):
     nc, zr = xr.open_dataset(tmp_path / "hr.nc"), open_store(tmp_path / "hr.zarr")
     for v in ("tas", "pr"):
         np.testing.assert_array_equal(nc[v].values, zr[v].values)
+
+
+def test_downscale_reads_inputs_whose_axes_are_not_named_x_and_y(new_domain, tmp_path, capsys):
+    """LR input and static on dims named like a user's file (lat/lon, northing/easting) give the
+    output of the x/y stores; they crashed with KeyError: "No variable named 'x'". Axes that
+    cannot be told are a one-line error naming the file."""
+    lr, static = open_store(new_domain / "lr.zarr"), open_store(new_domain / "static.zarr")
+    lr.rename({"x": "easting", "y": "northing"}).to_netcdf(tmp_path / "lr.nc")
+    static.rename({"x": "easting", "y": "northing"}).to_netcdf(tmp_path / "static.nc")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    out = tmp_path / "hr_named.zarr"
+    assert (
+        _downscale_files(
+            new_domain / "model.pt", tmp_path / "lr.nc", tmp_path / "static.nc", out, *_TILED
+        )
+        == 0
+    )
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(out)
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+    odd = lr.rename({"x": "i", "y": "j"})
+    for c in ("i", "j"):
+        odd[c].attrs = {}
+    odd.to_netcdf(tmp_path / "odd.nc")
+    code = _downscale_input(new_domain, tmp_path / "odd.nc", tmp_path / "o.zarr")
+    err = capsys.readouterr().err
+    assert code == 1 and re.search(r"input '.*odd\.nc'.*cannot tell which are x and y", err), err
+    assert not (tmp_path / "o.zarr").exists()
 
 
 def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_domain, tmp_path):
