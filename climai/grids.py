@@ -304,7 +304,7 @@ def _covers(x: np.ndarray, lo: float, hi: float) -> bool:
     return bool(lo >= x.min() - half and hi <= x.max() + half)
 
 
-def _longitudes_for_domain(
+def longitudes_for_range(
     ds: xr.Dataset, grid: Grid, x_range: tuple[float, float]
 ) -> tuple[xr.Dataset, Grid, tuple[float, float]]:
     """On a lat/lon grid: the domain's longitudes in the grid's convention (0–360 or −180…180),
@@ -331,12 +331,29 @@ def _longitudes_for_domain(
     return ds, grid, (lo, hi)
 
 
+def longitudes_facing(ds: xr.Dataset, src: Grid, dst: Grid) -> tuple[xr.Dataset, Grid]:
+    """A lat/lon source ``ds`` on ``src`` with its longitudes in the convention (0–360 or
+    −180…180) that holds ``dst``'s extent in one piece (:func:`longitudes_for_range`): a global
+    0–360 DEM for a domain across the prime meridian. Other sources are returned unchanged."""
+    from pyproj import Transformer
+
+    if not src.crs.is_geographic:
+        return ds, src
+    to_src = Transformer.from_crs(dst.crs, src.crs, always_xy=True)
+    xmin, _, xmax, _ = to_src.transform_bounds(*dst.bounds, densify_pts=51)
+    if not (np.isfinite(xmin) and np.isfinite(xmax)) or xmax < xmin:
+        return ds, src
+    half = abs(src.dx) / 2
+    ds, src, _ = longitudes_for_range(ds, src, (xmin + half, xmax - half))
+    return ds, src
+
+
 def subset_and_trim(
     ds: xr.Dataset, grid: Grid, cfg: CampaignConfig
 ) -> tuple[xr.Dataset, Grid, str]:
     """Cut ``ds`` to ``cfg.domain`` and then to a multiple of ``cfg.scale``; a report line."""
     if cfg.domain is not None:
-        ds, grid, x_range = _longitudes_for_domain(ds, grid, cfg.domain.x)
+        ds, grid, x_range = longitudes_for_range(ds, grid, cfg.domain.x)
         try:
             ys, xs = grid.domain_slices(x_range, cfg.domain.y)
         except GridError as err:

@@ -343,6 +343,7 @@ def load_static_field(name: str, spec: FileSource | DerivedStatic, ing: Ingested
     except SourceError as err:
         raise IngestError(str(err)) from None
     ds, src_grid = standardise(ds, [spec.variable], key, spec.crs)
+    ds, src_grid = grids.longitudes_facing(ds, src_grid, grid)  # a global 0–360 DEM, say
     da = ds[spec.variable]
     if "time" in da.dims:
         if da.sizes["time"] != 1:
@@ -393,6 +394,7 @@ def load_input(cfg: CampaignConfig, ing: Ingested) -> xr.Dataset | None:
     except SourceError as err:
         raise IngestError(str(err)) from None
     ds, src_grid = standardise(ds, list(dict.fromkeys(names)), key, spec.crs)
+    ds, src_grid = grids.longitudes_facing(ds, src_grid, ing.grid.coarsen(cfg.scale))
     if "time" not in ds[names[0]].dims:
         raise IngestError(f"{key}: variable {names[0]!r} has no time dimension")
     wanted = pd.DatetimeIndex(ing.target["time"].values)

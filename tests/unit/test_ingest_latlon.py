@@ -142,3 +142,30 @@ def test_a_domain_across_the_seam_of_a_global_file_is_cut_whole(in_tmp, first, d
     x = target["x"].values
     np.testing.assert_allclose(x, expect + 0.5 * np.arange(40))
     np.testing.assert_allclose(target["pr"].values[0, 0], x % 360.0)
+
+
+def test_a_global_0_360_static_field_covers_a_domain_across_the_prime_meridian(in_tmp):
+    """A global 0–360 static field (a DEM, say) for a target at −1…1° E was refused as 'does not
+    cover the HR domain: uncovered to the west'; it is read across the seam, by value."""
+    times = pd.date_range("2021-07-01", periods=2, freq="h")
+    lon = -0.875 + 0.25 * np.arange(8)
+    lat = 40.125 + 0.25 * np.arange(4)
+    write_cf_netcdf(
+        in_tmp / "t.nc",
+        {"pr": (np.ones((2, 4, 8)), "mm h-1")},
+        lon,
+        lat,
+        times=times,
+        x_name="lon",
+        y_name="lat",
+    )
+    glon, glat = 0.125 + 0.25 * np.arange(1440), 39.125 + 0.25 * np.arange(16)
+    smooth = np.broadcast_to(100.0 * np.sin(np.radians(glon)), (16, 1440)).copy()
+    write_cf_netcdf(in_tmp / "dem.nc", {"h": (smooth, "m")}, glon, glat, x_name="lon", y_name="lat")
+    raw = campaign({"source": "netcdf", "path": str(in_tmp / "t.nc")}, scale=2)
+    raw["data"]["static"] = {
+        "h": {"source": "netcdf", "path": str(in_tmp / "dem.nc"), "variable": "h"}
+    }
+    _, static = ingest(raw)
+    want = 100.0 * np.sin(np.radians(lon))
+    np.testing.assert_allclose(static["h"].values, np.broadcast_to(want, (4, 8)), atol=1e-3)
