@@ -38,7 +38,14 @@ from climai.data.prepared import lr_key
 from climai.inference.baselines import BaselineBands
 from climai.inference.distributed import SINGLE, InferRanks, rank_device
 from climai.inference.engine import EngineStats, block_steps, stream_to_store, template
-from climai.inference.inputs import as_xy, check_crs, check_input, oriented, output_format
+from climai.inference.inputs import (
+    as_xy,
+    check_crs,
+    check_input,
+    oriented,
+    output_format,
+    with_crs_variable,
+)
 from climai.inference.predict import (
     Emulator,
     card_seed,
@@ -412,6 +419,7 @@ def run_downscale(
     lr = open_input(input_path)
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     lr = as_xy(lr, spec.variables, str(input_path))  # e.g. dims lat/lon: y/x
+    lr = with_crs_variable(lr, spec.variables, str(input_path))  # any CF grid_mapping
     lr = oriented(lr, card["grid"], spec.scale)  # rows north to south: flipped to the model's
     check_input(lr, card, spec, str(input_path))
     lr = lr.assign({v: lr[v].transpose("time", "y", "x") for v in spec.variables})
@@ -430,6 +438,7 @@ def run_downscale(
     static = xr.Dataset()
     if spec.statics:
         static_ds = as_xy(open_input(static_path), spec.statics, str(static_path))  # type: ignore[arg-type]
+        static_ds = with_crs_variable(static_ds, spec.statics, str(static_path))
         static = static_window(static_ds, spec, y, x, str(static_path), card)  # type: ignore[arg-type]
     attrs = {
         **provenance_attrs(str(card.get("config_sha256", "")), "downscale"),

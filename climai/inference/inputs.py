@@ -10,7 +10,15 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
-from climai.grids import GridError, find_xy, is_geographic_axis, normalise_longitudes, uneven_step
+from climai.grids import (
+    GridError,
+    crs_from_dataset,
+    crs_variable,
+    find_xy,
+    is_geographic_axis,
+    normalise_longitudes,
+    uneven_step,
+)
 
 if TYPE_CHECKING:
     from climai.data.features import FeatureSpec
@@ -50,6 +58,33 @@ def as_xy(ds: xr.Dataset, names: list[str], source: str) -> xr.Dataset:
     if "x" in ds.coords and is_geographic_axis(ds["x"]):
         lon = normalise_longitudes(np.asarray(ds["x"].values))
         ds = ds.assign_coords(x=("x", lon, ds["x"].attrs))
+    return ds
+
+
+def with_crs_variable(ds: xr.Dataset, names: list[str], source: str) -> xr.Dataset:
+    """``ds`` with its CRS as climai's ``crs`` variable (``crs_wkt`` and CF attributes), read
+    from the CF ``grid_mapping`` its variables name (any name; ``crs_wkt``/``spatial_ref`` or
+    the CF parameters alone), as ingest reads it; unchanged where ``crs`` already has a WKT or
+    no variable names a grid mapping. ``ValueError`` naming ``source`` for one pyproj cannot
+    read."""
+    if crs_wkt(ds):
+        return ds
+    for name in (n for n in names if n in ds.data_vars):
+        da = ds[name]
+        gm = str(da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping") or "")
+        if not gm or gm.split(":")[0].strip() not in ds.variables:
+            continue
+        try:
+            crs = crs_from_dataset(ds, name, "x")
+        except GridError as err:
+            raise ValueError(f"input {source!r}: {err}") from None
+        gm = gm.split(":")[0].strip()
+        out = ds.drop_vars(gm).assign(crs=crs_variable(crs))
+        for v in names:
+            if v in out.data_vars:
+                out[v].attrs["grid_mapping"] = "crs"
+                out[v].encoding.pop("grid_mapping", None)
+        return out
     return ds
 
 
@@ -157,6 +192,19 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
     check_crs(lr, grid.get("crs_wkt", ""), f"input {source!r}")
 
 
+def same_crs(a: CRS, b: CRS) -> bool:
+    """Whether ``a`` and ``b`` place a grid's x/y alike: equal up to axis order, or the same
+    datum and projection under other names (EPSG:3035 against its CF parameters, whose WKT
+    names it 'unknown' and orders the axes easting, northing)."""
+    if a.equals(b, ignore_axis_order=True):
+        return True
+    return (
+        a.is_geographic == b.is_geographic
+        and a.datum == b.datum
+        and a.coordinate_operation == b.coordinate_operation
+    )
+
+
 def check_crs(ds: xr.Dataset, want_wkt: str, what: str, required: bool = True) -> None:
     """Raise ``ValueError`` naming ``what`` unless ``ds`` is in the model's CRS ``want_wkt`` (none
     asked: any); without a CRS of its own, only where ``required``."""
@@ -168,7 +216,7 @@ def check_crs(ds: xr.Dataset, want_wkt: str, what: str, required: bool = True) -
             f"{what} has no CRS (a 'crs' variable with crs_wkt); the model expects "
             f"{CRS.from_wkt(want_wkt).name!r}"
         )
-    if CRS.from_wkt(found_wkt) != CRS.from_wkt(want_wkt):
+    if not same_crs(CRS.from_wkt(found_wkt), CRS.from_wkt(want_wkt)):
         raise ValueError(
             f"{what} is in CRS {CRS.from_wkt(found_wkt).name!r}; the model expects "
             f"{CRS.from_wkt(want_wkt).name!r}"

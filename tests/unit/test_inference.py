@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from pyproj import CRS
 
 from climai.cli import main
 from climai.config import InferConfig
@@ -145,6 +146,31 @@ def test_downscale_reads_inputs_whose_axes_are_not_named_x_and_y(new_domain, tmp
     err = capsys.readouterr().err
     assert code == 1 and re.search(r"input '.*odd\.nc'.*cannot tell which are x and y", err), err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_downscale_reads_the_crs_of_any_cf_grid_mapping(new_domain, tmp_path, capsys):
+    """An input whose grid mapping is not called ``crs`` or has CF parameters but no WKT (as
+    CF files often do, and as ingest accepts) was refused: 'has no CRS (a 'crs' variable with
+    crs_wkt); the model expects ...'. It now gives the output of the store, with its CRS."""
+    lr = open_store(new_domain / "lr.zarr")
+    cf = {k: v for k, v in lr["crs"].attrs.items() if k not in ("crs_wkt", "spatial_ref")}
+    mine = lr.drop_vars("crs").assign(laea=((), np.int32(0), cf))
+    for v in ("tas", "pr"):
+        mine[v].attrs["grid_mapping"] = "laea"
+    mine.to_netcdf(tmp_path / "lr.nc")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    assert _downscale_input(new_domain, tmp_path / "lr.nc", tmp_path / "hr_cf.zarr") == 0
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "hr_cf.zarr")
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+    from climai.inference.inputs import same_crs
+
+    found, want = (CRS.from_wkt(d["crs"].attrs["crs_wkt"]) for d in (got, lr))
+    assert same_crs(found, want) and not same_crs(found, CRS.from_epsg(3067))
+    bad = mine.assign(laea=((), np.int32(0), {"grid_mapping_name": "no_such_projection"}))
+    bad.to_netcdf(tmp_path / "bad.nc")
+    assert _downscale_input(new_domain, tmp_path / "bad.nc", tmp_path / "o.zarr") == 1
+    assert re.search(r"input '.*bad\.nc'.*grid_mapping 'laea'", capsys.readouterr().err)
 
 
 def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_domain, tmp_path):
