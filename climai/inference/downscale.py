@@ -42,6 +42,7 @@ from climai.inference.inputs import (
     as_xy,
     check_crs,
     check_input,
+    in_model_units,
     oriented,
     output_format,
     with_crs_variable,
@@ -420,6 +421,7 @@ def run_downscale(
     lr = lr.rename({lr_key(v): v for v in spec.variables if lr_key(v) in lr and v not in lr})
     lr = as_xy(lr, spec.variables, str(input_path))  # e.g. dims lat/lon: y/x
     lr = with_crs_variable(lr, spec.variables, str(input_path))  # any CF grid_mapping
+    lr = in_model_units(lr, card["units"], str(input_path))  # e.g. kg m-2 s-1 → mm h-1
     lr = oriented(lr, card["grid"], spec.scale)  # rows north to south: flipped to the model's
     check_input(lr, card, spec, str(input_path))
     lr = lr.assign({v: lr[v].transpose("time", "y", "x") for v in spec.variables})

@@ -88,6 +88,31 @@ def with_crs_variable(ds: xr.Dataset, names: list[str], source: str) -> xr.Datas
     return ds
 
 
+def in_model_units(lr: xr.Dataset, units: dict[str, str], source: str) -> xr.Dataset:
+    """``lr`` with each variable of ``units`` (the model card's) converted to the model's units
+    where its own differ and convert (``kg m-2 s-1`` → ``mm h-1``, ``degC`` → ``K``: as ingest
+    converts, lazily); ``ValueError`` naming ``source``, the variable and both units where they
+    do not (an accumulation per step, dBZ, another quantity). Without units, unchanged
+    (:func:`check_input` names it)."""
+    from climai.units import UnitsError, convert, is_amount, is_rate
+
+    out = lr
+    for name, want in units.items():
+        if name not in lr.data_vars or lr[name].attrs.get("units") in (None, want):
+            continue
+        found = str(lr[name].attrs["units"])
+        if is_amount(found) and is_rate(want):
+            raise ValueError(
+                f"input {source!r}: variable {name!r} has units {found!r}, an amount per step; "
+                f"the model expects the rate {want!r}: divide by each step's length first"
+            )
+        try:
+            out = out.assign({name: convert(lr[name], want, name, f" in input {source!r}")})
+        except UnitsError as err:
+            raise ValueError(f"{err}; the model expects {want!r}") from None
+    return out
+
+
 def check_calendar(lr: xr.Dataset, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` unless ``lr``'s time coordinate holds datetime64
     dates (a standard calendar): cftime dates (noleap, 360_day...) cannot be streamed."""

@@ -173,6 +173,23 @@ def test_downscale_reads_the_crs_of_any_cf_grid_mapping(new_domain, tmp_path, ca
     assert re.search(r"input '.*bad\.nc'.*grid_mapping 'laea'", capsys.readouterr().err)
 
 
+def test_downscale_converts_inputs_to_the_models_units(new_domain, tmp_path):
+    """pr in kg m-2 s-1 and tas in degC (how many files hold them) are converted to the model's
+    mm h-1 and K, as ingest converts; they were refused ('has units ...; the model expects')."""
+    lr = open_store(new_domain / "lr.zarr").load()
+    other = lr.assign(
+        pr=(lr["pr"] / 3600.0).assign_attrs(units="kg m-2 s-1"),
+        tas=(lr["tas"] - 273.15).assign_attrs(units="degC"),
+    )
+    write_store(other, tmp_path / "other.zarr")
+    assert _downscale(new_domain, tmp_path / "hr.zarr") == 0
+    assert _downscale_input(new_domain, tmp_path / "other.zarr", tmp_path / "hr_other.zarr") == 0
+    want, got = open_store(tmp_path / "hr.zarr"), open_store(tmp_path / "hr_other.zarr")
+    for v, atol in (("tas", 1e-3), ("pr", 1e-4)):
+        assert got[v].attrs["units"] == want[v].attrs["units"]
+        np.testing.assert_allclose(got[v].values, want[v].values, atol=atol, rtol=1e-4)
+
+
 def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_domain, tmp_path):
     """``--configfile``'s ``export`` keys (CF globals, compression, chunks) reach a NetCDF
     ``--output``; they were ignored: the model card's campaign's, or for a baseline the
@@ -211,7 +228,8 @@ def test_downscale_configfile_need_not_configure_the_models_method(new_domain, t
     ("change", "message"),
     [
         (lambda ds: ds.drop_vars("pr"), "lacks variables ['pr']"),
-        (lambda ds: ds.assign(tas=ds["tas"].assign_attrs(units="degC")), "units 'degC'; the model expects 'K'"),
+        (lambda ds: ds.assign(tas=ds["tas"].assign_attrs(units="m")), "cannot convert 'm' (length) to 'K' (temperature); the model expects 'K'"),
+        (lambda ds: ds.assign(pr=ds["pr"].assign_attrs(units="mm")), "units 'mm', an amount per step; the model expects the rate 'mm h-1'"),
         (lambda ds: ds.assign_coords(x=ds["x"] * 2), "LR spacing along x is 8000; the model expects 4000"),
         (lambda ds: ds.drop_vars("crs"), "has no CRS"),
         (
