@@ -41,9 +41,20 @@ def cf_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: attrs[k] for k in CF_KEYS if k in attrs}
 
 
+#: Attribute of ``time`` (set by ingest, kept by every store): the source's time bounds as
+#: ``[start, end]`` offsets from each time in seconds, where they are the same for every step.
+BOUNDS_OFFSETS = "bounds_offsets_seconds"
+
+
 def time_bounds(time: xr.DataArray) -> xr.DataArray:
-    """``(time, nv)`` bounds ``[t - Δt, t]``: each value describes the interval ending at ``t``."""
+    """``(time, nv)`` bounds: the source's own (``time`` attribute :data:`BOUNDS_OFFSETS`, e.g.
+    ``[0, 3600]`` for hourly means labelled at their start, ``[-1800, 1800]`` at their middle),
+    else ``[t - Δt, t]``: each value describes the interval ending at ``t``."""
     values = time.values.astype("datetime64[ns]")
+    offsets = time.attrs.get(BOUNDS_OFFSETS)
+    if offsets is not None and len(offsets) == 2:
+        start, end = (np.timedelta64(round(float(o) * 1e9), "ns") for o in offsets)
+        return xr.DataArray(np.stack([values + start, values + end], axis=1), dims=("time", "nv"))
     step = np.median(np.diff(values)) if values.size > 1 else np.timedelta64(1, "h")
     return xr.DataArray(np.stack([values - step, values], axis=1), dims=("time", "nv"))
 
@@ -175,7 +186,7 @@ def cf_dataset(
         "axis": "T",
         "bounds": "time_bnds",
     }
-    ds["time_bnds"] = time_bounds(ds["time"])
+    ds["time_bnds"] = time_bounds(hr["time"])
     for axis, axis_cf in axis_attrs(hr).items():
         ds[axis].attrs = axis_cf
     if "member" in ds.coords:

@@ -278,3 +278,49 @@ def test_exports_carry_true_latitude_and_longitude(campaign, request):
         )
         np.testing.assert_allclose(ds["lon"].values[[0, -1], [0, -1]], lon, atol=1e-9)
         np.testing.assert_allclose(ds["lat"].values[[0, -1], [0, -1]], lat, atol=1e-9)
+
+
+def test_exported_time_bounds_are_the_sources_own(tmp_path):
+    """Hourly means labelled at mid-interval (time 00:30, bounds [00:00, 01:00], as CORDEX and
+    CMIP files hold them) were exported with bounds [23:30, 00:30]: every step's interval an
+    hour early. The source's bounds now reach the export; without bounds, [t - Δt, t] as before."""
+    target, _ = toy_world(nx=32, ny=32, steps=48)
+    start = pd.DatetimeIndex(target["time"].values)
+    write_cf_netcdf(
+        tmp_path / "mid.nc",
+        {"pr": (target["pr"].values, "mm h-1")},
+        target["x"].values,
+        target["y"].values,
+        crs="EPSG:3035",
+        times=start + pd.Timedelta("30min"),
+    )
+    with netCDF4.Dataset(tmp_path / "mid.nc", "a") as nc:
+        nc.createDimension("nv", 2)
+        bnds = nc.createVariable("time_bnds", "f8", ("time", "nv"))
+        units = nc["time"].units
+        bnds.units = units
+        t = nc["time"][:]
+        bnds[:] = np.stack([t - 0.5 * (t[1] - t[0]), t + 0.5 * (t[1] - t[0])], axis=1)
+        nc["time"].bounds = "time_bnds"
+    raw = {
+        "campaign": "mid",
+        "results": str(tmp_path),
+        "scale": 8,
+        "methods": BASELINES,
+        "data": {
+            "target": {"source": "netcdf", "path": str(tmp_path / "mid.nc")},
+            "static": {"xk": {"source": "derived", "field": "x"}},
+        },
+        "variables": [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}],
+    }
+    (tmp_path / "mid.yaml").write_text(yaml.safe_dump(raw))
+    with xr.open_dataset(_export(tmp_path / "mid.yaml") / "bicubic_pr.nc") as ds:
+        first = pd.Timestamp(ds["time"].values[0])
+        np.testing.assert_array_equal(
+            ds["time_bnds"].values[0],
+            [
+                np.datetime64(first - pd.Timedelta("30min")),
+                np.datetime64(first + pd.Timedelta("30min")),
+            ],
+        )
+        assert first.minute == 30
