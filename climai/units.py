@@ -30,8 +30,23 @@ _ALIASES: dict[str, str] = {
     "degrees_kelvin": "K",
     "degree_celsius": "degC",
     "degrees_celsius": "degC",
+    "degree celsius": "degC",
+    "degrees celsius": "degC",
     "deg_c": "degC",
+    "deg c": "degC",
+    "degree_c": "degC",
+    "degrees_c": "degC",
+    "degreec": "degC",
+    "degree c": "degC",
+    "degrees c": "degC",
     "°c": "degC",
+    "degree_f": "degF",
+    "degrees_f": "degF",
+    "degree_fahrenheit": "degF",
+    "degrees_fahrenheit": "degF",
+    "degree f": "degF",
+    "degrees f": "degF",
+    "°f": "degF",
     "m s-1 lwe": "m s-1",
     "m lwe": "m",
     "dbz": REFLECTIVITY,
@@ -106,16 +121,24 @@ def _clean(x: float) -> float:
     return float(f"{x:.15g}")
 
 
+#: Plane-angle units: as a factor of a product ('degrees C' = degree × delta_degC) they hide a
+#: misspelt unit and scale the values by π/180 (20 'degrees C' became 0.35 K).
+_ANGLES = frozenset({"degree", "degrees", "radian", "arcminute", "arcsecond", "turn", "gradian"})
+
+
 @functools.cache
 def _parse(units: str) -> Any:
-    """The pint unit of ``units`` (already normalised); ``None`` if pint cannot read it."""
+    """The pint unit of ``units`` (already normalised); ``None`` if pint cannot read it, or
+    reads it as a product with a plane angle (a misspelling such as 'degrees C')."""
     if not units or units == REFLECTIVITY:
         return None
     ureg = registry()
     try:
-        return ureg.Unit(units)
+        unit = ureg.Unit(units)
     except Exception:  # pint raises several error types (undefined, scaling factor, syntax)
         return None
+    names = set(unit._units)
+    return None if len(names) > 1 and names & _ANGLES else unit
 
 
 def _dimension(unit: Any, water: bool = False) -> str:

@@ -156,3 +156,20 @@ def test_conversion_is_lazy_for_dask_arrays():
     out = convert(da, "Pa", "ps")
     assert out.chunks is not None
     np.testing.assert_allclose(out.values, 100.0)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["degC", "degree_C", "degrees_C", "degree_Celsius", "degrees C", "deg C", "Degrees Celsius"],
+)
+def test_celsius_spellings_convert_to_kelvin_by_value(spelling):
+    """'degrees C' and 'deg C' were read as angle × temperature difference: 20 became 0.349 K
+    with no error; 'degree_C' and 'degrees_C' (UDUNITS spellings) were unknown units."""
+    da = xr.DataArray(np.array([20.0, -5.0]), attrs={"units": spelling})
+    np.testing.assert_allclose(convert(da, "K", "tas").values, [293.15, 268.15], rtol=1e-6)
+
+
+@pytest.mark.parametrize("spelling", ["degrees m-1", "degree K", "radian mm h-1"])
+def test_a_plane_angle_in_a_product_is_refused_not_scaled(spelling):
+    with pytest.raises(UnitsError, match=f"unknown units '{spelling}'"):
+        lookup(spelling, "v")
