@@ -473,7 +473,10 @@ def mask_missing(
     out = ds.copy()
     for name in names:
         da = ds[name]
-        out[name] = da.where(~da.isin(values)).assign_attrs(
+        # in the data's own precision: -999.9 in a float32 file is float32(-999.9), which
+        # isin() compared with the float64 -999.9 would never find (as CF decoding does)
+        same = np.asarray(values, dtype=da.dtype) if da.dtype.kind == "f" else values
+        out[name] = da.where(~da.isin(same)).assign_attrs(
             {**da.attrs, "missing_sentinel": str(values)}
         )
     return out

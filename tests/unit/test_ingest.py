@@ -715,3 +715,25 @@ def test_synthetic_split_ranges_are_checked_before_any_job():
         validate_config({"data": {"target": target}, "split": fine, "methods": unet}),
         cache=False,
     )
+
+
+def test_a_decimal_sentinel_in_a_float32_file_is_missing_data(in_tmp):
+    """missing_value: -999.9 on a float32 temperature file: the sentinel cells were kept as
+    -999.9 K (isin compared float64 -999.9 with float32 values and never matched); they are
+    NaN, the rest unchanged."""
+    values = np.full((2, 8, 8), 280.0, dtype=np.float32)
+    values[:, :2, :3] = np.float32(-999.9)
+    write_cf_netcdf(
+        in_tmp / "t.nc",
+        {"t2m": (values, "K")},
+        np.arange(8) * 1000.0,
+        np.arange(8) * 1000.0,
+        crs=TOY_CRS,
+        times=pd.date_range("2021-07-01", periods=2, freq="h"),
+    )
+    raw = campaign({"source": "netcdf", "path": str(in_tmp / "t.nc"), "missing_value": -999.9})
+    raw["variables"] = [{"name": "tas", "source_name": "t2m", "units": "K", "kind": "temperature"}]
+    target, _ = ingest({**raw, "scale": 2})
+    tas = target["tas"].values
+    assert np.isnan(tas[:, :2, :3]).all() and int(np.isnan(tas).sum()) == 2 * 6
+    np.testing.assert_array_equal(tas[~np.isnan(tas)], 280.0)
