@@ -206,6 +206,12 @@ def find_xy(ds: xr.Dataset, variable: str) -> tuple[str, str]:
             f"variable {variable!r} has dimensions {dims}; cannot tell which are x and y "
             f"(expected a coordinate with axis X/Y or a name like x/lon and y/lat)"
         )
+    bare = [d for d in (found["X"], found["Y"]) if d not in ds.coords]
+    if bare:  # read as 0, 1, 2...: a grid of 1 m (or 1°) cells in the wrong place
+        raise GridError(
+            f"variable {variable!r}: dimension(s) {bare} have no coordinate variable; expected "
+            "1-D coordinates of the cell centres (metres or degrees, as the CRS needs)"
+        )
     return found["X"], found["Y"]
 
 

@@ -737,3 +737,19 @@ def test_a_decimal_sentinel_in_a_float32_file_is_missing_data(in_tmp):
     tas = target["tas"].values
     assert np.isnan(tas[:, :2, :3]).all() and int(np.isnan(tas).sum()) == 2 * 6
     np.testing.assert_array_equal(tas[~np.isnan(tas)], 280.0)
+
+
+def test_a_grid_without_coordinate_values_is_refused_early(in_tmp):
+    """A file with a grid mapping but no x/y coordinate variables was ingested with x, y =
+    0, 1, 2... taken as metres: a 1 m grid at the projection's origin, no error."""
+    write_cf_netcdf(
+        in_tmp / "t.nc",
+        {"pr": (np.ones((2, 8, 8)), "mm h-1")},
+        np.arange(8) * 1000.0,
+        np.arange(8) * 1000.0,
+        crs=TOY_CRS,
+        times=pd.date_range("2021-07-01", periods=2, freq="h"),
+    )
+    xr.open_dataset(in_tmp / "t.nc").load().drop_vars(["x", "y"]).to_netcdf(in_tmp / "bare.nc")
+    raw = campaign({"source": "netcdf", "path": str(in_tmp / "bare.nc")}, scale=2)
+    assert_fails_without_output(raw, r"data\.target: .*'pr'.*\['x', 'y'\] have no coordinate")
