@@ -64,9 +64,9 @@ def as_xy(ds: xr.Dataset, names: list[str], source: str) -> xr.Dataset:
 def with_crs_variable(ds: xr.Dataset, names: list[str], source: str) -> xr.Dataset:
     """``ds`` with its CRS as climai's ``crs`` variable (``crs_wkt`` and CF attributes), read
     from the CF ``grid_mapping`` its variables name (any name; ``crs_wkt``/``spatial_ref`` or
-    the CF parameters alone), as ingest reads it; unchanged where ``crs`` already has a WKT or
-    no variable names a grid mapping. ``ValueError`` naming ``source`` for one pyproj cannot
-    read."""
+    the CF parameters alone), as ingest reads it, or WGS84 for longitude/latitude axes without
+    one; unchanged where ``crs`` already has a WKT or nothing says what the grid is.
+    ``ValueError`` naming ``source`` for a grid mapping pyproj cannot read."""
     if crs_wkt(ds):
         return ds
     for name in (n for n in names if n in ds.data_vars):
@@ -85,7 +85,19 @@ def with_crs_variable(ds: xr.Dataset, names: list[str], source: str) -> xr.Datas
                 out[v].attrs["grid_mapping"] = "crs"
                 out[v].encoding.pop("grid_mapping", None)
         return out
+    if "x" in ds.coords and is_geographic_axis(ds["x"]) and not is_rotated(ds):
+        # no grid mapping on longitude/latitude axes: WGS84, as ingest reads such a file
+        out = ds.assign(crs=crs_variable(CRS.from_epsg(4326)))
+        for v in names:
+            if v in out.data_vars:
+                out[v].attrs["grid_mapping"] = "crs"
+        return out
     return ds
+
+
+def is_rotated(ds: xr.Dataset) -> bool:
+    """Whether ``ds``'s x axis is a rotated-pole grid longitude (which needs its grid mapping)."""
+    return ds["x"].attrs.get("standard_name") == "grid_longitude"
 
 
 def in_model_units(lr: xr.Dataset, units: dict[str, str], source: str) -> xr.Dataset:

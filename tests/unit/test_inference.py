@@ -1200,3 +1200,21 @@ def test_downscale_applies_the_campaigns_deterministic_kernels(new_domain, tmp_p
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_latlon_input_without_grid_mapping_is_wgs84_as_in_ingest():
+    """A plain lat/lon LR file (no grid mapping: ingest reads it as WGS84) was refused by
+    climai downscale: 'has no CRS (a 'crs' variable with crs_wkt); the model expects 'WGS 84''.
+    Projected axes without one still say nothing of their CRS."""
+    from climai.inference.inputs import as_xy, check_crs, with_crs_variable
+
+    lon = xr.DataArray([10.0, 10.08], dims="lon", attrs={"units": "degrees_east"})
+    lat = xr.DataArray([45.0, 45.08], dims="lat", attrs={"units": "degrees_north"})
+    ds = xr.Dataset(
+        {"pr": (("time", "lat", "lon"), np.ones((1, 2, 2)))}, coords={"lon": lon, "lat": lat}
+    )
+    out = with_crs_variable(as_xy(ds, ["pr"], "f.nc"), ["pr"], "f.nc")
+    assert out["pr"].attrs["grid_mapping"] == "crs"
+    check_crs(out, CRS.from_epsg(4326).to_wkt(), "input 'f.nc'")
+    projected = ds.rename(lon="x", lat="y").assign_coords(x=[0.0, 8000.0], y=[0.0, 8000.0])
+    assert "crs" not in with_crs_variable(projected, ["pr"], "f.nc")
