@@ -115,34 +115,41 @@ def axis_attrs(hr: xr.Dataset) -> dict[str, dict[str, str]]:
     return {axis: {**table[axis], "axis": axis.upper()} for axis in ("x", "y")}
 
 
+#: HR rows per block of the lat/lon auxiliaries: computed band by band as they are written.
+LATLON_ROWS = 256
+
+
+def _lonlat_rows(rows: np.ndarray, x: np.ndarray, wkt: str, which: int) -> np.ndarray:
+    """Longitude (``which`` 0) or latitude (1), WGS84 degrees, of the cells ``rows`` × ``x``."""
+    from pyproj import CRS, Transformer
+
+    to_ll = Transformer.from_crs(CRS.from_wkt(wkt), CRS.from_epsg(4326), always_xy=True)
+    xx, yy = np.meshgrid(x, rows)
+    return np.asarray(to_ll.transform(xx, yy)[which], dtype=np.float64)
+
+
 def latlon_auxiliaries(hr: xr.Dataset) -> dict[str, xr.DataArray]:
     """True ``lat``/``lon`` (WGS84 degrees) of every cell of a grid whose ``x``/``y`` are not
     longitude/latitude (projected or rotated pole), from its ``crs`` variable, as CF auxiliary
-    coordinates on ``(y, x)`` (CF 5.6); none on a lat/lon grid or without a CRS."""
-    from pyproj import CRS, Transformer
+    coordinates on ``(y, x)`` (CF 5.6), lazily by bands of :data:`LATLON_ROWS` rows (memory
+    bounded by the band); none on a lat/lon grid or without a CRS."""
+    import dask.array as dsa
 
     wkt = str(hr["crs"].attrs.get("crs_wkt", "")) if "crs" in hr.variables else ""
     if not wkt or (is_geographic(hr) and not is_rotated_pole(hr)):
         return {}
-    to_ll = Transformer.from_crs(CRS.from_wkt(wkt), CRS.from_epsg(4326), always_xy=True)
-    xx, yy = np.meshgrid(np.asarray(hr["x"].values), np.asarray(hr["y"].values))
-    lon, lat = to_ll.transform(xx, yy)
-    return {
-        "lat": xr.DataArray(
-            np.asarray(lat, dtype=np.float64),
-            dims=("y", "x"),
-            attrs={"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"},
-        ),
-        "lon": xr.DataArray(
-            np.asarray(lon, dtype=np.float64),
-            dims=("y", "x"),
-            attrs={
-                "standard_name": "longitude",
-                "long_name": "longitude",
-                "units": "degrees_east",
-            },
-        ),
-    }
+    x = np.asarray(hr["x"].values, dtype=np.float64)
+    rows = dsa.from_array(np.asarray(hr["y"].values, dtype=np.float64), chunks=LATLON_ROWS)
+    out = {}
+    for which, name, units in ((1, "lat", "degrees_north"), (0, "lon", "degrees_east")):
+        values = rows.map_blocks(
+            _lonlat_rows, x, wkt, which, new_axis=1, chunks=(rows.chunks[0], (x.size,)),
+            dtype=np.float64,
+        )  # fmt: skip
+        long_name = "latitude" if which else "longitude"
+        attrs = {"standard_name": long_name, "long_name": long_name, "units": units}
+        out[name] = xr.DataArray(values, dims=("y", "x"), attrs=attrs)
+    return out
 
 
 def _variable_attrs(hr: xr.Dataset, name: str, base: str) -> dict[str, Any]:
