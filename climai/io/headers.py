@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from climai.config import CampaignConfig, DerivedStatic, PluginSource, SyntheticConfig
-from climai.grids import GridError, crs_from_dataset, find_xy
+from climai.grids import GridError, crs_from_dataset, find_xy, standardise
 from climai.io.readers import SourceError, expand_paths, open_source
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
 
@@ -83,6 +83,8 @@ def check_source(
         crs_from_dataset(ds, variables[0], x, spec.crs)
         if cfg is not None:
             _remember_shape(cfg, _shape_of(ds, cfg, len(paths)))
+        else:  # the grid and time checks ingest makes (calendar, spacing, dimensions)
+            standardise(ds, variables, key, spec.crs)
     except (UnitsError, GridError) as err:
         raise SourceError(f"{key}: {err}" if key not in str(err) else str(err)) from None
     finally:

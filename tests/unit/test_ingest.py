@@ -753,3 +753,23 @@ def test_a_grid_without_coordinate_values_is_refused_early(in_tmp):
     xr.open_dataset(in_tmp / "t.nc").load().drop_vars(["x", "y"]).to_netcdf(in_tmp / "bare.nc")
     raw = campaign({"source": "netcdf", "path": str(in_tmp / "bare.nc")}, scale=2)
     assert_fails_without_output(raw, r"data\.target: .*'pr'.*\['x', 'y'\] have no coordinate")
+
+
+def test_a_noleap_input_is_refused_before_any_job(in_tmp):
+    """data.input in a noleap calendar passed 'climai validate' (only the target's calendar was
+    checked there) and stopped ingest; the checks before jobs now run the grid and time checks
+    of ingest on every source's first file."""
+    from climai.io.headers import check_before_jobs
+
+    truth, _ = toy_world(seed=2, nx=16, ny=16, steps=8)
+    truth[["pr", "crs"]].to_netcdf(in_tmp / "target.nc")
+    lr = truth[["pr", "crs"]].coarsen(x=2, y=2).mean()
+    lr["crs"] = truth["crs"]
+    lr["pr"].attrs = dict(truth["pr"].attrs)
+    lr = lr.convert_calendar("noleap", use_cftime=True)
+    lr.to_netcdf(in_tmp / "input.nc")
+    raw = campaign({"source": "netcdf", "path": str(in_tmp / "target.nc")}, scale=2)
+    raw["data"]["input"] = {"source": "netcdf", "path": str(in_tmp / "input.nc")}
+    raw["methods"] = {"unet": None, "unet-crps": None}  # baselines: no patch to check
+    with pytest.raises(SourceError, match=r"data\.input: the time of 'pr' does not decode"):
+        check_before_jobs(validate_config(raw), cache=False)
