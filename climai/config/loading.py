@@ -77,6 +77,25 @@ def restore_empty_mappings(config: dict[str, Any], overrides: dict[str, Any]) ->
     return config
 
 
+def order_like(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (in place, and returned) with the keys of every mapping in the order of
+    ``reference``'s, keys that ``reference`` lacks after them in their own order.
+
+    Snakemake starts its ``config`` from the ``--configfile`` files and merges the workflow's
+    ``config/config.yaml`` into it, so a key a campaign file names comes first: ``methods:
+    {unet: {workers: 2}}`` put ``unet`` before ``bicubic``, which reordered the summary's rows
+    and changed compare's ``methods`` parameter (a rerun of compare and manifest for a key that
+    changes no output). In ``config/config.yaml``'s order, as :func:`deep_merge` gives it.
+    """
+    keys = [k for k in reference if k in config] + [k for k in config if k not in reference]
+    items = [(k, config.pop(k)) for k in keys]
+    for key, value in items:
+        config[key] = value
+        if isinstance(value, dict) and isinstance(reference.get(key), dict):
+            order_like(value, reference[key])
+    return config
+
+
 def load_config(*paths: str | Path) -> CampaignConfig:
     """Read YAML config files (later ones override earlier ones) and validate them."""
     raw: dict[str, Any] = {}

@@ -218,3 +218,20 @@ def test_mrms_sentinel_left_unset_stops_ingest_naming_the_key(tmp_path, monkeypa
         r"negative precipitation \(minimum -3 mm h-1\).*set data.target.missing_value", err
     )
     assert os.listdir(tmp_path) == ["c.yaml"]  # nothing written, not even a temporary
+
+
+def test_naming_a_method_in_a_configfile_keeps_the_methods_in_config_yaml_order(tmp_path):
+    """Snakemake puts a --configfile's keys before config.yaml's: `methods: {unet: {workers:
+    1}}` (a key that reruns nothing, README "Using it") made compare's `--methods` start with
+    unet, a changed parameter that reran compare and manifest and reordered the summary."""
+    config = _write(tmp_path, {"methods": {"unet": {"workers": 1}}})
+    result = run_snakemake(tmp_path, "--configfile", config, "-n", "-p")
+    assert result.returncode == 0, result.stderr[-3000:]
+    methods = re.search(r"climai compare .*?--methods ((?:'?\w[\w-]*'? )+)", result.stdout)
+    assert methods is not None, result.stdout[-3000:]
+    assert methods[1].replace("'", "").split() == [
+        "bicubic",
+        "quantile-mapping",
+        "unet",
+        "unet-crps",
+    ]

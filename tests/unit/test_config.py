@@ -234,6 +234,30 @@ def test_empty_mappings_of_a_configfile_switch_on_what_config_yaml_sets_to_null(
     assert restore_empty_mappings(config, overrides)["methods"] == want == merged["methods"]
 
 
+def test_a_configfile_naming_a_method_keeps_config_yaml_method_order():
+    """Snakemake starts from the --configfile and merges config.yaml into it, so naming `unet`
+    there (a key that changes no output) put it before bicubic: compare's `methods` parameter
+    changed (compare and manifest reran) and the summary's rows were reordered. The Snakefile
+    puts the keys back in config.yaml's order, the order climai's own loader gives."""
+    import copy
+
+    import yaml
+    from snakemake.utils import update_config
+
+    from climai.config.loading import deep_merge, order_like
+
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    overrides = {"methods": {"unet": {"workers": 1}, "conv": {"type": "unet"}}}
+    merged = copy.deepcopy(overrides)  # what Workflow.configfile makes of the two
+    update_config(merged, copy.deepcopy(base))
+    update_config(merged, overrides)
+    assert next(iter(merged["methods"])) == "unet"  # Snakemake's order, without the fix
+    ordered = validate_config(order_like(merged, base)).methods.enabled()
+    assert ordered == validate_config(deep_merge(base, overrides)).methods.enabled()
+    assert ordered == ["bicubic", "quantile-mapping", "unet", "unet-crps", "conv"]
+    assert list(order_like({"b": {"y": 1, "x": 2}, "c": 3}, {"b": {"x": 0}})["b"]) == ["x", "y"]
+
+
 def test_data_loading_keys_of_a_training_change_no_hash_and_retrain_nothing():
     """workers, loader and memory_limit_gb give the same batches, so bitwise the same model
     (climai/data/dataset.py; checked on the toy campaign: workers 2 and loader stream against

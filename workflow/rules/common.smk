@@ -6,7 +6,7 @@ from climai.config import (
     stage_slice,
     validate_config,
 )
-from climai.config.loading import restore_empty_mappings
+from climai.config.loading import order_like, restore_empty_mappings
 from climai.config.slices import RUN_KEYS_ENV, split_run_keys
 from climai.io.headers import check_before_jobs
 from climai.io.settings import only_inspects, refresh_settings, settings_text
@@ -24,6 +24,7 @@ from climai.manifest import input_paths
 from climai.parents import parent_model, pooled_datasets
 import json
 import re
+import yaml
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from climai.registry import method_type
 
 # `{}` in a --configfile must switch on what config.yaml sets to null (Snakemake keeps the null)
 restore_empty_mappings(config, workflow.config_settings.overwrite_config or {})
+# and in config.yaml's key order, as `climai --configfile` merges: Snakemake puts a --configfile's
+# keys first, so naming a method there reordered the methods (compare's rows and params: a rerun)
+with open(Path(workflow.basedir) / "config" / "config.yaml") as _defaults:
+    order_like(config, yaml.safe_load(_defaults) or {})
 try:
     CFG = validate_config(config)
     # a campaign's own rule files, confined to the working folder (docs/security.md)
