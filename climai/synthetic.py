@@ -6,7 +6,8 @@ rerun gives the same bytes. The fields are built the way the real ones behave:
 * terrain: a fractal surface by spectral synthesis (isotropic power spectrum ∝ k^-2.2) shaped by a few
   Gaussian ranges, scaled so the highest peaks reach ~3 km; the lowest ~15 % is sea;
 * ``tas`` (K): large-scale gradient + seasonal and diurnal cycles (stronger over land) + a lapse
-  rate that varies in time (−6.5 K/km on average, steeper by day, inversions on clear nights)
+  rate that varies in time (−6.5 K/km ± the diurnal cycle, −8 in the afternoon, plus inversions
+  on clear nights: −5.1 K/km on average over the default campaign's 480 steps)
   + weather noise with a red spectrum advected by the wind;
 * ``pr`` (mm h-1): intermittent rain areas advected by the wind, enhanced where the wind blows up
   the slope (wind · terrain gradient), plus moving convective cells triggered over high terrain;
@@ -29,7 +30,7 @@ from climai.grids import crs_variable
 
 TOY_CRS = CRS.from_epsg(3035)  # ETRS89-LAEA Europe: the toy domain sits in the Alps
 _ORIGIN = (4_300_000.0, 2_600_000.0)  # south-west corner of the toy domain, metres
-LAPSE_RATE_MEAN = -6.5e-3  # K per metre
+LAPSE_RATE_MEAN = -6.5e-3  # K per metre, the mean before night inversions (with them: −5.1e-3)
 
 
 def _wavenumbers(ny: int, nx: int) -> np.ndarray:
