@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,14 @@ def band_order(ratios: dict[str, float]) -> list[str]:
     return sorted(ratios, key=lambda b: float(b.split("-")[0]))
 
 
-def crps_or_mae(m: dict[str, Any]) -> tuple[float | None, bool]:
-    """The CRPS of an ensemble, or the MAE of a deterministic method (its CRPS, exactly)."""
+def crps_or_mae(m: dict[str, Any], ensemble: bool = False) -> tuple[float | None, bool]:
+    """The CRPS of an ensemble, or the MAE of a deterministic method (its CRPS, exactly), and
+    whether the method is an ensemble. An ``ensemble`` scored without ``crps`` (not in
+    ``evaluate.metrics``) has no CRPS here: its ``mae`` is its ensemble mean's, not its CRPS."""
     if "crps" in m:
         return m["crps"], True
+    if ensemble:
+        return None, True
     return m.get("mae"), False
 
 
@@ -42,10 +47,12 @@ def summary_rows(
     variables: list[str],
     flags: dict[str, list[str]] | None = None,
     units: dict[str, str] | None = None,
+    ensembles: Collection[str] = (),
 ) -> list[dict[str, str]]:
     """One row per method and variable from ``metrics[method][var]`` (metrics.json contents);
     ``flags[method]``: the variables whose validation RMSE was above bicubic's; ``units[var]``:
-    the variable's units (a ``units`` column: those of every value with units in its row)."""
+    the variable's units (a ``units`` column: those of every value with units in its row);
+    ``ensembles``: the methods with members (see :func:`crps_or_mae`)."""
     rows = []
     for method, per_var in metrics.items():
         for var in variables:
@@ -56,7 +63,7 @@ def summary_rows(
             if flags and any(flags.values()):
                 row["val_worse_than_bicubic"] = "yes" if var in flags.get(method, []) else ""
             row.update({k: _fmt(m.get(k)) for k in _SCALARS})
-            row["crps"] = _fmt(crps_or_mae(m)[0])
+            row["crps"] = _fmt(crps_or_mae(m, method in ensembles)[0])
             sr = m["spectral_ratio"]
             row.update({f"spectral_ratio_{b}": _fmt(sr[b], 3) for b in band_order(sr)})
             for name, err in m.get("quantile_error", {}).items():
@@ -88,10 +95,12 @@ def markdown_table(
     units: dict[str, str],
     baseline: str = "bicubic",
     flags: dict[str, list[str]] | None = None,
+    ensembles: Collection[str] = (),
 ) -> str:
     """The methods table: per variable RMSE (and its ratio to ``baseline``), CRPS (and its ratio
     to ``baseline``'s MAE), spectral ratio per band and p99 error, one row per method; a method
-    in ``flags`` for the variable (validation RMSE above bicubic's) is marked."""
+    in ``flags`` for the variable (validation RMSE above bicubic's) is marked; ``ensembles``:
+    the methods with members (see :func:`crps_or_mae`)."""
     flags = flags or {}
     lines = []
     for var in variables:
@@ -111,7 +120,7 @@ def markdown_table(
             rmse = _fmt(m["rmse"], 3)
             if base and method != baseline:
                 rmse += f" ({m['rmse'] / base:.2f}×)"
-            crps, is_ens = crps_or_mae(m)
+            crps, is_ens = crps_or_mae(m, method in ensembles)
             crps_s = _fmt(crps, 3) + ("" if is_ens else "*")
             if base_mae and crps is not None and method != baseline:
                 crps_s += f" ({crps / base_mae:.2f}×)"
@@ -192,6 +201,7 @@ def _variable_table(
     units: str,
     baseline: str,
     cell_km: float | None,
+    ensembles: Collection[str] = (),
 ) -> str:
     """One variable's table: a row per method, 3 significant digits."""
     first = next(iter(metrics.values()))[var]
@@ -212,7 +222,10 @@ def _variable_table(
         m = per_var[var]
         values = [sig3(m.get("rmse")), *([f"{m['rmse'] / base:.2f}×"] if base else [])]
         values += [sig3(m.get(k)) for k in ("mae", "bias", "corr")]
-        values += [sig3(crps_or_mae(m)[0]), sig3(m.get("quantile_error", {}).get("p99"))]
+        values += [
+            sig3(crps_or_mae(m, method in ensembles)[0]),
+            sig3(m.get("quantile_error", {}).get("p99")),
+        ]
         values += [sig3(m["spectral_ratio"].get(b)) for b in bands]
         if wet:
             values.append(f"{sig3(m.get('wet_fraction'))} ({sig3(m.get('wet_fraction_truth'))})")
@@ -248,12 +261,15 @@ def summary_html(
     figures: list[PageFigure],
     cell_km: float | None = None,
     baseline: str = "bicubic",
+    ensembles: Collection[str] = (),
 ) -> str:
     """The campaign page: per variable a table of every method's test-split metrics to 3
     significant digits (RMSE also as a ratio to ``baseline``; spectral bands in cells and, with
     ``cell_km``, in km), the ``figures`` inline (embedded PNG, so the page works alone, from disk
     or in the Snakemake report), and the configuration folded away. All digits: summary.csv."""
-    tables = "".join(_variable_table(v, metrics, units[v], baseline, cell_km) for v in variables)
+    tables = "".join(
+        _variable_table(v, metrics, units[v], baseline, cell_km, ensembles) for v in variables
+    )
     figs = "".join(
         f"<figure id='{html.escape(f.name)}'>"
         f"<img alt='{html.escape(f.name)}' src='data:image/png;base64,"

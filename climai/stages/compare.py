@@ -158,9 +158,12 @@ def run(ctx: StageContext, methods: list[str]) -> None:
         for m in methods
         if (f := ctx.paths.validation(m)).is_file()
     }
-    rows = summary_rows(metrics, variables, flags, units)
+    rows = summary_rows(metrics, variables, flags, units, ensembles)
     write_text(ctx.paths.summary, rows_to_csv(rows))
-    write_text(ctx.paths.summary_md, markdown_table(metrics, variables, units, flags=flags))
+    write_text(
+        ctx.paths.summary_md,
+        markdown_table(metrics, variables, units, flags=flags, ensembles=ensembles),
+    )
     emulators = [m for m in methods if m in ctx.cfg.methods.of_kind("emulator")]
     histories = {
         m: list(csv.DictReader(ctx.paths.history(m).read_text().splitlines()))
@@ -191,6 +194,7 @@ def run(ctx: StageContext, methods: list[str]) -> None:
             units,
             figures,
             grid.cell_km,
+            ensembles=ensembles,
         ),
     )
     from climai.plan import jobs_html, measured_jobs

@@ -172,6 +172,24 @@ def test_markdown_table_by_hand():
     assert "| ens | 0.25 (0.50×) | 0.1 (0.50×) | 0.90 / 1.00 | 0.125 |" in md  # CRPS / bicubic MAE
 
 
+def test_an_ensemble_scored_without_crps_shows_no_crps_and_no_deterministic_mark():
+    """evaluate.metrics without crps: the ensemble's ensemble-mean MAE filled its CRPS column,
+    marked '*' ("deterministic method: its CRPS equals its MAE"), in summary.md, .csv and .html."""
+    from climai.evaluation.summary import summary_html, summary_rows
+
+    point = {"rmse": 0.5, "mae": 0.2, "spectral_ratio": {"2-4": 0.5}}
+    metrics = {"bicubic": {"pr": point}, "ens": {"pr": {**point, "rmse": 0.25, "mae": 0.125}}}
+    md = markdown_table(metrics, ["pr"], {"pr": "mm h-1"}, ensembles=["ens"])
+    assert "| ens | 0.25 (0.50×) |  | 0.50 |  |" in md
+    assert "| bicubic | 0.5 | 0.2* | 0.50 |  |" in md
+    rows = summary_rows(metrics, ["pr"], ensembles=["ens"])
+    assert [r["crps"] for r in rows] == ["0.2", ""] and rows[1]["mae"] == "0.125"
+    page = summary_html("t", "", metrics, ["pr"], {"pr": "mm h-1"}, [], ensembles=["ens"])
+    assert (
+        "<th>ens</th><td>0.25</td><td>0.50×</td><td>0.125</td><td></td><td></td><td></td>" in page
+    )
+
+
 def test_shown_steps_are_the_wettest_in_time_order(campaign):
     ds = open_store(campaign.paths.dataset)
     steps = show_steps(ds, "pr", 3)
