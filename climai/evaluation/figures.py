@@ -239,7 +239,7 @@ def learning_curves_figure(
             axes[1].plot(epoch, col("lr"), "-", color=c, label=label)
             axes[2].plot(epoch, col("samples_per_s"), "-", color=c, marker=".", label=label)
     for ax, ylabel, log in (
-        (axes[0], "training loss", True),
+        (axes[0], "loss (training objective)", True),
         (axes[1], "learning rate", True),
         (axes[2], "training samples / s", False),
     ):

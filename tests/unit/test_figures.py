@@ -196,6 +196,7 @@ def test_learning_curves_figure_draws_every_method_and_group(monkeypatch):
     ]
     assert list(loss.lines[0].get_xdata()) == [1, 2, 3] and loss.get_yscale() == "log"
     assert speed.get_ylabel() == "training samples / s" and len(lr.lines) == 2
+    assert loss.get_ylabel() == "loss (training objective)"  # it was "training loss" over val too
     plt.close(drawn[0])
 
 
