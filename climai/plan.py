@@ -333,16 +333,19 @@ def critical_path_minutes(cfg: CampaignConfig, jobs: list[JobPlan]) -> float:
         before = trained(parent) if parent and ("train", parent) in minutes else prep
         return before + minutes.get(("train", m), 0.0)
 
-    def done(m: str) -> float:
+    def inferred(m: str) -> float:
         infer = minutes.get(("infer", m)) or (
             minutes.get(("infer_block", m), 0.0) + minutes.get(("infer_gather", m), 0.0)
         )
-        after = max(minutes.get(("evaluate", m), 0.0), minutes.get(("export", m), 0.0))
-        return trained(m) + infer + after
+        return trained(m) + infer
 
+    # compare waits for every evaluate, manifest for compare and every export (not compare for
+    # the exports: counting an export before compare lengthened the path)
     methods = cfg.methods.enabled()
-    longest = max([done(m) for m in methods] or [prep])
-    return longest + minutes.get(("compare", None), 0.0) + minutes.get(("manifest", None), 0.0)
+    scored = max([inferred(m) + minutes.get(("evaluate", m), 0.0) for m in methods] or [prep])
+    exported = max([inferred(m) + minutes.get(("export", m), 0.0) for m in methods] or [prep])
+    compared = scored + minutes.get(("compare", None), 0.0)
+    return max(compared, exported) + minutes.get(("manifest", None), 0.0)
 
 
 def plan_rows(jobs: list[JobPlan]) -> list[dict[str, Any]]:

@@ -257,6 +257,29 @@ def test_italy_plans_gpus_for_emulators_only_and_counts_node_hours():
         assert j.size.cpus <= limit.max_threads and j.size.runtime <= limit.max_runtime, j
 
 
+def test_the_critical_path_puts_compare_after_the_evaluates_not_the_exports():
+    """compare reads metrics, not exports: a long export ran beside compare, yet the path added
+    it before compare (italy-500m: 26:23 instead of 26:20, export qm 81 min vs evaluate 78)."""
+    from climai.cost import Estimate
+    from climai.hpc import JobSize
+    from climai.sizing import JobPlan
+
+    cfg = load_config(REPO / "config" / "config.yaml")
+    runtimes = {("ingest", None): 5, ("preprocess", None): 5, ("compare", None): 50}
+    runtimes |= {("manifest", None): 1}
+    for m in cfg.methods.enabled():  # bicubic, quantile-mapping, unet, unet-crps
+        runtimes |= {("infer", m): 10, ("evaluate", m): 10, ("export", m): 100}
+        if m.startswith("unet"):
+            runtimes[("train", m)] = 20
+    jobs = [
+        JobPlan(r, m, 1, JobSize(cpus=1, mem_mb=100, runtime=t), None, Estimate(100, 60))
+        for (r, m), t in runtimes.items()
+    ]
+    # unet-crps trains after unet: 10 + 20 + 20 + 10 to its infer, then export 100 beside
+    # evaluate 10 + compare 50; manifest after both
+    assert critical_path_minutes(cfg, jobs) == 10 + 40 + 10 + max(100, 10 + 50) + 1
+
+
 SMALL_PARTITIONS = [Partition("cpu", max_runtime=30, max_threads=8, max_mem_mb=8000),
                     Partition("gpu", max_runtime=30, max_threads=8, max_mem_mb=8000, max_gpu=1)]  # fmt: skip
 
