@@ -48,6 +48,11 @@ class Emulator:
         return math.lcm(*(size_multiple(net) for net in self.nets.values()))
 
 
+class UnknownMethodType(ValueError):
+    """A model file's method type that no installed package provides (a plugin not installed
+    here): the file is fine, the environment lacks the type."""
+
+
 def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
     """The emulator, its feature spec and its card from a ``model.pt``: each network rebuilt by
     its method type's registry ``build`` from the config stored in the card, then loaded."""
@@ -55,6 +60,8 @@ def load_emulator(path: str | Path) -> tuple[Emulator, FeatureSpec, dict[str, An
     check_card(card, path)
     try:
         return _emulator_of(path, state, card)
+    except UnknownMethodType:
+        raise  # not a damaged file: its own message says what to install
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         lines = str(err).strip().splitlines() or [type(err).__name__]
         what = f"missing key {lines[0]}" if isinstance(err, KeyError) else lines[0]
@@ -168,8 +175,11 @@ def _method_of_card(path: str | Path, arch: dict[str, Any]) -> tuple[MethodType,
     try:
         mtype = method_type(arch["type"])
     except KeyError as err:
-        raise ValueError(
-            f"model file {str(path)!r} needs the method type {arch['type']!r}: {err}"
+        raise UnknownMethodType(
+            f"model file {str(path)!r} needs the method type {arch['type']!r}, which no installed "
+            f"package provides: {str(err).strip(chr(39) + chr(34))}; install the plugin that "
+            "registers it (entry point group climai.methods, docs/add-an-emulator.md) where the "
+            "model is applied"
         ) from None
     return mtype, mtype.config.model_validate(_without_ignored_keys(arch["method_config"]))
 

@@ -487,6 +487,12 @@ MODEL_CASES = [
         r"model file 'model.pt': its model card is incomplete or inconsistent:\n  "
         r"grid: missing hr_dx, hr_dy",
     ),
+    model_case(  # a plugin's model where the plugin is not installed: the file is not damaged
+        "card-type-not-installed",
+        model_file(lambda obj: obj["card"]["architecture"].update(type="resconv")),
+        r"model file 'model.pt' needs the method type 'resconv', which no installed package "
+        r"provides: unknown method 'resconv'; valid methods: bicubic, .*; install the plugin",
+    ),
     model_case(
         "weights-missing-layer",
         model_file(lambda obj: obj["state_dict"].pop(next(iter(obj["state_dict"])))),
