@@ -8,7 +8,7 @@ draws one ensemble member; no noise reaches the output without passing through c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -146,16 +146,3 @@ def build_unet(cfg: UNetConfig, in_channels: int, out_channels: int) -> Residual
     stochastic, with ``noise_channels`` at every level, for a CRPS config."""
     noise = int(getattr(cfg, "noise_channels", 0))
     return ResidualUNet(in_channels, out_channels, list(cfg.channels), noise)
-
-
-def weight_layout(cfg: UNetConfig, groups: dict[str, list[str]]) -> dict[str, Any]:
-    """The facts that decide the shapes and names of the U-Net's weights (its registry
-    ``layout``), recorded in the model card: a fine-tuned U-Net's parent must have the same ones
-    (a deterministic parent may start a stochastic child: only its noise projections are new)."""
-    return {
-        "name": "ResidualUNet",
-        "norm": "channel",
-        "channels": list(cfg.channels),
-        "noise_channels": int(getattr(cfg, "noise_channels", 0)),
-        "groups": groups,
-    }
