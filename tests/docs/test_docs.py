@@ -107,12 +107,16 @@ def test_add_a_variable(tmp_path):
 def test_add_an_emulator(tmp_path):
     run_example("add-an-emulator.md", tmp_path)
     from climai.inference.predict import load_emulator
+    from climai.registry import METHOD_TYPES
 
     sys.path.insert(0, str(tmp_path / "site"))
     try:
         emulator, _, card = load_emulator(tmp_path / "results/resconv/models/conv/model.pt")
     finally:
         sys.path.remove(str(tmp_path / "site"))
+        # the plugin is gone with its site folder: later tests in this process must not find
+        # it loaded (tests/reliability's card-type-not-installed case expects it absent)
+        METHOD_TYPES.unregister("resconv")
     assert card["architecture"]["type"] == "resconv"
     assert type(emulator.nets["all"]).__name__ == "ResConv"
     conv, bicubic = metrics(tmp_path, "resconv", "conv"), metrics(tmp_path, "resconv", "bicubic")
