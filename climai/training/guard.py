@@ -164,13 +164,11 @@ def spread_skill(
     members: int,
     max_batches: int,
     seed: int,
-    inflation: float = 1.0,
     blur: float = 0.0,
 ) -> float:
     """The spread/skill ratio of ``members`` draws on the first ``max_batches`` val batches
-    (``inflation``: see :func:`ensemble_ratio`; ``blur``: :func:`val_members`): the geometric
-    mean of the variables' own ratios (:func:`variable_ratios`), which no variable's units
-    change (one variable: its ratio)."""
+    (``blur``: :func:`val_members`): the geometric mean of the variables' own ratios
+    (:func:`variable_ratios`), which no variable's units change (one variable: its ratio)."""
     ratios = variable_ratios(model, loaders, objective, ctx, members, max_batches, seed, blur)
     logs = [math.log(r) for r in ratios.values() if math.isfinite(r) and r > 0]
     return math.exp(sum(logs) / len(logs)) if len(logs) == len(ratios) else math.nan

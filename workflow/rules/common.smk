@@ -212,8 +212,8 @@ def stage_config(stage):
 
 def stage_settings(stage):
     """An input function: the settings file of ``stage`` (for the job's method), brought to the
-    current config when the Snakefile was parsed (SETTINGS_STATES); absent from the inputs only
-    where a dry run found none yet."""
+    current config when the Snakefile was parsed (refresh_all_settings); absent from the inputs
+    only where a dry run found none yet."""
 
     def settings(wildcards):
         path = PATHS.settings(stage, wildcards.get("method"))
@@ -234,30 +234,30 @@ def refresh_all_settings():
     keys = [(s, None) for s in ("ingest", "preprocess", "compare", "manifest")]
     keys += [("sweep", None)] * bool(SWEEPS) + [("lineage", None)] * bool(FINE_TUNED)
     keys += [(s, m) for s, methods in per_method.items() for m in methods]
-    states = {}
+    states = []
     for stage, method in keys:
         text = settings_text(stage_slice(CFG, stage, method))
         path = PATHS.settings(stage, method)
-        states[path] = refresh_settings(path, text, write=EXECUTES)
-        if states[path] == "changed" and not EXECUTES:
+        states.append(refresh_settings(path, text, write=EXECUTES))
+        if states[-1] == "changed" and not EXECUTES:
             print(
                 f"climai: the settings of {' '.join(filter(None, (stage, method)))} differ "
                 f"from {path}: a run redoes it and what follows, whatever this plan lists",
                 file=sys.stderr,
             )
-    if not EXECUTES and "new" in states.values() and PATHS.root.is_dir():
+    if not EXECUTES and "new" in states and PATHS.root.is_dir():
         print(
             f"climai: {PATHS.root / 'settings'} lacks settings files: a run writes them and "
             "reruns once the jobs Snakemake recorded without them (snakemake --touch keeps "
             "outputs whose settings are unchanged)",
             file=sys.stderr,
         )
-    return states
 
 
 # a run that executes jobs (not a dry run, --summary, a graph...; not a cluster job's Snakemake)
 EXECUTES = not (IN_CLUSTER_JOB or workflow.output_settings.dryrun or only_inspects(sys.argv))
-SETTINGS_STATES = {} if IN_CLUSTER_JOB else refresh_all_settings()
+if not IN_CLUSTER_JOB:
+    refresh_all_settings()
 
 
 def ingest_inputs(wildcards):
