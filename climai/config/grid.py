@@ -41,6 +41,11 @@ class DomainConfig(StrictModel):
 SplitBound = float | list[str]
 
 
+_SPLIT_BOUND = (
+    "Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day)."
+)
+
+
 class SplitConfig(StrictModel):
     """The time splits, in time order: fractions of the time axis, or ISO time ranges.
 
@@ -49,18 +54,9 @@ class SplitConfig(StrictModel):
     "2016-09-28T17:00"]``; ranges must not overlap and steps outside every range are unused.
     """
 
-    train: SplitBound = Field(
-        0.7,
-        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
-    )
-    val: SplitBound = Field(
-        0.1,
-        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
-    )
-    test: SplitBound = Field(
-        0.2,
-        description="Fraction of the time axis, or [first, last] ISO (inclusive; a date as last is the whole day).",
-    )
+    train: SplitBound = Field(0.7, description=_SPLIT_BOUND)
+    val: SplitBound = Field(0.1, description=_SPLIT_BOUND)
+    test: SplitBound = Field(0.2, description=_SPLIT_BOUND)
     gap: int = Field(
         0,
         ge=0,

@@ -33,7 +33,6 @@ import torch
 
 from climai.data.features import FeatureSpec, model_inputs
 from climai.inference.blend import blend_members, tile_weights, true_runs
-from climai.inference.blend import taper as taper
 from climai.inference.distributed import chunk_seed
 from climai.models.constraints import SPREADS, conserve, lr_roughness, spread_members
 from climai.models.interpolate import nan_fill

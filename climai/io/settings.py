@@ -54,46 +54,15 @@ def refresh_settings(path: str | Path, text: str, *, write: bool = True) -> str:
     return "changed"
 
 
-INSPECT_OPTIONS = frozenset(
-    [
-        "--summary",
-        "-S",
-        "--detailed-summary",
-        "-D",
-        "--list-changes",
-        "--lc",
-        "--list-input-changes",
-        "--li",
-        "--list-params-changes",
-        "--lp",
-        "--list-untracked",
-        "--lu",
-        "--dag",
-        "--rulegraph",
-        "--filegraph",
-        "--d3dag",
-        "--report",
-        "--lint",
-        "--list",
-        "--list-rules",
-        "--list-target-rules",
-        "--lt",
-        "--unlock",
-        "--cleanup-metadata",
-        "--cm",
-        "--delete-all-output",
-        "--delete-temp-output",
-        "--archive",
-        "--containerize",
-        "--export-cwl",
-        "--generate-unit-tests",
-        "--print-compilation",
-        "--list-conda-envs",
-        "--conda-create-envs-only",
-        "--conda-cleanup-envs",
-        "--cleanup-shadow",
-    ]
-)
+INSPECT_OPTIONS = frozenset((
+    "--summary", "-S", "--detailed-summary", "-D", "--list-changes", "--lc",
+    "--list-input-changes", "--li", "--list-params-changes", "--lp", "--list-untracked", "--lu",
+    "--dag", "--rulegraph", "--filegraph", "--d3dag", "--report", "--lint", "--list",
+    "--list-rules", "--list-target-rules", "--lt", "--unlock", "--cleanup-metadata", "--cm",
+    "--delete-all-output", "--delete-temp-output", "--archive", "--containerize", "--export-cwl",
+    "--generate-unit-tests", "--print-compilation", "--list-conda-envs",
+    "--conda-create-envs-only", "--conda-cleanup-envs", "--cleanup-shadow",
+))  # fmt: skip
 """Snakemake's options that show or tidy the workflow without running a job (a dry run is
 known from its output settings)."""
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from climai.data.features import model_inputs, normalised_static, to_physical
+from climai.inference.blend import taper
 from climai.inference.predict import model_predictor
-from climai.inference.tiling import TiledPredictor, TileLayout, taper, tile_starts
+from climai.inference.tiling import TiledPredictor, TileLayout, tile_starts
 from climai.testing import NoisyUNet, lr_inputs, toy_feature_spec, trained_like_unet
 
 
