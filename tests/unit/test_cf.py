@@ -324,3 +324,36 @@ def test_exported_time_bounds_are_the_sources_own(tmp_path):
             ],
         )
         assert first.minute == 30
+
+
+def test_latlon_auxiliaries_are_lazy_bands_of_latlon_rows(monkeypatch):
+    """The 2-D lat/lon of a projected grid are dask arrays of LATLON_ROWS-row bands, each band
+    transformed only when it is computed (they were whole grids at once: ~0.8 GB of float64 for
+    a 4096² output), with the values of one pyproj transform of the whole grid."""
+    from pyproj import CRS, Transformer
+
+    from climai.grids import crs_variable
+    from climai.io import cf
+
+    monkeypatch.setattr(cf, "LATLON_ROWS", 16)
+    y = 3.0e6 - 1000.0 * np.arange(40)
+    x = 4.0e6 + 1000.0 * np.arange(24)
+    hr = xr.Dataset(
+        {"crs": crs_variable(CRS.from_epsg(3035))}, coords={"y": ("y", y), "x": ("x", x)}
+    )
+    calls = []
+    real = cf._lonlat_rows
+    monkeypatch.setattr(
+        cf, "_lonlat_rows", lambda rows, *a: calls.append(rows.size) or real(rows, *a)
+    )
+    aux = cf.latlon_auxiliaries(hr)
+    assert not any(calls)  # nothing computed yet (dask probes the function on empty rows)
+    assert set(aux) == {"lat", "lon"}
+    for da in aux.values():
+        assert da.dims == ("y", "x") and da.chunks == ((16, 16, 8), (24,))
+    first = aux["lat"].data.blocks[0].compute()
+    assert [n for n in calls if n] == [16] and first.shape == (16, 24)  # one band, not the grid
+    xx, yy = np.meshgrid(x, y)
+    lon, lat = Transformer.from_crs(3035, 4326, always_xy=True).transform(xx, yy)
+    np.testing.assert_allclose(aux["lat"].values, lat, atol=1e-9)
+    np.testing.assert_allclose(aux["lon"].values, lon, atol=1e-9)
