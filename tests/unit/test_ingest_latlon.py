@@ -13,6 +13,14 @@ from climai.testing import write_cf_netcdf
 from tests.unit.test_ingest import campaign, ingest
 
 
+def _hourly_pr(path, values, lon, lat):
+    """A lat/lon NetCDF of two hourly steps of ``values`` (pr, mm h-1) on dims lon/lat."""
+    times = pd.date_range("2021-07-01", periods=2, freq="h")
+    write_cf_netcdf(
+        path, {"pr": (values, "mm h-1")}, lon, lat, times=times, x_name="lon", y_name="lat"
+    )
+
+
 def test_longitudes_0_360_become_minus_180_180():
     np.testing.assert_allclose(
         normalise_longitudes(np.array([230.0, 250.0, 299.5])), [-130, -110, -60.5]
@@ -35,15 +43,7 @@ def test_latlon_target_across_the_antimeridian_stored_in_minus_180_180(in_tmp):
     lon = (179.25 + 0.5 * np.arange(4) + 180.0) % 360.0 - 180.0  # 179.25, 179.75, -179.75, -179.25
     lat = 40.25 + 0.5 * np.arange(4)
     values = np.arange(2 * 4 * 4, dtype=np.float64).reshape(2, 4, 4)
-    write_cf_netcdf(
-        in_tmp / "ll.nc",
-        {"pr": (values, "mm h-1")},
-        lon,
-        lat,
-        times=pd.date_range("2021-07-01", periods=2, freq="h"),
-        x_name="lon",
-        y_name="lat",
-    )
+    _hourly_pr(in_tmp / "ll.nc", values, lon, lat)
     target, _ = ingest(campaign({"source": "netcdf", "path": str(in_tmp / "ll.nc")}, scale=2))
     np.testing.assert_allclose(target["x"].values, [179.25, 179.75, 180.25, 180.75])
     np.testing.assert_allclose(target["pr"].values, values)
@@ -54,15 +54,7 @@ def test_latlon_target_block_means_by_hand(in_tmp, lat_step):
     lon = 350.25 + 0.5 * np.arange(8)  # 350.25…353.75 °E
     lat = (40.25 if lat_step > 0 else 43.75) + lat_step * np.arange(8)
     values = np.arange(2 * 8 * 8, dtype=np.float64).reshape(2, 8, 8) % 7
-    write_cf_netcdf(
-        in_tmp / "ll.nc",
-        {"pr": (values, "mm h-1")},
-        lon,
-        lat,
-        times=pd.date_range("2021-07-01", periods=2, freq="h"),
-        x_name="lon",
-        y_name="lat",
-    )
+    _hourly_pr(in_tmp / "ll.nc", values, lon, lat)
     raw = campaign(
         {"source": "netcdf", "path": str(in_tmp / "ll.nc")},
         scale=2,
@@ -124,15 +116,7 @@ def test_a_domain_across_the_seam_of_a_global_file_is_cut_whole(in_tmp, first, d
     lon = first + 0.5 * np.arange(720)
     lat = 40.25 + 0.5 * np.arange(4)
     values = np.broadcast_to(lon % 360.0, (2, 4, 720)).copy()  # each cell holds its longitude
-    write_cf_netcdf(
-        in_tmp / "g.nc",
-        {"pr": (values, "mm h-1")},
-        lon,
-        lat,
-        times=pd.date_range("2021-07-01", periods=2, freq="h"),
-        x_name="lon",
-        y_name="lat",
-    )
+    _hourly_pr(in_tmp / "g.nc", values, lon, lat)
     raw = campaign(
         {"source": "netcdf", "path": str(in_tmp / "g.nc")},
         scale=2,
