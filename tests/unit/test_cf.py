@@ -65,6 +65,24 @@ def _export(config: Path) -> Path:
     return cfg.campaign_dir / "export"
 
 
+def _export_file(root: Path, name: str, path: Path, variables: list[dict] | None = None) -> Path:
+    """The bicubic export of campaign ``name`` on the NetCDF ``path`` (pr in mm h-1 unless
+    ``variables`` says otherwise), with a derived static field of x."""
+    raw = {
+        "campaign": name,
+        "results": str(root),
+        "scale": 8,
+        "methods": BASELINES,
+        "data": {
+            "target": {"source": "netcdf", "path": str(path)},
+            "static": {"x_static": {"source": "derived", "field": "x"}},
+        },
+        "variables": variables or [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}],
+    }
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    return _export(root / f"{name}.yaml")
+
+
 @pytest.fixture(scope="module")
 def projected(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy world (ETRS89-LAEA, metres) with wind speed in km h-1: bicubic, exported."""
@@ -89,22 +107,11 @@ def latlon(tmp_path_factory: pytest.TempPathFactory) -> Path:
         x_name="lon",
         y_name="lat",
     )
-    raw = {
-        "campaign": "latlon",
-        "results": str(root),
-        "scale": 8,
-        "methods": BASELINES,
-        "data": {
-            "target": {"source": "netcdf", "path": str(root / "ll.nc")},
-            "static": {"x_deg": {"source": "derived", "field": "x"}},
-        },
-        "variables": [
-            {"name": "tas", "source_name": "t2m", "units": "K", "kind": "temperature"},
-            {"name": "pr", "units": "mm h-1", "kind": "precipitation"},
-        ],
-    }
-    (root / "latlon.yaml").write_text(yaml.safe_dump(raw))
-    return _export(root / "latlon.yaml")
+    variables = [
+        {"name": "tas", "source_name": "t2m", "units": "K", "kind": "temperature"},
+        {"name": "pr", "units": "mm h-1", "kind": "precipitation"},
+    ]
+    return _export_file(root, "latlon", root / "ll.nc", variables)
 
 
 @pytest.fixture(scope="module")
@@ -143,19 +150,7 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     ds["pr"].attrs["grid_mapping"] = "rotated_pole"
     ds.to_netcdf(root / "rot.nc")
-    raw = {
-        "campaign": "rotated",
-        "results": str(root),
-        "scale": 8,
-        "methods": BASELINES,
-        "data": {
-            "target": {"source": "netcdf", "path": str(root / "rot.nc")},
-            "static": {"x_deg": {"source": "derived", "field": "x"}},
-        },
-        "variables": [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}],
-    }
-    (root / "rotated.yaml").write_text(yaml.safe_dump(raw))
-    return _export(root / "rotated.yaml")
+    return _export_file(root, "rotated", root / "rot.nc")
 
 
 EXPORTS = [("projected", "tas"), ("projected", "pr"), ("projected", "sfcWind")]
@@ -302,19 +297,9 @@ def test_exported_time_bounds_are_the_sources_own(tmp_path):
         t = nc["time"][:]
         bnds[:] = np.stack([t - 0.5 * (t[1] - t[0]), t + 0.5 * (t[1] - t[0])], axis=1)
         nc["time"].bounds = "time_bnds"
-    raw = {
-        "campaign": "mid",
-        "results": str(tmp_path),
-        "scale": 8,
-        "methods": BASELINES,
-        "data": {
-            "target": {"source": "netcdf", "path": str(tmp_path / "mid.nc")},
-            "static": {"xk": {"source": "derived", "field": "x"}},
-        },
-        "variables": [{"name": "pr", "units": "mm h-1", "kind": "precipitation"}],
-    }
-    (tmp_path / "mid.yaml").write_text(yaml.safe_dump(raw))
-    with xr.open_dataset(_export(tmp_path / "mid.yaml") / "bicubic_pr.nc") as ds:
+    with xr.open_dataset(
+        _export_file(tmp_path, "mid", tmp_path / "mid.nc") / "bicubic_pr.nc"
+    ) as ds:
         first = pd.Timestamp(ds["time"].values[0])
         np.testing.assert_array_equal(
             ds["time_bnds"].values[0],
