@@ -105,7 +105,10 @@ class TransferKeys(StrictModel):
     calibrate: bool = Field(
         False,
         description="Ensembles: after training, scale the injected noise so that the spread/skill "
-        "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card).",
+        "ratio on the validation patches is 1 (searched in [0, 128]; recorded in the model card). "
+        "The members are drawn on the first 8 val batches (8 × batch patches, all of them when "
+        "fewer; their number is in the card's calibration.val_patches): under 32 patches the log "
+        "warns that the factor is a noisy estimate.",
     )
     calibrate_by: Literal["noise", "inflation", "intensity", "roughness"] = Field(
         "noise",

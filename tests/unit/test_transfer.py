@@ -31,7 +31,9 @@ from climai.models.unet import ResidualUNet
 from climai.testing import create_prepared_test_data, reference_roughness, tiny_sources
 from climai.training.distributed import DistContext
 from climai.training.guard import (
+    MIN_CALIBRATION_PATCHES,
     calibrate_noise,
+    calibration_patches,
     ensemble_ratio,
     guard,
     head_fallback,
@@ -416,6 +418,33 @@ def test_a_calibration_that_cannot_reach_one_is_a_warning():
     assert record["calibration"]["spread_skill_val"]["pr"] < 0.8
     warned = [ln for ln in lines if ln.startswith("WARNING: calibration of pr reached")]
     assert len(warned) == 1 and "under-dispersive" in warned[0], lines
+
+
+@pytest.mark.parametrize("n_val, warned", [(16, True), (40, False)])
+def test_calibration_records_and_logs_its_val_patches_and_warns_when_few(n_val, warned):
+    """The factor is fitted on the first 8 val batches: the card says on how many patches and
+    the log warns under MIN_CALIBRATION_PATCHES (6 toy patches calibrated tas to 1.00 there and
+    1.29 over the whole val domain, with nothing in the log)."""
+    spec, train, val, _ = tiny_sources(steps=20)
+    spec = spec.subset(["pr"])
+    torch.manual_seed(0)
+    model = ResidualUNet(spec.in_channels, spec.out_channels, [8, 16], noise_channels=2)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    loaders = _loaders(spec, train, val)
+    loaders.val = PatchDataset(val, 16, 8, n_val, seed=1)
+    for rule in ("noise", "inflation"):
+        lines: list[str] = []
+        _, record = guard(
+            model, loaders, Objective(spec), CPU, calibrate=True, fallback=False, members=4,
+            seed=0, calibrate_by=rule, log=lines.append,
+        )  # fmt: skip
+        assert record["calibration"]["val_patches"] == n_val == calibration_patches(loaders, 8)
+        assert f"calibrating by {rule} on {n_val} of the {n_val} val patches" in lines[0]
+        few = [ln for ln in lines if ln.startswith("WARNING: calibration on only")]
+        assert len(few) == int(warned), lines
+    assert calibration_patches(loaders, 2) == 16  # 2 batches of 8 of the 16 or 40
+    assert MIN_CALIBRATION_PATCHES == 32
 
 
 @pytest.mark.parametrize("constraint", ["none", "conserve"])
