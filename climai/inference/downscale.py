@@ -57,7 +57,7 @@ from climai.inference.predict import (
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
 from climai.io.atomic import scratch_dir
-from climai.io.cf import cf_attrs, cf_dataset, cf_encoding
+from climai.io.cf import cf_dataset, cf_encoding, completed_attrs
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
 from climai.launch import available_cpus
@@ -128,7 +128,7 @@ def time_block(
 
 
 def _var_attrs(lr: xr.Dataset, variables: list[str]) -> dict[str, dict[str, Any]]:
-    return {v: {**cf_attrs(lr[v].attrs), "grid_mapping": "crs"} for v in variables}
+    return {v: {**completed_attrs(lr[v].attrs, v), "grid_mapping": "crs"} for v in variables}
 
 
 def downscale_to_store(

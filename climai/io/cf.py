@@ -154,7 +154,14 @@ def latlon_auxiliaries(hr: xr.Dataset) -> dict[str, xr.DataArray]:
 
 def _variable_attrs(hr: xr.Dataset, name: str, base: str) -> dict[str, Any]:
     """The CF attributes of a data variable: its own, completed from the variable registry."""
-    attrs = cf_attrs(hr[name].attrs)
+    return completed_attrs(hr[name].attrs, base)
+
+
+def completed_attrs(own: Mapping[Any, Any], base: str) -> dict[str, Any]:
+    """``own`` CF attributes of the variable ``base`` completed from the variable registry
+    (:data:`~climai.variables.KNOWN_VARIABLES`): its ``standard_name`` and ``long_name`` where
+    ``own`` lacks them."""
+    attrs = cf_attrs(own)
     known = known_variable(base)
     if known is not None and "standard_name" not in attrs:
         attrs = {"standard_name": known.standard_name, **attrs}

@@ -190,6 +190,26 @@ def test_downscale_converts_inputs_to_the_models_units(new_domain, tmp_path):
         np.testing.assert_allclose(got[v].values, want[v].values, atol=atol, rtol=1e-4)
 
 
+def test_downscale_names_the_cf_standard_names_its_input_lacks(new_domain, tmp_path):
+    """An input with units only (many model files): the outputs take each variable's
+    standard_name and long_name from the variable registry, as the campaign's export does; the
+    zarr output had none and the NetCDF said 'pr' only."""
+    import xarray as xr
+
+    lr = open_store(new_domain / "lr.zarr").load()
+    for v in ("tas", "pr"):
+        lr[v].attrs = {"units": lr[v].attrs["units"]}
+    write_store(lr, tmp_path / "bare.zarr")
+    for out in ("hr.zarr", "hr.nc"):
+        assert _downscale_input(new_domain, tmp_path / "bare.zarr", tmp_path / out) == 0
+    with xr.open_dataset(tmp_path / "hr.nc") as nc:
+        for hr in (open_store(tmp_path / "hr.zarr"), nc):
+            assert hr["pr"].attrs["standard_name"] == "lwe_precipitation_rate"
+            assert hr["tas"].attrs["standard_name"] == "air_temperature"
+            assert hr["tas"].attrs["long_name"] == "near-surface air temperature"
+            assert hr["pr"].attrs["units"] == "mm h-1"
+
+
 def test_downscale_to_netcdf_takes_the_export_section_of_its_configfile(new_domain, tmp_path):
     """``--configfile``'s ``export`` keys (CF globals, compression, chunks) reach a NetCDF
     ``--output``; they were ignored: the model card's campaign's, or for a baseline the
