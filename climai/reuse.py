@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from climai.config import (
     STAGE_KEYS,
@@ -53,14 +54,47 @@ def check_reused_dataset(cfg: CampaignConfig) -> None:
     attrs = store_attrs(dataset)
     if attrs.get("created_by_rule") != "preprocess":
         return  # an extra rule's output: its author vouches for it
-    want = config_sha256(stage_slice(cfg.model_copy(update={"campaign": other}), "preprocess"))
-    if attrs.get("config_sha256") != want:
+    ours = stage_slice(cfg.model_copy(update={"campaign": other}), "preprocess")
+    if attrs.get("config_sha256") != config_sha256(ours):
         keys = ", ".join(k for k in STAGE_KEYS["preprocess"] if k not in ("campaign", "results"))
+        differ = _differing_keys(cfg, ours, str(attrs.get("config_sha256")))
         raise ConfigError(
             f"prepared.campaign={other!r}: {str(dataset)!r} was preprocessed with another "
-            f"configuration; this campaign must have the same {keys} as campaign {other!r} "
-            f"(e.g. pass that campaign's config file first, then this one's with --configfile)"
+            f"configuration; this campaign must have the same {keys} as campaign {other!r}"
+            + (f"; they differ in {differ}" if differ else "")
+            + " (e.g. pass that campaign's config file first, then this one's with --configfile)"
         )
+
+
+def _differing_keys(cfg: CampaignConfig, ours: dict[str, Any], made_by: str) -> str:
+    """The keys (dotted) where the settings that made the reused dataset, the other campaign's
+    ``settings/preprocess.json`` when its hash is the dataset's, differ from ``ours``, with both
+    values; empty where that record is missing or newer than the dataset."""
+    from climai.io.settings import settings_text  # only on this error: xarray's import cost
+
+    path = cfg.prepared_dir.parent / "settings" / "preprocess.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(record, dict) or record.get("config_sha256") != made_by:
+        return ""
+    theirs, mine = record.get("config"), json.loads(settings_text(ours))["config"]
+    found = _differences(theirs, mine, "")
+    shown = "; ".join(f"{k} ({cfg.prepared.campaign}: {a!r}, this campaign: {b!r})"
+                      for k, a, b in found[:5])  # fmt: skip
+    return shown + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+
+
+def _differences(theirs: Any, mine: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, their value, my value)`` wherever two JSON trees differ."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        return [
+            d
+            for k in sorted(set(theirs) | set(mine))
+            for d in _differences(theirs.get(k), mine.get(k), f"{prefix}{k}.")
+        ]
+    return [] if theirs == mine else [(prefix.rstrip("."), theirs, mine)]
 
 
 def other_campaigns_inputs(cfg: CampaignConfig) -> list[Path]:

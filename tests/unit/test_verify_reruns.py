@@ -137,3 +137,39 @@ def test_a_nulled_methods_runtime_record_does_not_loosen_the_summarys_tolerance(
     (tmp_path / "ref/runtime/infer_nearest.json").write_text('{"threads": 1}')
     [result] = compare_campaigns(tmp_path / "ref", tmp_path / "new")
     assert not result.ok and "bitwise expected" in result.detail
+
+
+def test_a_reused_dataset_made_with_other_settings_names_the_keys_that_differ(tmp_path):
+    """The refusal names each differing key with both campaigns' values, read from the other
+    campaign's settings/preprocess.json when its hash is the dataset's; it named only the
+    sections to compare (data, variables, scale, ...)."""
+    import pytest
+
+    from climai.config import ConfigError, config_sha256, stage_slice
+    from climai.io.settings import settings_text
+
+    config = prepare_campaign(tmp_path)  # campaign tiny
+    tiny = load_config(config)
+    settings = tmp_path / "results/tiny/settings/preprocess.json"
+    reuser = write_config(
+        tmp_path / "reuser.yaml", campaign="reuser", results=str(tmp_path / "results"),
+        prepared={"campaign": "tiny"}, split={"train": 0.6, "val": 0.2, "test": 0.2},
+    )  # fmt: skip
+    cfg = load_config(config, reuser)
+    with pytest.raises(ConfigError, match="another configuration") as plain:
+        check_reused_dataset(cfg)  # no record of tiny's settings: the sections only
+    assert "differ in" not in str(plain.value)
+    settings.parent.mkdir(parents=True)
+    settings.write_text(settings_text(stage_slice(tiny, "preprocess")))
+    assert json.loads(settings.read_text())["config_sha256"] == config_sha256(
+        stage_slice(tiny, "preprocess")
+    )
+    with pytest.raises(ConfigError, match=r"they differ in split\.train \(tiny: .*, this "
+                       r"campaign: 0\.6\)") as named:  # fmt: skip
+        check_reused_dataset(cfg)
+    assert "split.val" in str(named.value) and "preprocess." not in str(named.value)
+    other = dict(json.loads(settings.read_text()), config_sha256="0" * 64)
+    settings.write_text(json.dumps(other))  # settings newer than the dataset: not its record
+    with pytest.raises(ConfigError) as stale:
+        check_reused_dataset(cfg)
+    assert "differ in" not in str(stale.value)
