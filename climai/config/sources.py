@@ -36,7 +36,11 @@ class VariableConfig(StrictModel):
         description="precipitation | temperature | generic: picks transform and constraint.",
     )
     converter: ConverterConfig | None = Field(
-        None, description="Derive the variable with a named converter before unit conversion."
+        None,
+        description="Derive the variable from data.target's (HR) source variable with a named "
+        "converter before unit conversion. data.input's (LR) variable is read as the variable "
+        "itself, in units convertible to its units, never through the converter (a model's "
+        "rain rate beside a radar's reflectivity).",
     )
     input_name: str | None = Field(
         None, description="Name in data.input's files (default: source_name, then name)."
