@@ -35,16 +35,18 @@ class MapGrid:
     x: np.ndarray
     y: np.ndarray
     geographic: bool
+    rotated: bool = False  # a rotated-pole grid: degrees of the rotated sphere
 
     @classmethod
     def of(cls, ds: xr.Dataset | xr.DataArray) -> MapGrid:
         """The grid of ``ds``'s ``x``/``y`` coordinates: geographic when their units are degrees
-        (CF ``degrees_east``/``degrees_north``), else projected metres (converted from km when
-        the ``units`` say so)."""
+        (CF ``degrees_east``/``degrees_north``; rotated when x is a CF ``grid_longitude``), else
+        projected metres (converted from km when the ``units`` say so)."""
         x, y = ds["x"], ds["y"]
         units = str(x.attrs.get("units", "m")).lower()
         if units.startswith("degree"):
-            return cls(np.asarray(x.values, float), np.asarray(y.values, float), True)
+            rotated = x.attrs.get("standard_name") == "grid_longitude"
+            return cls(np.asarray(x.values, float), np.asarray(y.values, float), True, rotated)
         factor = 1000.0 if units == "km" else 1.0
         return cls(
             np.asarray(x.values, float) * factor, np.asarray(y.values, float) * factor, False
@@ -77,6 +79,8 @@ class MapGrid:
     @property
     def labels(self) -> tuple[str, str]:
         """The x and y axis labels, with units."""
+        if self.rotated:
+            return ("rotated longitude (°)", "rotated latitude (°)")
         if self.geographic:
             return ("longitude (°E)", "latitude (°N)")
         return ("x (km)", "y (km)")
@@ -134,7 +138,7 @@ class MapGrid:
 
     def subset(self, ys: slice, xs: slice) -> MapGrid:
         """The grid of ``field[ys, xs]``."""
-        return MapGrid(self.x[xs], self.y[ys], self.geographic)
+        return MapGrid(self.x[xs], self.y[ys], self.geographic, self.rotated)
 
     def decimated(self, field: np.ndarray, max_cells: int) -> tuple[np.ndarray, MapGrid]:
         """``field`` and this grid reduced by NaN-aware k×k block means so that neither side
@@ -150,4 +154,4 @@ class MapGrid:
             small = np.nanmean(blocks, axis=(1, 3))
         x = self.x[:nx].reshape(-1, k).mean(axis=1)
         y = self.y[:ny].reshape(-1, k).mean(axis=1)
-        return small, MapGrid(x, y, self.geographic)
+        return small, MapGrid(x, y, self.geographic, self.rotated)

@@ -94,6 +94,26 @@ def test_map_grid_of_a_dataset_reads_units(units, geographic, factor):
     np.testing.assert_array_equal(grid.y, np.array([9.0, 8.0]) * factor)
 
 
+def test_a_rotated_pole_grid_is_labelled_in_rotated_degrees():
+    """x a CF grid_longitude (how ingest writes a rotated-pole grid): the axes say rotated
+    degrees, in every panel (subsets, decimated maps); they said longitude (°E), latitude
+    (°N), which a rotated grid's numbers are not."""
+    attrs = {"units": "degrees"}
+    ds = xr.Dataset(
+        coords={
+            "x": ("x", np.arange(8) * 0.1 - 2.0, {**attrs, "standard_name": "grid_longitude"}),
+            "y": ("y", np.arange(6) * 0.1 + 1.0, {**attrs, "standard_name": "grid_latitude"}),
+        }
+    )
+    grid = MapGrid.of(ds)
+    want = ("rotated longitude (°)", "rotated latitude (°)")
+    assert grid.geographic and grid.rotated and grid.labels == want
+    assert grid.subset(slice(0, 3), slice(0, 4)).labels == want
+    assert grid.decimated(np.ones((6, 8)), 3)[1].labels == want
+    plain = MapGrid.of(ds.assign_coords(x=ds["x"].assign_attrs(standard_name="longitude")))
+    assert plain.labels == ("longitude (°E)", "latitude (°N)") and not plain.rotated
+
+
 @pytest.mark.parametrize(
     ("grid", "cell_km", "note"),
     [
