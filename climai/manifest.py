@@ -5,7 +5,8 @@ the identity of every input (checksums, or sizes and metadata hashes for large s
 versions, the code (the workflow checkout's commit and dirty flag, the installed climai's version
 and commit), seeds, the platform, what each train and infer ran with (``runtime``: threads,
 library versions, CPU flags, GPU, precision, determinism) and a checksum of every output artifact. Output
-checksums are taken over *values* (decoded zarr arrays, model tensors, JSON numbers), not bytes on
+checksums are taken over *values* (decoded zarr arrays, model tensors and the model card's fields
+that applying the model reads, JSON numbers), not bytes on
 disk, so they do not depend on compression or attribute order, and provenance attributes that
 legitimately differ between runs (git commit, climai version; an export's ``history`` and
 ``source``) are left out of them. NetCDF exports and ``evaluation/summary.csv`` are covered too.
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from climai.config.sources import REDACTED, redact  # noqa: F401 (REDACTED: re-exported)
 
 PACKAGES = ("climai", "numpy", "xarray", "dask", "zarr", "torch", "snakemake", "pandas")
 _LARGE = 256 * 2**20  # files above this size are identified by size, mtime and edge hashes
@@ -160,11 +163,12 @@ def artifact_checksum(path: str | Path) -> str:
             attrs = {k: v for k, v in ds.attrs.items() if k not in volatile}
             h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
     elif p.suffix == ".pt":
-        from climai.io.checkpoints import load_model_file
+        from climai.io.checkpoints import applied_card, load_model_file
 
-        state, _ = load_model_file(p)
+        state, card = load_model_file(p)
         for name in sorted(state):
             _hash_array(h, name, state[name].float().numpy())
+        h.update(json.dumps(applied_card(card), sort_keys=True, default=str).encode())
     else:
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -227,42 +231,6 @@ def build_manifest(
     }
 
 
-REDACTED = "<redacted>"
-_OPTION_KEYS = ("storage_options", "options")
-"""The options mappings of a data source (fsspec's, a reader plugin's), where secrets could be."""
-
-
-def redact(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the values of secret-looking keys (``SECRET_KEY``) inside the options of
-    every data source replaced by ``<redacted>``. Validation refuses such keys in
-    ``storage_options`` (secrets come from the environment or a credentials file), so this
-    guards plugin options and configs written by hand into a manifest."""
-    from climai.config.sources import SECRET_KEY
-
-    def scrub(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        return {
-            k: REDACTED
-            if SECRET_KEY.search(str(k)) and not isinstance(v, dict | bool | None)
-            else scrub(v)
-            for k, v in value.items()
-        }
-
-    def source(spec: Any) -> Any:
-        if not isinstance(spec, dict):
-            return spec
-        return {k: scrub(v) if k in _OPTION_KEYS else v for k, v in spec.items()}
-
-    data = config.get("data")
-    if not isinstance(data, dict):
-        return config
-    clean = {k: source(v) for k, v in data.items() if k != "static"}
-    if isinstance(data.get("static"), dict):
-        clean["static"] = {k: source(v) for k, v in data["static"].items()}
-    return {**config, "data": {**data, **clean}}
-
-
 @dataclass(frozen=True)
 class Comparison:
     """The outcome of comparing one artifact of two campaign folders."""
@@ -308,12 +276,14 @@ def value_differences(a: Path, b: Path) -> tuple[float, float]:
             return math.inf, math.inf
         pairs = [(np.array([la[k] for k in la]), np.array([lb[k] for k in la]))]
     elif a.suffix == ".pt":
-        from climai.io.checkpoints import load_model_file
+        from climai.io.checkpoints import card_numbers, load_model_file
 
-        sa, sb = load_model_file(a)[0], load_model_file(b)[0]
-        if sa.keys() != sb.keys():
+        (sa, ca), (sb, cb) = load_model_file(a), load_model_file(b)
+        (na, ra), (nb, rb) = card_numbers(ca), card_numbers(cb)  # what applying them reads
+        if sa.keys() != sb.keys() or ra != rb:
             return math.inf, math.inf
         pairs = [(sa[k].float().numpy(), sb[k].float().numpy()) for k in sa]
+        pairs.append((np.array(na), np.array(nb)))
     elif a.suffix in (".zarr", ".nc"):
         with _open_values(a) as da, _open_values(b) as db:
             names = [v for v in da.data_vars if da[v].dtype.kind == "f"]

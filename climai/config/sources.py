@@ -322,3 +322,38 @@ class DataConfig(StrictModel):
                 "files (e.g. orography from a DEM, or {source: derived, field: x})"
             )
         return self
+
+
+REDACTED = "<redacted>"
+_OPTION_KEYS = ("storage_options", "options")
+"""The options mappings of a data source (fsspec's, a reader plugin's), where secrets could be."""
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the values of secret-looking keys (``SECRET_KEY``) inside the options of
+    every data source replaced by ``<redacted>``. Validation refuses such keys in
+    ``storage_options`` (secrets come from the environment or a credentials file), so this
+    guards plugin options and configs written by hand into a manifest."""
+
+    def scrub(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: REDACTED
+            if SECRET_KEY.search(str(k)) and not isinstance(v, dict | bool | None)
+            else scrub(v)
+            for k, v in value.items()
+        }
+
+    def source(spec: Any) -> Any:
+        if not isinstance(spec, dict):
+            return spec
+        return {k: scrub(v) if k in _OPTION_KEYS else v for k, v in spec.items()}
+
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return config
+    clean = {k: source(v) for k, v in data.items() if k != "static"}
+    if isinstance(data.get("static"), dict):
+        clean["static"] = {k: source(v) for k, v in data["static"].items()}
+    return {**config, "data": {**data, **clean}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,45 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not isinstance(obj, dict) or "state_dict" not in obj or "card" not in obj:
         raise ValueError(f"model file {str(path)!r} has no 'state_dict' and 'card'")
     return obj["state_dict"], obj["card"]
+
+
+#: The model card's fields that applying the model reads (``climai downscale``, ``infer``):
+#: normalisation, architecture, constraint, members and calibration, units, grid, variables.
+APPLIED_CARD_KEYS = (
+    "method", "architecture", "features", "variables", "units", "static_units", "grid",
+    "config_sha256",
+)  # fmt: skip
+
+
+def applied_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model card that decides what the model computes when applied: the
+    :data:`APPLIED_CARD_KEYS`, the config it was trained with (less ``results``, where it was
+    written) and the seed its ensembles draw from; not its provenance, runtime or scores. A
+    model file's checksum covers it beside the weights (:func:`climai.manifest.artifact_checksum`),
+    so that an edited card is not "the same model"."""
+    config = {k: v for k, v in (card.get("config") or {}).items() if k != "results"}
+    seed = (card.get("provenance") or {}).get("seed")
+    return {**{k: card.get(k) for k in APPLIED_CARD_KEYS}, "config": config, "seed": seed}
+
+
+def card_numbers(card: dict[str, Any]) -> tuple[list[float], str]:
+    """The floats of :func:`applied_card` (in a fixed order) and the rest of it as canonical
+    JSON with each float as 0.0: two cards whose rests are equal differ only by those numbers
+    (e.g. an ensemble's calibrated inflation, trained on another machine)."""
+    numbers: list[float] = []
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): walk(x[k]) for k in sorted(x, key=str)}
+        if isinstance(x, list | tuple):
+            return [walk(v) for v in x]
+        if isinstance(x, float):
+            numbers.append(x)
+            return 0.0
+        return x
+
+    rest = json.dumps(walk(applied_card(card)), sort_keys=True, default=str)
+    return numbers, rest
 
 
 def _unloadable(err: Exception) -> str:
