@@ -410,7 +410,16 @@ def compare_artifact(
     differs (``made_of``: :func:`manifest_differences`)."""
     if not b.exists():
         return Comparison(name, False, f"missing in the rerun: {b}")
-    if artifact_checksum(a) == artifact_checksum(b):
+    sums = []
+    for side, path in (("reference", a), ("rerun", b)):
+        try:
+            sums.append(artifact_checksum(path))
+        except Exception as err:  # a damaged chunk or file: zarr, netCDF, torch raise their own
+            why = (str(err).strip().splitlines() or [""])[0][:200]
+            return Comparison(
+                name, False, f"unreadable in the {side}: {path}: {type(err).__name__}: {why}"
+            )
+    if sums[0] == sums[1]:
         return Comparison(name, True, "bitwise identical")
     worst_abs, worst_rel = value_differences(a, b)
     ok = rtol > 0 and worst_rel <= rtol

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from climai.io import write_store
 from climai.io.checkpoints import load_model_file, save_model
 from climai.manifest import artifact_checksum, compare_campaigns
+from climai.synthetic import toy_world
 from climai.testing import model_card_for, toy_feature_spec, trained_like_unet
 
 
@@ -72,3 +74,32 @@ def test_verify_fails_a_reference_model_whose_card_was_edited(tmp_path):
     [result] = compare_campaigns(reference, rerun)
     assert result.artifact == "models/unet/model.pt"
     assert not result.ok and "values differ" in result.detail
+
+
+def _store_campaign(root: Path) -> Path:
+    target, _ = toy_world(seed=1, nx=16, ny=16, steps=4)
+    write_store(
+        target[["tas"]].drop_vars("crs", errors="ignore"), root / "downscaled/unet/test.zarr"
+    )
+    (root / "evaluation").mkdir(parents=True)
+    (root / "evaluation/summary.csv").write_text("method,variable,rmse\nunet,tas,0.5\n")
+    return root
+
+
+def test_a_damaged_chunk_in_the_reference_names_the_artifact_not_a_traceback(tmp_path):
+    """A flipped byte in a compressed chunk made blosc raise RuntimeError out of verify (a
+    traceback naming no file)."""
+    reference = _store_campaign(tmp_path / "ref")
+    rerun = tmp_path / "new"
+    shutil.copytree(reference, rerun)
+    chunk = next(
+        p
+        for p in sorted((reference / "downscaled/unet/test.zarr/tas").rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.write_bytes(b"\x02\x01" + chunk.read_bytes()[2:12])  # truncated: undecodable
+    results = {r.artifact: r for r in compare_campaigns(reference, rerun)}
+    bad = results["downscaled/unet/test.zarr"]
+    assert not bad.ok
+    assert bad.detail.startswith("unreadable in the reference: ") and str(reference) in bad.detail
+    assert results["evaluation/summary.csv"].ok
