@@ -442,7 +442,8 @@ def compare_campaigns(
     """Compare every artifact of ``reference`` with the same artifact in ``rerun``: bitwise where
     the runtime records of the rules it depends on match, else within :data:`TOLERANCES`
     (``device="gpu"``: the tolerances whatever the records say); a difference names the config
-    hash and input files whose manifest records differ."""
+    hash and input files whose manifest records differ. An artifact the rerun made that
+    ``reference`` lacks fails as missing in the reference."""
     reference, rerun = Path(reference), Path(rerun)
     # the artifacts and records of the campaign that was rerun (not of methods since nulled)
     config = (_read_manifest(rerun) or {}).get("config")
@@ -459,6 +460,9 @@ def compare_campaigns(
         kind = "other" if items or device == "gpu" else "same"
         tol = TOLERANCES[kind][rel.split("/")[0]]
         out.append(compare_artifact(rel, a, rerun / rel, tol, items, made_of))
+    made = {a.relative_to(rerun).as_posix() for a in campaign_artifacts(rerun, config)}
+    for rel in sorted(made - {a.relative_to(reference).as_posix() for a in artifacts}):
+        out.append(Comparison(rel, False, f"missing in the reference: {reference / rel}"))
     return out
 
 

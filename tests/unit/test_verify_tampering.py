@@ -103,3 +103,16 @@ def test_a_damaged_chunk_in_the_reference_names_the_artifact_not_a_traceback(tmp
     assert not bad.ok
     assert bad.detail.startswith("unreadable in the reference: ") and str(reference) in bad.detail
     assert results["evaluation/summary.csv"].ok
+
+
+def test_an_artifact_deleted_from_the_reference_fails_verify(tmp_path):
+    """Only the reference's own files were compared: a downscaled store or summary table
+    deleted from it (the rerun made it) passed unnoticed."""
+    reference = _store_campaign(tmp_path / "ref")
+    rerun = tmp_path / "new"
+    shutil.copytree(reference, rerun)
+    shutil.rmtree(reference / "downscaled/unet/test.zarr")
+    results = {r.artifact: r for r in compare_campaigns(reference, rerun)}
+    missing = results["downscaled/unet/test.zarr"]
+    assert not missing.ok and missing.detail.startswith("missing in the reference: ")
+    assert results["evaluation/summary.csv"].ok
