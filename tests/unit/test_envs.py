@@ -67,3 +67,41 @@ def test_the_slurm_plugin_is_a_pinned_dependency():
     assert any(d.startswith("snakemake-executor-plugin-slurm") for d in project["dependencies"])
     assert "snakemake-executor-plugin-slurm" in lock()
     assert "snakemake-executor-plugin-slurm-jobstep" in lock()
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_lock_pins_every_package_climai_and_its_extras_install():
+    """formulaic, interface-meta and narwhals (statsmodels' dependencies, through xsdba in the
+    dev and sdba extras) were installed but not pinned: a rerun a year later would get whatever
+    versions were new then. Every distribution reachable from climai's requirements, its
+    extras included, is pinned, at the version installed here."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pins = {_canonical(k): v for k, v in lock().items()}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = sorted(project["optional-dependencies"])
+    todo = [Requirement(r) for r in project["dependencies"]]
+    todo += [Requirement(r) for e in extras for r in project["optional-dependencies"][e]]
+    seen = {"pip", "setuptools", "wheel"}  # the venv's own installer tools (pip freeze's too)
+    while todo:
+        req = todo.pop()
+        name = _canonical(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # not for this platform or Python (its marker), so not installed here
+        assert name in pins, f"{name} is installed with climai but not pinned in the lock"
+        assert dist.version.split("+")[0] == pins[name], f"{name}: {dist.version} vs the lock"
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            wanted = [{"extra": e} for e in ("", *req.extras)]
+            if sub.marker is None or any(sub.marker.evaluate(env) for env in wanted):
+                todo.append(sub)
