@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError...
-        raise ValueError(f"model file {str(path)!r} {_unloadable(err)}") from err
+        raise ValueError(f"model file {str(path)!r} {_unloadable(err, path)}") from err
     if not isinstance(obj, dict) or "state_dict" not in obj or "card" not in obj:
         raise ValueError(f"model file {str(path)!r} has no 'state_dict' and 'card'")
     return obj["state_dict"], obj["card"]
@@ -71,11 +72,29 @@ def card_numbers(card: dict[str, Any]) -> tuple[list[float], str]:
     return numbers, rest
 
 
-def _unloadable(err: Exception) -> str:
+def _cut_zip(path: Path) -> bool:
+    """Whether ``path`` begins as a zip archive (torch's format) but does not end as one."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _unloadable(err: Exception, path: Path) -> str:
     """Why torch could not load a file, in one line. Torch's own message for a pickle it refuses
     runs to a paragraph and suggests ``weights_only=False`` (running the file's code), which
-    climai never does; a file that is not a torch file at all gives a bare ``KeyError``."""
+    climai never does; a file that is not a torch file at all gives a bare ``KeyError``; a torch
+    file cut short or damaged (a copy that stopped) a paragraph on miniz, or an empty
+    ``EOFError``."""
     text = str(err)
+    damaged = re.search(r"PytorchStreamReader failed (.+?)(?:\. This is an internal|$)", text)
+    if damaged or isinstance(err, EOFError) or _cut_zip(path):
+        what = f"reading failed: {damaged[1]}" if damaged else "its zip archive is incomplete"
+        return (
+            f"is truncated or damaged ({path.stat().st_size} bytes; {what}): copy it again from "
+            "the model file training wrote (models/<method>/model.pt)"
+        )
     found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if found:
         return (

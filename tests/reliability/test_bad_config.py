@@ -457,7 +457,9 @@ FILE_CASES = [
 
 MODEL_CASES = [
     model_case("model-missing", lambda root: None, r"model file 'model.pt' does not exist"),
-    model_case("model-truncated", _truncate, r"model file 'model.pt' is not a model file climai"),
+    model_case(
+        "model-truncated", _truncate, r"model file 'model.pt' is truncated or damaged \(\d+ bytes; "
+    ),
     model_case(
         "model-pickle",
         _pickle_payload,

@@ -91,6 +91,22 @@ def test_malicious_model_file_is_refused_and_runs_nothing(tmp_path, monkeypatch)
         load_model_file("text.pt")
 
 
+@pytest.mark.parametrize("cut", [0, 100, -5000])
+def test_a_truncated_model_file_is_named_truncated_in_one_line(tmp_path, cut):
+    """A model file cut short (a copy that stopped) was 'not a model file climai wrote', with
+    torch's miniz paragraph cut off mid-sentence, or an empty 'EOFError: '."""
+    save_model(tmp_path / "model.pt", {"w": torch.ones(4096)}, {"method": "unet"})
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:cut])
+    with pytest.raises(ValueError) as err:
+        load_model_file(tmp_path / "cut.pt")
+    message = str(err.value)
+    size = len(data[:cut])
+    assert f"'{tmp_path / 'cut.pt'}' is truncated or damaged ({size} bytes;" in message
+    assert "\n" not in message and "not a model file climai wrote" not in message
+    assert "internal miniz error" not in message
+
+
 def test_provenance_attrs_name_rule_config_and_version():
     attrs = provenance_attrs("abc", "ingest")
     assert attrs["created_by_rule"] == "ingest" and attrs["config_sha256"] == "abc"
