@@ -431,9 +431,24 @@ def compare_artifact(
     why = f"recorded items that differ: {'; '.join(items)}" if items else ""
     if made_of:
         why += ("; " if why else "") + f"made from other data or config: {'; '.join(made_of)}"
-    why = why or "no recorded item differs (a nondeterministic kernel, or a change not recorded)"
+    why = why or (
+        "no recorded item differs (a nondeterministic kernel, a change not recorded, or a file "
+        "changed since it was made)"
+    )
     tolerance = f"tolerance {rtol:g}" if rtol else "bitwise expected"
     return Comparison(name, ok, f"values differ: {size} ({tolerance}); {why}")
+
+
+def _own_config_hash(path: Path) -> str | None:
+    """The hash of the config slice a model card or zarr store says it was made with."""
+    try:
+        if path.suffix == ".pt":
+            from climai.io.checkpoints import load_model_file
+
+            return str(load_model_file(path)[1]["config_sha256"])
+        return str(json.loads((path / "zarr.json").read_text())["attributes"]["config_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def compare_campaigns(
@@ -441,9 +456,9 @@ def compare_campaigns(
 ) -> list[Comparison]:
     """Compare every artifact of ``reference`` with the same artifact in ``rerun``: bitwise where
     the runtime records of the rules it depends on match, else within :data:`TOLERANCES`
-    (``device="gpu"``: the tolerances whatever the records say); a difference names the config
-    hash and input files whose manifest records differ. An artifact the rerun made that
-    ``reference`` lacks fails as missing in the reference."""
+    (``device="gpu"``: the tolerances whatever the records say); a difference names the input
+    files whose manifest records differ and the config hash (not where a model card or store
+    records the same stage slice hash in both). One only the rerun made fails as missing."""
     reference, rerun = Path(reference), Path(rerun)
     # the artifacts and records of the campaign that was rerun (not of methods since nulled)
     config = (_read_manifest(rerun) or {}).get("config")
@@ -459,7 +474,10 @@ def compare_campaigns(
         )
         kind = "other" if items or device == "gpu" else "same"
         tol = TOLERANCES[kind][rel.split("/")[0]]
-        out.append(compare_artifact(rel, a, rerun / rel, tol, items, made_of))
+        own = {_own_config_hash(a), _own_config_hash(rerun / rel)}  # its stage's slice
+        same = len(own) == 1 and None not in own  # so the whole config's hash is not the cause
+        why = [m for m in made_of if not (same and m.startswith("config_sha256"))]
+        out.append(compare_artifact(rel, a, rerun / rel, tol, items, why))
     made = {a.relative_to(rerun).as_posix() for a in campaign_artifacts(rerun, config)}
     for rel in sorted(made - {a.relative_to(reference).as_posix() for a in artifacts}):
         out.append(Comparison(rel, False, f"missing in the reference: {reference / rel}"))

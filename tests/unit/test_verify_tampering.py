@@ -3,6 +3,7 @@ card, a damaged zarr chunk, an artifact deleted from the reference."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,24 @@ def test_an_artifact_deleted_from_the_reference_fails_verify(tmp_path):
     missing = results["downscaled/unet/test.zarr"]
     assert not missing.ok and missing.detail.startswith("missing in the reference: ")
     assert results["evaluation/summary.csv"].ok
+
+
+def test_a_changed_model_is_not_blamed_on_a_config_change_its_training_did_not_read(tmp_path):
+    """With evaluate.wet_threshold changed since the reference, a model file changed by hand was
+    reported as 'made from other data or config: config_sha256 ... (the reference had another
+    config)', though the training's own slice (the card's config_sha256) was the same."""
+    reference = _model(tmp_path / "ref/models/unet/model.pt").parents[2]
+    rerun = tmp_path / "new"
+    shutil.copytree(reference, rerun)
+    for root, sha in ((reference, "a"), (rerun, "b")):  # the whole config's hash differs
+        (root / "manifest.json").write_text(json.dumps({"config_sha256": sha * 64, "inputs": []}))
+    state, card = load_model_file(reference / "models/unet/model.pt")
+    state = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}
+    save_model(reference / "models/unet/model.pt", state, card)
+    [result] = compare_campaigns(reference, rerun)
+    assert not result.ok and "values differ" in result.detail
+    assert "config_sha256" not in result.detail and "file changed since" in result.detail
+    # a training slice that differs is still named
+    _edit_card(reference / "models/unet/model.pt", lambda c: c.update(config_sha256="1" * 64))
+    [result] = compare_campaigns(reference, rerun)
+    assert "the reference had another config" in result.detail
