@@ -188,7 +188,7 @@ def freeze(model: nn.Module, levels: int, parts: list[str]) -> list[str]:
 
 def lineage(parent: Parent) -> list[dict[str, Any]]:
     """The chain of models this one descends from, nearest first (the parent's own lineage
-    follows it)."""
+    follows it), each with the config it was trained with (its card's)."""
     entry = {
         "path": str(parent.path),
         "sha256": parent.sha256,
@@ -196,5 +196,8 @@ def lineage(parent: Parent) -> list[dict[str, Any]]:
         "method": parent.method,
         "config_sha256": str(parent.card.get("config_sha256", "")),
         "data_checksums": parent.card.get("data_checksums", {}),
+        # the recipe: the child's config names its parent ({method: unet}) but holds none of
+        # the parent's settings, so the child's card alone could not rebuild it
+        "config": parent.card.get("config", {}),
     }
     return [entry, *parent.card.get("lineage", [])]
