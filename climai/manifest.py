@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from climai.config.sources import REDACTED, redact  # noqa: F401 (REDACTED: re-exported)
+from climai.io.provenance import path_identity
 
 PACKAGES = ("climai", "numpy", "xarray", "dask", "zarr", "torch", "snakemake", "pandas")
-_LARGE = 256 * 2**20  # files above this size are identified by size, mtime and edge hashes
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -55,48 +55,6 @@ def platform_info() -> dict[str, Any]:
 def collect_runtime(root: Path) -> dict[str, Any]:
     """Every rule's runtime record of the campaign folder ``root``, by ``<rule>_<method>``."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(root.glob("runtime/*.json"))}
-
-
-def _sha256_file(path: Path, limit: int | None = None) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        if limit is None:
-            for block in iter(lambda: fh.read(2**20), b""):
-                h.update(block)
-        else:
-            h.update(fh.read(limit))
-            fh.seek(max(0, path.stat().st_size - limit))
-            h.update(fh.read(limit))
-    return h.hexdigest()
-
-
-def path_identity(path: str | Path) -> dict[str, Any]:
-    """A cheap but faithful identity of an input file or store.
-
-    Small files get their full sha256; large files their size, mtime and a hash of the first and
-    last MiB; folders (zarr stores) the sizes of all files and the hashes of metadata files.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"input {str(p)!r} does not exist")
-    if p.is_file():
-        size = p.stat().st_size
-        if size <= _LARGE:
-            return {"path": str(p), "size": size, "sha256": _sha256_file(p)}
-        return {
-            "path": str(p),
-            "size": size,
-            "mtime": p.stat().st_mtime,
-            "edges_sha256": _sha256_file(p, 2**20),
-        }
-    files = sorted(f for f in p.rglob("*") if f.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        rel = f.relative_to(p).as_posix()
-        h.update(f"{rel}:{f.stat().st_size}\n".encode())
-        if f.name in ("zarr.json", ".zarray", ".zattrs", ".zgroup"):
-            h.update(f.read_bytes())
-    return {"path": str(p), "files": len(files), "identity_sha256": h.hexdigest()}
 
 
 _VOLATILE_ATTRS = {"climai_version", "climai_commit", "git_commit", "created_by_rule"}
@@ -381,14 +339,31 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
         return None
 
 
+def _code_and_packages(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's code commits and dirty flags and package versions, flat (not the paths)."""
+    from climai.runtime import flatten
+
+    items = flatten(
+        {"code": manifest.get("code") or {}, "packages": manifest.get("packages") or {}}
+    )
+    return {k: v for k, v in items.items() if not k.endswith(".path")}
+
+
 def manifest_differences(reference: Path, rerun: Path) -> list[str]:
     """What the two folders' ``manifest.json`` say they were made of that differs: the config
-    hash, each input file's identity (``input a.nc ...: sha256 1f2e… → 9a8b…``); [] without one."""
+    hash, the code (``code.package.commit: 4c77… → d2ff…``) and package versions, each input
+    file's identity (``input a.nc ...: sha256 1f2e… → 9a8b…``); [] without one."""
     ma, mb = _read_manifest(reference), _read_manifest(rerun)
     if ma is None or mb is None:
         return []
     ha, hb = (str(m.get("config_sha256"))[:12] for m in (ma, mb))
     out = [f"config_sha256: {ha}… → {hb}… (the reference had another config)"] if ha != hb else []
+    ca, cb = (_code_and_packages(m) for m in (ma, mb))  # another commit or library version
+    out += [
+        f"{k}: {ca.get(k)} → {cb.get(k)}"
+        for k in sorted(ca.keys() | cb.keys())
+        if ca.get(k) != cb.get(k)
+    ]
     ia, ib = ({i["path"]: i for i in m.get("inputs", [])} for m in (ma, mb))
     for path in sorted(ia.keys() | ib.keys()):
         a, b = ia.get(path, {}), ib.get(path, {})

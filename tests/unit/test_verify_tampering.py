@@ -138,3 +138,29 @@ def test_a_changed_model_is_not_blamed_on_a_config_change_its_training_did_not_r
     _edit_card(reference / "models/unet/model.pt", lambda c: c.update(config_sha256="1" * 64))
     [result] = compare_campaigns(reference, rerun)
     assert "the reference had another config" in result.detail
+
+
+def test_verify_names_the_code_and_package_versions_that_differ(tmp_path):
+    """The manifests record the code's commits and the package versions, but a rerun from
+    another commit or with another numpy that moved a score was put down to 'no recorded item
+    differs (a nondeterministic kernel, or a change not recorded)'."""
+    for name, commit, numpy, rmse in (
+        ("ref", "4c774e6", "2.4.6", 1.0),
+        ("new", "d2ffc6a", "2.5.0", 1.1),
+    ):
+        root = tmp_path / name
+        (root / "evaluation/unet").mkdir(parents=True)
+        (root / "evaluation/unet/metrics.json").write_text(json.dumps({"tas": {"rmse": rmse}}))
+        manifest = {
+            "config_sha256": "c" * 64,
+            "inputs": [],
+            "code": {"package": {"commit": commit, "dirty": False, "path": f"/{name}"}},
+            "packages": {"numpy": numpy, "torch": "2.13.0"},
+        }
+        (root / "manifest.json").write_text(json.dumps(manifest))
+    [result] = compare_campaigns(tmp_path / "ref", tmp_path / "new")
+    assert not result.ok
+    assert "code.package.commit: 4c774e6 → d2ffc6a" in result.detail
+    assert "packages.numpy: 2.4.6 → 2.5.0" in result.detail
+    assert "torch" not in result.detail and ".path" not in result.detail
+    assert "nondeterministic" not in result.detail
