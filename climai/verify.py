@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from climai.manifest import Comparison, compare_campaigns
@@ -56,9 +60,35 @@ def rerun_campaign(configfiles: list[str], results: Path, cores: int) -> None:
         cmd += ["--configfile", *configfiles]
     cmd += ["--config", f"results={results}"]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            _, stderr = proc.communicate()
+        except BaseException:  # Ctrl-C, or SIGTERM (see verify): the rerun stops too
+            proc.terminate()  # Snakemake stops its jobs
+            proc.wait()
+            raise
     if proc.returncode != 0:
-        raise RerunFailed(f"the rerun failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RerunFailed(f"the rerun failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (a SLURM time limit, ``kill``) raises SystemExit(143) meanwhile, so that the
+    rerun is stopped and the temporary folder removed, instead of both being left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def verify(
@@ -73,7 +103,10 @@ def verify(
     """Rerun the campaign into a fresh folder and compare every artifact with ``reference``.
     ``reused``: the paths under the campaign's ``results`` folder (the second item) that other
     campaigns made and it reads (:func:`link_other_campaigns`)."""
-    with tempfile.TemporaryDirectory(prefix="climai-verify-", dir=workdir) as tmp:
+    with (
+        terminated_as_exit(),
+        tempfile.TemporaryDirectory(prefix="climai-verify-", dir=workdir) as tmp,
+    ):
         fresh = Path(tmp) / "results"
         link_other_campaigns(reused[0], reused[1], fresh)
         rerun_campaign(configfiles, fresh, cores)

@@ -3,6 +3,7 @@ the reference was made from other input files or another config."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -173,3 +174,54 @@ def test_a_reused_dataset_made_with_other_settings_names_the_keys_that_differ(tm
     with pytest.raises(ConfigError) as stale:
         check_reused_dataset(cfg)
     assert "differ in" not in str(stale.value)
+
+
+_TERMINATED_VERIFY = """
+import subprocess, sys
+from pathlib import Path
+from climai import verify
+
+folder = Path(sys.argv[1])
+real = subprocess.Popen
+
+
+def slow_rerun(cmd, **kwargs):  # a rerun that takes a while: a child that sleeps
+    proc = real([sys.executable, "-c", "import time; time.sleep(120)"], **kwargs)
+    (folder / "child.pid").write_text(str(proc.pid))
+    return proc
+
+
+verify.subprocess.Popen = slow_rerun
+verify.verify(folder / "ref", [], "toy", 1, workdir=folder)
+"""
+
+
+def test_a_terminated_verify_stops_its_rerun_and_removes_its_folder(tmp_path):
+    """SIGTERM (kill, a SLURM time limit) ended climai verify at once: its Snakemake rerun ran
+    on, orphaned, and /tmp/climai-verify-* stayed behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _TERMINATED_VERIFY, str(tmp_path)])
+    pid_file = tmp_path / "child.pid"
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        time.sleep(0.5)
+        alive = (
+            Path(f"/proc/{child}").exists()
+            and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]
+        )
+        assert not alive, "the rerun outlived climai verify"
+        assert not list(tmp_path.glob("climai-verify-*"))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
