@@ -35,6 +35,7 @@ from climai.io import open_store, write_json
 from climai.io.checkpoints import save_model
 from climai.io.provenance import code_provenance
 from climai.launch import relaunched_on_every_gpu
+from climai.manifest import package_versions
 from climai.parents import parent_model
 from climai.registry import method_kind, method_type
 from climai.stages import StageContext, log
@@ -118,6 +119,8 @@ def model_card(
             "python": platform.python_version(),
             "seed": training_seed(ctx, mcfg),
             "dataset_config_sha256": str(ds.attrs.get("config_sha256", "")),
+            # the card travels alone (climai downscale): the versions manifest.json records
+            "packages": package_versions(),
         },
     }
 

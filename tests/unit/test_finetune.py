@@ -296,6 +296,21 @@ def test_fine_tuned_methods_train_in_the_wave_after_their_parent():
     assert parent_method(cfg, "ens") == "unet" and parent_method(cfg, "knmi-ft") is None
 
 
+def test_the_model_card_records_the_package_versions(tmp_path):
+    """The card recorded torch and Python only; numpy, xarray, dask, zarr, pandas and climai's
+    versions were in manifest.json alone, which does not travel with a model file."""
+    from climai.manifest import package_versions
+    from climai.stages.train import run as run_train
+
+    unet = {"epochs": 1, "patch": 16, "batch": 4, "channels": [8, 16], "patches_per_step": 1}
+    cfg = load_config(prepare_campaign(tmp_path, methods={"bicubic": None, "unet": unet}))
+    ctx = StageContext(cfg, config_sha256(stage_slice(cfg, "train", "unet")), "train", 2)
+    run_train(ctx, "unet")
+    card = load_model_file(ctx.paths.model("unet"))[1]
+    assert card["provenance"]["packages"] == package_versions()
+    assert {"numpy", "xarray", "zarr", "torch"} <= set(card["provenance"]["packages"])
+
+
 def test_a_methods_own_seed_trains_another_model_of_the_same_prepared_data(tmp_path):
     """methods.<m>.seed: null trains with the campaign's seed, the same number given to the
     method trains the same weights, another number other weights (recorded in the card), all
