@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zipfile
@@ -13,8 +14,20 @@ import torch
 from climai.io.atomic import atomic_path
 
 
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
-    """Save weights and card (plain JSON-like data) to ``path`` atomically."""
+    """Save weights and card (plain JSON-like data) to ``path`` atomically; the card records
+    the weights' :func:`weights_sha256`, which loading checks (torch's zip has no checksum)."""
+    card = {**card, "weights_sha256": weights_sha256(state_dict)}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state_dict, "card": card}, tmp)
 
@@ -30,6 +43,13 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ValueError(f"model file {str(path)!r} {_unloadable(err, path)}") from err
     if not isinstance(obj, dict) or "state_dict" not in obj or "card" not in obj:
         raise ValueError(f"model file {str(path)!r} has no 'state_dict' and 'card'")
+    want = obj["card"].get("weights_sha256") if isinstance(obj["card"], dict) else None
+    if want is not None and weights_sha256(obj["state_dict"]) != want:
+        raise ValueError(
+            f"model file {str(path)!r}: its weights do not match the checksum its card records "
+            f"(weights_sha256 {str(want)[:12]}…): the file was changed or damaged after it was "
+            "written; copy it again from the model file training wrote"
+        )
     return obj["state_dict"], obj["card"]
 
 

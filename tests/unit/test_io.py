@@ -91,6 +91,33 @@ def test_malicious_model_file_is_refused_and_runs_nothing(tmp_path, monkeypatch)
         load_model_file("text.pt")
 
 
+def test_a_model_file_whose_weights_changed_is_refused_naming_it(tmp_path):
+    """torch's zip has no checksum: one bit changed in a model file's weights loaded silently,
+    and climai downscale wrote other values with no error (measured: tas up to 2.3e-3 K)."""
+    state = {
+        "w": torch.full((1024,), 1.5),
+        "h": torch.arange(8, dtype=torch.float32).to(torch.bfloat16),
+        "n": torch.tensor(3),  # a 0-d tensor, as BatchNorm's counter
+    }
+    save_model(tmp_path / "model.pt", state, {"method": "unet"})
+    loaded, card = load_model_file(tmp_path / "model.pt")
+    assert len(card["weights_sha256"]) == 64 and torch.equal(loaded["h"], state["h"])
+    data = bytearray((tmp_path / "model.pt").read_bytes())
+    at = data.find(np.float32(1.5).tobytes() * 64)
+    data[at + 3] ^= 0x01  # an exponent bit of the first weight: 1.5 → 3e38
+    (tmp_path / "changed.pt").write_bytes(bytes(data))
+    with pytest.raises(ValueError) as err:
+        load_model_file(tmp_path / "changed.pt")
+    message = str(err.value)
+    assert (
+        f"model file '{tmp_path / 'changed.pt'}': its weights do not match the checksum" in message
+    )
+    assert "\n" not in message
+    # a model file written before cards recorded the checksum still loads
+    torch.save({"state_dict": state, "card": {"method": "unet"}}, tmp_path / "old.pt")
+    assert load_model_file(tmp_path / "old.pt")[1] == {"method": "unet"}
+
+
 @pytest.mark.parametrize("cut", [0, 100, -5000])
 def test_a_truncated_model_file_is_named_truncated_in_one_line(tmp_path, cut):
     """A model file cut short (a copy that stopped) was 'not a model file climai wrote', with
