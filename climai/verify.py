@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from climai.manifest import Comparison, compare_campaigns
+from climai.manifest import Comparison, campaign_artifacts, compare_campaigns
 
 
 def snakefile() -> Path:
@@ -103,6 +103,12 @@ def verify(
     """Rerun the campaign into a fresh folder and compare every artifact with ``reference``.
     ``reused``: the paths under the campaign's ``results`` folder (the second item) that other
     campaigns made and it reads (:func:`link_other_campaigns`)."""
+    if not campaign_artifacts(reference):  # before a rerun of minutes or hours, not after it
+        raise FileNotFoundError(
+            f"no campaign artifacts under {str(reference)!r} (ingest/, prep/, models/, "
+            "downscaled/, evaluation/, export/): name the reference folder with --reference, or "
+            "run the campaign first"
+        )
     with (
         terminated_as_exit(),
         tempfile.TemporaryDirectory(prefix="climai-verify-", dir=workdir) as tmp,

@@ -33,7 +33,8 @@ def test_verify_reruns_a_campaign_that_reuses_another_campaigns_prepared_data_an
             "ft": {"type": "unet", "patch": 16, "init_from": {"campaign": "tiny", "method": "unet"}}
         },
     )
-    (results / "reuser").mkdir()
+    (results / "reuser/evaluation").mkdir(parents=True)  # a reference to compare with
+    (results / "reuser/evaluation/summary.csv").write_text("method,rmse\nft,1.0\n")
     seen = {}
 
     def rerun(configfiles, fresh, cores):  # what the Snakefile checks at parse, then made nothing
@@ -54,6 +55,9 @@ def test_a_failed_verify_rerun_is_one_error_line_not_a_traceback(tmp_path, monke
         raise verify.RerunFailed("the rerun failed (exit 1):\nWorkflowError: boom")
 
     config = write_config(tmp_path / "c.yaml", results=str(tmp_path / "results"))
+    reference = load_config(config).campaign_dir / "evaluation"
+    reference.mkdir(parents=True)
+    (reference / "summary.csv").write_text("method,rmse\nbicubic,1.0\n")
     monkeypatch.setattr(verify, "rerun_campaign", rerun)
     assert cli.main(["verify", "--configfile", str(config)]) == 1
     assert "climai verify: error: the rerun failed (exit 1)" in capsys.readouterr().err
@@ -192,6 +196,8 @@ def slow_rerun(cmd, **kwargs):  # a rerun that takes a while: a child that sleep
 
 
 verify.subprocess.Popen = slow_rerun
+(folder / "ref/evaluation").mkdir(parents=True)
+(folder / "ref/evaluation/summary.csv").write_text("method,rmse\\nbicubic,1.0\\n")
 verify.verify(folder / "ref", [], "toy", 1, workdir=folder)
 """
 
@@ -208,7 +214,7 @@ def test_a_terminated_verify_stops_its_rerun_and_removes_its_folder(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _TERMINATED_VERIFY, str(tmp_path)])
     pid_file = tmp_path / "child.pid"
     for _ in range(600):
-        if pid_file.exists() and pid_file.read_text():
+        if (pid_file.exists() and pid_file.read_text()) or proc.poll() is not None:
             break
         time.sleep(0.1)
     child = int(pid_file.read_text())
@@ -225,3 +231,17 @@ def test_a_terminated_verify_stops_its_rerun_and_removes_its_folder(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_verify_of_a_folder_without_artifacts_stops_before_the_rerun(tmp_path, monkeypatch, capsys):
+    """A mistyped --reference (or a campaign never run) was found out only after the whole
+    campaign had been rerun into the temporary folder."""
+    reruns = []
+    monkeypatch.setattr(verify, "rerun_campaign", lambda *args: reruns.append(args))
+    config = write_config(tmp_path / "c.yaml", results=str(tmp_path / "results"))
+    missing = tmp_path / "results/typo"
+    assert cli.main(["verify", "--configfile", str(config), "--reference", str(missing)]) == 1
+    assert reruns == []
+    assert (
+        f"climai verify: error: no campaign artifacts under '{missing}'" in capsys.readouterr().err
+    )
