@@ -23,7 +23,7 @@ class Transform:
 
     ``log1p`` (precipitation) compresses the heavy right tail: t = log(1 + x / offset), with
     ``offset`` in the variable's units (1 mm h-1 by default), so light and heavy rain both matter.
-    ``identity`` (temperature, generic) leaves values as they are. Standardisation with the
+    ``identity`` (temperature, generic, non-negative) leaves values as they are. Standardisation with the
     train-split mean and std follows in both cases.
     """
 
@@ -48,7 +48,12 @@ class Transform:
         return np.clip(np.expm1(t) * self.offset, 0, None)
 
 
-_TRANSFORMS = {"precipitation": "log1p", "temperature": "identity", "generic": "identity"}
+_TRANSFORMS = {
+    "precipitation": "log1p",
+    "temperature": "identity",
+    "generic": "identity",
+    "non-negative": "identity",
+}
 
 
 def transform_for(kind: str) -> Transform:
@@ -61,9 +66,15 @@ def transform_for(kind: str) -> Transform:
         ) from None
 
 
+NON_NEGATIVE_KINDS = ("precipitation", "non-negative")
+"""Kinds whose values are never negative: clipped at 0 after interpolation and prediction,
+conserved multiplicatively, and a negative value in the input stops ingest (a wind speed, a
+specific humidity, a radiation flux: ``non-negative``; rain: ``precipitation``)."""
+
+
 def is_non_negative(kind: str) -> bool:
     """Whether values of this kind can never be negative (clipped after interpolation)."""
-    return kind == "precipitation"
+    return kind in NON_NEGATIVE_KINDS
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from climai.config.base import StrictModel
 from climai.plugins import plugin_names
 
-VariableKind = Literal["precipitation", "temperature", "generic"]
+VariableKind = Literal["precipitation", "temperature", "generic", "non-negative"]
 TOY_VARIABLES = ("tas", "pr", "sfcWind")
 """The variables of the synthetic toy world (``sfcWind`` drawn only for campaigns that ask)."""
 
@@ -33,7 +33,8 @@ class VariableConfig(StrictModel):
     units: str = Field(description="Canonical units; inputs are converted to them.")
     kind: VariableKind = Field(
         "generic",
-        description="precipitation | temperature | generic: picks transform and constraint.",
+        description="precipitation | temperature | generic | non-negative: picks transform and "
+        "constraint (non-negative: standardised like generic, never below 0, e.g. sfcWind, huss).",
     )
     converter: ConverterConfig | None = Field(
         None,
@@ -99,7 +100,8 @@ class _FileSource(StrictModel):
     negative_tolerance: float = Field(
         0.0,
         ge=0,
-        description="Precipitation between -negative_tolerance and 0 (in the variable's units, "
+        description="Precipitation (any non-negative kind) between -negative_tolerance and 0 (in "
+        "the variable's units, "
         "after conversion) is read as 0: a model's rounding noise (e.g. 1e-6 mm h-1); anything "
         "more negative still stops ingest. 0: none is.",
     )

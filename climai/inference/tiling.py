@@ -439,8 +439,14 @@ class TiledPredictor:
 
         def physical(idx: tuple[int, ...]) -> torch.Tensor:
             z = blended(idx[0])[idx[1]] if len(idx) > 1 else total[idx][..., :k, :] / weight
+            # a non-negative kind never below 0 (log1p's inverse clamps already; identity does not)
             return torch.stack(
-                [self.spec.denormalise(v, z[i]) for i, v in enumerate(self.spec.variables)]
+                [
+                    self.spec.denormalise(v, z[i]).clamp(min=0)
+                    if nonneg[i]
+                    else self.spec.denormalise(v, z[i])
+                    for i, v in enumerate(self.spec.variables)
+                ]
             )
 
         # a spread ensemble's per-step statistics (members' mean, std; the roughness rule's field)

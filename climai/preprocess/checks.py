@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from climai.config import CampaignConfig
+from climai.variables import is_non_negative
 
 
 class IngestError(ValueError):
@@ -38,12 +39,14 @@ def check_finite(infinite: dict[str, Any], key: str, where: str) -> None:
 
 
 def check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, key: str, where: str) -> None:
-    """Precipitation left negative after conversion is a no-data sentinel the config missed."""
+    """Precipitation (or a variable of kind non-negative) left negative after conversion is a
+    no-data sentinel the config missed."""
     for name, low in minima.items():
         if float(low) < 0:
             var = next(v for v in cfg.variables if v.name == name)
+            what = "precipitation" if var.kind == "precipitation" else f"values (kind {var.kind})"
             raise IngestError(
-                f"variable {name!r} in {where} has negative precipitation (minimum "
+                f"variable {name!r} in {where} has negative {what} (minimum "
                 f"{float(low):g} {var.units}) after conversion; expected values >= 0: if that is "
                 f"a no-data value, set {key}.missing_value to it as the file has it (e.g. "
                 "missing_value: -3 for MRMS) so it is read as NaN; if it is a model's rounding "
@@ -55,7 +58,7 @@ def check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, key: str, wh
 def check_input_values(cfg: CampaignConfig, inputs: dict[str, xr.DataArray], where: str) -> None:
     """The driving data ``inputs`` (canonical variables on their own grid, before regridding
     could hide an inf) hold no ±inf and no negative precipitation; one pass, before any write."""
-    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
+    precip = [v.name for v in cfg.variables if is_non_negative(v.kind)]
     infinite = {n: np.isinf(da).sum() for n, da in inputs.items()}
     minima = {n: inputs[n].min() for n in precip if n in inputs}
     infinite, minima = dask.compute(infinite, minima)

@@ -49,6 +49,7 @@ from climai.regrid import reproject_series, reproject_to_grid
 from climai.stages import StageContext, dask_progress, log
 from climai.synthetic import OPTIONAL_FIELDS, toy_world, toy_world_counts
 from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
+from climai.variables import is_non_negative
 
 CHUNK_BYTES = 8 * 2**20  # target bytes per zarr chunk of one variable
 
@@ -130,7 +131,7 @@ def canonical_variable(
     ds: xr.Dataset, var: VariableConfig, times: TimeInfo, where: str, tolerance: float = 0.0
 ) -> xr.DataArray:
     """The variable in its canonical name and units: converter, accumulation → rate, units;
-    precipitation in [-``tolerance``, 0) read as 0 (the source's ``negative_tolerance``)."""
+    a non-negative kind's values in [-``tolerance``, 0) read as 0 (``negative_tolerance``)."""
     src_name = var.source_name or var.name
     da = ds[src_name]
     da.name = src_name
@@ -158,7 +159,7 @@ def canonical_variable(
         if k not in ("_FillValue", "missing_value", "cell_methods", "comment")
     }
     attrs.update(units=var.units, grid_mapping="crs", source_variable=src_name)
-    if tolerance and var.kind == "precipitation":
+    if tolerance and is_non_negative(var.kind):
         da = da.where((da >= 0) | (da < -tolerance) | da.isnull(), 0.0)
         attrs["negative_tolerance"] = tolerance  # values down to -tolerance were read as 0
     if src_units is not None:
@@ -301,11 +302,11 @@ def _count_valid(
     out: xr.Dataset, cfg: CampaignConfig, where: str
 ) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
     """One streaming pass: valid cells per step (all-NaN steps) and per cell (coverage) of every
-    variable; no infinity, and precipitation not negative, checked on the way."""
+    variable; no infinity, and precipitation (any non-negative kind) not negative, checked on the way."""
     first = cfg.variable_names[0]
     per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
     per_cell = out[first].notnull().sum("time")
-    precip = [v.name for v in cfg.variables if v.kind == "precipitation"]
+    precip = [v.name for v in cfg.variables if is_non_negative(v.kind)]
     minima = {n: out[n].min() for n in precip}
     infinite = {n: np.isinf(out[n]).sum() for n in cfg.variable_names}
     try:

@@ -196,7 +196,7 @@ CONFIG_CASES = [
         "variable-kind",
         {"variables": [{"name": "tas", "units": "K", "kind": "rain"}]},
         r"'variables.0.kind' = \"rain\"",
-        r"'precipitation', 'temperature' or 'generic'",
+        r"'precipitation', 'temperature', 'generic' or 'non-negative'",
     ),
     config_case(
         "toy-variable",
