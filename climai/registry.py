@@ -14,9 +14,13 @@ The module holding ``METHOD`` should import no torch either: ``build`` is then g
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -115,6 +119,68 @@ def _function(spec: Callable[..., Any] | str | None, what: str) -> Callable[...,
         ) from err
 
 
+def _check_declared(spec: Callable[..., Any] | str, what: str, params: tuple[str, ...]) -> None:
+    """``TypeError`` unless the function ``spec`` exists and takes ``params`` positionally;
+    a ``"module:function"`` is checked in its module's source, which is not run (the Snakefile
+    checks plugins at parse time and must not import torch): a missing module or function, or a
+    ``def`` with another number of parameters, is named when the config is read, not mid-run."""
+    wanted = f"{what}({', '.join(params)})"
+    if callable(spec):
+        try:
+            inspect.signature(spec).bind(*params)
+        except TypeError as err:
+            raise TypeError(f"{what} {spec!r} must be {wanted}: {err}") from None
+        except ValueError:  # no signature to inspect (a builtin): trust it
+            pass
+        return
+    module, _, attr = spec.partition(":")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as err:
+        raise TypeError(f"{what} {spec!r}: module {module!r} cannot be found ({err})") from None
+    if found is None:
+        raise TypeError(f"{what} {spec!r}: no module {module!r} is installed")
+    if not (found.origin and found.origin.endswith(".py")):
+        return  # compiled or namespace: checked when imported
+    tree = ast.parse(Path(found.origin).read_text(encoding="utf-8"), found.origin)
+    defs: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defs[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defs.update({t.id: node for t in targets if isinstance(t, ast.Name)})
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            defs.update({(a.asname or a.name).split(".")[0]: node for a in node.names})
+        elif not isinstance(node, ast.Expr):  # if/try blocks: names too dynamic to list
+            return
+    if attr not in defs:
+        raise TypeError(f"{what} {spec!r}: {found.origin} defines no {attr!r}")
+    node = defs[attr]
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        a = node.args
+        positional = len(a.posonlyargs) + len(a.args)
+        required = positional - len(a.defaults)
+        if not (required <= len(params) and (positional >= len(params) or a.vararg)):
+            names = ", ".join(x.arg for x in [*a.posonlyargs, *a.args])
+            raise TypeError(
+                f"{what} {spec!r} must be {wanted}; {found.origin} line {node.lineno} "
+                f"defines {attr}({names})"
+            )
+
+
+def build_network(type_name: str, cfg: Any, in_channels: int, out_channels: int) -> Any:
+    """The network of the emulator type ``type_name``: its ``build(cfg, in_channels,
+    out_channels)``, any failure to find or call it named with the type (a plugin's)."""
+    mtype = method_type(type_name)
+    try:
+        build = mtype.builder()
+        _check_declared(build, "build", ("cfg", "in_channels", "out_channels"))
+    except (PluginError, TypeError) as err:
+        raise PluginError(f"method type {type_name!r}: {err}") from err
+    return build(cfg, in_channels, out_channels)
+
+
 def _named(*types: MethodType) -> dict[str, MethodType]:
     """climai's own types by name: the ``type`` of each one's config model, where the name is
     written once (the config's schema needs it there)."""
@@ -203,6 +269,13 @@ def check_method_type(name: str, obj: object, builtin: bool = False) -> MethodTy
         raise TypeError(f"kind {obj.kind!r}: expected 'emulator' or 'baseline'")
     if obj.default and not builtin:
         raise TypeError("default is for climai's own method types")
+    # the functions it names exist and take the arguments climai passes (found in their source)
+    if obj.kind == "emulator":
+        _check_declared(obj.build, "build", ("cfg", "in_channels", "out_channels"))  # type: ignore[arg-type]
+        if obj.layout is not None:
+            _check_declared(obj.layout, "layout", ("cfg", "groups"))
+    else:
+        _check_declared(obj.predict, "predict", ("prep", "cfg", "method"))  # type: ignore[arg-type]
     return obj
 
 

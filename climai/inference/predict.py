@@ -19,7 +19,7 @@ from climai.malloc import keep_freed_buffers, uncache_primitives
 from climai.models.constraints import blur_departures
 from climai.models.interpolate import upsample
 from climai.models.quantile_mapping import apply_quantile_mapping
-from climai.registry import BUILTIN_METHOD_TYPES, MethodType, method_type
+from climai.registry import BUILTIN_METHOD_TYPES, MethodType, build_network, method_type
 from climai.training.loop import bf16_supported
 from climai.variables import is_non_negative
 
@@ -128,13 +128,13 @@ def _emulator_of(
 ) -> tuple[Emulator, FeatureSpec, dict[str, Any]]:
     """The emulator of a loaded model file (see :func:`load_emulator`)."""
     arch = card.get("architecture", {})
-    mtype, cfg = _method_of_card(path, arch)
+    _, cfg = _method_of_card(path, arch)
     spec = FeatureSpec(**card["features"])
     groups = arch.get("groups", {"all": spec.variables})
     nets = {}
     for group, variables in groups.items():
         sub = spec.subset(variables)
-        net = mtype.builder()(cfg, sub.in_channels, sub.out_channels)
+        net = build_network(cfg.type, cfg, sub.in_channels, sub.out_channels)
         if "groups" in arch:  # one network per variable group, keys prefixed by the group
             prefix = f"{group}."
             net.load_state_dict(

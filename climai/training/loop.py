@@ -26,7 +26,7 @@ from climai.config import EmulatorConfig
 from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
 from climai.data.features import FeatureSpec
 from climai.models.constraints import conserve
-from climai.registry import method_type
+from climai.registry import build_network, method_type
 from climai.training import TrainingInterrupted
 from climai.training.checkpoint import (
     SignalFlags,
@@ -53,7 +53,7 @@ def bf16_supported(device: torch.device) -> bool:
 def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
     """The network of ``cfg``'s method type: what its registry ``build(cfg, in_channels,
     out_channels)`` returns (the U-Net types: :func:`climai.models.unet.build_unet`)."""
-    model = method_type(cfg.type).builder()(cfg, spec.in_channels, spec.out_channels)
+    model = build_network(cfg.type, cfg, spec.in_channels, spec.out_channels)
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"method type {cfg.type!r}: build() returned {type(model).__name__}, "

@@ -4,6 +4,7 @@ by climai's loop, saved, reloaded and run by inference, without any change to cl
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,8 @@ LAYERED = MethodType(
     "emulator", TinyConvConfig, build="climai_tinyconv.net:build", layout="climai_tinyconv.net:layout"
 )
 BROKEN = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.nosuch:build")
+MISSING = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:buidl")
+TWO_ARGS = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:build_two")
 '''
 
 NET = """
@@ -54,6 +57,10 @@ def build(cfg, in_channels, out_channels):
 
 def layout(cfg, groups):
     return {"name": "TinyConv", "width": cfg.width, "groups": groups}
+
+
+def build_two(cfg, in_channels):
+    return TinyConv(in_channels, in_channels, cfg.width)
 """
 
 
@@ -68,11 +75,13 @@ def tinyconv(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         {"climai.methods": {"tinyconv": "climai_tinyconv.method:METHOD",
                             "notemu": "climai_tinyconv.method:NOT_AN_EMULATOR",
                             "layered": "climai_tinyconv.method:LAYERED",
-                            "broken": "climai_tinyconv.method:BROKEN"}},
+                            "broken": "climai_tinyconv.method:BROKEN",
+                            "missing": "climai_tinyconv.method:MISSING",
+                            "twoargs": "climai_tinyconv.method:TWO_ARGS"}},
     )  # fmt: skip
     monkeypatch.syspath_prepend(str(root))
     yield "tinyconv"
-    for name in ("tinyconv", "notemu", "layered", "broken"):
+    for name in ("tinyconv", "notemu", "layered", "broken", "missing", "twoargs", "late"):
         METHOD_TYPES.unregister(name)
     for mod in [m for m in sys.modules if m.startswith("climai_tinyconv")]:
         del sys.modules[mod]
@@ -233,10 +242,46 @@ def test_a_plugin_with_a_layout_is_fine_tuned_from_its_parent(tinyconv, tmp_path
     assert not (cfg.campaign_dir / "models/conv-wide/model.pt").exists()
 
 
-def test_a_plugin_build_that_cannot_be_imported_names_it(tinyconv):
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        ("broken", r"build 'climai_tinyconv.nosuch:build': no module 'climai_tinyconv.nosuch'"),
+        ("missing", r"build 'climai_tinyconv.net:buidl': .*net.py defines no 'buidl'"),
+        (
+            "twoargs",
+            r"build 'climai_tinyconv.net:build_two' must be build\(cfg, in_channels, "
+            r"out_channels\); .*net.py line \d+ defines build_two\(cfg, in_channels\)",
+        ),
+    ],
+)
+def test_a_plugin_build_that_is_missing_or_takes_other_arguments_stops_validate(
+    tinyconv, plugin, message
+):
+    """Found in the plugin's source when the config is read (not mid-run), naming the plugin;
+    the net module is not imported (no torch at parse time)."""
     from climai.config import validate_config
+
+    with pytest.raises(ConfigError, match=rf"method plugin '{plugin}' .*is not a valid method: "):
+        validate_config({"methods": {"m1": {"type": plugin}}})
+    with pytest.raises(KeyError, match=message):
+        method_type(plugin)
+    assert "climai_tinyconv.net" not in sys.modules
+
+
+def test_a_build_that_fails_when_called_names_the_method_type(tinyconv):
+    """A type registered in-process skips the plugin checks: building it still names the type
+    and the signature expected, not a bare TypeError from inside the training loop."""
+    from climai.config import validate_config
+    from climai.registry import MethodType
     from climai.training.loop import build_model
 
-    cfg = validate_config({"methods": {"m1": {"type": "broken"}}})
-    with pytest.raises(ValueError, match=r"build function 'climai_tinyconv.nosuch:build' cannot"):
-        build_model(cfg.methods.get("m1"), None)
+    tiny = method_type("tinyconv")
+    cfg = validate_config({"methods": {"m1": {"type": "tinyconv"}}}).methods.get("m1")
+    late = cfg.model_copy(update={"type": "late"})
+    spec = SimpleNamespace(in_channels=5, out_channels=2)
+    METHOD_TYPES.register("late", MethodType("emulator", tiny.config, build=lambda cfg, n: n))
+    with pytest.raises(ValueError, match=r"method type 'late': build .* must be build\(cfg, "):
+        build_model(late, spec)
+    METHOD_TYPES.register("late", MethodType("emulator", tiny.config, build="no_such_mod:f"))
+    with pytest.raises(ValueError, match=r"method type 'late': .*'no_such_mod:f' cannot be imp"):
+        build_model(late, spec)
