@@ -24,10 +24,26 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from climai.config import CampaignConfig, DerivedStatic, PluginSource, SyntheticConfig
+from climai.config import (
+    CampaignConfig,
+    ConfigError,
+    DerivedStatic,
+    PluginSource,
+    SyntheticConfig,
+)
 from climai.grids import GridError, crs_from_dataset, find_xy, standardise
 from climai.io.readers import SourceError, expand_paths, open_source
-from climai.units import UnitsError, amount_to_rate, convert, is_amount, is_rate, lookup
+from climai.units import (
+    UnitsError,
+    affine,
+    amount_to_rate,
+    convert,
+    is_amount,
+    is_rate,
+    lookup,
+    normalise,
+)
+from climai.variables import known_variable
 
 CACHE = Path(".snakemake") / "climai-header-checks.json"
 """Passed checks, by a hash of the source's config and its first file's size and mtime."""
@@ -224,7 +240,7 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
     """Everything checked before any job, by the workflow when it builds the DAG and by
     ``climai validate``: the converters, a reused dataset and, with ``files`` and a file target,
     the sources' headers, the domain and the patches (:func:`check_headers`,
-    :func:`check_target`). ``cache``: remember passed checks under ``.snakemake/`` (validate
+    :func:`check_target`), and a CMIP short name's units (:func:`check_known_units`). ``cache``: remember passed checks under ``.snakemake/`` (validate
     writes nothing). Raises ``ConfigError`` or :class:`SourceError` naming the key."""
     from climai.converters import check_converters
     from climai.reuse import check_other_inputs, check_reused_dataset
@@ -236,6 +252,27 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
     if files and not isinstance(cfg.data.target, SyntheticConfig):
         check_headers(cfg, CACHE if cache else None)
         check_target(cfg, SHAPES if cache else None)
+    check_known_units(cfg)
+
+
+def check_known_units(cfg: CampaignConfig) -> None:
+    """A variable named like a CMIP short name (:data:`climai.variables.KNOWN_VARIABLES`) is
+    exported with that name's CF ``standard_name``: its ``units`` must convert to that name's,
+    or the export would be, e.g., a ``wind_speed`` in K. pint is loaded only for units spelt
+    otherwise than the canonical ones."""
+    for i, var in enumerate(cfg.variables):
+        known = known_variable(var.name)
+        if known is None or normalise(var.units) == normalise(known.units):
+            continue
+        try:
+            affine(var.units, known.units, var.name, " (config 'variables')")
+        except UnitsError as err:
+            raise ConfigError(
+                f"config key 'variables.{i}.units' = {var.units!r}: {var.name!r} is the CMIP "
+                f"short name of {known.standard_name!r} (its exports' CF standard_name), in "
+                f"units convertible to {known.units!r} ({err}); set such units, or give the "
+                "variable another name"
+            ) from None
 
 
 def _target_names(cfg: CampaignConfig) -> list[str]:

@@ -173,3 +173,22 @@ def test_celsius_spellings_convert_to_kelvin_by_value(spelling):
 def test_a_plane_angle_in_a_product_is_refused_not_scaled(spelling):
     with pytest.raises(UnitsError, match=f"unknown units '{spelling}'"):
         lookup(spelling, "v")
+
+
+def test_a_cmip_name_with_units_of_another_quantity_stops_before_any_job():
+    """sfcWind is exported as CF wind_speed: in K it would be a wind speed in kelvin, no error."""
+    from climai.config import ConfigError, validate_config
+    from climai.io.headers import check_before_jobs
+
+    def check(units: str) -> None:
+        raw = {"variables": [{"name": "sfcWind", "units": units}]}
+        check_before_jobs(validate_config(raw), files=False)
+
+    check("m s-1")
+    check("km h-1")  # any units of a speed convert
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'variables.0.units' = 'K': 'sfcWind' is the CMIP short name of "
+        r"'wind_speed' .* convertible to 'm s-1' .*cannot convert 'K' \(temperature\)",
+    ):
+        check("K")
