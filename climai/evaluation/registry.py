@@ -17,6 +17,7 @@ before streaming) is still computed, from the whole split gathered in memory.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,14 +213,38 @@ CONTRACT_METRICS = ("rmse", "mae", "bias", "corr", "spectral_ratio")
 """The metrics every ``metrics.json`` holds (the campaign contract)."""
 
 
+def _takes_one(func: Callable[..., Any], what: str) -> None:
+    """``TypeError`` unless ``func`` can be called with one positional argument."""
+    try:
+        inspect.signature(func).bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{what} must take one argument, {func!r} has the signature {inspect.signature(func)}"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
+
+
 def _check_metric(name: str, obj: object) -> Metric:
     """A plugin's entry point: a :class:`Metric`, or a function ``(MetricInput) -> value`` (no
-    accumulator: computed from the whole split gathered in memory)."""
-    if isinstance(obj, Metric):
-        return obj
-    if callable(obj):
-        return Metric(obj)
-    raise TypeError(f"expected a Metric or a function (MetricInput) -> value, got {obj!r}")
+    accumulator: computed from the whole split gathered in memory); its function takes one
+    ``MetricInput``, its accumulator factory one :class:`Streams`."""
+    if not isinstance(obj, Metric):
+        if not callable(obj):
+            raise TypeError(f"expected a Metric or a function (MetricInput) -> value, got {obj!r}")
+        obj = Metric(obj)
+    _takes_one(obj.func, "its function (MetricInput) -> value")
+    if obj.accumulator is not None:
+        _takes_one(obj.accumulator, "its accumulator (Streams) -> Accumulator")
+    return obj
+
+
+def check_metrics(names: list[str]) -> None:
+    """Load every metric of ``names`` (plugins import now): a plugin that cannot be imported or
+    is not a valid metric raises :class:`~climai.plugins.PluginError` naming it, before any job
+    (the workflow and ``climai validate``), not in an evaluate job after the trainings."""
+    for name in names:
+        METRICS.get(name)
 
 
 METRICS: Registry[Metric] = Registry("metric", _BUILTIN, _check_metric)

@@ -238,14 +238,21 @@ def check_synthetic_target(cfg: CampaignConfig) -> None:
 
 def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = True) -> None:
     """Everything checked before any job, by the workflow when it builds the DAG and by
-    ``climai validate``: the converters, a reused dataset and, with ``files`` and a file target,
-    the sources' headers, the domain and the patches (:func:`check_headers`,
-    :func:`check_target`), and a CMIP short name's units (:func:`check_known_units`). ``cache``: remember passed checks under ``.snakemake/`` (validate
+    ``climai validate``: the converters, the metrics (plugins loaded), a reused dataset and,
+    with ``files`` and a file target, the sources' headers, the domain and the patches
+    (:func:`check_headers`, :func:`check_target`), and a CMIP short name's units
+    (:func:`check_known_units`). ``cache``: remember passed checks under ``.snakemake/`` (validate
     writes nothing). Raises ``ConfigError`` or :class:`SourceError` naming the key."""
     from climai.converters import check_converters
+    from climai.evaluation.registry import check_metrics
+    from climai.plugins import PluginError
     from climai.reuse import check_other_inputs, check_reused_dataset
 
     check_converters(cfg)
+    try:
+        check_metrics(cfg.evaluate.metrics)
+    except PluginError as err:
+        raise ConfigError(f"config key 'evaluate.metrics': {err}") from None
     check_reused_dataset(cfg)
     check_other_inputs(cfg)  # train_on/validate_on data and init_from models made elsewhere
     check_synthetic_target(cfg)  # no file read

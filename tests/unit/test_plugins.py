@@ -33,6 +33,7 @@ def max_error(inp):
 
 
 wet_max = Metric(lambda inp: float(np.nanmax(inp.pred)), precipitation_only=True)
+no_streams = Metric(max_error, accumulator=lambda: None)  # its accumulator takes no Streams
 
 
 def half(da, factor: float = 0.5):
@@ -58,6 +59,7 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
                 "max_error": "climai_testplug:max_error",
                 "wet_max": "climai_testplug:wet_max",
                 "broken_metric": "climai_broken:fn",
+                "no_streams": "climai_testplug:no_streams",
             },
             "climai.converters": {"half": "climai_testplug:half"},
             "climai.readers": {"ramp": "climai_testplug:ramp"},
@@ -66,7 +68,7 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "climai_testplug"
     for registry in (METRICS, CONVERTERS, READERS):
-        for name in ("max_error", "wet_max", "half", "ramp"):
+        for name in ("max_error", "wet_max", "no_streams", "half", "ramp"):
             registry.unregister(name)
     sys.modules.pop("climai_testplug", None)
 
@@ -116,6 +118,30 @@ def test_a_broken_plugin_names_its_entry_point(plugin):
         r"ModuleNotFoundError",
     ):
         METRICS.get("broken_metric")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("broken_metric", r"'broken_metric' .* cannot be loaded: ModuleNotFoundError"),
+        (
+            "no_streams",
+            r"'no_streams' .* is not a valid metric: its accumulator \(Streams\) -> "
+            r"Accumulator must take one argument, .* has the signature \(\)",
+        ),
+    ],
+)
+def test_a_broken_metric_plugin_stops_the_checks_before_any_job(plugin, name, message):
+    """Not the evaluate job after every training: the workflow's and validate's checks load
+    the plugin metrics a campaign names."""
+    from climai.io.headers import check_before_jobs
+
+    cfg = validate_config({"evaluate": {"metrics": [*CONTRACT_METRICS, name]}})
+    with pytest.raises(
+        ConfigError, match=rf"config key 'evaluate.metrics': metric plugin {message}"
+    ):
+        check_before_jobs(cfg, files=False)
+    check_before_jobs(validate_config({"evaluate": {"metrics": [*CONTRACT_METRICS, "max_error"]}}))
 
 
 def test_a_plugin_converter_is_found_by_name(plugin):
