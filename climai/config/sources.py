@@ -58,7 +58,9 @@ class VariableConfig(StrictModel):
 class SyntheticConfig(StrictModel):
     """The built-in toy world: a seeded, deterministic km-scale dataset (no files needed)."""
 
-    source: Literal["synthetic"] = "synthetic"
+    source: Literal["synthetic"] = Field(
+        "synthetic", description="The seeded toy world (no files)."
+    )
     nx: int = Field(128, ge=16, description="HR cells along x.")
     ny: int = Field(128, ge=16, description="HR cells along y.")
     dx: float = Field(500.0, gt=0, description="HR grid spacing in metres.")
@@ -110,7 +112,7 @@ class _FileSource(StrictModel):
 class NetCDFSource(_FileSource):
     """NetCDF files: one file, a glob or a list; a multi-file series is opened lazily with dask."""
 
-    source: Literal["netcdf"]
+    source: Literal["netcdf"] = Field(description="NetCDF files, read with xarray (netCDF4).")
     path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
 
 
@@ -143,7 +145,7 @@ class ZarrSource(_FileSource):
     credentials file (``credentials_file``), read when the store is opened (docs/security.md).
     """
 
-    source: Literal["zarr"]
+    source: Literal["zarr"] = Field(description="A zarr store, local or an fsspec URL.")
     path: str = Field(description="Store folder or fsspec URL.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -191,7 +193,7 @@ class ZarrSource(_FileSource):
 class GribSource(_FileSource):
     """GRIB files through cfgrib/ecCodes: one field per source, selected by its GRIB keys."""
 
-    source: Literal["grib"]
+    source: Literal["grib"] = Field(description="GRIB files, read with cfgrib.")
     path: str | list[str] = Field(description="File, glob pattern, or list of files/globs.")
     filter_by_keys: dict[str, str | int] = Field(
         default_factory=dict,
@@ -236,7 +238,7 @@ class PluginSource(_FileSource):
 class DerivedStatic(StrictModel):
     """A static field computed on the HR grid itself (for campaigns without a DEM)."""
 
-    source: Literal["derived"]
+    source: Literal["derived"] = Field(description="A field derived from the HR grid itself.")
     field: Literal["x", "y", "valid_fraction"] = Field(
         description="x | y: projected coordinate in km from the domain centre; "
         "valid_fraction: fraction of time steps with data in each cell (first target variable)."

@@ -22,6 +22,14 @@ def test_every_schema_key_is_documented():
             assert f"| `{key}` |" in text, f"{name}.{key}"
 
 
+def test_every_key_has_a_description():
+    """A field added without ``description=`` would be a row with an empty last cell."""
+    rows = [line for line in config_markdown().splitlines() if line.startswith("| `")]
+    assert rows
+    empty = [row.split(" | ")[0] for row in rows if row.rstrip().endswith("|  |")]
+    assert not empty, f"config keys without a description (Field(description=...)): {empty}"
+
+
 def test_schema_markdown_command_prints_the_readme(capsys):
     assert main(["schema", "--markdown"]) == 0
     assert capsys.readouterr().out == config_markdown()
