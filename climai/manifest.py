@@ -137,21 +137,21 @@ def _methods(config: dict[str, Any]) -> set[str]:
 
 
 def campaign_artifacts(root: str | Path, config: dict[str, Any] | None = None) -> list[Path]:
-    """The artifacts of a campaign folder that reruns must reproduce (logs and figures excluded);
-    with ``config`` (the validated config as JSON) only its methods' and variables': a method
+    """The artifacts of a campaign folder that reruns must reproduce (logs and figures excluded),
+    the prepared data of ``prepared.folder`` too (an extra rule's: what train read); with
+    ``config`` (the validated config as JSON) only its methods' and variables': a method
     set to null, or a variable removed, since it ran leaves its outputs in the folder."""
-    root = Path(root)
-    found: list[Path] = []
-    for pattern in (
+    root, found = Path(root), list[Path]()
+    own = ((config or {}).get("prepared") or {}).get("folder", "prep")
+    for pattern in dict.fromkeys((
         "ingest/*.zarr",
-        "prep/*.zarr",
-        "prep/*.json",
+        *(f"{folder}/*.{ext}" for folder in ("prep", own) for ext in ("zarr", "json")),
         "models/*/model.pt",
         "downscaled/*/*.zarr",
         "evaluation/*/metrics.json",
         "evaluation/summary.csv",
         "export/*.nc",
-    ):
+    )):  # fmt: skip
         found.extend(sorted(root.glob(pattern)))
     if config is None:
         return found
@@ -448,7 +448,7 @@ def compare_campaigns(
             runtime_records(reference, rel, of), runtime_records(rerun, rel, of)
         )
         kind = "other" if items or device == "gpu" else "same"
-        tol = TOLERANCES[kind][rel.split("/")[0]]
+        tol = TOLERANCES[kind].get(rel.split("/")[0], TOLERANCES[kind]["prep"])  # prepared.folder
         own = {_own_config_hash(a), _own_config_hash(rerun / rel)}  # its stage's slice
         same = len(own) == 1 and None not in own  # so the whole config's hash is not the cause
         why = [m for m in made_of if not (same and m.startswith("config_sha256"))]

@@ -245,3 +245,35 @@ def test_verify_of_a_folder_without_artifacts_stops_before_the_rerun(tmp_path, m
     assert (
         f"climai verify: error: no campaign artifacts under '{missing}'" in capsys.readouterr().err
     )
+
+
+def test_an_extra_rules_prepared_folder_is_in_the_manifest_and_verified(tmp_path):
+    """prepared.folder (docs/add-a-rule.md: a bias correction between preprocess and train) is
+    what train, infer and evaluate read: its files were neither checksummed nor compared."""
+    from climai.manifest import build_manifest
+
+    raw = {"methods": {"nearest": None}, "prepared": {"folder": "prep-bc"}}
+    config = json.loads(validate_config(raw).model_dump_json())
+    root = tmp_path / "ref"
+    for folder in ("prep", "prep-bc"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "stats.json").write_text('{"tas": {"mean": 280.0}}')
+    (root / "evaluation/bicubic").mkdir(parents=True)
+    (root / "evaluation/bicubic/metrics.json").write_text('{"tas": {"rmse": 1.0}}')
+    manifest = build_manifest(config, "c" * 64, root, [])
+    assert sorted(manifest["artifacts"]) == [
+        "evaluation/bicubic/metrics.json",
+        "prep-bc/stats.json",
+        "prep/stats.json",
+    ]
+    rerun = tmp_path / "new"
+    shutil.copytree(root, rerun)
+    (rerun / "prep-bc/stats.json").write_text('{"tas": {"mean": 281.0}}')  # the rule changed
+    for folder in (root, rerun):
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    results = {r.artifact: r.ok for r in compare_campaigns(root, rerun)}
+    assert results == {
+        "prep/stats.json": True,
+        "prep-bc/stats.json": False,
+        "evaluation/bicubic/metrics.json": True,
+    }
