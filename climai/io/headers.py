@@ -32,7 +32,8 @@ from climai.config import (
     SyntheticConfig,
 )
 from climai.grids import GridError, crs_from_dataset, find_xy, standardise
-from climai.io.readers import SourceError, expand_paths, open_source
+from climai.io.readers import READERS, SourceError, expand_paths, open_source
+from climai.plugins import PluginError
 from climai.units import (
     UnitsError,
     affine,
@@ -136,6 +137,10 @@ def check_headers(cfg: CampaignConfig, cache: Path | None = CACHE) -> int:
     opened = 0
     for key, spec, names in _sources(cfg):
         if isinstance(spec, PluginSource):
+            try:  # a plugin reader is loaded (and its signature checked) now, not in ingest
+                READERS.get(spec.source)
+            except PluginError as err:
+                raise SourceError(f"{key}.source: {err}") from None
             continue
         fingerprint = _fingerprint(key, spec, names)
         if fingerprint is None or fingerprint in passed:
@@ -245,7 +250,6 @@ def check_before_jobs(cfg: CampaignConfig, files: bool = True, cache: bool = Tru
     writes nothing). Raises ``ConfigError`` or :class:`SourceError` naming the key."""
     from climai.converters import check_converters
     from climai.evaluation.registry import check_metrics
-    from climai.plugins import PluginError
     from climai.reuse import check_other_inputs, check_reused_dataset
 
     check_converters(cfg)

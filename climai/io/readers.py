@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import inspect
 import itertools
 import os
 from collections.abc import Callable
@@ -435,6 +436,15 @@ is for error messages."""
 def _check_reader(name: str, obj: object) -> Reader:
     if not callable(obj):
         raise TypeError(f"expected a function (spec, names, key) -> xarray.Dataset, got {obj!r}")
+    try:
+        inspect.signature(obj).bind(None, None, None)
+    except TypeError:
+        raise TypeError(
+            f"expected a function (spec, names, key) -> xarray.Dataset, {obj!r} has the "
+            f"signature {inspect.signature(obj)}"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
     return obj  # type: ignore[return-value]
 
 

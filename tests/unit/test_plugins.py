@@ -40,6 +40,10 @@ def half(da, factor: float = 0.5):
     return (da * factor).assign_attrs(units=da.attrs["units"])
 
 
+def ramp_of(spec, names):  # a reader without the key argument
+    return None
+
+
 def ramp(spec, names, key):
     n = int(spec.options.get("n", 4))
     values = np.arange(n * 3 * 2, dtype=np.float32).reshape(n, 3, 2)
@@ -62,13 +66,17 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
                 "no_streams": "climai_testplug:no_streams",
             },
             "climai.converters": {"half": "climai_testplug:half"},
-            "climai.readers": {"ramp": "climai_testplug:ramp"},
+            "climai.readers": {
+                "ramp": "climai_testplug:ramp",
+                "ramp_of": "climai_testplug:ramp_of",
+                "ramp_broken": "climai_broken:read",
+            },
         },
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "climai_testplug"
     for registry in (METRICS, CONVERTERS, READERS):
-        for name in ("max_error", "wet_max", "no_streams", "half", "ramp"):
+        for name in ("max_error", "wet_max", "no_streams", "half", "ramp", "ramp_of"):
             registry.unregister(name)
     sys.modules.pop("climai_testplug", None)
 
@@ -158,6 +166,30 @@ def test_a_plugin_reader_is_a_config_source(plugin):
     assert ds["tas"].shape == (5, 3, 2)
     with pytest.raises(SourceError, match=r"data.target: variable 'qq' is not in what reader "):
         open_source(cfg.data.target, ["qq"], "data.target")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("ramp_broken", r"'ramp_broken' .* cannot be loaded: ModuleNotFoundError"),
+        (
+            "ramp_of",
+            r"'ramp_of' .* is not a valid reader: expected a function \(spec, names, key\) -> "
+            r"xarray.Dataset, .* has the signature \(spec, names\)",
+        ),
+    ],
+)
+def test_a_broken_reader_plugin_stops_the_checks_before_any_job(plugin, name, message):
+    """Not the ingest job: the workflow's and validate's checks load a plugin reader."""
+    from climai.io.headers import check_before_jobs
+
+    static = {"x": {"source": "derived", "field": "x"}}
+    cfg = validate_config({"data": {"target": {"source": name}, "static": static}})
+    with pytest.raises(SourceError, match=rf"^data.target.source: reader plugin {message}"):
+        check_before_jobs(cfg, cache=False)
+    check_before_jobs(
+        validate_config({"data": {"target": {"source": "ramp"}, "static": static}}), cache=False
+    )
 
 
 def test_an_unknown_source_lists_builtin_and_plugin_readers(plugin):
