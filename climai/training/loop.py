@@ -8,6 +8,7 @@ resumed by themselves. Deterministic and exactly resumable on CPU given the seed
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -59,6 +60,14 @@ def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
             f"method type {cfg.type!r}: build() returned {type(model).__name__}, "
             "not a torch.nn.Module"
         )
+    try:  # called as net(x, base): a plugin's forward(x) would fail at the first batch
+        inspect.signature(model.forward).bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"method type {cfg.type!r}: its network's forward must take (x, base) "
+            f"(docs/add-an-emulator.md); {type(model).__name__}.forward has the signature "
+            f"{inspect.signature(model.forward)}"
+        ) from None
     multiple = int(getattr(model, "multiple", 1))
     if cfg.patch % multiple:
         raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {multiple}")

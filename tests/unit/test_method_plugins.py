@@ -35,6 +35,7 @@ LAYERED = MethodType(
 BROKEN = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.nosuch:build")
 MISSING = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:buidl")
 TWO_ARGS = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:build_two")
+NO_BASE = MethodType("emulator", TinyConvConfig, build="climai_tinyconv.net:build_no_base")
 '''
 
 NET = """
@@ -61,6 +62,15 @@ def layout(cfg, groups):
 
 def build_two(cfg, in_channels):
     return TinyConv(in_channels, in_channels, cfg.width)
+
+
+class NoBase(TinyConv):
+    def forward(self, x):  # forgets the base argument
+        return self.head(self.body(x))
+
+
+def build_no_base(cfg, in_channels, out_channels):
+    return NoBase(in_channels, out_channels, cfg.width)
 """
 
 
@@ -77,11 +87,12 @@ def tinyconv(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
                             "layered": "climai_tinyconv.method:LAYERED",
                             "broken": "climai_tinyconv.method:BROKEN",
                             "missing": "climai_tinyconv.method:MISSING",
-                            "twoargs": "climai_tinyconv.method:TWO_ARGS"}},
+                            "twoargs": "climai_tinyconv.method:TWO_ARGS",
+                            "nobase": "climai_tinyconv.method:NO_BASE"}},
     )  # fmt: skip
     monkeypatch.syspath_prepend(str(root))
     yield "tinyconv"
-    for name in ("tinyconv", "notemu", "layered", "broken", "missing", "twoargs", "late"):
+    for name in ("tinyconv", "notemu", "layered", "broken", "missing", "twoargs", "late", "nobase"):
         METHOD_TYPES.unregister(name)
     for mod in [m for m in sys.modules if m.startswith("climai_tinyconv")]:
         del sys.modules[mod]
@@ -285,3 +296,20 @@ def test_a_build_that_fails_when_called_names_the_method_type(tinyconv):
     METHOD_TYPES.register("late", MethodType("emulator", tiny.config, build="no_such_mod:f"))
     with pytest.raises(ValueError, match=r"method type 'late': .*'no_such_mod:f' cannot be imp"):
         build_model(late, spec)
+
+
+def test_a_plugin_network_whose_forward_takes_no_base_is_named_before_training(tinyconv, tmp_path):
+    """net(x, base) is the documented call: a forward(x) failed at the first batch with a bare
+    TypeError from inside the loop; now train stops as it builds the network, naming the type."""
+    from climai.stages import StageContext
+    from climai.stages.train import run as run_train
+
+    methods = {"conv": {"type": "nobase", "epochs": 1, "patch": 16, "batch": 4}}
+    cfg = load_config(prepare_campaign(tmp_path, methods=methods))
+    with pytest.raises(
+        TypeError,
+        match=r"method type 'nobase': its network's forward must take \(x, base\) "
+        r"\(docs/add-an-emulator.md\); NoBase.forward has the signature \(x\)",
+    ):
+        run_train(StageContext(cfg, "x", "train", 1), "conv")
+    assert not (cfg.campaign_dir / "models/conv/model.pt").exists()
