@@ -300,14 +300,15 @@ def campaign_rule_jobs(
     """One job per rule of the campaign's own rule files (config key ``rules``), sized by the
     ``--profile``'s ``default-resources``: what Snakemake gives a rule that asks for nothing
     itself (climai does not run a rule file's code to read its own ``resources:``, nor count
-    the jobs of a rule with wildcards). Empty without a profile."""
+    the jobs of a rule with wildcards); without a profile, Snakemake's own defaults (1 core,
+    1000 MB; 60 minutes as a placeholder wall time), so a local plan counts them too."""
     from climai.config import rule_files
     from climai.sizing import choose_partition, job_plan
 
     names = [n for path in rule_files(cfg) for n in _RULE_HEAD.findall(path.read_text())]
-    if not names or profile is None:
+    if not names:
         return []
-    defaults = profile_settings(profile).get("default-resources") or {}
+    defaults = (profile_settings(profile).get("default-resources") if profile else None) or {}
     size = JobSize(cpus=int(defaults.get("cpus_per_task", 1)),
                    mem_mb=int(defaults.get("mem_mb", 1000)), runtime=int(defaults.get("runtime", 60)))  # fmt: skip
     est = Estimate(mem_mb=float(size.mem_mb), seconds=60.0 * size.runtime)

@@ -374,6 +374,14 @@ def test_plan_lists_the_campaigns_own_rules_and_reads_config_yaml_from_any_folde
         assert (row["cpus"], row["mem_mb"], row["runtime_min"], row["partition"]) == (
             1, 7000, 60, "lrd_all_serial")  # fmt: skip
         assert 0 < row["node_hours"] < 1
+    # a local plan (no profile) counts them too: before, they were left out of its total
+    assert cli.main(["plan", "--configfile", "c.yaml", "--format", "json"]) == 0
+    local = {(r["rule"], r["method"]): r for r in json.loads(capsys.readouterr().out)}
+    for rule in ("bias_correct", "other_step"):
+        row = local[(rule, None)]
+        assert (row["cpus"], row["mem_mb"], row["partition"]) == (1, 1000, None)
+    assert cli.main(["plan", "--configfile", "c.yaml"]) == 0
+    assert f"total: {len(local)} jobs" in capsys.readouterr().out
     monkeypatch.chdir(REPO)
     (tmp_path / "c2.yaml").write_text(f"results: {tmp_path / 'results'}\n")
     assert cli.main(["plan", "--configfile", str(tmp_path / "c2.yaml"), "--profile", profile,
