@@ -121,3 +121,14 @@ def test_toy_world_counts_match_the_values():
     assert float(target["pr"].min()) >= 0.0
     assert per_cell.dims == ("y", "x")
     assert (per_cell == target["tas"].notnull().sum("time")).all()
+
+
+def test_the_configs_toy_variables_are_the_toy_worlds_fields():
+    """Two lists (the config's, numpy-free, and the toy world's): a field added to one only was
+    refused by the config, or accepted and then missing in ingest (docs/add-a-variable.md)."""
+    from climai.config import TOY_VARIABLES
+    from climai.synthetic import OPTIONAL_FIELDS
+
+    assert ("tas", "pr", *OPTIONAL_FIELDS) == TOY_VARIABLES
+    world = toy_world(nx=16, ny=16, steps=2, extra=tuple(OPTIONAL_FIELDS))[0]
+    assert set(TOY_VARIABLES) <= set(world.data_vars)
