@@ -15,6 +15,7 @@ one pay nothing until they convert.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,16 @@ class Unit:
 def registry() -> Any:
     """cf-xarray's pint registry with the :data:`WATER` context added (once)."""
     import pint
-    from cf_xarray.units import units
+
+    # cf-xarray redefines a few of pint's units (%, year, C, degrees...) as it builds its
+    # registry: 11 "WARNING pint.util: Redefining ..." lines in every ingest log and validate
+    # output that say nothing about the data
+    quiet, level = logging.getLogger("pint.util"), logging.getLogger("pint.util").level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from cf_xarray.units import units
+    finally:
+        quiet.setLevel(level)
 
     if WATER not in units._contexts:
         ctx = pint.Context(WATER)

@@ -192,3 +192,21 @@ def test_a_cmip_name_with_units_of_another_quantity_stops_before_any_job():
         r"'wind_speed' .* convertible to 'm s-1' .*cannot convert 'K' \(temperature\)",
     ):
         check("K")
+
+
+def test_building_the_registry_logs_no_pint_redefinition_warnings():
+    """cf-xarray's registry redefines %, year, C...: 11 'WARNING pint.util: Redefining' lines
+    were in every ingest log and `climai validate` output, saying nothing about the data."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from climai.units import affine\n"
+        "print(affine('knot', 'm s-1', 'sfcWind'))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert run.stdout.startswith("(0.514444")
+    assert "Redefining" not in run.stderr, run.stderr
