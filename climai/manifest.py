@@ -453,9 +453,15 @@ def compare_campaigns(
         same = len(own) == 1 and None not in own  # so the whole config's hash is not the cause
         why = [m for m in made_of if not (same and m.startswith("config_sha256"))]
         out.append(compare_artifact(rel, a, rerun / rel, tol, items, why))
+    # made by the rerun and listed by the reference's manifest, yet gone from the reference:
+    # lost since (a reference made in part, e.g. with --until, lists only what it made)
     made = {a.relative_to(rerun).as_posix() for a in campaign_artifacts(rerun, config)}
-    for rel in sorted(made - {a.relative_to(reference).as_posix() for a in artifacts}):
-        out.append(Comparison(rel, False, f"missing in the reference: {reference / rel}"))
+    listed = set((_read_manifest(reference) or {}).get("artifacts") or {})
+    for rel in sorted((made & listed) - {a.relative_to(reference).as_posix() for a in artifacts}):
+        out.append(
+            Comparison(rel, False, f"missing in the reference (its manifest.json lists it): "
+                       f"{reference / rel}")
+        )  # fmt: skip
     return out
 
 

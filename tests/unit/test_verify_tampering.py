@@ -108,14 +108,20 @@ def test_a_damaged_chunk_in_the_reference_names_the_artifact_not_a_traceback(tmp
 
 def test_an_artifact_deleted_from_the_reference_fails_verify(tmp_path):
     """Only the reference's own files were compared: a downscaled store or summary table
-    deleted from it (the rerun made it) passed unnoticed."""
+    deleted from it (the rerun made it) passed unnoticed. Deleted means listed by the
+    reference's manifest.json: a reference made in part (stage by stage, --until, as the GPU
+    check makes its reference) is compared on what it has."""
     reference = _store_campaign(tmp_path / "ref")
     rerun = tmp_path / "new"
     shutil.copytree(reference, rerun)
     shutil.rmtree(reference / "downscaled/unet/test.zarr")
     results = {r.artifact: r for r in compare_campaigns(reference, rerun)}
+    assert set(results) == {"evaluation/summary.csv"}  # no manifest: made in part
+    listed = {"downscaled/unet/test.zarr": "x", "evaluation/summary.csv": "y"}
+    (reference / "manifest.json").write_text(json.dumps({"artifacts": listed}))
+    results = {r.artifact: r for r in compare_campaigns(reference, rerun)}
     missing = results["downscaled/unet/test.zarr"]
-    assert not missing.ok and missing.detail.startswith("missing in the reference: ")
+    assert not missing.ok and missing.detail.startswith("missing in the reference (its manifest")
     assert results["evaluation/summary.csv"].ok
 
 
