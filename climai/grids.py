@@ -291,11 +291,14 @@ def standardise(
                 f"or (y, x) — select the extra dimension(s) {extra} beforehand"
             )
         if "time" in ds[name].dims and not np.issubdtype(ds["time"].dtype, np.datetime64):
+            first = ds["time"].values.flat[0] if ds["time"].size else None
+            calendar = getattr(first, "calendar", None)
+            what = f"the {calendar!r} calendar" if calendar else f"dtype {ds['time'].dtype}"
             raise GridError(
-                f"{key}: the time of {name!r} does not decode to UTC datetimes "
-                f"(dtype {ds['time'].dtype}: a noleap or 360_day calendar?); use a standard "
-                "calendar: convert the files first, e.g. xarray's ds.convert_calendar('standard', "
-                "align_on='date')"
+                f"{key}: the time of {name!r} does not decode to dates climai runs on ({what}); "
+                "expected a standard, gregorian, proleptic_gregorian, noleap or 365_day "
+                "calendar: convert the files first, e.g. xarray's ds.convert_calendar('noleap', "
+                "align_on='year')"
             )
     try:
         grid = Grid(np.asarray(ds["x"].values), np.asarray(ds["y"].values), crs.to_wkt())

@@ -398,3 +398,46 @@ def write_plugin_package(
     ]
     (info / "entry_points.txt").write_text("\n".join(sections))
     return root
+
+
+def write_calendar_series(
+    folder: str | Path, calendar: str, years: list[int], n: int = 8, seed: int = 0
+) -> list[Path]:
+    """One CF NetCDF file per year, ``pr_<year>.nc``, of daily-mean ``pr`` (kg m-2 s-1, seeded,
+    ``cell_methods: time: mean``) on an ``n`` × ``n`` 1 km EPSG:3035 grid, in ``calendar``: times
+    at 12:00 with bounds ``time_bnds`` [00:00, 24:00), encoded as days since 1950 in ``calendar``
+    (decoded by xarray as cftime dates unless the calendar is a standard one)."""
+    import datetime as dt
+
+    import cftime
+    from pyproj import CRS
+
+    from climai.grids import crs_variable
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    axis = np.arange(n) * 1000.0 + 4_000_000.0
+    paths = []
+    for year in years:
+        start = cftime.datetime(year, 1, 1, calendar=calendar)
+        days = round((cftime.datetime(year + 1, 1, 1, calendar=calendar) - start).days)
+        edges = [start + dt.timedelta(days=d) for d in range(days + 1)]
+        ds = xr.Dataset(
+            coords={
+                "time": ("time", [e + dt.timedelta(hours=12) for e in edges[:-1]]),
+                "y": ("y", axis, {"units": "m", "standard_name": "projection_y_coordinate"}),
+                "x": ("x", axis, {"units": "m", "standard_name": "projection_x_coordinate"}),
+            }
+        )
+        ds["time"].attrs = {"standard_name": "time", "axis": "T", "bounds": "time_bnds"}
+        ds["time_bnds"] = (("time", "nv"), np.stack([edges[:-1], edges[1:]], axis=1))
+        pr = rng.gamma(0.5, 2e-5, (days, n, n)).astype(np.float32)
+        attrs = {"units": "kg m-2 s-1", "cell_methods": "time: mean", "grid_mapping": "crs"}
+        ds["pr"] = (("time", "y", "x"), pr, attrs)
+        ds["crs"] = crs_variable(CRS.from_epsg(3035))
+        enc = {"units": "days since 1950-01-01", "calendar": calendar, "dtype": "float64"}
+        path = folder / f"pr_{year}.nc"
+        ds.to_netcdf(path, encoding={"time": enc, "time_bnds": dict(enc)})
+        paths.append(path)
+    return paths

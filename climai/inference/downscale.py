@@ -57,6 +57,7 @@ from climai.inference.predict import (
 from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
 from climai.io.atomic import scratch_dir
+from climai.io.calendars import to_datetime64
 from climai.io.cf import cf_dataset, cf_encoding, completed_attrs
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
@@ -264,9 +265,10 @@ def open_input(path: str | Path) -> xr.Dataset:
     if path.is_dir() or path.suffix == ".zarr":
         return open_store(path)
     try:
-        return xr.open_dataset(path, chunks={})
+        ds = xr.open_dataset(path, chunks={})
     except Exception as err:  # backends raise many types; name the file and keep the cause
         raise ValueError(f"cannot open {str(path)!r} as NetCDF: {err}") from err
+    return to_datetime64(ds, f"input {str(path)!r}")  # noleap: datetime64, calendar kept
 
 
 def downscale_emulator(

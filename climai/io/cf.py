@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from climai.grids import is_geographic_axis
+from climai.io.calendars import SOURCE_CALENDAR, calendar_of, shifted
 from climai.variables import known_variable
 
 FILL_VALUE = np.float32(1.0e20)
@@ -51,12 +52,15 @@ def time_bounds(time: xr.DataArray) -> xr.DataArray:
     ``[0, 3600]`` for hourly means labelled at their start, ``[-1800, 1800]`` at their middle),
     else ``[t - Δt, t]``: each value describes the interval ending at ``t``."""
     values = time.values.astype("datetime64[ns]")
+    calendar = time.attrs.get(SOURCE_CALENDAR)  # offsets count in the model calendar
     offsets = time.attrs.get(BOUNDS_OFFSETS)
     if offsets is not None and len(offsets) == 2:
-        start, end = (np.timedelta64(round(float(o) * 1e9), "ns") for o in offsets)
-        return xr.DataArray(np.stack([values + start, values + end], axis=1), dims=("time", "nv"))
-    step = np.median(np.diff(values)) if values.size > 1 else np.timedelta64(1, "h")
-    return xr.DataArray(np.stack([values - step, values], axis=1), dims=("time", "nv"))
+        start, end = (shifted(values, float(o), calendar) for o in offsets)
+        return xr.DataArray(np.stack([start, end], axis=1), dims=("time", "nv"))
+    step = float(np.median(np.diff(values)) / np.timedelta64(1, "s")) if values.size > 1 else 3600
+    return xr.DataArray(
+        np.stack([shifted(values, -step, calendar), values], axis=1), dims=("time", "nv")
+    )
 
 
 #: CF attributes of the horizontal axes: lat/lon grids, then projected grids (metres).
@@ -200,6 +204,7 @@ def cf_dataset(
         "axis": "T",
         "bounds": "time_bnds",
     }
+    ds["time"].encoding = {"calendar": calendar_of(hr)}  # the source's (cf_encoding)
     ds["time_bnds"] = time_bounds(hr["time"])
     for axis, axis_cf in axis_attrs(hr).items():
         ds[axis].attrs = axis_cf
@@ -229,7 +234,8 @@ def cf_encoding(
     ds: xr.Dataset, variables: list[str], level: int = 4, chunk_xy: int = 256
 ) -> dict[str, dict[str, Any]]:
     """zlib-compressed, chunked (one time step × ``chunk_xy``² cells) float32 data variables."""
-    time = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
+    calendar = ds["time"].encoding.get("calendar", "proleptic_gregorian") if "time" in ds else None
+    time = {"units": TIME_UNITS, "calendar": calendar or "proleptic_gregorian", "dtype": "float64"}
     # CF: coordinates, bounds and the grid mapping carry no _FillValue (xarray adds NaN to floats)
     enc: dict[str, dict[str, Any]] = {
         str(n): {"_FillValue": None}

@@ -23,6 +23,7 @@ import xarray as xr
 import yaml
 
 from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
+from climai.io.calendars import CalendarError, to_datetime64
 from climai.plugins import PluginError, Registry
 
 _GLOB_CHARS = set("*?[")
@@ -212,8 +213,17 @@ def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:
                 f"{key}: cannot read NetCDF file {path!r} (truncated or not NetCDF?): {msg}"
             ) from None
         _check_variables(ds, names, repr(path), key)
+        ds = _gregorian(ds, f"{key}: file {path!r}")
         parts.append((repr(path), _keep(scalar_time_to_axis(ds, names), names)))
     return combine_in_time(parts, names[0], key)
+
+
+def _gregorian(ds: xr.Dataset, where: str) -> xr.Dataset:
+    """:func:`climai.io.calendars.to_datetime64`, its refusal as :class:`SourceError`."""
+    try:
+        return to_datetime64(ds, where)
+    except CalendarError as err:
+        raise SourceError(str(err)) from None
 
 
 def _is_start(ds: xr.Dataset, name: str) -> bool:
@@ -292,7 +302,7 @@ def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset
         detail = type(err).__name__ if options else str(err)
         raise SourceError(f"{key}: cannot open zarr store {spec.path!r}: {detail}") from None
     _check_variables(ds, names, f"store {spec.path!r}", key)
-    ds = _keep(ds, names)
+    ds = _keep(_gregorian(ds, f"{key}: store {spec.path!r}"), names)
     time = _time_dim(ds, names[0])
     if time is not None:
         _check_times(ds, time, f"store {spec.path!r}", key)

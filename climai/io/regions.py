@@ -23,6 +23,7 @@ import xarray as xr
 import zarr
 
 from climai.io.atomic import atomic_path
+from climai.io.calendars import time_encodings
 from climai.io.stores import COMPRESSOR, StoreError, consolidate
 
 log = logging.getLogger("climai")
@@ -49,6 +50,8 @@ def _template_encoding(template: xr.Dataset) -> dict[str, dict[str, object]]:
             enc[str(name)] = {"compressors": [COMPRESSOR]}
             if var.chunks is not None:
                 enc[str(name)]["chunks"] = tuple(c[0] for c in var.chunks)
+    for name, calendar in time_encodings(template).items():  # the source's calendar
+        enc[name] = {**enc.get(name, {}), **calendar}
     return enc
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import xarray as xr
 from zarr.codecs import BloscCodec
 
+from climai.io.calendars import time_encodings, to_datetime64
+
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
@@ -27,7 +29,7 @@ def open_store(path: str | Path) -> xr.Dataset:
             # Snakemake marks directory outputs with a file zarr does not know: harmless
             warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp")
             ds = xr.open_zarr(path, consolidated=False, chunks=None)
-        return _chunk_like_storage(ds)
+        return _chunk_like_storage(to_datetime64(ds, f"store {str(path)!r}", record=False))
     except Exception as err:  # zarr raises many types; name the store and keep the cause
         raise StoreError(f"cannot open store {str(path)!r}: {err}") from err
 
@@ -69,6 +71,8 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, object]]:
             keep["compressors"] = [COMPRESSOR]
         if keep:
             enc[str(name)] = keep
+    for name, calendar in time_encodings(ds).items():  # read back in the source's calendar
+        enc[name] = {**enc.get(name, {}), **calendar}
     return enc
 
 

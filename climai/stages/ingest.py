@@ -34,6 +34,7 @@ from climai.config import (
 )
 from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_variable
+from climai.io.calendars import SOURCE_CALENDAR, seconds_between
 from climai.io.cf import BOUNDS_OFFSETS
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
@@ -77,11 +78,12 @@ class TimeInfo:
         return out
 
 
-def describe_times(times: pd.DatetimeIndex) -> TimeInfo:
-    """The usual (most common) step and the number of steps that differ from it."""
+def describe_times(times: pd.DatetimeIndex, calendar: str | None = None) -> TimeInfo:
+    """The usual (most common) step and the number of steps that differ from it, counted in
+    the source's ``calendar`` (noleap: 28 February to 1 March is one day, also in a leap year)."""
     if times.size < 2:
         return TimeInfo(None, True)
-    steps = np.diff(times.values).astype("timedelta64[ms]").astype(np.float64) / 1e3
+    steps = np.round(seconds_between(times.values[:-1], times.values[1:], calendar), 3)
     values, counts = np.unique(steps, return_counts=True)
     usual = float(values[np.argmax(counts)])
     irregular = int((steps != usual).sum())
@@ -113,7 +115,8 @@ def _step_seconds(ds: xr.Dataset, times: TimeInfo, name: str) -> xr.DataArray | 
     bounds = ds["time"].attrs.get("bounds") or ds["time"].encoding.get("bounds")
     if bounds and bounds in ds.variables:
         b = ds[bounds].load()
-        seconds = (b.isel({b.dims[1]: 1}) - b.isel({b.dims[1]: 0})).values / np.timedelta64(1, "s")
+        calendar = ds["time"].attrs.get(SOURCE_CALENDAR)  # a noleap day is 86,400 s on 28 Feb
+        seconds = seconds_between(b.values[:, 0], b.values[:, 1], calendar)
         if (seconds <= 0).any():
             raise IngestError(
                 f"variable {name!r}: time bounds {bounds!r} have non-positive lengths"
@@ -229,7 +232,8 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     ds, grid, trim = subset_and_trim(ds, grid, cfg)
     report.append(trim)
     check_time_axis(ds, "data.target", where)
-    times = describe_times(pd.DatetimeIndex(ds["time"].values))
+    calendar = ds["time"].attrs.get(SOURCE_CALENDAR)
+    times = describe_times(pd.DatetimeIndex(ds["time"].values), calendar)
     out = xr.Dataset(coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
     for var in cfg.variables:
         tol = getattr(src, "negative_tolerance", 0.0)  # a file source's; the toy world's: none
@@ -261,7 +265,7 @@ def load_target(cfg: CampaignConfig) -> Ingested:
         n: float(c.values[keep].sum()) / (n_steps * cells) for n, c in per_step.items()
     }
     out = out.isel(time=np.flatnonzero(keep)) if not keep.all() else out
-    times = describe_times(pd.DatetimeIndex(out["time"].values))
+    times = describe_times(pd.DatetimeIndex(out["time"].values), calendar)
     times.dropped_all_nan = int((~keep).sum())
     if not times.regular:
         report.append(
@@ -276,6 +280,7 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     for c in ("x", "y"):
         out[c].attrs = _coord_attrs(grid.crs, c)
     out["time"].attrs = {"standard_name": "time", "axis": "T", "long_name": "time (UTC)"}
+    out["time"].attrs.update({SOURCE_CALENDAR: calendar} if calendar else {})  # kept in outputs
     out["time"].attrs.update(_bounds_offsets(ds))  # the exports' time bounds
     out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
     out.attrs = {"title": f"climai {cfg.campaign} target", "source": where, **times.attrs()}
@@ -292,7 +297,7 @@ def _bounds_offsets(ds: xr.Dataset) -> dict[str, list[float]]:
         return {}
     b = np.asarray(ds[bounds].values).astype("datetime64[ns]")
     t = np.asarray(ds["time"].values).astype("datetime64[ns]")
-    offsets = (b - t[:, None]) / np.timedelta64(1, "s")
+    offsets = seconds_between(t[:, None], b, ds["time"].attrs.get(SOURCE_CALENDAR))
     if offsets.ndim != 2 or offsets.shape[1] != 2 or not (offsets == offsets[0]).all():
         return {}
     return {BOUNDS_OFFSETS: [float(o) for o in offsets[0]]}

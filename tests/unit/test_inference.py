@@ -390,17 +390,28 @@ def test_float32_coordinates_of_a_regular_grid_pass_the_spacing_check():
         )
 
 
-@pytest.mark.parametrize("calendar", ["noleap", "360_day"])
-def test_an_input_in_a_non_standard_calendar_is_refused_with_the_fix(
-    new_domain, tmp_path, capsys, calendar
-):
-    lr = open_store(new_domain / "lr.zarr").load().convert_calendar(calendar, align_on="date")
+def test_an_input_in_a_noleap_calendar_is_downscaled_in_that_calendar(new_domain, tmp_path):
+    """A noleap input was refused ('needs a standard calendar'); both outputs now hold its times
+    in its calendar, as xarray reads them back."""
+    import xarray as xr
+
+    lr = open_store(new_domain / "lr.zarr").load().convert_calendar("noleap", use_cftime=True)
+    lr.to_netcdf(tmp_path / "noleap.nc")
+    for output in (tmp_path / "hr.zarr", tmp_path / "hr.nc"):
+        assert _downscale_input(new_domain, tmp_path / "noleap.nc", output) == 0
+        hr = xr.open_zarr(output) if output.suffix == ".zarr" else xr.open_dataset(output)
+        assert hr["time"].encoding["calendar"] == "noleap"
+        np.testing.assert_array_equal(hr["time"].values, lr["time"].values)
+
+
+def test_an_input_in_a_360_day_calendar_is_refused_with_the_fix(new_domain, tmp_path, capsys):
+    lr = open_store(new_domain / "lr.zarr").load().convert_calendar("360_day", align_on="date")
     write_store(lr, tmp_path / "cal.zarr")
     assert _downscale_input(new_domain, tmp_path / "cal.zarr", tmp_path / "hr.zarr") == 1
     err = capsys.readouterr().err
-    assert "cal.zarr" in err and f"uses the {calendar!r} calendar" in err
-    assert "standard (proleptic_gregorian/gregorian) calendar" in err
-    assert "convert_calendar('standard', align_on='date')" in err
+    assert "cal.zarr" in err and "uses the '360_day' calendar" in err
+    assert "standard, gregorian, proleptic_gregorian, noleap, 365_day" in err
+    assert "convert_calendar('noleap', align_on='year')" in err
     assert not (tmp_path / "hr.zarr").exists()
 
 

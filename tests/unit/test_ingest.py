@@ -499,12 +499,13 @@ def test_a_model_calendar_is_refused_with_the_conversion_to_make(in_tmp):
         crs="EPSG:3035",
         times=pd.date_range("2021-01-01", periods=3, freq="h"),
     )
-    noleap = xr.date_range("2021-01-01", periods=3, freq="h", calendar="noleap", use_cftime=True)
-    _rewrite(in_tmp / "n.nc", lambda ds: ds.assign_coords(time=noleap))
+    days = xr.date_range("2021-01-01", periods=3, freq="h", calendar="360_day", use_cftime=True)
+    _rewrite(in_tmp / "n.nc", lambda ds: ds.assign_coords(time=days))
     assert_fails_without_output(
         campaign({"source": "netcdf", "path": "n.nc"}, scale=4),
-        r"the time of 'pr' does not decode to UTC datetimes \(dtype object: a noleap or 360_day "
-        r"calendar\?\); use a standard calendar: .*convert_calendar\('standard', align_on='date'\)",
+        r"data\.target: file 'n\.nc': the time axis uses the '360_day' calendar.*climai runs on "
+        r"the calendars standard, gregorian, proleptic_gregorian, noleap, 365_day: .*"
+        r"convert_calendar\('noleap', align_on='year'\)",
     )
 
 
@@ -755,8 +756,8 @@ def test_a_grid_without_coordinate_values_is_refused_early(in_tmp):
     assert_fails_without_output(raw, r"data\.target: .*'pr'.*\['x', 'y'\] have no coordinate")
 
 
-def test_a_noleap_input_is_refused_before_any_job(in_tmp):
-    """data.input in a noleap calendar passed 'climai validate' (only the target's calendar was
+def test_a_360_day_input_is_refused_before_any_job(in_tmp):
+    """data.input in a 360_day calendar passed 'climai validate' (only the target's calendar was
     checked there) and stopped ingest; the checks before jobs now run the grid and time checks
     of ingest on every source's first file."""
     from climai.io.headers import check_before_jobs
@@ -766,10 +767,10 @@ def test_a_noleap_input_is_refused_before_any_job(in_tmp):
     lr = truth[["pr", "crs"]].coarsen(x=2, y=2).mean()
     lr["crs"] = truth["crs"]
     lr["pr"].attrs = dict(truth["pr"].attrs)
-    lr = lr.convert_calendar("noleap", use_cftime=True)
+    lr = lr.convert_calendar("360_day", align_on="date")
     lr.to_netcdf(in_tmp / "input.nc")
     raw = campaign({"source": "netcdf", "path": str(in_tmp / "target.nc")}, scale=2)
     raw["data"]["input"] = {"source": "netcdf", "path": str(in_tmp / "input.nc")}
     raw["methods"] = {"unet": None, "unet-crps": None}  # baselines: no patch to check
-    with pytest.raises(SourceError, match=r"data\.input: the time of 'pr' does not decode"):
+    with pytest.raises(SourceError, match=r"data\.input: file .*input\.nc.*'360_day' calendar"):
         check_before_jobs(validate_config(raw), cache=False)

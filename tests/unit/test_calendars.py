@@ -1,0 +1,105 @@
+"""Model calendars: daily means in yearly files across a leap year, on each calendar climai runs
+on (read back in that calendar from every store and export), and refused ones named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from climai.config import validate_config
+from climai.io import open_store
+from climai.io.cf import cf_dataset, cf_encoding
+from climai.io.headers import check_before_jobs
+from climai.io.readers import SourceError
+from climai.stages import StageContext
+from climai.stages.ingest import IngestError
+from climai.stages.ingest import run as run_ingest
+from climai.testing import write_calendar_series
+
+PR = {"name": "pr", "units": "mm h-1", "kind": "precipitation"}
+
+
+def _raw(path: str, **extra: object) -> dict:
+    raw = {
+        "campaign": "cal",
+        "scale": 2,
+        "variables": [PR],
+        "data": {
+            "target": {"source": "netcdf", "path": path},
+            "static": {"xk": {"source": "derived", "field": "x"}},
+        },
+        "methods": {"unet": None, "unet-crps": None},
+    }
+    raw.update(extra)
+    return raw
+
+
+def _source(paths: list[Path]) -> xr.Dataset:
+    parts = [xr.open_dataset(p) for p in paths]
+    return xr.concat(parts, "time", data_vars="minimal", coords="minimal", compat="override")
+
+
+@pytest.mark.parametrize(
+    "calendar", ["standard", "gregorian", "proleptic_gregorian", "noleap", "365_day"]
+)
+def test_yearly_files_of_a_model_calendar_keep_times_bounds_and_calendar(in_tmp, calendar):
+    """A noleap series was refused (a glob of yearly files even as 'has no time dimension');
+    now each calendar whose dates are Gregorian dates runs, and the ingested store and the
+    export read back with the source's own times, bounds and calendar."""
+    paths = write_calendar_series(in_tmp / "src", calendar, [2003, 2004])
+    src = _source(paths)
+    cfg = validate_config(_raw(str(in_tmp / "src" / "pr_*.nc")))
+    check_before_jobs(cfg, cache=False)
+    ctx = StageContext(cfg, "0" * 64, "ingest", 1)
+    run_ingest(ctx)
+
+    stored = xr.open_zarr(ctx.paths.target)  # as a user reads it
+    assert stored.sizes["time"] == src.sizes["time"]  # no day dropped or doubled at New Year
+    np.testing.assert_array_equal(stored["time"].values, src["time"].values)
+    assert stored["time"].encoding["calendar"] == calendar
+    assert stored.attrs["time_regular"] == 1  # a noleap 28 Feb to 1 Mar 2004 is one day
+    # kg m-2 s-1 to mm h-1: 1 kg m-2 is 1 mm, 3,600 s an hour
+    np.testing.assert_allclose(stored["pr"].values, src["pr"].values * 3600.0, rtol=1e-6)
+
+    target = open_store(ctx.paths.target)  # as climai reads it: datetime64
+    assert np.issubdtype(target["time"].dtype, np.datetime64)
+    ds = cf_dataset(target, ["pr"], {"pr": "precipitation"})
+    ds.to_netcdf(in_tmp / "out.nc", encoding=cf_encoding(ds, ["pr"]))
+    out = xr.open_dataset(in_tmp / "out.nc")
+    assert out["time"].encoding["calendar"] == calendar
+    np.testing.assert_array_equal(out["time"].values, src["time"].values)
+    np.testing.assert_array_equal(out["time_bnds"].values, src["time_bnds"].values)
+
+
+@pytest.mark.parametrize("calendar", ["360_day", "all_leap", "366_day", "julian"])
+def test_a_calendar_with_dates_gregorian_time_lacks_is_refused_at_validate(in_tmp, calendar):
+    write_calendar_series(in_tmp / "src", calendar, [2003])
+    cfg = validate_config(_raw(str(in_tmp / "src" / "pr_*.nc")))
+    with pytest.raises(SourceError) as err:
+        check_before_jobs(cfg, cache=False)
+    msg = str(err.value)
+    assert "data.target" in msg and "pr_2003.nc" in msg, msg
+    assert f"the {calendar!r} calendar" in msg, msg
+    assert "standard, gregorian, proleptic_gregorian, noleap, 365_day" in msg, msg
+    with pytest.raises(IngestError, match=f"the {calendar!r} calendar"):
+        run_ingest(StageContext(cfg, "0" * 64, "ingest", 1))
+    assert not Path("results/cal/ingest/target.zarr").exists()
+
+
+def test_split_dates_on_a_noleap_calendar(in_tmp):
+    """Date bounds select the noleap days of a leap year: 2004 holds 365 of them."""
+    from climai.stages.preprocess import run as run_preprocess
+
+    write_calendar_series(in_tmp / "src", "noleap", [2003, 2004, 2005])
+    split = {"train": ["2003-01-01", "2003-12-31"], "val": ["2004-01-01", "2004-12-31"]}
+    split["test"] = ["2005-01-01", "2005-12-31"]
+    cfg = validate_config(_raw(str(in_tmp / "src" / "pr_*.nc"), split=split))
+    run_ingest(StageContext(cfg, "0" * 64, "ingest", 1))
+    ctx = StageContext(cfg, "0" * 64, "preprocess", 1)
+    run_preprocess(ctx)
+    prep = xr.open_zarr(ctx.paths.dataset)
+    assert prep["time"].encoding["calendar"] == "noleap"
+    assert np.bincount(prep["split"].values).tolist() == [365, 365, 365]
