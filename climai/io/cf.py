@@ -7,6 +7,7 @@ bounds, ``cell_methods`` and the provenance of the run, readable by xarray, netC
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +29,7 @@ PROVENANCE = (
 )
 #: The CF attributes a data variable carries over to every field derived from it (LR inputs,
 #: predictions, exports), in the order they are written.
-CF_KEYS = ("standard_name", "long_name", "units")
+CF_KEYS = ("standard_name", "long_name", "units", "cell_methods")
 
 
 #: CF attributes of an ensemble's member axis and of its quantile levels (every output climai
@@ -174,8 +175,17 @@ def completed_attrs(own: Mapping[Any, Any], base: str) -> dict[str, Any]:
     return attrs
 
 
-def _cell_methods(kind: str, name: str) -> str:
-    time_part = "time: mean" if kind == "precipitation" else "time: point"
+def time_method(cell_methods: object) -> str | None:
+    """The ``time: <method>`` part of a CF ``cell_methods`` string (None: it has none)."""
+    found = re.search(r"\btime\s*:\s*(\w+)", str(cell_methods or ""))
+    return f"time: {found.group(1)}" if found else None
+
+
+def _cell_methods(kind: str, name: str, source: object = None) -> str:
+    """The source's time method (daily means: ``time: mean``), else precipitation's
+    ``time: mean`` and ``time: point`` for the rest; ``realization: mean`` for ensemble means."""
+    default = "time: mean" if kind == "precipitation" else "time: point"
+    time_part = time_method(source) or default
     return f"{time_part} realization: mean" if name.endswith("_mean") else time_part
 
 
@@ -193,7 +203,9 @@ def cf_dataset(
         ds[name].attrs = {
             **_variable_attrs(hr, name, base),
             "grid_mapping": "crs",
-            "cell_methods": _cell_methods(kinds.get(base, "generic"), name),
+            "cell_methods": _cell_methods(
+                kinds.get(base, "generic"), name, hr[base].attrs.get("cell_methods")
+            ),
         }
         if name.endswith("_quantile"):
             ds[name].attrs.pop("standard_name", None)

@@ -35,7 +35,7 @@ from climai.config import (
 from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_variable
 from climai.io.calendars import SOURCE_CALENDAR, seconds_between
-from climai.io.cf import BOUNDS_OFFSETS
+from climai.io.cf import BOUNDS_OFFSETS, time_method
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.checks import (
@@ -139,6 +139,7 @@ def canonical_variable(
     da = ds[src_name]
     da.name = src_name
     src_units = da.attrs.get("units")
+    rate_of_amount = False
     if var.converter is not None:
         da = apply_converter(da, var.converter.name, var.converter.params, var.name)
     if "units" not in da.attrs:
@@ -152,6 +153,7 @@ def canonical_variable(
         lookup(unit, src_name, f" in {where}")
         if is_rate(var.units) and is_amount(unit) and "time" in da.dims:
             da = amount_to_rate(da, _step_seconds(ds, times, src_name), src_name)
+            rate_of_amount = True
             da.attrs["long_name"] = f"rate from {da.attrs.get('long_name', src_name)}"
         da = convert(da, var.units, src_name, f" in {where}")
     except UnitsError as err:
@@ -162,6 +164,11 @@ def canonical_variable(
         if k not in ("_FillValue", "missing_value", "cell_methods", "comment")
     }
     attrs.update(units=var.units, grid_mapping="crs", source_variable=src_name)
+    method = time_method(ds[src_name].attrs.get("cell_methods"))  # daily means stay means
+    if rate_of_amount:  # an amount per step (time: sum) over the step's length: its mean rate
+        method = "time: mean"
+    if method is not None:
+        attrs["cell_methods"] = method
     if tolerance and is_non_negative(var.kind):
         da = da.where((da >= 0) | (da < -tolerance) | da.isnull(), 0.0)
         attrs["negative_tolerance"] = tolerance  # values down to -tolerance were read as 0

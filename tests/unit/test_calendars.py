@@ -103,3 +103,32 @@ def test_split_dates_on_a_noleap_calendar(in_tmp):
     prep = xr.open_zarr(ctx.paths.dataset)
     assert prep["time"].encoding["calendar"] == "noleap"
     assert np.bincount(prep["split"].values).tolist() == [365, 365, 365]
+
+
+@pytest.mark.parametrize(
+    ("method", "units", "expected"),
+    [("time: mean", "K", "time: mean"), ("time: maximum", "K", "time: maximum"),
+     (None, "K", "time: point"), ("time: sum", "kg m-2", "time: mean")],
+)  # fmt: skip
+def test_the_exports_cell_methods_are_the_sources_time_method(in_tmp, method, units, expected):
+    """Daily-mean tas with time bounds [00, 24) was exported as 'time: point' (ingest dropped
+    the source's cell_methods; the export chose by kind alone); a daily amount turned into a
+    rate is its mean over the day."""
+    (path,) = write_calendar_series(in_tmp / "src", "noleap", [2003])
+    ds = xr.open_dataset(path).load()
+    ds = ds.rename(pr="v").assign(v=lambda d: (d["v"] * 1e5 + 270).assign_attrs(units=units))
+    if method is None:
+        del ds["v"].attrs["cell_methods"]
+    else:
+        ds["v"].attrs["cell_methods"] = method
+    ds.to_netcdf(in_tmp / "v.nc")
+    kind = "precipitation" if units == "kg m-2" else "temperature"
+    var = {"name": "v", "units": "mm h-1" if units == "kg m-2" else "K", "kind": kind}
+    cfg = validate_config(_raw(str(in_tmp / "v.nc"), variables=[var]))
+    ctx = StageContext(cfg, "0" * 64, "ingest", 1)
+    run_ingest(ctx)
+    target = open_store(ctx.paths.target)
+    out = cf_dataset(target, ["v"], {"v": kind})
+    assert out["v"].attrs["cell_methods"] == expected
+    if units == "kg m-2":  # 270 kg m-2 over 24 h: 11.25 mm h-1
+        np.testing.assert_allclose(target["v"].values, ds["v"].values / 24.0, rtol=1e-6)
