@@ -91,7 +91,8 @@ def check_source(
     paths = expand_paths(spec.path, key)
     where = f" in {paths[0]!r} ({key})"
     variables = list(dict.fromkeys(n for n, _ in names))
-    ds = open_source(spec.model_copy(update={"path": paths[0]}), variables, key)
+    probe = _first_files(spec, paths, variables)  # one file, or the first of each variable's
+    ds = open_source(spec.model_copy(update={"path": probe}), variables, key)
     try:
         for name, units in names:
             if units is not None:
@@ -99,13 +100,34 @@ def check_source(
         x, _ = find_xy(ds, variables[0])
         crs_from_dataset(ds, variables[0], x, spec.crs)
         if cfg is not None:
-            _remember_shape(cfg, _shape_of(ds, cfg, len(paths)))
+            _remember_shape(cfg, _shape_of(ds, cfg, len(paths) // len(probe)))
         else:  # the grid and time checks ingest makes (calendar, spacing, dimensions)
             standardise(ds, variables, key, spec.crs)
     except (UnitsError, GridError) as err:
         raise SourceError(f"{key}: {err}" if key not in str(err) else str(err)) from None
     finally:
         ds.close()
+
+
+def _first_files(spec: Any, paths: list[str], variables: list[str]) -> list[str]:
+    """The first file of a NetCDF series, and where it lacks some of ``variables`` (each in
+    files of its own: ``tas_*.nc``, ``pr_*.nc``) the first file holding each of them."""
+    if spec.source != "netcdf" or len(paths) == 1:
+        return paths[:1]
+    out: list[str] = []
+    missing = list(variables)
+    for path in paths:
+        try:
+            with xr.open_dataset(path, decode_times=False) as ds:
+                held = [v for v in missing if v in ds.data_vars]
+        except Exception:  # unreadable: the reader names it
+            return paths[:1]
+        if held or not out:
+            out.append(path)
+        missing = [v for v in missing if v not in held]
+        if not missing:
+            break
+    return out
 
 
 def _fingerprint(key: str, spec: Any, names: list[tuple[str, str | None]]) -> str | None:
@@ -189,9 +211,10 @@ def target_shape(cfg: CampaignConfig, cache: Path | None = SHAPES) -> tuple[int,
         return known[key]
     src = cfg.data.target
     paths = expand_paths(src.path, "data.target")
-    ds = open_source(src.model_copy(update={"path": paths[0]}), _target_names(cfg), "data.target")
+    probe = _first_files(src, paths, _target_names(cfg))
+    ds = open_source(src.model_copy(update={"path": probe}), _target_names(cfg), "data.target")
     try:
-        shape = _shape_of(ds, cfg, len(paths))
+        shape = _shape_of(ds, cfg, len(paths) // len(probe))
     finally:
         ds.close()
     if cache is not None:

@@ -24,6 +24,7 @@ import yaml
 
 from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
 from climai.io.calendars import CalendarError, to_datetime64
+from climai.io.series import _time_dim, scalar_time_to_axis, side_by_side
 from climai.plugins import PluginError, Registry
 
 _GLOB_CHARS = set("*?[")
@@ -86,14 +87,6 @@ def _keep(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
     out = ds[list(dict.fromkeys(keep))]
     aux = [c for c in out.coords if c not in out.dims]
     return out.drop_vars(aux)
-
-
-def _time_dim(ds: xr.Dataset, name: str) -> str | None:
-    """The time dimension of ``ds[name]``: a dimension whose coordinate holds datetimes."""
-    for d in ds[name].dims:
-        if d in ds.coords and np.issubdtype(ds[d].dtype, np.datetime64):
-            return str(d)
-    return None
 
 
 def _check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeIndex:
@@ -201,21 +194,39 @@ def _same_series(parts: list[tuple[str, xr.Dataset]], variable: str, key: str) -
     return out
 
 
+def _open_nc(path: str, key: str) -> xr.Dataset:
+    try:
+        return xr.open_dataset(path, chunks={}, cache=False)
+    except Exception as err:  # netCDF4/h5py raise OSError, RuntimeError, ValueError...
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SourceError(
+            f"{key}: cannot read NetCDF file {path!r} (truncated or not NetCDF?): {msg}"
+        ) from None
+
+
 def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:
-    """NetCDF file(s), lazily; a series of files is sorted by time."""
-    parts = []
+    """NetCDF file(s), lazily; a series of files is sorted by time. Variables may be in files of
+    their own (CMIP/CORDEX: ``tas_*.nc`` and ``pr_*.nc``): each variable's series is joined in
+    time, then the series are put side by side on the same times and grid (checked)."""
+    groups: dict[tuple[str, ...], list[tuple[str, xr.Dataset]]] = {}
     for path in expand_paths(spec.path, key):
-        try:
-            ds = xr.open_dataset(path, chunks={}, cache=False)
-        except Exception as err:  # netCDF4/h5py raise OSError, RuntimeError, ValueError...
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise SourceError(
-                f"{key}: cannot read NetCDF file {path!r} (truncated or not NetCDF?): {msg}"
-            ) from None
-        _check_variables(ds, names, repr(path), key)
+        ds = _open_nc(path, key)
+        present = tuple(n for n in names if n in ds.data_vars)
+        if not present:
+            _check_variables(ds, names, repr(path), key)
         ds = _gregorian(ds, f"{key}: file {path!r}")
-        parts.append((repr(path), _keep(scalar_time_to_axis(ds, names), names)))
-    return combine_in_time(parts, names[0], key)
+        groups.setdefault(present, []).append(
+            (repr(path), _keep(scalar_time_to_axis(ds, list(present)), list(present)))
+        )
+    if len(groups) == 1:
+        ((present, parts),) = groups.items()
+        _check_variables(parts[0][1], names, parts[0][0], key)
+        return combine_in_time(parts, names[0], key)
+    series = {p: (parts[0][0], combine_in_time(parts, p[0], key)) for p, parts in groups.items()}
+    try:
+        return side_by_side(series, names, key)
+    except ValueError as err:
+        raise SourceError(str(err)) from None
 
 
 def _gregorian(ds: xr.Dataset, where: str) -> xr.Dataset:
@@ -224,42 +235,6 @@ def _gregorian(ds: xr.Dataset, where: str) -> xr.Dataset:
         return to_datetime64(ds, where)
     except CalendarError as err:
         raise SourceError(str(err)) from None
-
-
-def _is_start(ds: xr.Dataset, name: str) -> bool:
-    return "start" in name.lower() or "start" in str(ds[name].attrs.get("long_name", "")).lower()
-
-
-def scalar_time_to_axis(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
-    """A file that holds one step without a time dimension, as a length-1 time axis.
-
-    Its time is the scalar datetime variable with CF ``standard_name: time`` (else one called
-    ``valid_time`` or ``time``); a scalar datetime whose name or ``long_name`` says *start*
-    (e.g. ``start_time``) becomes the step's bounds ``time_bnds`` = [start, time]. Datasets with
-    a time dimension, or without a scalar time (static fields), are returned unchanged.
-    """
-    if _time_dim(ds, names[0]) is not None:
-        return ds
-    scalars = [
-        str(v)
-        for v in ds.variables
-        if ds[v].ndim == 0 and np.issubdtype(ds[v].dtype, np.datetime64)
-    ]
-    end = next((v for v in scalars if ds[v].attrs.get("standard_name") == "time"), None)
-    end = end or next((v for v in ("valid_time", "time") if v in scalars), None)
-    if end is None:
-        return ds
-    start = next((v for v in scalars if v != end and _is_start(ds, v)), None)
-    t_end = ds[end].values
-    out = ds.drop_vars(scalars)
-    for name in names:
-        out[name] = out[name].expand_dims(time=[t_end])
-    out["time"].attrs = {"standard_name": "time", "source_variable": end}
-    if start is not None:
-        bounds = np.array([[ds[start].values, t_end]], dtype="datetime64[ns]")
-        out["time_bnds"] = (("time", "nv"), bounds)
-        out["time"].attrs["bounds"] = "time_bnds"
-    return out
 
 
 def storage_options(spec: ZarrSource, key: str) -> dict[str, Any]:

@@ -132,3 +132,40 @@ def test_the_exports_cell_methods_are_the_sources_time_method(in_tmp, method, un
     assert out["v"].attrs["cell_methods"] == expected
     if units == "kg m-2":  # 270 kg m-2 over 24 h: 11.25 mm h-1
         np.testing.assert_allclose(target["v"].values, ds["v"].values / 24.0, rtol=1e-6)
+
+
+def _tas_files(paths: list[Path]) -> None:
+    """``tas_<year>.nc`` beside each ``pr_<year>.nc``: the same days, in K."""
+    for path in paths:
+        with xr.open_dataset(path) as ds:
+            tas = ds.rename(pr="tas").load()
+        tas["tas"] = (tas["tas"] * 1e5 + 270.0).assign_attrs(units="K", grid_mapping="crs")
+        tas.to_netcdf(path.with_name(path.name.replace("pr_", "tas_")))
+
+
+def test_variables_in_files_of_their_own_are_joined_on_their_times(in_tmp):
+    """tas_*.nc and pr_*.nc (one variable per file, as CMIP/CORDEX publish) were refused:
+    'variable pr is not in tas_2003.nc'; each variable's series is now read and the two put
+    side by side, the same days as the files', no step dropped or doubled at New Year."""
+    paths = write_calendar_series(in_tmp / "src", "noleap", [2003, 2004])
+    _tas_files(paths)
+    tas = {"name": "tas", "units": "K", "kind": "temperature"}
+    files = [str(in_tmp / "src" / "tas_*.nc"), str(in_tmp / "src" / "pr_*.nc")]
+    cfg = validate_config(_raw(files, variables=[tas, PR]))  # type: ignore[arg-type]
+    check_before_jobs(cfg, cache=False)
+    ctx = StageContext(cfg, "0" * 64, "ingest", 1)
+    run_ingest(ctx)
+    out = xr.open_zarr(ctx.paths.target)
+    src = _source(paths)
+    np.testing.assert_array_equal(out["time"].values, src["time"].values)
+    np.testing.assert_allclose(out["pr"].values, src["pr"].values * 3600.0, rtol=1e-6)
+    np.testing.assert_allclose(out["tas"].values, src["pr"].values * 1e5 + 270.0, rtol=1e-6)
+
+    (in_tmp / "src" / "pr_2004.nc").unlink()  # pr one year short of tas
+    cfg = validate_config(_raw(files, variables=[tas, PR]))  # type: ignore[arg-type]
+    with pytest.raises(IngestError, match=r"pr_2003\.nc.*tas_2003\.nc.*differ in 'time' \(365 "):
+        run_ingest(StageContext(cfg, "0" * 64, "ingest", 1))
+    wind = {"name": "sfcWind", "units": "m s-1", "kind": "generic"}
+    cfg = validate_config(_raw(files, variables=[tas, wind]))  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match=r"variable 'sfcWind' is not in '.*tas_2003\.nc'"):
+        check_before_jobs(cfg, cache=False)
