@@ -127,23 +127,17 @@ def in_model_units(lr: xr.Dataset, units: dict[str, str], source: str) -> xr.Dat
 
 def check_calendar(lr: xr.Dataset, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` unless ``lr``'s time coordinate holds datetime64
-    dates (a standard calendar): cftime dates (noleap, 360_day...) cannot be streamed."""
+    dates: :func:`~climai.inference.downscale.open_input` reads the model calendars climai runs
+    on (:data:`climai.io.calendars.ACCEPTED`, noleap included) as such and refuses the others,
+    so what is left here are times that are not dates at all."""
+    from climai.io.calendars import ACCEPTED
+
     time = lr["time"]
     if np.issubdtype(time.dtype, np.datetime64):
         return
-    try:
-        calendar = str(time.dt.calendar)
-    except (AttributeError, TypeError):
-        calendar = ""
-    if calendar:
-        raise ValueError(
-            f"input {source!r}: its time coordinate uses the {calendar!r} calendar; the model "
-            "needs a standard (proleptic_gregorian/gregorian) calendar: convert the input first, "
-            "e.g. ds.convert_calendar('standard', align_on='date')"
-        )
     raise ValueError(
         f"input {source!r}: its time coordinate is not dates (dtype {time.dtype}); the model "
-        "needs times in a standard (proleptic_gregorian/gregorian) calendar"
+        f"needs dates in one of the calendars {', '.join(ACCEPTED)}"
     )
 
 
@@ -190,7 +184,7 @@ def crs_wkt(ds: xr.Dataset) -> str:
 
 def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` unless ``lr`` has the model's variables (on time, y
-    and x, in any order), units, a standard calendar, an evenly spaced grid with the model's LR
+    and x, in any order), units, dates (any calendar climai runs on), an evenly spaced grid with the model's LR
     spacing, and its CRS."""
     missing = [v for v in spec.variables if v not in lr]
     if missing:

@@ -21,6 +21,11 @@ import xarray as xr
 ACCEPTED = ("standard", "gregorian", "proleptic_gregorian", "noleap", "365_day")
 #: Attribute of ``time`` naming the calendar of the data's source (absent: proleptic_gregorian).
 SOURCE_CALENDAR = "source_calendar"
+#: Attribute of ``time``: the source's time ``units`` (e.g. ``days since 1949-12-01``), which
+#: every output encodes its times in again.
+SOURCE_UNITS = "source_time_units"
+#: The attributes of ``time`` that every output keeps (the source's calendar and time units).
+SOURCE_TIME = (SOURCE_CALENDAR, SOURCE_UNITS)
 
 
 class CalendarError(ValueError):
@@ -28,10 +33,11 @@ class CalendarError(ValueError):
 
 
 def _calendar(var: xr.Variable) -> str | None:
-    """The calendar of a variable of cftime dates (None: not cftime dates)."""
+    """The calendar of a variable of cftime dates (None: not cftime dates); only its first
+    element is read (a lazy variable stays lazy)."""
     if var.dtype != object or var.size == 0:
         return None
-    first = np.asarray(var.values).flat[0]
+    first = np.asarray(var[(0,) * var.ndim].values).item()
     calendar = getattr(first, "calendar", None)
     return str(calendar).lower() if calendar else None
 
@@ -44,6 +50,12 @@ def refuse(calendar: str, where: str) -> CalendarError:
         f"year); climai runs on the calendars {', '.join(ACCEPTED)}: convert the files first, "
         "e.g. xarray's ds.convert_calendar('noleap', align_on='year') for 360_day"
     )
+
+
+def _source(var: xr.Variable, calendar: str) -> dict[str, str]:
+    """The :data:`SOURCE_CALENDAR` and :data:`SOURCE_UNITS` attributes of a decoded time."""
+    units = var.encoding.get("units")
+    return {SOURCE_CALENDAR: calendar, **({SOURCE_UNITS: str(units)} if units else {})}
 
 
 def to_datetime64(ds: xr.Dataset, where: str, record: bool = True) -> xr.Dataset:
@@ -62,7 +74,7 @@ def to_datetime64(ds: xr.Dataset, where: str, record: bool = True) -> xr.Dataset
                 and SOURCE_CALENDAR not in var.attrs
             ):
                 out[str(name)] = var.copy(deep=False)
-                out[str(name)].attrs[SOURCE_CALENDAR] = str(encoded).lower()
+                out[str(name)].attrs.update(_source(var, str(encoded).lower()))
             continue
         calendar = str(var.encoding.get("calendar") or calendar).lower()  # 365_day, not noleap
         if calendar not in ACCEPTED:
@@ -70,7 +82,8 @@ def to_datetime64(ds: xr.Dataset, where: str, record: bool = True) -> xr.Dataset
         flat = np.asarray(var.values).ravel()
         index = xr.CFTimeIndex(flat).to_datetimeindex(unsafe=True, time_unit="ns")
         values = np.asarray(index.values).reshape(var.shape)
-        out[str(name)] = xr.Variable(var.dims, values, {**var.attrs, SOURCE_CALENDAR: calendar})
+        attrs = {**var.attrs, **(_source(var, calendar) if record else {SOURCE_CALENDAR: calendar})}
+        out[str(name)] = xr.Variable(var.dims, values, attrs)
         # what else decoding moved out of the attributes (CF ``bounds``, chunks) stays
         out[str(name)].encoding = {
             k: v for k, v in var.encoding.items() if k not in ("units", "calendar", "dtype")
@@ -90,13 +103,14 @@ def calendar_of(ds: xr.Dataset) -> str:
 
 
 def time_encodings(ds: xr.Dataset) -> dict[str, dict[str, str]]:
-    """The ``calendar`` encoding of every datetime64 variable of ``ds``: ``time``'s
-    :data:`SOURCE_CALENDAR` (a store or file then reads back in the source's calendar)."""
+    """The ``calendar`` (and ``units``) encoding of every datetime64 variable of ``ds``: ``time``'s
+    :data:`SOURCE_CALENDAR` and :data:`SOURCE_UNITS` (a store or file then reads back in the
+    source's calendar and units)."""
     calendar = calendar_of(ds)
+    units = ds["time"].attrs.get(SOURCE_UNITS) if "time" in ds.variables else None
+    enc = {"calendar": calendar, **({"units": str(units), "dtype": "float64"} if units else {})}
     return {
-        str(n): {"calendar": calendar}
-        for n, v in ds.variables.items()
-        if np.issubdtype(v.dtype, np.datetime64)
+        str(n): dict(enc) for n, v in ds.variables.items() if np.issubdtype(v.dtype, np.datetime64)
     }
 
 

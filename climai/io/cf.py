@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from climai.grids import is_geographic_axis
-from climai.io.calendars import SOURCE_CALENDAR, calendar_of, shifted
+from climai.io.calendars import SOURCE_CALENDAR, SOURCE_UNITS, calendar_of, shifted
 from climai.variables import known_variable
 
 FILL_VALUE = np.float32(1.0e20)
@@ -216,7 +216,8 @@ def cf_dataset(
         "axis": "T",
         "bounds": "time_bnds",
     }
-    ds["time"].encoding = {"calendar": calendar_of(hr)}  # the source's (cf_encoding)
+    units = hr["time"].attrs.get(SOURCE_UNITS, TIME_UNITS)  # the source's (cf_encoding)
+    ds["time"].encoding = {"calendar": calendar_of(hr), "units": str(units)}
     ds["time_bnds"] = time_bounds(hr["time"])
     for axis, axis_cf in axis_attrs(hr).items():
         ds[axis].attrs = axis_cf
@@ -246,8 +247,12 @@ def cf_encoding(
     ds: xr.Dataset, variables: list[str], level: int = 4, chunk_xy: int = 256
 ) -> dict[str, dict[str, Any]]:
     """zlib-compressed, chunked (one time step × ``chunk_xy``² cells) float32 data variables."""
-    calendar = ds["time"].encoding.get("calendar", "proleptic_gregorian") if "time" in ds else None
-    time = {"units": TIME_UNITS, "calendar": calendar or "proleptic_gregorian", "dtype": "float64"}
+    source = ds["time"].encoding if "time" in ds else {}
+    time = {
+        "units": source.get("units", TIME_UNITS),
+        "calendar": source.get("calendar", "proleptic_gregorian"),
+        "dtype": "float64",
+    }
     # CF: coordinates, bounds and the grid mapping carry no _FillValue (xarray adds NaN to floats)
     enc: dict[str, dict[str, Any]] = {
         str(n): {"_FillValue": None}

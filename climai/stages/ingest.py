@@ -34,7 +34,7 @@ from climai.config import (
 )
 from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_variable
-from climai.io.calendars import SOURCE_CALENDAR, seconds_between
+from climai.io.calendars import SOURCE_CALENDAR, SOURCE_TIME, seconds_between
 from climai.io.cf import BOUNDS_OFFSETS, time_method
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
@@ -287,7 +287,7 @@ def load_target(cfg: CampaignConfig) -> Ingested:
     for c in ("x", "y"):
         out[c].attrs = _coord_attrs(grid.crs, c)
     out["time"].attrs = {"standard_name": "time", "axis": "T", "long_name": "time (UTC)"}
-    out["time"].attrs.update({SOURCE_CALENDAR: calendar} if calendar else {})  # kept in outputs
+    out["time"].attrs.update({k: v for k, v in ds["time"].attrs.items() if k in SOURCE_TIME})
     out["time"].attrs.update(_bounds_offsets(ds))  # the exports' time bounds
     out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
     out.attrs = {"title": f"climai {cfg.campaign} target", "source": where, **times.attrs()}

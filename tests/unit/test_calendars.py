@@ -60,6 +60,7 @@ def test_yearly_files_of_a_model_calendar_keep_times_bounds_and_calendar(in_tmp,
     assert stored.sizes["time"] == src.sizes["time"]  # no day dropped or doubled at New Year
     np.testing.assert_array_equal(stored["time"].values, src["time"].values)
     assert stored["time"].encoding["calendar"] == calendar
+    assert stored["time"].encoding["units"] == "days since 1950-01-01"  # the source's encoding
     assert stored.attrs["time_regular"] == 1  # a noleap 28 Feb to 1 Mar 2004 is one day
     # kg m-2 s-1 to mm h-1: 1 kg m-2 is 1 mm, 3,600 s an hour
     np.testing.assert_allclose(stored["pr"].values, src["pr"].values * 3600.0, rtol=1e-6)
@@ -70,6 +71,7 @@ def test_yearly_files_of_a_model_calendar_keep_times_bounds_and_calendar(in_tmp,
     ds.to_netcdf(in_tmp / "out.nc", encoding=cf_encoding(ds, ["pr"]))
     out = xr.open_dataset(in_tmp / "out.nc")
     assert out["time"].encoding["calendar"] == calendar
+    assert out["time"].encoding["units"] == "days since 1950-01-01"
     np.testing.assert_array_equal(out["time"].values, src["time"].values)
     np.testing.assert_array_equal(out["time_bnds"].values, src["time_bnds"].values)
 
