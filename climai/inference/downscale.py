@@ -61,6 +61,7 @@ from climai.io.calendars import to_datetime64
 from climai.io.cf import cf_dataset, cf_encoding, completed_attrs
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
+from climai.io.readers import open_netcdf_glob
 from climai.launch import available_cpus
 from climai.models.unet import ResidualUNet
 from climai.runtime import configure_torch
@@ -258,7 +259,10 @@ def downscale_baseline(
 
 
 def open_input(path: str | Path) -> xr.Dataset:
-    """An LR or static dataset from a zarr store or a NetCDF file, lazily."""
+    """An LR or static dataset from a zarr store, a NetCDF file or a glob of NetCDF files (a
+    scenario run in yearly files, a file per variable: joined as ingest joins them), lazily."""
+    if set("*?[") & set(str(path)):
+        return open_netcdf_glob(str(path), "--input")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")

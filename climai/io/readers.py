@@ -229,6 +229,21 @@ def open_netcdf(spec: NetCDFSource, names: list[str], key: str) -> xr.Dataset:
         raise SourceError(str(err)) from None
 
 
+def open_netcdf_glob(pattern: str, key: str) -> xr.Dataset:
+    """Every variable on a time axis of the NetCDF files ``pattern`` matches, as
+    :func:`open_netcdf` joins a source's files (in time, and variables of their own files side
+    by side): ``climai downscale --input 'rcp85/*_day_*.nc'``."""
+    from climai.config import NetCDFSource
+
+    names: list[str] = []
+    for path in expand_paths(pattern, key):
+        with xr.open_dataset(path, decode_times=False) as ds:
+            bounds = {str(ds[d].attrs.get("bounds", "")) for d in ds.dims if d in ds}
+            names += [str(v) for v in ds.data_vars if len(ds[v].dims) > 1 and v not in bounds]
+    spec = NetCDFSource(source="netcdf", path=pattern)
+    return open_netcdf(spec, list(dict.fromkeys(names)), key)
+
+
 def _gregorian(ds: xr.Dataset, where: str) -> xr.Dataset:
     """:func:`climai.io.calendars.to_datetime64`, its refusal as :class:`SourceError`."""
     try:

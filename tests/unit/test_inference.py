@@ -1249,3 +1249,21 @@ def test_a_latlon_input_without_grid_mapping_is_wgs84_as_in_ingest():
     check_crs(out, CRS.from_epsg(4326).to_wkt(), "input 'f.nc'")
     projected = ds.rename(lon="x", lat="y").assign_coords(x=[0.0, 8000.0], y=[0.0, 8000.0])
     assert "crs" not in with_crs_variable(projected, ["pr"], "f.nc")
+
+
+def test_a_glob_of_yearly_files_per_variable_is_one_input(new_domain, tmp_path):
+    """--input took one store or file: a scenario run published a file per variable and year
+    had to be merged by hand. A glob is now joined as ingest joins a source's files (in time,
+    variables side by side), and gives the output of the same data in one store."""
+    import xarray as xr
+
+    lr = open_store(new_domain / "lr.zarr").load()
+    for v in ("tas", "pr"):
+        for i, steps in enumerate((slice(0, 2), slice(2, None))):
+            lr[[v, "crs"]].isel(time=steps).to_netcdf(tmp_path / f"{v}_{i}.nc")
+    assert _downscale_input(new_domain, tmp_path / "*_?.nc", tmp_path / "glob.zarr") == 0
+    assert _downscale(new_domain, tmp_path / "one.zarr") == 0
+    glob_, one = xr.open_zarr(tmp_path / "glob.zarr"), xr.open_zarr(tmp_path / "one.zarr")
+    np.testing.assert_array_equal(glob_["time"].values, one["time"].values)
+    for v in ("tas", "pr"):
+        np.testing.assert_array_equal(glob_[v].values, one[v].values)
