@@ -15,7 +15,13 @@ import numpy as np
 import xarray as xr
 
 from climai.grids import is_geographic_axis
-from climai.io.calendars import SOURCE_CALENDAR, SOURCE_UNITS, calendar_of, shifted
+from climai.io.calendars import (
+    SOURCE_CALENDAR,
+    SOURCE_UNITS,
+    calendar_of,
+    seconds_between,
+    shifted,
+)
 from climai.variables import known_variable
 
 FILL_VALUE = np.float32(1.0e20)
@@ -46,6 +52,22 @@ def cf_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
 #: Attribute of ``time`` (set by ingest, kept by every store): the source's time bounds as
 #: ``[start, end]`` offsets from each time in seconds, where they are the same for every step.
 BOUNDS_OFFSETS = "bounds_offsets_seconds"
+
+
+def bounds_offsets(ds: xr.Dataset) -> dict[str, list[float]]:
+    """``{BOUNDS_OFFSETS: [start, end]}``: ``ds``'s CF time bounds as offsets from each time
+    (seconds, in its calendar), where they are the same for every step (ingest's target,
+    ``climai downscale``'s input): the exports then give each value its own interval. ``{}``
+    without bounds or with bounds that differ from step to step."""
+    bounds = ds["time"].attrs.get("bounds") or ds["time"].encoding.get("bounds")
+    if not bounds or bounds not in ds.variables:
+        return {}
+    b = np.asarray(ds[bounds].values).astype("datetime64[ns]")
+    t = np.asarray(ds["time"].values).astype("datetime64[ns]")
+    offsets = seconds_between(t[:, None], b, ds["time"].attrs.get(SOURCE_CALENDAR))
+    if offsets.ndim != 2 or offsets.shape[1] != 2 or not (offsets == offsets[0]).all():
+        return {}
+    return {BOUNDS_OFFSETS: [float(o) for o in offsets[0]]}
 
 
 def time_bounds(time: xr.DataArray) -> xr.DataArray:

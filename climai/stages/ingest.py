@@ -35,7 +35,7 @@ from climai.config import (
 from climai.converters import apply_converter
 from climai.grids import Grid, GridError, crs_variable
 from climai.io.calendars import SOURCE_CALENDAR, SOURCE_TIME, seconds_between
-from climai.io.cf import BOUNDS_OFFSETS, time_method
+from climai.io.cf import bounds_offsets, time_method
 from climai.io.readers import SourceError, open_source
 from climai.io.stores import write_store
 from climai.preprocess.checks import (
@@ -288,26 +288,12 @@ def load_target(cfg: CampaignConfig) -> Ingested:
         out[c].attrs = _coord_attrs(grid.crs, c)
     out["time"].attrs = {"standard_name": "time", "axis": "T", "long_name": "time (UTC)"}
     out["time"].attrs.update({k: v for k, v in ds["time"].attrs.items() if k in SOURCE_TIME})
-    out["time"].attrs.update(_bounds_offsets(ds))  # the exports' time bounds
+    out["time"].attrs.update(bounds_offsets(ds))  # the exports' time bounds
     out["time"].encoding = {"units": "seconds since 1970-01-01", "dtype": "int64"}
     out.attrs = {"title": f"climai {cfg.campaign} target", "source": where, **times.attrs()}
     out.attrs["valid_fraction"] = str({k: round(v, 6) for k, v in valid_fraction.items()})
     out.attrs["ingest_report"] = "; ".join(report)
     return Ingested(out, grid, times, valid_fraction, cell_fraction, toy_static, report)
-
-
-def _bounds_offsets(ds: xr.Dataset) -> dict[str, list[float]]:
-    """The source's time bounds as ``[start, end]`` offsets from each time (seconds), where they
-    are the same for every step: the exports then give each value its own interval."""
-    bounds = ds["time"].attrs.get("bounds") or ds["time"].encoding.get("bounds")
-    if not bounds or bounds not in ds.variables:
-        return {}
-    b = np.asarray(ds[bounds].values).astype("datetime64[ns]")
-    t = np.asarray(ds["time"].values).astype("datetime64[ns]")
-    offsets = seconds_between(t[:, None], b, ds["time"].attrs.get(SOURCE_CALENDAR))
-    if offsets.ndim != 2 or offsets.shape[1] != 2 or not (offsets == offsets[0]).all():
-        return {}
-    return {BOUNDS_OFFSETS: [float(o) for o in offsets[0]]}
 
 
 def _count_valid(

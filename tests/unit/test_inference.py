@@ -1267,3 +1267,18 @@ def test_a_glob_of_yearly_files_per_variable_is_one_input(new_domain, tmp_path):
     np.testing.assert_array_equal(glob_["time"].values, one["time"].values)
     for v in ("tas", "pr"):
         np.testing.assert_array_equal(glob_[v].values, one[v].values)
+
+
+def test_the_inputs_time_bounds_are_the_outputs(new_domain, tmp_path):
+    """A CF input with time bounds (means labelled at the start of their hour) came out with
+    bounds [t - 1 h, t] whatever its own: downscale read no bounds from its input."""
+    import xarray as xr
+
+    lr = open_store(new_domain / "lr.zarr").load()
+    t = lr["time"].values
+    lr["time_bnds"] = (("time", "nv"), np.stack([t, t + np.timedelta64(1, "h")], axis=1))
+    lr["time"].attrs = {"standard_name": "time", "bounds": "time_bnds"}
+    lr.to_netcdf(tmp_path / "in.nc")
+    assert _downscale_input(new_domain, tmp_path / "in.nc", tmp_path / "hr.nc") == 0
+    with xr.open_dataset(tmp_path / "hr.nc") as hr:
+        np.testing.assert_array_equal(hr["time_bnds"].values, lr["time_bnds"].values)
