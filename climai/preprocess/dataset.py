@@ -19,6 +19,7 @@ from zarr.codecs import BloscCodec
 
 from climai.data.prepared import hr_key, lr_key, split_code, static_key, static_names
 from climai.grids import GridError
+from climai.io.calendars import SOURCE_UNITS, calendar_of
 from climai.preprocess.coarsen import block_mean_numpy
 from climai.preprocess.splits import SPLITS, make_split_labels
 from climai.preprocess.stats import streaming_stats
@@ -170,7 +171,8 @@ def stats_graph(ds: xr.Dataset, variables: dict[str, str], scale: int, n_quantil
 
 
 def static_and_split_stats(ds: xr.Dataset) -> dict[str, Any]:
-    """Moments of the static fields and the first/last time of each split (small, eager)."""
+    """Moments of the static fields, the first/last time of each split and the calendar and
+    time units of the source they are dates of (small, eager)."""
     out: dict[str, Any] = {"static": {}}
     for name in static_names(ds):
         values = np.asarray(ds[static_key(name)].values, np.float64)
@@ -180,5 +182,10 @@ def static_and_split_stats(ds: xr.Dataset) -> dict[str, Any]:
     labels = ds["split"].values
     out["splits"] = {
         s: [str(times[labels == i][0]), str(times[labels == i][-1])] for i, s in enumerate(SPLITS)
+    }
+    # the splits' dates are dates of this calendar (the model card's record of its periods)
+    out["time_axis"] = {
+        "calendar": calendar_of(ds),
+        "units": str(ds["time"].attrs.get(SOURCE_UNITS, "")),
     }
     return out

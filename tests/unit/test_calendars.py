@@ -3,6 +3,7 @@ on (read back in that calendar from every store and export), and refused ones na
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,10 @@ def test_split_dates_on_a_noleap_calendar(in_tmp):
     prep = xr.open_zarr(ctx.paths.dataset)
     assert prep["time"].encoding["calendar"] == "noleap"
     assert np.bincount(prep["split"].values).tolist() == [365, 365, 365]
+    # the statistics a model card carries say which calendar the train period's dates are of
+    stats = json.loads(ctx.paths.preprocessed_stats.read_text())
+    assert stats["splits"]["train"][0].startswith("2003-01-01T12")
+    assert stats["time_axis"] == {"calendar": "noleap", "units": "days since 1950-01-01"}
 
 
 @pytest.mark.parametrize(
