@@ -58,13 +58,7 @@ from climai.inference.tiling import Predict, Tile, TiledPredictor, TileLayout
 from climai.io import open_store, provenance_attrs
 from climai.io.atomic import scratch_dir
 from climai.io.calendars import to_datetime64
-from climai.io.cf import (
-    BOUNDS_OFFSETS,
-    bounds_offsets,
-    cf_dataset,
-    cf_encoding,
-    completed_attrs,
-)
+from climai.io.cf import cf_dataset, cf_encoding, completed_attrs, with_bounds
 from climai.io.netcdf import write_netcdf
 from climai.io.provenance import file_sha256
 from climai.io.readers import open_netcdf_glob
@@ -279,14 +273,6 @@ def open_input(path: str | Path) -> xr.Dataset:
     except Exception as err:  # backends raise many types; name the file and keep the cause
         raise ValueError(f"cannot open {str(path)!r} as NetCDF: {err}") from err
     return with_bounds(to_datetime64(ds, f"input {str(path)!r}"))  # noleap: calendar kept
-
-
-def with_bounds(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with its CF time bounds as ``time``'s offsets (:func:`bounds_offsets`): the output's
-    daily means keep their [00:00, 24:00) interval, not [t - 1 day, t]."""
-    if "time" not in ds.coords or BOUNDS_OFFSETS in ds["time"].attrs:
-        return ds
-    return ds.assign_coords(time=ds["time"].assign_attrs(bounds_offsets(ds)))
 
 
 def downscale_emulator(

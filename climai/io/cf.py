@@ -70,6 +70,15 @@ def bounds_offsets(ds: xr.Dataset) -> dict[str, list[float]]:
     return {BOUNDS_OFFSETS: [float(o) for o in offsets[0]]}
 
 
+def with_bounds(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (``climai downscale``'s input) with its CF time bounds as ``time``'s offsets
+    (:func:`bounds_offsets`): the output's daily means keep their [00:00, 24:00) interval, not
+    [t - 1 day, t]."""
+    if "time" not in ds.coords or BOUNDS_OFFSETS in ds["time"].attrs:
+        return ds
+    return ds.assign_coords(time=ds["time"].assign_attrs(bounds_offsets(ds)))
+
+
 def time_bounds(time: xr.DataArray) -> xr.DataArray:
     """``(time, nv)`` bounds: the source's own (``time`` attribute :data:`BOUNDS_OFFSETS`, e.g.
     ``[0, 3600]`` for hourly means labelled at their start, ``[-1800, 1800]`` at their middle),
