@@ -19,6 +19,7 @@ from climai.grids import (
     normalise_longitudes,
     uneven_step,
 )
+from climai.io.readers import SourceError, check_times
 
 if TYPE_CHECKING:
     from climai.data.features import FeatureSpec
@@ -203,6 +204,10 @@ def check_input(lr: xr.Dataset, card: dict[str, Any], spec: FeatureSpec, source:
                 f"input {source!r}: variable {v!r} has dims {lr[v].dims}; expected (time, y, x)"
             )
     check_calendar(lr, source)
+    try:  # one value per step, in order (a glob of files was checked as it was joined)
+        check_times(lr, "time", f"input {source!r}", "--input")
+    except SourceError as err:
+        raise ValueError(str(err)) from None
     for axis in ("x", "y"):
         if lr.sizes[axis] < 2:
             raise ValueError(

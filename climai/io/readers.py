@@ -89,7 +89,7 @@ def _keep(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
     return out.drop_vars(aux)
 
 
-def _check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeIndex:
+def check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeIndex:
     """The times of one file; duplicated or decreasing times are errors."""
     times = pd.DatetimeIndex(ds[time].values)
     if times.size == 0:
@@ -123,7 +123,7 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
         time = _time_dim(ds, variable)
         if time is None:
             raise SourceError(f"{key}: variable {variable!r} in {where} has no time dimension")
-        times = _check_times(ds, time, where, key)
+        times = check_times(ds, time, where, key)
         spans.append((times[0], times[-1], where, ds.rename({time: "time"})))
     if len(spans) == 1:
         return spans[0][3]
@@ -295,7 +295,7 @@ def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset
     ds = _keep(_gregorian(ds, f"{key}: store {spec.path!r}"), names)
     time = _time_dim(ds, names[0])
     if time is not None:
-        _check_times(ds, time, f"store {spec.path!r}", key)
+        check_times(ds, time, f"store {spec.path!r}", key)
         ds = ds.rename({time: "time"})
     return ds
 

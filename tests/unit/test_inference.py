@@ -252,6 +252,8 @@ def test_downscale_configfile_need_not_configure_the_models_method(new_domain, t
         (lambda ds: ds.assign(pr=ds["pr"].assign_attrs(units="mm")), "units 'mm', an amount per step; the model expects the rate 'mm h-1'"),
         (lambda ds: ds.assign_coords(x=ds["x"] * 2), "LR spacing along x is 8000; the model expects 4000"),
         (lambda ds: ds.drop_vars("crs"), "has no CRS"),
+        (lambda ds: ds.isel(time=[0, 1, 1, 2]), "appears more than once in input"),  # was written twice
+        (lambda ds: ds.isel(time=[2, 1, 0]), "are not increasing"),
         (
             lambda ds: ds.assign(crs=ds["crs"].assign_attrs(crs_wkt=_wkt(4326))),
             "is in CRS 'WGS 84'; the model expects 'ETRS89-extended / LAEA Europe'",
