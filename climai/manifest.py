@@ -376,6 +376,18 @@ def manifest_differences(reference: Path, rerun: Path) -> list[str]:
     return out
 
 
+def card_differences(a: Path, b: Path) -> str:
+    """The fields of the two model files' applied cards that differ (dotted, at most 5, with
+    both values); empty when they agree."""
+    from climai.io.checkpoints import applied_card, load_model_file
+    from climai.runtime import flatten
+
+    fa, fb = (flatten(applied_card(load_model_file(p)[1])) for p in (a, b))
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    shown = "; ".join(f"{k} ({fa.get(k)!r} → {fb.get(k)!r})" for k in keys[:5])
+    return shown + (f"; and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
 def compare_artifact(
     name: str, a: Path, b: Path, rtol: float, items: list[str], made_of: list[str] | None = None
 ) -> Comparison:
@@ -404,6 +416,8 @@ def compare_artifact(
         else "equal values, other attributes or metadata"
     )
     why = f"recorded items that differ: {'; '.join(items)}" if items else ""
+    if a.suffix == ".pt" and (cards := card_differences(a, b)):
+        why += ("; " if why else "") + f"the model cards differ in {cards}"
     if made_of:
         why += ("; " if why else "") + f"made from other data or config: {'; '.join(made_of)}"
     why = why or (

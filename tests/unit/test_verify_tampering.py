@@ -75,6 +75,8 @@ def test_verify_fails_a_reference_model_whose_card_was_edited(tmp_path):
     [result] = compare_campaigns(reference, rerun)
     assert result.artifact == "models/unet/model.pt"
     assert not result.ok and "values differ" in result.detail
+    # which field: the detail said only "max abs difference inf"
+    assert "the model cards differ in features.stats.tas.mean (286.0 → " in result.detail
 
 
 def _store_campaign(root: Path) -> Path:
