@@ -14,6 +14,7 @@ name, plugins included. This module imports nothing heavy (the Snakefile reads i
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
@@ -36,6 +37,21 @@ _SHADOWED: set[tuple[str, str, str]] = set()
 def plugin_names(family: str) -> list[str]:
     """Names of the installed plugins of ``family`` (sorted), without loading them."""
     return sorted({ep.name for ep in entry_points(group=GROUPS[family])})
+
+
+def unbindable(func: Callable[..., object], nargs: int) -> str | None:
+    """``func``'s signature (text) when it cannot be called with ``nargs`` positional arguments,
+    the way climai calls a plugin's function; ``None`` when it can, or when it has no signature
+    to inspect (a builtin: trusted)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*[None] * nargs)
+    except TypeError:
+        return str(sig)
+    return None
 
 
 class PluginError(KeyError, ValueError):

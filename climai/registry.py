@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from climai.config.methods import (
     UNetConfig,
     UNetCRPSConfig,
 )
-from climai.plugins import PluginError, Registry
+from climai.plugins import PluginError, Registry, unbindable
 
 MethodKind = Literal["emulator", "baseline"]
 
@@ -126,12 +125,8 @@ def _check_declared(spec: Callable[..., Any] | str, what: str, params: tuple[str
     ``def`` with another number of parameters, is named when the config is read, not mid-run."""
     wanted = f"{what}({', '.join(params)})"
     if callable(spec):
-        try:
-            inspect.signature(spec).bind(*params)
-        except TypeError as err:
-            raise TypeError(f"{what} {spec!r} must be {wanted}: {err}") from None
-        except ValueError:  # no signature to inspect (a builtin): trust it
-            pass
+        if (found := unbindable(spec, len(params))) is not None:
+            raise TypeError(f"{what} {spec!r} must be {wanted}, not {what}{found}")
         return
     module, _, attr = spec.partition(":")
     try:

@@ -17,12 +17,11 @@ before streaming) is still computed, from the whole split gathered in memory.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from climai.plugins import Registry
+from climai.plugins import Registry, unbindable
 
 if TYPE_CHECKING:
     from climai.evaluation.metrics import MetricInput
@@ -215,14 +214,8 @@ CONTRACT_METRICS = ("rmse", "mae", "bias", "corr", "spectral_ratio")
 
 def _takes_one(func: Callable[..., Any], what: str) -> None:
     """``TypeError`` unless ``func`` can be called with one positional argument."""
-    try:
-        inspect.signature(func).bind(None)
-    except TypeError:
-        raise TypeError(
-            f"{what} must take one argument, {func!r} has the signature {inspect.signature(func)}"
-        ) from None
-    except ValueError:  # no signature to inspect (a builtin): trust it
-        pass
+    if (found := unbindable(func, 1)) is not None:
+        raise TypeError(f"{what} must take one argument, {func!r} has the signature {found}")
 
 
 def _check_metric(name: str, obj: object) -> Metric:

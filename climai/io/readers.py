@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import inspect
 import itertools
 import os
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import yaml
 from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
 from climai.io.calendars import CalendarError, to_datetime64
 from climai.io.series import _time_dim, scalar_time_to_axis, side_by_side
-from climai.plugins import PluginError, Registry
+from climai.plugins import PluginError, Registry, unbindable
 
 _GLOB_CHARS = set("*?[")
 
@@ -436,15 +435,11 @@ is for error messages."""
 def _check_reader(name: str, obj: object) -> Reader:
     if not callable(obj):
         raise TypeError(f"expected a function (spec, names, key) -> xarray.Dataset, got {obj!r}")
-    try:
-        inspect.signature(obj).bind(None, None, None)
-    except TypeError:
+    if (found := unbindable(obj, 3)) is not None:
         raise TypeError(
             f"expected a function (spec, names, key) -> xarray.Dataset, {obj!r} has the "
-            f"signature {inspect.signature(obj)}"
-        ) from None
-    except ValueError:  # no signature to inspect (a builtin): trust it
-        pass
+            f"signature {found}"
+        )
     return obj  # type: ignore[return-value]
 
 

@@ -8,7 +8,6 @@ resumed by themselves. Deterministic and exactly resumable on CPU given the seed
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
@@ -27,6 +26,7 @@ from climai.config import EmulatorConfig
 from climai.data.dataset import Batch, Collate, EpochSampler, PatchDataset, batches_per_epoch
 from climai.data.features import FeatureSpec
 from climai.models.constraints import conserve
+from climai.plugins import unbindable
 from climai.registry import build_network, method_type
 from climai.training import TrainingInterrupted
 from climai.training.checkpoint import (
@@ -60,14 +60,13 @@ def build_model(cfg: EmulatorConfig, spec: FeatureSpec) -> nn.Module:
             f"method type {cfg.type!r}: build() returned {type(model).__name__}, "
             "not a torch.nn.Module"
         )
-    try:  # called as net(x, base): a plugin's forward(x) would fail at the first batch
-        inspect.signature(model.forward).bind(None, None)
-    except TypeError:
+    # called as net(x, base): a plugin's forward(x) would fail at the first batch
+    if (found := unbindable(model.forward, 2)) is not None:
         raise TypeError(
             f"method type {cfg.type!r}: its network's forward must take (x, base) "
             f"(docs/add-an-emulator.md); {type(model).__name__}.forward has the signature "
-            f"{inspect.signature(model.forward)}"
-        ) from None
+            f"{found}"
+        )
     multiple = int(getattr(model, "multiple", 1))
     if cfg.patch % multiple:
         raise ValueError(f"methods.*.patch={cfg.patch} must be a multiple of {multiple}")
