@@ -447,7 +447,8 @@ def compare_campaigns(
     the runtime records of the rules it depends on match, else within :data:`TOLERANCES`
     (``device="gpu"``: the tolerances whatever the records say); a difference names the input
     files whose manifest records differ and the config hash (not where a model card or store
-    records the same stage slice hash in both). One only the rerun made fails as missing."""
+    records the same stage slice hash in both). One the rerun made that the reference lacks
+    though its ``manifest.json`` lists it fails as missing in the reference."""
     reference, rerun = Path(reference), Path(rerun)
     # the artifacts and records of the campaign that was rerun (not of methods since nulled)
     config = (_read_manifest(rerun) or {}).get("config")

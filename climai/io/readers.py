@@ -23,7 +23,7 @@ import yaml
 
 from climai.config import FileSource, GribSource, NetCDFSource, PluginSource, ZarrSource
 from climai.io.calendars import CalendarError, to_datetime64
-from climai.io.series import _time_dim, scalar_time_to_axis, side_by_side
+from climai.io.series import scalar_time_to_axis, side_by_side, time_dim
 from climai.plugins import PluginError, Registry, unbindable
 
 _GLOB_CHARS = set("*?[")
@@ -78,7 +78,7 @@ def _keep(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
         gm = ds[name].attrs.get("grid_mapping") or ds[name].encoding.get("grid_mapping")
         if gm and str(gm).split(":")[0].strip() in ds.variables:
             keep.append(str(gm).split(":")[0].strip())
-    time = _time_dim(ds, names[0])
+    time = time_dim(ds, names[0])
     if time is not None:
         bounds = ds[time].attrs.get("bounds") or ds[time].encoding.get("bounds")
         if bounds and bounds in ds.variables:
@@ -110,7 +110,7 @@ def check_times(ds: xr.Dataset, time: str, where: str, key: str) -> pd.DatetimeI
 
 def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str) -> xr.Dataset:
     """One dataset from several files of one series: sorted by time, overlaps rejected."""
-    if _time_dim(parts[0][1], variable) is None:
+    if time_dim(parts[0][1], variable) is None:
         if len(parts) > 1:
             raise SourceError(
                 f"{key}: {len(parts)} files given but {variable!r} has no time dimension; "
@@ -119,7 +119,7 @@ def combine_in_time(parts: list[tuple[str, xr.Dataset]], variable: str, key: str
         return parts[0][1]
     spans = []
     for where, ds in parts:
-        time = _time_dim(ds, variable)
+        time = time_dim(ds, variable)
         if time is None:
             raise SourceError(f"{key}: variable {variable!r} in {where} has no time dimension")
         times = check_times(ds, time, where, key)
@@ -292,7 +292,7 @@ def open_zarr_source(spec: ZarrSource, names: list[str], key: str) -> xr.Dataset
         raise SourceError(f"{key}: cannot open zarr store {spec.path!r}: {detail}") from None
     _check_variables(ds, names, f"store {spec.path!r}", key)
     ds = _keep(_gregorian(ds, f"{key}: store {spec.path!r}"), names)
-    time = _time_dim(ds, names[0])
+    time = time_dim(ds, names[0])
     if time is not None:
         check_times(ds, time, f"store {spec.path!r}", key)
         ds = ds.rename({time: "time"})

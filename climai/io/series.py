@@ -48,7 +48,7 @@ def side_by_side(
     return xr.merge([ds for _, ds in series.values()], compat="override", join="exact")
 
 
-def _time_dim(ds: xr.Dataset, name: str) -> str | None:
+def time_dim(ds: xr.Dataset, name: str) -> str | None:
     """The time dimension of ``ds[name]``: a dimension whose coordinate holds datetimes."""
     for d in ds[name].dims:
         if d in ds.coords and np.issubdtype(ds[d].dtype, np.datetime64):
@@ -68,7 +68,7 @@ def scalar_time_to_axis(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
     (e.g. ``start_time``) becomes the step's bounds ``time_bnds`` = [start, time]. Datasets with
     a time dimension, or without a scalar time (static fields), are returned unchanged.
     """
-    if _time_dim(ds, names[0]) is not None:
+    if time_dim(ds, names[0]) is not None:
         return ds
     scalars = [
         str(v)

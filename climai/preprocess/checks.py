@@ -58,9 +58,9 @@ def check_not_negative(minima: dict[str, Any], cfg: CampaignConfig, key: str, wh
 def check_input_values(cfg: CampaignConfig, inputs: dict[str, xr.DataArray], where: str) -> None:
     """The driving data ``inputs`` (canonical variables on their own grid, before regridding
     could hide an inf) hold no ±inf and no negative precipitation; one pass, before any write."""
-    precip = [v.name for v in cfg.variables if is_non_negative(v.kind)]
+    non_negative = [v.name for v in cfg.variables if is_non_negative(v.kind)]
     infinite = {n: np.isinf(da).sum() for n, da in inputs.items()}
-    minima = {n: inputs[n].min() for n in precip if n in inputs}
+    minima = {n: inputs[n].min() for n in non_negative if n in inputs}
     infinite, minima = dask.compute(infinite, minima)
     check_finite(infinite, "data.input", where)
     check_not_negative(minima, cfg, "data.input", where)

@@ -304,8 +304,8 @@ def _count_valid(
     first = cfg.variable_names[0]
     per_step = {n: out[n].notnull().sum(("y", "x")) for n in cfg.variable_names}
     per_cell = out[first].notnull().sum("time")
-    precip = [v.name for v in cfg.variables if is_non_negative(v.kind)]
-    minima = {n: out[n].min() for n in precip}
+    non_negative = [v.name for v in cfg.variables if is_non_negative(v.kind)]
+    minima = {n: out[n].min() for n in non_negative}
     infinite = {n: np.isinf(out[n]).sum() for n in cfg.variable_names}
     try:
         per_step, per_cell, minima, infinite = dask.compute(per_step, per_cell, minima, infinite)
